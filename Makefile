@@ -1,0 +1,53 @@
+# SQ in Go. CI calls only `make test` (through .ci/run).
+GO        ?= go
+BIN       := bin/sq
+FUZZTIME  ?= 3s
+PKGS      := ./...
+
+.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sq
+
+# Starts the server on the embedded default config (./sq-data, one dev tenant
+# whose token is printed at start).
+run: build
+	./$(BIN) host
+
+# gofmt check + vet + race tests + a short pass of every fuzz target.
+test: fmt-check vet race fuzz-short
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Runs every Fuzz target in the module for FUZZTIME each (make fuzz FUZZTIME=5m
+# for a long run).
+fuzz-short:
+	@set -e; $(GO) list -f '{{.Dir}} {{.ImportPath}}' $(PKGS) | while read dir pkg; do \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=5m
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint: fmt-check vet
+	@if grep -rnE '\bfmt\.Print(f|ln)?\(' --include='*.go' phext protocol store server client 2>/dev/null | grep -v '_test.go'; then \
+	  echo "lint: fmt.Print in library code (use slog)"; exit 1; fi
+
+clean:
+	rm -rf bin
