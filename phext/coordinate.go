@@ -19,17 +19,18 @@ const (
 	LibraryBreak    byte = 0x01
 )
 
-// Indexes of the nine parts of a Coordinate, highest level first.
+// Indexes of the nine parts of a Coordinate (levels), highest level first.
+// They carry a Level prefix because Scroll names the scroll type.
 const (
-	Library = iota
-	Shelf
-	Series
-	Collection
-	Volume
-	Book
-	Chapter
-	Section
-	Scroll
+	LevelLibrary = iota
+	LevelShelf
+	LevelSeries
+	LevelCollection
+	LevelVolume
+	LevelBook
+	LevelChapter
+	LevelSection
+	LevelScroll
 )
 
 // MaxPart is the largest valid value of one part of a coordinate.
@@ -43,11 +44,11 @@ type Coordinate [9]uint16
 // Origin is 1.1.1/1.1.1/1.1.1, the coordinate of the first scroll.
 var Origin = Coordinate{1, 1, 1, 1, 1, 1, 1, 1, 1}
 
-// breakOf maps a level (Library..Scroll) to its delimiter byte.
+// breakOf maps a level (LevelLibrary..LevelScroll) to its delimiter byte.
 var breakOf = [9]byte{LibraryBreak, ShelfBreak, SeriesBreak, CollectionBreak,
 	VolumeBreak, BookBreak, ChapterBreak, SectionBreak, ScrollBreak}
 
-// BreakOf returns the delimiter byte of level (Library..Scroll).
+// BreakOf returns the delimiter byte of level (LevelLibrary..LevelScroll).
 func BreakOf(level int) byte { return breakOf[level] }
 
 // levelOf maps a byte to 1+level for delimiter bytes and 0 for text.
@@ -61,7 +62,7 @@ var levelOf = func() (t [256]uint8) {
 // IsBreak reports whether b is one of the nine phext delimiter bytes.
 func IsBreak(b byte) bool { return levelOf[b] != 0 }
 
-// LevelOf returns the level (Library..Scroll) of delimiter byte b, or -1
+// LevelOf returns the level (LevelLibrary..LevelScroll) of delimiter byte b, or -1
 // when b is text.
 func LevelOf(b byte) int { return int(levelOf[b]) - 1 }
 
@@ -126,4 +127,72 @@ func (c Coordinate) AppendText(dst []byte) []byte {
 func (c Coordinate) String() string {
 	var a [48]byte
 	return string(c.AppendText(a[:0]))
+}
+
+// ParseCoordinate parses the canonical text "L.S.R/C.V.B/Ch.Sn.Sc": nine
+// decimal parts, '.' between the parts of an arm and '/' or ';' between the
+// three arms (the URL form uses ';'; both may be mixed). Every part must be
+// 1..MaxPart; leading zeros are accepted ("01" is 1). Anything else (spaces,
+// signs, letters, missing, empty or extra parts) is an error wrapping
+// ErrBadCoordinate. Accepted text reads exactly as the reference
+// to_coordinate reads it. It does not allocate unless it fails.
+func ParseCoordinate(s string) (Coordinate, error) { return parseCoord(s, true) }
+
+// ToCoordinateLoose parses coordinate text the way the reference
+// to_coordinate does, but only where the reference does not guess: exactly
+// nine decimal parts, each 1..MaxPart, separated by any of '.', '/' and ';'
+// (the reference treats the three alike, so "1.2.3.4.5.6.7.8.9" and
+// "1/2/3/4/5/6/7/8/9" are accepted). Where the reference would guess it
+// returns an error wrapping ErrBadCoordinate instead: any other byte (it
+// skips junk, "1-2-3" would become 123), fewer or more than nine parts (it
+// fills in 1s or drops parts), an empty part, 0, a part over 999 or one
+// that would wrap a 32-bit integer. It does not allocate unless it fails.
+func ToCoordinateLoose(s []byte) (Coordinate, error) { return parseCoord(s, false) }
+
+// parseCoord is the shared parser; strict requires '.' inside arms and '/'
+// or ';' between them.
+func parseCoord[T ~string | ~[]byte](s T, strict bool) (Coordinate, error) {
+	var c Coordinate
+	part, val, digits := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= '0' && ch <= '9':
+			val = val*10 + int(ch-'0')
+			digits++
+			// Bounding val here also rules out the reference's u32 wrap.
+			if val > MaxPart {
+				return Coordinate{}, badCoord("part %d over %d at offset %d", part+1, MaxPart, i)
+			}
+		case ch == '.' || ch == '/' || ch == ';':
+			if digits == 0 {
+				return Coordinate{}, badCoord("empty part %d at offset %d", part+1, i)
+			}
+			if part == len(c)-1 {
+				return Coordinate{}, badCoord("more than nine parts (offset %d)", i)
+			}
+			if strict {
+				armEnd := part%3 == 2
+				if armEnd && ch == '.' || !armEnd && ch != '.' {
+					return Coordinate{}, badCoord("separator %q at offset %d: want '.' inside an arm and '/' or ';' between arms", ch, i)
+				}
+			}
+			if val == 0 {
+				return Coordinate{}, badCoord("part %d is 0", part+1)
+			}
+			c[part] = uint16(val)
+			part++
+			val, digits = 0, 0
+		default:
+			return Coordinate{}, badCoord("unexpected byte %q at offset %d", ch, i)
+		}
+	}
+	if part != len(c)-1 || digits == 0 {
+		return Coordinate{}, badCoord("want nine parts, got %d", part+min(digits, 1))
+	}
+	if val == 0 {
+		return Coordinate{}, badCoord("part 9 is 0")
+	}
+	c[len(c)-1] = uint16(val)
+	return c, nil
 }

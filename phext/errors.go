@@ -1,0 +1,52 @@
+package phext
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrOverflow is returned (inside an *OverflowError) when a break would take
+// a part of the coordinate past MaxPart. The reference library saturates at
+// 999 and silently merges or reorders scrolls; we refuse the document.
+var ErrOverflow = errors.New("phext: coordinate part past 999")
+
+// ErrBadCoordinate is returned, wrapped with the reason, when coordinate text
+// is not one of the accepted forms or a part is outside 1..MaxPart.
+var ErrBadCoordinate = errors.New("phext: bad coordinate")
+
+// ErrBadAlgo is returned by Where for an algorithm other than "xor" or
+// "checksum".
+var ErrBadAlgo = errors.New("phext: unknown where algorithm")
+
+// ErrBadLimit is returned by Where for a negative limit.
+var ErrBadLimit = errors.New("phext: negative where limit")
+
+// OverflowError reports the break that would take a coordinate part past
+// MaxPart. errors.Is(err, ErrOverflow) holds for it.
+type OverflowError struct {
+	// Offset is the byte offset of the offending break in the buffer.
+	Offset int
+	// Level is the level (Library..Scroll) of that break.
+	Level int
+}
+
+var levelNames = [9]string{"library", "shelf", "series", "collection", "volume",
+	"book", "chapter", "section", "scroll"}
+
+// Error describes the break and its offset.
+func (e *OverflowError) Error() string {
+	name := "unknown"
+	if e.Level >= 0 && e.Level < len(levelNames) {
+		name = levelNames[e.Level]
+	}
+	return fmt.Sprintf("phext: %s break at byte offset %d takes the %s part past %d",
+		name, e.Offset, name, MaxPart)
+}
+
+// Unwrap returns ErrOverflow.
+func (e *OverflowError) Unwrap() error { return ErrOverflow }
+
+// badCoord wraps ErrBadCoordinate with a reason; only called on error paths.
+func badCoord(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrBadCoordinate}, args...)...)
+}

@@ -1,0 +1,105 @@
+package protocol
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func BenchmarkDecode(b *testing.B) {
+	kib := bytes.Repeat([]byte("x"), 1024)
+	benches := []struct {
+		name  string
+		frame []byte
+	}{
+		{name: "SELECT", frame: AppendRequest(nil, OpSelect, 1, []byte("notes"), c123, nil)},
+		{name: "INSERT-1KiB", frame: AppendRequest(nil, OpInsert, 1, []byte("notes"), c123, kib)},
+	}
+	for _, bc := range benches {
+		b.Run(bc.name, func(b *testing.B) {
+			var d Decoder
+			var req Request
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.frame)))
+			for b.Loop() {
+				if err := d.Decode(bc.frame, &req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("response-1KiB", func(b *testing.B) {
+		f := AppendResponse(nil, 1, StatusOK, kib)
+		var d Decoder
+		var r Response
+		b.ReportAllocs()
+		b.SetBytes(int64(len(f)))
+		for b.Loop() {
+			if err := d.DecodeResponse(f, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	kib := bytes.Repeat([]byte("x"), 1024)
+	name := []byte("notes")
+	buf := make([]byte, 0, 4096)
+	b.Run("SELECT", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(RequestSize(len(name), 0)))
+		for b.Loop() {
+			buf = AppendRequest(buf[:0], OpSelect, 1, name, c123, nil)
+		}
+	})
+	b.Run("INSERT-1KiB", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(RequestSize(len(name), len(kib))))
+		for b.Loop() {
+			buf = AppendRequest(buf[:0], OpInsert, 1, name, c123, kib)
+		}
+	})
+	b.Run("SELECT-response-1KiB", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(HeaderSize + len(kib)))
+		for b.Loop() {
+			buf = AppendResponse(buf[:0], 1, StatusOK, kib)
+		}
+	})
+}
+
+// BenchmarkCompression measures a 64 KiB phext-like body through each codec
+// (encode = AppendCompressedResponse, decode = DecodeResponse).
+func BenchmarkCompression(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; sb.Len() < 64<<10; i++ {
+		sb.WriteString("scroll number ")
+		sb.WriteString(strings.Repeat("lorem ipsum dolor ", i%7+1))
+		sb.WriteByte(0x17)
+	}
+	body := []byte(sb.String())
+	for _, codec := range []uint8{CodecZstd, CodecS2} {
+		frame := AppendCompressedResponse(nil, 1, StatusOK, body, codec)
+		b.Run("encode-"+codecName(codec), func(b *testing.B) {
+			buf := make([]byte, 0, 2*len(body))
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				buf = AppendCompressedResponse(buf[:0], 1, StatusOK, body, codec)
+			}
+			b.ReportMetric(float64(len(frame))/float64(len(body)+HeaderSize), "ratio")
+		})
+		b.Run("decode-"+codecName(codec), func(b *testing.B) {
+			d := Decoder{Codec: codec}
+			var r Response
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if err := d.DecodeResponse(frame, &r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

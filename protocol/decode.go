@@ -1,0 +1,151 @@
+package protocol
+
+import (
+	"encoding/binary"
+)
+
+// Decoder decodes whole frames. One Decoder belongs to one connection (or
+// one client) and is not safe for concurrent use; its zero value decodes
+// uncompressed frames up to DefaultMaxFrame.
+type Decoder struct {
+	// MaxFrame is the largest accepted length field; ≤ 0 means
+	// DefaultMaxFrame. A compressed body's declared uncompressed size must
+	// also fit: U ≤ MaxFrame-6.
+	MaxFrame int
+	// Codec is the codec agreed in HELLO (CodecNone until then). A frame
+	// with FlagCompressed and Codec == CodecNone is StatusBadFrame.
+	Codec uint8
+
+	// scratch receives decompressed bodies; it is reused across frames and
+	// dropped when it grew above maxKeptScratch.
+	scratch []byte
+}
+
+// maxKeptScratch is the largest scratch a Decoder keeps between frames.
+const maxKeptScratch = 1 << 20
+
+func (d *Decoder) maxFrame() int {
+	if d.MaxFrame <= 0 {
+		return DefaultMaxFrame
+	}
+	return d.MaxFrame
+}
+
+// Release drops the Decoder's decompression scratch (for idle connections).
+func (d *Decoder) Release() { d.scratch = nil }
+
+// header checks the parts of a frame common to both directions: at least a
+// header, a length field that matches len(frame), the max frame, and the
+// flag bits. It returns the header and the (decompressed) body. Once it has
+// read the header, errors come back together with the header so callers can
+// answer with the right id.
+func (d *Decoder) header(frame []byte) (Header, []byte, bool, error) {
+	if len(frame) < HeaderSize {
+		return Header{}, nil, false, errn(StatusBadFrame, "frame shorter than the header:", uint64(len(frame)))
+	}
+	// Drop a big scratch from the previous frame now that its views are
+	// no longer in use (the caller started the next frame).
+	if cap(d.scratch) > maxKeptScratch {
+		d.scratch = nil
+	}
+	h := ParseHeader(frame)
+	if uint64(h.Length) != uint64(len(frame)-4) {
+		return h, nil, true, errn(StatusBadFrame, "length field disagrees with frame size:", uint64(h.Length))
+	}
+	max := d.maxFrame()
+	if uint64(h.Length) > uint64(max) {
+		return h, nil, true, errn(StatusTooLarge, "length above max frame:", uint64(h.Length))
+	}
+	if h.Flags&^FlagCompressed != 0 {
+		return h, nil, true, errn(StatusBadFrame, "unknown flag bits:", uint64(h.Flags&^FlagCompressed))
+	}
+	body := frame[HeaderSize:]
+	if h.Flags&FlagCompressed == 0 {
+		return h, body, true, nil
+	}
+	if d.Codec == CodecNone {
+		return h, nil, true, newError(StatusBadFrame, "compressed flag set but no codec agreed")
+	}
+	out, keep, err := decompress(d.scratch, d.Codec, body, max-minLength)
+	d.scratch = keep
+	return h, out, true, err
+}
+
+// Decode decodes one whole request frame (exactly 4+length bytes, as
+// FrameSize delimited it) into req. Slices in req are views into frame or
+// into d's scratch, valid until the next call on d or until frame's bytes
+// are reused.
+//
+// Errors are *Error. Whenever the header was readable, req.Op, req.Flags and
+// req.ID are set even on error, so the server can answer with that id; the
+// other fields are then zero. Decode checks the flags, decompresses a
+// compressed body (bounded by MaxFrame), and for the data operations checks
+// the name (StatusBadName) and, for ops that address a scroll, the
+// coordinate (StatusBadCoord). It does not look at scroll text.
+// A well-formed frame with an unknown opcode returns StatusUnknownOp.
+// A HELLO frame is returned with the whole body in Payload (see DecodeHello).
+func (d *Decoder) Decode(frame []byte, req *Request) error {
+	*req = Request{}
+	h, body, ok, err := d.header(frame)
+	if ok {
+		req.Op, req.Flags, req.ID = Op(h.Op), h.Flags, h.ID
+	}
+	if err != nil {
+		return err
+	}
+	info := &ops[h.Op]
+	if !info.known {
+		return errn(StatusUnknownOp, "unknown opcode", uint64(h.Op))
+	}
+	if req.Op == OpHello {
+		req.Payload = body
+		return nil
+	}
+	if len(body) < 1 {
+		return newError(StatusBadFrame, "empty body: need name length, name and coordinate")
+	}
+	n := int(body[0])
+	if n > MaxNameLen {
+		return errn(StatusBadName, "name longer than 64 bytes:", uint64(n))
+	}
+	if len(body) < 1+n+CoordSize {
+		return errn(StatusBadFrame, "body too short for name and coordinate:", uint64(len(body)))
+	}
+	name := body[1 : 1+n]
+	if info.useName && !ValidName(name) {
+		return newError(StatusBadName, "phext name must match [A-Za-z0-9_-][A-Za-z0-9._-]*")
+	}
+	cb := body[1+n : 1+n+CoordSize]
+	var c [9]uint16
+	bad := false
+	for i := range c {
+		p := binary.BigEndian.Uint16(cb[2*i:])
+		c[i] = p
+		bad = bad || p < 1 || p > 999
+	}
+	if bad && info.useCoord {
+		return newError(StatusBadCoord, "coordinate part outside 1..999")
+	}
+	req.Name = name
+	req.Coord = c
+	req.Payload = body[1+n+CoordSize:]
+	return nil
+}
+
+// DecodeResponse decodes one whole response frame into resp, decompressing
+// a compressed body into d's scratch. It accepts any status byte (a newer
+// server may send codes this version does not name). Body is a view valid
+// until the next call on d or until frame's bytes are reused. On error
+// resp's header fields are set when the header was readable.
+func (d *Decoder) DecodeResponse(frame []byte, resp *Response) error {
+	*resp = Response{}
+	h, body, ok, err := d.header(frame)
+	if ok {
+		resp.Status, resp.Flags, resp.ID = Status(h.Op), h.Flags, h.ID
+	}
+	if err != nil {
+		return err
+	}
+	resp.Body = body
+	return nil
+}

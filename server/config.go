@@ -1,0 +1,195 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/phext/sq/store"
+)
+
+// Config is a tenant configuration file in the Rust SQ v0.5.5 format:
+//
+//	{"tenants": {"<token>": {"name": "founding-1", "data_dir": "/var/lib/sq/tenants/founding-1"}}}
+//
+// Per tenant, the optional fields quota_mb, enabled and durability extend
+// that format; SQ ignores them. AdminToken, when set, may call the admin
+// operations (reload) from any address; without it they are allowed from
+// loopback only.
+type Config struct {
+	Tenants    map[string]TenantEntry `json:"tenants"`
+	AdminToken string                 `json:"admin_token,omitempty"`
+}
+
+// TenantEntry is one tenant of a Config, keyed by its API token.
+type TenantEntry struct {
+	Name    string `json:"name"`
+	DataDir string `json:"data_dir"`
+	// QuotaMB caps the tenant's stored bytes in MiB; 0 or absent means
+	// unlimited.
+	QuotaMB float64 `json:"quota_mb,omitempty"`
+	// Enabled defaults to true when absent.
+	Enabled *bool `json:"enabled,omitempty"`
+	// Durability overrides the server's mode: "always", "everysec" or "no".
+	Durability string `json:"durability,omitempty"`
+}
+
+// IsEnabled reports whether the tenant may connect (absent means yes).
+func (e TenantEntry) IsEnabled() bool { return e.Enabled == nil || *e.Enabled }
+
+// QuotaBytes returns the quota in bytes (0 = unlimited).
+func (e TenantEntry) QuotaBytes() int64 { return int64(e.QuotaMB * (1 << 20)) }
+
+// ParseConfig decodes and validates a configuration.
+func ParseConfig(data []byte) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if c.Tenants == nil {
+		return nil, fmt.Errorf("%w: no \"tenants\" object", ErrConfig)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadConfig reads, decodes and validates the configuration file at path.
+// Relative data dirs are taken relative to the file's directory.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for tok, e := range c.Tenants {
+		if !filepath.IsAbs(e.DataDir) {
+			e.DataDir = filepath.Join(base, e.DataDir)
+			c.Tenants[tok] = e
+		}
+	}
+	return c, nil
+}
+
+// Validate refuses an empty token, an entry without a name or data dir, two
+// entries with one name or one data dir, and an unknown durability mode. The
+// error names the entry.
+func (c *Config) Validate() error {
+	names := make(map[string]string, len(c.Tenants))
+	dirs := make(map[string]string, len(c.Tenants))
+	for _, tok := range c.SortedTokens() {
+		e := c.Tenants[tok]
+		if tok == "" {
+			return fmt.Errorf("%w: tenant %q has an empty token", ErrConfig, e.Name)
+		}
+		if len(tok) > 255 {
+			return fmt.Errorf("%w: tenant %q has a token over 255 bytes", ErrConfig, e.Name)
+		}
+		if e.Name == "" {
+			return fmt.Errorf("%w: the tenant with token %s has no name", ErrConfig, redact(tok))
+		}
+		if e.DataDir == "" {
+			return fmt.Errorf("%w: tenant %q has no data_dir", ErrConfig, e.Name)
+		}
+		if prev, ok := names[e.Name]; ok {
+			return fmt.Errorf("%w: tenant name %q is used twice (tokens %s and %s)", ErrConfig, e.Name, redact(prev), redact(tok))
+		}
+		names[e.Name] = tok
+		dir := filepath.Clean(e.DataDir)
+		if other, ok := dirs[dir]; ok {
+			return fmt.Errorf("%w: tenants %q and %q share data_dir %s", ErrConfig, c.Tenants[other].Name, e.Name, dir)
+		}
+		dirs[dir] = tok
+		if e.Durability != "" {
+			if _, err := store.ParseDurability(e.Durability); err != nil {
+				return fmt.Errorf("%w: tenant %q: %v", ErrConfig, e.Name, err)
+			}
+		}
+		if e.QuotaMB < 0 {
+			return fmt.Errorf("%w: tenant %q has a negative quota_mb", ErrConfig, e.Name)
+		}
+	}
+	return nil
+}
+
+// SortedTokens returns the tokens ordered by tenant name, for stable output.
+func (c *Config) SortedTokens() []string {
+	toks := make([]string, 0, len(c.Tenants))
+	for t := range c.Tenants {
+		toks = append(toks, t)
+	}
+	sort.Slice(toks, func(i, j int) bool {
+		a, b := c.Tenants[toks[i]], c.Tenants[toks[j]]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return toks[i] < toks[j]
+	})
+	return toks
+}
+
+// Marshal encodes the configuration as indented JSON.
+func (c *Config) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteConfigFile writes c to path safely: a temporary file in the same
+// directory, fsynced, then renamed over path, so a reader never sees half a
+// file and a crash leaves either the old or the new config.
+func WriteConfigFile(path string, c *Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	data, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// redact shows enough of a token to tell entries apart in a log line.
+func redact(tok string) string {
+	if len(tok) <= 10 {
+		return "…"
+	}
+	return tok[:10] + "…"
+}

@@ -1,0 +1,374 @@
+package server
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/phext/sq/protocol"
+)
+
+// maxHelloFrame bounds the first frame of a connection: nothing larger is
+// buffered for a peer that has not authenticated.
+const maxHelloFrame = 512
+
+// maxSpare is the largest request batch buffer a connection keeps between
+// batches; larger ones are dropped for the GC.
+const maxSpare = 256 << 10
+
+// connState is the per-connection state, set as the gnet Conn's context in
+// OnOpen.
+//
+// Ownership: the fields marked "loop" are touched only by the connection's
+// event loop; "worker" only by its worker goroutine (at most one runs at a
+// time); the queue fields only under mu; the rest are atomics or immutable.
+type connState struct {
+	s        *Server
+	c        gnet.Conn
+	remote   string // kept from OnOpen: gnet recycles RemoteAddr at close
+	ip       string
+	loopback bool
+
+	authed    bool    // loop
+	authedA   atomic.Bool
+	admin     bool    // loop, then read by the worker after the mu handoff
+	maxFrame  int     // loop
+	tenant    *tenant // loop, then read by the worker after the mu handoff
+	tenantPtr atomic.Pointer[tenant]
+
+	lastActive   atomic.Int64 // unix nanos of the last read
+	openedAt     int64
+	partialSince atomic.Int64 // unix nanos when a partial frame was first seen; 0 if none
+	closing      atomic.Bool  // stop reading: a fatal reply or a close is on its way
+	blocked      atomic.Bool  // reading paused at MaxInFlight; the worker wakes it
+	inflight     atomic.Int64 // frames read and not yet answered
+
+	mu      sync.Mutex
+	pending []byte // whole frames back to back, queued for the worker
+	nframes int
+	fatal   []byte // an error reply to send after pending, then close
+	running bool
+	spare   []byte
+
+	dec   protocol.Decoder // worker
+	codec uint8            // agreed compression codec; set on loop before the worker exists
+}
+
+func (s *Server) registerConn(cs *connState) {
+	s.connsMu.Lock()
+	s.conns[cs] = struct{}{}
+	s.connsMu.Unlock()
+}
+
+func (s *Server) unregisterConn(cs *connState) {
+	s.connsMu.Lock()
+	delete(s.conns, cs)
+	s.connsMu.Unlock()
+}
+
+func (s *Server) snapshotConns() []*connState {
+	s.connsMu.Lock()
+	out := make([]*connState, 0, len(s.conns))
+	for cs := range s.conns {
+		out = append(out, cs)
+	}
+	s.connsMu.Unlock()
+	return out
+}
+
+// closeWith closes the connection from any goroutine, recording why.
+func (cs *connState) closeWith(r closeReason) {
+	if cs.closing.Swap(true) && r != closeShutdown {
+		return
+	}
+	cs.s.stats.closed[r].Add(1)
+	cs.c.Close()
+}
+
+// OnOpen sets up the connection state, or refuses the connection while
+// draining or over MaxConns.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if s.draining.Load() || s.stats.conns.Load() >= int64(s.opts.MaxConns) {
+		s.stats.closed[closeLimit].Add(1)
+		return nil, gnet.Close
+	}
+	now := time.Now().UnixNano()
+	cs := &connState{s: s, c: c, openedAt: now, maxFrame: maxHelloFrame}
+	if a := c.RemoteAddr(); a != nil {
+		cs.remote = a.String()
+		if ta, ok := a.(*net.TCPAddr); ok {
+			cs.ip = ta.IP.String()
+			cs.loopback = ta.IP.IsLoopback()
+		}
+	}
+	cs.lastActive.Store(now)
+	c.SetContext(cs)
+	s.registerConn(cs)
+	s.stats.conns.Add(1)
+	s.stats.accepted.Add(1)
+	return nil, gnet.None
+}
+
+// OnClose releases the connection's tenant slot.
+func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
+	cs, _ := c.Context().(*connState)
+	if cs == nil {
+		return gnet.None
+	}
+	if !cs.closing.Swap(true) {
+		s.stats.closed[closeClient].Add(1)
+	}
+	s.unregisterConn(cs)
+	s.stats.conns.Add(-1)
+	if t := cs.tenantPtr.Load(); t != nil {
+		t.conns.Add(-1)
+	}
+	return gnet.None
+}
+
+// OnTraffic frames every complete request buffered on the connection and
+// queues them, in one batch, for the connection's worker. It never touches
+// the disk and never waits.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cs := c.Context().(*connState)
+	if cs.closing.Load() {
+		c.Discard(c.InboundBuffered())
+		return gnet.None
+	}
+	now := time.Now().UnixNano()
+	cs.lastActive.Store(now)
+	queued := false
+	for {
+		if !cs.authed {
+			if a, done := s.hello(cs, c); !done {
+				return a
+			}
+			continue
+		}
+		if cs.inflight.Load() >= int64(s.opts.MaxInFlight) {
+			// Stop reading; the worker wakes us when replies have gone.
+			cs.blocked.Store(true)
+			if cs.inflight.Load() < int64(s.opts.MaxInFlight) && cs.blocked.Swap(false) {
+				continue
+			}
+			break
+		}
+		hdr, err := c.Peek(4)
+		if err != nil {
+			break
+		}
+		size, err := protocol.FrameSize(hdr, cs.maxFrame)
+		if err != nil {
+			// The frame cannot be delimited (or we will not buffer it):
+			// answer after what is queued, then close.
+			var id uint32
+			if b, err2 := c.Peek(protocol.HeaderSize); err2 == nil {
+				id = binary.BigEndian.Uint32(b[6:10])
+			}
+			cs.queueFatal(protocol.AppendError(nil, id, protocol.StatusOf(err), err.Error()), closeProtocol)
+			c.Discard(c.InboundBuffered())
+			return gnet.None
+		}
+		if c.InboundBuffered() < size {
+			break
+		}
+		frame, err := c.Peek(size)
+		if err != nil {
+			break
+		}
+		cs.enqueue(frame)
+		queued = true
+		c.Discard(size)
+	}
+	// The slowloris clock runs while a started frame is incomplete.
+	if c.InboundBuffered() == 0 || cs.blocked.Load() {
+		cs.partialSince.Store(0)
+	} else if cs.partialSince.Load() == 0 {
+		cs.partialSince.Store(now)
+	}
+	if queued {
+		cs.kick()
+	}
+	if c.OutboundBuffered() > s.opts.MaxOutbound {
+		cs.closeWith(closeSlowConsumer)
+	}
+	return gnet.None
+}
+
+// enqueue copies one whole frame into the worker queue (the peeked bytes
+// are only valid until Discard).
+func (cs *connState) enqueue(frame []byte) {
+	cs.inflight.Add(1)
+	cs.mu.Lock()
+	cs.pending = append(cs.pending, frame...)
+	cs.nframes++
+	cs.mu.Unlock()
+}
+
+// queueFatal queues an error reply to go out after everything already
+// queued; the connection is then closed.
+func (cs *connState) queueFatal(reply []byte, r closeReason) {
+	cs.closing.Store(true)
+	cs.s.stats.closed[r].Add(1)
+	cs.mu.Lock()
+	cs.fatal = reply
+	cs.mu.Unlock()
+	cs.kick()
+}
+
+// kick starts the worker goroutine if it is not running.
+func (cs *connState) kick() {
+	cs.mu.Lock()
+	if cs.running {
+		cs.mu.Unlock()
+		return
+	}
+	cs.running = true
+	cs.s.workers.Add(1)
+	cs.mu.Unlock()
+	go cs.s.work(cs)
+}
+
+// hello handles the first frame. done=false means stop processing this
+// OnTraffic call and return the action.
+func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
+	hdr, err := c.Peek(4)
+	if err != nil {
+		return gnet.None, false
+	}
+	size, err := protocol.FrameSize(hdr, maxHelloFrame)
+	if err != nil {
+		s.authFail(cs, c, 0, protocol.StatusAuth, "first frame must be HELLO")
+		return gnet.None, false
+	}
+	if c.InboundBuffered() < size {
+		if cs.partialSince.Load() == 0 {
+			cs.partialSince.Store(time.Now().UnixNano())
+		}
+		return gnet.None, false
+	}
+	frame, _ := c.Peek(size)
+	cs.partialSince.Store(0)
+	h := protocol.ParseHeader(frame)
+	if protocol.Op(h.Op) != protocol.OpHello {
+		s.authFail(cs, c, h.ID, protocol.StatusAuth, "first frame must be HELLO")
+		return gnet.None, false
+	}
+	hello, id, err := protocol.DecodeHello(frame)
+	if err != nil {
+		s.authFail(cs, c, id, protocol.StatusOf(err), err.Error())
+		return gnet.None, false
+	}
+	if s.draining.Load() {
+		c.Write(protocol.AppendError(nil, id, protocol.StatusShuttingDown, "server is shutting down"))
+		cs.closing.Store(true)
+		s.stats.closed[closeShutdown].Add(1)
+		return gnet.Close, false
+	}
+	tab := s.table.Load()
+	var name string
+	t := tab.lookup(hello.Token)
+	switch {
+	case t != nil && !t.closed.Load():
+		if t.conns.Add(1) > int64(s.opts.MaxConnsPerTenant) {
+			t.conns.Add(-1)
+			c.Write(protocol.AppendError(nil, id, protocol.StatusBusy, "too many connections for this tenant"))
+			cs.closing.Store(true)
+			s.stats.closed[closeLimit].Add(1)
+			return gnet.Close, false
+		}
+		cs.tenant = t
+		cs.tenantPtr.Store(t)
+		name = t.name
+	case tab.isAdmin(hello.Token):
+		cs.admin = true
+		name = "admin"
+	default:
+		s.authFail(cs, c, id, protocol.StatusAuth, "unknown or disabled token")
+		return gnet.None, false
+	}
+	cs.authed = true
+	cs.authedA.Store(true)
+	cs.maxFrame = s.opts.MaxFrame
+	cs.codec = protocol.ChooseCodec(hello.Codecs, s.opts.Codecs)
+	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec}
+	reply := protocol.HelloReply{
+		Version:           protocol.Version,
+		Codec:             cs.codec,
+		MaxFrame:          uint32(s.opts.MaxFrame),
+		TenantName:        name,
+		ServerVersion:     Version,
+		CompressThreshold: protocol.CompressThreshold,
+		MaxInFlight:       uint32(s.opts.MaxInFlight),
+		Ops:               countedOps,
+	}
+	var a [256]byte
+	c.Write(protocol.AppendHelloReply(a[:0], id, &reply))
+	c.Discard(size)
+	return gnet.None, true
+}
+
+// authFail answers a failed HELLO with status st and closes the
+// connection. Past the address's budget the answer is delayed, so guessing
+// tokens from one address is slow.
+func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, st protocol.Status, msg string) {
+	s.stats.authFailures.Add(1)
+	cs.closing.Store(true)
+	s.stats.closed[closeAuth].Add(1)
+	c.Discard(c.InboundBuffered())
+	reply := protocol.AppendError(nil, id, st, msg)
+	delay := s.auth.fail(cs.ip, time.Now())
+	if delay <= 0 {
+		c.Write(reply)
+		c.Close()
+		return
+	}
+	s.log.Debug("auth failures over budget; slowing down", "addr", cs.ip, "delay", delay)
+	time.AfterFunc(delay, func() {
+		c.AsyncWrite(reply, func(c gnet.Conn, _ error) error {
+			if c != nil {
+				c.Close()
+			}
+			return nil
+		})
+	})
+}
+
+// OnTick closes connections past their HELLO, idle or frame timeouts.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	now := time.Now()
+	nowN := now.UnixNano()
+	s.auth.sweep(now)
+	for _, cs := range s.snapshotConns() {
+		if cs.closing.Load() {
+			continue
+		}
+		switch {
+		case !cs.authedA.Load() && nowN-cs.openedAt > int64(s.opts.HelloTimeout):
+			cs.closeWith(closeHelloTimeout)
+		case cs.partialSince.Load() != 0 && nowN-cs.partialSince.Load() > int64(s.opts.FrameTimeout):
+			cs.closeWith(closeSlowFrame)
+		case s.opts.IdleTimeout > 0 && cs.inflight.Load() == 0 &&
+			nowN-cs.lastActive.Load() > int64(s.opts.IdleTimeout):
+			cs.closeWith(closeIdleTimeout)
+		}
+	}
+	return s.tickInterval(), gnet.None
+}
+
+func (s *Server) tickInterval() time.Duration {
+	d := time.Second
+	for _, t := range []time.Duration{s.opts.HelloTimeout, s.opts.FrameTimeout, s.opts.IdleTimeout} {
+		if t > 0 && t/4 < d {
+			d = t / 4
+		}
+	}
+	if d < 10*time.Millisecond {
+		d = 10 * time.Millisecond
+	}
+	return d
+}

@@ -1,0 +1,238 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// work is a connection's worker goroutine: it takes queued frames in
+// batches, runs them against the store in order, and sends each batch's
+// replies with one AsyncWrite. At most one runs per connection; it exits
+// when the queue is empty.
+func (s *Server) work(cs *connState) {
+	defer s.workers.Done()
+	for {
+		cs.mu.Lock()
+		if cs.nframes == 0 {
+			fatal := cs.fatal
+			cs.fatal = nil
+			cs.running = false
+			cs.mu.Unlock()
+			if fatal != nil {
+				s.asyncPending.Add(1)
+				err := cs.c.AsyncWrite(fatal, func(c gnet.Conn, _ error) error {
+					s.asyncPending.Add(-1)
+					if c != nil {
+						c.Close()
+					}
+					return nil
+				})
+				if err != nil {
+					s.asyncPending.Add(-1)
+				}
+			}
+			return
+		}
+		batch, n := cs.pending, cs.nframes
+		cs.pending, cs.nframes, cs.spare = cs.spare[:0], 0, nil
+		cs.mu.Unlock()
+
+		out := protocol.GetBuffer()
+		for off := 0; off < len(batch); {
+			size := 4 + int(binary.BigEndian.Uint32(batch[off:]))
+			out.B = s.handle(cs, batch[off:off+size], out.B)
+			off += size
+		}
+
+		if cap(batch) <= maxSpare {
+			cs.mu.Lock()
+			cs.spare = batch[:0]
+			cs.mu.Unlock()
+		}
+		s.asyncPending.Add(1)
+		err := cs.c.AsyncWrite(out.B, func(gnet.Conn, error) error {
+			protocol.PutBuffer(out)
+			s.asyncPending.Add(-1)
+			return nil
+		})
+		if err != nil {
+			protocol.PutBuffer(out)
+			s.asyncPending.Add(-1)
+		}
+		if cs.inflight.Add(-int64(n)) < int64(s.opts.MaxInFlight) && cs.blocked.Swap(false) {
+			cs.c.Wake(nil)
+		}
+	}
+}
+
+// handle runs one request frame and appends its reply to out.
+func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
+	start := time.Now()
+	var req protocol.Request
+	if err := cs.dec.Decode(frame, &req); err != nil {
+		st := protocol.StatusOf(err)
+		out = protocol.AppendError(out, req.ID, st, err.Error())
+		s.record(cs, req.Op, st, len(frame), 0, start)
+		return out
+	}
+	pos := len(out)
+	st, out := s.exec(cs, &req, out)
+	s.record(cs, req.Op, st, len(frame), len(out)-pos, start)
+	return out
+}
+
+func (s *Server) record(cs *connState, op protocol.Op, st protocol.Status, in, out int, start time.Time) {
+	if cs.tenant != nil {
+		cs.tenant.stats.record(op, st, in, out, time.Since(start))
+	}
+}
+
+// exec runs a decoded request and appends a complete reply frame to out.
+func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protocol.Status, []byte) {
+	if s.draining.Load() {
+		return protocol.StatusShuttingDown, protocol.AppendError(out, req.ID, protocol.StatusShuttingDown, "server is shutting down")
+	}
+	t := cs.tenant
+	if cs.admin {
+		switch req.Op {
+		case protocol.OpPing, protocol.OpVersion, protocol.OpReload:
+		default:
+			return protocol.StatusAuth, protocol.AppendError(out, req.ID, protocol.StatusAuth, "the admin token may only PING, VERSION and RELOAD")
+		}
+	} else if t == nil || t.closed.Load() {
+		return protocol.StatusAuth, protocol.AppendError(out, req.ID, protocol.StatusAuth, "tenant removed or disabled")
+	}
+
+	// Reserve the header; the body is appended in place and the header
+	// written last, so large bodies are never copied.
+	pos := len(out)
+	out = append(out, make([]byte, protocol.HeaderSize)...)
+	var err error
+	switch req.Op {
+	case protocol.OpPing:
+	case protocol.OpSelect:
+		out, err = t.st.AppendSelect(out, req.Name, req.Coord)
+	case protocol.OpInsert:
+		var n int
+		if n, err = t.st.Insert(req.Name, req.Coord, req.Payload); err == nil {
+			out = protocol.AppendCount(out, uint32(n))
+		}
+	case protocol.OpUpdate:
+		var n int
+		if n, err = t.st.Update(req.Name, req.Coord, req.Payload); err == nil {
+			out = protocol.AppendCount(out, uint32(n))
+		}
+	case protocol.OpDelete:
+		var n int
+		if n, err = t.st.Delete(req.Name, req.Coord); err == nil {
+			out = protocol.AppendCount(out, uint32(n))
+		}
+	case protocol.OpTOC:
+		out, err = t.st.AppendTOC(out, req.Name)
+	case protocol.OpGet:
+		out, err = t.st.AppendGet(out, req.Name)
+	case protocol.OpPut:
+		var n int
+		if n, err = t.st.Put(req.Name, req.Payload); err == nil {
+			out = protocol.AppendCount(out, uint32(n))
+		}
+	case protocol.OpChecksum:
+		out, err = t.st.AppendChecksum(out, req.Name)
+	case protocol.OpDelta:
+		out, err = t.st.AppendDelta(out, req.Name, req.Payload)
+	case protocol.OpWhere:
+		algo, limit, text, derr := protocol.DecodeWherePayload(req.Payload)
+		if err = derr; err == nil {
+			var c phext.Coordinate
+			if c, err = phext.Where(text, protocol.WhereAlgoName(algo), int(limit)); err == nil {
+				out = protocol.AppendCoordinate(out, c)
+			}
+		}
+	case protocol.OpList:
+		var names []string
+		if names, err = t.st.List(); err == nil {
+			out = protocol.AppendList(out, names)
+		}
+	case protocol.OpStatus:
+		var u store.Usage
+		if u, err = t.st.Usage(); err == nil {
+			out = protocol.AppendStatusInfo(out, protocol.StatusInfo{
+				Phexts: uint32(u.Phexts), Scrolls: uint64(u.Scrolls),
+				Bytes: uint64(u.Bytes), Quota: uint64(u.QuotaBytes)})
+		}
+	case protocol.OpVersion:
+		out = append(out, "sq "+Version...)
+	case protocol.OpCompact:
+		err = t.st.Compact(req.Name)
+	case protocol.OpReload:
+		if !cs.loopback && !cs.admin {
+			err = errForbidden
+		} else {
+			var msg string
+			if msg, err = s.ReloadFromSource(); err == nil {
+				out = append(out, msg...)
+			}
+		}
+	default:
+		err = &protocol.Error{Status: protocol.StatusUnknownOp, Msg: "unknown operation " + req.Op.String()}
+	}
+	if err != nil {
+		st, msg := s.statusOf(t, req, err)
+		return st, protocol.AppendError(out[:pos], req.ID, st, msg)
+	}
+	body := out[pos+protocol.HeaderSize:]
+	if cs.codec != protocol.CodecNone && len(body) >= protocol.CompressThreshold {
+		return protocol.StatusOK, s.compressReply(out, pos, req.ID, cs.codec)
+	}
+	protocol.AppendResponseHeader(out[:pos], req.ID, protocol.StatusOK, len(body))
+	return protocol.StatusOK, out
+}
+
+// compressReply replaces the uncompressed reply at out[pos:] by its
+// compressed form when that is smaller.
+func (s *Server) compressReply(out []byte, pos int, id uint32, codec uint8) []byte {
+	buf := protocol.GetBuffer()
+	defer protocol.PutBuffer(buf)
+	body := out[pos+protocol.HeaderSize:]
+	buf.B = protocol.AppendCompressedResponse(buf.B[:0], id, protocol.StatusOK, body, codec)
+	return append(out[:pos], buf.B...)
+}
+
+var errForbidden = errors.New("reload is allowed from loopback or with the admin token only")
+
+// statusOf maps a store or protocol error to a status and a message for the
+// client. Unexpected errors are logged: the client sees INTERNAL.
+func (s *Server) statusOf(t *tenant, req *protocol.Request, err error) (protocol.Status, string) {
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe.Status, pe.Msg
+	case errors.Is(err, store.ErrBadName):
+		return protocol.StatusBadName, err.Error()
+	case errors.Is(err, store.ErrBadCoord):
+		return protocol.StatusBadCoord, err.Error()
+	case errors.Is(err, store.ErrBadScroll), errors.Is(err, store.ErrOverflow), errors.Is(err, phext.ErrOverflow):
+		return protocol.StatusBadScroll, err.Error()
+	case errors.Is(err, store.ErrQuota):
+		return protocol.StatusQuota, err.Error()
+	case errors.Is(err, store.ErrTooLarge):
+		return protocol.StatusTooLarge, err.Error()
+	case errors.Is(err, errForbidden):
+		return protocol.StatusAuth, err.Error()
+	case errors.Is(err, ErrConfig):
+		return protocol.StatusInternal, err.Error()
+	}
+	name := ""
+	if t != nil {
+		name = t.name
+	}
+	s.log.Warn("request failed", "tenant", name, "op", req.Op.String(), "phext", string(req.Name), "err", err)
+	return protocol.StatusInternal, "internal error: " + err.Error()
+}

@@ -1,0 +1,28 @@
+// Package server is the SQ binary-protocol server: a gnet v2 engine with
+// one event loop per core, a token table swapped atomically on reload, and
+// per-connection workers that run requests against the store.
+//
+// Event loops only frame requests (protocol.FrameSize), check the HELLO
+// token against a preloaded map of token digests, and queue whole frames.
+// Each connection has at most one worker goroutine, started when frames
+// are queued and gone when the queue is empty; it decodes, runs the store
+// operation, and sends all replies of a batch with one AsyncWrite, so
+// replies leave in request order and the loops never wait on the disk.
+//
+// Entry points: New/Start build a Server over a store.Store and a Config
+// (LoadConfig reads the Rust SQ tenants.json format); Serve runs it;
+// Reload swaps the tenant table; Shutdown drains it.
+//
+// # Caveats
+//
+//   - The caller owns the store: close it after Serve returns (after
+//     Shutdown), never before, or in-flight writes fail.
+//   - Reload keeps the *tenant of every tenant whose token, name and data
+//     dir are unchanged; quota and durability changes apply in place.
+//     Connections of removed, disabled or re-keyed tenants are closed.
+//   - Limits (connections, in-flight, frame size, timeouts) are enforced
+//     per connection; a client that breaks the protocol only loses its
+//     own connection.
+//
+// See LOCKS.md for lock order and goroutine ownership.
+package server

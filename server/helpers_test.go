@@ -1,0 +1,277 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// testEnv is a server on 127.0.0.1:0 over a store in a temp dir.
+type testEnv struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	cfg     *Config
+	st      *store.Store
+	srv     *Server
+	tokens  map[string]string // tenant name → token
+}
+
+type envOptions struct {
+	tenants    []string
+	opts       Options
+	durability store.Durability
+}
+
+func startEnv(t *testing.T, eo envOptions) *testEnv {
+	t.Helper()
+	if len(eo.tenants) == 0 {
+		eo.tenants = []string{"alpha", "beta"}
+	}
+	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
+	e.cfg = &Config{Tenants: map[string]TenantEntry{}}
+	for i, name := range eo.tenants {
+		tok, err := GenerateToken(i + 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tokens[name] = tok
+		e.cfg.Tenants[tok] = TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
+	}
+	e.cfgPath = filepath.Join(e.dir, "tenants.json")
+	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+		t.Fatal(err)
+	}
+	dur := eo.durability
+	if dur == store.DurabilityDefault {
+		dur = store.DurabilityAlways
+	}
+	st, err := store.Open(&store.Options{Durability: dur, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.st = st
+	o := eo.opts
+	o.Listen = "127.0.0.1:0"
+	if o.EventLoops == 0 {
+		o.EventLoops = 2
+	}
+	o.Logger = quietLogger()
+	o.LoadConfig = func() (*Config, error) { return LoadConfig(e.cfgPath) }
+	srv, err := Start(st, e.cfg, &o)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	e.srv = srv
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *testEnv) stop() {
+	if e.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		e.t.Errorf("shutdown: %v", err)
+	}
+	if err := e.st.Close(); err != nil {
+		e.t.Errorf("store close: %v", err)
+	}
+	e.srv = nil
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("SQ_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// rawConn is a minimal protocol client for tests: it writes frames and reads
+// replies one by one, with a deadline on every read.
+type rawConn struct {
+	t   *testing.T
+	nc  net.Conn
+	br  *bufio.Reader
+	dec protocol.Decoder
+	id  uint32
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+// dialTenant connects and authenticates as tenant name.
+func (e *testEnv) dial(name string) *rawConn {
+	e.t.Helper()
+	c := dialRaw(e.t, e.srv.Addr())
+	r := c.hello(e.tokens[name], 0)
+	if r.Status != protocol.StatusOK {
+		e.t.Fatalf("HELLO as %s: status %v: %s", name, r.Status, r.Body)
+	}
+	return c
+}
+
+func (c *rawConn) hello(token string, codecs uint8) protocol.Response {
+	c.t.Helper()
+	c.id++
+	c.write(protocol.AppendHello(nil, c.id, []byte(token), codecs))
+	r, err := c.read()
+	if err != nil {
+		c.t.Fatalf("reading HELLO reply: %v", err)
+	}
+	if r.Status == protocol.StatusOK {
+		hr, err := protocol.DecodeHelloReply(r.Body)
+		if err != nil {
+			c.t.Fatalf("HELLO reply: %v", err)
+		}
+		c.dec.Codec = hr.Codec
+		c.dec.MaxFrame = int(hr.MaxFrame)
+	}
+	return r
+}
+
+func (c *rawConn) write(b []byte) {
+	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// send writes one request and returns its id.
+func (c *rawConn) send(op protocol.Op, name string, coord phext.Coordinate, payload []byte) uint32 {
+	c.t.Helper()
+	c.id++
+	c.write(protocol.AppendRequest(nil, op, c.id, []byte(name), coord, payload))
+	return c.id
+}
+
+// read reads one reply frame (body copied).
+func (c *rawConn) read() (protocol.Response, error) {
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var hdr [4]byte
+	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+		return protocol.Response{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n < 6 || n > 256<<20 {
+		return protocol.Response{}, fmt.Errorf("bad reply length %d", n)
+	}
+	frame := make([]byte, 4+n)
+	copy(frame, hdr[:])
+	if _, err := io.ReadFull(c.br, frame[4:]); err != nil {
+		return protocol.Response{}, err
+	}
+	var r protocol.Response
+	if err := c.dec.DecodeResponse(frame, &r); err != nil {
+		return r, err
+	}
+	r.Body = append([]byte(nil), r.Body...)
+	return r, nil
+}
+
+// do sends one request and waits for its reply.
+func (c *rawConn) do(op protocol.Op, name string, coord phext.Coordinate, payload []byte) protocol.Response {
+	c.t.Helper()
+	id := c.send(op, name, coord, payload)
+	r, err := c.read()
+	if err != nil {
+		c.t.Fatalf("%v: %v", op, err)
+	}
+	if r.ID != id {
+		c.t.Fatalf("%v: reply id %d, want %d", op, r.ID, id)
+	}
+	return r
+}
+
+// ok is do that requires StatusOK.
+func (c *rawConn) ok(op protocol.Op, name string, coord phext.Coordinate, payload []byte) []byte {
+	c.t.Helper()
+	r := c.do(op, name, coord, payload)
+	if r.Status != protocol.StatusOK {
+		c.t.Fatalf("%v %s %v: status %v: %s", op, name, coord, r.Status, r.Body)
+	}
+	return r.Body
+}
+
+// expectClosed requires the server to close the connection (EOF or reset)
+// within the deadline, after any replies it sends first.
+func (c *rawConn) expectClosed(within time.Duration) {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(within))
+	buf := make([]byte, 4096)
+	for {
+		_, err := c.br.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.t.Fatalf("connection still open after %v", within)
+		}
+		return
+	}
+}
+
+func mustCoord(t *testing.T, s string) phext.Coordinate {
+	t.Helper()
+	c, err := phext.ParseCoordinate(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// checkFor polls cond until it holds or the deadline passes.
+func checkFor(t *testing.T, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// reopenStore opens alpha's data dir in a fresh store after e stopped.
+func reopenStore(t *testing.T, e *testEnv) *store.Tenant {
+	t.Helper()
+	st, err := store.Open(&store.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tn, err := st.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}

@@ -1,0 +1,97 @@
+package server
+
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+
+	"github.com/phext/sq/protocol"
+)
+
+// opSlots maps an opcode to a small index for per-op counters; unknown
+// opcodes share slot 0.
+var opSlots = func() (t [256]uint8) {
+	for i, op := range countedOps {
+		t[op] = uint8(i + 1)
+	}
+	return t
+}()
+
+// countedOps lists the operations with their own counters.
+var countedOps = []protocol.Op{
+	protocol.OpPing, protocol.OpSelect, protocol.OpInsert, protocol.OpUpdate,
+	protocol.OpDelete, protocol.OpTOC, protocol.OpGet, protocol.OpPut,
+	protocol.OpChecksum, protocol.OpDelta, protocol.OpWhere, protocol.OpList,
+	protocol.OpStatus, protocol.OpVersion, protocol.OpCompact, protocol.OpReload,
+}
+
+const (
+	numOpSlots    = 17
+	numStatuses   = 12
+	latencyBucket = 24 // log2 buckets of microseconds: <1µs … ≥ 2^22 µs (~4 s)
+)
+
+// OpStats are the counters of one operation of one tenant. All fields are
+// updated with atomics by worker goroutines and read by the metrics code.
+type OpStats struct {
+	Requests atomic.Uint64
+	BytesIn  atomic.Uint64
+	BytesOut atomic.Uint64
+	Status   [numStatuses]atomic.Uint64
+	// Latency[i] counts requests that took [2^(i-1), 2^i) µs (bucket 0: < 1 µs).
+	Latency [latencyBucket]atomic.Uint64
+	LatSum  atomic.Uint64 // µs
+}
+
+type tenantStats struct {
+	ops [numOpSlots]OpStats
+}
+
+func (ts *tenantStats) record(op protocol.Op, st protocol.Status, in, out int, d time.Duration) {
+	s := &ts.ops[opSlots[op]]
+	s.Requests.Add(1)
+	s.BytesIn.Add(uint64(in))
+	s.BytesOut.Add(uint64(out))
+	if int(st) < numStatuses {
+		s.Status[st].Add(1)
+	}
+	us := uint64(d / time.Microsecond)
+	b := bits.Len64(us)
+	if b >= latencyBucket {
+		b = latencyBucket - 1
+	}
+	s.Latency[b].Add(1)
+	s.LatSum.Add(us)
+}
+
+// serverStats are server-wide counters.
+type serverStats struct {
+	conns        atomic.Int64
+	accepted     atomic.Uint64
+	authFailures atomic.Uint64
+	closed       [numCloseReasons]atomic.Uint64
+}
+
+// closeReason says why the server closed a connection.
+type closeReason uint8
+
+const (
+	closeClient closeReason = iota // the peer closed or the socket failed
+	closeAuth                       // bad HELLO or a frame before HELLO
+	closeProtocol                   // undelimitable or oversize frame
+	closeHelloTimeout
+	closeIdleTimeout
+	closeSlowFrame // a frame trickled in slower than FrameTimeout
+	closeSlowConsumer
+	closeTenantGone // reload removed or disabled the tenant
+	closeLimit      // over a connection limit
+	closeShutdown
+	numCloseReasons
+)
+
+var closeReasonNames = [numCloseReasons]string{
+	"client", "auth", "protocol", "hello_timeout", "idle_timeout",
+	"slow_frame", "slow_consumer", "tenant_gone", "limit", "shutdown",
+}
+
+func (r closeReason) String() string { return closeReasonNames[r] }

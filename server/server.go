@@ -1,0 +1,304 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// Version is the server version reported by VERSION and HELLO.
+const Version = "0.6.0"
+
+// Options configure a Server. The zero value of each field means its
+// default; a nil *Options means all defaults.
+type Options struct {
+	// Listen is the TCP address of the binary protocol (default
+	// 127.0.0.1:1337; port 0 picks a free port, see Server.Addr).
+	Listen string
+	// EventLoops is the number of gnet event loops (default: one per CPU).
+	EventLoops int
+	// MaxFrame bounds the length of one frame (default 64 MiB).
+	MaxFrame int
+	// MaxConns bounds open connections overall (default 20000).
+	MaxConns int
+	// MaxConnsPerTenant bounds authenticated connections of one tenant
+	// (default 2000).
+	MaxConnsPerTenant int
+	// MaxInFlight bounds requests read but not yet answered on one
+	// connection; past it the server stops reading that connection until
+	// replies go out (default 256).
+	MaxInFlight int
+	// MaxOutbound bounds reply bytes queued for a connection that does not
+	// read them; past it the connection is closed as a slow consumer
+	// (default 2 × MaxFrame).
+	MaxOutbound int
+	// HelloTimeout closes a connection that has not authenticated in time
+	// (default 10 s).
+	HelloTimeout time.Duration
+	// IdleTimeout closes an authenticated connection with no traffic and
+	// nothing in flight (default 10 min; negative disables).
+	IdleTimeout time.Duration
+	// FrameTimeout closes a connection whose started frame has not fully
+	// arrived in time: the slowloris guard (default 30 s).
+	FrameTimeout time.Duration
+	// AuthFailBudget is how many failed HELLOs one IP address gets per
+	// minute at full speed; past it each failure is answered after a delay
+	// (default 10).
+	AuthFailBudget int
+	// Codecs are the compression codecs offered (protocol accept bits;
+	// default zstd and s2). Set NoCompression to offer none.
+	Codecs        uint8
+	NoCompression bool
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
+	// the RELOAD operation). Nil disables reloads.
+	LoadConfig func() (*Config, error)
+}
+
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.Listen == "" {
+		r.Listen = "127.0.0.1:1337"
+	}
+	if r.EventLoops <= 0 {
+		r.EventLoops = runtime.NumCPU()
+	}
+	if r.MaxFrame <= 0 {
+		r.MaxFrame = protocol.DefaultMaxFrame
+	}
+	if r.MaxConns <= 0 {
+		r.MaxConns = 20000
+	}
+	if r.MaxConnsPerTenant <= 0 {
+		r.MaxConnsPerTenant = 2000
+	}
+	if r.MaxInFlight <= 0 {
+		r.MaxInFlight = 256
+	}
+	if r.MaxOutbound <= 0 {
+		r.MaxOutbound = 2 * r.MaxFrame
+	}
+	if r.HelloTimeout <= 0 {
+		r.HelloTimeout = 10 * time.Second
+	}
+	if r.IdleTimeout == 0 {
+		r.IdleTimeout = 10 * time.Minute
+	}
+	if r.FrameTimeout <= 0 {
+		r.FrameTimeout = 30 * time.Second
+	}
+	if r.AuthFailBudget <= 0 {
+		r.AuthFailBudget = 10
+	}
+	if r.Codecs == 0 {
+		r.Codecs = protocol.AcceptZstd | protocol.AcceptS2
+	}
+	if r.NoCompression {
+		r.Codecs = 0
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	return r
+}
+
+// Server is the SQ binary-protocol server: a gnet engine over a store.
+// Create it with New, run it with Serve (or Start), stop it with Shutdown.
+// The caller owns the store and closes it after Serve returns.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	opts Options
+	st   *store.Store
+	log  *slog.Logger
+
+	table    atomic.Pointer[tenantTable]
+	reloadMu sync.Mutex // serializes reloads; never taken on an event loop
+
+	eng      gnet.Engine
+	addr     string
+	ready    chan struct{}
+	done     chan struct{}
+	runErr   error
+	draining atomic.Bool
+
+	stats serverStats
+	auth  authLimiter
+
+	connsMu sync.Mutex // guards conns; held only for map updates and copies
+	conns   map[*connState]struct{}
+
+	workers      sync.WaitGroup // running per-connection workers
+	asyncPending atomic.Int64   // AsyncWrites issued and not yet called back
+}
+
+// New validates cfg, opens every enabled tenant in st (creating data dirs)
+// and returns a server ready to Serve. A tenant that cannot be opened is
+// refused with an error naming it.
+func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
+	o := opts.withDefaults()
+	s := &Server{
+		opts:  o,
+		st:    st,
+		log:   o.Logger,
+		ready: make(chan struct{}),
+		done:  make(chan struct{}),
+		conns: make(map[*connState]struct{}),
+	}
+	s.auth.init(o.AuthFailBudget)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t, _, err := s.buildTable(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.table.Store(t)
+	return s, nil
+}
+
+// Serve runs the event loops until Shutdown; it returns the engine's error.
+func (s *Server) Serve() error {
+	err := gnet.Run(s, "tcp://"+s.opts.Listen,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(s.opts.EventLoops),
+		gnet.WithReusePort(false),
+		gnet.WithTicker(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogLevel(4), // gnet's own logger: errors only
+	)
+	s.runErr = err
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
+	}
+	close(s.done)
+	return err
+}
+
+// Start runs Serve in a goroutine and returns once the server listens (or
+// failed to).
+func Start(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
+	s, err := New(st, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	go s.Serve()
+	<-s.ready
+	if s.addr == "" {
+		<-s.done
+		if s.runErr == nil {
+			s.runErr = errors.New("server: engine stopped before listening")
+		}
+		return nil, s.runErr
+	}
+	return s, nil
+}
+
+// Ready is closed once the server listens (or Serve failed).
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the address the server listens on, host:port, once Ready.
+func (s *Server) Addr() string { return s.addr }
+
+// OnBoot records the engine and the bound address.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	s.addr = s.opts.Listen
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				s.addr = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+			case *unix.SockaddrInet6:
+				s.addr = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+			}
+		}
+		unix.Close(fd)
+	}
+	s.log.Info("sq listening", "addr", s.addr, "event_loops", s.opts.EventLoops,
+		"tenants", len(s.table.Load().byName), "max_frame", s.opts.MaxFrame, "version", Version)
+	close(s.ready)
+	return gnet.None
+}
+
+// Shutdown drains the server: new connections and requests are refused with
+// SHUTTING_DOWN, requests already read are answered, replies are flushed,
+// then the engine stops. The caller then closes the store, which flushes
+// and fsyncs every WAL.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	wait := make(chan struct{})
+	go func() { s.workers.Wait(); close(wait) }()
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return fmt.Errorf("server: shutdown: requests still in flight: %w", ctx.Err())
+	}
+	// Replies handed to AsyncWrite must reach the sockets before the loops
+	// close them.
+	for s.asyncPending.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server: shutdown: replies unsent: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	select {
+	case <-s.ready:
+	default:
+		return nil
+	}
+	if s.addr == "" {
+		return s.runErr
+	}
+	if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Stats is a snapshot of server-wide counters.
+type Stats struct {
+	Conns        int64
+	Accepted     uint64
+	AuthFailures uint64
+	Closed       map[string]uint64
+}
+
+// Stats returns the server-wide counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Conns:        s.stats.conns.Load(),
+		Accepted:     s.stats.accepted.Load(),
+		AuthFailures: s.stats.authFailures.Load(),
+		Closed:       make(map[string]uint64, numCloseReasons),
+	}
+	for i := range s.stats.closed {
+		st.Closed[closeReason(i).String()] = s.stats.closed[i].Load()
+	}
+	return st
+}

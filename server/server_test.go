@@ -1,0 +1,436 @@
+package server
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+)
+
+func TestHello(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	t.Run("good token", func(t *testing.T) {
+		c := dialRaw(t, e.srv.Addr())
+		r := c.hello(e.tokens["alpha"], protocol.AcceptZstd|protocol.AcceptS2)
+		if r.Status != protocol.StatusOK {
+			t.Fatalf("status %v", r.Status)
+		}
+		hr, err := protocol.DecodeHelloReply(r.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hr.TenantName != "alpha" || hr.Version != protocol.Version || hr.Codec == protocol.CodecNone {
+			t.Fatalf("reply %+v", hr)
+		}
+		if got := c.ok(protocol.OpPing, "", phext.Origin, nil); len(got) != 0 {
+			t.Fatalf("PING body %q", got)
+		}
+	})
+	t.Run("bad token", func(t *testing.T) {
+		c := dialRaw(t, e.srv.Addr())
+		r := c.hello("pmb-v1-999-000000000000000000000000", 0)
+		if r.Status != protocol.StatusAuth {
+			t.Fatalf("status %v, want AUTH", r.Status)
+		}
+		c.expectClosed(5 * time.Second)
+	})
+	t.Run("frame before hello", func(t *testing.T) {
+		c := dialRaw(t, e.srv.Addr())
+		c.write(protocol.AppendRequest(nil, protocol.OpSelect, 7, nil, phext.Origin, nil))
+		r, err := c.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != protocol.StatusAuth || r.ID != 7 {
+			t.Fatalf("got status %v id %d, want AUTH id 7", r.Status, r.ID)
+		}
+		c.expectClosed(5 * time.Second)
+	})
+}
+
+func TestEveryOperation(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	c := e.dial("alpha")
+	a := mustCoord(t, "1.1.1/1.1.1/1.1.1")
+	b := mustCoord(t, "1.1.1/1.1.2/1.1.3")
+	for _, name := range []string{"", "notes"} {
+		t.Run("phext "+name, func(t *testing.T) {
+			if n := binary.BigEndian.Uint32(c.ok(protocol.OpInsert, name, a, []byte("hello"))); n != 5 {
+				t.Fatalf("INSERT count %d", n)
+			}
+			c.ok(protocol.OpInsert, name, a, []byte(" world"))
+			if got := c.ok(protocol.OpSelect, name, a, nil); string(got) != "hello world" {
+				t.Fatalf("SELECT after INSERT = %q", got)
+			}
+			c.ok(protocol.OpUpdate, name, b, []byte("second"))
+			if got := c.ok(protocol.OpSelect, name, b, nil); string(got) != "second" {
+				t.Fatalf("SELECT after UPDATE = %q", got)
+			}
+			want := phext.Implode([]phext.Scroll{{Coord: a, Text: []byte("hello world")}, {Coord: b, Text: []byte("second")}})
+			doc := c.ok(protocol.OpGet, name, phext.Origin, nil)
+			if !bytes.Equal(doc, want) {
+				t.Fatalf("GET = %q, want %q", doc, want)
+			}
+			if got := c.ok(protocol.OpChecksum, name, phext.Origin, nil); string(got) != phext.Checksum(want) {
+				t.Fatalf("CHECKSUM = %q, want %q", got, phext.Checksum(want))
+			}
+			toc, err := phext.TextMap(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.ok(protocol.OpTOC, name, phext.Origin, nil); !bytes.Equal(got, toc) {
+				t.Fatalf("TOC = %q, want %q", got, toc)
+			}
+			// DELTA with a right checksum for a: only b comes back.
+			req := fmt.Sprintf("%s: %s\n", a, phext.Checksum([]byte("hello world")))
+			if got := c.ok(protocol.OpDelta, name, phext.Origin, []byte(req)); !bytes.Contains(got, []byte("second")) || bytes.Contains(got, []byte("hello")) {
+				t.Fatalf("DELTA = %q", got)
+			}
+			if n := binary.BigEndian.Uint32(c.ok(protocol.OpDelete, name, b, nil)); n != 6 {
+				t.Fatalf("DELETE count %d, want 6", n)
+			}
+			if got := c.ok(protocol.OpSelect, name, b, nil); len(got) != 0 {
+				t.Fatalf("SELECT after DELETE = %q", got)
+			}
+			c.ok(protocol.OpCompact, name, phext.Origin, nil)
+			if got := c.ok(protocol.OpSelect, name, a, nil); string(got) != "hello world" {
+				t.Fatalf("SELECT after COMPACT = %q", got)
+			}
+			newDoc := phext.Implode([]phext.Scroll{{Coord: b, Text: []byte("put")}})
+			if n := binary.BigEndian.Uint32(c.ok(protocol.OpPut, name, phext.Origin, newDoc)); n != 1 {
+				t.Fatalf("PUT count %d", n)
+			}
+			if got := c.ok(protocol.OpGet, name, phext.Origin, nil); !bytes.Equal(got, newDoc) {
+				t.Fatalf("GET after PUT = %q, want %q", got, newDoc)
+			}
+		})
+	}
+	t.Run("list status version where", func(t *testing.T) {
+		names, err := protocol.DecodeList(c.ok(protocol.OpList, "", phext.Origin, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(names, ",") != ",notes" {
+			t.Fatalf("LIST = %q", names)
+		}
+		si, err := protocol.DecodeStatusInfo(c.ok(protocol.OpStatus, "", phext.Origin, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if si.Phexts != 2 || si.Scrolls != 2 || si.Bytes == 0 {
+			t.Fatalf("STATUS = %+v", si)
+		}
+		if got := c.ok(protocol.OpVersion, "", phext.Origin, nil); !strings.Contains(string(got), Version) {
+			t.Fatalf("VERSION = %q", got)
+		}
+		text := []byte("a\x17b\x18c")
+		want, err := phext.Where(text, "xor", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := c.ok(protocol.OpWhere, "", phext.Origin, protocol.AppendWherePayload(nil, protocol.WhereXor, 1, text))
+		if !bytes.Equal(got, protocol.AppendCoordinate(nil, want)) {
+			t.Fatalf("WHERE = %x, want %v", got, want)
+		}
+	})
+}
+
+func TestTenantIsolation(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	ca, cb := e.dial("alpha"), e.dial("beta")
+	x := mustCoord(t, "2.2.2/2.2.2/2.2.2")
+	ca.ok(protocol.OpUpdate, "shared", x, []byte("alpha's"))
+	cb.ok(protocol.OpUpdate, "shared", x, []byte("beta's"))
+	if got := ca.ok(protocol.OpSelect, "shared", x, nil); string(got) != "alpha's" {
+		t.Fatalf("alpha reads %q", got)
+	}
+	if got := cb.ok(protocol.OpSelect, "shared", x, nil); string(got) != "beta's" {
+		t.Fatalf("beta reads %q", got)
+	}
+	cb.ok(protocol.OpDelete, "shared", x, nil)
+	if got := ca.ok(protocol.OpSelect, "shared", x, nil); string(got) != "alpha's" {
+		t.Fatalf("alpha reads %q after beta's delete", got)
+	}
+	if got := ca.ok(protocol.OpGet, "shared", phext.Origin, nil); bytes.Contains(got, []byte("beta")) {
+		t.Fatalf("alpha's GET holds beta's bytes: %q", got)
+	}
+}
+
+func TestPipelineInOrder(t *testing.T) {
+	e := startEnv(t, envOptions{opts: Options{MaxInFlight: 16}})
+	c := e.dial("alpha")
+	const n = 1000
+	var buf []byte
+	first := c.id + 1
+	for i := 0; i < n; i++ {
+		c.id++
+		coord := phext.Origin
+		coord[phext.Scroll] = uint16(i%999 + 1)
+		if i%2 == 0 {
+			buf = protocol.AppendRequest(buf, protocol.OpUpdate, c.id, nil, coord, []byte(fmt.Sprintf("v%d", i)))
+		} else {
+			buf = protocol.AppendRequest(buf, protocol.OpSelect, c.id, nil, coord, nil)
+		}
+	}
+	go func() { c.nc.Write(buf) }()
+	for i := 0; i < n; i++ {
+		r, err := c.read()
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if r.ID != first+uint32(i) || r.Status != protocol.StatusOK {
+			t.Fatalf("reply %d: id %d status %v, want id %d OK", i, r.ID, r.Status, first+uint32(i))
+		}
+		if i%2 == 1 {
+			// Odd i reads scroll i%999+1, which only the even i-999
+			// wrote (when i ≥ 999): replies must reflect request order.
+			want := ""
+			if i >= 999 {
+				want = fmt.Sprintf("v%d", i-999)
+			}
+			if string(r.Body) != want {
+				t.Fatalf("reply %d: SELECT = %q, want %q", i, r.Body, want)
+			}
+		}
+	}
+}
+
+func TestMalformedFrames(t *testing.T) {
+	e := startEnv(t, envOptions{opts: Options{MaxFrame: 1 << 16}})
+	good := e.dial("beta")
+	hdr := func(length uint32, op, flags byte, id uint32) []byte {
+		b := binary.BigEndian.AppendUint32(nil, length)
+		b = append(b, op, flags)
+		return binary.BigEndian.AppendUint32(b, id)
+	}
+	req := func(op protocol.Op, name string, coord phext.Coordinate, payload string) []byte {
+		return protocol.AppendRequest(nil, op, 42, []byte(name), coord, []byte(payload))
+	}
+	bad := phext.Origin
+	bad[phext.Book] = 0
+	big := phext.Origin
+	big[phext.Scroll] = 1000
+	flagged := req(protocol.OpSelect, "", phext.Origin, "")
+	flagged[5] = 0x80
+	truncated := hdr(6+5, byte(protocol.OpSelect), 0, 42)
+	truncated = append(truncated, 3, 'a', 'b', 'c', 0)
+	cases := []struct {
+		name   string
+		frame  []byte
+		status protocol.Status
+		closes bool
+	}{
+		{name: "length below 6", frame: hdr(5, 0x10, 0, 42)[:9], status: protocol.StatusBadFrame, closes: true},
+		{name: "length over max frame", frame: hdr(1<<20, 0x10, 0, 42), status: protocol.StatusTooLarge, closes: true},
+		{name: "unknown flag bit", frame: flagged, status: protocol.StatusBadFrame},
+		{name: "unknown opcode", frame: req(0x3F, "", phext.Origin, ""), status: protocol.StatusUnknownOp},
+		{name: "name too long", frame: req(protocol.OpSelect, strings.Repeat("n", 65), phext.Origin, ""), status: protocol.StatusBadName},
+		{name: "name with bad byte", frame: req(protocol.OpSelect, "../etc", phext.Origin, ""), status: protocol.StatusBadName},
+		{name: "coordinate 0", frame: req(protocol.OpSelect, "", bad, ""), status: protocol.StatusBadCoord},
+		{name: "coordinate 1000", frame: req(protocol.OpSelect, "", big, ""), status: protocol.StatusBadCoord},
+		{name: "truncated body", frame: truncated, status: protocol.StatusBadFrame},
+		{name: "scroll with delimiter", frame: req(protocol.OpInsert, "", phext.Origin, "a\x17b"), status: protocol.StatusBadScroll},
+		{name: "scroll not utf-8", frame: req(protocol.OpInsert, "", phext.Origin, "a\xffb"), status: protocol.StatusBadScroll},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dial("alpha")
+			c.write(tc.frame)
+			r, err := c.read()
+			if err != nil {
+				t.Fatalf("no reply: %v", err)
+			}
+			if r.Status != tc.status {
+				t.Fatalf("status %v (%s), want %v", r.Status, r.Body, tc.status)
+			}
+			if tc.closes {
+				c.expectClosed(5 * time.Second)
+			} else {
+				c.ok(protocol.OpPing, "", phext.Origin, nil)
+			}
+			// Nothing was written, and other connections keep working.
+			if got := good.ok(protocol.OpSelect, "", phext.Origin, nil); len(got) != 0 {
+				t.Fatalf("beta's origin = %q", got)
+			}
+		})
+	}
+	c := e.dial("alpha")
+	if got := c.ok(protocol.OpGet, "", phext.Origin, nil); len(got) != 0 {
+		t.Fatalf("alpha's phext changed by bad requests: %q", got)
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	e := startEnv(t, envOptions{opts: Options{
+		HelloTimeout: 200 * time.Millisecond,
+		IdleTimeout:  300 * time.Millisecond,
+		FrameTimeout: 200 * time.Millisecond,
+	}})
+	t.Run("hello", func(t *testing.T) {
+		c := dialRaw(t, e.srv.Addr())
+		c.expectClosed(5 * time.Second)
+	})
+	t.Run("idle", func(t *testing.T) {
+		c := e.dial("alpha")
+		c.expectClosed(5 * time.Second)
+	})
+	t.Run("slow frame", func(t *testing.T) {
+		c := e.dial("alpha")
+		frame := protocol.AppendRequest(nil, protocol.OpPing, 9, nil, phext.Origin, nil)
+		c.write(frame[:7])
+		c.expectClosed(5 * time.Second)
+	})
+	st := e.srv.Stats()
+	for _, r := range []string{"hello_timeout", "idle_timeout", "slow_frame"} {
+		if st.Closed[r] == 0 {
+			t.Errorf("no close counted as %s: %v", r, st.Closed)
+		}
+	}
+}
+
+func TestAuthFailuresSlowDown(t *testing.T) {
+	e := startEnv(t, envOptions{opts: Options{AuthFailBudget: 2}})
+	var last time.Duration
+	for i := 0; i < 4; i++ {
+		c := dialRaw(t, e.srv.Addr())
+		start := time.Now()
+		if r := c.hello("pmb-v1-000-wrong", 0); r.Status != protocol.StatusAuth {
+			t.Fatalf("status %v", r.Status)
+		}
+		last = time.Since(start)
+	}
+	// Failures 3 and 4 are over the budget of 2: the 4th waits ≥ 500 ms.
+	if last < 400*time.Millisecond {
+		t.Fatalf("4th failure answered after %v; want a delay", last)
+	}
+	// A good token from the same address is not slowed.
+	c := e.dial("alpha")
+	c.ok(protocol.OpPing, "", phext.Origin, nil)
+}
+
+func TestReloadUnderLoad(t *testing.T) {
+	e := startEnv(t, envOptions{tenants: []string{"stay", "drop", "off"}})
+	stay, drop, off := e.dial("stay"), e.dial("drop"), e.dial("off")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		lc := e.dial("stay")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			coord := phext.Origin
+			coord[phext.Scroll] = uint16(i%50 + 1)
+			r := lc.do(protocol.OpUpdate, "load", coord, []byte(fmt.Sprint(i)))
+			if r.Status != protocol.StatusOK {
+				errs <- fmt.Errorf("unchanged tenant got %v during reload: %s", r.Status, r.Body)
+				return
+			}
+		}
+	}()
+	newTok, _ := GenerateToken(9)
+	cfg, err := LoadConfig(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(cfg.Tenants, e.tokens["drop"])
+	no := false
+	ent := cfg.Tenants[e.tokens["off"]]
+	ent.Enabled = &no
+	cfg.Tenants[e.tokens["off"]] = ent
+	cfg.Tenants[newTok] = TenantEntry{Name: "fresh", DataDir: e.dir + "/fresh"}
+	if err := WriteConfigFile(e.cfgPath, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := e.srv.ReloadFromSource(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drop.expectClosed(5 * time.Second)
+	off.expectClosed(5 * time.Second)
+	stay.ok(protocol.OpPing, "", phext.Origin, nil)
+	e.tokens["fresh"] = newTok
+	e.dial("fresh").ok(protocol.OpInsert, "", phext.Origin, []byte("new"))
+	for _, gone := range []string{"drop", "off"} {
+		c := dialRaw(t, e.srv.Addr())
+		if r := c.hello(e.tokens[gone], 0); r.Status != protocol.StatusAuth {
+			t.Fatalf("%s after reload: status %v, want AUTH", gone, r.Status)
+		}
+	}
+	// A config that fails to load leaves the old one in place.
+	if err := WriteConfigFile(e.cfgPath+".bad", cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.opts.LoadConfig = func() (*Config, error) { return ParseConfig([]byte(`{"tenants": {"": {"name": "x", "data_dir": "/tmp/x"}}}`)) }
+	if _, err := e.srv.ReloadFromSource(); err == nil {
+		t.Fatal("bad config reloaded")
+	}
+	e.dial("fresh").ok(protocol.OpPing, "", phext.Origin, nil)
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}
+
+func TestShutdownKeepsAcknowledgedWrites(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	const writers, each = 8, 50
+	acked := make([][]phext.Coordinate, writers)
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := dialRaw(t, e.srv.Addr())
+			if r := c.hello(e.tokens["alpha"], 0); r.Status != protocol.StatusOK {
+				return
+			}
+			for i := 0; i < each; i++ {
+				coord := phext.Origin
+				coord[phext.Section] = uint16(w + 1)
+				coord[phext.Scroll] = uint16(i + 1)
+				c.id++
+				c.write(protocol.AppendRequest(nil, protocol.OpUpdate, c.id, []byte("sd"), coord, []byte(fmt.Sprintf("w%d-%d", w, i))))
+				r, err := c.read()
+				if err != nil || r.Status != protocol.StatusOK {
+					return // refused or closed by the shutdown: not acknowledged
+				}
+				acked[w] = append(acked[w], coord)
+			}
+		}(w)
+	}
+	time.Sleep(20 * time.Millisecond)
+	e.stop()
+	wg.Wait()
+	// Reopen the data and check every acknowledged write.
+	total := 0
+	reopened := reopenStore(t, e)
+	for w, coords := range acked {
+		for i, coord := range coords {
+			got, err := reopened.AppendSelect(nil, []byte("sd"), coord)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("w%d-%d", w, i); string(got) != want {
+				t.Fatalf("acknowledged write %s at %v lost: got %q", want, coord, got)
+			}
+			total++
+		}
+	}
+	t.Logf("%d acknowledged writes verified after shutdown", total)
+}

@@ -1,0 +1,48 @@
+package server
+
+import (
+	"crypto/sha256"
+	"sync/atomic"
+
+	"github.com/phext/sq/store"
+)
+
+// tokenKey is the fixed-size digest under which a token is looked up, so a
+// lookup costs the same whatever the token and the plaintext need not stay
+// in memory after loading.
+type tokenKey [sha256.Size]byte
+
+func keyOf(token []byte) tokenKey { return sha256.Sum256(token) }
+
+// tenant is the server's view of one configured tenant. A *tenant is shared
+// by every connection authenticated as it; its fields are immutable after
+// the table that holds it is published, except the atomics.
+type tenant struct {
+	name  string
+	entry TenantEntry
+	st    *store.Tenant
+
+	// closed is set when a reload removes or disables the tenant; the
+	// connections still holding the pointer are being closed.
+	closed atomic.Bool
+	conns  atomic.Int64
+	stats  *tenantStats
+}
+
+// tenantTable is one immutable generation of the token map. Reload builds a
+// new table and swaps it in with an atomic pointer store, so the per-frame
+// path takes no lock.
+type tenantTable struct {
+	byKey  map[tokenKey]*tenant
+	byName map[string]*tenant
+	admin  tokenKey
+	hasAdm bool
+}
+
+func (t *tenantTable) lookup(token []byte) *tenant {
+	return t.byKey[keyOf(token)]
+}
+
+func (t *tenantTable) isAdmin(token []byte) bool {
+	return t.hasAdm && keyOf(token) == t.admin
+}

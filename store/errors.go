@@ -1,0 +1,64 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/phext/sq/phext"
+)
+
+// ErrBadName is returned when a phext name breaks the rule
+// [A-Za-z0-9_-][A-Za-z0-9._-]* (at most 64 bytes). Nothing touches the file
+// system before this check.
+var ErrBadName = errors.New("store: bad phext name")
+
+// ErrBadCoord is returned when a coordinate part is outside 1..999.
+var ErrBadCoord = errors.New("store: coordinate part outside 1..999")
+
+// ErrBadScroll is returned when scroll text is not valid UTF-8 or holds a
+// phext delimiter byte, and by Put when the document is not valid UTF-8.
+var ErrBadScroll = errors.New("store: bad scroll text")
+
+// ErrQuota is returned when a write would put the tenant over its quota. The
+// write changed nothing.
+var ErrQuota = errors.New("store: tenant quota exceeded")
+
+// ErrTooLarge is returned when one write (a scroll, or a document for Put)
+// is larger than a WAL record may be (MaxRecord), or a snapshot is larger
+// than 4 GiB - 1.
+var ErrTooLarge = errors.New("store: too large")
+
+// ErrCorrupt is returned when a snapshot or WAL is damaged: a WAL record in
+// the middle of the log whose length or CRC32C does not check, a bad WAL
+// header, a WAL that belongs to another snapshot, or a snapshot that is not
+// valid UTF-8. It is always wrapped with the file name and byte offset; the
+// files are left untouched for an operator and the phext refuses to open.
+var ErrCorrupt = errors.New("store: corrupt data")
+
+// ErrClosed is returned by every method after the Store was closed or the
+// Tenant removed.
+var ErrClosed = errors.New("store: closed")
+
+// ErrOverflow is returned when a snapshot or a Put document has a break that
+// takes a coordinate part past 999. It is returned together with the
+// *phext.OverflowError that names the byte offset, so both
+// errors.Is(err, ErrOverflow) and errors.Is(err, phext.ErrOverflow) hold.
+var ErrOverflow = errors.New("store: coordinate part past 999")
+
+// errWALSuspect is returned to writers when an earlier WAL write or fsync of
+// the phext failed; the phext is reopened (and its WAL replayed) on next use.
+var errWALSuspect = errors.New("store: WAL failed earlier; reopening")
+
+// overflowErr wraps a scanner error so that both ErrOverflow and
+// phext.ErrOverflow match, naming the file.
+func overflowErr(path string, err error) error {
+	if errors.Is(err, phext.ErrOverflow) {
+		return fmt.Errorf("%w: %s: %w", ErrOverflow, path, err)
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+// corruptErr wraps ErrCorrupt with the file and offset.
+func corruptErr(path string, off int64, why string) error {
+	return fmt.Errorf("%w: %s at offset %d: %s", ErrCorrupt, path, off, why)
+}

@@ -1,0 +1,62 @@
+package store
+
+import (
+	"os"
+)
+
+// FS is the file-system seam used for every write the store makes, so tests
+// can inject ENOSPC or EIO at named steps. Reads of snapshots (mmap) and WAL
+// replay go through files opened with FS.OpenFile too. A nil FS in Options
+// means the operating system.
+type FS interface {
+	// OpenFile opens a file like os.OpenFile.
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	// Rename renames a file like os.Rename (atomic within a directory).
+	Rename(oldpath, newpath string) error
+	// Remove removes a file like os.Remove.
+	Remove(name string) error
+	// MkdirAll creates a directory and its parents like os.MkdirAll.
+	MkdirAll(path string, perm os.FileMode) error
+	// SyncDir fsyncs a directory so that renames and creations in it are
+	// durable.
+	SyncDir(dir string) error
+}
+
+// File is the subset of *os.File the store uses.
+type File interface {
+	Write(p []byte) (int, error)
+	ReadAt(p []byte, off int64) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+	Stat() (os.FileInfo, error)
+	// Fd returns the descriptor, used to mmap snapshots.
+	Fd() uintptr
+}
+
+// osFS is the FS of the operating system.
+type osFS struct{}
+
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (osFS) Rename(oldpath, newpath string) error         { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error                     { return os.Remove(name) }
+func (osFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,443 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/phext/sq/phext"
+	"github.com/zeebo/xxh3"
+)
+
+// Lifecycle of a pfile.
+const (
+	stateOpening int32 = iota
+	stateReady
+	stateClosing // flushing before close; reads still served
+	stateClosed
+)
+
+// entry locates one non-empty scroll of the base document.
+type entry struct {
+	c          phext.Coordinate
+	start, end uint32
+}
+
+// pfile is one open phext: a base document (the mmapped snapshot, or the
+// document of the last Put) indexed by coordinate, an overlay of changed
+// scrolls, and the WAL. See doc.go for its locks.
+type pfile struct {
+	t                      *Tenant
+	key                    string
+	path, walPath, tmpPath string
+
+	state   atomic.Int32
+	opened  chan struct{} // closed when open finished (openErr set on failure)
+	gone    chan struct{} // closed when the pfile is closed and forgotten
+	openErr error
+	lastUse atomic.Uint64
+	broken  atomic.Bool // a WAL write/fsync failed: reopen before next use
+	dirty   atomic.Bool // WAL written since the last fsync
+
+	// mu guards the document state below. Readers hold it shared for as
+	// long as they touch base; remap and munmap happen under it exclusive.
+	mu      sync.RWMutex
+	base    []byte // snapshot mapping (mapped) or heap document
+	mapped  bool
+	index   []entry                     // sorted by coordinate
+	ov      map[phext.Coordinate][]byte // changed scrolls; nil value = deleted
+	bytes   int64                       // scroll bytes of the current state
+	scrolls int64                       // non-empty scrolls of the current state
+
+	// fmu serializes WAL I/O, apply and compaction. Held across write and
+	// fsync; never held by readers.
+	fmu        sync.Mutex
+	wal        File
+	walSize    int64
+	snapID     walID
+	snapExists bool
+	compacting atomic.Bool
+
+	// qmu guards the pending batch (leaf lock).
+	qmu        sync.Mutex
+	idle       sync.Cond // on qmu: flushing became false
+	cur        *batch
+	flushing   bool
+	closing    bool
+	putPending int
+}
+
+func newPfile(t *Tenant, key string) *pfile {
+	p := &pfile{t: t, key: key, opened: make(chan struct{}), gone: make(chan struct{})}
+	p.path, p.walPath, p.tmpPath = t.filePaths(key)
+	p.idle.L = &p.qmu
+	p.state.Store(stateOpening)
+	return p
+}
+
+func (p *pfile) touch() { p.lastUse.Store(p.t.s.clock.Add(1)) }
+
+// open loads the snapshot and replays the WAL. On error nothing on disk
+// was changed.
+func (p *pfile) open() error {
+	fs := p.t.s.fs
+	// A temp file left by a compaction that crashed before its rename holds
+	// nothing the snapshot and WAL do not.
+	if err := fs.Remove(p.tmpPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: %w", err)
+	}
+	p.ov = make(map[phext.Coordinate][]byte)
+	if err := p.loadSnapshot(); err != nil {
+		return err
+	}
+	if err := p.replayWAL(); err != nil {
+		p.unmap()
+		return err
+	}
+	return nil
+}
+
+func (p *pfile) unmap() {
+	if p.mapped {
+		if err := munmapFile(p.base); err != nil {
+			p.t.s.log.Error("store: munmap", "path", p.path, "err", err)
+		}
+	}
+	p.base, p.mapped, p.index = nil, false, nil
+}
+
+// mapSnapshot maps and indexes the snapshot at path. A missing file is an
+// empty document (exists = false).
+func mapSnapshot(fs FS, path string, checkUTF8 bool) (base []byte, mapped bool, index []entry, exists bool, err error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, false, nil, false, nil
+		}
+		return nil, false, nil, false, fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, nil, true, fmt.Errorf("store: %w", err)
+	}
+	size := fi.Size()
+	if size > math.MaxUint32 {
+		return nil, false, nil, true, fmt.Errorf("%w: snapshot %s is %d bytes", ErrTooLarge, path, size)
+	}
+	if size == 0 {
+		return nil, false, nil, true, nil
+	}
+	base, err = mmapFile(f.Fd(), int(size))
+	if err != nil {
+		return nil, false, nil, true, fmt.Errorf("store: mmap %s: %w", path, err)
+	}
+	index, err = indexDoc(base, path, checkUTF8)
+	if err != nil {
+		_ = munmapFile(base)
+		return nil, false, nil, true, err
+	}
+	return base, true, index, true, nil
+}
+
+// indexDoc scans doc into a sorted index.
+func indexDoc(doc []byte, path string, checkUTF8 bool) ([]entry, error) {
+	if checkUTF8 && !utf8.Valid(doc) {
+		// SQ would load this as an empty phext and overwrite it on the next
+		// write; we refuse instead of destroying data.
+		return nil, corruptErr(path, int64(utf8ValidUpTo(doc)), "snapshot is not valid UTF-8")
+	}
+	var sc phext.Scanner
+	sc.Reset(doc)
+	index := make([]entry, 0, 16)
+	for sc.Next() {
+		index = append(index, entry{c: sc.Coordinate(), start: uint32(sc.Start()), end: uint32(sc.End())})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, overflowErr(path, err)
+	}
+	return index, nil
+}
+
+func utf8ValidUpTo(b []byte) int {
+	i := 0
+	for i < len(b) {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return i
+}
+
+func (p *pfile) loadSnapshot() error {
+	base, mapped, index, exists, err := mapSnapshot(p.t.s.fs, p.path, true)
+	if err != nil {
+		return err
+	}
+	p.base, p.mapped, p.index, p.snapExists = base, mapped, index, exists
+	p.snapID = walID{uint64(len(base)), xxh3.Hash(base)}
+	p.bytes, p.scrolls = 0, int64(len(index))
+	for _, e := range index {
+		p.bytes += int64(e.end - e.start)
+	}
+	return nil
+}
+
+// replayWAL applies the WAL over the snapshot and opens it for appending.
+func (p *pfile) replayWAL() error {
+	fs := p.t.s.fs
+	f, err := fs.OpenFile(p.walPath, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // created on the first write
+		}
+		return fmt.Errorf("store: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	data := make([]byte, fi.Size())
+	if n, err := f.ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && n == len(data)) {
+		return fmt.Errorf("store: read %s: %w", p.walPath, err)
+	}
+	w, err := scanWAL(data, p.walPath)
+	if err != nil {
+		return err
+	}
+	reset := !w.hdrOK
+	if w.hdrOK && w.id != p.snapID {
+		last := len(w.recs) - 1
+		switch {
+		case last < 0:
+			reset = true
+		case w.recs[last].kind == opCompact && w.recs[last].compactID() == p.snapID:
+			// A compaction renamed its snapshot but crashed before it reset
+			// the WAL: every record is already in the snapshot.
+			reset = true
+		default:
+			return corruptErr(p.walPath, 0, "WAL belongs to another snapshot")
+		}
+	}
+	p.wal = f
+	if reset {
+		if err := p.resetWAL(); err != nil {
+			p.wal = nil
+			return err
+		}
+		ok = true
+		return nil
+	}
+	for i := range w.recs {
+		r := &w.recs[i]
+		_, d := p.apply(r.kind, r.c, r.payload)
+		_ = d
+	}
+	if w.end < int64(len(data)) {
+		p.t.s.log.Warn("store: truncating torn WAL tail", "path", p.walPath,
+			"offset", w.end, "dropped", int64(len(data))-w.end)
+		if err := f.Truncate(w.end); err != nil {
+			p.wal = nil
+			return fmt.Errorf("store: truncate %s: %w", p.walPath, err)
+		}
+		if err := f.Sync(); err != nil {
+			p.wal = nil
+			return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
+		}
+	}
+	p.walSize = w.end
+	ok = true
+	return nil
+}
+
+// resetWAL empties the WAL and writes a header naming the current snapshot.
+// The caller holds fmu (or owns p during open).
+func (p *pfile) resetWAL() error {
+	if err := p.wal.Truncate(0); err != nil {
+		return fmt.Errorf("store: truncate %s: %w", p.walPath, err)
+	}
+	p.walSize = 0
+	hdr := appendWALHeader(make([]byte, 0, walHeaderSize), p.snapID)
+	if _, err := p.wal.Write(hdr); err != nil {
+		return fmt.Errorf("store: write %s: %w", p.walPath, err)
+	}
+	if err := p.wal.Sync(); err != nil {
+		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
+	}
+	p.walSize = walHeaderSize
+	p.dirty.Store(false)
+	return nil
+}
+
+// findBase returns the index of c in the base, or -1. No allocation.
+func (p *pfile) findBase(c phext.Coordinate) int {
+	lo, hi := 0, len(p.index)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch p.index[m].c.Compare(c) {
+		case -1:
+			lo = m + 1
+		case 0:
+			return m
+		default:
+			hi = m
+		}
+	}
+	return -1
+}
+
+// lookup returns the current text at c (a view; read lock held).
+func (p *pfile) lookup(c phext.Coordinate) []byte {
+	if v, ok := p.ov[c]; ok {
+		return v
+	}
+	if i := p.findBase(c); i >= 0 {
+		e := p.index[i]
+		return p.base[e.start:e.end:e.end]
+	}
+	return nil
+}
+
+// walk calls fn for every non-empty scroll in coordinate order (read lock
+// held). The texts are views valid only until the lock is released.
+func (p *pfile) walk(fn func(c phext.Coordinate, text []byte)) {
+	var keys []phext.Coordinate
+	if len(p.ov) > 0 {
+		keys = make([]phext.Coordinate, 0, len(p.ov))
+		for k := range p.ov {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, phext.Coordinate.Compare)
+	}
+	i, j := 0, 0
+	for i < len(p.index) || j < len(keys) {
+		if j >= len(keys) || (i < len(p.index) && p.index[i].c.Less(keys[j])) {
+			e := p.index[i]
+			fn(e.c, p.base[e.start:e.end:e.end])
+			i++
+			continue
+		}
+		k := keys[j]
+		j++
+		if i < len(p.index) && p.index[i].c == k {
+			i++
+		}
+		if v := p.ov[k]; len(v) > 0 {
+			fn(k, v)
+		}
+	}
+}
+
+// docHash streams the serialized document into an xxh3 hasher.
+func (p *pfile) docHash() *xxh3.Hasher {
+	h := xxh3.New()
+	var scratch [64]byte
+	prev := phext.Origin
+	p.walk(func(c phext.Coordinate, text []byte) {
+		d := phext.AppendDelimiters(scratch[:0], prev, c)
+		h.Write(d)
+		h.Write(text)
+		prev = c
+	})
+	return h
+}
+
+// apply changes the in-memory state by one logged record and returns the
+// operation's result and the change in scroll bytes. The caller holds mu
+// exclusively (or owns p during open). Records were validated before they
+// were logged, so apply cannot fail.
+func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, delta int64) {
+	switch kind {
+	case opInsert:
+		if len(payload) == 0 {
+			return 0, 0
+		}
+		v, inOv := p.ov[c]
+		if !inOv {
+			old := p.lookup(c)
+			nv := make([]byte, 0, len(old)+len(payload))
+			v = append(nv, old...)
+		}
+		if len(v) == 0 {
+			p.scrolls++
+		}
+		// Overlay texts are owned by the overlay (never views into the base
+		// or a batch), so appending in place is safe under the write lock.
+		p.ov[c] = append(v, payload...)
+		p.bytes += int64(len(payload))
+		return len(payload), int64(len(payload))
+	case opUpdate:
+		if len(payload) == 0 {
+			p.remove(c)
+			was := len(p.lookup(c))
+			_ = was
+			return 0, 0 // accounted in remove
+		}
+		old := p.lookup(c)
+		was := len(old)
+		v, inOv := p.ov[c]
+		if inOv && cap(v) >= len(payload) {
+			v = append(v[:0], payload...)
+		} else {
+			v = bytes.Clone(payload)
+		}
+		p.ov[c] = v
+		if was == 0 {
+			p.scrolls++
+		}
+		d := int64(len(payload) - was)
+		p.bytes += d
+		return len(payload), d
+	case opDelete:
+		was := p.remove(c)
+		return was, -int64(was)
+	case opPut:
+		doc := bytes.Clone(payload)
+		idx, err := indexDoc(doc, "", false)
+		if err != nil {
+			// Unreachable: Put documents are validated before logging and
+			// WAL records are checked by scanWAL.
+			panic("store: put record does not index: " + err.Error())
+		}
+		before := p.bytes
+		p.unmap()
+		p.base, p.index = doc, idx
+		p.ov = make(map[phext.Coordinate][]byte)
+		p.bytes, p.scrolls = 0, int64(len(idx))
+		for _, e := range idx {
+			p.bytes += int64(e.end - e.start)
+		}
+		return len(idx), p.bytes - before
+	}
+	return 0, 0 // opCompact: nothing to apply
+}
+
+// remove deletes the scroll at c and returns its former length.
+func (p *pfile) remove(c phext.Coordinate) int {
+	was := len(p.lookup(c))
+	if p.findBase(c) >= 0 {
+		p.ov[c] = nil // shadows the base scroll
+	} else {
+		delete(p.ov, c)
+	}
+	if was > 0 {
+		p.scrolls--
+		p.bytes -= int64(was)
+	}
+	return was
+}

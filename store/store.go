@@ -1,0 +1,380 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Durability says when a write is acknowledged relative to fsync of its WAL.
+type Durability uint8
+
+const (
+	// DurabilityDefault inherits: a tenant with it uses the Store's mode, a
+	// Store with it uses DurabilityEverySec.
+	DurabilityDefault Durability = iota
+	// DurabilityAlways acknowledges a write only after its WAL record was
+	// fsynced. Concurrent writers to one phext share one fsync.
+	DurabilityAlways
+	// DurabilityEverySec fsyncs dirty WALs at least once per SyncInterval; a
+	// crash may lose about that much of acknowledged writes, never a partial
+	// record.
+	DurabilityEverySec
+	// DurabilityNo never fsyncs the WAL except on Sync, compaction and Close.
+	DurabilityNo
+)
+
+// String returns "default", "always", "everysec" or "no".
+func (d Durability) String() string {
+	switch d {
+	case DurabilityDefault:
+		return "default"
+	case DurabilityAlways:
+		return "always"
+	case DurabilityEverySec:
+		return "everysec"
+	case DurabilityNo:
+		return "no"
+	}
+	return fmt.Sprintf("Durability(%d)", uint8(d))
+}
+
+// ParseDurability parses "always", "everysec" or "no" ("" and "default"
+// give DurabilityDefault).
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "always":
+		return DurabilityAlways, nil
+	case "everysec":
+		return DurabilityEverySec, nil
+	case "no":
+		return DurabilityNo, nil
+	case "", "default":
+		return DurabilityDefault, nil
+	}
+	return DurabilityDefault, fmt.Errorf("store: unknown durability %q (want always, everysec or no)", s)
+}
+
+// Options configures a Store. The zero value (or a nil *Options) means the
+// defaults named on each field.
+type Options struct {
+	// Durability is the default mode of tenants that do not set one
+	// (default DurabilityEverySec).
+	Durability Durability
+	// MaxOpenPhexts caps the phexts open at once over all tenants (default
+	// 256); past it the least recently used one is closed. Each open phext
+	// holds at most one file descriptor (its WAL) and one mapping.
+	MaxOpenPhexts int
+	// CompactMinWAL is the WAL size past which a phext is compacted, when the
+	// WAL is also larger than half the snapshot (default 4 MiB).
+	CompactMinWAL int64
+	// SyncInterval is the everysec fsync period (default 1s).
+	SyncInterval time.Duration
+	// Logger receives the store's log records (default slog.Default()).
+	Logger *slog.Logger
+	// FS is the file-system seam for fault injection (nil = the OS).
+	FS FS
+}
+
+// Store owns tenants and their phexts. All methods are safe for concurrent
+// use; they block on disk I/O, so call them from worker goroutines, never
+// from an event loop.
+type Store struct {
+	opts Options
+	fs   FS
+	log  *slog.Logger
+
+	mu      sync.RWMutex // guards tenants, closed
+	tenants map[string]*Tenant
+	closed  bool
+
+	lmu   sync.Mutex // guards open (leaf lock)
+	open  map[*pfile]struct{}
+	clock atomic.Uint64 // LRU clock
+
+	stop chan struct{}
+	wg   sync.WaitGroup // syncer and background compactions
+}
+
+// Open starts a Store. A nil opts means defaults.
+func Open(opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Durability == DurabilityDefault {
+		o.Durability = DurabilityEverySec
+	}
+	if o.Durability > DurabilityNo {
+		return nil, fmt.Errorf("store: bad durability %d", o.Durability)
+	}
+	if o.MaxOpenPhexts <= 0 {
+		o.MaxOpenPhexts = 256
+	}
+	if o.CompactMinWAL <= 0 {
+		o.CompactMinWAL = 4 << 20
+	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.FS == nil {
+		o.FS = osFS{}
+	}
+	s := &Store{
+		opts:    o,
+		fs:      o.FS,
+		log:     o.Logger,
+		tenants: make(map[string]*Tenant),
+		open:    make(map[*pfile]struct{}),
+		stop:    make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.syncer()
+	return s, nil
+}
+
+// Close flushes and fsyncs every WAL, compacts phexts whose WAL holds
+// records when that is cheap, and closes everything. Later calls return
+// ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	ts := make([]*Tenant, 0, len(s.tenants))
+	for _, t := range s.tenants {
+		ts = append(ts, t)
+	}
+	s.tenants = map[string]*Tenant{}
+	s.mu.Unlock()
+	close(s.stop)
+	var errs []error
+	for _, t := range ts {
+		if err := t.shutdown(true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// TenantConfig describes one tenant.
+type TenantConfig struct {
+	// Name identifies the tenant in the Store.
+	Name string
+	// DataDir holds the tenant's phext files; created (0o750) if missing.
+	DataDir string
+	// QuotaBytes caps the tenant's stored scroll bytes; 0 = unlimited.
+	QuotaBytes int64
+	// Durability overrides the Store's mode; DurabilityDefault inherits.
+	Durability Durability
+}
+
+// AddTenant registers a tenant, creating its DataDir (0o750) if missing.
+// Adding a name again updates quota and durability in place and returns the
+// same *Tenant; its DataDir must not change (remove the tenant first).
+func (s *Store) AddTenant(cfg TenantConfig) (*Tenant, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("store: empty tenant name")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("store: empty data dir")
+	}
+	if cfg.Durability > DurabilityNo {
+		return nil, fmt.Errorf("store: bad durability %d", cfg.Durability)
+	}
+	if cfg.QuotaBytes < 0 {
+		return nil, errors.New("store: negative quota")
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: data dir %s: %w", cfg.DataDir, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if t := s.tenants[cfg.Name]; t != nil {
+		if t.dir != dir {
+			return nil, fmt.Errorf("store: tenant %s: data dir cannot change from %s to %s", cfg.Name, t.dir, dir)
+		}
+		t.quota.Store(cfg.QuotaBytes)
+		t.dur.Store(uint32(cfg.Durability))
+		return t, nil
+	}
+	if err := s.fs.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store: tenant %s: %w", cfg.Name, err)
+	}
+	t := &Tenant{
+		s:     s,
+		name:  cfg.Name,
+		dir:   dir,
+		files: make(map[string]*pfile),
+		sizes: make(map[string]int64),
+	}
+	t.quota.Store(cfg.QuotaBytes)
+	t.dur.Store(uint32(cfg.Durability))
+	if err := t.estimateSizes(); err != nil {
+		return nil, err
+	}
+	s.tenants[cfg.Name] = t
+	return t, nil
+}
+
+// RemoveTenant flushes and closes the tenant's phexts; later calls on its
+// *Tenant return ErrClosed. Its files stay on disk.
+func (s *Store) RemoveTenant(name string) error {
+	s.mu.Lock()
+	t := s.tenants[name]
+	if t == nil {
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("store: no tenant %q", name)
+	}
+	delete(s.tenants, name)
+	s.mu.Unlock()
+	return t.shutdown(false)
+}
+
+// Tenant returns the tenant called name, or nil.
+func (s *Store) Tenant(name string) *Tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tenants[name]
+}
+
+// register adds p to the LRU set and closes the least recently used phexts
+// past MaxOpenPhexts.
+func (s *Store) register(p *pfile) {
+	p.touch()
+	s.lmu.Lock()
+	s.open[p] = struct{}{}
+	var victims []*pfile
+	for len(s.open)-len(victims) > s.opts.MaxOpenPhexts {
+		var v *pfile
+		for q := range s.open {
+			if q == p || q.state.Load() != stateReady || containsP(victims, q) {
+				continue
+			}
+			if v == nil || q.lastUse.Load() < v.lastUse.Load() {
+				v = q
+			}
+		}
+		if v == nil {
+			break
+		}
+		victims = append(victims, v)
+	}
+	s.lmu.Unlock()
+	for _, v := range victims {
+		if err := v.t.closeFile(v, false); err != nil {
+			s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
+		}
+	}
+}
+
+func containsP(ps []*pfile, p *pfile) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Store) unregister(p *pfile) {
+	s.lmu.Lock()
+	delete(s.open, p)
+	s.lmu.Unlock()
+}
+
+// openFiles returns the open phexts (for the syncer).
+func (s *Store) openFiles(dst []*pfile) []*pfile {
+	s.lmu.Lock()
+	for p := range s.open {
+		dst = append(dst, p)
+	}
+	s.lmu.Unlock()
+	return dst
+}
+
+// syncer is the store-wide everysec goroutine: it fsyncs dirty WALs of
+// tenants in everysec mode once per SyncInterval.
+func (s *Store) syncer() {
+	defer s.wg.Done()
+	tk := time.NewTicker(s.opts.SyncInterval)
+	defer tk.Stop()
+	var ps []*pfile
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tk.C:
+		}
+		ps = s.openFiles(ps[:0])
+		for _, p := range ps {
+			if !p.dirty.Load() || p.t.durability() != DurabilityEverySec {
+				continue
+			}
+			if err := p.syncWAL(); err != nil {
+				s.log.Error("store: everysec fsync failed; phext will be reopened", "path", p.walPath, "err", err)
+			}
+		}
+		clear(ps)
+	}
+}
+
+// isPhextFile reports whether a directory entry is a snapshot and returns
+// its phext name ("" for the default .phext).
+func isPhextFile(fn string) (string, bool) {
+	if !strings.HasSuffix(fn, snapExt) {
+		return "", false
+	}
+	name := fn[:len(fn)-len(snapExt)]
+	if !ValidName([]byte(name)) {
+		return "", false
+	}
+	return name, true
+}
+
+// estimateSizes seeds the tenant's byte count from file sizes (snapshot +
+// WAL, an upper bound of the scroll bytes) without opening any phext.
+func (t *Tenant) estimateSizes() error {
+	ents, err := os.ReadDir(t.dir)
+	if err != nil {
+		return fmt.Errorf("store: tenant %s: %w", t.name, err)
+	}
+	var total int64
+	for _, e := range ents {
+		name, ok := isPhextFile(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		var n int64
+		if fi, err := e.Info(); err == nil {
+			n = fi.Size()
+		}
+		if fi, err := os.Stat(filepath.Join(t.dir, e.Name()+walExt)); err == nil {
+			n += fi.Size()
+		}
+		t.sizes[name] = n
+		total += n
+	}
+	t.used.Store(total)
+	return nil
+}

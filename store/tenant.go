@@ -1,0 +1,489 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/phext/sq/phext"
+)
+
+// Tenant is one tenant's set of phexts. All methods are safe for concurrent
+// use by many goroutines (reads run in parallel, writes to one phext are
+// serialized); they block on disk I/O, so call them from worker goroutines.
+//
+// Every method taking a phext name treats an empty name as the tenant's
+// default phext <data_dir>/.phext. A name is validated before anything
+// touches the file system.
+type Tenant struct {
+	s    *Store
+	name string
+	dir  string
+
+	quota    atomic.Int64  // 0 = unlimited
+	dur      atomic.Uint32 // Durability; Default = the store's
+	used     atomic.Int64  // scroll bytes applied (estimates for unopened phexts)
+	reserved atomic.Int64  // quota held by logged-but-unapplied writes
+
+	mu     sync.RWMutex // guards files, sizes, closed
+	files  map[string]*pfile
+	sizes  map[string]int64 // per phext bytes counted in used
+	closed bool
+}
+
+// Name returns the tenant's name.
+func (t *Tenant) Name() string { return t.name }
+
+// durability returns the tenant's effective mode.
+func (t *Tenant) durability() Durability {
+	if d := Durability(t.dur.Load()); d != DurabilityDefault {
+		return d
+	}
+	return t.s.opts.Durability
+}
+
+// get returns the open phext called name, opening it on first use. The
+// fast path takes only the tenant's read lock and does not allocate.
+func (t *Tenant) get(name []byte) (*pfile, error) {
+	for {
+		t.mu.RLock()
+		if t.closed {
+			t.mu.RUnlock()
+			return nil, ErrClosed
+		}
+		p := t.files[string(name)]
+		t.mu.RUnlock()
+		if p != nil {
+			switch p.state.Load() {
+			case stateReady:
+				if p.broken.Load() {
+					// A WAL write or fsync failed: reopen so that the
+					// state is what the disk holds.
+					if err := t.closeFile(p, false); err != nil {
+						t.s.log.Warn("store: closing phext after WAL failure", "path", p.path, "err", err)
+					}
+					continue
+				}
+				p.touch()
+				return p, nil
+			case stateOpening:
+				<-p.opened
+				if p.openErr != nil {
+					return nil, p.openErr
+				}
+				continue
+			default:
+				<-p.gone
+				continue
+			}
+		}
+		key := string(name)
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if t.files[key] != nil {
+			t.mu.Unlock()
+			continue
+		}
+		p = newPfile(t, key)
+		t.files[key] = p
+		t.mu.Unlock()
+
+		err := p.open()
+		t.mu.Lock()
+		if err != nil {
+			delete(t.files, key)
+			p.openErr = err
+			p.state.Store(stateClosed)
+			close(p.gone)
+		} else {
+			p.state.Store(stateReady)
+			old, known := t.sizes[key]
+			t.sizes[key] = p.bytes
+			if known {
+				t.used.Add(p.bytes - old)
+			} else {
+				t.used.Add(p.bytes)
+			}
+		}
+		close(p.opened)
+		t.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		t.s.register(p)
+		return p, nil
+	}
+}
+
+// closeFile flushes, fsyncs and closes p (compacting first when compact is
+// set and it is cheap), then forgets it. Only one caller closes; the others
+// wait for it.
+func (t *Tenant) closeFile(p *pfile, compact bool) error {
+	if !p.state.CompareAndSwap(stateReady, stateClosing) {
+		<-p.gone
+		return nil
+	}
+	err := p.close(compact)
+	t.s.unregister(p)
+	t.mu.Lock()
+	if t.files[p.key] == p {
+		delete(t.files, p.key)
+	}
+	if old, ok := t.sizes[p.key]; ok {
+		t.used.Add(p.bytes - old)
+	}
+	t.sizes[p.key] = p.bytes
+	t.mu.Unlock()
+	close(p.gone)
+	return err
+}
+
+// shutdown closes every phext of the tenant; later calls return ErrClosed.
+func (t *Tenant) shutdown(compact bool) error {
+	t.mu.Lock()
+	t.closed = true
+	ps := make([]*pfile, 0, len(t.files))
+	for _, p := range t.files {
+		ps = append(ps, p)
+	}
+	t.mu.Unlock()
+	var errs []error
+	for _, p := range ps {
+		if p.state.Load() == stateOpening {
+			<-p.opened
+		}
+		if err := t.closeFile(p, compact); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reader returns p read-locked, reopening as needed. The caller must
+// RUnlock p.mu.
+func (t *Tenant) reader(name []byte) (*pfile, error) {
+	if !ValidName(name) {
+		return nil, ErrBadName
+	}
+	for {
+		p, err := t.get(name)
+		if err != nil {
+			return nil, err
+		}
+		p.mu.RLock()
+		if p.state.Load() != stateClosed {
+			return p, nil
+		}
+		p.mu.RUnlock()
+	}
+}
+
+// AppendSelect appends the text of the scroll at c of phext name to dst
+// (nothing when the scroll is empty or absent). It does not allocate when
+// dst has room.
+func (t *Tenant) AppendSelect(dst, name []byte, c phext.Coordinate) ([]byte, error) {
+	if !ValidName(name) {
+		return dst, ErrBadName
+	}
+	if !c.Valid() {
+		return dst, ErrBadCoord
+	}
+	p, err := t.reader(name)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, p.lookup(c)...)
+	p.mu.RUnlock()
+	return dst, nil
+}
+
+// AppendGet appends the whole phext, serialized exactly as phext.Implode
+// would write its current scrolls.
+func (t *Tenant) AppendGet(dst, name []byte) ([]byte, error) {
+	p, err := t.reader(name)
+	if err != nil {
+		return dst, err
+	}
+	defer p.mu.RUnlock()
+	var prev = phext.Origin
+	p.walk(func(c phext.Coordinate, text []byte) {
+		dst = phext.AppendDelimiters(dst, prev, c)
+		dst = append(dst, text...)
+		prev = c
+	})
+	return dst, nil
+}
+
+// AppendTOC appends SQ's table of contents of the current state: the
+// textmap of the serialized document.
+func (t *Tenant) AppendTOC(dst, name []byte) ([]byte, error) {
+	p, err := t.reader(name)
+	if err != nil {
+		return dst, err
+	}
+	defer p.mu.RUnlock()
+	n := 0
+	p.walk(func(c phext.Coordinate, text []byte) {
+		dst = phext.AppendTOCLine(dst, c, text)
+		n++
+	})
+	if n == 0 {
+		// The empty document phokenizes to one empty token at the origin.
+		dst = phext.AppendTOCLine(dst, phext.Origin, nil)
+	}
+	return dst, nil
+}
+
+// AppendChecksum appends the 32 lowercase hex digits of the xxh3-128 of the
+// serialized document (= phext.Checksum of AppendGet's output), streaming
+// instead of materializing the document.
+func (t *Tenant) AppendChecksum(dst, name []byte) ([]byte, error) {
+	p, err := t.reader(name)
+	if err != nil {
+		return dst, err
+	}
+	h := p.docHash()
+	p.mu.RUnlock()
+	sum := h.Sum128().Bytes()
+	const hexd = "0123456789abcdef"
+	for _, b := range sum {
+		dst = append(dst, hexd[b>>4], hexd[b&15])
+	}
+	return dst, nil
+}
+
+// AppendDelta appends SQ's delta of the current state against request (a
+// list of "<coord>: <checksum>" lines); see phext.Delta.
+func (t *Tenant) AppendDelta(dst, name, request []byte) ([]byte, error) {
+	p, err := t.reader(name)
+	if err != nil {
+		return dst, err
+	}
+	defer p.mu.RUnlock()
+	scrolls := make([]phext.Scroll, 0, p.scrolls)
+	p.walk(func(c phext.Coordinate, text []byte) {
+		scrolls = append(scrolls, phext.Scroll{Coord: c, Text: text})
+	})
+	out, err := phext.Delta(scrolls, request)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, out...), nil
+}
+
+// List returns the names of the tenant's phexts (the snapshot files in its
+// data dir; "" for the default .phext), sorted.
+func (t *Tenant) List() ([]string, error) {
+	t.mu.RLock()
+	closed := t.closed
+	t.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	ents, err := os.ReadDir(t.dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: tenant %s: %w", t.name, err)
+	}
+	var names []string
+	for _, e := range ents {
+		if name, ok := isPhextFile(e.Name()); ok && e.Type().IsRegular() {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Usage reports the tenant's size. Bytes counts scroll text bytes; for a
+// phext not opened since the tenant was added it counts the sizes of its
+// files instead (an upper bound) until first use. Scrolls counts the
+// scrolls of open phexts and those seen open before.
+type Usage struct {
+	Phexts     int
+	Scrolls    int64
+	Bytes      int64
+	QuotaBytes int64
+}
+
+// Usage returns the tenant's current usage, without rescanning files.
+func (t *Tenant) Usage() (Usage, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return Usage{}, ErrClosed
+	}
+	u := Usage{Bytes: t.used.Load(), QuotaBytes: t.quota.Load()}
+	seen := 0
+	for key, p := range t.files {
+		if p.state.Load() == stateOpening {
+			continue
+		}
+		if _, ok := t.sizes[key]; !ok && p.bytes == 0 {
+			continue // opened for reading only; no file
+		}
+		p.mu.RLock()
+		u.Scrolls += p.scrolls
+		p.mu.RUnlock()
+		seen++
+	}
+	u.Phexts = len(t.sizes)
+	if seen > u.Phexts {
+		u.Phexts = seen
+	}
+	return u, nil
+}
+
+// Compact merges the WAL of phext name into a new snapshot now.
+func (t *Tenant) Compact(name []byte) error {
+	if !ValidName(name) {
+		return ErrBadName
+	}
+	p, err := t.get(name)
+	if err != nil {
+		return err
+	}
+	return p.compact()
+}
+
+// Sync fsyncs the WAL of every open phext of the tenant.
+func (t *Tenant) Sync() error {
+	t.mu.RLock()
+	if t.closed {
+		t.mu.RUnlock()
+		return ErrClosed
+	}
+	ps := make([]*pfile, 0, len(t.files))
+	for _, p := range t.files {
+		ps = append(ps, p)
+	}
+	t.mu.RUnlock()
+	var errs []error
+	for _, p := range ps {
+		if p.state.Load() != stateReady {
+			continue
+		}
+		if err := p.syncWAL(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Insert appends text to the scroll at c of phext name. It returns len(text)
+// once the write is logged (and fsynced in always mode) and applied.
+func (t *Tenant) Insert(name []byte, c phext.Coordinate, text []byte) (int, error) {
+	if err := checkScrollWrite(name, c, text); err != nil {
+		return 0, err
+	}
+	return t.write(name, &op{kind: opInsert, c: c, text: text})
+}
+
+// Update replaces the scroll at c of phext name with text (empty text
+// removes it) and returns len(text).
+func (t *Tenant) Update(name []byte, c phext.Coordinate, text []byte) (int, error) {
+	if err := checkScrollWrite(name, c, text); err != nil {
+		return 0, err
+	}
+	return t.write(name, &op{kind: opUpdate, c: c, text: text})
+}
+
+// Delete removes the scroll at c of phext name and returns the number of
+// bytes removed (0 when it was absent).
+func (t *Tenant) Delete(name []byte, c phext.Coordinate) (int, error) {
+	if !ValidName(name) {
+		return 0, ErrBadName
+	}
+	if !c.Valid() {
+		return 0, ErrBadCoord
+	}
+	return t.write(name, &op{kind: opDelete, c: c})
+}
+
+// Put replaces the whole phext name with doc and returns the number of
+// non-empty scrolls stored. doc must be valid UTF-8 and scan without a
+// coordinate part passing 999 (ErrOverflow).
+func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
+	if !ValidName(name) {
+		return 0, ErrBadName
+	}
+	if len(doc) > MaxRecord {
+		return 0, ErrTooLarge
+	}
+	if !utf8.Valid(doc) {
+		return 0, fmt.Errorf("%w: document is not valid UTF-8", ErrBadScroll)
+	}
+	var sc phext.Scanner
+	sc.Reset(doc)
+	o := &op{kind: opPut, text: doc}
+	for sc.Next() {
+		o.putScrolls++
+		o.putBytes += int64(sc.End() - sc.Start())
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("%w: document: %w", ErrOverflow, err)
+	}
+	return t.write(name, o)
+}
+
+// checkScrollWrite validates name, coordinate and text, in that order.
+func checkScrollWrite(name []byte, c phext.Coordinate, text []byte) error {
+	if !ValidName(name) {
+		return ErrBadName
+	}
+	if !c.Valid() {
+		return ErrBadCoord
+	}
+	if len(text) > MaxRecord {
+		return ErrTooLarge
+	}
+	if !phext.ValidScroll(text) {
+		return ErrBadScroll
+	}
+	return nil
+}
+
+// reserve takes n bytes of quota for a pending write (n <= 0 always fits).
+func (t *Tenant) reserve(n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	for {
+		q := t.quota.Load()
+		r := t.reserved.Load()
+		if q > 0 && t.used.Load()+r+n > q {
+			return ErrQuota
+		}
+		if t.reserved.CompareAndSwap(r, r+n) {
+			return nil
+		}
+	}
+}
+
+// write logs o to phext name (group commit) and applies it.
+func (t *Tenant) write(name []byte, o *op) (int, error) {
+	for {
+		p, err := t.get(name)
+		if err != nil {
+			return 0, err
+		}
+		n, retry, err := p.submit(o)
+		if retry {
+			continue
+		}
+		return n, err
+	}
+}
+
+// filePaths returns the snapshot, WAL and temp paths of phext key.
+func (t *Tenant) filePaths(key string) (snap, wal, tmp string) {
+	snap = filepath.Join(t.dir, key+snapExt)
+	return snap, snap + walExt, snap + tmpExt
+}

@@ -1,0 +1,208 @@
+package store
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"unicode/utf8"
+
+	"github.com/phext/sq/phext"
+)
+
+// File names: <data_dir>/<name>.phext is the snapshot, <name>.phext.wal its
+// log, <name>.phext.tmp a compaction in progress.
+const (
+	snapExt = ".phext"
+	walExt  = ".wal"
+	tmpExt  = ".tmp"
+)
+
+// WAL layout (see docs/STORAGE.md). All integers big-endian.
+//
+//	header (32 bytes): "SQWAL001" | u64 snapshot size | u64 xxh3-64 of the
+//	                   snapshot | u32 0 | u32 CRC32C of bytes 0..27
+//	record:            u32 body length L | u32 CRC32C(length field, body) |
+//	                   body = u8 op | 9 x u16 coordinate | payload (L-19 bytes)
+const (
+	walMagic      = "SQWAL001"
+	walHeaderSize = 32
+	recHeaderSize = 8
+	recFixed      = 19 // op + coordinate
+	// MaxRecord is the largest payload of one WAL record: the longest scroll
+	// text of an Insert/Update and the largest document of a Put.
+	MaxRecord = 1 << 30
+)
+
+// Record kinds.
+const (
+	opInsert  byte = 1 // payload: text appended to the scroll
+	opUpdate  byte = 2 // payload: the scroll's new text (empty = delete)
+	opDelete  byte = 3 // no payload
+	opPut     byte = 4 // payload: the whole new document
+	opCompact byte = 5 // payload: u64 size + u64 xxh3-64 of the new snapshot
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// walID names a snapshot: its size and xxh3-64. A WAL belongs to the
+// snapshot its header names.
+type walID struct {
+	size uint64
+	hash uint64
+}
+
+func appendWALHeader(dst []byte, id walID) []byte {
+	start := len(dst)
+	dst = append(dst, walMagic...)
+	dst = binary.BigEndian.AppendUint64(dst, id.size)
+	dst = binary.BigEndian.AppendUint64(dst, id.hash)
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// appendRecord appends one encoded WAL record.
+func appendRecord(dst []byte, kind byte, c phext.Coordinate, payload []byte) []byte {
+	start := len(dst)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(recFixed+len(payload)))
+	dst = append(dst, 0, 0, 0, 0)
+	dst = append(dst, kind)
+	for _, v := range c {
+		dst = binary.BigEndian.AppendUint16(dst, v)
+	}
+	dst = append(dst, payload...)
+	crc := crc32.Update(0, castagnoli, dst[start:start+4])
+	crc = crc32.Update(crc, castagnoli, dst[start+recHeaderSize:])
+	binary.BigEndian.PutUint32(dst[start+4:], crc)
+	return dst
+}
+
+func compactPayload(id walID) []byte {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:], id.size)
+	binary.BigEndian.PutUint64(b[8:], id.hash)
+	return b[:]
+}
+
+// walRec is one decoded record; payload is a view into the WAL bytes.
+type walRec struct {
+	kind    byte
+	c       phext.Coordinate
+	payload []byte
+	off     int64
+}
+
+func (r *walRec) compactID() walID {
+	return walID{binary.BigEndian.Uint64(r.payload), binary.BigEndian.Uint64(r.payload[8:])}
+}
+
+// walScan is the result of parsing a WAL file.
+type walScan struct {
+	hdrOK bool    // a valid header was read
+	id    walID   // the snapshot the header names
+	recs  []walRec
+	end   int64 // where the valid log ends; < len(data) when the tail is torn
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// scanWAL parses a whole WAL. A torn tail (a record cut short by a crash, or
+// a zero-filled tail) ends the log; any other damage is ErrCorrupt naming
+// path and offset. Records are checked for content too (known op, valid
+// coordinate, valid scroll or document), so replay cannot fail.
+func scanWAL(data []byte, path string) (walScan, error) {
+	var w walScan
+	if len(data) < walHeaderSize || allZero(data[:walHeaderSize]) {
+		// Crash while the header was written (it is the first write to a
+		// new or reset WAL, and fsynced before any record).
+		if !allZero(data) && len(data) >= walHeaderSize {
+			return w, corruptErr(path, 0, "bad WAL header")
+		}
+		return w, nil
+	}
+	h := data[:walHeaderSize]
+	if string(h[:8]) != walMagic || binary.BigEndian.Uint32(h[28:]) != crc32.Checksum(h[:28], castagnoli) {
+		return w, corruptErr(path, 0, "bad WAL header")
+	}
+	w.hdrOK = true
+	w.id = walID{binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[16:])}
+	off := walHeaderSize
+	for off < len(data) {
+		rest := data[off:]
+		if len(rest) < recHeaderSize {
+			break // torn length/CRC
+		}
+		l := int(binary.BigEndian.Uint32(rest))
+		if l < recFixed || l > recFixed+MaxRecord {
+			if allZero(rest) {
+				break // zero-filled tail after a crash
+			}
+			return w, corruptErr(path, int64(off), "bad record length")
+		}
+		if recHeaderSize+l > len(rest) {
+			break // torn record: the append never finished
+		}
+		body := rest[recHeaderSize : recHeaderSize+l]
+		crc := crc32.Update(crc32.Update(0, castagnoli, rest[:4]), castagnoli, body)
+		if crc != binary.BigEndian.Uint32(rest[4:]) {
+			if recHeaderSize+l == len(rest) {
+				break // last record, torn inside
+			}
+			return w, corruptErr(path, int64(off), "record CRC mismatch")
+		}
+		r := walRec{kind: body[0], payload: body[recFixed:], off: int64(off)}
+		for i := range r.c {
+			r.c[i] = binary.BigEndian.Uint16(body[1+2*i:])
+		}
+		if why := checkRecord(&r); why != "" {
+			return w, corruptErr(path, int64(off), why)
+		}
+		w.recs = append(w.recs, r)
+		off += recHeaderSize + l
+	}
+	w.end = int64(off)
+	return w, nil
+}
+
+// checkRecord validates a record's content; "" means good.
+func checkRecord(r *walRec) string {
+	switch r.kind {
+	case opInsert, opUpdate:
+		if !r.c.Valid() {
+			return "bad coordinate in record"
+		}
+		if !phext.ValidScroll(r.payload) {
+			return "bad scroll text in record"
+		}
+	case opDelete:
+		if !r.c.Valid() {
+			return "bad coordinate in record"
+		}
+		if len(r.payload) != 0 {
+			return "delete record with payload"
+		}
+	case opPut:
+		if !utf8.Valid(r.payload) {
+			return "put record is not valid UTF-8"
+		}
+		var sc phext.Scanner
+		sc.Reset(r.payload)
+		for sc.Next() {
+		}
+		if sc.Err() != nil {
+			return "put record: " + sc.Err().Error()
+		}
+	case opCompact:
+		if len(r.payload) != 16 {
+			return "bad compaction record"
+		}
+	default:
+		return "unknown record type"
+	}
+	return ""
+}
