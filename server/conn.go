@@ -33,7 +33,7 @@ type connState struct {
 	ip       string
 	loopback bool
 
-	authed    bool    // loop
+	authed    bool // loop
 	authedA   atomic.Bool
 	admin     bool    // loop, then read by the worker after the mu handoff
 	maxFrame  int     // loop

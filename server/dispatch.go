@@ -17,7 +17,7 @@ import (
 // replies with one AsyncWrite. At most one runs per connection; it exits
 // when the queue is empty.
 func (s *Server) work(cs *connState) {
-	defer s.workers.Done()
+	defer s.workers.Add(-1)
 	for {
 		cs.mu.Lock()
 		if cs.nframes == 0 {

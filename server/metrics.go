@@ -76,9 +76,9 @@ type serverStats struct {
 type closeReason uint8
 
 const (
-	closeClient closeReason = iota // the peer closed or the socket failed
-	closeAuth                       // bad HELLO or a frame before HELLO
-	closeProtocol                   // undelimitable or oversize frame
+	closeClient   closeReason = iota // the peer closed or the socket failed
+	closeAuth                        // bad HELLO or a frame before HELLO
+	closeProtocol                    // undelimitable or oversize frame
 	closeHelloTimeout
 	closeIdleTimeout
 	closeSlowFrame // a frame trickled in slower than FrameTimeout

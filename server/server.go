@@ -145,8 +145,10 @@ type Server struct {
 	connsMu sync.Mutex // guards conns; held only for map updates and copies
 	conns   map[*connState]struct{}
 
-	workers      sync.WaitGroup // running per-connection workers
-	asyncPending atomic.Int64   // AsyncWrites issued and not yet called back
+	// workers counts running per-connection workers. (Not a WaitGroup:
+	// workers start while Shutdown waits, which WaitGroup forbids.)
+	workers      atomic.Int64
+	asyncPending atomic.Int64 // AsyncWrites issued and not yet called back
 }
 
 // New validates cfg, opens every enabled tenant in st (creating data dirs)
@@ -182,7 +184,7 @@ func (s *Server) Serve() error {
 		gnet.WithReusePort(false),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogLevel(4), // gnet's own logger: errors only
+		gnet.WithLogger(gnetLogger{s.log}),
 	)
 	s.runErr = err
 	select {
@@ -246,19 +248,13 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // and fsyncs every WAL.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
-	wait := make(chan struct{})
-	go func() { s.workers.Wait(); close(wait) }()
-	select {
-	case <-wait:
-	case <-ctx.Done():
-		return fmt.Errorf("server: shutdown: requests still in flight: %w", ctx.Err())
-	}
-	// Replies handed to AsyncWrite must reach the sockets before the loops
+	// Requests already read are answered (new ones get SHUTTING_DOWN), and
+	// replies handed to AsyncWrite must reach the sockets before the loops
 	// close them.
-	for s.asyncPending.Load() > 0 {
+	for s.workers.Load() > 0 || s.asyncPending.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("server: shutdown: replies unsent: %w", ctx.Err())
+			return fmt.Errorf("server: shutdown: requests or replies still in flight: %w", ctx.Err())
 		case <-time.After(time.Millisecond):
 		}
 	}

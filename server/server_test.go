@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,7 +172,7 @@ func TestPipelineInOrder(t *testing.T) {
 	for i := 0; i < n; i++ {
 		c.id++
 		coord := phext.Origin
-		coord[phext.Scroll] = uint16(i%999 + 1)
+		coord[phext.LevelScroll] = uint16(i%999 + 1)
 		if i%2 == 0 {
 			buf = protocol.AppendRequest(buf, protocol.OpUpdate, c.id, nil, coord, []byte(fmt.Sprintf("v%d", i)))
 		} else {
@@ -213,9 +214,9 @@ func TestMalformedFrames(t *testing.T) {
 		return protocol.AppendRequest(nil, op, 42, []byte(name), coord, []byte(payload))
 	}
 	bad := phext.Origin
-	bad[phext.Book] = 0
+	bad[phext.LevelBook] = 0
 	big := phext.Origin
-	big[phext.Scroll] = 1000
+	big[phext.LevelScroll] = 1000
 	flagged := req(protocol.OpSelect, "", phext.Origin, "")
 	flagged[5] = 0x80
 	truncated := hdr(6+5, byte(protocol.OpSelect), 0, 42)
@@ -331,7 +332,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			default:
 			}
 			coord := phext.Origin
-			coord[phext.Scroll] = uint16(i%50 + 1)
+			coord[phext.LevelScroll] = uint16(i%50 + 1)
 			r := lc.do(protocol.OpUpdate, "load", coord, []byte(fmt.Sprint(i)))
 			if r.Status != protocol.StatusOK {
 				errs <- fmt.Errorf("unchanged tenant got %v during reload: %s", r.Status, r.Body)
@@ -373,7 +374,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	if err := WriteConfigFile(e.cfgPath+".bad", cfg); err != nil {
 		t.Fatal(err)
 	}
-	e.srv.opts.LoadConfig = func() (*Config, error) { return ParseConfig([]byte(`{"tenants": {"": {"name": "x", "data_dir": "/tmp/x"}}}`)) }
+	e.srv.opts.LoadConfig = func() (*Config, error) {
+		return ParseConfig([]byte(`{"tenants": {"": {"name": "x", "data_dir": "/tmp/x"}}}`))
+	}
 	if _, err := e.srv.ReloadFromSource(); err == nil {
 		t.Fatal("bad config reloaded")
 	}
@@ -391,30 +394,41 @@ func TestShutdownKeepsAcknowledgedWrites(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	const writers, each = 8, 50
 	acked := make([][]phext.Coordinate, writers)
+	var nacked atomic.Int64
+	addr := e.srv.Addr()
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			c := dialRaw(t, e.srv.Addr())
+			c := dialRaw(t, addr)
 			if r := c.hello(e.tokens["alpha"], 0); r.Status != protocol.StatusOK {
 				return
 			}
 			for i := 0; i < each; i++ {
 				coord := phext.Origin
-				coord[phext.Section] = uint16(w + 1)
-				coord[phext.Scroll] = uint16(i + 1)
+				coord[phext.LevelSection] = uint16(w + 1)
+				coord[phext.LevelScroll] = uint16(i + 1)
 				c.id++
-				c.write(protocol.AppendRequest(nil, protocol.OpUpdate, c.id, []byte("sd"), coord, []byte(fmt.Sprintf("w%d-%d", w, i))))
+				if _, err := c.nc.Write(protocol.AppendRequest(nil, protocol.OpUpdate, c.id, []byte("sd"), coord, []byte(fmt.Sprintf("w%d-%d", w, i)))); err != nil {
+					return
+				}
 				r, err := c.read()
 				if err != nil || r.Status != protocol.StatusOK {
 					return // refused or closed by the shutdown: not acknowledged
 				}
 				acked[w] = append(acked[w], coord)
+				nacked.Add(1)
 			}
 		}(w)
 	}
-	time.Sleep(20 * time.Millisecond)
+	// Shut down while the writers are busy.
+	checkFor(t, 10*time.Second, func() error {
+		if n := nacked.Load(); n < writers*each/4 {
+			return fmt.Errorf("only %d writes acknowledged", n)
+		}
+		return nil
+	})
 	e.stop()
 	wg.Wait()
 	// Reopen the data and check every acknowledged write.

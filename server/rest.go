@@ -1,0 +1,809 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// HTTPOptions configure the HTTP API served by HTTPHandlerWith and
+// StartHTTP. The zero value of each field means its default.
+type HTTPOptions struct {
+	// ConfigPath is the tenant configuration file that the admin API
+	// edits to enable or disable a tenant (atomically, then reloaded).
+	// Empty: those two calls answer 503 and the tenant list shows the
+	// enabled tenants only.
+	ConfigPath string
+	// MaxBody bounds a request body in bytes (default: the server's
+	// MaxFrame, the same limit as the binary protocol).
+	MaxBody int
+	// MaxInFlight bounds REST requests served at once; past it a request
+	// gets 503 (default 512, SQ's connection cap).
+	MaxInFlight int
+	// PublicMetrics serves GET /metrics to anyone. By default a scraper
+	// needs the admin token unless it connects from loopback.
+	PublicMetrics bool
+}
+
+// HTTPHandler returns the HTTP API with default options: SQ's REST routes
+// under /api/v2/, GET /metrics and the admin API under /admin/ (see
+// docs/COMPATIBILITY.md). It runs requests against the same store and
+// tenant table as the binary protocol and may be called more than once;
+// each handler keeps its own HTTP counters.
+func (s *Server) HTTPHandler() http.Handler { return s.HTTPHandlerWith(HTTPOptions{}) }
+
+// HTTPHandlerWith is HTTPHandler with options.
+func (s *Server) HTTPHandlerWith(o HTTPOptions) http.Handler {
+	if o.MaxBody <= 0 {
+		o.MaxBody = s.opts.MaxFrame
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 512
+	}
+	return &httpAPI{s: s, o: o}
+}
+
+// StartHTTP listens on addr (host:port; port 0 picks a free port, see the
+// returned listener's Addr) and serves HTTPHandlerWith(o) on it in a new
+// goroutine. A nil o means defaults. Stop it with the returned server's
+// Shutdown before calling s.Shutdown, so that no REST request is still
+// running when the store closes.
+func (s *Server) StartHTTP(addr string, o *HTTPOptions) (*http.Server, net.Listener, error) {
+	var opts HTTPOptions
+	if o != nil {
+		opts = *o
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	hs := &http.Server{
+		Handler:           s.HTTPHandlerWith(opts),
+		ReadHeaderTimeout: 10 * time.Second,
+		// The slowloris guard of the binary protocol, applied to the
+		// whole request (SQ: 30 s read timeout).
+		ReadTimeout:    s.opts.FrameTimeout,
+		WriteTimeout:   2 * s.opts.FrameTimeout,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 1 << 20,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	s.log.Info("sq http listening", "addr", ln.Addr().String())
+	return hs, ln, nil
+}
+
+// route names one HTTP endpoint, for counters.
+type route uint8
+
+const (
+	routeUnknown route = iota
+	routeOptions
+	routeVersion
+	routeLoad
+	routeSelect
+	routeInsert
+	routeUpdate
+	routeDelete
+	routeStatus
+	routeChecksum
+	routeTOC
+	routeGet
+	routeDelta
+	routeJSONExport
+	routeWhere
+	routeReload
+	routeMetrics
+	routeAdmin
+	numRoutes
+)
+
+var routeNames = [numRoutes]string{"unknown", "options", "version", "load",
+	"select", "insert", "update", "delete", "status", "checksum", "toc", "get",
+	"delta", "json-export", "where", "reload", "metrics", "admin"}
+
+// routeOps maps a data route to the operation whose per-tenant counters it
+// updates (the same counters as the binary protocol).
+var routeOps = [numRoutes]protocol.Op{
+	routeVersion: protocol.OpVersion, routeLoad: protocol.OpStatus,
+	routeSelect: protocol.OpSelect, routeInsert: protocol.OpInsert,
+	routeUpdate: protocol.OpUpdate, routeDelete: protocol.OpDelete,
+	routeStatus: protocol.OpStatus, routeChecksum: protocol.OpChecksum,
+	routeTOC: protocol.OpTOC, routeGet: protocol.OpGet, routeDelta: protocol.OpDelta,
+	routeJSONExport: protocol.OpGet, routeWhere: protocol.OpWhere,
+}
+
+// httpCodes are the status codes with their own counter; others share the
+// last slot.
+var httpCodes = [...]int{200, 204, 400, 401, 403, 404, 413, 500, 503, 507, 0}
+
+func codeSlot(code int) int {
+	for i, c := range httpCodes[:len(httpCodes)-1] {
+		if c == code {
+			return i
+		}
+	}
+	return len(httpCodes) - 1
+}
+
+// httpAPI is the handler behind HTTPHandler. Its fields are immutable after
+// creation except the atomics and what adminMu guards.
+type httpAPI struct {
+	s *Server
+	o HTTPOptions
+
+	// adminMu serializes admin edits of the config file. Lock order: it is
+	// taken before Server.reloadMu (inside Reload), never while holding it.
+	adminMu sync.Mutex
+
+	inflight  atomic.Int64
+	reloadsOK atomic.Uint64 // reloads run through this handler
+	reloadsKO atomic.Uint64
+	codes     [numRoutes][len(httpCodes)]atomic.Uint64
+}
+
+// sqRoute maps a method and path to an SQ route. post reports whether the
+// scroll comes from the body when one is sent. Like SQ, a known path with
+// another method is not a route (404).
+func sqRoute(method, path string) (rt route, post bool) {
+	get, pst := method == http.MethodGet, method == http.MethodPost
+	switch path {
+	case "/api/v2/version":
+		rt = pick(get, routeVersion)
+	case "/api/v2/load":
+		rt = pick(get, routeLoad)
+	case "/api/v2/select":
+		rt = pick(get, routeSelect)
+	case "/api/v2/insert":
+		rt = pick(get || pst, routeInsert)
+	case "/api/v2/update":
+		rt = pick(get || pst, routeUpdate)
+	case "/api/v2/delete":
+		// Real clients send DELETE; SQ itself only routes GET.
+		rt = pick(get || method == http.MethodDelete, routeDelete)
+	case "/api/v2/status":
+		rt = pick(get, routeStatus)
+	case "/api/v2/checksum":
+		rt = pick(get, routeChecksum)
+	case "/api/v2/toc":
+		rt = pick(get, routeTOC)
+	case "/api/v2/get":
+		rt = pick(get, routeGet)
+	case "/api/v2/delta":
+		rt = pick(get || pst, routeDelta)
+	case "/api/v2/json-export":
+		rt = pick(get, routeJSONExport)
+	case "/api/v2/where":
+		rt = pick(pst, routeWhere)
+	case "/api/v2/reload":
+		rt = pick(pst, routeReload)
+	}
+	return rt, pst
+}
+
+func pick(ok bool, rt route) route {
+	if ok {
+		return rt
+	}
+	return routeUnknown
+}
+
+// ServeHTTP routes a request. Every /api/v2/ answer carries SQ's CORS
+// header; OPTIONS anywhere is a preflight answered without auth, as in SQ.
+func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if r.Method == http.MethodOptions {
+		hd := w.Header()
+		hd["Access-Control-Allow-Origin"] = corsOrigin
+		hd["Access-Control-Allow-Methods"] = corsMethods
+		hd["Access-Control-Allow-Headers"] = corsHeaders
+		hd["Access-Control-Max-Age"] = corsMaxAge
+		w.WriteHeader(http.StatusNoContent)
+		h.count(routeOptions, http.StatusNoContent)
+		return
+	}
+	switch {
+	case path == "/metrics":
+		h.serveMetrics(w, r)
+	case path == "/admin" || strings.HasPrefix(path, "/admin/"):
+		h.serveAdmin(w, r)
+	default:
+		h.serveSQ(w, r)
+	}
+}
+
+// Header values are shared read-only slices: assigning them does not
+// allocate.
+var (
+	corsOrigin  = []string{"*"}
+	corsMethods = []string{"GET, POST, DELETE, OPTIONS"}
+	corsHeaders = []string{"Authorization, Content-Type, X-SQ-API-Key"}
+	corsMaxAge  = []string{"86400"}
+	textPlain   = []string{"text/plain; charset=utf-8"}
+	appJSON     = []string{"application/json"}
+	noSniff     = []string{"nosniff"}
+)
+
+func (h *httpAPI) count(rt route, code int) {
+	h.codes[rt][codeSlot(code)].Add(1)
+}
+
+// reply writes a complete text answer with SQ's CORS header.
+func reply(w http.ResponseWriter, code int, ctype []string, body []byte) {
+	hd := w.Header()
+	hd["Access-Control-Allow-Origin"] = corsOrigin
+	hd["Content-Type"] = ctype
+	hd["X-Content-Type-Options"] = noSniff
+	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+func replyText(w http.ResponseWriter, code int, msg string) {
+	reply(w, code, textPlain, []byte(msg))
+}
+
+// Texts of SQ's error answers, kept byte for byte.
+const (
+	msgBadRequest   = "Bad Request"
+	msgUnauthorized = "Unauthorized"
+	msgBadPath      = "Forbidden: Invalid phext path"
+	msgNotFound     = "Not Found"
+	msgBusy         = "Service Unavailable: connection limit reached"
+)
+
+// serveSQ serves SQ's REST API. The checks run in SQ's order: method,
+// reload, auth (401), phext name (403), route (404).
+func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	switch r.Method {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+	default:
+		h.count(routeUnknown, http.StatusBadRequest)
+		replyText(w, http.StatusBadRequest, msgBadRequest)
+		return
+	}
+	rt, post := sqRoute(r.Method, r.URL.Path)
+	if rt == routeReload {
+		h.serveReload(w, r)
+		return
+	}
+	if h.s.draining.Load() {
+		h.count(rt, http.StatusServiceUnavailable)
+		replyText(w, http.StatusServiceUnavailable, "Service Unavailable: server is shutting down")
+		return
+	}
+	if h.inflight.Add(1) > int64(h.o.MaxInFlight) {
+		h.inflight.Add(-1)
+		h.count(rt, http.StatusServiceUnavailable)
+		replyText(w, http.StatusServiceUnavailable, msgBusy)
+		return
+	}
+	defer h.inflight.Add(-1)
+
+	t, tried := h.tenantOf(r)
+	if t == nil {
+		if tried {
+			h.authFailed(r)
+		}
+		h.count(rt, http.StatusUnauthorized)
+		replyText(w, http.StatusUnauthorized, msgUnauthorized)
+		return
+	}
+	q := r.URL.RawQuery
+	var nameBuf [store.MaxNameLen + 1]byte
+	name, _ := sqParam(nameBuf[:0], q, "p")
+	if !store.ValidName(name) {
+		h.record(t, rt, http.StatusForbidden, protocol.StatusBadName, len(q), 0, start)
+		replyText(w, http.StatusForbidden, msgBadPath)
+		return
+	}
+	if rt == routeUnknown {
+		h.count(rt, http.StatusNotFound)
+		replyText(w, http.StatusNotFound, msgNotFound)
+		return
+	}
+
+	var body []byte
+	var bodyBuf *bytebufferpool.ByteBuffer
+	if post && r.Method == http.MethodPost {
+		if r.ContentLength > int64(h.o.MaxBody) {
+			h.tooLarge(w, t, rt, r.ContentLength, start)
+			return
+		}
+		bodyBuf = protocol.GetBuffer()
+		defer func() { protocol.PutBuffer(bodyBuf) }()
+		n, err := bodyBuf.ReadFrom(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
+		if n > int64(h.o.MaxBody) {
+			h.tooLarge(w, t, rt, n, start)
+			return
+		}
+		if err != nil {
+			h.record(t, rt, http.StatusBadRequest, protocol.StatusBadFrame, len(q), 0, start)
+			replyText(w, http.StatusBadRequest, "Bad Request: reading the body: "+err.Error())
+			return
+		}
+		body = bodyBuf.B
+	}
+
+	out := protocol.GetBuffer()
+	defer func() { protocol.PutBuffer(out) }()
+	code, st, msg := h.exec(rt, t, name, q, body, out)
+	in := len(q) + len(body)
+	if code != http.StatusOK {
+		h.record(t, rt, code, st, in, len(msg), start)
+		replyText(w, code, msg)
+		return
+	}
+	ctype := textPlain
+	if rt == routeJSONExport {
+		ctype = appJSON
+	}
+	h.record(t, rt, code, st, in, len(out.B), start)
+	reply(w, http.StatusOK, ctype, out.B)
+}
+
+func (h *httpAPI) tooLarge(w http.ResponseWriter, t *tenant, rt route, n int64, start time.Time) {
+	h.record(t, rt, http.StatusRequestEntityTooLarge, protocol.StatusTooLarge, 0, 0, start)
+	replyText(w, http.StatusRequestEntityTooLarge, "body too large: "+strconv.FormatInt(n, 10)+
+		" bytes (max "+strconv.Itoa(h.o.MaxBody)+")")
+}
+
+// record updates the tenant's operation counters (shared with the binary
+// protocol) and the handler's HTTP counters.
+func (h *httpAPI) record(t *tenant, rt route, code int, st protocol.Status, in, out int, start time.Time) {
+	h.count(rt, code)
+	if t != nil && rt != routeUnknown {
+		t.stats.record(routeOps[rt], st, in, out, time.Since(start))
+	}
+}
+
+// exec runs one SQ command for tenant t and appends the answer to out.B. On
+// failure it returns the HTTP code, the matching protocol status and the
+// message; out is then unused.
+func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, out *bytebufferpool.ByteBuffer) (int, protocol.Status, string) {
+	var err error
+	switch rt {
+	case routeVersion:
+		out.B = append(out.B, Version...)
+	case routeLoad:
+		// The store always serves the current state; load only checks the
+		// phext can be read (SQ re-reads the file).
+		if out.B, err = t.st.AppendChecksum(out.B, name); err == nil {
+			out.B = appendPhextFile(append(out.B[:0], "Loaded "...), name)
+		}
+	case routeSelect, routeInsert, routeUpdate, routeDelete:
+		var cbuf [64]byte
+		cv, found := sqParam(cbuf[:0], q, "c")
+		c, cerr := sqCoord(cv, found)
+		if cerr != nil {
+			return http.StatusBadRequest, protocol.StatusBadCoord, "Bad Request: " + cerr.Error()
+		}
+		err = h.execScroll(rt, t, name, c, q, body, out)
+	case routeStatus:
+		err = h.status(t, name, out)
+	case routeChecksum:
+		out.B, err = t.st.AppendChecksum(out.B, name)
+	case routeTOC:
+		out.B, err = t.st.AppendTOC(out.B, name)
+	case routeGet:
+		out.B, err = t.st.AppendGet(out.B, name)
+	case routeDelta:
+		req := scrollArg(out, q, body)
+		// SQ reads the request lossily; it only selects what to return.
+		req = phext.LossyUTF8(req)
+		if len(out.B) > 0 {
+			// req aliases out.B (the s parameter): copy it out first.
+			req = append([]byte(nil), req...)
+			out.B = out.B[:0]
+		}
+		out.B, err = t.st.AppendDelta(out.B, name, req)
+	case routeJSONExport:
+		err = h.jsonExport(t, name, out)
+	case routeWhere:
+		return h.where(q, body, out)
+	default:
+		return http.StatusNotFound, protocol.StatusUnknownOp, msgNotFound
+	}
+	if err != nil {
+		return h.errorOf(t, rt, name, err)
+	}
+	return http.StatusOK, protocol.StatusOK, ""
+}
+
+// execScroll runs select, insert, update and delete at c.
+func (h *httpAPI) execScroll(rt route, t *tenant, name []byte, c phext.Coordinate, q string, body []byte, out *bytebufferpool.ByteBuffer) error {
+	var n int
+	var err error
+	switch rt {
+	case routeSelect:
+		out.B, err = t.st.AppendSelect(out.B, name, c)
+		return err
+	case routeInsert:
+		text := scrollArg(out, q, body)
+		if n, err = t.st.Insert(name, c, text); err == nil {
+			out.B = appendCountMsg(out.B[:0], "Inserted ", n, " bytes")
+		}
+	case routeUpdate:
+		text := scrollArg(out, q, body)
+		if n, err = t.st.Update(name, c, text); err == nil {
+			out.B = appendCountMsg(out.B[:0], "Updated ", n, " bytes")
+		}
+	case routeDelete:
+		if n, err = t.st.Delete(name, c); err == nil {
+			out.B = appendCountMsg(out.B[:0], "Removed ", n, " bytes")
+		}
+	}
+	return err
+}
+
+// scrollArg returns the scroll argument as SQ picks it: a non-empty body,
+// else the s parameter (decoded into out.B, which the caller then
+// overwrites with the answer only after using the text).
+func scrollArg(out *bytebufferpool.ByteBuffer, q string, body []byte) []byte {
+	if len(body) > 0 {
+		return body
+	}
+	v, _ := sqParam(out.B[:0], q, "s")
+	out.B = v
+	return v
+}
+
+func appendCountMsg(dst []byte, prefix string, n int, suffix string) []byte {
+	dst = append(dst, prefix...)
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	return append(dst, suffix...)
+}
+
+// appendPhextFile appends the file name of phext name relative to the
+// tenant's data dir, as SQ names it (".phext" for the default phext).
+func appendPhextFile(dst, name []byte) []byte {
+	dst = append(dst, name...)
+	return append(dst, ".phext"...)
+}
+
+// status writes SQ's status text for phext name: its file, the connection
+// id (always 0 in SQ's multi-tenant mode), serialized size and scrolls.
+func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
+	doc := protocol.GetBuffer()
+	defer protocol.PutBuffer(doc)
+	var err error
+	if doc.B, err = t.st.AppendGet(doc.B, name); err != nil {
+		return err
+	}
+	var sc phext.Scanner
+	sc.Reset(doc.B)
+	scrolls := 0
+	for sc.Next() {
+		scrolls++
+	}
+	out.B = append(out.B, "Hosting: "...)
+	out.B = appendPhextFile(out.B, name)
+	out.B = append(out.B, "\nConnection ID: 0\nPhext Size: "...)
+	out.B = strconv.AppendInt(out.B, int64(len(doc.B)), 10)
+	out.B = append(out.B, "\nScrolls: "...)
+	out.B = strconv.AppendInt(out.B, int64(scrolls), 10)
+	return nil
+}
+
+// jsonExport writes SQ's json-export layout, sorted by coordinate and with
+// proper JSON string escapes (SQ escapes only '"' and newlines, in hash
+// order, so its output can be invalid JSON).
+func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
+	doc := protocol.GetBuffer()
+	defer protocol.PutBuffer(doc)
+	var err error
+	if doc.B, err = t.st.AppendGet(doc.B, name); err != nil {
+		return err
+	}
+	var sc phext.Scanner
+	sc.Reset(doc.B)
+	out.B = append(out.B, "[\n"...)
+	first := true
+	for sc.Next() {
+		if !first {
+			out.B = append(out.B, ',')
+		}
+		first = false
+		out.B = append(out.B, `   { "coord": "`...)
+		out.B = sc.Coordinate().AppendText(out.B)
+		out.B = append(out.B, `", "scroll": `...)
+		out.B = appendJSONString(out.B, sc.Scroll())
+		out.B = append(out.B, " }\n"...)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	out.B = append(out.B, "]\n"...)
+	return nil
+}
+
+// appendJSONString appends s as a JSON string literal. s is valid UTF-8
+// (stored scrolls are); only '"', '\\' and control bytes are escaped.
+func appendJSONString(dst, s []byte) []byte {
+	const hexd = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, b := range s {
+		switch {
+		case b == '"' || b == '\\':
+			dst = append(dst, '\\', b)
+		case b == '\n':
+			dst = append(dst, '\\', 'n')
+		case b == '\r':
+			dst = append(dst, '\\', 'r')
+		case b == '\t':
+			dst = append(dst, '\\', 't')
+		case b < 0x20 || b == 0x7f:
+			dst = append(dst, '\\', 'u', '0', '0', hexd[b>>4], hexd[b&15])
+		default:
+			dst = append(dst, b)
+		}
+	}
+	return append(dst, '"')
+}
+
+// where answers POST /api/v2/where: SQ's coordinate inference over the body
+// (or s), with algo (xor, the default, or checksum) and limit (default 100).
+func (h *httpAPI) where(q string, body []byte, out *bytebufferpool.ByteBuffer) (int, protocol.Status, string) {
+	var abuf, lbuf [16]byte
+	algo, _ := sqParam(abuf[:0], q, "algo")
+	algoName := "xor"
+	switch string(algo) {
+	case "", "xor":
+	case "checksum":
+		algoName = "checksum"
+	default:
+		return http.StatusBadRequest, protocol.StatusBadFrame, "Bad Request: algo must be xor or checksum"
+	}
+	limit := phext.DefaultWhereLimit
+	if lv, _ := sqParam(lbuf[:0], q, "limit"); len(lv) > 0 {
+		n, err := strconv.ParseUint(string(lv), 10, 31)
+		if err != nil {
+			return http.StatusBadRequest, protocol.StatusBadFrame, "Bad Request: limit must be a non-negative integer"
+		}
+		limit = int(n)
+	}
+	text := scrollArg(out, q, body)
+	c, err := phext.Where(text, algoName, limit)
+	if err != nil {
+		return http.StatusBadRequest, protocol.StatusBadFrame, "Bad Request: " + err.Error()
+	}
+	out.B = phext.AppendWhereMessage(out.B[:0], c, algoName, limit)
+	return http.StatusOK, protocol.StatusOK, ""
+}
+
+// errorOf maps a store error to an HTTP code, a protocol status and a
+// message. Unexpected errors are logged; the client sees 500.
+func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, protocol.Status, string) {
+	switch {
+	case errors.Is(err, store.ErrBadName):
+		return http.StatusForbidden, protocol.StatusBadName, msgBadPath
+	case errors.Is(err, store.ErrBadCoord), errors.Is(err, phext.ErrBadCoordinate):
+		return http.StatusBadRequest, protocol.StatusBadCoord, "Bad Request: coordinate parts must be 1..999"
+	case errors.Is(err, store.ErrBadScroll):
+		return http.StatusBadRequest, protocol.StatusBadScroll,
+			"Bad Request: scroll text must be valid UTF-8 without phext delimiter bytes (0x01, 0x17-0x1A, 0x1C-0x1F)"
+	case errors.Is(err, store.ErrOverflow), errors.Is(err, phext.ErrOverflow):
+		return http.StatusBadRequest, protocol.StatusBadScroll, "Bad Request: " + err.Error()
+	case errors.Is(err, store.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, protocol.StatusTooLarge, "Payload Too Large: " + err.Error()
+	case errors.Is(err, store.ErrQuota):
+		return http.StatusInsufficientStorage, protocol.StatusQuota, "Insufficient Storage: tenant quota exceeded"
+	case errors.Is(err, store.ErrClosed):
+		return http.StatusServiceUnavailable, protocol.StatusBusy, "Service Unavailable: tenant is being reloaded or the server is stopping; retry"
+	}
+	h.s.log.Warn("http request failed", "tenant", t.name, "route", routeNames[rt], "phext", string(name), "err", err)
+	return http.StatusInternalServerError, protocol.StatusInternal, "Internal Server Error"
+}
+
+// tenantOf finds the tenant named by the request's token, accepted like
+// SQ: "Authorization: Bearer <token>", a bare "Authorization: <token>", or
+// "X-SQ-API-Key: <token>". tried reports whether any token was sent.
+func (h *httpAPI) tenantOf(r *http.Request) (t *tenant, tried bool) {
+	tab := h.s.table.Load()
+	for _, v := range r.Header["Authorization"] {
+		tried = true
+		if t := tab.lookupString(bearer(v)); t != nil {
+			return t, true
+		}
+	}
+	for _, v := range r.Header["X-Sq-Api-Key"] {
+		tried = true
+		if t := tab.lookupString(strings.TrimSpace(v)); t != nil {
+			return t, true
+		}
+	}
+	return nil, tried
+}
+
+// lookupString is lookup for a string token; a tenant being removed by a
+// reload counts as absent.
+func (t *tenantTable) lookupString(token string) *tenant {
+	if token == "" {
+		return nil
+	}
+	tn := t.byKey[keyOf([]byte(token))]
+	if tn == nil || tn.closed.Load() {
+		return nil
+	}
+	return tn
+}
+
+// bearer strips an optional, case-insensitive "Bearer " prefix.
+func bearer(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) >= 7 && strings.EqualFold(v[:7], "bearer ") {
+		v = strings.TrimSpace(v[7:])
+	}
+	return v
+}
+
+// authFailed counts a bad token and, past the address's budget, delays the
+// answer like a failed HELLO (the same per-IP limiter).
+func (h *httpAPI) authFailed(r *http.Request) {
+	h.s.stats.authFailures.Add(1)
+	ip := remoteIP(r)
+	if d := h.s.auth.fail(ip, time.Now()); d > 0 {
+		tm := time.NewTimer(d)
+		select {
+		case <-tm.C:
+		case <-r.Context().Done():
+			tm.Stop()
+		}
+	}
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func isLoopback(r *http.Request) bool {
+	ip := net.ParseIP(remoteIP(r))
+	return ip != nil && ip.IsLoopback()
+}
+
+// serveReload answers POST /api/v2/reload: from loopback without a token,
+// as in SQ, or from anywhere with the admin token. Unlike SQ it reloads
+// before answering and reports a failure.
+func (h *httpAPI) serveReload(w http.ResponseWriter, r *http.Request) {
+	if !isLoopback(r) && !h.isAdmin(r) {
+		h.count(routeReload, http.StatusForbidden)
+		replyText(w, http.StatusForbidden, "Forbidden: Reload endpoint only accessible from localhost")
+		return
+	}
+	if h.s.opts.LoadConfig == nil && h.o.ConfigPath == "" {
+		h.count(routeReload, http.StatusServiceUnavailable)
+		replyText(w, http.StatusServiceUnavailable, "Reload not available in this mode")
+		return
+	}
+	h.adminMu.Lock()
+	msg, err := h.reload()
+	h.adminMu.Unlock()
+	if err != nil {
+		h.count(routeReload, http.StatusInternalServerError)
+		replyText(w, http.StatusInternalServerError, "Config reload failed; the old config stays in place: "+err.Error())
+		return
+	}
+	h.count(routeReload, http.StatusOK)
+	replyText(w, http.StatusOK, "Config reload triggered\n"+msg)
+}
+
+// reload re-reads the configuration (Options.LoadConfig, else ConfigPath)
+// and applies it. The caller holds adminMu.
+func (h *httpAPI) reload() (string, error) {
+	var msg string
+	var err error
+	if h.s.opts.LoadConfig != nil {
+		msg, err = h.s.ReloadFromSource()
+	} else {
+		var cfg *Config
+		if cfg, err = LoadConfig(h.o.ConfigPath); err == nil {
+			msg, err = h.s.Reload(cfg)
+		}
+	}
+	if err != nil {
+		h.reloadsKO.Add(1)
+		return "", err
+	}
+	h.reloadsOK.Add(1)
+	return msg, nil
+}
+
+// sqParam returns the value of the last key=value pair of the raw query
+// whose key decodes to key, decoded as SQ decodes it: '+' is a space, %XX
+// is a byte, an invalid escape stays as it is. Pairs without '=' are
+// ignored. The value is appended to dst[:0]; it may be invalid UTF-8 (SQ
+// would replace such bytes; callers refuse them where they would be
+// stored).
+func sqParam(dst []byte, raw, key string) ([]byte, bool) {
+	found := false
+	var kbuf [32]byte
+	for raw != "" {
+		var pair string
+		if i := strings.IndexByte(raw, '&'); i >= 0 {
+			pair, raw = raw[:i], raw[i+1:]
+		} else {
+			pair, raw = raw, ""
+		}
+		eq := strings.IndexByte(pair, '=')
+		if eq < 0 {
+			continue
+		}
+		k := pair[:eq]
+		if strings.ContainsAny(k, "%+") {
+			if len(k) > 3*len(kbuf) {
+				continue
+			}
+			if string(urlDecode(kbuf[:0], k)) != key {
+				continue
+			}
+		} else if k != key {
+			continue
+		}
+		dst = urlDecode(dst[:0], pair[eq+1:])
+		found = true
+	}
+	return dst, found
+}
+
+// urlDecode appends the decoded form of s to dst.
+func urlDecode(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			dst = append(dst, ' ')
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			dst = append(dst, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+// sqCoord parses the c parameter. Absent or empty means
+// 1.1.1/1.1.1/1.1.1, as in SQ; otherwise it must be nine parts of 1..999
+// (any of '.', '/', ';' between them): text SQ would guess at is refused.
+func sqCoord(v []byte, found bool) (phext.Coordinate, error) {
+	if !found || len(v) == 0 {
+		return phext.Origin, nil
+	}
+	return phext.ToCoordinateLoose(v)
+}
