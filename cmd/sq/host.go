@@ -24,7 +24,7 @@ type hostConfig struct {
 	maxInFlight, maxOpen, loops      int
 	helloTimeout, idleTimeout        time.Duration
 	frameTimeout, shutdownTimeout    time.Duration
-	noCompression                    bool
+	noCompression, allowWorldRead    bool
 }
 
 var hostCfg hostConfig
@@ -48,6 +48,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.frameTimeout, "frame-timeout", 30*time.Second, "close connections whose frame trickles in slower than this")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "deadline for draining on SIGTERM/SIGINT")
 	fs.BoolVar(&c.noCompression, "no-compression", false, "offer no wire compression")
+	fs.BoolVar(&c.allowWorldRead, "allow-world-readable-config", false, "start even if the config (which holds tokens) is readable by every user (development only)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json")
 	return fs
@@ -105,6 +106,10 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "sq: dev tenant token: %s\n", token)
 			fmt.Fprintf(stdout, "sq: try: SQ_TOKEN=%s sq insert 1.1.1/1.1.1/1.1.1 hello\n", token)
 		}
+	}
+	if err := checkConfigPerms(cfgPath, c.allowWorldRead); err != nil {
+		fmt.Fprintln(stderr, "sq host:", err)
+		return 1
 	}
 	start := time.Now()
 	cfg, err := server.LoadConfig(cfgPath)
@@ -172,4 +177,17 @@ func errString(err error) string {
 		return ""
 	}
 	return strings.TrimSpace(err.Error())
+}
+
+// checkConfigPerms refuses a config file that every user can read: it holds
+// the tenants' tokens.
+func checkConfigPerms(path string, allow bool) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o004 != 0 && !allow {
+		return fmt.Errorf("%s is world-readable (mode %v) and holds API tokens: chmod o-r it, or pass --allow-world-readable-config for development", path, fi.Mode().Perm())
+	}
+	return nil
 }
