@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/phext/sq/phext"
 )
 
@@ -23,7 +24,9 @@ func TestAllocBudgets(t *testing.T) {
 	buf := make([]byte, 0, 4096)
 	poolBudget := 0.0
 	if raceEnabled {
-		poolBudget = 1 // sync.Pool randomly drops items under -race
+		// Under -race sync.Pool drops items on purpose and Get may miss,
+		// so a pooled buffer can cost its struct and its slice.
+		poolBudget = 2
 	}
 	var d Decoder
 	var req Request
@@ -107,6 +110,47 @@ func TestDecompressionMemoryBound(t *testing.T) {
 				if grew := after.TotalAlloc - before.TotalAlloc; grew > 2*maxFrame {
 					t.Fatalf("%s: decoding 10 bombs allocated %d bytes, bound %d", c.name, grew, 2*maxFrame)
 				}
+			}
+		})
+	}
+}
+
+// TestZstdLargeWindowBound: a zstd frame declaring a large window (not
+// single-segment, as another implementation may send) still decodes into
+// the U-sized buffer only.
+func TestZstdLargeWindowBound(t *testing.T) {
+	enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(64<<20), zstd.WithSingleSegment(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := bytes.Repeat([]byte("a"), 16<<20)
+	data := enc.EncodeAll(plain, nil)
+	_ = enc.Close()
+	tests := []struct {
+		name     string
+		declared uint32
+		maxFrame int
+		want     Status
+	}{
+		{name: "declared small, expands", declared: 1000, maxFrame: 1 << 20, want: StatusBadFrame},
+		{name: "declared true size over limit", declared: 16 << 20, maxFrame: 1 << 20, want: StatusTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := appendHeader(nil, uint8(StatusOK), FlagCompressed, 1, 4+len(data))
+			f = binary.BigEndian.AppendUint32(f, tc.declared)
+			f = append(f, data...)
+			d := Decoder{MaxFrame: tc.maxFrame, Codec: CodecZstd}
+			var r Response
+			_ = d.DecodeResponse(f, &r)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			err := d.DecodeResponse(f, &r)
+			runtime.ReadMemStats(&after)
+			wantStatus(t, err, tc.want)
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > uint64(tc.maxFrame) {
+				t.Fatalf("allocated %d bytes, above max frame %d", grew, tc.maxFrame)
 			}
 		})
 	}

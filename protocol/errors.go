@@ -70,7 +70,7 @@ func StatusOf(err error) Status {
 // outside the zero-allocation budget of the decoders.
 func newError(st Status, msg string) *Error { return &Error{Status: st, Msg: msg} }
 
-// errf builds an *Error whose message ends with a number (a length, a limit).
+// errn builds an *Error whose message ends with a number (a length, a limit).
 func errn(st Status, msg string, n uint64) *Error {
 	return &Error{Status: st, Msg: msg + " " + strconv.FormatUint(n, 10)}
 }

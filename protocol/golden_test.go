@@ -171,3 +171,23 @@ func TestGolden(t *testing.T) {
 		t.Fatalf("spec has %d golden dumps, test knows %d", len(dumps), len(goldenFrames))
 	}
 }
+
+// TestSpecRestatesContract checks that docs/PROTOCOL.md holds the fixed
+// contract byte for byte (testdata/PROTOCOL-CONTRACT.md is a copy of
+// shared/PROTOCOL-CONTRACT.md, compared too when that file is present).
+func TestSpecRestatesContract(t *testing.T) {
+	contract, err := os.ReadFile("testdata/PROTOCOL-CONTRACT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shared, err := os.ReadFile("/work/shared/PROTOCOL-CONTRACT.md"); err == nil && !bytes.Equal(shared, contract) {
+		t.Fatal("testdata/PROTOCOL-CONTRACT.md differs from /work/shared/PROTOCOL-CONTRACT.md")
+	}
+	spec, err := os.ReadFile("../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(spec, contract) {
+		t.Fatal("docs/PROTOCOL.md does not restate the contract byte for byte")
+	}
+}

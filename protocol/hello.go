@@ -157,3 +157,10 @@ func DecodeHelloReply(body []byte) (HelloReply, error) {
 	}
 	return r, nil
 }
+
+// NegotiateVersion returns the version a server puts in its HELLO reply
+// for a client that sent clientVersion: the lower of the two (both sides
+// then speak it). DecodeHello has already refused version 0.
+func NegotiateVersion(clientVersion uint8) uint8 {
+	return min(clientVersion, Version)
+}

@@ -126,3 +126,22 @@ func TestChooseCodec(t *testing.T) {
 		})
 	}
 }
+
+func TestNegotiateVersion(t *testing.T) {
+	tests := []struct {
+		name   string
+		client uint8
+		want   uint8
+	}{
+		{name: "v1 client", client: 1, want: 1},
+		{name: "v2 client meets v1 server", client: 2, want: 1},
+		{name: "v255 client", client: 255, want: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NegotiateVersion(tc.client); got != tc.want {
+				t.Fatalf("got %d want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -297,7 +297,7 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	cs.codec = protocol.ChooseCodec(hello.Codecs, s.opts.Codecs)
 	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec}
 	reply := protocol.HelloReply{
-		Version:           protocol.Version,
+		Version:           protocol.NegotiateVersion(hello.Version),
 		Codec:             cs.codec,
 		MaxFrame:          uint32(s.opts.MaxFrame),
 		TenantName:        name,

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -188,6 +189,11 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 		return st, protocol.AppendError(out[:pos], req.ID, st, msg)
 	}
 	body := out[pos+protocol.HeaderSize:]
+	if len(body)+6 > s.opts.MaxFrame {
+		// The client could not accept the frame (PROTOCOL.md §2.6).
+		msg := fmt.Sprintf("reply of %d bytes is above the max frame (%d)", len(body), s.opts.MaxFrame)
+		return protocol.StatusTooLarge, protocol.AppendError(out[:pos], req.ID, protocol.StatusTooLarge, msg)
+	}
 	if cs.codec != protocol.CodecNone && len(body) >= protocol.CompressThreshold {
 		return protocol.StatusOK, s.compressReply(out, pos, req.ID, cs.codec)
 	}

@@ -21,7 +21,7 @@ import (
 
 // testEnv is a server on 127.0.0.1:0 over a store in a temp dir.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	cfg     *Config
@@ -36,7 +36,7 @@ type envOptions struct {
 	durability store.Durability
 }
 
-func startEnv(t *testing.T, eo envOptions) *testEnv {
+func startEnv(t testing.TB, eo envOptions) *testEnv {
 	t.Helper()
 	if len(eo.tenants) == 0 {
 		eo.tenants = []string{"alpha", "beta"}
@@ -106,14 +106,14 @@ func quietLogger() *slog.Logger {
 // rawConn is a minimal protocol client for tests: it writes frames and reads
 // replies one by one, with a deadline on every read.
 type rawConn struct {
-	t   *testing.T
+	t   testing.TB
 	nc  net.Conn
 	br  *bufio.Reader
 	dec protocol.Decoder
 	id  uint32
 }
 
-func dialRaw(t *testing.T, addr string) *rawConn {
+func dialRaw(t testing.TB, addr string) *rawConn {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -236,7 +236,7 @@ func (c *rawConn) expectClosed(within time.Duration) {
 	}
 }
 
-func mustCoord(t *testing.T, s string) phext.Coordinate {
+func mustCoord(t testing.TB, s string) phext.Coordinate {
 	t.Helper()
 	c, err := phext.ParseCoordinate(s)
 	if err != nil {
@@ -246,7 +246,7 @@ func mustCoord(t *testing.T, s string) phext.Coordinate {
 }
 
 // checkFor polls cond until it holds or the deadline passes.
-func checkFor(t *testing.T, within time.Duration, cond func() error) {
+func checkFor(t testing.TB, within time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -262,7 +262,7 @@ func checkFor(t *testing.T, within time.Duration, cond func() error) {
 }
 
 // reopenStore opens alpha's data dir in a fresh store after e stopped.
-func reopenStore(t *testing.T, e *testEnv) *store.Tenant {
+func reopenStore(t testing.TB, e *testEnv) *store.Tenant {
 	t.Helper()
 	st, err := store.Open(&store.Options{Logger: quietLogger()})
 	if err != nil {

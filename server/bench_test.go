@@ -1,0 +1,95 @@
+package server
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// TestHandleSelectAllocs checks the worker's per-request path (decode,
+// store, encode) allocates nothing for a 1 KiB SELECT and a PING.
+func TestHandleSelectAllocs(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	tn := e.srv.table.Load().byName["alpha"]
+	cs := &connState{s: e.srv, tenant: tn}
+	cs.dec = protocol.Decoder{MaxFrame: e.srv.opts.MaxFrame}
+	coord := phext.Origin
+	text := make([]byte, 1024)
+	for i := range text {
+		text[i] = 'a' + byte(i%26)
+	}
+	out := make([]byte, 0, 64<<10)
+	out = e.srv.handle(cs, protocol.AppendRequest(nil, protocol.OpUpdate, 1, nil, coord, text), out[:0])
+	sel := protocol.AppendRequest(nil, protocol.OpSelect, 2, nil, coord, nil)
+	ping := protocol.AppendRequest(nil, protocol.OpPing, 3, nil, coord, nil)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{name: "select 1KiB", frame: sel},
+		{name: "ping", frame: ping},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			allocs := testing.AllocsPerRun(200, func() {
+				out = e.srv.handle(cs, tc.frame, out[:0])
+			})
+			if allocs > 0 {
+				t.Fatalf("%s: %.1f allocs per request, want 0", tc.name, allocs)
+			}
+		})
+	}
+}
+
+// BenchmarkPipelined measures requests per second over one loopback
+// connection at pipeline depth 16; every iteration ends with its replies
+// read, so the timer covers the server's work.
+func BenchmarkPipelined(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		op   protocol.Op
+		size int
+	}{
+		{name: "ping", op: protocol.OpPing},
+		{name: "select-1KiB", op: protocol.OpSelect, size: 1024},
+		{name: "update-1KiB", op: protocol.OpUpdate, size: 1024},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			e := startEnv(b, envOptions{durability: store.DurabilityEverySec})
+			c := e.dial("alpha")
+			text := make([]byte, tc.size)
+			for i := range text {
+				text[i] = 'x'
+			}
+			c.ok(protocol.OpUpdate, "", phext.Origin, text)
+			const depth = 16
+			var batch []byte
+			for i := 0; i < depth; i++ {
+				var payload []byte
+				if tc.op == protocol.OpUpdate {
+					payload = text
+				}
+				batch = protocol.AppendRequest(batch, tc.op, uint32(i), nil, phext.Origin, payload)
+			}
+			c.nc.SetWriteDeadline(time.Time{})
+			b.ReportAllocs()
+			b.SetBytes(int64(depth * (tc.size + protocol.HeaderSize + 19)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.nc.Write(batch); err != nil {
+					b.Fatal(err)
+				}
+				for j := 0; j < depth; j++ {
+					r, err := c.read()
+					if err != nil || r.Status != protocol.StatusOK {
+						b.Fatal(fmt.Sprint(err, r.Status))
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N*depth)/b.Elapsed().Seconds(), "req/s")
+		})
+	}
+}
