@@ -17,8 +17,12 @@ import (
 const maxHelloFrame = 512
 
 // maxSpare is the largest request batch buffer a connection keeps between
-// batches; larger ones are dropped for the GC.
-const maxSpare = 256 << 10
+// batches while busy; idleSpare while its worker is gone. Larger ones are
+// dropped for the GC.
+const (
+	maxSpare  = 256 << 10
+	idleSpare = 4 << 10
+)
 
 // connState is the per-connection state, set as the gnet Conn's context in
 // OnOpen.

@@ -25,6 +25,15 @@ func (s *Server) work(cs *connState) {
 			fatal := cs.fatal
 			cs.fatal = nil
 			cs.running = false
+			// An idle connection keeps no large buffers: thousands of
+			// mostly idle connections must stay cheap.
+			if cap(cs.spare) > idleSpare {
+				cs.spare = nil
+			}
+			if cap(cs.pending) > idleSpare {
+				cs.pending = nil
+			}
+			cs.dec.Release() // before running=false is visible to the loop
 			cs.mu.Unlock()
 			if fatal != nil {
 				s.asyncPending.Add(1)
