@@ -103,6 +103,20 @@ func TestDialTimeoutOnSilentServer(t *testing.T) {
 		t.Fatalf("Dial took %v", d)
 	}
 	(<-accepted).Close()
+
+	// Cancelling a context without a deadline interrupts the HELLO too.
+	go func() {
+		if nc, err := silent.Accept(); err == nil {
+			accepted <- nc
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = Dial(ctx, silent.Addr().String(), "tok", WithDialTimeout(time.Hour))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want canceled", err)
+	}
+	(<-accepted).Close()
 }
 
 func TestOperations(t *testing.T) {
@@ -326,6 +340,21 @@ func TestContextCancel(t *testing.T) {
 	}
 }
 
+func TestDefaultTimeoutOption(t *testing.T) {
+	gate := make(chan struct{})
+	s := startFake(t, func(s *fakeServer) { s.gate = gate })
+	defer close(gate)
+	c := mustDial(t, s, WithTimeout(30*time.Millisecond))
+	start := time.Now()
+	_, err := c.Select(context.Background(), "", phext.Coordinate{999, 1, 1, 1, 1, 1, 1, 1, 1})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the default timeout to apply", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
 func TestBrokenConnection(t *testing.T) {
 	s := startFake(t, func(s *fakeServer) { s.closeOnOp.Store(uint32(protocol.OpVersion)) })
 	c := mustDial(t, s)
@@ -385,6 +414,16 @@ func TestResponseIDMismatch(t *testing.T) {
 	}
 	if !c.Broken() {
 		t.Fatal("connection still usable after an id mismatch")
+	}
+}
+
+func TestUnsolicitedErrorKeepsStatus(t *testing.T) {
+	s := startFake(t, func(s *fakeServer) { s.drainAfterHello = true })
+	c := mustDial(t, s)
+	checkFor(t, 2*time.Second, c.Broken)
+	err := c.Ping(context.Background())
+	if !errors.Is(err, ErrClosed) || StatusOf(err) != protocol.StatusShuttingDown {
+		t.Fatalf("err = %v (status %v), want ErrClosed with SHUTTING_DOWN", err, StatusOf(err))
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,24 +38,25 @@ type Conn struct {
 	codec   uint8
 	sendMax int
 
-	// wmu serializes writers: id assignment, encoding into wbuf, the push
-	// onto pending and the write itself happen under it, so the order of
-	// pending equals the order of frames on the wire. Lock order: wmu, then
-	// pmu.
-	wmu       sync.Mutex
-	wbuf      []byte
-	nextID    uint32
-	wdeadline bool // a write deadline is set on nc
+	// wmu guards the write side: id assignment, encoding into wbuf and the
+	// push onto pending happen under it, so the order of pending equals the
+	// order of frames on the wire. The socket write itself happens outside
+	// it, by the one caller that set writing. Lock order: wmu, then pmu.
+	wmu     sync.Mutex
+	wbuf    []byte // encoded frames not yet handed to the socket
+	spare   []byte // the other buffer, swapped with wbuf by the writer
+	writing bool   // a caller is writing; others only append to wbuf
+	nextID  uint32
 
 	// pmu guards pending and err. The reader goroutine pops under it.
 	pmu     sync.Mutex
 	pending fifo
 	err     error // non-nil once the connection is broken
 
-	inflight atomic.Int64 // requests sent and not yet answered
-	broken   atomic.Bool  // mirrors err != nil for lock-free readers (Pool)
+	inflight atomic.Int64  // requests sent and not yet answered
+	broken   atomic.Bool   // mirrors err != nil for lock-free readers (Pool)
 	done     chan struct{} // closed when the reader goroutine has exited
-	calls    sync.Pool    // *call
+	calls    sync.Pool     // *call
 }
 
 // call is one outstanding request. Its life: taken from Conn.calls by the
@@ -123,13 +126,19 @@ func handshake(ctx context.Context, addr, token string, o *Options) (net.Conn, p
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	// Closing the connection is the only way to interrupt a blocked read
-	// when ctx is cancelled without a deadline.
+	// A cancelled ctx (with or without a deadline) interrupts a blocked
+	// read or write by moving the socket deadline into the past.
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	fail := func(err error) (net.Conn, protocol.HelloReply, error) {
 		nc.Close()
-		if cerr := ctx.Err(); cerr != nil {
+		cerr := ctx.Err()
+		if _, hasDL := ctx.Deadline(); cerr == nil && hasDL && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The socket deadline is ctx's deadline; it may fire a moment
+			// before ctx's own timer does.
+			cerr = context.DeadlineExceeded
+		}
+		if cerr != nil {
 			return nil, hr, fmt.Errorf("client: HELLO: %w (%v)", cerr, err)
 		}
 		return nil, hr, err
@@ -295,59 +304,75 @@ func (c *Conn) complete(cl *call, err error) {
 	c.putCall(cl) // abandoned: the caller is gone and will not touch cl
 }
 
-// send assigns an id, encodes the request and writes it. On success cl is
-// on the pending queue and will be completed by the reader or by fail. On
-// error nothing was queued and the caller still owns cl.
-func (c *Conn) send(ctx context.Context, cl *call, name []byte, coord phext.Coordinate, payload []byte) error {
+// send assigns an id, encodes the request and makes sure it is written. On
+// success cl is on the pending queue and will be completed by the reader or
+// by fail. On error nothing was queued and the caller still owns cl.
+//
+// Writes are batched without a writer goroutine: the first caller to find
+// no write in progress becomes the writer and keeps writing until the
+// buffer is empty; callers that arrive meanwhile only append their frame
+// and go on to wait for their answer. At pipeline depth n this turns n
+// write syscalls into about one.
+func (c *Conn) send(cl *call, name []byte, coord phext.Coordinate, payload []byte) error {
 	if len(name) > protocol.MaxNameLen || !protocol.ValidName(name) {
 		return &StatusError{Op: cl.op, Status: protocol.StatusBadName, Msg: "phext name must match [A-Za-z0-9_-][A-Za-z0-9._-]* and be at most 64 bytes (not sent)"}
 	}
 	if size := protocol.RequestSize(len(name), len(payload)); size-4 > c.sendMax && c.codec == protocol.CodecNone {
-		return &StatusError{Op: cl.op, Status: protocol.StatusTooLarge, Msg: fmt.Sprintf("request of %d bytes is above the server's max frame %d (not sent)", size, c.sendMax)}
+		return tooLarge(cl.op, size, c.sendMax)
 	}
 	c.wmu.Lock()
+	start := len(c.wbuf)
+	c.wbuf = protocol.AppendCompressedRequest(c.wbuf, cl.op, c.nextID, name, coord, payload, c.codec)
+	if size := len(c.wbuf) - start; size-4 > c.sendMax {
+		c.wbuf = c.wbuf[:start]
+		c.wmu.Unlock()
+		return tooLarge(cl.op, size, c.sendMax)
+	}
 	cl.id = c.nextID
 	c.nextID++
-	c.wbuf = protocol.AppendCompressedRequest(c.wbuf[:0], cl.op, cl.id, name, coord, payload, c.codec)
-	if len(c.wbuf)-4 > c.sendMax {
-		n := len(c.wbuf)
-		c.dropWbuf()
-		c.wmu.Unlock()
-		return &StatusError{Op: cl.op, Status: protocol.StatusTooLarge, Msg: fmt.Sprintf("request of %d bytes is above the server's max frame %d (not sent)", n, c.sendMax)}
-	}
 	c.pmu.Lock()
 	if err := c.err; err != nil {
 		c.pmu.Unlock()
+		c.wbuf = c.wbuf[:start]
 		c.wmu.Unlock()
 		return err
 	}
 	c.pending.push(cl)
 	c.inflight.Add(1)
 	c.pmu.Unlock()
-	// A write that times out may have sent part of a frame, which breaks
-	// the stream for everyone: the deadline is only set when the caller
-	// asked for one, and a failed write fails the whole connection.
-	if dl, ok := ctx.Deadline(); ok {
-		c.nc.SetWriteDeadline(dl)
-		c.wdeadline = true
-	} else if c.wdeadline {
-		c.nc.SetWriteDeadline(time.Time{})
-		c.wdeadline = false
+	if c.writing {
+		c.wmu.Unlock() // the active writer will send our frame
+		return nil
 	}
-	_, err := c.nc.Write(c.wbuf)
-	c.dropWbuf()
+	c.writing = true
+	var err error
+	for len(c.wbuf) > 0 && err == nil {
+		buf := c.wbuf
+		c.wbuf = c.spare[:0]
+		c.wmu.Unlock()
+		if c.opts.WriteTimeout > 0 {
+			c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+		}
+		_, err = c.nc.Write(buf)
+		c.wmu.Lock()
+		if cap(buf) > maxKeptBuffer {
+			buf = nil
+		}
+		c.spare = buf[:0]
+	}
+	c.writing = false
+	c.wbuf = c.wbuf[:0]
 	c.wmu.Unlock()
 	if err != nil {
-		// cl is queued: fail completes it with this error.
+		// A partial frame may be on the wire: the stream is unusable.
+		// Every queued call, ours included, is completed with the error.
 		c.fail(closedErr("write", err))
 	}
 	return nil
 }
 
-func (c *Conn) dropWbuf() {
-	if cap(c.wbuf) > maxKeptBuffer {
-		c.wbuf = nil
-	}
+func tooLarge(op protocol.Op, size, max int) error {
+	return &StatusError{Op: op, Status: protocol.StatusTooLarge, Msg: fmt.Sprintf("request of %d bytes is above the server's max frame %d (not sent)", size, max)}
 }
 
 // roundTrip sends one request and waits for its answer. On success the
@@ -366,7 +391,7 @@ func (c *Conn) roundTrip(ctx context.Context, op protocol.Op, name []byte, coord
 		return nil, err
 	}
 	cl := c.getCall(op)
-	if err := c.send(ctx, cl, name, coord, payload); err != nil {
+	if err := c.send(cl, name, coord, payload); err != nil {
 		c.putCall(cl)
 		return nil, err
 	}
@@ -413,7 +438,15 @@ func (c *Conn) readLoop() {
 		cl := c.pending.pop()
 		c.pmu.Unlock()
 		if cl == nil {
-			c.fail(fmt.Errorf("%w: %w: unsolicited response id %d status %s: %q", ErrClosed, ErrProtocol, resp.ID, resp.Status, clip(resp.Body)))
+			if resp.Status != protocol.StatusOK {
+				// A server about to close says why (SHUTTING_DOWN, BUSY…)
+				// without a request to answer: keep the status visible to
+				// StatusOf.
+				c.fail(fmt.Errorf("%w: unsolicited answer id %d: %w", ErrClosed, resp.ID,
+					&StatusError{Op: protocol.Op(0), Status: resp.Status, Msg: string(clip(resp.Body))}))
+				return
+			}
+			c.fail(fmt.Errorf("%w: %w: unsolicited OK answer id %d", ErrClosed, ErrProtocol, resp.ID))
 			return
 		}
 		if resp.ID != cl.id {

@@ -55,7 +55,9 @@ func (e *StatusError) Error() string {
 
 // StatusOf returns the status code carried by err: StatusOK for nil, the
 // Status of a *StatusError found with errors.As, and StatusNone for any
-// other error (network, context, ErrClosed).
+// other error (network, context, ErrClosed). An ErrClosed error carries a
+// status only when the server sent one, unasked, before closing (for
+// example SHUTTING_DOWN while draining).
 func StatusOf(err error) protocol.Status {
 	if err == nil {
 		return protocol.StatusOK

@@ -28,6 +28,9 @@ type fakeServer struct {
 	gate chan struct{}
 	// badID makes every answer carry id+1000.
 	badID atomic.Bool
+	// drainAfterHello makes the server send an unsolicited SHUTTING_DOWN
+	// right after the HELLO reply, then close.
+	drainAfterHello bool
 	// closeOnOp closes the connection instead of answering this op.
 	closeOnOp atomic.Uint32
 
@@ -40,7 +43,9 @@ type fakeServer struct {
 	wg    sync.WaitGroup
 }
 
-func startFake(t *testing.T, configure func(*fakeServer)) *fakeServer { return startFakeTB(t, configure) }
+func startFake(t *testing.T, configure func(*fakeServer)) *fakeServer {
+	return startFakeTB(t, configure)
+}
 
 func startFakeTB(t testing.TB, configure func(*fakeServer)) *fakeServer {
 	t.Helper()
@@ -126,6 +131,10 @@ func (s *fakeServer) serve(nc net.Conn) {
 		ServerVersion: "fake-1", CompressThreshold: protocol.CompressThreshold,
 		MaxInFlight: 1024, Ops: protocol.AllOps,
 	}))
+	if s.drainAfterHello {
+		nc.Write(protocol.AppendError(nil, 0, protocol.StatusShuttingDown, "draining"))
+		return
+	}
 	dec := protocol.Decoder{MaxFrame: maxFrame, Codec: codec}
 	var req protocol.Request
 	var out []byte
@@ -147,17 +156,22 @@ func (s *fakeServer) serve(nc net.Conn) {
 			rid += 1000
 		}
 		if err != nil {
-			out = protocol.AppendErr(out[:0], rid, err)
+			out = protocol.AppendErr(out, rid, err)
 		} else {
 			if req.Op == protocol.OpSelect && req.Coord[0] == 999 && s.gate != nil {
 				<-s.gate
 			}
 			st, body := s.handle(&req)
-			out = protocol.AppendCompressedResponse(out[:0], rid, st, body, codec)
+			out = protocol.AppendCompressedResponse(out, rid, st, body, codec)
+		}
+		// Batch the answers to pipelined requests into one write.
+		if br.Buffered() >= 4 {
+			continue
 		}
 		if _, err := nc.Write(out); err != nil {
 			return
 		}
+		out = out[:0]
 	}
 }
 

@@ -18,6 +18,10 @@ type Options struct {
 	// Timeout is applied to each call whose context has no deadline; 0 (the
 	// default) means calls wait as long as their context allows.
 	Timeout time.Duration
+	// WriteTimeout bounds each socket write (a batch of frames). A write
+	// that times out breaks the connection, since part of a frame may have
+	// been sent. Default 30 s; negative means no limit.
+	WriteTimeout time.Duration
 	// Codecs is the set of codecs offered in HELLO (protocol.AcceptZstd |
 	// protocol.AcceptS2 by default). The server picks one or none. Use
 	// WithCompression(false) to offer none.
@@ -29,8 +33,8 @@ type Options struct {
 	// protocol.DefaultMaxFrame (64 MiB). Requests are bounded separately by
 	// the max frame the server announces in HELLO.
 	MaxFrame int
-	// ReadBufferSize is the size of the connection's read buffer. Default
-	// 64 KiB.
+	// ReadBufferSize is the size of the connection's read buffer (and of
+	// RawConn's write buffer). Default 64 KiB.
 	ReadBufferSize int
 	// Dialer opens the network connection. Default: a net.Dialer on "tcp"
 	// (plain TCP; the protocol has no TLS of its own, wrap the connection
@@ -41,6 +45,7 @@ type Options struct {
 // DefaultOptions are the settings used when no Option is given.
 var DefaultOptions = Options{
 	DialTimeout:    10 * time.Second,
+	WriteTimeout:   30 * time.Second,
 	Codecs:         protocol.AcceptZstd | protocol.AcceptS2,
 	MaxFrame:       protocol.DefaultMaxFrame,
 	ReadBufferSize: 64 << 10,
@@ -67,6 +72,9 @@ func WithCompression(on bool) Option { return func(o *Options) { o.NoCompression
 // protocol.AcceptS2).
 func WithCodecs(accept uint8) Option { return func(o *Options) { o.Codecs = accept } }
 
+// WithWriteTimeout sets Options.WriteTimeout.
+func WithWriteTimeout(d time.Duration) Option { return func(o *Options) { o.WriteTimeout = d } }
+
 // WithMaxFrame sets Options.MaxFrame.
 func WithMaxFrame(n int) Option { return func(o *Options) { o.MaxFrame = n } }
 
@@ -85,6 +93,9 @@ func resolve(opts []Option) Options {
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = DefaultOptions.DialTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultOptions.WriteTimeout
 	}
 	if o.MaxFrame <= 0 {
 		o.MaxFrame = protocol.DefaultMaxFrame

@@ -43,7 +43,7 @@ var tenantSubs = []struct{ name, usage, about string }{
 
 func tenantsHelp() string {
 	var b strings.Builder
-	b.WriteString("usage: sq tenants <gen|add|disable|enable|list> [flags]\n\n")
+	b.WriteString("usage: sq tenants <gen|add|disable|enable|list|shard> [flags]\n\n")
 	b.WriteString("Edits happen on a temporary file renamed over the config (under a lock file), then the\n" +
 		"server at --addr is asked to RELOAD, using --token, else the config's admin_token, else a\n" +
 		"tenant token from the file (the server allows RELOAD from loopback). A failed reload is a\n" +
@@ -58,14 +58,16 @@ func tenantsHelp() string {
 		fs.PrintDefaults()
 		b.WriteString("\n")
 	}
+	b.WriteString("sq tenants shard splits a config into per-host configs and an HAProxy map;\n" +
+		"see sq tenants shard -h.\n")
 	return b.String()
 }
 
 type tenantOpts struct {
 	config, dir, dataDir, prefix, token, out, addr, adminToken string
-	count, start                                                int
-	quotaMB                                                     float64
-	admin, noReload, json, showTokens                           bool
+	count, start                                               int
+	quotaMB                                                    float64
+	admin, noReload, json, showTokens                          bool
 }
 
 func tenantFlags(sub string, env clientEnv) (*flag.FlagSet, *tenantOpts) {
@@ -123,9 +125,12 @@ func runTenantsEnv(args []string, env clientEnv) int {
 		return 0
 	}
 	sub := args[0]
+	if sub == "shard" { // shard.go
+		return runTenantsShard(args[1:], env.stdout, env.stderr)
+	}
 	fs, o := tenantFlags(sub, env)
 	if fs == nil {
-		fmt.Fprintf(env.stderr, "sq tenants: unknown subcommand %q (gen, add, disable, enable, list)\n", sub)
+		fmt.Fprintf(env.stderr, "sq tenants: unknown subcommand %q (gen, add, disable, enable, list, shard)\n", sub)
 		return 2
 	}
 	pos, err := parseInterspersed(fs, args[1:])

@@ -164,6 +164,9 @@ func TestTenantsEditOffline(t *testing.T) {
 	if r := runCLI(nil, "", "tenants", "list"); r.code != 2 {
 		t.Fatalf("list without --config: %+v", r)
 	}
+	if r := runCLI(nil, "", "tenants", "shard", "-h"); r.code != 0 || !strings.Contains(r.stdout+r.stderr, "--hosts") {
+		t.Fatalf("shard is not dispatched: %+v", r)
+	}
 	if r := runCLI(nil, "", "tenants", "frobnicate"); r.code != 2 {
 		t.Fatalf("%+v", r)
 	}
