@@ -26,7 +26,7 @@ var ErrBadLimit = errors.New("phext: negative where limit")
 type OverflowError struct {
 	// Offset is the byte offset of the offending break in the buffer.
 	Offset int
-	// Level is the level (Library..Scroll) of that break.
+	// Level is the level (LevelLibrary..LevelScroll) of that break.
 	Level int
 }
 

@@ -66,15 +66,15 @@ func AppendTOCLine(dst []byte, c Coordinate, text []byte) []byte {
 // empty text when there is none. This equals libphext
 // textmap(implode_ref(scrolls)).
 func AppendTOC(dst []byte, scrolls []Scroll) []byte {
-	any := false
+	found := false
 	for i := range scrolls {
 		if len(scrolls[i].Text) == 0 {
 			continue
 		}
-		any = true
+		found = true
 		dst = AppendTOCLine(dst, scrolls[i].Coord, scrolls[i].Text)
 	}
-	if !any {
+	if !found {
 		dst = AppendTOCLine(dst, Origin, nil)
 	}
 	return dst
