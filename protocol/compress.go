@@ -168,6 +168,8 @@ func PutBuffer(b *bytebufferpool.ByteBuffer) {
 	if b == nil || cap(b.B) > maxPooledBuffer {
 		return
 	}
-	b.Reset()
+	// No Reset here: bytebufferpool calibrates its size classes from the
+	// length at Put (and resets the buffer itself); a reset buffer would
+	// teach it that every buffer is tiny and it would stop pooling.
 	bufPool.Put(b)
 }

@@ -303,9 +303,10 @@ func (h *httpAPI) setEnabled(name string, enable bool) (AdminChange, error) {
 	cfgAbs, err := LoadConfig(path)
 	if err == nil {
 		res.Reload, err = h.s.Reload(cfgAbs)
+	} else {
+		h.s.stats.reloadsFailed.Add(1)
 	}
 	if err != nil {
-		h.reloadsKO.Add(1)
 		// Put the old file back so that file and running config agree.
 		if old, perr := ParseConfig(data); perr == nil {
 			if werr := WriteConfigFile(path, old); werr != nil {
@@ -314,7 +315,6 @@ func (h *httpAPI) setEnabled(name string, enable bool) (AdminChange, error) {
 		}
 		return res, fmt.Errorf("reload failed, change undone: %w", err)
 	}
-	h.reloadsOK.Add(1)
 	res.Changed = true
 	h.s.log.Info("admin: tenant enabled flag changed", "tenant", name, "enabled", enable)
 	return res, nil

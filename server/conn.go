@@ -22,6 +22,7 @@ const maxHelloFrame = 512
 const (
 	maxSpare  = 256 << 10
 	idleSpare = 4 << 10
+	bigFrame  = 64 << 10 // frames above this are queued as their own copy
 )
 
 // connState is the per-connection state, set as the gnet Conn's context in
@@ -51,12 +52,17 @@ type connState struct {
 	blocked      atomic.Bool  // reading paused at MaxInFlight; the worker wakes it
 	inflight     atomic.Int64 // frames read and not yet answered
 
-	mu      sync.Mutex
-	pending []byte // whole frames back to back, queued for the worker
-	nframes int
-	fatal   []byte // an error reply to send after pending, then close
-	running bool
-	spare   []byte
+	mu sync.Mutex
+	// The queue: whole frames in arrival order. Small frames are packed
+	// into arena; a large one gets its own exact-size copy so no append
+	// doubling or arena slack multiplies its memory.
+	frames      [][]byte
+	arena       []byte
+	fatal       []byte // an error reply to send after the queue, then close
+	running     bool
+	spareFrames [][]byte
+	spareArena  []byte
+	queuedBytes atomic.Int64 // bytes of frames queued or being executed
 
 	dec   protocol.Decoder // worker
 	codec uint8            // agreed compression codec; set on loop before the worker exists
@@ -153,10 +159,10 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			continue
 		}
-		if cs.inflight.Load() >= int64(s.opts.MaxInFlight) {
+		if cs.overQueue() {
 			// Stop reading; the worker wakes us when replies have gone.
 			cs.blocked.Store(true)
-			if cs.inflight.Load() < int64(s.opts.MaxInFlight) && cs.blocked.Swap(false) {
+			if !cs.overQueue() && cs.blocked.Swap(false) {
 				continue
 			}
 			break
@@ -203,13 +209,28 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	return gnet.None
 }
 
+// overQueue reports whether the connection has as many requests in flight
+// as it may (MaxInFlight), or a frame's worth of bytes queued: either way
+// the loop stops reading it, so one connection's memory stays bounded by
+// about two max frames plus gnet's inbound buffer.
+func (cs *connState) overQueue() bool {
+	return cs.inflight.Load() >= int64(cs.s.opts.MaxInFlight) ||
+		cs.queuedBytes.Load() >= int64(cs.s.opts.queueBytes())
+}
+
 // enqueue copies one whole frame into the worker queue (the peeked bytes
 // are only valid until Discard).
 func (cs *connState) enqueue(frame []byte) {
 	cs.inflight.Add(1)
+	cs.queuedBytes.Add(int64(len(frame)))
 	cs.mu.Lock()
-	cs.pending = append(cs.pending, frame...)
-	cs.nframes++
+	if len(frame) > bigFrame {
+		cs.frames = append(cs.frames, append([]byte(nil), frame...))
+	} else {
+		start := len(cs.arena)
+		cs.arena = append(cs.arena, frame...)
+		cs.frames = append(cs.frames, cs.arena[start:len(cs.arena):len(cs.arena)])
+	}
 	cs.mu.Unlock()
 }
 

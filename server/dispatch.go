@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -21,17 +20,17 @@ func (s *Server) work(cs *connState) {
 	defer s.workers.Add(-1)
 	for {
 		cs.mu.Lock()
-		if cs.nframes == 0 {
+		if len(cs.frames) == 0 {
 			fatal := cs.fatal
 			cs.fatal = nil
 			cs.running = false
 			// An idle connection keeps no large buffers: thousands of
 			// mostly idle connections must stay cheap.
-			if cap(cs.spare) > idleSpare {
-				cs.spare = nil
+			if cap(cs.spareArena) > idleSpare {
+				cs.spareArena = nil
 			}
-			if cap(cs.pending) > idleSpare {
-				cs.pending = nil
+			if cap(cs.arena) > idleSpare {
+				cs.arena = nil
 			}
 			cs.dec.Release() // before running=false is visible to the loop
 			cs.mu.Unlock()
@@ -50,22 +49,27 @@ func (s *Server) work(cs *connState) {
 			}
 			return
 		}
-		batch, n := cs.pending, cs.nframes
-		cs.pending, cs.nframes, cs.spare = cs.spare[:0], 0, nil
+		frames, arena := cs.frames, cs.arena
+		cs.frames, cs.arena = cs.spareFrames[:0], cs.spareArena[:0]
+		cs.spareFrames, cs.spareArena = nil, nil
 		cs.mu.Unlock()
 
+		n := len(frames)
+		var bytes int64
 		out := protocol.GetBuffer()
-		for off := 0; off < len(batch); {
-			size := 4 + int(binary.BigEndian.Uint32(batch[off:]))
-			out.B = s.handle(cs, batch[off:off+size], out.B)
-			off += size
+		for i, f := range frames {
+			out.B = s.handle(cs, f, out.B)
+			bytes += int64(len(f))
+			frames[i] = nil // a big frame can be collected once done
 		}
 
-		if cap(batch) <= maxSpare {
-			cs.mu.Lock()
-			cs.spare = batch[:0]
-			cs.mu.Unlock()
+		cs.mu.Lock()
+		cs.spareFrames = frames[:0]
+		if cap(arena) <= maxSpare {
+			cs.spareArena = arena[:0]
 		}
+		cs.mu.Unlock()
+		cs.queuedBytes.Add(-bytes)
 		s.asyncPending.Add(1)
 		err := cs.c.AsyncWrite(out.B, func(gnet.Conn, error) error {
 			protocol.PutBuffer(out)
@@ -76,7 +80,8 @@ func (s *Server) work(cs *connState) {
 			protocol.PutBuffer(out)
 			s.asyncPending.Add(-1)
 		}
-		if cs.inflight.Add(-int64(n)) < int64(s.opts.MaxInFlight) && cs.blocked.Swap(false) {
+		cs.inflight.Add(-int64(n))
+		if !cs.overQueue() && cs.blocked.Swap(false) {
 			cs.c.Wake(nil)
 		}
 	}

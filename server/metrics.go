@@ -69,7 +69,11 @@ type serverStats struct {
 	conns        atomic.Int64
 	accepted     atomic.Uint64
 	authFailures atomic.Uint64
-	closed       [numCloseReasons]atomic.Uint64
+	// reloadsOK and reloadsFailed count every reload: SIGHUP, RELOAD,
+	// REST and admin.
+	reloadsOK     atomic.Uint64
+	reloadsFailed atomic.Uint64
+	closed        [numCloseReasons]atomic.Uint64
 }
 
 // closeReason says why the server closed a connection.

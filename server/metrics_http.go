@@ -34,8 +34,8 @@ func (h *httpAPI) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
 		return
 	}
-	buf := protocol.GetBuffer()
-	defer protocol.PutBuffer(buf)
+	buf := getBuf()
+	defer putBuf(buf)
 	h.writeMetrics(buf)
 	h.count(routeMetrics, http.StatusOK)
 	hd := w.Header()
@@ -110,8 +110,8 @@ func (h *httpAPI) writeMetrics(w io.Writer) {
 		draining = 1
 	}
 	metrics.WriteGaugeUint64(w, "sq_draining", draining)
-	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "ok"), h.reloadsOK.Load())
-	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "failed"), h.reloadsKO.Load())
+	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "ok"), s.stats.reloadsOK.Load())
+	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "failed"), s.stats.reloadsFailed.Load())
 
 	metrics.WriteGaugeUint64(w, "sq_http_requests_in_flight", uint64(max(h.inflight.Load(), 0)))
 	for rt := range h.codes {

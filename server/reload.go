@@ -86,6 +86,7 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (*tenantTable, []*ten
 // not touched. On error the old configuration stays in place.
 func (s *Server) Reload(cfg *Config) (string, error) {
 	if err := cfg.Validate(); err != nil {
+		s.stats.reloadsFailed.Add(1)
 		return "", err
 	}
 	s.reloadMu.Lock()
@@ -94,9 +95,11 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 	t, gone, err := s.buildTable(cfg, old)
 	if err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
+		s.stats.reloadsFailed.Add(1)
 		return "", err
 	}
 	s.table.Store(t)
+	s.stats.reloadsOK.Add(1)
 	for _, g := range gone {
 		g.closed.Store(true)
 	}
@@ -132,6 +135,7 @@ func (s *Server) ReloadFromSource() (string, error) {
 	cfg, err := s.opts.LoadConfig()
 	if err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
+		s.stats.reloadsFailed.Add(1)
 		return "", err
 	}
 	return s.Reload(cfg)

@@ -90,6 +90,23 @@ func (s *Server) StartHTTP(addr string, o *HTTPOptions) (*http.Server, net.Liste
 	return hs, ln, nil
 }
 
+// httpBufs holds request and answer buffers of the HTTP API. bytebufferpool
+// calibrates its size classes from the lengths it sees at Put, so buffers
+// go back with their contents (Put resets them).
+var httpBufs bytebufferpool.Pool
+
+// maxPooledHTTPBuf is the largest buffer returned to httpBufs; a huge GET
+// answer is left to the GC.
+const maxPooledHTTPBuf = 1 << 20
+
+func getBuf() *bytebufferpool.ByteBuffer { return httpBufs.Get() }
+
+func putBuf(b *bytebufferpool.ByteBuffer) {
+	if cap(b.B) <= maxPooledHTTPBuf {
+		httpBufs.Put(b)
+	}
+}
+
 // route names one HTTP endpoint, for counters.
 type route uint8
 
@@ -154,8 +171,6 @@ type httpAPI struct {
 	adminMu sync.Mutex
 
 	inflight  atomic.Int64
-	reloadsOK atomic.Uint64 // reloads run through this handler
-	reloadsKO atomic.Uint64
 	codes     [numRoutes][len(httpCodes)]atomic.Uint64
 }
 
@@ -270,7 +285,8 @@ const (
 )
 
 // serveSQ serves SQ's REST API. The checks run in SQ's order: method,
-// reload, auth (401), phext name (403), route (404).
+// reload, auth (401), phext name (403), route (404); the in-flight limit
+// (503) applies after auth.
 func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	switch r.Method {
@@ -290,14 +306,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		replyText(w, http.StatusServiceUnavailable, "Service Unavailable: server is shutting down")
 		return
 	}
-	if h.inflight.Add(1) > int64(h.o.MaxInFlight) {
-		h.inflight.Add(-1)
-		h.count(rt, http.StatusServiceUnavailable)
-		replyText(w, http.StatusServiceUnavailable, msgBusy)
-		return
-	}
-	defer h.inflight.Add(-1)
-
+	// Auth before taking an in-flight slot: a delayed bad-token answer
+	// must not hold a slot that real requests need.
 	t, tried := h.tenantOf(r)
 	if t == nil {
 		if tried {
@@ -307,6 +317,13 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
 		return
 	}
+	if h.inflight.Add(1) > int64(h.o.MaxInFlight) {
+		h.inflight.Add(-1)
+		h.count(rt, http.StatusServiceUnavailable)
+		replyText(w, http.StatusServiceUnavailable, msgBusy)
+		return
+	}
+	defer h.inflight.Add(-1)
 	q := r.URL.RawQuery
 	var nameBuf [store.MaxNameLen + 1]byte
 	name, _ := sqParam(nameBuf[:0], q, "p")
@@ -328,8 +345,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 			h.tooLarge(w, t, rt, r.ContentLength, start)
 			return
 		}
-		bodyBuf = protocol.GetBuffer()
-		defer func() { protocol.PutBuffer(bodyBuf) }()
+		bodyBuf = getBuf()
+		defer func() { putBuf(bodyBuf) }()
 		n, err := bodyBuf.ReadFrom(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
 		if n > int64(h.o.MaxBody) {
 			h.tooLarge(w, t, rt, n, start)
@@ -343,8 +360,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		body = bodyBuf.B
 	}
 
-	out := protocol.GetBuffer()
-	defer func() { protocol.PutBuffer(out) }()
+	out := getBuf()
+	defer func() { putBuf(out) }()
 	code, st, msg := h.exec(rt, t, name, q, body, out)
 	in := len(q) + len(body)
 	if code != http.StatusOK {
@@ -390,9 +407,11 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 			out.B = appendPhextFile(append(out.B[:0], "Loaded "...), name)
 		}
 	case routeSelect, routeInsert, routeUpdate, routeDelete:
-		var cbuf [64]byte
-		cv, found := sqParam(cbuf[:0], q, "c")
+		// Decode c into out.B (a stack array would escape through the
+		// parser); it is parsed before out.B is used for anything else.
+		cv, found := sqParam(out.B[:0], q, "c")
 		c, cerr := sqCoord(cv, found)
+		out.B = out.B[:0]
 		if cerr != nil {
 			return http.StatusBadRequest, protocol.StatusBadCoord, "Bad Request: " + cerr.Error()
 		}
@@ -482,8 +501,8 @@ func appendPhextFile(dst, name []byte) []byte {
 // status writes SQ's status text for phext name: its file, the connection
 // id (always 0 in SQ's multi-tenant mode), serialized size and scrolls.
 func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
-	doc := protocol.GetBuffer()
-	defer protocol.PutBuffer(doc)
+	doc := getBuf()
+	defer putBuf(doc)
 	var err error
 	if doc.B, err = t.st.AppendGet(doc.B, name); err != nil {
 		return err
@@ -507,8 +526,8 @@ func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer)
 // proper JSON string escapes (SQ escapes only '"' and newlines, in hash
 // order, so its output can be invalid JSON).
 func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
-	doc := protocol.GetBuffer()
-	defer protocol.PutBuffer(doc)
+	doc := getBuf()
+	defer putBuf(doc)
 	var err error
 	if doc.B, err = t.st.AppendGet(doc.B, name); err != nil {
 		return err
@@ -639,7 +658,14 @@ func (t *tenantTable) lookupString(token string) *tenant {
 	if token == "" {
 		return nil
 	}
-	tn := t.byKey[keyOf([]byte(token))]
+	// Tokens are at most 255 bytes (Config.Validate); a stack copy keeps
+	// the conversion from allocating.
+	var kb [256]byte
+	if len(token) > len(kb) {
+		return nil
+	}
+	n := copy(kb[:], token)
+	tn := t.byKey[keyOf(kb[:n])]
 	if tn == nil || tn.closed.Load() {
 		return nil
 	}
@@ -720,13 +746,13 @@ func (h *httpAPI) reload() (string, error) {
 		var cfg *Config
 		if cfg, err = LoadConfig(h.o.ConfigPath); err == nil {
 			msg, err = h.s.Reload(cfg)
+		} else {
+			h.s.stats.reloadsFailed.Add(1)
 		}
 	}
 	if err != nil {
-		h.reloadsKO.Add(1)
 		return "", err
 	}
-	h.reloadsOK.Add(1)
 	return msg, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -718,8 +719,8 @@ func newRequest(t testing.TB, method, target, token string, body []byte) *http.R
 }
 
 // TestRESTSelectAllocs bounds the handler's own allocations for a select:
-// header values (Content-Length), the token digest and the query parse
-// must not grow with the request.
+// the token digest, the query parse and the store read allocate nothing;
+// only the Content-Length header value does.
 func TestRESTSelectAllocs(t *testing.T) {
 	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
 	e.want(e.as("alpha", "POST", "/api/v2/update?c=1.1.1/1.1.1/1.1.1", strings.Repeat("z", 1000)), 200, "Updated 1000 bytes")
@@ -733,10 +734,14 @@ func TestRESTSelectAllocs(t *testing.T) {
 	if w.code != 200 || w.n != 1000 {
 		t.Fatalf("code %d, %d bytes", w.code, w.n)
 	}
-	// Measured: 3 (token []byte for the digest, Content-Length string and
-	// its []string). Budget with headroom for toolchain changes.
-	if allocs > 5 {
-		t.Fatalf("%.1f allocs per select, budget 5", allocs)
+	// Measured: 2 (the Content-Length string and its header slice). Under
+	// -race sync.Pool drops items on purpose: allow the buffer refills.
+	budget := 2.0
+	if raceBuild() {
+		budget = 4
+	}
+	if allocs > budget {
+		t.Fatalf("%.1f allocs per select, budget %v", allocs, budget)
 	}
 }
 
@@ -944,4 +949,48 @@ func FuzzRESTWrite(f *testing.F) {
 			}
 		}
 	})
+}
+
+// raceBuild reports whether the test binary was built with -race.
+func raceBuild() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, st := range bi.Settings {
+		if st.Key == "-race" && st.Value == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestStartHTTP(t *testing.T) {
+	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	hs, ln, err := e.srv.StartHTTP("127.0.0.1:0", &HTTPOptions{ConfigPath: e.cfgPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/api/v2/version", nil)
+	req.Header.Set("X-SQ-API-Key", e.tokenOf("beta"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != Version {
+		t.Fatalf("%d %q", resp.StatusCode, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("still serving after Shutdown")
+	}
+	if _, _, err := e.srv.StartHTTP("127.0.0.1:-1", nil); err == nil {
+		t.Fatal("bad address accepted")
+	}
 }

@@ -69,6 +69,10 @@ type Options struct {
 	LoadConfig func() (*Config, error)
 }
 
+// queueBytes is how many request bytes one connection may have queued
+// before the loop stops reading it.
+func (o *Options) queueBytes() int { return max(o.MaxFrame, 1<<20) }
+
 func (o *Options) withDefaults() Options {
 	var r Options
 	if o != nil {

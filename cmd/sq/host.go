@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +21,7 @@ import (
 
 type hostConfig struct {
 	listen, config, data, durability string
+	httpAddr                         string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
 	maxInFlight, maxOpen, loops      int
@@ -34,6 +37,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	c := &hostCfg
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:1337", "TCP address of the binary protocol")
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1338", "address of the SQ-compatible REST API, /metrics and /admin (\"\" = off)")
 	fs.StringVar(&c.config, "config", "", "tenants.json in the Rust SQ v0.5.5 format (default: the embedded dev config under --data)")
 	fs.StringVar(&c.data, "data", "sq-data", "root of the embedded default config and its dev tenant (used without --config)")
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
@@ -143,6 +147,20 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
 		"startup", time.Since(start).Round(time.Microsecond).String())
+	var hs *http.Server
+	if c.httpAddr != "" {
+		var ln net.Listener
+		hs, ln, err = srv.StartHTTP(c.httpAddr, &server.HTTPOptions{ConfigPath: cfgPath})
+		if err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+			srv.Shutdown(ctx)
+			cancel()
+			st.Close()
+			fmt.Fprintln(stderr, "sq host: --http:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "sq: REST API on http://%s\n", ln.Addr())
+	}
 	fmt.Fprintf(stdout, "sq: listening on %s\n", srv.Addr())
 
 	sigs := make(chan os.Signal, 4)
@@ -159,7 +177,15 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		}
 		log.Info("draining", "signal", sig.String(), "deadline", c.shutdownTimeout.String())
 		ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+		var herr error
+		if hs != nil {
+			// REST requests finish before the store closes.
+			herr = hs.Shutdown(ctx)
+		}
 		serr := srv.Shutdown(ctx)
+		if serr == nil {
+			serr = herr
+		}
 		cancel()
 		cerr := st.Close()
 		if serr != nil || cerr != nil {
