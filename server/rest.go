@@ -170,8 +170,8 @@ type httpAPI struct {
 	// taken before Server.reloadMu (inside Reload), never while holding it.
 	adminMu sync.Mutex
 
-	inflight  atomic.Int64
-	codes     [numRoutes][len(httpCodes)]atomic.Uint64
+	inflight atomic.Int64
+	codes    [numRoutes][len(httpCodes)]atomic.Uint64
 }
 
 // sqRoute maps a method and path to an SQ route. post reports whether the
