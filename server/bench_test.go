@@ -45,27 +45,32 @@ func TestHandleSelectAllocs(t *testing.T) {
 }
 
 // BenchmarkPipelined measures requests per second over one loopback
-// connection at pipeline depth 16; every iteration ends with its replies
+// connection at pipeline depth 1 and 16; every iteration ends with its replies
 // read, so the timer covers the server's work.
 func BenchmarkPipelined(b *testing.B) {
 	for _, tc := range []struct {
-		name string
-		op   protocol.Op
-		size int
+		name   string
+		op     protocol.Op
+		size   int
+		depth  int
+		noLoop bool
 	}{
-		{name: "ping", op: protocol.OpPing},
-		{name: "select-1KiB", op: protocol.OpSelect, size: 1024},
-		{name: "update-1KiB", op: protocol.OpUpdate, size: 1024},
+		{name: "ping-d16", op: protocol.OpPing, depth: 16},
+		{name: "select-1KiB-d16", op: protocol.OpSelect, size: 1024, depth: 16},
+		{name: "update-1KiB-d16", op: protocol.OpUpdate, size: 1024, depth: 16},
+		{name: "select-1KiB-d1", op: protocol.OpSelect, size: 1024, depth: 1},
+		{name: "select-1KiB-d1-workers-only", op: protocol.OpSelect, size: 1024, depth: 1, noLoop: true},
+		{name: "select-1KiB-d16-workers-only", op: protocol.OpSelect, size: 1024, depth: 16, noLoop: true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := startEnv(b, envOptions{durability: store.DurabilityEverySec})
+			e := startEnv(b, envOptions{durability: store.DurabilityEverySec, opts: Options{NoLoopReads: tc.noLoop}})
 			c := e.dial("alpha")
 			text := make([]byte, tc.size)
 			for i := range text {
 				text[i] = 'x'
 			}
 			c.ok(protocol.OpUpdate, "", phext.Origin, text)
-			const depth = 16
+			depth := tc.depth
 			var batch []byte
 			for i := 0; i < depth; i++ {
 				var payload []byte

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
 
 	"github.com/phext/sq/protocol"
 )
@@ -64,8 +65,9 @@ type connState struct {
 	spareArena  []byte
 	queuedBytes atomic.Int64 // bytes of frames queued or being executed
 
-	dec   protocol.Decoder // worker
-	codec uint8            // agreed compression codec; set on loop before the worker exists
+	dec     protocol.Decoder // worker
+	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
+	codec   uint8            // agreed compression codec; set on loop before the worker exists
 }
 
 func (s *Server) registerConn(cs *connState) {
@@ -152,6 +154,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	now := time.Now().UnixNano()
 	cs.lastActive.Store(now)
 	queued := false
+	var fastOut *bytebufferpool.ByteBuffer
 	for {
 		if !cs.authed {
 			if a, done := s.hello(cs, c); !done {
@@ -190,9 +193,25 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		if err != nil {
 			break
 		}
+		// Cheap reads answer on the loop while nothing of this connection
+		// is queued (so replies stay in order); everything else, and
+		// everything after the first queued frame, goes to the worker.
+		if !queued && cs.inflight.Load() == 0 {
+			if out, ok := s.fast(cs, frame, fastOut); ok {
+				fastOut = out
+				c.Discard(size)
+				continue
+			}
+		}
 		cs.enqueue(frame)
 		queued = true
 		c.Discard(size)
+	}
+	if fastOut != nil {
+		if len(fastOut.B) > 0 {
+			c.Write(fastOut.B) // copies what the socket does not take at once
+		}
+		protocol.PutBuffer(fastOut)
 	}
 	// The slowloris clock runs while a started frame is incomplete.
 	if c.InboundBuffered() == 0 || cs.blocked.Load() {
@@ -321,6 +340,7 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	cs.maxFrame = s.opts.MaxFrame
 	cs.codec = protocol.ChooseCodec(hello.Codecs, s.opts.Codecs)
 	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec}
+	cs.loopDec = protocol.Decoder{MaxFrame: s.opts.MaxFrame}
 	reply := protocol.HelloReply{
 		Version:           protocol.NegotiateVersion(hello.Version),
 		Codec:             cs.codec,

@@ -62,6 +62,9 @@ type Options struct {
 	// default zstd and s2). Set NoCompression to offer none.
 	Codecs        uint8
 	NoCompression bool
+	// NoLoopReads sends every request to a worker, even the cheap reads
+	// the event loop would answer itself (for measurements).
+	NoLoopReads bool
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
