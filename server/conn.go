@@ -182,6 +182,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			if b, err2 := c.Peek(protocol.HeaderSize); err2 == nil {
 				id = binary.BigEndian.Uint32(b[6:10])
 			}
+			flushFast(c, fastOut)
 			cs.queueFatal(protocol.AppendError(nil, id, protocol.StatusOf(err), err.Error()), closeProtocol)
 			c.Discard(c.InboundBuffered())
 			return gnet.None
@@ -207,12 +208,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		queued = true
 		c.Discard(size)
 	}
-	if fastOut != nil {
-		if len(fastOut.B) > 0 {
-			c.Write(fastOut.B) // copies what the socket does not take at once
-		}
-		protocol.PutBuffer(fastOut)
-	}
+	flushFast(c, fastOut)
 	// The slowloris clock runs while a started frame is incomplete.
 	if c.InboundBuffered() == 0 || cs.blocked.Load() {
 		cs.partialSince.Store(0)
@@ -226,6 +222,18 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		cs.closeWith(closeSlowConsumer)
 	}
 	return gnet.None
+}
+
+// flushFast writes the replies built on the loop in one write (gnet copies
+// what the socket does not take at once) and recycles the buffer.
+func flushFast(c gnet.Conn, out *bytebufferpool.ByteBuffer) {
+	if out == nil {
+		return
+	}
+	if len(out.B) > 0 {
+		c.Write(out.B)
+	}
+	protocol.PutBuffer(out)
 }
 
 // overQueue reports whether the connection has as many requests in flight

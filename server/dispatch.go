@@ -71,19 +71,30 @@ func (s *Server) work(cs *connState) {
 		cs.mu.Unlock()
 		cs.queuedBytes.Add(-bytes)
 		s.asyncPending.Add(1)
-		err := cs.c.AsyncWrite(out.B, func(gnet.Conn, error) error {
+		// inflight drops only once the replies are on the socket (the
+		// callback runs on the loop after the write): the loop answers
+		// cheap reads itself only when inflight is 0, which must mean no
+		// earlier reply is still waiting to be written.
+		err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
 			protocol.PutBuffer(out)
 			s.asyncPending.Add(-1)
+			cs.written(n)
 			return nil
 		})
 		if err != nil {
 			protocol.PutBuffer(out)
 			s.asyncPending.Add(-1)
+			cs.written(n)
 		}
-		cs.inflight.Add(-int64(n))
-		if !cs.overQueue() && cs.blocked.Swap(false) {
-			cs.c.Wake(nil)
-		}
+	}
+}
+
+// written records that the replies of n frames left, and resumes reading
+// a connection that was paused at its in-flight limit.
+func (cs *connState) written(n int) {
+	cs.inflight.Add(-int64(n))
+	if !cs.overQueue() && cs.blocked.Swap(false) {
+		cs.c.Wake(nil)
 	}
 }
 

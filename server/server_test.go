@@ -12,6 +12,7 @@ import (
 
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
 )
 
 func TestHello(t *testing.T) {
@@ -447,4 +448,38 @@ func TestShutdownKeepsAcknowledgedWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged writes verified after shutdown", total)
+}
+
+// TestLoopRepliesStayInOrder interleaves writes (answered by the worker)
+// with small SELECTs (answered on the event loop when nothing is in
+// flight), each in its own socket write, and requires every reply in
+// request order with the SELECT seeing the write before it.
+func TestLoopRepliesStayInOrder(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityNo})
+	c := e.dial("alpha")
+	coord := phext.Origin
+	const rounds = 3000
+	go func() {
+		for i := 0; i < rounds; i++ {
+			id := uint32(2*i + 100)
+			if _, err := c.nc.Write(protocol.AppendRequest(nil, protocol.OpUpdate, id, nil, coord, []byte(fmt.Sprint(i)))); err != nil {
+				return
+			}
+			if _, err := c.nc.Write(protocol.AppendRequest(nil, protocol.OpSelect, id+1, nil, coord, nil)); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 2*rounds; i++ {
+		r, err := c.read()
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if want := uint32(i + 100); r.ID != want {
+			t.Fatalf("reply %d has id %d, want %d: replies out of order", i, r.ID, want)
+		}
+		if i%2 == 1 && string(r.Body) != fmt.Sprint(i/2) {
+			t.Fatalf("SELECT after UPDATE %d read %q", i/2, r.Body)
+		}
+	}
 }
