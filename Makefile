@@ -4,7 +4,7 @@ BIN       := bin/sq
 FUZZTIME  ?= 3s
 PKGS      := ./...
 
-.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean
+.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean deploy-check e2e-haproxy e2e-tls
 
 all: build
 
@@ -51,3 +51,14 @@ lint: fmt-check vet
 
 clean:
 	rm -rf bin
+
+# Deployment checks (not part of `make test`: they apt-get packages or take
+# minutes). See docs/OPERATIONS.md.
+deploy-check:
+	deploy/check.sh
+
+e2e-haproxy: build
+	SQ_BIN=$(BIN) deploy/e2e-haproxy.sh
+
+e2e-tls: build
+	SQ_BIN=$(BIN) deploy/e2e-tls.sh

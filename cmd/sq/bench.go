@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +20,10 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
+
+// benchExe, when set, is the sq binary `sq bench` starts as the server
+// (tests set it; normally the running executable is used).
+var benchExe string
 
 // benchReport is `sq bench --json`'s output: one scenario's outcome.
 type benchReport struct {
@@ -50,6 +55,7 @@ type benchFlags struct {
 	seed                                          uint64
 	noVerify, noPreload, compression, jsonOut     bool
 	keep                                          bool
+	cpuProfile                                    string
 }
 
 func benchFlagSet(out io.Writer, f *benchFlags) *flag.FlagSet {
@@ -87,6 +93,7 @@ func benchFlagSet(out io.Writer, f *benchFlags) *flag.FlagSet {
 	fs.StringVar(&f.growth, "growth", "1KB,10KB,100KB,1MB,10MB,100MB", "big-phext scenario: phext sizes to measure at")
 	fs.StringVar(&f.progress, "progress", "auto", "auto (bar on a terminal, else lines), bar, lines or off")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON on stdout")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write the load generator's CPU profile to this file")
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary directory (config, data, server log)")
 	return fs
 }
@@ -113,9 +120,16 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	var f benchFlags
 	fs := benchFlagSet(stderr, &f)
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		fs.SetOutput(stdout) // asked for: help is the output
+	}
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), benchUsage)
 		fs.PrintDefaults()
+		fmt.Fprintln(fs.Output(), "\nscenarios:")
+		for _, s := range bench.Scenarios {
+			fmt.Fprintf(fs.Output(), "  %-14s %s\n", s.Name, s.Summary)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -236,6 +250,19 @@ func (b *benchRun) logf(format string, a ...any) {
 func (b *benchRun) run(ctx context.Context) int {
 	f, o := b.f, b.o
 	b.prog = newProgress(b.stderr, f.progress)
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(b.stderr, "sq bench:", err)
+			return 2
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintln(b.stderr, "sq bench:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	raiseFDLimit(b, o)
 	if f.addr == "" {
 		if code := b.provision(ctx); code != 0 {
@@ -328,7 +355,10 @@ func (b *benchRun) provision(ctx context.Context) int {
 		return 1
 	}
 	b.tenants = ts
-	exe, err := os.Executable()
+	exe, err := benchExe, error(nil)
+	if exe == "" {
+		exe, err = os.Executable()
+	}
 	if err != nil {
 		fmt.Fprintln(b.stderr, "sq bench: cannot find the sq binary to start the server:", err)
 		b.teardown()
@@ -340,7 +370,9 @@ func (b *benchRun) provision(ctx context.Context) int {
 		b.teardown()
 		return 1
 	}
-	args := []string{"--durability", f.durability}
+	// --http= turns the REST listener off: its fixed default port would
+	// collide with a dev server or a second bench.
+	args := []string{"--durability", f.durability, "--http="}
 	if strings.TrimSpace(f.hostArgs) != "" {
 		args = append(args, strings.Fields(f.hostArgs)...)
 	}
@@ -441,13 +473,13 @@ func (b *benchRun) printReport() {
 		bench.WriteGrowthTable(w, b.rep.Growth)
 	}
 	if b.rep.Idle != nil {
-		if b.rep.Idle.Without != nil {
-			b.rep.Idle.Without.Scenario = "idle: without idle connections"
-			b.rep.Idle.Without.WriteTable(w)
-		}
 		if b.rep.Idle.With != nil {
 			b.rep.Idle.With.Scenario = "idle: with idle connections"
 			b.rep.Idle.With.WriteTable(w)
+		}
+		if b.rep.Idle.Without != nil {
+			b.rep.Idle.Without.Scenario = "idle: after closing them"
+			b.rep.Idle.Without.WriteTable(w)
 		}
 		bench.WriteIdleTable(w, b.rep.Idle)
 	}
@@ -462,11 +494,11 @@ func (b *benchRun) printReport() {
 func parseSteps(s string) ([]int64, error) {
 	var out []int64
 	for _, p := range strings.Split(s, ",") {
-		r, err := bench.ParseSize(strings.TrimSpace(p))
+		n, err := bench.ParseByteSize(strings.TrimSpace(p))
 		if err != nil {
 			return nil, fmt.Errorf("--growth: %w", err)
 		}
-		out = append(out, int64(r.Max))
+		out = append(out, n)
 	}
 	return out, nil
 }

@@ -22,6 +22,8 @@ func commands() map[string]command {
 		"phext":   {"offline phext tools: toc, checksum, explode, normalize, select", runPhext},
 		"tenants": {"generate and edit tenant configs: gen, add, disable, list", runTenants},
 		"bench":   {"load-test a server with many tenants (see sq help bench)", runBench},
+		"backup":  {"copy every phext of a tenant to a directory, verified by checksum", runBackup},
+		"restore": {"put the phexts of a backup directory back, verified by checksum", runRestore},
 	}
 	for name, summary := range clientCommands {
 		name := name
