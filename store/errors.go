@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/phext/sq/phext"
 )
@@ -49,6 +50,10 @@ var ErrOverflow = errors.New("store: coordinate part past 999")
 // the phext failed; the phext is reopened (and its WAL replayed) on next use.
 var errWALSuspect = errors.New("store: WAL failed earlier; reopening")
 
+// errPfileClosed: the phext was closed (evicted) under the caller; get it
+// again.
+var errPfileClosed = errors.New("store: phext closed meanwhile")
+
 // overflowErr wraps a scanner error so that both ErrOverflow and
 // phext.ErrOverflow match, naming the file.
 func overflowErr(path string, err error) error {
@@ -61,4 +66,13 @@ func overflowErr(path string, err error) error {
 // corruptErr wraps ErrCorrupt with the file and offset.
 func corruptErr(path string, off int64, why string) error {
 	return fmt.Errorf("%w: %s at offset %d: %s", ErrCorrupt, path, off, why)
+}
+
+// openErr explains an open failure; ELOOP means a symbolic link, which the
+// store refuses to follow.
+func openErr(path string, err error) error {
+	if errors.Is(err, syscall.ELOOP) {
+		return fmt.Errorf("store: %s is a symbolic link; refusing to follow it: %w", path, err)
+	}
+	return fmt.Errorf("store: %w", err)
 }

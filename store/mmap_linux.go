@@ -14,3 +14,8 @@ func mmapFile(fd uintptr, size int) ([]byte, error) {
 func munmapFile(b []byte) error {
 	return unix.Munmap(b)
 }
+
+// noFollow is or-ed into every open of a phext file: a symbolic link planted
+// in a data dir must not lead reads or writes outside it (open fails with
+// ELOOP instead).
+const noFollow = unix.O_NOFOLLOW

@@ -55,6 +55,7 @@ type pfile struct {
 	ov      map[phext.Coordinate][]byte // changed scrolls; nil value = deleted
 	bytes   int64                       // scroll bytes of the current state
 	scrolls int64                       // non-empty scrolls of the current state
+	copied  int64                       // base bytes copied into the overlay since the last snapshot
 
 	// fmu serializes WAL I/O, apply and compaction. Held across write and
 	// fsync; never held by readers.
@@ -62,8 +63,9 @@ type pfile struct {
 	wal        File
 	walSize    int64
 	snapID     walID
-	snapExists bool
+	snapExists atomic.Bool // the snapshot file exists
 	compacting atomic.Bool
+	dirSync    bool // mode "no" created files without fsyncing the directory
 
 	// qmu guards the pending batch (leaf lock).
 	qmu        sync.Mutex
@@ -116,12 +118,12 @@ func (p *pfile) unmap() {
 // mapSnapshot maps and indexes the snapshot at path. A missing file is an
 // empty document (exists = false).
 func mapSnapshot(fs FS, path string, checkUTF8 bool) (base []byte, mapped bool, index []entry, exists bool, err error) {
-	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, false, nil, false, nil
 		}
-		return nil, false, nil, false, fmt.Errorf("store: %w", err)
+		return nil, false, nil, false, openErr(path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -183,7 +185,8 @@ func (p *pfile) loadSnapshot() error {
 	if err != nil {
 		return err
 	}
-	p.base, p.mapped, p.index, p.snapExists = base, mapped, index, exists
+	p.base, p.mapped, p.index = base, mapped, index
+	p.snapExists.Store(exists)
 	p.snapID = walID{uint64(len(base)), xxh3.Hash(base)}
 	p.bytes, p.scrolls = 0, int64(len(index))
 	for _, e := range index {
@@ -195,12 +198,12 @@ func (p *pfile) loadSnapshot() error {
 // replayWAL applies the WAL over the snapshot and opens it for appending.
 func (p *pfile) replayWAL() error {
 	fs := p.t.s.fs
-	f, err := fs.OpenFile(p.walPath, os.O_RDWR|os.O_APPEND, 0)
+	f, err := fs.OpenFile(p.walPath, os.O_RDWR|os.O_APPEND|noFollow, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil // created on the first write
 		}
-		return fmt.Errorf("store: %w", err)
+		return openErr(p.walPath, err)
 	}
 	ok := false
 	defer func() {
@@ -225,6 +228,11 @@ func (p *pfile) replayWAL() error {
 		last := len(w.recs) - 1
 		switch {
 		case last < 0:
+			// Nothing logged since the snapshot the header names; the
+			// snapshot was replaced (another phext tool, an operator, or
+			// damage). Serve it, but say so.
+			p.t.s.log.Warn("store: snapshot does not match the one its WAL names; WAL had no records, resetting it",
+				"path", p.path, "wal", p.walPath, "snapshot_size", p.snapID.size, "wal_names_size", w.id.size)
 			reset = true
 		case w.recs[last].kind == opCompact && w.recs[last].compactID() == p.snapID:
 			// A compaction renamed its snapshot but crashed before it reset
@@ -245,8 +253,7 @@ func (p *pfile) replayWAL() error {
 	}
 	for i := range w.recs {
 		r := &w.recs[i]
-		_, d := p.apply(r.kind, r.c, r.payload)
-		_ = d
+		p.apply(r.kind, r.c, r.payload)
 	}
 	if w.end < int64(len(data)) {
 		p.t.s.log.Warn("store: truncating torn WAL tail", "path", p.walPath,
@@ -267,7 +274,10 @@ func (p *pfile) replayWAL() error {
 
 // resetWAL empties the WAL and writes a header naming the current snapshot.
 // The caller holds fmu (or owns p during open).
-func (p *pfile) resetWAL() error {
+func (p *pfile) resetWAL() error { return p.resetWALSync(true) }
+
+// resetWALSync is resetWAL with the fsync optional (mode "no").
+func (p *pfile) resetWALSync(sync bool) error {
 	if err := p.wal.Truncate(0); err != nil {
 		return fmt.Errorf("store: truncate %s: %w", p.walPath, err)
 	}
@@ -276,10 +286,14 @@ func (p *pfile) resetWAL() error {
 	if _, err := p.wal.Write(hdr); err != nil {
 		return fmt.Errorf("store: write %s: %w", p.walPath, err)
 	}
+	p.walSize = walHeaderSize
+	if !sync {
+		p.dirty.Store(true)
+		return nil
+	}
 	if err := p.wal.Sync(); err != nil {
 		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
 	}
-	p.walSize = walHeaderSize
 	p.dirty.Store(false)
 	return nil
 }
@@ -372,6 +386,9 @@ func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, del
 			old := p.lookup(c)
 			nv := make([]byte, 0, len(old)+len(payload))
 			v = append(nv, old...)
+			// Counted towards compaction: small inserts into big scrolls
+			// grow memory much faster than the WAL.
+			p.copied += int64(len(old))
 		}
 		if len(v) == 0 {
 			p.scrolls++
@@ -383,10 +400,8 @@ func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, del
 		return len(payload), int64(len(payload))
 	case opUpdate:
 		if len(payload) == 0 {
-			p.remove(c)
-			was := len(p.lookup(c))
-			_ = was
-			return 0, 0 // accounted in remove
+			was := p.remove(c)
+			return 0, -int64(was)
 		}
 		old := p.lookup(c)
 		was := len(old)
@@ -418,6 +433,7 @@ func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, del
 		p.unmap()
 		p.base, p.index = doc, idx
 		p.ov = make(map[phext.Coordinate][]byte)
+		p.copied = 0
 		p.bytes, p.scrolls = 0, int64(len(idx))
 		for _, e := range idx {
 			p.bytes += int64(e.end - e.start)

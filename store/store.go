@@ -82,6 +82,9 @@ type Options struct {
 	FS FS
 }
 
+// closeParallelism bounds the tenants Store.Close closes at once.
+const closeParallelism = 16
+
 // Store owns tenants and their phexts. All methods are safe for concurrent
 // use; they block on disk I/O, so call them from worker goroutines, never
 // from an event loop.
@@ -159,12 +162,27 @@ func (s *Store) Close() error {
 	s.tenants = map[string]*Tenant{}
 	s.mu.Unlock()
 	close(s.stop)
-	var errs []error
+	// Tenants close in parallel (bounded) so that their fsyncs overlap.
+	var (
+		errs []error
+		emu  sync.Mutex
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, closeParallelism)
+	)
 	for _, t := range ts {
-		if err := t.shutdown(true); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := t.shutdown(closeCompact); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	s.wg.Wait()
 	return errors.Join(errs...)
 }
@@ -217,15 +235,28 @@ func (s *Store) AddTenant(cfg TenantConfig) (*Tenant, error) {
 	if err := s.fs.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store: tenant %s: %w", cfg.Name, err)
 	}
+	// Two tenants on one data dir would write the same WALs through two
+	// independent phexts and corrupt them.
+	dirInfo, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: tenant %s: %w", cfg.Name, err)
+	}
+	for _, o := range s.tenants {
+		if o.dir == dir || (o.dirInfo != nil && os.SameFile(o.dirInfo, dirInfo)) {
+			return nil, fmt.Errorf("store: tenant %s: data dir %s is already used by tenant %s", cfg.Name, dir, o.name)
+		}
+	}
 	t := &Tenant{
-		s:     s,
-		name:  cfg.Name,
-		dir:   dir,
-		files: make(map[string]*pfile),
-		sizes: make(map[string]int64),
+		s:       s,
+		name:    cfg.Name,
+		dir:     dir,
+		files:   make(map[string]*pfile),
+		sizes:   make(map[string]int64),
+		dirInfo: dirInfo,
 	}
 	t.quota.Store(cfg.QuotaBytes)
 	t.dur.Store(uint32(cfg.Durability))
+	t.fold = s.caseInsensitive(dir)
 	if err := t.estimateSizes(); err != nil {
 		return nil, err
 	}
@@ -248,7 +279,7 @@ func (s *Store) RemoveTenant(name string) error {
 	}
 	delete(s.tenants, name)
 	s.mu.Unlock()
-	return t.shutdown(false)
+	return t.shutdown(closeSync)
 }
 
 // Tenant returns the tenant called name, or nil.
@@ -282,7 +313,7 @@ func (s *Store) register(p *pfile) {
 	}
 	s.lmu.Unlock()
 	for _, v := range victims {
-		if err := v.t.closeFile(v, false); err != nil {
+		if err := v.t.closeFile(v, closeEvict); err != nil {
 			s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
 		}
 	}
@@ -372,9 +403,32 @@ func (t *Tenant) estimateSizes() error {
 		if fi, err := os.Stat(filepath.Join(t.dir, e.Name()+walExt)); err == nil {
 			n += fi.Size()
 		}
-		t.sizes[name] = n
+		if t.fold {
+			name = strings.ToLower(name)
+		}
+		t.sizes[name] += n
 		total += n
 	}
 	t.used.Store(total)
 	return nil
+}
+
+// caseInsensitive probes whether dir folds case (a case-insensitive mount),
+// by creating a mixed-case file and opening it by its lower-case name. On
+// any error it assumes a case-sensitive directory.
+func (s *Store) caseInsensitive(dir string) bool {
+	upper := filepath.Join(dir, ".sq-case-PROBE")
+	f, err := s.fs.OpenFile(upper, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
+	if err != nil {
+		s.log.Warn("store: cannot probe data dir for case folding", "dir", dir, "err", err)
+		return false
+	}
+	f.Close()
+	defer s.fs.Remove(upper)
+	g, err := s.fs.OpenFile(filepath.Join(dir, ".sq-case-probe"), os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return false
+	}
+	g.Close()
+	return true
 }

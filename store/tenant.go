@@ -30,6 +30,9 @@ type Tenant struct {
 	used     atomic.Int64  // scroll bytes applied (estimates for unopened phexts)
 	reserved atomic.Int64  // quota held by logged-but-unapplied writes
 
+	fold    bool        // the data dir is case-insensitive: phext names are folded to lower case
+	dirInfo os.FileInfo // identity of dir, to refuse a second tenant on it
+
 	mu     sync.RWMutex // guards files, sizes, closed
 	files  map[string]*pfile
 	sizes  map[string]int64 // per phext bytes counted in used
@@ -50,6 +53,18 @@ func (t *Tenant) durability() Durability {
 // get returns the open phext called name, opening it on first use. The
 // fast path takes only the tenant's read lock and does not allocate.
 func (t *Tenant) get(name []byte) (*pfile, error) {
+	var folded [MaxNameLen]byte
+	if t.fold {
+		// A case-insensitive data dir: "Notes" and "notes" are one file, so
+		// they must be one pfile. Names are ASCII, so ASCII folding is exact.
+		n := copy(folded[:], name)
+		for i := range n {
+			if c := folded[i]; 'A' <= c && c <= 'Z' {
+				folded[i] = c + ('a' - 'A')
+			}
+		}
+		name = folded[:n]
+	}
 	for {
 		t.mu.RLock()
 		if t.closed {
@@ -64,7 +79,7 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 				if p.broken.Load() {
 					// A WAL write or fsync failed: reopen so that the
 					// state is what the disk holds.
-					if err := t.closeFile(p, false); err != nil {
+					if err := t.closeFile(p, closeEvict); err != nil {
 						t.s.log.Warn("store: closing phext after WAL failure", "path", p.path, "err", err)
 					}
 					continue
@@ -105,13 +120,12 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 			close(p.gone)
 		} else {
 			p.state.Store(stateReady)
+			// Replace the estimate from file sizes by the exact count.
 			old, known := t.sizes[key]
-			t.sizes[key] = p.bytes
-			if known {
-				t.used.Add(p.bytes - old)
-			} else {
-				t.used.Add(p.bytes)
+			if known || p.snapExists.Load() {
+				t.sizes[key] = p.bytes
 			}
+			t.used.Add(p.bytes - old)
 		}
 		close(p.opened)
 		t.mu.Unlock()
@@ -123,31 +137,31 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 	}
 }
 
-// closeFile flushes, fsyncs and closes p (compacting first when compact is
-// set and it is cheap), then forgets it. Only one caller closes; the others
+// closeFile flushes, fsyncs and closes p (see closeHow), then forgets it. Only one caller closes; the others
 // wait for it.
-func (t *Tenant) closeFile(p *pfile, compact bool) error {
+func (t *Tenant) closeFile(p *pfile, how closeHow) error {
 	if !p.state.CompareAndSwap(stateReady, stateClosing) {
 		<-p.gone
 		return nil
 	}
-	err := p.close(compact)
+	err := p.close(how)
 	t.s.unregister(p)
 	t.mu.Lock()
 	if t.files[p.key] == p {
 		delete(t.files, p.key)
 	}
-	if old, ok := t.sizes[p.key]; ok {
-		t.used.Add(p.bytes - old)
+	// used already counts p.bytes (kept up to date by apply); remember it
+	// as this phext's share while it is closed.
+	if _, known := t.sizes[p.key]; known || p.snapExists.Load() {
+		t.sizes[p.key] = p.bytes
 	}
-	t.sizes[p.key] = p.bytes
 	t.mu.Unlock()
 	close(p.gone)
 	return err
 }
 
 // shutdown closes every phext of the tenant; later calls return ErrClosed.
-func (t *Tenant) shutdown(compact bool) error {
+func (t *Tenant) shutdown(how closeHow) error {
 	t.mu.Lock()
 	t.closed = true
 	ps := make([]*pfile, 0, len(t.files))
@@ -160,7 +174,7 @@ func (t *Tenant) shutdown(compact bool) error {
 		if p.state.Load() == stateOpening {
 			<-p.opened
 		}
-		if err := t.closeFile(p, compact); err != nil {
+		if err := t.closeFile(p, how); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -302,10 +316,11 @@ func (t *Tenant) List() ([]string, error) {
 	return names, nil
 }
 
-// Usage reports the tenant's size. Bytes counts scroll text bytes; for a
-// phext not opened since the tenant was added it counts the sizes of its
-// files instead (an upper bound) until first use. Scrolls counts the
-// scrolls of open phexts and those seen open before.
+// Usage reports the tenant's size. Phexts counts the snapshot files.
+// Bytes counts scroll text bytes; for a phext not opened since the tenant
+// was added it counts the sizes of its files instead (an upper bound) until
+// first use. Scrolls counts the scrolls of the phexts open right now (no
+// file is rescanned to count the others).
 type Usage struct {
 	Phexts     int
 	Scrolls    int64
@@ -320,23 +335,20 @@ func (t *Tenant) Usage() (Usage, error) {
 	if t.closed {
 		return Usage{}, ErrClosed
 	}
-	u := Usage{Bytes: t.used.Load(), QuotaBytes: t.quota.Load()}
-	seen := 0
+	u := Usage{Bytes: t.used.Load(), QuotaBytes: t.quota.Load(), Phexts: len(t.sizes)}
 	for key, p := range t.files {
 		if p.state.Load() == stateOpening {
 			continue
 		}
-		if _, ok := t.sizes[key]; !ok && p.bytes == 0 {
-			continue // opened for reading only; no file
+		if _, known := t.sizes[key]; !known {
+			if !p.snapExists.Load() {
+				continue // opened for reading only; no file
+			}
+			u.Phexts++
 		}
 		p.mu.RLock()
 		u.Scrolls += p.scrolls
 		p.mu.RUnlock()
-		seen++
-	}
-	u.Phexts = len(t.sizes)
-	if seen > u.Phexts {
-		u.Phexts = seen
 	}
 	return u, nil
 }
@@ -346,11 +358,15 @@ func (t *Tenant) Compact(name []byte) error {
 	if !ValidName(name) {
 		return ErrBadName
 	}
-	p, err := t.get(name)
-	if err != nil {
-		return err
+	for {
+		p, err := t.get(name)
+		if err != nil {
+			return err
+		}
+		if err := p.compact(); err != errPfileClosed {
+			return err
+		}
 	}
-	return p.compact()
 }
 
 // Sync fsyncs the WAL of every open phext of the tenant.

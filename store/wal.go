@@ -96,8 +96,8 @@ func (r *walRec) compactID() walID {
 
 // walScan is the result of parsing a WAL file.
 type walScan struct {
-	hdrOK bool    // a valid header was read
-	id    walID   // the snapshot the header names
+	hdrOK bool  // a valid header was read
+	id    walID // the snapshot the header names
 	recs  []walRec
 	end   int64 // where the valid log ends; < len(data) when the tail is torn
 }
