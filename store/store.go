@@ -225,6 +225,9 @@ func (s *Store) AddTenant(cfg TenantConfig) (*Tenant, error) {
 		return nil, ErrClosed
 	}
 	if t := s.tenants[cfg.Name]; t != nil {
+		if t.removing {
+			return nil, fmt.Errorf("store: tenant %s is being removed; try again", cfg.Name)
+		}
 		if t.dir != dir {
 			return nil, fmt.Errorf("store: tenant %s: data dir cannot change from %s to %s", cfg.Name, t.dir, dir)
 		}
@@ -269,7 +272,7 @@ func (s *Store) AddTenant(cfg TenantConfig) (*Tenant, error) {
 func (s *Store) RemoveTenant(name string) error {
 	s.mu.Lock()
 	t := s.tenants[name]
-	if t == nil {
+	if t == nil || t.removing {
 		closed := s.closed
 		s.mu.Unlock()
 		if closed {
@@ -277,16 +280,28 @@ func (s *Store) RemoveTenant(name string) error {
 		}
 		return fmt.Errorf("store: no tenant %q", name)
 	}
-	delete(s.tenants, name)
+	// The tenant stays registered (and its data dir taken) until its
+	// phexts are closed, so that a new tenant on the same dir cannot open
+	// the same files meanwhile.
+	t.removing = true
 	s.mu.Unlock()
-	return t.shutdown(closeSync)
+	err := t.shutdown(closeSync)
+	s.mu.Lock()
+	if s.tenants[name] == t {
+		delete(s.tenants, name)
+	}
+	s.mu.Unlock()
+	return err
 }
 
 // Tenant returns the tenant called name, or nil.
 func (s *Store) Tenant(name string) *Tenant {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.tenants[name]
+	if t := s.tenants[name]; t != nil && !t.removing {
+		return t
+	}
+	return nil
 }
 
 // register adds p to the LRU set and closes the least recently used phexts

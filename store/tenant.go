@@ -30,6 +30,8 @@ type Tenant struct {
 	used     atomic.Int64  // scroll bytes applied (estimates for unopened phexts)
 	reserved atomic.Int64  // quota held by logged-but-unapplied writes
 
+	removing bool // guarded by Store.mu: RemoveTenant is closing it
+
 	fold    bool        // the data dir is case-insensitive: phext names are folded to lower case
 	dirInfo os.FileInfo // identity of dir, to refuse a second tenant on it
 

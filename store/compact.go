@@ -1,0 +1,180 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/phext/sq/phext"
+	"github.com/zeebo/xxh3"
+)
+
+// cheapCompactBytes: on Close, a phext whose base is at most this large is
+// compacted when its WAL holds records.
+const cheapCompactBytes = 64 << 20
+
+// needCompact reports whether the WAL (plus the base bytes the overlay
+// had to copy) is past the threshold: larger than CompactMinWAL and than
+// half the base document (fmu held).
+func (p *pfile) needCompact() bool {
+	n := p.walSize + p.copied
+	return n > p.t.s.opts.CompactMinWAL && n > int64(len(p.base))/2
+}
+
+// compactAsync compacts p on a background goroutine unless one is running.
+func (p *pfile) compactAsync() {
+	if !p.compacting.CompareAndSwap(false, true) {
+		return
+	}
+	s := p.t.s
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer p.compacting.Store(false)
+		if err := p.compact(); err != nil && err != errPfileClosed {
+			s.log.Error("store: background compaction failed", "path", p.path, "err", err)
+		}
+	}()
+}
+
+// compact merges the WAL into a new snapshot.
+func (p *pfile) compact() error {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	if p.state.Load() == stateClosed {
+		return errPfileClosed
+	}
+	return p.compactLocked()
+}
+
+// snapWriter buffers the new snapshot and hashes it on the way out.
+type snapWriter struct {
+	f   File
+	buf []byte
+	h   *xxh3.Hasher
+	n   int64
+	err error
+}
+
+func (w *snapWriter) write(b []byte) {
+	for len(b) > 0 && w.err == nil {
+		if len(w.buf) == cap(w.buf) {
+			w.flush()
+			continue
+		}
+		k := copy(w.buf[len(w.buf):cap(w.buf)], b)
+		w.buf = w.buf[:len(w.buf)+k]
+		b = b[k:]
+	}
+}
+
+func (w *snapWriter) flush() {
+	if w.err != nil || len(w.buf) == 0 {
+		return
+	}
+	w.h.Write(w.buf)
+	n, err := w.f.Write(w.buf)
+	w.n += int64(n)
+	if err == nil && n != len(w.buf) {
+		err = fmt.Errorf("short write")
+	}
+	w.err = err
+	w.buf = w.buf[:0]
+}
+
+// compactLocked writes the merged document to a temp file and makes it the
+// snapshot (fmu held, so no batch is written or applied meanwhile; readers
+// go on). Steps, in durability order:
+//  1. write the merged document to <name>.phext.tmp and fsync it;
+//  2. append a compaction record naming the new snapshot (size, xxh3) to
+//     the WAL and fsync it;
+//  3. rename the temp file over the snapshot and fsync the directory;
+//  4. map and index the new snapshot, swap it in under the write lock and
+//     unmap the old mapping;
+//  5. reset the WAL to a header naming the new snapshot.
+//
+// A crash before 3 leaves the old snapshot and a WAL whose header names it;
+// a crash between 3 and 5 leaves a WAL whose header names the old snapshot
+// but whose last record names the current one, so open discards it.
+func (p *pfile) compactLocked() error {
+	if p.broken.Load() {
+		return errWALSuspect
+	}
+	if p.wal == nil || p.walSize <= walHeaderSize {
+		return nil // nothing logged since the snapshot
+	}
+	fs := p.t.s.fs
+	dir := filepath.Dir(p.path)
+	f, err := fs.OpenFile(p.tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
+	if err != nil {
+		return fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = fs.Remove(p.tmpPath)
+		return fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	w := snapWriter{f: f, buf: make([]byte, 0, 1<<20), h: xxh3.New()}
+	var scratch []byte
+	prev := phext.Origin
+	p.mu.RLock()
+	p.walk(func(c phext.Coordinate, text []byte) {
+		scratch = phext.AppendDelimiters(scratch[:0], prev, c)
+		w.write(scratch)
+		w.write(text)
+		prev = c
+	})
+	p.mu.RUnlock()
+	w.flush()
+	if w.err != nil {
+		return fail(w.err)
+	}
+	// 1. The new snapshot's bytes are on disk before anything names it.
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = fs.Remove(p.tmpPath)
+		return fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	id := walID{uint64(w.n), w.h.Sum64()}
+	// 2. The WAL says which snapshot holds all its records.
+	rec := appendRecord(nil, opCompact, phext.Coordinate{}, compactPayload(id))
+	if err := p.appendLocked(rec, true); err != nil {
+		_ = fs.Remove(p.tmpPath)
+		return fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	// 3. Atomic switch of the snapshot.
+	if err := fs.Rename(p.tmpPath, p.path); err != nil {
+		_ = fs.Remove(p.tmpPath)
+		return fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	p.snapExists.Store(true)
+	if err := fs.SyncDir(dir); err != nil {
+		// The rename may not be durable: reopen before the next write so
+		// that the WAL is judged against whichever snapshot is on disk.
+		p.broken.Store(true)
+		return fmt.Errorf("store: compact %s: fsync dir: %w", p.path, err)
+	}
+	// 4. Remap.
+	base, mapped, index, _, err := mapSnapshot(fs, p.path, false)
+	if err != nil {
+		p.broken.Store(true)
+		return fmt.Errorf("store: compact %s: remap: %w", p.path, err)
+	}
+	p.mu.Lock()
+	// Readers copy out of the mapping under the read lock, so no slice into
+	// the old mapping survives this exclusive section.
+	p.unmap()
+	p.base, p.mapped, p.index = base, mapped, index
+	p.ov = make(map[phext.Coordinate][]byte)
+	p.copied = 0
+	p.snapID = id
+	p.mu.Unlock()
+	// 5. Start a fresh log.
+	if err := p.resetWAL(); err != nil {
+		p.broken.Store(true)
+		return fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/phext/sq/phext"
+	"github.com/zeebo/xxh3"
+)
+
+// testDB is a Store with one tenant "t1" in a temp dir (STYLE 16).
+type testDB struct {
+	*Store
+	tb     testing.TB
+	root   string
+	opts   Options
+	ten    *Tenant
+	quota  int64
+	closed bool
+}
+
+// MustOpen opens a Store on t.TempDir() with one tenant and registers a
+// cleanup that checks the invariants and closes it.
+func MustOpen(tb testing.TB, opts *Options) *testDB {
+	tb.Helper()
+	db := &testDB{tb: tb, root: tb.TempDir()}
+	if opts != nil {
+		db.opts = *opts
+	}
+	db.open()
+	tb.Cleanup(func() {
+		if db.closed {
+			return
+		}
+		db.check()
+		if err := db.Close(); err != nil {
+			tb.Errorf("close: %v", err)
+		}
+	})
+	return db
+}
+
+func (db *testDB) dir() string { return filepath.Join(db.root, "t1") }
+
+func (db *testDB) open() {
+	db.tb.Helper()
+	o := db.opts
+	if o.Logger == nil {
+		o.Logger = discardLogger()
+	}
+	s, err := Open(&o)
+	if err != nil {
+		db.tb.Fatalf("open: %v", err)
+	}
+	db.Store = s
+	db.ten, err = s.AddTenant(TenantConfig{Name: "t1", DataDir: db.dir(), QuotaBytes: db.quota})
+	if err != nil {
+		db.tb.Fatalf("add tenant: %v", err)
+	}
+	db.closed = false
+}
+
+// MustReopen checks the invariants, closes the Store and opens it again on
+// the same directory; the serialized state of every phext must survive.
+func (db *testDB) MustReopen() {
+	db.tb.Helper()
+	db.check()
+	before := db.snapshotAll()
+	if err := db.Close(); err != nil {
+		db.tb.Fatalf("close: %v", err)
+	}
+	db.open()
+	after := db.snapshotAll()
+	for name, doc := range before {
+		if !bytes.Equal(after[name], doc) {
+			db.tb.Fatalf("phext %q changed across reopen:\n before %q\n after  %q", name, doc, after[name])
+		}
+	}
+}
+
+// Close closes the store (idempotent for the cleanup).
+func (db *testDB) Close() error {
+	db.closed = true
+	return db.Store.Close()
+}
+
+func (db *testDB) snapshotAll() map[string][]byte {
+	db.tb.Helper()
+	names, err := db.ten.List()
+	if err != nil {
+		db.tb.Fatalf("list: %v", err)
+	}
+	m := map[string][]byte{}
+	for _, n := range names {
+		doc, err := db.ten.AppendGet(nil, []byte(n))
+		if err != nil {
+			db.tb.Fatalf("get %q: %v", n, err)
+		}
+		m[n] = doc
+	}
+	return m
+}
+
+// check verifies the invariants of every open phext: counters match the
+// state, the serialized document scans back to the same scrolls, and the
+// index is sorted.
+func (db *testDB) check() {
+	db.tb.Helper()
+	db.Store.mu.RLock()
+	var ts []*Tenant
+	for _, t := range db.Store.tenants {
+		ts = append(ts, t)
+	}
+	db.Store.mu.RUnlock()
+	for _, t := range ts {
+		t.mu.RLock()
+		var ps []*pfile
+		for _, p := range t.files {
+			ps = append(ps, p)
+		}
+		t.mu.RUnlock()
+		for _, p := range ps {
+			checkPfile(db.tb, p)
+		}
+	}
+}
+
+func checkPfile(tb testing.TB, p *pfile) {
+	tb.Helper()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.state.Load() != stateReady {
+		return
+	}
+	if msg := pfileInvariant(p); msg != "" {
+		tb.Errorf("%s: %s", p.path, msg)
+	}
+}
+
+// pfileInvariant returns "" when p's state is consistent (read lock held).
+func pfileInvariant(p *pfile) string {
+	for i := 1; i < len(p.index); i++ {
+		if !p.index[i-1].c.Less(p.index[i].c) {
+			return "index not sorted"
+		}
+	}
+	var n, b int64
+	var doc []byte
+	prev := phext.Origin
+	var scrolls []phext.Scroll
+	p.walk(func(c phext.Coordinate, text []byte) {
+		n++
+		b += int64(len(text))
+		doc = phext.AppendDelimiters(doc, prev, c)
+		doc = append(doc, text...)
+		prev = c
+		scrolls = append(scrolls, phext.Scroll{Coord: c, Text: text})
+	})
+	if n != p.scrolls || b != p.bytes {
+		return "counters: scrolls " + itoa(p.scrolls) + " bytes " + itoa(p.bytes) + " but state has " + itoa(n) + "/" + itoa(b)
+	}
+	var sc phext.Scanner
+	sc.Reset(doc)
+	i := 0
+	for sc.Next() {
+		if i >= len(scrolls) || sc.Coordinate() != scrolls[i].Coord || !bytes.Equal(sc.Scroll(), scrolls[i].Text) {
+			return "serialized document does not scan back"
+		}
+		i++
+	}
+	if sc.Err() != nil || i != len(scrolls) {
+		return "serialized document does not scan back"
+	}
+	return ""
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func coord(parts ...uint16) phext.Coordinate {
+	c := phext.Origin
+	copy(c[9-len(parts):], parts)
+	return c
+}
+
+func mustGet(tb testing.TB, ten *Tenant, name string) string {
+	tb.Helper()
+	doc, err := ten.AppendGet(nil, []byte(name))
+	if err != nil {
+		tb.Fatalf("get %q: %v", name, err)
+	}
+	return string(doc)
+}
+
+func mustSelect(tb testing.TB, ten *Tenant, name string, c phext.Coordinate) string {
+	tb.Helper()
+	b, err := ten.AppendSelect(nil, []byte(name), c)
+	if err != nil {
+		tb.Fatalf("select %q %v: %v", name, c, err)
+	}
+	return string(b)
+}
+
+func fileBytes(tb testing.TB, path string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func xxh3Hash(b []byte) uint64 { return xxh3.Hash(b) }
