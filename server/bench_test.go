@@ -54,16 +54,22 @@ func BenchmarkPipelined(b *testing.B) {
 		size   int
 		depth  int
 		noLoop bool
+		always bool
 	}{
 		{name: "ping-d16", op: protocol.OpPing, depth: 16},
 		{name: "select-1KiB-d16", op: protocol.OpSelect, size: 1024, depth: 16},
 		{name: "update-1KiB-d16", op: protocol.OpUpdate, size: 1024, depth: 16},
+		{name: "update-1KiB-d16-always", op: protocol.OpUpdate, size: 1024, depth: 16, always: true},
 		{name: "select-1KiB-d1", op: protocol.OpSelect, size: 1024, depth: 1},
 		{name: "select-1KiB-d1-workers-only", op: protocol.OpSelect, size: 1024, depth: 1, noLoop: true},
 		{name: "select-1KiB-d16-workers-only", op: protocol.OpSelect, size: 1024, depth: 16, noLoop: true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := startEnv(b, envOptions{durability: store.DurabilityEverySec, opts: Options{NoLoopReads: tc.noLoop}})
+			dur := store.DurabilityEverySec
+			if tc.always {
+				dur = store.DurabilityAlways
+			}
+			e := startEnv(b, envOptions{durability: dur, opts: Options{NoLoopReads: tc.noLoop}})
 			c := e.dial("alpha")
 			text := make([]byte, tc.size)
 			for i := range text {

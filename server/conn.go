@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
 )
 
 // maxHelloFrame bounds the first frame of a connection: nothing larger is
@@ -66,6 +67,7 @@ type connState struct {
 	queuedBytes atomic.Int64 // bytes of frames queued or being executed
 
 	dec     protocol.Decoder // worker
+	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
 }

@@ -57,10 +57,18 @@ func (s *Server) work(cs *connState) {
 		n := len(frames)
 		var bytes int64
 		out := protocol.GetBuffer()
-		for i, f := range frames {
-			out.B = s.handle(cs, f, out.B)
-			bytes += int64(len(f))
-			frames[i] = nil // a big frame can be collected once done
+		for i := 0; i < len(frames); {
+			j := s.writeRun(cs, frames, i)
+			if j-i > 1 {
+				out.B = s.handleWrites(cs, frames[i:j], out.B)
+			} else {
+				out.B = s.handle(cs, frames[i], out.B)
+				j = i + 1
+			}
+			for ; i < j; i++ {
+				bytes += int64(len(frames[i]))
+				frames[i] = nil // a big frame can be collected once done
+			}
 		}
 
 		cs.mu.Lock()
@@ -96,6 +104,86 @@ func (cs *connState) written(n int) {
 	if !cs.overQueue() && cs.blocked.Swap(false) {
 		cs.c.Wake(nil)
 	}
+}
+
+// maxWriteRun bounds the writes sent to the store as one WriteMany.
+const maxWriteRun = 64
+
+// writeRun returns the end of the run of uncompressed INSERT, UPDATE and
+// DELETE frames starting at frames[i] (i itself when frames[i] is not one).
+func (s *Server) writeRun(cs *connState, frames [][]byte, i int) int {
+	if cs.admin || cs.tenant == nil {
+		return i
+	}
+	j := i
+	for j < len(frames) && j-i < maxWriteRun {
+		f := frames[j]
+		if len(f) < protocol.HeaderSize || f[5] != 0 {
+			break
+		}
+		switch protocol.Op(f[4]) {
+		case protocol.OpInsert, protocol.OpUpdate, protocol.OpDelete:
+			j++
+			continue
+		}
+		break
+	}
+	return j
+}
+
+// handleWrites runs a run of pipelined writes with one store.WriteMany, so
+// they share one group commit (one log write, one fsync in always mode),
+// and appends their replies in order. A run with a frame that does not
+// decode, or while draining, goes frame by frame.
+func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte {
+	t := cs.tenant
+	if s.draining.Load() || t.closed.Load() {
+		return s.handleEach(cs, frames, out)
+	}
+	start := time.Now()
+	ws := cs.writes[:0]
+	var req protocol.Request
+	for _, f := range frames {
+		if err := cs.dec.Decode(f, &req); err != nil {
+			return s.handleEach(cs, frames, out)
+		}
+		w := store.Write{Kind: store.WriteInsert, Name: req.Name, Coord: req.Coord, Text: req.Payload}
+		switch req.Op {
+		case protocol.OpUpdate:
+			w.Kind = store.WriteUpdate
+		case protocol.OpDelete:
+			w.Kind, w.Text = store.WriteDelete, nil
+		}
+		ws = append(ws, w)
+	}
+	t.st.WriteMany(ws)
+	d := time.Since(start)
+	for i, f := range frames {
+		h := protocol.ParseHeader(f)
+		op := protocol.Op(h.Op)
+		pos := len(out)
+		st := protocol.StatusOK
+		if err := ws[i].Err; err != nil {
+			req := protocol.Request{Op: op, ID: h.ID, Name: ws[i].Name}
+			var msg string
+			st, msg = s.statusOf(t, &req, err)
+			out = protocol.AppendError(out, h.ID, st, msg)
+		} else {
+			out = protocol.AppendResponseHeader(out, h.ID, protocol.StatusOK, 4)
+			out = protocol.AppendCount(out, uint32(ws[i].N))
+		}
+		t.stats.record(op, st, len(f), len(out)-pos, d)
+		ws[i] = store.Write{} // drop the views into the frames
+	}
+	cs.writes = ws[:0]
+	return out
+}
+
+func (s *Server) handleEach(cs *connState, frames [][]byte, out []byte) []byte {
+	for _, f := range frames {
+		out = s.handle(cs, f, out)
+	}
+	return out
 }
 
 // handle runs one request frame and appends its reply to out.

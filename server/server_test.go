@@ -483,3 +483,55 @@ func TestLoopRepliesStayInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelinedWriteRun sends runs of writes in one socket write, so the
+// worker passes them to the store as one group commit, and checks each
+// reply in order, a refused write in the middle changing nothing.
+func TestPipelinedWriteRun(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	c := e.dial("alpha")
+	a, b := phext.Origin, phext.Origin
+	b[phext.LevelScroll] = 2
+	type step struct {
+		op      protocol.Op
+		coord   phext.Coordinate
+		payload string
+		status  protocol.Status
+		count   uint32
+	}
+	steps := []step{
+		{op: protocol.OpInsert, coord: a, payload: "one", status: protocol.StatusOK, count: 3},
+		{op: protocol.OpUpdate, coord: b, payload: "bee", status: protocol.StatusOK, count: 3},
+		{op: protocol.OpInsert, coord: a, payload: "x\x18y", status: protocol.StatusBadScroll},
+		{op: protocol.OpInsert, coord: a, payload: "+two", status: protocol.StatusOK, count: 4},
+		{op: protocol.OpDelete, coord: b, status: protocol.StatusOK, count: 3},
+		{op: protocol.OpUpdate, coord: b, payload: "\xff", status: protocol.StatusBadScroll},
+	}
+	var buf []byte
+	first := c.id + 1
+	for _, st := range steps {
+		c.id++
+		buf = protocol.AppendRequest(buf, st.op, c.id, nil, st.coord, []byte(st.payload))
+	}
+	c.write(buf)
+	for i, st := range steps {
+		r, err := c.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != first+uint32(i) || r.Status != st.status {
+			t.Fatalf("reply %d: id %d status %v (%s), want id %d status %v", i, r.ID, r.Status, r.Body, first+uint32(i), st.status)
+		}
+		if st.status == protocol.StatusOK {
+			if n := binary.BigEndian.Uint32(r.Body); n != st.count {
+				t.Fatalf("reply %d: count %d, want %d", i, n, st.count)
+			}
+		}
+	}
+	if got := c.ok(protocol.OpSelect, "", a, nil); string(got) != "one+two" {
+		t.Fatalf("scroll a = %q", got)
+	}
+	if got := c.ok(protocol.OpSelect, "", b, nil); len(got) != 0 {
+		t.Fatalf("scroll b = %q after delete", got)
+	}
+}

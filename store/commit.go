@@ -90,39 +90,56 @@ func (p *pfile) growth(o *op) int64 {
 // submit queues o on the pending batch and waits until that batch was
 // logged and applied. retry means p is closing: get it again.
 func (p *pfile) submit(o *op) (n int, retry bool, err error) {
+	b, idx, leader, retry, n, err := p.enqueue(o)
+	if b == nil {
+		return n, retry, err
+	}
+	if leader {
+		p.runFlush(b)
+	}
+	n, err = b.wait(idx)
+	return n, false, err
+}
+
+// enqueue queues o on the pending batch and returns it with o's index.
+// leader means the caller found no flusher and must call runFlush(b) (it
+// may queue more records first: they join the same batch). A nil batch
+// means o needs no log record or failed: n and err are its result, or
+// retry says p is closing.
+func (p *pfile) enqueue(o *op) (b *batch, idx int, leader, retry bool, n int, err error) {
 	t := p.t
 	always := t.durability() == DurabilityAlways
 	p.mu.RLock()
 	if p.state.Load() == stateClosed {
 		p.mu.RUnlock()
-		return 0, true, nil
+		return nil, 0, false, true, 0, nil
 	}
 	p.qmu.Lock()
 	if p.closing || p.broken.Load() {
 		p.qmu.Unlock()
 		p.mu.RUnlock()
-		return 0, true, nil
+		return nil, 0, false, true, 0, nil
 	}
 	if o.kind == opDelete && !p.flushing && len(p.lookup(o.c)) == 0 {
 		// Nothing pending and nothing there: no need to log (and no files
 		// are created for a delete on a phext that does not exist).
 		p.qmu.Unlock()
 		p.mu.RUnlock()
-		return 0, false, nil
+		return nil, 0, false, false, 0, nil
 	}
 	g := max(p.growth(o), 0)
 	if err := t.reserve(g); err != nil {
 		p.qmu.Unlock()
 		p.mu.RUnlock()
-		return 0, false, err
+		return nil, 0, false, false, 0, err
 	}
-	b := p.cur
+	b = p.cur
 	if b == nil {
 		b = getBatch()
 		p.cur = b
 	}
 	b.waiters.Add(1)
-	idx := len(b.recs)
+	idx = len(b.recs)
 	lo := len(b.buf) + recHeaderSize + recFixed
 	b.buf = appendRecord(b.buf, o.kind, o.c, o.text)
 	b.recs = append(b.recs, brec{kind: o.kind, c: o.c, lo: lo, hi: len(b.buf), reserve: g})
@@ -130,19 +147,22 @@ func (p *pfile) submit(o *op) (n int, retry bool, err error) {
 	if o.kind == opPut {
 		p.putPending++
 	}
-	leader := !p.flushing
+	leader = !p.flushing
 	if leader {
 		p.flushing = true
 	}
 	p.qmu.Unlock()
 	p.mu.RUnlock()
-	if leader {
-		p.runFlush(b)
-	}
+	return b, idx, leader, false, 0, nil
+}
+
+// wait blocks until b was logged and applied and returns the result of its
+// record idx; each enqueued record is waited for exactly once.
+func (b *batch) wait(idx int) (int, error) {
 	<-b.done
-	n, err = b.recs[idx].n, b.err
+	n, err := b.recs[idx].n, b.err
 	b.release()
-	return n, false, err
+	return n, err
 }
 
 // runFlush writes pending batches until none is left. The writer that found

@@ -317,6 +317,17 @@ func TestTwoTenantsOneDir(t *testing.T) {
 	if !strings.Contains(err.Error(), "one") {
 		t.Errorf("error should name the tenant that owns the dir: %v", err)
 	}
+	// The same dir through a symbolic link.
+	alias := filepath.Join(t.TempDir(), "alias")
+	must(t, os.Symlink(dir, alias))
+	if _, err := s.AddTenant(store.TenantConfig{Name: "three", DataDir: alias}); err == nil {
+		t.Error("a tenant on a symlink to another tenant's data dir was accepted")
+	}
+	// The first tenant is untouched.
+	one := s.Tenant("one")
+	if _, err := one.Insert(nil, c9(1), []byte("still fine")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func flipAt(t *testing.T, path string, off int) {
