@@ -4,7 +4,7 @@ BIN       := bin/sq
 FUZZTIME  ?= 3s
 PKGS      := ./...
 
-.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean deploy-check e2e-haproxy e2e-tls
+.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean deploy-check e2e-haproxy e2e-tls reliability
 
 all: build
 
@@ -62,3 +62,11 @@ e2e-haproxy: build
 
 e2e-tls: build
 	SQ_BIN=$(BIN) deploy/e2e-tls.sh
+
+# Long forms of the reliability suite (docs/RELIABILITY.md); no -race so the
+# latency and loss-window targets are asserted. About 13 minutes. The short
+# forms run inside `make test`.
+RELIABILITY_RUN := TestDiskFaults|TestFsyncFailureNotDurable|TestBackgroundCompactionFaults|TestRestart|TestTwoTenantsOneDir|TestPowerLoss|TestLiveProtocolFuzz|TestIdleConnections|TestSlowClients|TestHelloFlood|TestMaxFramesFromManyConns|TestInboundBoundedWhenBlocked|TestQuotaAbuse|TestManyTinyScrolls|TestNameAttacks|TestSymlinkInDataDir|TestCaseOnlyNames|TestCorruptPhextOverTheWire|TestTokensNeverLeak|TestKillLoop$$|TestHostRefusesWorldReadableConfig|TestCLINameAttacks
+
+reliability:
+	SQ_RELIABILITY=long $(GO) test -count=1 -timeout 60m -v -run '$(RELIABILITY_RUN)' ./store ./server ./cmd/sq

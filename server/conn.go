@@ -211,6 +211,15 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		c.Discard(size)
 	}
 	flushFast(c, fastOut)
+	if cs.blocked.Load() && c.InboundBuffered() > s.opts.MaxFrame+s.opts.queueBytes() {
+		// gnet keeps reading a connection we stopped parsing; a client that
+		// ignores MaxInFlight (sent in HELLO) would grow this buffer
+		// without bound. Answer after what is queued, then close.
+		cs.queueFatal(protocol.AppendError(nil, 0, protocol.StatusBusy,
+			"too much sent past the in-flight limit without reading replies"), closeInboundLimit)
+		c.Discard(c.InboundBuffered())
+		return gnet.None
+	}
 	// The slowloris clock runs while a started frame is incomplete.
 	if c.InboundBuffered() == 0 || cs.blocked.Load() {
 		cs.partialSince.Store(0)

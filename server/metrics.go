@@ -90,12 +90,13 @@ const (
 	closeTenantGone // reload removed or disabled the tenant
 	closeLimit      // over a connection limit
 	closeShutdown
+	closeInboundLimit // sent far past MaxInFlight without reading replies
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"client", "auth", "protocol", "hello_timeout", "idle_timeout",
-	"slow_frame", "slow_consumer", "tenant_gone", "limit", "shutdown",
+	"slow_frame", "slow_consumer", "tenant_gone", "limit", "shutdown", "inbound_limit",
 }
 
 func (r closeReason) String() string { return closeReasonNames[r] }

@@ -33,6 +33,9 @@ type benchReport struct {
 		MemBytes int64  `json:"mem_bytes"`
 		GoOS     string `json:"goos"`
 		GoArch   string `json:"goarch"`
+		// LoadAvg is /proc/loadavg at the start: other work on the
+		// machine skews every number.
+		LoadAvg string `json:"loadavg,omitempty"`
 	} `json:"machine"`
 	Command      string              `json:"command"`
 	Result       *bench.Result       `json:"result,omitempty"`
@@ -160,6 +163,11 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	b.rep.Machine.NumCPU = runtime.NumCPU()
 	b.rep.Machine.MemBytes = bench.MemTotal()
 	b.rep.Machine.GoOS, b.rep.Machine.GoArch = runtime.GOOS, runtime.GOARCH
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(la)); len(f) >= 3 {
+			b.rep.Machine.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
 	b.rep.Command = "sq bench " + strings.Join(args, " ")
 	return b.run(ctx)
 }
@@ -237,6 +245,7 @@ type benchRun struct {
 	configPath     string
 	dir            string
 	host           *bench.Host
+	hostLog        *os.File
 	prog           *progress
 }
 
@@ -385,6 +394,7 @@ func (b *benchRun) provision(ctx context.Context) int {
 		return 1
 	}
 	b.host = h
+	b.hostLog = logf
 	o.Addr = h.Addr
 	o.ServerPID = h.PID()
 	b.logf("server pid %d listening on %s", h.PID(), h.Addr)
@@ -394,6 +404,9 @@ func (b *benchRun) provision(ctx context.Context) int {
 func (b *benchRun) teardown() {
 	if b.host != nil && !b.host.Exited() {
 		b.host.Stop(30 * time.Second)
+	}
+	if b.hostLog != nil {
+		b.hostLog.Close()
 	}
 	if b.dir == "" {
 		return
@@ -464,8 +477,8 @@ func (b *benchRun) scenario(ctx context.Context) error {
 
 func (b *benchRun) printReport() {
 	w := b.stdout
-	fmt.Fprintf(w, "machine: %d CPUs, %s memory, %s/%s\n", b.rep.Machine.NumCPU, bench.FormatBytes(b.rep.Machine.MemBytes),
-		b.rep.Machine.GoOS, b.rep.Machine.GoArch)
+	fmt.Fprintf(w, "machine: %d CPUs, %s memory, %s/%s, load average at start %s\n", b.rep.Machine.NumCPU,
+		bench.FormatBytes(b.rep.Machine.MemBytes), b.rep.Machine.GoOS, b.rep.Machine.GoArch, b.rep.Machine.LoadAvg)
 	if b.rep.Result != nil {
 		b.rep.Result.WriteTable(w)
 	}

@@ -71,7 +71,7 @@ func TestBenchSmoke(t *testing.T) {
 			}},
 		{name: "big-phext", args: []string{"--scenario", "big-phext", "--growth", "1KB,300KB", "--duration", "400ms", "--warmup", "0s"},
 			check: func(t *testing.T, rep benchReport) {
-				if len(rep.Growth) != 2 || rep.Growth[1].Bytes < 300<<10 || rep.Growth[1].Writes.P50 <= 0 {
+				if len(rep.Growth) != 2 || rep.Growth[1].Bytes < 300_000 || rep.Growth[1].Writes.P50 <= 0 {
 					t.Fatalf("growth: %+v", rep.Growth)
 				}
 			}},

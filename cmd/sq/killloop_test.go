@@ -194,6 +194,7 @@ func parseTokens(text []byte) int {
 
 type killStats struct {
 	kills, acked, lost, unknownSurvived int
+	midCompaction                       int // kills that left a compaction temp file
 	maxWindow                           time.Duration
 	compactions, reloads                int64
 	verifyTime, restartTime             time.Duration
@@ -470,6 +471,9 @@ func killLoop(t *testing.T, mode string, kills, tenants, maxOpen int) {
 		time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
 		killAt[r] = time.Now()
 		h.kill()
+		if _, err := os.Stat(filepath.Join(dir, "data", "t000", "big.phext.tmp")); err == nil {
+			st.midCompaction++
+		}
 		stop.Store(true)
 		wg.Wait()
 		n := 0
@@ -497,9 +501,9 @@ func killLoop(t *testing.T, mode string, kills, tenants, maxOpen int) {
 	if code := h.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("sq host exited %d on SIGTERM:\n%s", code, tail(h.stderr.String(), 2000))
 	}
-	t.Logf("%s: %d tenants, %d kills (seed %d): %d writes acknowledged, %d lost, largest loss window %v, %d unacknowledged writes survived; %d compactions and %d SIGHUP reloads under the kills; restart+listen %v avg, verify %v avg",
-		mode, tenants, kills, seed, st.acked, st.lost, st.maxWindow.Round(time.Millisecond), st.unknownSurvived,
-		st.compactions, st.reloads, (st.restartTime / time.Duration(kills+1)).Round(time.Millisecond), (st.verifyTime / time.Duration(kills+1)).Round(time.Millisecond))
+	t.Logf("%s: %d tenants, %d kills (seed %d): %d writes acknowledged, %d lost, largest loss window %v, %d unacknowledged writes survived; %d compactions of a 2 MiB phext (%d kills left its temp file: killed mid-compaction) and %d SIGHUP reloads under the kills; restart+listen %v avg, verify %v avg",
+		t.Name(), tenants, kills, seed, st.acked, st.lost, st.maxWindow.Round(time.Millisecond), st.unknownSurvived,
+		st.compactions, st.midCompaction, st.reloads, (st.restartTime / time.Duration(kills+1)).Round(time.Millisecond), (st.verifyTime / time.Duration(kills+1)).Round(time.Millisecond))
 	if mode == "always" && st.lost > 0 {
 		t.Errorf("always mode lost %d acknowledged writes", st.lost)
 	}
