@@ -1,7 +1,7 @@
 // Package protocol is SQ's wire codec: framing, request and response
 // encoding, the HELLO handshake and body compression. It does no I/O; the
 // server's event loops and the client call it on bytes they already hold.
-// docs/PROTOCOL.md is the specification; /work/shared/PROTOCOL-CONTRACT.md is
+// docs/PROTOCOL.md is the specification; ../shared/PROTOCOL-CONTRACT.md (beside the repository) is
 // the fixed part of it.
 //
 // Server side, inside gnet's OnTraffic:
