@@ -4,7 +4,7 @@ BIN       := bin/sq
 FUZZTIME  ?= 3s
 PKGS      := ./...
 
-.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean deploy-check e2e-haproxy e2e-tls reliability
+.PHONY: all build run test fmt-check vet race fuzz-short fuzz bench lint tidy clean deploy-check e2e-haproxy e2e-tls reliability bench-compare
 
 all: build
 
@@ -44,6 +44,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# SQ vs Redis (AOF everysec) vs a do-nothing gnet echo server, same load
+# generator, pipeline 1 and 16 (installs redis with apt-get if missing).
+bench-compare: build
+	./bench/compare.sh
 
 lint: fmt-check vet
 	@if grep -rnE '\bfmt\.Print(f|ln)?\(' --include='*.go' phext protocol store server client 2>/dev/null | grep -v '_test.go'; then \
