@@ -43,6 +43,7 @@ type pfile struct {
 	gone    chan struct{} // closed when the pfile is closed and forgotten
 	openErr error
 	lastUse atomic.Uint64
+	victim  bool        // picked for a background eviction batch (Store.lmu)
 	broken  atomic.Bool // a WAL write/fsync failed: reopen before next use
 	dirty   atomic.Bool // WAL written since the last fsync
 

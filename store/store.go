@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,9 +99,10 @@ type Store struct {
 	tenants map[string]*Tenant
 	closed  bool
 
-	lmu   sync.Mutex // guards open (leaf lock)
-	open  map[*pfile]struct{}
-	clock atomic.Uint64 // LRU clock
+	lmu      sync.Mutex // guards open, evicting (leaf lock)
+	open     map[*pfile]struct{}
+	evicting bool          // a background eviction batch is running
+	clock    atomic.Uint64 // LRU clock
 
 	stop chan struct{}
 	wg   sync.WaitGroup // syncer and background compactions
@@ -304,43 +307,75 @@ func (s *Store) Tenant(name string) *Tenant {
 	return nil
 }
 
-// register adds p to the LRU set and closes the least recently used phexts
-// past MaxOpenPhexts.
+// register adds p to the LRU set. Past MaxOpenPhexts it picks the least
+// recently used phexts, a batch of a sixteenth of the cap at a time so one
+// scan of the set serves many opens, and closes them on a background
+// goroutine: the request that opened p does not wait for other phexts'
+// fsyncs. At most MaxOpenPhexts + max(1, MaxOpenPhexts/16) are open at once.
 func (s *Store) register(p *pfile) {
 	p.touch()
 	s.lmu.Lock()
 	s.open[p] = struct{}{}
-	var victims []*pfile
-	for len(s.open)-len(victims) > s.opts.MaxOpenPhexts {
+	over := len(s.open) - s.opts.MaxOpenPhexts
+	if over <= 0 {
+		s.lmu.Unlock()
+		return
+	}
+	if s.evicting {
+		if over <= max(1, s.opts.MaxOpenPhexts/16) {
+			s.lmu.Unlock()
+			return
+		}
+		// The background batch is behind: this opener closes the least
+		// recently used phext itself, so the set never grows past the cap
+		// plus one batch.
 		var v *pfile
 		for q := range s.open {
-			if q == p || q.state.Load() != stateReady || containsP(victims, q) {
-				continue
-			}
-			if v == nil || q.lastUse.Load() < v.lastUse.Load() {
+			if q != p && !q.victim && q.state.Load() == stateReady && (v == nil || q.lastUse.Load() < v.lastUse.Load()) {
 				v = q
 			}
 		}
-		if v == nil {
-			break
+		s.lmu.Unlock()
+		if v != nil {
+			if err := v.t.closeFile(v, closeEvict); err != nil {
+				s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
+			}
 		}
-		victims = append(victims, v)
+		return
 	}
-	s.lmu.Unlock()
+	cands := make([]*pfile, 0, len(s.open))
+	for q := range s.open {
+		if q != p && !q.victim && q.state.Load() == stateReady {
+			cands = append(cands, q)
+		}
+	}
+	k := min(max(over, s.opts.MaxOpenPhexts/16), len(cands))
+	if k == 0 {
+		s.lmu.Unlock()
+		return
+	}
+	slices.SortFunc(cands, func(a, b *pfile) int { return cmp.Compare(a.lastUse.Load(), b.lastUse.Load()) })
+	victims := cands[:k]
 	for _, v := range victims {
-		if err := v.t.closeFile(v, closeEvict); err != nil {
-			s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
-		}
+		v.victim = true
 	}
-}
-
-func containsP(ps []*pfile, p *pfile) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
+	s.evicting = true
+	s.wg.Add(1)
+	s.lmu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		for _, v := range victims {
+			if err := v.t.closeFile(v, closeEvict); err != nil {
+				s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
+			}
 		}
-	}
-	return false
+		s.lmu.Lock()
+		s.evicting = false
+		for _, v := range victims {
+			v.victim = false // one that could not be closed may be picked again
+		}
+		s.lmu.Unlock()
+	}()
 }
 
 func (s *Store) unregister(p *pfile) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -21,7 +22,7 @@ import (
 
 type hostConfig struct {
 	listen, config, data, durability string
-	httpAddr                         string
+	httpAddr, cpuProfile             string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
 	maxInFlight, maxOpen, loops      int
@@ -45,7 +46,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
-	fs.IntVar(&c.maxOpen, "max-open-phexts", 256, "phext files kept open (mapped) at once, over all tenants")
+	fs.IntVar(&c.maxOpen, "max-open-phexts", 0, "phext files kept open (mapped, one fd each) at once over all tenants (0 = a quarter of the open-file limit, 256..16384)")
 	fs.IntVar(&c.loops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
 	fs.DurationVar(&c.helloTimeout, "hello-timeout", 10*time.Second, "close connections that do not authenticate in time")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close idle authenticated connections (negative: never)")
@@ -53,6 +54,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "deadline for draining on SIGTERM/SIGINT")
 	fs.BoolVar(&c.noCompression, "no-compression", false, "offer no wire compression")
 	fs.BoolVar(&c.allowWorldRead, "allow-world-readable-config", false, "start even if the config (which holds tokens) is readable by every user (development only)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the server stops")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json")
 	return fs
@@ -97,6 +99,18 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "sq host: --cpuprofile:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "sq host: --cpuprofile:", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	cfgPath := c.config
 	if cfgPath == "" {
 		path, token, err := server.EnsureDefaultConfig(c.data)
@@ -120,6 +134,9 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "sq host:", err)
 		return 1
+	}
+	if c.maxOpen <= 0 {
+		c.maxOpen = autoMaxOpen()
 	}
 	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log})
 	if err != nil {
@@ -146,6 +163,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
+		"max_open_phexts", c.maxOpen,
 		"startup", time.Since(start).Round(time.Microsecond).String())
 	var hs *http.Server
 	if c.httpAddr != "" {
@@ -216,4 +234,16 @@ func checkConfigPerms(path string, allow bool) error {
 		return fmt.Errorf("%s is world-readable (mode %v) and holds API tokens: chmod o-r it, or pass --allow-world-readable-config for development", path, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// autoMaxOpen sizes the open-phext cap from the open-file limit (Go raises
+// the soft limit to the hard one at start): a quarter of it, leaving the
+// rest for connections, within 256..16384. With the common default of 1024
+// that is 256; past it the least recently used phexts are closed.
+func autoMaxOpen() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 256
+	}
+	return int(min(max(rl.Cur/4, 256), 16384))
 }
