@@ -2,6 +2,8 @@ package phext
 
 import (
 	"bytes"
+	"fmt"
+	"math"
 	"slices"
 )
 
@@ -33,6 +35,15 @@ const MissingMarker = "---sq:Scroll-Missing---"
 //
 // The error is always nil today; it is kept for request limits.
 func Delta(scrolls []Scroll, request []byte) ([]byte, error) {
+	return DeltaLimit(scrolls, request, math.MaxInt)
+}
+
+// DeltaLimit is Delta with a bound on the output: a request naming many
+// missing coordinates far apart makes an output hundreds of times its own
+// size (each missing scroll costs up to ~9,000 break bytes), so a server
+// passes the largest reply it can send. Past limit it stops and returns an
+// error wrapping ErrTooLarge.
+func DeltaLimit(scrolls []Scroll, request []byte, limit int) ([]byte, error) {
 	diff := make(map[Coordinate][]byte)
 	for len(request) > 0 {
 		line := request
@@ -76,5 +87,19 @@ func Delta(scrolls []Scroll, request []byte) ([]byte, error) {
 		}
 	}
 	slices.SortFunc(out, func(a, b Scroll) int { return a.Coord.Compare(b.Coord) })
-	return AppendImplode(nil, out), nil
+	var dst []byte
+	prev := Origin
+	for i := range out {
+		sc := &out[i]
+		if len(sc.Text) == 0 {
+			continue
+		}
+		dst = AppendDelimiters(dst, prev, sc.Coord)
+		dst = append(dst, sc.Text...)
+		prev = sc.Coord
+		if len(dst) > limit {
+			return nil, fmt.Errorf("%w: delta output passes %d bytes", ErrTooLarge, limit)
+		}
+	}
+	return dst, nil
 }

@@ -50,3 +50,7 @@ func (e *OverflowError) Unwrap() error { return ErrOverflow }
 func badCoord(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrBadCoordinate}, args...)...)
 }
+
+// ErrTooLarge is returned by DeltaLimit when its output would pass the
+// limit.
+var ErrTooLarge = errors.New("phext: output too large")

@@ -3,6 +3,7 @@ package phext
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -423,5 +424,29 @@ func TestScannerEverySplit(t *testing.T) {
 				t.Fatalf("doc %d cut %d: got %v (%v), want %v", di, k, got, s.Err(), want)
 			}
 		}
+	}
+}
+
+// TestDeltaLimit: missing coordinates far apart cost thousands of break
+// bytes each; DeltaLimit refuses an output past its limit instead of
+// building it.
+func TestDeltaLimit(t *testing.T) {
+	var req []byte
+	for i := 1; i <= 200; i++ {
+		req = fmt.Appendf(req, "%d.999.999/999.999.999/999.999.999: x\n", i)
+	}
+	out, err := Delta(nil, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 200*1000 {
+		t.Fatalf("expected a large output, got %d bytes", len(out))
+	}
+	if _, err := DeltaLimit(nil, req, len(out)/2); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("DeltaLimit over the limit: err %v, want ErrTooLarge", err)
+	}
+	got, err := DeltaLimit(nil, req, len(out))
+	if err != nil || !bytes.Equal(got, out) {
+		t.Fatalf("DeltaLimit at the limit: %d bytes, err %v", len(got), err)
 	}
 }

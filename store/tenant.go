@@ -276,6 +276,9 @@ func (t *Tenant) AppendChecksum(dst, name []byte) ([]byte, error) {
 	return dst, nil
 }
 
+// maxDeltaMissing bounds what missing coordinates may add to a delta reply.
+const maxDeltaMissing = 64 << 20
+
 // AppendDelta appends SQ's delta of the current state against request (a
 // list of "<coord>: <checksum>" lines); see phext.Delta.
 func (t *Tenant) AppendDelta(dst, name, request []byte) ([]byte, error) {
@@ -288,7 +291,12 @@ func (t *Tenant) AppendDelta(dst, name, request []byte) ([]byte, error) {
 	p.walk(func(c phext.Coordinate, text []byte) {
 		scrolls = append(scrolls, phext.Scroll{Coord: c, Text: text})
 	})
-	out, err := phext.Delta(scrolls, request)
+	// The reply holds at most the document plus maxDeltaMissing bytes of
+	// missing-scroll markers and their breaks.
+	out, err := phext.DeltaLimit(scrolls, request, int(p.bytes)+maxDeltaMissing)
+	if errors.Is(err, phext.ErrTooLarge) {
+		return dst, fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
 	if err != nil {
 		return dst, err
 	}
