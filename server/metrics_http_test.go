@@ -106,6 +106,13 @@ func TestMetricsExposition(t *testing.T) {
 	if _, ok := m["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
 	}
+	// Env durability is always: the inserts were fsynced.
+	if m["sq_fsyncs_total"] < 3 || m["sq_open_phexts"] < 1 {
+		t.Errorf("store stats: fsyncs %v, open phexts %v", m["sq_fsyncs_total"], m["sq_open_phexts"])
+	}
+	if _, ok := m[`sq_compactions_total{result="ok"}`]; !ok {
+		t.Error("no compaction counter")
+	}
 	// Buckets are cumulative.
 	prev := -1.0
 	for i := 0; i < latencyBucket; i++ {

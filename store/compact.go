@@ -96,7 +96,22 @@ func (w *snapWriter) flush() {
 // A crash before 3 leaves the old snapshot and a WAL whose header names it;
 // a crash between 3 and 5 leaves a WAL whose header names the old snapshot
 // but whose last record names the current one, so open discards it.
+// compactLocked compacts p (fmu held) and counts the outcome in the
+// store's Stats.
 func (p *pfile) compactLocked() error {
+	did := p.wal != nil && p.walSize > walHeaderSize && !p.broken.Load()
+	err := p.compactNow()
+	if did {
+		if err == nil {
+			p.t.s.compactions.Add(1)
+		} else {
+			p.t.s.compactFailures.Add(1)
+		}
+	}
+	return err
+}
+
+func (p *pfile) compactNow() error {
 	if p.broken.Load() {
 		return errWALSuspect
 	}

@@ -99,6 +99,9 @@ type Store struct {
 	tenants map[string]*Tenant
 	closed  bool
 
+	compactions     atomic.Uint64
+	compactFailures atomic.Uint64
+
 	lmu      sync.Mutex // guards open, evicting (leaf lock)
 	open     map[*pfile]struct{}
 	evicting bool          // a background eviction batch is running
@@ -137,7 +140,7 @@ func Open(opts *Options) (*Store, error) {
 	}
 	s := &Store{
 		opts:    o,
-		fs:      o.FS,
+		fs:      statFS{FS: o.FS, n: new(atomic.Uint64)},
 		log:     o.Logger,
 		tenants: make(map[string]*Tenant),
 		open:    make(map[*pfile]struct{}),
@@ -359,23 +362,40 @@ func (s *Store) register(p *pfile) {
 	for _, v := range victims {
 		v.victim = true
 	}
-	s.evicting = true
-	s.wg.Add(1)
+	// Past the cap plus one batch, this opener closes the excess itself;
+	// the rest of the batch closes in the background.
+	now := victims[:min(max(0, over-max(1, s.opts.MaxOpenPhexts/16)), len(victims))]
+	later := victims[len(now):]
+	if len(later) > 0 {
+		s.evicting = true
+		s.wg.Add(1)
+	}
 	s.lmu.Unlock()
+	s.evict(now)
+	if len(later) == 0 {
+		return
+	}
 	go func() {
 		defer s.wg.Done()
-		for _, v := range victims {
-			if err := v.t.closeFile(v, closeEvict); err != nil {
-				s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
-			}
-		}
+		s.evict(later)
 		s.lmu.Lock()
 		s.evicting = false
-		for _, v := range victims {
-			v.victim = false // one that could not be closed may be picked again
-		}
 		s.lmu.Unlock()
 	}()
+}
+
+// evict closes victims (picked by register) and clears their marks.
+func (s *Store) evict(victims []*pfile) {
+	for _, v := range victims {
+		if err := v.t.closeFile(v, closeEvict); err != nil {
+			s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
+		}
+	}
+	s.lmu.Lock()
+	for _, v := range victims {
+		v.victim = false // one that could not be closed may be picked again
+	}
+	s.lmu.Unlock()
 }
 
 func (s *Store) unregister(p *pfile) {

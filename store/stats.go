@@ -1,0 +1,66 @@
+package store
+
+import (
+	"os"
+	"sync/atomic"
+)
+
+// Stats are store-wide counters since Open, for metrics.
+type Stats struct {
+	// Fsyncs counts successful fsyncs of WALs, snapshots and directories.
+	Fsyncs uint64
+	// Compactions counts snapshots rewritten; CompactionFailures the
+	// attempts that failed (the phext kept its old snapshot and WAL).
+	Compactions        uint64
+	CompactionFailures uint64
+	// OpenPhexts is the number of phexts open now.
+	OpenPhexts int
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	s.lmu.Lock()
+	n := len(s.open)
+	s.lmu.Unlock()
+	return Stats{
+		Fsyncs:             s.fs.(statFS).n.Load(),
+		Compactions:        s.compactions.Load(),
+		CompactionFailures: s.compactFailures.Load(),
+		OpenPhexts:         n,
+	}
+}
+
+// statFS counts the fsyncs made through the store's FS seam.
+type statFS struct {
+	FS
+	n *atomic.Uint64
+}
+
+func (f statFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	fl, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return statFile{File: fl, n: f.n}, nil
+}
+
+func (f statFS) SyncDir(dir string) error {
+	err := f.FS.SyncDir(dir)
+	if err == nil {
+		f.n.Add(1)
+	}
+	return err
+}
+
+type statFile struct {
+	File
+	n *atomic.Uint64
+}
+
+func (f statFile) Sync() error {
+	err := f.File.Sync()
+	if err == nil {
+		f.n.Add(1)
+	}
+	return err
+}
