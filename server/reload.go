@@ -61,7 +61,7 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (*tenantTable, []*ten
 		if _, err := os.Stat(e.DataDir); errors.Is(err, fs.ErrNotExist) {
 			// New tenants start this way; for an existing one it means its
 			// data dir vanished, which an operator must be able to see.
-			s.log.Warn("data dir missing; creating it empty", "tenant", e.Name, "data_dir", e.DataDir)
+			s.log.Info("data dir missing; creating it empty", "tenant", e.Name, "data_dir", e.DataDir)
 		}
 		st, err := s.st.AddTenant(store.TenantConfig{Name: e.Name, DataDir: e.DataDir,
 			QuotaBytes: e.QuotaBytes(), Durability: dur})

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,10 @@ func (l *lockedBuf) String() string {
 // "sq: listening on ADDR" line.
 func startHost(t testing.TB, args ...string) *hostChild {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--http") }) {
+		// The REST API's default port is fixed (1338): tests bind none.
+		args = append(args, "--http=")
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKillLoopHostChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), killChildEnv+"="+strings.Join(args, "\x1f"))
 	out, err := cmd.StdoutPipe()
