@@ -137,6 +137,8 @@ func (s *Server) writeRun(cs *connState, frames [][]byte, i int) int {
 // decode, or while draining, goes frame by frame.
 func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte {
 	t := cs.tenant
+	s.executing.Add(1)
+	defer s.executing.Add(-1)
 	if s.draining.Load() || t.closed.Load() {
 		return s.handleEach(cs, frames, out)
 	}
@@ -210,6 +212,10 @@ func (s *Server) record(cs *connState, op protocol.Op, st protocol.Status, in, o
 
 // exec runs a decoded request and appends a complete reply frame to out.
 func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protocol.Status, []byte) {
+	// Count first, then check draining: once Shutdown has set draining and
+	// seen executing at 0, no request can reach the store any more.
+	s.executing.Add(1)
+	defer s.executing.Add(-1)
 	if s.draining.Load() {
 		return protocol.StatusShuttingDown, protocol.AppendError(out, req.ID, protocol.StatusShuttingDown, "server is shutting down")
 	}

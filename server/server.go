@@ -19,6 +19,10 @@ import (
 	"github.com/phext/sq/store"
 )
 
+// drainGrace bounds how long Shutdown waits for connections to go quiet
+// once no request is running against the store.
+const drainGrace = 2 * time.Second
+
 // Version is the server version reported by VERSION and HELLO.
 const Version = "0.6.0"
 
@@ -156,6 +160,7 @@ type Server struct {
 	// workers start while Shutdown waits, which WaitGroup forbids.)
 	workers      atomic.Int64
 	asyncPending atomic.Int64 // AsyncWrites issued and not yet called back
+	executing    atomic.Int64 // requests between the draining check and their store call's end
 }
 
 // New validates cfg, opens every enabled tenant in st (creating data dirs)
@@ -255,13 +260,23 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // and fsyncs every WAL.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
-	// Requests already read are answered (new ones get SHUTTING_DOWN), and
-	// replies handed to AsyncWrite must reach the sockets before the loops
-	// close them.
-	for s.workers.Load() > 0 || s.asyncPending.Load() > 0 {
+	// Requests already running against the store finish (new ones get
+	// SHUTTING_DOWN without touching it).
+	for s.executing.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("server: shutdown: requests or replies still in flight: %w", ctx.Err())
+			return fmt.Errorf("server: shutdown: requests still running: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	// Their replies reach the sockets before the loops close them. A client
+	// that keeps sending keeps getting SHUTTING_DOWN answers, so this waits
+	// for a quiet moment only up to drainGrace.
+	grace := time.Now().Add(drainGrace)
+	for (s.workers.Load() > 0 || s.asyncPending.Load() > 0) && time.Now().Before(grace) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server: shutdown: replies still in flight: %w", ctx.Err())
 		case <-time.After(time.Millisecond):
 		}
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -534,4 +535,60 @@ func TestPipelinedWriteRun(t *testing.T) {
 	if got := c.ok(protocol.OpSelect, "", b, nil); len(got) != 0 {
 		t.Fatalf("scroll b = %q after delete", got)
 	}
+}
+
+// TestShutdownWithBusyClient: a client that never stops sending cannot hold
+// the shutdown: running requests finish, later ones get SHUTTING_DOWN, and
+// Shutdown returns within its grace.
+func TestShutdownWithBusyClient(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityNo})
+	c := e.dial("alpha")
+	stop := make(chan struct{})
+	var shuttingDown atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var batch []byte
+			for i := 0; i < 16; i++ {
+				c.id++
+				batch = protocol.AppendRequest(batch, protocol.OpUpdate, c.id, nil, phext.Origin, []byte("busy"))
+			}
+			if _, err := c.nc.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			r, err := c.read()
+			if err != nil {
+				return
+			}
+			if r.Status == protocol.StatusShuttingDown {
+				shuttingDown.Add(1)
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := e.srv.Shutdown(ctx)
+	took := time.Since(start)
+	close(stop)
+	if err != nil {
+		t.Fatalf("shutdown with a busy client: %v", err)
+	}
+	if took > drainGrace+3*time.Second {
+		t.Fatalf("shutdown took %v", took)
+	}
+	t.Logf("shutdown took %v; %d SHUTTING_DOWN answers seen", took, shuttingDown.Load())
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.srv = nil
 }
