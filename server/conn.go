@@ -51,6 +51,7 @@ type connState struct {
 	openedAt     int64
 	partialSince atomic.Int64 // unix nanos when a partial frame was first seen; 0 if none
 	closing      atomic.Bool  // stop reading: a fatal reply or a close is on its way
+	gone         atomic.Bool  // closed or being closed: workers stop running its frames
 	blocked      atomic.Bool  // reading paused at MaxInFlight; the worker wakes it
 	inflight     atomic.Int64 // frames read and not yet answered
 
@@ -96,6 +97,7 @@ func (s *Server) snapshotConns() []*connState {
 
 // closeWith closes the connection from any goroutine, recording why.
 func (cs *connState) closeWith(r closeReason) {
+	cs.gone.Store(true)
 	if cs.closing.Swap(true) && r != closeShutdown {
 		return
 	}
@@ -133,6 +135,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if cs == nil {
 		return gnet.None
 	}
+	cs.gone.Store(true)
 	if !cs.closing.Swap(true) {
 		s.stats.closed[closeClient].Add(1)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
 
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
@@ -54,10 +55,21 @@ func (s *Server) work(cs *connState) {
 		cs.spareFrames, cs.spareArena = nil, nil
 		cs.mu.Unlock()
 
-		n := len(frames)
 		var bytes int64
 		out := protocol.GetBuffer()
+		done := 0 // frames whose replies are in out
 		for i := 0; i < len(frames); {
+			if cs.gone.Load() {
+				// The connection is closed or closing (slow consumer,
+				// timeout, reload):
+				// the rest of the batch is not run and not acknowledged.
+				for ; i < len(frames); i++ {
+					bytes += int64(len(frames[i]))
+					frames[i] = nil
+					done++
+				}
+				break
+			}
 			j := s.writeRun(cs, frames, i)
 			if j-i > 1 {
 				out.B = s.handleWrites(cs, frames[i:j], out.B)
@@ -68,6 +80,14 @@ func (s *Server) work(cs *connState) {
 			for ; i < j; i++ {
 				bytes += int64(len(frames[i]))
 				frames[i] = nil // a big frame can be collected once done
+				done++
+			}
+			if len(out.B) >= maxBatchReply && i < len(frames) {
+				// Send what is built so a batch of large replies is not
+				// held in memory whole; the write's callback checks
+				// MaxOutbound.
+				s.send(cs, out, done)
+				out, done = protocol.GetBuffer(), 0
 			}
 		}
 
@@ -78,22 +98,34 @@ func (s *Server) work(cs *connState) {
 		}
 		cs.mu.Unlock()
 		cs.queuedBytes.Add(-bytes)
-		s.asyncPending.Add(1)
-		// inflight drops only once the replies are on the socket (the
-		// callback runs on the loop after the write): the loop answers
-		// cheap reads itself only when inflight is 0, which must mean no
-		// earlier reply is still waiting to be written.
-		err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
-			protocol.PutBuffer(out)
-			s.asyncPending.Add(-1)
-			cs.written(n)
-			return nil
-		})
-		if err != nil {
-			protocol.PutBuffer(out)
-			s.asyncPending.Add(-1)
-			cs.written(n)
+		s.send(cs, out, done)
+	}
+}
+
+// maxBatchReply is the reply bytes a worker builds before it sends them.
+const maxBatchReply = 1 << 20
+
+// send hands out (the replies of n frames) to the connection's loop. The
+// in-flight count drops only once the replies are on the socket (the
+// callback runs on the loop after the write): the loop answers cheap reads
+// itself only when inflight is 0, which must mean no earlier reply is
+// still waiting to be written. A client that does not read its replies is
+// closed once more than MaxOutbound bytes wait for it.
+func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
+	s.asyncPending.Add(1)
+	err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
+		protocol.PutBuffer(out)
+		s.asyncPending.Add(-1)
+		if c != nil && c.OutboundBuffered() > s.opts.MaxOutbound {
+			cs.closeWith(closeSlowConsumer)
 		}
+		cs.written(n)
+		return nil
+	})
+	if err != nil {
+		protocol.PutBuffer(out)
+		s.asyncPending.Add(-1)
+		cs.written(n)
 	}
 }
 

@@ -592,3 +592,28 @@ func TestShutdownWithBusyClient(t *testing.T) {
 	}
 	e.srv = nil
 }
+
+// TestSlowConsumerClosed: a client that pipelines large GETs and never
+// reads its replies is closed once MaxOutbound bytes wait for it, without
+// needing to send anything more.
+func TestSlowConsumerClosed(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityNo, opts: Options{MaxFrame: 1 << 20, MaxInFlight: 256}})
+	c := e.dial("alpha")
+	big := make([]byte, 900<<10)
+	for i := range big {
+		big[i] = 'g'
+	}
+	c.ok(protocol.OpUpdate, "big", phext.Origin, big)
+	var batch []byte
+	for i := 0; i < 200; i++ {
+		c.id++
+		batch = protocol.AppendRequest(batch, protocol.OpGet, c.id, []byte("big"), phext.Origin, nil)
+	}
+	c.write(batch) // and never read
+	checkFor(t, 10*time.Second, func() error {
+		if n := e.srv.Stats().Closed["slow_consumer"]; n == 0 {
+			return fmt.Errorf("not closed as a slow consumer yet")
+		}
+		return nil
+	})
+}
