@@ -349,6 +349,12 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 		}
 		cs.tenant = t
 		cs.tenantPtr.Store(t)
+		if t.closed.Load() {
+			// A reload removed the tenant between the lookup and the
+			// Store above, and may have scanned the connections before it.
+			s.authFail(cs, c, id, protocol.StatusAuth, "unknown or disabled token")
+			return gnet.None, false
+		}
 		name = t.name
 	case tab.isAdmin(hello.Token):
 		cs.admin = true

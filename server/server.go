@@ -180,7 +180,7 @@ func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t, _, err := s.buildTable(cfg, nil)
+	t, _, _, err := s.buildTable(cfg, nil)
 	if err != nil {
 		return nil, err
 	}

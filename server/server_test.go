@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -615,5 +617,58 @@ func TestSlowConsumerClosed(t *testing.T) {
 			return fmt.Errorf("not closed as a slow consumer yet")
 		}
 		return nil
+	})
+}
+
+// TestReloadFailureKeepsOldConfig: a reload that fails part way (a new
+// tenant, or a moved one, whose data dir cannot be created) leaves every
+// tenant of the old config serving its data; a rename (same token and
+// dir, new name) goes through.
+func TestReloadFailureKeepsOldConfig(t *testing.T) {
+	e := startEnv(t, envOptions{tenants: []string{"alpha", "beta"}})
+	e.dial("alpha").ok(protocol.OpUpdate, "", phext.Origin, []byte("alpha data"))
+	blocker := filepath.Join(e.dir, "file")
+	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unmakeable := filepath.Join(blocker, "sub")
+	check := func(when string) {
+		t.Helper()
+		if got := e.dial("alpha").ok(protocol.OpSelect, "", phext.Origin, nil); string(got) != "alpha data" {
+			t.Fatalf("%s: alpha reads %q", when, got)
+		}
+		e.dial("beta").ok(protocol.OpPing, "", phext.Origin, nil)
+	}
+	t.Run("bad new tenant", func(t *testing.T) {
+		cfg, _ := LoadConfig(e.cfgPath)
+		tok, _ := GenerateToken(7)
+		cfg.Tenants[tok] = TenantEntry{Name: "zeta", DataDir: unmakeable}
+		if _, err := e.srv.Reload(cfg); err == nil {
+			t.Fatal("reload with an uncreatable data dir succeeded")
+		}
+		check("after a failed add")
+	})
+	t.Run("bad move", func(t *testing.T) {
+		cfg, _ := LoadConfig(e.cfgPath)
+		a := cfg.Tenants[e.tokens["alpha"]]
+		a.DataDir = unmakeable
+		cfg.Tenants[e.tokens["alpha"]] = a
+		if _, err := e.srv.Reload(cfg); err == nil {
+			t.Fatal("reload moving alpha to an uncreatable dir succeeded")
+		}
+		check("after a failed move")
+	})
+	t.Run("rename", func(t *testing.T) {
+		cfg, _ := LoadConfig(e.cfgPath)
+		a := cfg.Tenants[e.tokens["alpha"]]
+		a.Name = "alpha2"
+		cfg.Tenants[e.tokens["alpha"]] = a
+		if _, err := e.srv.Reload(cfg); err != nil {
+			t.Fatalf("rename: %v", err)
+		}
+		c := e.dial("alpha") // same token, new name
+		if got := c.ok(protocol.OpSelect, "", phext.Origin, nil); string(got) != "alpha data" {
+			t.Fatalf("renamed tenant reads %q", got)
+		}
 	})
 }
