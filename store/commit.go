@@ -361,6 +361,12 @@ func (p *pfile) syncWAL() error {
 	}
 	if dirSync {
 		if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
+			// Try again at the next sync: the new files' directory
+			// entries are not durable yet.
+			p.fmu.Lock()
+			p.dirSync = true
+			p.dirty.Store(true)
+			p.fmu.Unlock()
 			return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
 		}
 	}

@@ -105,6 +105,7 @@ type Store struct {
 	lmu      sync.Mutex // guards open, evicting (leaf lock)
 	open     map[*pfile]struct{}
 	evicting bool          // a background eviction batch is running
+	shutting bool          // Close started: no new eviction goroutines
 	clock    atomic.Uint64 // LRU clock
 
 	stop chan struct{}
@@ -167,6 +168,9 @@ func (s *Store) Close() error {
 	}
 	s.tenants = map[string]*Tenant{}
 	s.mu.Unlock()
+	s.lmu.Lock()
+	s.shutting = true // before Wait: no eviction goroutine starts after it
+	s.lmu.Unlock()
 	close(s.stop)
 	// Tenants close in parallel (bounded) so that their fsyncs overlap.
 	var (
@@ -318,6 +322,12 @@ func (s *Store) Tenant(name string) *Tenant {
 func (s *Store) register(p *pfile) {
 	p.touch()
 	s.lmu.Lock()
+	if p.state.Load() != stateReady || s.shutting {
+		// Closed before it was registered (closeFile's unregister already
+		// ran), or the store is closing: nothing to track or evict.
+		s.lmu.Unlock()
+		return
+	}
 	s.open[p] = struct{}{}
 	over := len(s.open) - s.opts.MaxOpenPhexts
 	if over <= 0 {
@@ -338,11 +348,12 @@ func (s *Store) register(p *pfile) {
 				v = q
 			}
 		}
+		if v != nil {
+			v.victim = true // concurrent openers pick different victims
+		}
 		s.lmu.Unlock()
 		if v != nil {
-			if err := v.t.closeFile(v, closeEvict); err != nil {
-				s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
-			}
+			s.evict([]*pfile{v})
 		}
 		return
 	}

@@ -276,8 +276,13 @@ func (t *Tenant) AppendChecksum(dst, name []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// maxDeltaMissing bounds what missing coordinates may add to a delta reply.
-const maxDeltaMissing = 64 << 20
+// maxDeltaMissing bounds what missing coordinates may add to a delta reply;
+// the document's own scrolls may each bring up to maxBreaksPerScroll break
+// bytes (999 − 1 breaks on each of nine levels).
+const (
+	maxDeltaMissing    = 64 << 20
+	maxBreaksPerScroll = 9 * 999
+)
 
 // AppendDelta appends SQ's delta of the current state against request (a
 // list of "<coord>: <checksum>" lines); see phext.Delta.
@@ -291,9 +296,9 @@ func (t *Tenant) AppendDelta(dst, name, request []byte) ([]byte, error) {
 	p.walk(func(c phext.Coordinate, text []byte) {
 		scrolls = append(scrolls, phext.Scroll{Coord: c, Text: text})
 	})
-	// The reply holds at most the document plus maxDeltaMissing bytes of
-	// missing-scroll markers and their breaks.
-	out, err := phext.DeltaLimit(scrolls, request, int(p.bytes)+maxDeltaMissing)
+	// The reply holds at most the document (text and breaks) plus
+	// maxDeltaMissing bytes of missing-scroll markers and their breaks.
+	out, err := phext.DeltaLimit(scrolls, request, int(p.bytes)+len(scrolls)*maxBreaksPerScroll+maxDeltaMissing)
 	if errors.Is(err, phext.ErrTooLarge) {
 		return dst, fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
