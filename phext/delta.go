@@ -87,19 +87,9 @@ func DeltaLimit(scrolls []Scroll, request []byte, limit int) ([]byte, error) {
 		}
 	}
 	slices.SortFunc(out, func(a, b Scroll) int { return a.Coord.Compare(b.Coord) })
-	var dst []byte
-	prev := Origin
-	for i := range out {
-		sc := &out[i]
-		if len(sc.Text) == 0 {
-			continue
-		}
-		dst = AppendDelimiters(dst, prev, sc.Coord)
-		dst = append(dst, sc.Text...)
-		prev = sc.Coord
-		if len(dst) > limit {
-			return nil, fmt.Errorf("%w: delta output passes %d bytes", ErrTooLarge, limit)
-		}
+	dst, ok := appendImplodeLimit(nil, out, limit)
+	if !ok {
+		return nil, fmt.Errorf("%w: delta output passes %d bytes", ErrTooLarge, limit)
 	}
 	return dst, nil
 }

@@ -1,6 +1,7 @@
 package phext
 
 import (
+	"math"
 	"unicode/utf8"
 )
 
@@ -107,6 +108,13 @@ func Implode(scrolls []Scroll) []byte { return AppendImplode(nil, scrolls) }
 // Explode of the result gives back the non-empty scrolls. It allocates only
 // to grow dst.
 func AppendImplode(dst []byte, scrolls []Scroll) []byte {
+	dst, _ = appendImplodeLimit(dst, scrolls, math.MaxInt)
+	return dst
+}
+
+// appendImplodeLimit is AppendImplode that stops, returning false, once dst
+// is longer than limit.
+func appendImplodeLimit(dst []byte, scrolls []Scroll, limit int) ([]byte, bool) {
 	prev := Origin
 	for i := range scrolls {
 		sc := &scrolls[i]
@@ -116,8 +124,11 @@ func AppendImplode(dst []byte, scrolls []Scroll) []byte {
 		dst = AppendDelimiters(dst, prev, sc.Coord)
 		dst = append(dst, sc.Text...)
 		prev = sc.Coord
+		if len(dst) > limit {
+			return dst, false
+		}
 	}
-	return dst
+	return dst, true
 }
 
 // Normalize returns buf re-serialized with minimal breaks: trailing breaks
