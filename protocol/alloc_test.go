@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/phext/sq/phext"
 )
@@ -98,7 +99,9 @@ func TestDecompressionMemoryBound(t *testing.T) {
 			} {
 				d := Decoder{MaxFrame: len(frame) + 1<<10, Codec: tc.codec}
 				var r Response
-				_ = d.DecodeResponse(c.frame, &r) // warm the codec's own state
+				for range runtime.GOMAXPROCS(0) + 1 {
+					_ = d.DecodeResponse(c.frame, &r) // warm the codec's own state (every pooled decoder)
+				}
 				var before, after runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&before)
@@ -153,5 +156,120 @@ func TestZstdLargeWindowBound(t *testing.T) {
 				t.Fatalf("allocated %d bytes, above max frame %d", grew, tc.maxFrame)
 			}
 		})
+	}
+}
+
+// TestDecompressDeclaredSizeBomb is issue 13's first attack: tiny
+// compressed frames whose declared size U is the whole max frame and whose
+// body is garbage (or a zstd header that claims the same size). Nothing may
+// be allocated from U: the decoder refuses each frame having allocated a
+// few KiB, not 64 MiB.
+func TestDecompressDeclaredSizeBomb(t *testing.T) {
+	const u = DefaultMaxFrame - minLength
+	garbage := []byte("\x8f\x3a\x11garbage that decodes to nothing at all")
+	// A zstd frame header: single segment, 4-byte content size = u.
+	zhdr := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xa0}
+	zhdr = binary.LittleEndian.AppendUint32(zhdr, u)
+	zhdr = append(zhdr, garbage...)
+	// An s2 block whose own length header also says u.
+	s2hdr := binary.AppendUvarint(nil, u)
+	s2hdr = append(s2hdr, garbage...)
+	tests := []struct {
+		name  string
+		codec uint8
+		body  []byte
+	}{
+		{name: "zstd garbage", codec: CodecZstd, body: garbage},
+		{name: "zstd header claiming U", codec: CodecZstd, body: zhdr},
+		{name: "s2 garbage", codec: CodecS2, body: garbage},
+		{name: "s2 header claiming U", codec: CodecS2, body: s2hdr},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := appendHeader(nil, uint8(OpSelect), FlagCompressed, 9, 4+len(tc.body))
+			f = binary.BigEndian.AppendUint32(f, u)
+			f = append(f, tc.body...)
+			d := Decoder{Codec: tc.codec}
+			var req Request
+			for range runtime.GOMAXPROCS(0) + 1 {
+				_ = d.Decode(f, &req) // warm the pooled decoders
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for range 10 {
+				err := d.Decode(f, &req)
+				wantStatus(t, err, StatusBadFrame)
+			}
+			runtime.ReadMemStats(&after)
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+				t.Fatalf("10 frames of %d bytes declaring %d allocated %d bytes", len(f), u, grew)
+			}
+		})
+	}
+}
+
+// TestDecompressLarge round-trips bodies larger than a zstd window and the
+// decoder's first growth step, for both codecs, and checks the scratch
+// never grows past the declared size.
+func TestDecompressLarge(t *testing.T) {
+	plain := make([]byte, 9<<20+123)
+	for i := range plain {
+		plain[i] = byte('a' + (i*7+i/1000)%26)
+	}
+	for _, codec := range []uint8{CodecZstd, CodecS2} {
+		f := AppendCompressedRequest(nil, OpPut, 5, nil, phext.Origin, plain, codec)
+		if f[5]&FlagCompressed == 0 {
+			t.Fatalf("codec %d: body not compressed", codec)
+		}
+		d := Decoder{MaxFrame: 16 << 20, Codec: codec}
+		var req Request
+		if err := d.Decode(f, &req); err != nil {
+			t.Fatalf("codec %d: %v", codec, err)
+		}
+		if !bytes.Equal(req.Payload, plain) {
+			t.Fatalf("codec %d: payload differs", codec)
+		}
+		if cap(d.scratch) > 1+MaxNameLen+CoordSize+len(plain) {
+			t.Fatalf("codec %d: scratch %d above the declared size", codec, cap(d.scratch))
+		}
+	}
+}
+
+// TestS2ProducesMatchesDecoder: the dry walk that admits s2 bodies counts
+// exactly what the decoder produces, for every s2 encoder (the better and
+// best ones emit repeat codes).
+func TestS2ProducesMatchesDecoder(t *testing.T) {
+	encoders := []struct {
+		name string
+		fn   func(dst, src []byte) []byte
+	}{
+		{name: "default", fn: s2.Encode},
+		{name: "better", fn: s2.EncodeBetter},
+		{name: "best", fn: s2.EncodeBest},
+	}
+	inputs := [][]byte{
+		nil,
+		[]byte("a"),
+		bytes.Repeat([]byte("abc"), 100000),
+		bytes.Repeat([]byte{0}, 1<<20),
+	}
+	mixed := make([]byte, 300000)
+	for i := range mixed {
+		mixed[i] = byte((i * i / 7) ^ (i >> 5))
+	}
+	inputs = append(inputs, mixed)
+	for _, e := range encoders {
+		for i, in := range inputs {
+			enc := e.fn(nil, in)
+			hl := uvarintLen(enc)
+			got, ok := s2Produces(enc[hl:], len(in))
+			if !ok || got != len(in) {
+				t.Fatalf("%s input %d: walk says %d ok=%v, want %d", e.name, i, got, ok, len(in))
+			}
+			if _, ok := s2Produces(enc[hl:], len(in)-1); ok && len(in) > 0 {
+				t.Fatalf("%s input %d: walk ignores its max", e.name, i)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/binary"
+	"io"
 	"runtime"
 	"sync"
 
@@ -14,43 +15,95 @@ import (
 //
 //	u32 uncompressed size U | U bytes compressed with the agreed codec
 //
-// The receiver checks U against its max frame before it allocates anything,
-// decodes into a buffer whose capacity is exactly U, and refuses the body if
-// the codec produces more or fewer than U bytes.
+// U is a claim, not a fact: the receiver checks U against its max frame but
+// never allocates from it. zstd bodies are decoded as a stream into a
+// buffer that grows only as the decoder produces bytes; s2 bodies (a block
+// format that must be decoded whole) are first walked without writing, which
+// proves how many bytes they produce, and only then decoded into a buffer of
+// that size. A body that produces more or fewer than U bytes is refused.
 
-// zstd encoders and decoders are expensive to build and safe for concurrent
-// EncodeAll/DecodeAll: each keeps its own internal pool of per-call state
-// (bounded by the concurrency option), so one of each per process is the
-// pool. They are built on first use so a process that never compresses pays
-// nothing.
+// zstdEnc is the process-wide encoder: EncodeAll is safe for concurrent use
+// and pools its own per-call state (bounded by the concurrency option). It is
+// built on first use so a process that never compresses pays nothing.
 var (
 	zstdOnce sync.Once
 	zstdEnc  *zstd.Encoder
-	zstdDec  *zstd.Decoder
 )
 
 func zstdInit() {
 	zstdOnce.Do(func() {
-		n := runtime.GOMAXPROCS(0)
 		var err error
 		zstdEnc, err = zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(n),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 			zstd.WithEncoderCRC(false),
 			zstd.WithZeroFrames(true))
 		if err != nil {
 			panic("protocol: zstd encoder options: " + err.Error()) // constant options: cannot happen
 		}
-		zstdDec, err = zstd.NewReader(nil,
-			zstd.WithDecoderConcurrency(n),
-			// Output is limited to cap(dst), which the decoder sets to the
-			// declared size U after checking U against the max frame.
-			zstd.WithDecodeAllCapLimit(true),
-			zstd.WithDecoderLowmem(true))
+	})
+}
+
+// MaxZstdWindow is the largest zstd window (and single-segment frame) a
+// decoder accepts: the 8 MiB the zstd format recommends every decoder
+// support. A streaming decoder allocates its window when a frame starts,
+// before it has produced anything, so the window is the one size taken
+// from the sender; it is bounded here and the decoders that hold such
+// windows are few (zstdStreams).
+const MaxZstdWindow = 8 << 20
+
+// zstdStreams bounds the streaming zstd decoders alive at once (each may
+// hold a window of up to MaxZstdWindow): a decode waits for a free one, so
+// their memory is fixed however many connections decompress.
+var (
+	zstdStreamsOnce sync.Once
+	zstdStreams     chan *zstd.Decoder
+)
+
+func getZstdStream() *zstd.Decoder {
+	zstdStreamsOnce.Do(func() {
+		n := runtime.GOMAXPROCS(0)
+		zstdStreams = make(chan *zstd.Decoder, n)
+		for range n {
+			zstdStreams <- nil // built on first use
+		}
+	})
+	d := <-zstdStreams
+	if d == nil {
+		var err error
+		d, err = zstd.NewReader(nil,
+			// Concurrency 1 decodes synchronously, block by block, in
+			// the caller's goroutine.
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(MaxZstdWindow),
+			// For streams this bounds the window of a single-segment
+			// frame, which is its declared content size.
+			zstd.WithDecoderMaxMemory(MaxZstdWindow))
 		if err != nil {
 			panic("protocol: zstd decoder options: " + err.Error())
 		}
-	})
+	}
+	return d
+}
+
+func putZstdStream(d *zstd.Decoder) {
+	_ = d.Reset(nil) // drop the reference to the input
+	zstdStreams <- d
+}
+
+// sliceReader reads a byte slice. Unlike *bytes.Reader it has no Bytes
+// method, which would make the zstd decoder decode it whole (DecodeAll)
+// and allocate the frame's declared content size up front.
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
 }
 
 // ChooseCodec picks the codec a server answers in HELLO from the client's
@@ -103,31 +156,26 @@ func grow(dst []byte, n int) []byte {
 	return nd
 }
 
+// minGrow is the first capacity a decompression buffer grows to.
+const minGrow = 64 << 10
+
 // decompress decodes a compressed body src (u32 U + data) with codec into
-// scratch, which it grows to U only after checking U ≤ limit. It returns the
-// U decoded bytes and the (possibly grown) scratch to keep.
+// scratch. U must be ≤ limit; the buffer grows only as output is produced
+// (zstd) or once its size is proven (s2), never to U on trust. It returns
+// the U decoded bytes and the (possibly grown) scratch to keep.
 func decompress(scratch []byte, codec uint8, src []byte, limit int) (out, keep []byte, err error) {
 	if len(src) < 4 {
 		return nil, scratch, newError(StatusBadFrame, "compressed body shorter than its 4-byte size")
 	}
 	u := binary.BigEndian.Uint32(src)
-	// Check the declared size before allocating: a 20-byte frame must not be
-	// able to make us reserve gigabytes.
 	if uint64(u) > uint64(limit) {
 		return nil, scratch, errn(StatusTooLarge, "uncompressed size above limit: declared", uint64(u))
 	}
 	n := int(u)
-	if cap(scratch) < n {
-		scratch = make([]byte, n)
-	}
 	data := src[4:]
 	switch codec {
 	case CodecZstd:
-		zstdInit()
-		out, err = zstdDec.DecodeAll(data, scratch[:0:n])
-		if err != nil {
-			return nil, scratch, newError(StatusBadFrame, "zstd: "+err.Error())
-		}
+		return decompressZstd(scratch, data, n)
 	case CodecS2:
 		dl, derr := s2.DecodedLen(data)
 		if derr != nil {
@@ -136,17 +184,195 @@ func decompress(scratch []byte, codec uint8, src []byte, limit int) (out, keep [
 		if dl != n {
 			return nil, scratch, errn(StatusBadFrame, "s2: decoded size differs from declared", uint64(n))
 		}
+		// The block's own length header is as much a claim as U: walk
+		// its elements first, so a garbage body is refused before
+		// anything is allocated.
+		hl := uvarintLen(data)
+		if got, ok := s2Produces(data[hl:], n); !ok || got != n {
+			return nil, scratch, errn(StatusBadFrame, "s2: body does not produce its declared size", uint64(n))
+		}
+		if cap(scratch) < n {
+			scratch = make([]byte, n)
+		}
 		out, err = s2.Decode(scratch[:n], data)
 		if err != nil {
 			return nil, scratch, newError(StatusBadFrame, "s2: "+err.Error())
 		}
-	default:
-		return nil, scratch, newError(StatusBadFrame, "compressed body but no codec agreed")
+		if len(out) != n {
+			return nil, scratch, errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
+		}
+		return out, scratch, nil
+	}
+	return nil, scratch, newError(StatusBadFrame, "compressed body but no codec agreed")
+}
+
+// decompressZstd stream-decodes data, growing out (at most to n) as the
+// decoder produces bytes, and checks that exactly n come out.
+func decompressZstd(scratch, data []byte, n int) (out, keep []byte, err error) {
+	d := getZstdStream()
+	defer putZstdStream(d)
+	if err := d.Reset(&sliceReader{b: data}); err != nil {
+		return nil, scratch, newError(StatusBadFrame, "zstd: "+err.Error())
+	}
+	out = scratch[:0]
+	for {
+		if len(out) == cap(out) {
+			if len(out) >= n {
+				break
+			}
+			// Double what was produced, never past n: memory follows
+			// output, and output beyond n is an error anyway.
+			nc := min(max(2*cap(out), minGrow), n)
+			nb := make([]byte, len(out), nc)
+			copy(nb, out)
+			out = nb
+		}
+		k, rerr := d.Read(out[len(out):cap(out)])
+		out = out[:len(out)+k]
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, keepScratch(scratch, out), newError(StatusBadFrame, "zstd: "+rerr.Error())
+		}
+	}
+	if len(out) == n {
+		// All n bytes are in: the stream must end here.
+		var one [1]byte
+		k, rerr := d.Read(one[:])
+		if k > 0 {
+			return nil, keepScratch(scratch, out), errn(StatusBadFrame, "zstd: body produces more than declared", uint64(n))
+		}
+		if rerr != nil && rerr != io.EOF {
+			return nil, keepScratch(scratch, out), newError(StatusBadFrame, "zstd: "+rerr.Error())
+		}
 	}
 	if len(out) != n {
-		return nil, scratch, errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
+		return nil, keepScratch(scratch, out), errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
 	}
-	return out, scratch, nil
+	return out, out[:0], nil
+}
+
+// keepScratch returns the larger of two buffers for reuse.
+func keepScratch(a, b []byte) []byte {
+	if cap(b) > cap(a) {
+		return b[:0]
+	}
+	return a
+}
+
+// uvarintLen returns the length of the uvarint at the start of b (which
+// s2.DecodedLen has already parsed successfully).
+func uvarintLen(b []byte) int {
+	for i, c := range b {
+		if c < 0x80 {
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// s2Produces walks the elements of an s2 block (after its length header)
+// without writing anything and returns how many bytes decoding it would
+// produce. ok is false when an element runs past the input, a copy reaches
+// before the start of the output, or the output passes max. It follows
+// the element format of s2's reference decoder (klauspost/compress
+// s2/decode_other.go), repeat codes included.
+func s2Produces(src []byte, max int) (d int, ok bool) {
+	s, offset := 0, 0
+	for s < len(src) {
+		var length int
+		switch src[s] & 0x03 {
+		case 0: // literal
+			x := uint32(src[s] >> 2)
+			switch {
+			case x < 60:
+				s++
+			case x == 60:
+				s += 2
+				if s > len(src) {
+					return d, false
+				}
+				x = uint32(src[s-1])
+			case x == 61:
+				s += 3
+				if s > len(src) {
+					return d, false
+				}
+				x = uint32(src[s-2]) | uint32(src[s-1])<<8
+			case x == 62:
+				s += 4
+				if s > len(src) {
+					return d, false
+				}
+				x = uint32(src[s-3]) | uint32(src[s-2])<<8 | uint32(src[s-1])<<16
+			default: // 63
+				s += 5
+				if s > len(src) {
+					return d, false
+				}
+				x = uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24
+			}
+			length = int(x) + 1
+			if length <= 0 || length > len(src)-s || length > max-d {
+				return d, false
+			}
+			s += length
+			d += length
+			continue
+		case 1: // copy with a 1-byte offset, or a repeat of the last offset
+			s += 2
+			if s > len(src) {
+				return d, false
+			}
+			length = int(src[s-2]) >> 2 & 0x7
+			toffset := int(uint32(src[s-2])&0xe0<<3 | uint32(src[s-1]))
+			if toffset == 0 {
+				switch length {
+				case 5:
+					s++
+					if s > len(src) {
+						return d, false
+					}
+					length = int(src[s-1]) + 4
+				case 6:
+					s += 2
+					if s > len(src) {
+						return d, false
+					}
+					length = int(uint32(src[s-2])|uint32(src[s-1])<<8) + 1<<8
+				case 7:
+					s += 3
+					if s > len(src) {
+						return d, false
+					}
+					length = int(uint32(src[s-3])|uint32(src[s-2])<<8|uint32(src[s-1])<<16) + 1<<16
+				}
+			} else {
+				offset = toffset
+			}
+			length += 4
+		case 2: // copy with a 2-byte offset
+			s += 3
+			if s > len(src) {
+				return d, false
+			}
+			length = 1 + int(src[s-3])>>2
+			offset = int(uint32(src[s-2]) | uint32(src[s-1])<<8)
+		default: // copy with a 4-byte offset
+			s += 5
+			if s > len(src) {
+				return d, false
+			}
+			length = 1 + int(src[s-5])>>2
+			offset = int(uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24)
+		}
+		if offset <= 0 || d < offset || length > max-d {
+			return d, false
+		}
+		d += length
+	}
+	return d, true
 }
 
 // bufPool holds encode buffers. bytebufferpool calibrates its own size
