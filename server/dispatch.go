@@ -200,7 +200,7 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 		if err := ws[i].Err; err != nil {
 			req := protocol.Request{Op: op, ID: h.ID, Name: ws[i].Name}
 			var msg string
-			st, msg = s.statusOf(t, &req, err)
+			st, msg = s.errReply(t, &req, err)
 			out = protocol.AppendError(out, h.ID, st, msg)
 		} else {
 			out = protocol.AppendResponseHeader(out, h.ID, protocol.StatusOK, 4)
@@ -336,7 +336,7 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 		err = &protocol.Error{Status: protocol.StatusUnknownOp, Msg: "unknown operation " + req.Op.String()}
 	}
 	if err != nil {
-		st, msg := s.statusOf(t, req, err)
+		st, msg := s.errReply(t, req, err)
 		return st, protocol.AppendError(out[:pos], req.ID, st, msg)
 	}
 	body := out[pos+protocol.HeaderSize:]
@@ -362,34 +362,23 @@ func (s *Server) compressReply(out []byte, pos int, id uint32, codec uint8) []by
 	return append(out[:pos], buf.B...)
 }
 
-var errForbidden = errors.New("reload is allowed from loopback or with the admin token only")
-
-// statusOf maps a store or protocol error to a status and a message for the
-// client. Unexpected errors are logged: the client sees INTERNAL.
-func (s *Server) statusOf(t *tenant, req *protocol.Request, err error) (protocol.Status, string) {
+// errReply is the status and message of a failed request (statusOf).
+// Only INTERNAL answers are logged: the others are the client's doing, or
+// routine (a tenant closing during a reload), and a log line per request
+// would let a client flood the log.
+func (s *Server) errReply(t *tenant, req *protocol.Request, err error) (protocol.Status, string) {
+	st, expected := statusOf(err)
 	var pe *protocol.Error
-	switch {
-	case errors.As(err, &pe):
-		return pe.Status, pe.Msg
-	case errors.Is(err, store.ErrBadName):
-		return protocol.StatusBadName, err.Error()
-	case errors.Is(err, store.ErrBadCoord):
-		return protocol.StatusBadCoord, err.Error()
-	case errors.Is(err, store.ErrBadScroll), errors.Is(err, store.ErrOverflow), errors.Is(err, phext.ErrOverflow):
-		return protocol.StatusBadScroll, err.Error()
-	case errors.Is(err, store.ErrQuota):
-		return protocol.StatusQuota, err.Error()
-	case errors.Is(err, store.ErrTooLarge):
-		return protocol.StatusTooLarge, err.Error()
-	case errors.Is(err, errForbidden):
-		return protocol.StatusAuth, err.Error()
-	case errors.Is(err, ErrConfig):
-		return protocol.StatusInternal, err.Error()
+	if errors.As(err, &pe) {
+		return st, pe.Msg
+	}
+	if expected {
+		return st, err.Error()
 	}
 	name := ""
 	if t != nil {
 		name = t.name
 	}
 	s.log.Warn("request failed", "tenant", name, "op", req.Op.String(), "phext", string(req.Name), "err", err)
-	return protocol.StatusInternal, "internal error: " + err.Error()
+	return st, "internal error: " + err.Error()
 }

@@ -1,9 +1,86 @@
 package server
 
-import "errors"
+import (
+	"errors"
+	"net/http"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
 
 // ErrConfig is returned when a tenant configuration cannot be read or is
 // invalid (an empty token, a duplicate name or data dir, an unknown
 // durability); the wrapped message names the entry. A reload that fails
 // with it leaves the running configuration in place.
 var ErrConfig = errors.New("invalid tenant config")
+
+// errForbidden is returned when a connection asks for an admin operation
+// (RELOAD) without the admin token and without trusted loopback.
+var errForbidden = errors.New("reload needs the admin token (or a loopback connection when the server trusts loopback)")
+
+// statusOf is the one mapping from an error of the store, protocol or
+// phext packages to the status a client gets, for the binary protocol and
+// (through httpCode) the REST API alike. expected is false for errors that
+// are a server-side failure (INTERNAL): only those are worth a log line.
+//
+// A phext or tenant that is closing (store.ErrClosed: a reload removed or
+// moved the tenant under the request, or the store is shutting down) is
+// SHUTTING_DOWN, the retryable answer, never INTERNAL: it is routine during
+// a reload and logs nothing.
+func statusOf(err error) (st protocol.Status, expected bool) {
+	var pe *protocol.Error
+	switch {
+	case err == nil:
+		return protocol.StatusOK, true
+	case errors.As(err, &pe):
+		return pe.Status, true
+	case errors.Is(err, store.ErrClosed):
+		return protocol.StatusShuttingDown, true
+	case errors.Is(err, store.ErrBadName):
+		return protocol.StatusBadName, true
+	case errors.Is(err, store.ErrBadCoord), errors.Is(err, phext.ErrBadCoordinate):
+		return protocol.StatusBadCoord, true
+	case errors.Is(err, store.ErrBadScroll), errors.Is(err, store.ErrOverflow), errors.Is(err, phext.ErrOverflow):
+		return protocol.StatusBadScroll, true
+	case errors.Is(err, store.ErrQuota):
+		return protocol.StatusQuota, true
+	case errors.Is(err, store.ErrTooLarge):
+		return protocol.StatusTooLarge, true
+	case errors.Is(err, errForbidden):
+		return protocol.StatusAuth, true
+	case errors.Is(err, ErrConfig):
+		// A refused reload: Reload logs it already.
+		return protocol.StatusInternal, true
+	}
+	return protocol.StatusInternal, false
+}
+
+// httpCode is the HTTP status code of the REST answer for a protocol
+// status. SHUTTING_DOWN and BUSY are 503 and carry Retry-After
+// (retryAfter).
+func httpCode(st protocol.Status) int {
+	switch st {
+	case protocol.StatusOK:
+		return http.StatusOK
+	case protocol.StatusBadFrame, protocol.StatusBadCoord, protocol.StatusBadScroll:
+		return http.StatusBadRequest
+	case protocol.StatusUnknownOp:
+		return http.StatusNotFound
+	case protocol.StatusAuth:
+		return http.StatusUnauthorized
+	case protocol.StatusBadName:
+		return http.StatusForbidden // SQ's answer to a bad phext path
+	case protocol.StatusTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case protocol.StatusQuota:
+		return http.StatusInsufficientStorage
+	case protocol.StatusBusy, protocol.StatusShuttingDown:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// retryAfter is the Retry-After value (seconds) of a 503 answer: a reload
+// or a restart takes about that long.
+var retryAfter = []string{"1"}

@@ -69,7 +69,9 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 	if o.EventLoops == 0 {
 		o.EventLoops = 2
 	}
-	o.Logger = quietLogger()
+	if o.Logger == nil {
+		o.Logger = quietLogger()
+	}
 	o.LoadConfig = func() (*Config, error) { return LoadConfig(e.cfgPath) }
 	srv, err := Start(st, e.cfg, &o)
 	if err != nil {

@@ -282,6 +282,9 @@ const (
 	msgBadPath      = "Forbidden: Invalid phext path"
 	msgNotFound     = "Not Found"
 	msgBusy         = "Service Unavailable: connection limit reached"
+	// msgShuttingDown answers a request that met a closing tenant or a
+	// draining server (503 with Retry-After).
+	msgShuttingDown = "Service Unavailable: tenant is being reloaded or the server is stopping; retry"
 )
 
 // serveSQ serves SQ's REST API. The checks run in SQ's order: method,
@@ -303,7 +306,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.s.draining.Load() {
 		h.count(rt, http.StatusServiceUnavailable)
-		replyText(w, http.StatusServiceUnavailable, "Service Unavailable: server is shutting down")
+		w.Header()["Retry-After"] = retryAfter
+		replyText(w, http.StatusServiceUnavailable, msgShuttingDown)
 		return
 	}
 	// Auth before taking an in-flight slot: a delayed bad-token answer
@@ -320,6 +324,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	if h.inflight.Add(1) > int64(h.o.MaxInFlight) {
 		h.inflight.Add(-1)
 		h.count(rt, http.StatusServiceUnavailable)
+		w.Header()["Retry-After"] = retryAfter
 		replyText(w, http.StatusServiceUnavailable, msgBusy)
 		return
 	}
@@ -366,6 +371,9 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	in := len(q) + len(body)
 	if code != http.StatusOK {
 		h.record(t, rt, code, st, in, len(msg), start)
+		if code == http.StatusServiceUnavailable {
+			w.Header()["Retry-After"] = retryAfter
+		}
 		replyText(w, code, msg)
 		return
 	}
@@ -608,28 +616,35 @@ func (h *httpAPI) where(q string, body []byte, out *bytebufferpool.ByteBuffer) (
 	return http.StatusOK, protocol.StatusOK, ""
 }
 
-// errorOf maps a store error to an HTTP code, a protocol status and a
-// message. Unexpected errors are logged; the client sees 500.
+// errorOf turns a store error into the REST answer: the HTTP code of
+// its status (statusOf, httpCode: the same mapping as the binary
+// protocol), the status and SQ's text where SQ has one. Only INTERNAL
+// errors are logged.
 func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, protocol.Status, string) {
-	switch {
-	case errors.Is(err, store.ErrBadName):
-		return http.StatusForbidden, protocol.StatusBadName, msgBadPath
-	case errors.Is(err, store.ErrBadCoord), errors.Is(err, phext.ErrBadCoordinate):
-		return http.StatusBadRequest, protocol.StatusBadCoord, "Bad Request: coordinate parts must be 1..999"
-	case errors.Is(err, store.ErrBadScroll):
-		return http.StatusBadRequest, protocol.StatusBadScroll,
-			"Bad Request: scroll text must be valid UTF-8 without phext delimiter bytes (0x01, 0x17-0x1A, 0x1C-0x1F)"
-	case errors.Is(err, store.ErrOverflow), errors.Is(err, phext.ErrOverflow):
-		return http.StatusBadRequest, protocol.StatusBadScroll, "Bad Request: " + err.Error()
-	case errors.Is(err, store.ErrTooLarge):
-		return http.StatusRequestEntityTooLarge, protocol.StatusTooLarge, "Payload Too Large: " + err.Error()
-	case errors.Is(err, store.ErrQuota):
-		return http.StatusInsufficientStorage, protocol.StatusQuota, "Insufficient Storage: tenant quota exceeded"
-	case errors.Is(err, store.ErrClosed):
-		return http.StatusServiceUnavailable, protocol.StatusBusy, "Service Unavailable: tenant is being reloaded or the server is stopping; retry"
+	st, expected := statusOf(err)
+	code := httpCode(st)
+	switch st {
+	case protocol.StatusBadName:
+		return code, st, msgBadPath
+	case protocol.StatusBadCoord:
+		return code, st, "Bad Request: coordinate parts must be 1..999"
+	case protocol.StatusBadScroll:
+		if errors.Is(err, store.ErrBadScroll) {
+			return code, st, "Bad Request: scroll text must be valid UTF-8 without phext delimiter bytes (0x01, 0x17-0x1A, 0x1C-0x1F)"
+		}
+		return code, st, "Bad Request: " + err.Error()
+	case protocol.StatusTooLarge:
+		return code, st, "Payload Too Large: " + err.Error()
+	case protocol.StatusQuota:
+		return code, st, "Insufficient Storage: tenant quota exceeded"
+	case protocol.StatusShuttingDown:
+		return code, st, msgShuttingDown
 	}
-	h.s.log.Warn("http request failed", "tenant", t.name, "route", routeNames[rt], "phext", string(name), "err", err)
-	return http.StatusInternalServerError, protocol.StatusInternal, "Internal Server Error"
+	if !expected {
+		h.s.log.Warn("http request failed", "tenant", t.name, "route", routeNames[rt], "phext", string(name), "err", err)
+		return code, st, "Internal Server Error"
+	}
+	return code, st, http.StatusText(code) + ": " + err.Error()
 }
 
 // tenantOf finds the tenant named by the request's token, accepted like
