@@ -254,10 +254,29 @@ func (p *pfile) appendLocked(buf []byte, sync bool) error {
 	if p.state.Load() == stateClosed {
 		return ErrClosed
 	}
+	if p.suspect.Load() {
+		// An earlier fsync failed: first put the state held in memory on
+		// disk again, in new files, or refuse the write.
+		if err := p.rewriteLocked(); err != nil {
+			return fmt.Errorf("%w: %w", errWALSuspect, err)
+		}
+	}
 	if p.wal == nil {
 		if err := p.createWAL(); err != nil {
 			return err
 		}
+	}
+	if p.needReset {
+		// Open found a WAL its snapshot already covers but could not make
+		// the snapshot's rename durable; do both before logging more.
+		if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
+			return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
+		}
+		if err := p.resetWAL(); err != nil {
+			p.broken.Store(true)
+			return err
+		}
+		p.needReset = false
 	}
 	pre := p.walSize
 	n, err := p.wal.Write(buf)
@@ -271,20 +290,53 @@ func (p *pfile) appendLocked(buf []byte, sync bool) error {
 		return fmt.Errorf("store: append to %s: %w", p.walPath, err)
 	}
 	p.walSize += int64(n)
+	g := p.wgen.Add(1)
 	if !sync {
-		p.dirty.Store(true)
 		return nil
 	}
 	if err := p.wal.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped dirty pages, so
 		// what the disk holds is unknown: never pretend durability. Undo
-		// the append and reopen (replay) before the next use.
+		// the append (nothing of it was applied) and rewrite the state
+		// from memory before the next write (PostgreSQL's fsync lesson).
 		_ = p.wal.Truncate(pre)
 		p.walSize = pre
-		p.broken.Store(true)
+		p.suspect.Store(true)
 		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
 	}
-	p.dirty.Store(false)
+	// A WAL created in mode "no" (the tenant switched to a syncing mode
+	// since) has a directory entry that was never made durable.
+	if err := p.syncDirLocked(); err != nil {
+		p.suspect.Store(true)
+		return err
+	}
+	p.synced(g)
+	return nil
+}
+
+// synced records that WAL writes up to generation g are durable.
+func (p *pfile) synced(g uint64) {
+	for {
+		s := p.sgen.Load()
+		if s >= g || p.sgen.CompareAndSwap(s, g) {
+			return
+		}
+	}
+}
+
+// dirty reports whether the WAL was written since its last fsync.
+func (p *pfile) dirty() bool { return p.wgen.Load() > p.sgen.Load() }
+
+// syncDirLocked fsyncs the data dir if files were created in it without
+// that (mode "no"); fmu held.
+func (p *pfile) syncDirLocked() error {
+	if !p.dirSync {
+		return nil
+	}
+	if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
+		return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
+	}
+	p.dirSync = false
 	return nil
 }
 
@@ -335,41 +387,49 @@ func (p *pfile) createWAL() error {
 // syncWAL fsyncs the WAL if it was written since the last fsync. The fsync
 // runs without fmu, so the flusher keeps writing meanwhile (like Redis'
 // background fsync); an *os.File may be fsynced while another goroutine
-// writes or closes it.
+// writes or closes it. Only a completed fsync advances sgen, so a close
+// that races it still sees the WAL dirty and fsyncs it itself.
 func (p *pfile) syncWAL() error {
 	p.fmu.Lock()
 	f := p.wal
-	if f == nil || !p.dirty.Load() {
+	g := p.wgen.Load()
+	if f == nil || g <= p.sgen.Load() || p.state.Load() == stateClosed {
 		p.fmu.Unlock()
 		return nil
 	}
-	if p.broken.Load() {
+	if p.broken.Load() || p.suspect.Load() {
 		p.fmu.Unlock()
 		return errWALSuspect
 	}
-	// Writes after this point set dirty again and wait for the next round.
-	p.dirty.Store(false)
 	dirSync := p.dirSync
-	p.dirSync = false
 	p.fmu.Unlock()
 	if err := f.Sync(); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return nil // closed meanwhile; close fsynced it
+		p.fmu.Lock()
+		defer p.fmu.Unlock()
+		if errors.Is(err, os.ErrClosed) || p.wal != f {
+			// Closed (or replaced by a rewrite) meanwhile: close fsynced
+			// it, since sgen had not reached g.
+			return nil
 		}
-		p.broken.Store(true)
-		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
+		p.suspect.Store(true)
+		werr := fmt.Errorf("store: fsync %s: %w", p.walPath, err)
+		// Write what memory holds to new files now rather than wait for
+		// the next write: acknowledged everysec writes may be gone from
+		// the disk.
+		if rerr := p.rewriteLocked(); rerr != nil {
+			return errors.Join(werr, rerr)
+		}
+		return werr
 	}
 	if dirSync {
-		if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
-			// Try again at the next sync: the new files' directory
-			// entries are not durable yet.
-			p.fmu.Lock()
-			p.dirSync = true
-			p.dirty.Store(true)
-			p.fmu.Unlock()
-			return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
+		p.fmu.Lock()
+		err := p.syncDirLocked()
+		p.fmu.Unlock()
+		if err != nil {
+			return err // sgen stays behind: tried again next round
 		}
 	}
+	p.synced(g)
 	return nil
 }
 
@@ -405,13 +465,20 @@ func (p *pfile) close(how closeHow) error {
 		}
 	}
 	if p.wal != nil {
-		if !p.broken.Load() && p.dirty.Load() && (how != closeEvict || p.t.durability() != DurabilityNo) {
+		if p.suspect.Load() && !p.broken.Load() {
+			// Closing must not leave the page cache as the only copy.
+			if err := p.rewriteLocked(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if !p.broken.Load() && !p.suspect.Load() && p.dirty() && (how != closeEvict || p.t.durability() != DurabilityNo) {
+			g := p.wgen.Load()
 			if err := p.wal.Sync(); err != nil {
 				errs = append(errs, fmt.Errorf("store: fsync %s: %w", p.walPath, err))
-			} else if p.dirSync {
-				if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
-					errs = append(errs, fmt.Errorf("store: fsync dir of %s: %w", p.path, err))
-				}
+			} else if err := p.syncDirLocked(); err != nil {
+				errs = append(errs, err)
+			} else {
+				p.synced(g)
 			}
 		}
 		if err := p.wal.Close(); err != nil {

@@ -115,44 +115,20 @@ func (p *pfile) compactNow() error {
 	if p.broken.Load() {
 		return errWALSuspect
 	}
+	if p.suspect.Load() {
+		// The WAL is not trusted: the rewrite from memory is the compaction.
+		return p.rewriteLocked()
+	}
 	if p.wal == nil || p.walSize <= walHeaderSize {
 		return nil // nothing logged since the snapshot
 	}
 	fs := p.t.s.fs
 	dir := filepath.Dir(p.path)
-	f, err := fs.OpenFile(p.tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
-	if err != nil {
-		return fmt.Errorf("store: compact %s: %w", p.path, err)
-	}
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = fs.Remove(p.tmpPath)
-		return fmt.Errorf("store: compact %s: %w", p.path, err)
-	}
-	w := snapWriter{f: f, buf: make([]byte, 0, 1<<20), h: xxh3.New()}
-	var scratch []byte
-	prev := phext.Origin
-	p.mu.RLock()
-	p.walk(func(c phext.Coordinate, text []byte) {
-		scratch = phext.AppendDelimiters(scratch[:0], prev, c)
-		w.write(scratch)
-		w.write(text)
-		prev = c
-	})
-	p.mu.RUnlock()
-	w.flush()
-	if w.err != nil {
-		return fail(w.err)
-	}
 	// 1. The new snapshot's bytes are on disk before anything names it.
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	id, err := p.writeTmp()
+	if err != nil {
+		return err
 	}
-	if err := f.Close(); err != nil {
-		_ = fs.Remove(p.tmpPath)
-		return fmt.Errorf("store: compact %s: %w", p.path, err)
-	}
-	id := walID{uint64(w.n), w.h.Sum64()}
 	// 2. The WAL says which snapshot holds all its records.
 	rec := appendRecord(nil, opCompact, phext.Coordinate{}, compactPayload(id))
 	if err := p.appendLocked(rec, true); err != nil {
@@ -191,5 +167,136 @@ func (p *pfile) compactNow() error {
 		p.broken.Store(true)
 		return fmt.Errorf("store: compact %s: %w", p.path, err)
 	}
+	return nil
+}
+
+// writeTmp writes the current document (base + overlay, read lock taken
+// here) to the temp file, fsyncs and closes it, and returns its identity.
+// On failure the temp file is removed.
+func (p *pfile) writeTmp() (walID, error) {
+	fs := p.t.s.fs
+	f, err := fs.OpenFile(p.tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
+	if err != nil {
+		return walID{}, fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	fail := func(err error) (walID, error) {
+		_ = f.Close()
+		_ = fs.Remove(p.tmpPath)
+		return walID{}, fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	w := snapWriter{f: f, buf: make([]byte, 0, 1<<20), h: xxh3.New()}
+	var scratch []byte
+	prev := phext.Origin
+	p.mu.RLock()
+	p.walk(func(c phext.Coordinate, text []byte) {
+		scratch = phext.AppendDelimiters(scratch[:0], prev, c)
+		w.write(scratch)
+		w.write(text)
+		prev = c
+	})
+	p.mu.RUnlock()
+	w.flush()
+	if w.err != nil {
+		return fail(w.err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = fs.Remove(p.tmpPath)
+		return walID{}, fmt.Errorf("store: compact %s: %w", p.path, err)
+	}
+	return walID{uint64(w.n), w.h.Sum64()}, nil
+}
+
+// rewriteLocked puts the state held in memory on disk again, in new files,
+// after an fsync of the WAL failed (fmu held): the kernel may have dropped
+// the WAL's dirty pages while its page cache still shows them, so neither
+// the old WAL nor a replay of it is trusted (PostgreSQL's fsync lesson).
+// Steps, in durability order:
+//  1. write the document from memory to <name>.phext.tmp, fsync;
+//  2. create <name>.phext.wal.new (a new inode) with a header naming the
+//     new snapshot, fsync it and the directory;
+//  3. rename the temp file over the snapshot, fsync the directory;
+//  4. rename the new WAL over the old one, fsync the directory;
+//  5. swap the new snapshot and WAL in.
+//
+// A crash between 3 and 4 leaves a snapshot that only <name>.phext.wal.new
+// names; open then takes that WAL (see replayWAL). On failure the phext
+// stays suspect and writes are refused until a rewrite succeeds.
+func (p *pfile) rewriteLocked() error {
+	if p.broken.Load() {
+		return errWALSuspect
+	}
+	fs := p.t.s.fs
+	dir := filepath.Dir(p.path)
+	newPath := p.walPath + newExt
+	id, err := p.writeTmp()
+	if err != nil {
+		return err
+	}
+	fail := func(step string, err error) error {
+		_ = fs.Remove(p.tmpPath)
+		_ = fs.Remove(newPath)
+		return fmt.Errorf("store: rewrite %s after a failed fsync: %s: %w", p.path, step, err)
+	}
+	f, err := fs.OpenFile(newPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND|noFollow, 0o640)
+	if err != nil {
+		return fail("create WAL", err)
+	}
+	hdr := appendWALHeader(make([]byte, 0, walHeaderSize), id)
+	if _, err := f.Write(hdr); err != nil {
+		f.Close()
+		return fail("write WAL", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fail("fsync WAL", err)
+	}
+	if err := fs.SyncDir(dir); err != nil {
+		f.Close()
+		return fail("fsync dir", err)
+	}
+	if err := fs.Rename(p.tmpPath, p.path); err != nil {
+		f.Close()
+		return fail("rename snapshot", err)
+	}
+	p.snapExists.Store(true)
+	// From here the snapshot on disk is the new one: failures leave
+	// wal.new in place for open to pick up.
+	if err := fs.SyncDir(dir); err != nil {
+		f.Close()
+		return fmt.Errorf("store: rewrite %s: fsync dir: %w", p.path, err)
+	}
+	if err := fs.Rename(newPath, p.walPath); err != nil {
+		f.Close()
+		return fmt.Errorf("store: rewrite %s: rename WAL: %w", p.path, err)
+	}
+	if err := fs.SyncDir(dir); err != nil {
+		f.Close()
+		return fmt.Errorf("store: rewrite %s: fsync dir: %w", p.path, err)
+	}
+	base, mapped, index, _, err := mapSnapshot(fs, p.path, false)
+	if err != nil {
+		f.Close()
+		p.broken.Store(true)
+		return fmt.Errorf("store: rewrite %s: remap: %w", p.path, err)
+	}
+	p.mu.Lock()
+	p.unmap()
+	p.base, p.mapped, p.index = base, mapped, index
+	p.ov = make(map[phext.Coordinate][]byte)
+	p.copied = 0
+	p.snapID = id
+	p.mu.Unlock()
+	if p.wal != nil {
+		_ = p.wal.Close()
+	}
+	p.wal = f
+	p.walSize = walHeaderSize
+	p.dirSync = false
+	p.synced(p.wgen.Add(1))
+	p.suspect.Store(false)
+	p.t.s.rewrites.Add(1)
 	return nil
 }

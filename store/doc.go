@@ -38,9 +38,12 @@
 //   - The quota check of an Update compares against the scroll's applied
 //     length; with other writes to the same phext pending it may refuse a
 //     write that would have fit, never admit one that does not.
-//   - After a failed WAL write or fsync the WAL is cut back and the phext
-//     is reopened (its WAL replayed) on next use. If cutting back failed
-//     too, records whose writers saw an error may reappear after reopen.
+//   - After a failed WAL write the WAL is cut back; if cutting back failed
+//     too the phext is reopened (its WAL replayed) on next use, and records
+//     whose writers saw an error may reappear. After a failed fsync the
+//     page cache is not trusted: the state in memory is rewritten to new
+//     files (snapshot and WAL) before the next write, and writes are
+//     refused until that succeeds.
 //   - Snapshots must be below 4 GiB; one write's payload at most MaxRecord.
 //   - Snapshots are mapped: replace them only by rename (as compaction
 //     does). Truncating a snapshot in place while the store has it open

@@ -79,7 +79,7 @@ func TestDurabilityModes(t *testing.T) {
 		}
 		checkFor(t, 5*time.Second, func() bool { return cfs.walSyncs.Load() > base })
 		p := db.ten.files["d"]
-		checkFor(t, 5*time.Second, func() bool { return !p.dirty.Load() })
+		checkFor(t, 5*time.Second, func() bool { return !p.dirty() })
 	})
 	t.Run("tenant override", func(t *testing.T) {
 		cfs := newCountFS()

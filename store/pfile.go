@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,8 +45,16 @@ type pfile struct {
 	openErr error
 	lastUse atomic.Uint64
 	victim  bool        // picked for a background eviction batch (Store.lmu)
-	broken  atomic.Bool // a WAL write/fsync failed: reopen before next use
-	dirty   atomic.Bool // WAL written since the last fsync
+	broken  atomic.Bool // a WAL write or truncate failed: reopen before next use
+	// suspect: an fsync of the WAL failed, so what the disk holds is
+	// unknown and the page cache must not be trusted (a reopen would replay
+	// it). The next write first rewrites the state from memory to new files
+	// (rewriteLocked); until that succeeds writes are refused.
+	suspect atomic.Bool
+	// wgen counts WAL writes, sgen the last one known durable; the WAL is
+	// dirty while wgen > sgen. Counting (not a flag) lets close see an
+	// fsync the syncer started but has not finished.
+	wgen, sgen atomic.Uint64
 
 	// mu guards the document state below. Readers hold it shared for as
 	// long as they touch base; remap and munmap happen under it exclusive.
@@ -67,6 +76,7 @@ type pfile struct {
 	snapExists atomic.Bool // the snapshot file exists
 	compacting atomic.Bool
 	dirSync    bool // mode "no" created files without fsyncing the directory
+	needReset  bool // the WAL is covered by the snapshot; reset it (after a dir fsync) before appending
 
 	// qmu guards the pending batch (leaf lock).
 	qmu        sync.Mutex
@@ -98,6 +108,10 @@ func (p *pfile) open() error {
 	}
 	p.ov = make(map[phext.Coordinate][]byte)
 	if err := p.loadSnapshot(); err != nil {
+		return err
+	}
+	if err := p.adoptNewWAL(); err != nil {
+		p.unmap()
 		return err
 	}
 	if err := p.replayWAL(); err != nil {
@@ -196,6 +210,39 @@ func (p *pfile) loadSnapshot() error {
 	return nil
 }
 
+// adoptNewWAL finishes or undoes a rewrite (rewriteLocked) that crashed:
+// a <name>.phext.wal.new whose header names the snapshot on disk replaces
+// the WAL (the snapshot was switched, the WAL not yet); any other one is
+// removed (the snapshot was not switched, so the old WAL still describes it).
+func (p *pfile) adoptNewWAL() error {
+	fs := p.t.s.fs
+	newPath := p.walPath + newExt
+	f, err := fs.OpenFile(newPath, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return openErr(newPath, err)
+	}
+	var hdr [walHeaderSize]byte
+	n, _ := f.ReadAt(hdr[:], 0)
+	f.Close()
+	w, serr := scanWAL(hdr[:n], newPath)
+	if serr != nil || !w.hdrOK || w.id != p.snapID {
+		if err := fs.Remove(newPath); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		return nil
+	}
+	if err := fs.Rename(newPath, p.walPath); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := fs.SyncDir(filepath.Dir(p.path)); err != nil {
+		return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
+	}
+	return nil
+}
+
 // replayWAL applies the WAL over the snapshot and opens it for appending.
 func (p *pfile) replayWAL() error {
 	fs := p.t.s.fs
@@ -244,6 +291,23 @@ func (p *pfile) replayWAL() error {
 		}
 	}
 	p.wal = f
+	if reset && w.hdrOK {
+		// The WAL described another snapshot (a compaction's rename). Make
+		// that rename durable before the WAL stops describing the old
+		// snapshot: its directory fsync may have failed before a crash or
+		// reopen, and a power loss would bring the old snapshot back with
+		// a WAL that no longer fits it.
+		if err := fs.SyncDir(filepath.Dir(p.path)); err != nil {
+			// Serve the snapshot (it holds every record of the WAL) but
+			// leave the WAL as it is until the directory fsync succeeds:
+			// the first write tries again (appendLocked).
+			p.t.s.log.Warn("store: cannot fsync data dir; WAL reset postponed", "path", p.path, "err", err)
+			p.needReset = true
+			p.walSize = w.end
+			ok = true
+			return nil
+		}
+	}
 	if reset {
 		if err := p.resetWAL(); err != nil {
 			p.wal = nil
@@ -288,14 +352,14 @@ func (p *pfile) resetWALSync(sync bool) error {
 		return fmt.Errorf("store: write %s: %w", p.walPath, err)
 	}
 	p.walSize = walHeaderSize
+	g := p.wgen.Add(1)
 	if !sync {
-		p.dirty.Store(true)
 		return nil
 	}
 	if err := p.wal.Sync(); err != nil {
 		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
 	}
-	p.dirty.Store(false)
+	p.synced(g)
 	return nil
 }
 

@@ -13,6 +13,9 @@ type Stats struct {
 	// attempts that failed (the phext kept its old snapshot and WAL).
 	Compactions        uint64
 	CompactionFailures uint64
+	// Rewrites counts phexts written again from memory to new files after
+	// an fsync of their WAL failed.
+	Rewrites uint64
 	// OpenPhexts is the number of phexts open now.
 	OpenPhexts int
 }
@@ -26,6 +29,7 @@ func (s *Store) Stats() Stats {
 		Fsyncs:             s.fs.(statFS).n.Load(),
 		Compactions:        s.compactions.Load(),
 		CompactionFailures: s.compactFailures.Load(),
+		Rewrites:           s.rewrites.Load(),
 		OpenPhexts:         n,
 	}
 }

@@ -101,6 +101,7 @@ type Store struct {
 
 	compactions     atomic.Uint64
 	compactFailures atomic.Uint64
+	rewrites        atomic.Uint64 // phexts rewritten from memory after a failed fsync
 
 	lmu      sync.Mutex // guards open, evicting (leaf lock)
 	open     map[*pfile]struct{}
@@ -440,11 +441,11 @@ func (s *Store) syncer() {
 		}
 		ps = s.openFiles(ps[:0])
 		for _, p := range ps {
-			if !p.dirty.Load() || p.t.durability() != DurabilityEverySec {
+			if !p.dirty() || p.t.durability() != DurabilityEverySec {
 				continue
 			}
 			if err := p.syncWAL(); err != nil {
-				s.log.Error("store: everysec fsync failed; phext will be reopened", "path", p.walPath, "err", err)
+				s.log.Error("store: everysec fsync failed; state rewritten from memory", "path", p.walPath, "err", err)
 			}
 		}
 		clear(ps)

@@ -14,6 +14,7 @@ const (
 	snapExt = ".phext"
 	walExt  = ".wal"
 	tmpExt  = ".tmp"
+	newExt  = ".new" // <name>.phext.wal.new: a WAL written by rewriteLocked
 )
 
 // WAL layout (see docs/STORAGE.md). All integers big-endian.
@@ -144,14 +145,17 @@ func scanWAL(data []byte, path string) (walScan, error) {
 			}
 			return w, corruptErr(path, int64(off), "bad record length")
 		}
+		// A batch is written with one write(); after a power loss any of
+		// its pages may be missing (zeros). A damaged record followed only
+		// by zeros is such a torn tail, not corruption.
 		if recHeaderSize+l > len(rest) {
 			break // torn record: the append never finished
 		}
 		body := rest[recHeaderSize : recHeaderSize+l]
 		crc := crc32.Update(crc32.Update(0, castagnoli, rest[:4]), castagnoli, body)
 		if crc != binary.BigEndian.Uint32(rest[4:]) {
-			if recHeaderSize+l == len(rest) {
-				break // last record, torn inside
+			if allZero(rest[recHeaderSize+l:]) {
+				break // last record (or last before zeros), torn inside
 			}
 			return w, corruptErr(path, int64(off), "record CRC mismatch")
 		}
