@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // MissingMarker is the text SQ's delta puts at a requested coordinate that
@@ -44,13 +45,70 @@ func Delta(scrolls []Scroll, request []byte) ([]byte, error) {
 // passes the largest reply it can send. Past limit it stops and returns an
 // error wrapping ErrTooLarge.
 func DeltaLimit(scrolls []Scroll, request []byte, limit int) ([]byte, error) {
-	diff := make(map[Coordinate][]byte)
-	for len(request) > 0 {
-		line := request
-		if i := bytes.IndexByte(request, '\n'); i >= 0 {
-			line, request = request[:i], request[i+1:]
+	r := ParseDeltaRequest(request)
+	kept := make([]Scroll, 0, len(scrolls))
+	for _, sc := range scrolls {
+		if r.Keep(sc.Coord, sc.Text) {
+			kept = append(kept, sc)
+		}
+	}
+	return r.AppendOutput(nil, kept, limit)
+}
+
+// DeltaRequest is a parsed delta request: one entry per coordinate named
+// (the last line naming it wins), sorted by coordinate. It holds views into
+// the request, which must outlive it. A server parses the request before it
+// locks the stored phext, calls Keep for each stored scroll under the lock,
+// and builds the output with AppendOutput after releasing it, so the work
+// proportional to the request never runs under the lock.
+type DeltaRequest struct {
+	req     []byte
+	entries []deltaEntry
+}
+
+// deltaEntry is one requested coordinate; its checksum field is
+// req[lo:hi].
+type deltaEntry struct {
+	c       Coordinate
+	present bool // a stored scroll sits at c
+	lo, hi  uint32
+}
+
+// DeltaEntrySize is the memory one line of a delta request costs once
+// parsed: a caller bounds ParseDeltaRequest's allocation by
+// DeltaLines(request) × DeltaEntrySize before calling it.
+const DeltaEntrySize = int(unsafe.Sizeof(deltaEntry{}))
+
+// DeltaLines returns an upper bound on the entries ParseDeltaRequest makes
+// of request (its line count).
+func DeltaLines(request []byte) int {
+	if len(request) == 0 {
+		return 0
+	}
+	return bytes.Count(request, []byte{'\n'}) + 1
+}
+
+// ParseDeltaRequest parses request as Delta reads it. Its one allocation
+// is at most DeltaLines(request) × DeltaEntrySize bytes. Requests above
+// 4 GiB are cut at 4 GiB.
+func ParseDeltaRequest(request []byte) DeltaRequest {
+	if len(request) > math.MaxUint32 {
+		request = request[:math.MaxUint32]
+	}
+	r := DeltaRequest{req: request}
+	if len(request) == 0 {
+		return r
+	}
+	r.entries = make([]deltaEntry, 0, DeltaLines(request))
+	pos := 0
+	for pos < len(request) {
+		line := request[pos:]
+		start := pos
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+			pos += i + 1
 		} else {
-			request = nil
+			pos = len(request)
 		}
 		line = bytes.TrimSuffix(line, []byte{'\r'})
 		i := bytes.Index(line, []byte(": "))
@@ -66,30 +124,102 @@ func DeltaLimit(scrolls []Scroll, request []byte, limit int) ([]byte, error) {
 		if err != nil {
 			continue
 		}
-		diff[c] = rest
+		lo := start + i + 2
+		r.entries = append(r.entries, deltaEntry{c: c, lo: uint32(lo), hi: uint32(lo + len(rest))})
 	}
-	out := make([]Scroll, 0, len(scrolls)+len(diff))
+	// Stable, so that among equal coordinates the last line stays last.
+	slices.SortStableFunc(r.entries, func(a, b deltaEntry) int { return a.c.Compare(b.c) })
+	out := r.entries[:0]
+	for i, e := range r.entries {
+		if i+1 < len(r.entries) && r.entries[i+1].c == e.c {
+			continue // a later line names the same coordinate
+		}
+		out = append(out, e)
+	}
+	r.entries = out
+	return r
+}
+
+// Keep reports whether the stored scroll at c with text belongs in the
+// delta output (the request has no entry for c, or one whose checksum
+// differs from text's), and records that a scroll is stored at c. Call it
+// once per stored scroll, including empty ones that should count as
+// present. It does not allocate.
+func (r *DeltaRequest) Keep(c Coordinate, text []byte) bool {
+	i, found := slices.BinarySearchFunc(r.entries, c, func(e deltaEntry, c Coordinate) int {
+		return e.c.Compare(c)
+	})
+	if !found {
+		return true
+	}
+	e := &r.entries[i]
+	e.present = true
 	var sum [ChecksumLen]byte
-	for _, sc := range scrolls {
-		want, ok := diff[sc.Coord]
-		if ok && bytes.Equal(AppendChecksum(sum[:0], sc.Text), want) {
-			continue
+	return !bytes.Equal(AppendChecksum(sum[:0], text), r.req[e.lo:e.hi])
+}
+
+// AppendOutput appends the delta document: the kept scrolls (sorted by
+// coordinate, as Keep selected them) merged with MissingMarker at every
+// requested coordinate Keep never saw. Past limit bytes of output it stops
+// and returns an error wrapping ErrTooLarge. OutputLen gives the size
+// first, so dst can be grown once.
+func (r *DeltaRequest) AppendOutput(dst []byte, kept []Scroll, limit int) ([]byte, error) {
+	start := len(dst)
+	prev := Origin
+	over := false
+	r.each(kept, func(sc Scroll) bool {
+		if len(dst)-start+DelimitersLen(prev, sc.Coord)+len(sc.Text) > limit {
+			over = true
+			return false
 		}
-		out = append(out, sc)
-	}
-	marker := []byte(MissingMarker)
-	for c := range diff {
-		_, found := slices.BinarySearchFunc(scrolls, c, func(s Scroll, c Coordinate) int {
-			return s.Coord.Compare(c)
-		})
-		if !found {
-			out = append(out, Scroll{Coord: c, Text: marker})
-		}
-	}
-	slices.SortFunc(out, func(a, b Scroll) int { return a.Coord.Compare(b.Coord) })
-	dst, ok := appendImplodeLimit(nil, out, limit)
-	if !ok {
-		return nil, fmt.Errorf("%w: delta output passes %d bytes", ErrTooLarge, limit)
+		dst = AppendDelimiters(dst, prev, sc.Coord)
+		dst = append(dst, sc.Text...)
+		prev = sc.Coord
+		return true
+	})
+	if over {
+		return dst[:start], fmt.Errorf("%w: delta output passes %d bytes", ErrTooLarge, limit)
 	}
 	return dst, nil
+}
+
+// OutputLen returns len of AppendOutput's output without building it, or
+// an error wrapping ErrTooLarge once it passes limit.
+func (r *DeltaRequest) OutputLen(kept []Scroll, limit int) (int, error) {
+	n := 0
+	prev := Origin
+	r.each(kept, func(sc Scroll) bool {
+		n += DelimitersLen(prev, sc.Coord) + len(sc.Text)
+		prev = sc.Coord
+		return n <= limit
+	})
+	if n > limit {
+		return n, fmt.Errorf("%w: delta output passes %d bytes", ErrTooLarge, limit)
+	}
+	return n, nil
+}
+
+// each calls fn, in coordinate order, for every non-empty kept scroll and
+// a MissingMarker scroll at every requested coordinate Keep never saw,
+// until fn returns false.
+func (r *DeltaRequest) each(kept []Scroll, fn func(sc Scroll) bool) {
+	marker := []byte(MissingMarker)
+	i, j := 0, 0
+	for i < len(kept) || j < len(r.entries) {
+		if j < len(r.entries) && r.entries[j].present {
+			j++
+			continue
+		}
+		var sc Scroll
+		if j >= len(r.entries) || (i < len(kept) && kept[i].Coord.Less(r.entries[j].c)) {
+			sc = kept[i]
+			i++
+		} else {
+			sc = Scroll{Coord: r.entries[j].c, Text: marker}
+			j++
+		}
+		if len(sc.Text) > 0 && !fn(sc) {
+			return
+		}
+	}
 }

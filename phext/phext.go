@@ -90,6 +90,27 @@ func AppendDelimiters(dst []byte, prev, next Coordinate) []byte {
 	return dst
 }
 
+// DelimitersLen returns len(AppendDelimiters(nil, prev, next)) without
+// building the breaks.
+func DelimitersLen(prev, next Coordinate) int {
+	for l := range prev {
+		if prev[l] == next[l] {
+			continue
+		}
+		n := 0
+		if next[l] > prev[l] {
+			n = int(next[l] - prev[l])
+		}
+		for m := l + 1; m < len(next); m++ {
+			if next[m] > 1 {
+				n += int(next[m] - 1)
+			}
+		}
+		return n
+	}
+	return 0
+}
+
 func appendN(dst []byte, b byte, n int) []byte {
 	for ; n > 0; n-- {
 		dst = append(dst, b)

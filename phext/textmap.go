@@ -44,6 +44,28 @@ func AppendTOCLine(dst []byte, c Coordinate, text []byte) []byte {
 	dst = append(dst, '*', ' ')
 	dst = c.AppendText(dst)
 	dst = append(dst, ':', ' ')
+	n := summaryLen(text)
+	dst = append(dst, text[:n]...)
+	if n < len(text) {
+		dst = append(dst, "..."...)
+	}
+	return append(dst, '\n')
+}
+
+// TOCLineLen returns len(AppendTOCLine(nil, c, text)) without building it,
+// so a caller can size a table of contents before allocating it.
+func TOCLineLen(c Coordinate, text []byte) int {
+	var buf [64]byte
+	n := summaryLen(text)
+	l := 2 + len(c.AppendText(buf[:0])) + 2 + n + 1
+	if n < len(text) {
+		l += 3
+	}
+	return l
+}
+
+// summaryLen returns how many bytes of text a toc line shows.
+func summaryLen(text []byte) int {
 	n := 0
 	for n < len(text) && n < SummaryLen && text[n] != '\n' && levelOf[text[n]] == 0 {
 		n++
@@ -54,11 +76,7 @@ func AppendTOCLine(dst []byte, c Coordinate, text []byte) []byte {
 			n--
 		}
 	}
-	dst = append(dst, text[:n]...)
-	if n < len(text) {
-		dst = append(dst, "..."...)
-	}
-	return append(dst, '\n')
+	return n
 }
 
 // AppendTOC appends SQ's toc of a stored phext made of scrolls (sorted,

@@ -127,6 +127,11 @@ func (p *pfile) enqueue(o *op) (b *batch, idx int, leader, retry bool, n int, er
 		p.mu.RUnlock()
 		return nil, 0, false, false, 0, nil
 	}
+	if err := p.checkSnapshotSize(o); err != nil {
+		p.qmu.Unlock()
+		p.mu.RUnlock()
+		return nil, 0, false, false, 0, err
+	}
 	g := max(p.growth(o), 0)
 	if err := t.reserve(g); err != nil {
 		p.qmu.Unlock()

@@ -44,7 +44,15 @@
 //     page cache is not trusted: the state in memory is rewritten to new
 //     files (snapshot and WAL) before the next write, and writes are
 //     refused until that succeeds.
-//   - Snapshots must be below 4 GiB; one write's payload at most MaxRecord.
+//   - Snapshots must be below 4 GiB (Options.MaxSnapshot); a write that
+//     could take a phext past it is refused with ErrTooLarge before it is
+//     logged (the check keeps an upper bound of the serialized size and
+//     measures exactly only near the limit). One write's payload is at
+//     most MaxRecord.
+//   - GET, TOC and DELTA replies are measured before they are built
+//     (AppendGetLimit, AppendTOCLimit, AppendDeltaLimit: Limit.Max and
+//     Limit.Reserve); a DELTA request is parsed before the phext is locked
+//     and its reply built after the lock is released.
 //   - Snapshots are mapped: replace them only by rename (as compaction
 //     does). Truncating a snapshot in place while the store has it open
 //     makes reads of the lost pages fault (SIGBUS).

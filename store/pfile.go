@@ -85,6 +85,9 @@ type pfile struct {
 	flushing   bool
 	closing    bool
 	putPending int
+	// sizeExact + sizeAdded bound the serialized size with every accepted
+	// write applied (qmu; see checkSnapshotSize).
+	sizeExact, sizeAdded int64
 }
 
 func newPfile(t *Tenant, key string) *pfile {
@@ -118,6 +121,7 @@ func (p *pfile) open() error {
 		p.unmap()
 		return err
 	}
+	p.sizeExact = p.docSize()
 	return nil
 }
 

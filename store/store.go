@@ -82,6 +82,11 @@ type Options struct {
 	Logger *slog.Logger
 	// FS is the file-system seam for fault injection (nil = the OS).
 	FS FS
+	// MaxSnapshot is the largest serialized document a phext may reach
+	// (default and maximum 4 GiB − 1, what the snapshot index can map);
+	// a write that could take it further is refused with ErrTooLarge and
+	// nothing is written. Tests set it small.
+	MaxSnapshot int64
 }
 
 // closeParallelism bounds the tenants Store.Close closes at once.
@@ -136,6 +141,9 @@ func Open(opts *Options) (*Store, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.MaxSnapshot <= 0 || o.MaxSnapshot > defaultMaxSnapshot {
+		o.MaxSnapshot = defaultMaxSnapshot
 	}
 	if o.FS == nil {
 		o.FS = osFS{}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/phext/sq/phext"
 )
@@ -224,11 +225,23 @@ func (t *Tenant) AppendSelect(dst, name []byte, c phext.Coordinate) ([]byte, err
 // AppendGet appends the whole phext, serialized exactly as phext.Implode
 // would write its current scrolls.
 func (t *Tenant) AppendGet(dst, name []byte) ([]byte, error) {
+	return t.AppendGetLimit(dst, name, Limit{})
+}
+
+// AppendGetLimit is AppendGet bounded by l: the document is measured first,
+// and one larger than l.Max (or refused by l.Reserve) is refused before
+// anything is appended; dst then grows once, to the exact size.
+func (t *Tenant) AppendGetLimit(dst, name []byte, l Limit) ([]byte, error) {
 	p, err := t.reader(name)
 	if err != nil {
 		return dst, err
 	}
 	defer p.mu.RUnlock()
+	n := p.docSize()
+	if err := l.check(n); err != nil {
+		return dst, err
+	}
+	dst = slices.Grow(dst, int(n))
 	var prev = phext.Origin
 	p.walk(func(c phext.Coordinate, text []byte) {
 		dst = phext.AppendDelimiters(dst, prev, c)
@@ -241,11 +254,28 @@ func (t *Tenant) AppendGet(dst, name []byte) ([]byte, error) {
 // AppendTOC appends SQ's table of contents of the current state: the
 // textmap of the serialized document.
 func (t *Tenant) AppendTOC(dst, name []byte) ([]byte, error) {
+	return t.AppendTOCLimit(dst, name, Limit{})
+}
+
+// AppendTOCLimit is AppendTOC bounded by l, measured before anything is
+// appended (see AppendGetLimit).
+func (t *Tenant) AppendTOCLimit(dst, name []byte, l Limit) ([]byte, error) {
 	p, err := t.reader(name)
 	if err != nil {
 		return dst, err
 	}
 	defer p.mu.RUnlock()
+	var size int64
+	p.walk(func(c phext.Coordinate, text []byte) {
+		size += int64(phext.TOCLineLen(c, text))
+	})
+	if size == 0 {
+		size = int64(phext.TOCLineLen(phext.Origin, nil))
+	}
+	if err := l.check(size); err != nil {
+		return dst, err
+	}
+	dst = slices.Grow(dst, int(size))
 	n := 0
 	p.walk(func(c phext.Coordinate, text []byte) {
 		dst = phext.AppendTOCLine(dst, c, text)
@@ -287,26 +317,93 @@ const (
 // AppendDelta appends SQ's delta of the current state against request (a
 // list of "<coord>: <checksum>" lines); see phext.Delta.
 func (t *Tenant) AppendDelta(dst, name, request []byte) ([]byte, error) {
+	return t.AppendDeltaLimit(dst, name, request, Limit{})
+}
+
+// AppendDeltaLimit is AppendDelta bounded by l. The request is parsed
+// before the phext is locked (its parsed form reserved through l first);
+// under the read lock only the stored scrolls are visited (work
+// proportional to the document, not to the request) and the texts of those
+// the reply keeps are copied out (reserved, and refused past l.Max); the
+// reply, whose missing-scroll markers are proportional to the request, is
+// built after the lock is released.
+func (t *Tenant) AppendDeltaLimit(dst, name, request []byte, l Limit) ([]byte, error) {
+	if !ValidName(name) {
+		return dst, ErrBadName
+	}
+	if err := l.check(int64(phext.DeltaLines(request)) * int64(phext.DeltaEntrySize)); err != nil {
+		if l.Max > 0 && errors.Is(err, ErrTooLarge) {
+			// The parsed request, not the reply, is what is too large.
+			err = fmt.Errorf("%w: delta request of %d lines", ErrTooLarge, phext.DeltaLines(request))
+		}
+		return dst, err
+	}
+	r := phext.ParseDeltaRequest(request)
 	p, err := t.reader(name)
 	if err != nil {
 		return dst, err
 	}
-	defer p.mu.RUnlock()
-	scrolls := make([]phext.Scroll, 0, p.scrolls)
+	var (
+		kept      []phext.Scroll
+		keptBytes int64
+		keptN     int64
+		docBytes  = p.bytes
+		// which stored scrolls, in walk order, the reply keeps
+		keep = make([]uint64, 0, (p.scrolls+63)/64)
+		i    int
+	)
 	p.walk(func(c phext.Coordinate, text []byte) {
-		scrolls = append(scrolls, phext.Scroll{Coord: c, Text: text})
+		if i%64 == 0 {
+			keep = append(keep, 0)
+		}
+		if r.Keep(c, text) {
+			keep[i/64] |= 1 << (i % 64)
+			keptBytes += int64(len(text))
+			keptN++
+		}
+		i++
 	})
+	// Copy the kept texts out in one allocation, so the reply is built
+	// without the lock.
+	err = l.check(keptBytes + keptN*int64(scrollSize))
+	if err == nil {
+		arena := make([]byte, 0, keptBytes)
+		kept = make([]phext.Scroll, 0, keptN)
+		i = 0
+		p.walk(func(c phext.Coordinate, text []byte) {
+			if keep[i/64]&(1<<(i%64)) != 0 {
+				at := len(arena)
+				arena = append(arena, text...)
+				kept = append(kept, phext.Scroll{Coord: c, Text: arena[at:len(arena):len(arena)]})
+			}
+			i++
+		})
+	}
+	p.mu.RUnlock()
+	if err != nil {
+		return dst, err
+	}
 	// The reply holds at most the document (text and breaks) plus
 	// maxDeltaMissing bytes of missing-scroll markers and their breaks.
-	out, err := phext.DeltaLimit(scrolls, request, int(p.bytes)+len(scrolls)*maxBreaksPerScroll+maxDeltaMissing)
+	limit := int(docBytes) + len(kept)*maxBreaksPerScroll + maxDeltaMissing
+	if l.Max > 0 && l.Max < limit {
+		limit = l.Max
+	}
+	n, err := r.OutputLen(kept, limit)
+	if err == nil {
+		err = l.check(int64(n))
+	}
 	if errors.Is(err, phext.ErrTooLarge) {
 		return dst, fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
 	if err != nil {
 		return dst, err
 	}
-	return append(dst, out...), nil
+	return r.AppendOutput(slices.Grow(dst, n), kept, n)
 }
+
+// scrollSize is the memory of one phext.Scroll header.
+const scrollSize = int(unsafe.Sizeof(phext.Scroll{}))
 
 // List returns the names of the tenant's phexts (the snapshot files in its
 // data dir; "" for the default .phext), sorted.

@@ -1,0 +1,145 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/phext/sq/phext"
+)
+
+// Limits on what one request may make the store allocate or write (issue
+// 13). Reads that build a reply (GET, TOC, DELTA) measure it under the
+// phext's read lock before allocating anything and refuse it with
+// ErrTooLarge past their Limit; writes that could take the snapshot past
+// Options.MaxSnapshot are refused with ErrTooLarge before they are logged.
+
+// Limit bounds the memory of one read that builds a reply. The zero value
+// means no limit beyond the format's.
+type Limit struct {
+	// Max is the largest reply in bytes (0: no limit).
+	Max int
+	// Reserve, when set, is called with the number of bytes the call is
+	// about to allocate (a reply's exact size, a delta request's parsed
+	// form) before it allocates them; a non-nil error aborts the call and
+	// is returned as is. A server charges its memory budget here. It may
+	// be called more than once per call, and while a phext lock is held,
+	// so it must not block.
+	Reserve func(n int) error
+}
+
+func (l Limit) check(n int64) error {
+	if l.Max > 0 && n > int64(l.Max) {
+		return fmt.Errorf("%w: reply of %d bytes is above the limit of %d", ErrTooLarge, n, l.Max)
+	}
+	if l.Reserve != nil {
+		return l.Reserve(int(n))
+	}
+	return nil
+}
+
+// defaultMaxSnapshot is what a snapshot may hold: the index keeps uint32
+// offsets into the mapping.
+const defaultMaxSnapshot = 1<<32 - 1
+
+// docSize returns the serialized size of the current document (what
+// AppendGet appends and what a compaction writes). Read lock held.
+func (p *pfile) docSize() int64 {
+	var n int64
+	prev := phext.Origin
+	p.walk(func(c phext.Coordinate, text []byte) {
+		n += int64(phext.DelimitersLen(prev, c) + len(text))
+		prev = c
+	})
+	return n
+}
+
+// newScrollBreaks bounds the break bytes a scroll appearing at c adds to
+// the serialized document: inserting c between stored neighbours a and b
+// replaces the breaks a→b by a→c→b, which is longer by at most the breaks
+// from the origin to c (the sum of c's parts minus one each). Removing a
+// scroll never lengthens the document.
+func newScrollBreaks(c phext.Coordinate) int64 {
+	var n int64
+	for _, part := range c {
+		n += int64(part) - 1
+	}
+	return n
+}
+
+// sizeGrowth bounds how much o can grow the serialized document (read lock
+// and qmu held).
+func (p *pfile) sizeGrowth(o *op) int64 {
+	switch o.kind {
+	case opInsert, opUpdate:
+		old := len(p.lookup(o.c))
+		if len(o.text) == 0 {
+			return 0
+		}
+		g := int64(len(o.text))
+		if o.kind == opUpdate && p.putPending == 0 {
+			g -= int64(old)
+		}
+		if old == 0 || p.putPending > 0 {
+			g += newScrollBreaks(o.c)
+		}
+		return max(g, 0)
+	case opPut:
+		return int64(len(o.text))
+	}
+	return 0
+}
+
+// checkSnapshotSize refuses o with ErrTooLarge when it could take the
+// snapshot past Options.MaxSnapshot (read lock and qmu held). The check
+// keeps an upper bound, sizeExact + sizeAdded, of the document with every
+// accepted write applied; it only grows, and is measured again (docSize)
+// when a write would pass the limit while nothing is pending. So the
+// common write costs an addition, and a phext near its limit is never
+// written past it: the compaction that follows always fits the mapping.
+func (p *pfile) checkSnapshotSize(o *op) error {
+	g := p.sizeGrowth(o)
+	limit := p.t.s.opts.MaxSnapshot
+	if p.sizeExact+p.sizeAdded+g <= limit {
+		p.sizeAdded += g
+		return nil
+	}
+	if p.cur == nil && !p.flushing {
+		p.sizeExact, p.sizeAdded = p.docSize(), 0
+		if p.sizeExact+g <= limit {
+			p.sizeAdded = g
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: phext %q would pass the snapshot limit of %d bytes (now about %d)",
+		ErrTooLarge, p.key, limit, p.sizeExact+p.sizeAdded)
+}
+
+// DocSize returns the serialized size of phext name (len of AppendGet's
+// output) and its number of non-empty scrolls, without building it.
+func (t *Tenant) DocSize(name []byte) (size, scrolls int64, err error) {
+	p, err := t.reader(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.mu.RUnlock()
+	return p.docSize(), p.scrolls, nil
+}
+
+// Walk calls fn for every non-empty scroll of phext name in coordinate
+// order, under the phext's read lock: text is valid only during the call,
+// and fn must not call back into the store. A non-nil error from fn stops
+// the walk and is returned. Use it to stream a document into another form
+// (REST json-export) after sizing it with DocSize.
+func (t *Tenant) Walk(name []byte, fn func(c phext.Coordinate, text []byte) error) error {
+	p, err := t.reader(name)
+	if err != nil {
+		return err
+	}
+	defer p.mu.RUnlock()
+	var ferr error
+	p.walk(func(c phext.Coordinate, text []byte) {
+		if ferr == nil {
+			ferr = fn(c, text)
+		}
+	})
+	return ferr
+}
