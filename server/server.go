@@ -194,10 +194,17 @@ func (s *Server) Serve() error {
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.opts.EventLoops),
 		gnet.WithReusePort(false),
+		// A restart right after a shutdown must bind although the
+		// connections the old process closed sit in TIME_WAIT on this port
+		// (net.Listen sets SO_REUSEADDR too; it never allows two listeners).
+		gnet.WithReuseAddr(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
+	if err != nil {
+		err = fmt.Errorf("server: listen %s: %w", s.opts.Listen, err)
+	}
 	s.runErr = err
 	select {
 	case <-s.ready:
