@@ -62,8 +62,8 @@ sq_http_args "$bin" "$(free_port)"
   --listen "127.0.0.1:$port" "${SQ_HTTP_ARGS[@]}" --data /data --log-format json --shutdown-timeout 10s) \
   >"$work/out.log" 2>"$work/err.log" &
 pid=$!
-wait_for_line "$work/out.log" '^sq: listening on ' 20
-token=$(sed -n 's/^sq: dev tenant token: //p' "$work/out.log")
+wait_for_line "$work/out.log" '"msg":"listening"' 20
+token=$(sed -n 's/.*"msg":"dev tenant token","token":"\([^"]*\)".*/\1/p' "$work/out.log")
 [ -n "$token" ] || fail "no dev token printed"
 echo "dev token ${token:0:10}…, listening on 127.0.0.1:$port, pid $pid"
 # The subshell execs chroot, which execs sq: $pid is the server itself.

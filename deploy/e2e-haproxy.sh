@@ -74,7 +74,7 @@ start_host() { # N PORT
     >"$work/host$1.out" 2>"$work/host$1.log" &
   pids+=("$!")
   eval "hpid$1=$!"
-  wait_for_line "$work/host$1.out" '^sq: listening on ' 30
+  wait_for_line "$work/host$1.out" '"msg":"listening"' 30
 }
 step "start sq host 1 (127.0.0.1:$p1) and 2 (127.0.0.1:$p2)"
 start_host 1 "$p1"

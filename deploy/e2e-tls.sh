@@ -66,7 +66,7 @@ pc1=$(free_port); pc2=$(free_port)
 sq_http_args "$sq" "$(free_port)"
 "$sq" host --listen "127.0.0.1:$ph" "${SQ_HTTP_ARGS[@]}" --config shard/host-1.json --log-format json >host.out 2>host.log &
 hpid=$!; pids+=("$hpid")
-wait_for_line host.out '^sq: listening on ' 30
+wait_for_line host.out '"msg":"listening"' 30
 
 step "HAProxy: plain 127.0.0.1:$pf and TLS 127.0.0.1:$pt, routed by token"
 export SQ_FRONTEND=127.0.0.1:$pf SQ_TLS_FRONTEND=127.0.0.1:$pt SQ_TLS_PEM=$work/server.pem

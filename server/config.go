@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -64,9 +65,18 @@ func ParseConfig(data []byte) (*Config, error) {
 // LoadConfig reads, decodes and validates the configuration file at path.
 // Relative data dirs are taken relative to the file's directory.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	defer f.Close()
+	return loadConfigFrom(path, f)
+}
+
+func loadConfigFrom(path string, f *os.File) (*Config, error) {
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
 	c, err := ParseConfig(data)
 	if err != nil {
@@ -80,6 +90,28 @@ func LoadConfig(path string) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// LoadServingConfig is LoadConfig for the file a server serves, used at
+// start and at every reload alike: unless allowWorldReadable, it refuses a
+// file that every user may read (ErrWorldReadable), since it holds the
+// tenants' tokens. The mode is taken from the opened file, so the check and
+// the read see the same file even if it is replaced in between.
+func LoadServingConfig(path string, allowWorldReadable bool) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if fi.Mode().Perm()&0o004 != 0 && !allowWorldReadable {
+		return nil, fmt.Errorf("%w: %s (mode %v) holds API tokens: chmod o-r it (sq tenants gen --out writes mode 0600), or pass --allow-world-readable-config for development",
+			ErrWorldReadable, path, fi.Mode().Perm())
+	}
+	return loadConfigFrom(path, f)
 }
 
 // Validate refuses an empty token, an entry without a name or data dir, two

@@ -216,9 +216,12 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 
 // Reload swaps in cfg: new tenants can connect at once; connections of
 // removed, disabled or re-keyed tenants are closed; unchanged tenants are
-// not touched. On error the old configuration stays in place.
+// not touched. On error the old configuration stays in place. Each call
+// logs its outcome once ("tenant config reloaded" or "reload refused");
+// callers do not log it again.
 func (s *Server) Reload(cfg *Config) (string, error) {
 	if err := cfg.Validate(); err != nil {
+		s.log.Error("reload refused; keeping the old config", "err", err)
 		s.stats.reloadsFailed.Add(1)
 		return "", err
 	}
@@ -275,7 +278,7 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 }
 
 // ReloadFromSource re-reads the configuration with Options.LoadConfig and
-// applies it.
+// applies it, logging the outcome once like Reload.
 func (s *Server) ReloadFromSource() (string, error) {
 	if s.opts.LoadConfig == nil {
 		return "", fmt.Errorf("%w: no config source (the server runs without --config reload support)", ErrConfig)

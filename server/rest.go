@@ -762,6 +762,7 @@ func (h *httpAPI) reload() (string, error) {
 		if cfg, err = LoadConfig(h.o.ConfigPath); err == nil {
 			msg, err = h.s.Reload(cfg)
 		} else {
+			h.s.log.Error("reload refused; keeping the old config", "err", err)
 			h.s.stats.reloadsFailed.Add(1)
 		}
 	}

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -75,39 +77,86 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
 }
 
+// hostOutput is where `sq host` says things besides its log: with the text
+// format plain "sq: ..." lines on stdout (scripts wait for "sq: listening
+// on ADDR"), with --log-format json one JSON object per line, so that every
+// line the process writes is JSON.
+type hostOutput struct {
+	stdout, stderr io.Writer
+	json           *slog.Logger // stdout as JSON; nil in text mode
+	log            *slog.Logger // stderr; nil until the flags are parsed
+}
+
+// note prints text (text mode) or logs msg with attrs to stdout (json).
+func (o *hostOutput) note(text, msg string, attrs ...any) {
+	if o.json != nil {
+		o.json.Info(msg, attrs...)
+		return
+	}
+	fmt.Fprintln(o.stdout, "sq: "+text)
+}
+
+// fail reports a start-up or shutdown error and returns the exit status.
+func (o *hostOutput) fail(code int, what string, err error) int {
+	if o.json != nil && o.log != nil {
+		o.log.Error("sq host: "+what, "err", errString(err))
+		return code
+	}
+	if what != "" {
+		what += ": "
+	}
+	fmt.Fprintf(o.stderr, "sq host: %s%v\n", what, err)
+	return code
+}
+
+// rustPortHint answers the Rust SQ form `sq host <port> ...`.
+func rustPortHint(port string) string {
+	return fmt.Sprintf("a bare port is the Rust SQ form (`sq host %[1]s`, which served the REST API there); here each port is a flag:\n"+
+		"  --http 127.0.0.1:%[1]s    SQ's REST API (what the Rust SQ served on %[1]s)\n"+
+		"  --listen 127.0.0.1:PORT  the binary protocol (default 127.0.0.1:1337)\n"+
+		"e.g. sq host --http 127.0.0.1:%[1]s --listen 127.0.0.1:1339 --config tenants.json", port)
+}
+
 func runHost(args []string, stdout, stderr io.Writer) int {
 	fs := hostFlags(stderr)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sq host: unexpected argument %q\n", fs.Arg(0))
+	if len(pos) > 0 {
+		if p, err := strconv.Atoi(pos[0]); err == nil && p > 0 && p < 65536 {
+			fmt.Fprintln(stderr, "sq host:", rustPortHint(pos[0]))
+		} else {
+			fmt.Fprintf(stderr, "sq host: unexpected argument %q (sq help host lists the flags)\n", pos[0])
+		}
 		return 2
 	}
 	c := hostCfg
+	out := &hostOutput{stdout: stdout, stderr: stderr}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "sq host:", err)
 		return 2
 	}
+	out.log = log
+	if c.logFormat == "json" {
+		out.json, _ = newLogger(stdout, "info", "json")
+	}
 	dur, err := store.ParseDurability(c.durability)
 	if err != nil {
-		fmt.Fprintln(stderr, "sq host: --durability:", err)
-		return 2
+		return out.fail(2, "--durability", err)
 	}
 
 	if c.cpuProfile != "" {
 		f, err := os.Create(c.cpuProfile)
 		if err != nil {
-			fmt.Fprintln(stderr, "sq host: --cpuprofile:", err)
-			return 1
+			return out.fail(1, "--cpuprofile", err)
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "sq host: --cpuprofile:", err)
-			return 1
+			return out.fail(1, "--cpuprofile", err)
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
@@ -115,33 +164,30 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if cfgPath == "" {
 		path, token, err := server.EnsureDefaultConfig(c.data)
 		if err != nil {
-			fmt.Fprintln(stderr, "sq host: embedded default config:", err)
-			return 1
+			return out.fail(1, "embedded default config", err)
 		}
 		cfgPath = path
-		fmt.Fprintf(stdout, "sq: no --config given; using the embedded default %s\n", path)
+		warnDevDefault(out, c.data, path)
 		if token != "" {
-			fmt.Fprintf(stdout, "sq: dev tenant token: %s\n", token)
-			fmt.Fprintf(stdout, "sq: try: SQ_TOKEN=%s sq insert 1.1.1/1.1.1/1.1.1 hello\n", token)
+			out.note("dev tenant token: "+token, "dev tenant token", "token", token)
+			out.note("try: SQ_TOKEN="+token+" sq insert 1.1.1/1.1.1/1.1.1 hello", "try",
+				"command", "SQ_TOKEN="+token+" sq insert 1.1.1/1.1.1/1.1.1 hello")
 		}
 	}
-	if err := checkConfigPerms(cfgPath, c.allowWorldRead); err != nil {
-		fmt.Fprintln(stderr, "sq host:", err)
-		return 1
-	}
+	// One rule at start and at every reload (SIGHUP, RELOAD, /api/v2/reload).
+	allowWorld := c.allowWorldRead
+	loadConfig := func() (*server.Config, error) { return server.LoadServingConfig(cfgPath, allowWorld) }
 	start := time.Now()
-	cfg, err := server.LoadConfig(cfgPath)
+	cfg, err := loadConfig()
 	if err != nil {
-		fmt.Fprintln(stderr, "sq host:", err)
-		return 1
+		return out.fail(1, "", err)
 	}
 	if c.maxOpen <= 0 {
 		c.maxOpen = autoMaxOpen()
 	}
 	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log})
 	if err != nil {
-		fmt.Fprintln(stderr, "sq host: store:", err)
-		return 1
+		return out.fail(1, "store", err)
 	}
 	srv, err := server.Start(st, cfg, &server.Options{
 		Listen:            c.listen,
@@ -155,12 +201,11 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		FrameTimeout:      c.frameTimeout,
 		NoCompression:     c.noCompression,
 		Logger:            log,
-		LoadConfig:        func() (*server.Config, error) { return server.LoadConfig(cfgPath) },
+		LoadConfig:        loadConfig,
 	})
 	if err != nil {
 		st.Close()
-		fmt.Fprintln(stderr, "sq host:", err)
-		return 1
+		return out.fail(1, "", err)
 	}
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
 		"max_open_phexts", c.maxOpen,
@@ -174,35 +219,31 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 			srv.Shutdown(ctx)
 			cancel()
 			st.Close()
-			fmt.Fprintln(stderr, "sq host: --http:", err)
-			return 1
+			return out.fail(1, "--http", err)
 		}
-		fmt.Fprintf(stdout, "sq: REST API on http://%s\n", ln.Addr())
+		out.note("REST API on http://"+ln.Addr().String(), "REST API", "addr", ln.Addr().String())
 	}
-	fmt.Fprintf(stdout, "sq: listening on %s\n", srv.Addr())
+	out.note("listening on "+srv.Addr(), "listening", "addr", srv.Addr())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			if msg, err := srv.ReloadFromSource(); err != nil {
-				log.Error("SIGHUP reload failed; the old config stays", "err", err)
-			} else {
-				log.Info(msg)
-			}
+			// Reload logs its outcome itself, once.
+			srv.ReloadFromSource()
 			continue
 		}
 		log.Info("draining", "signal", sig.String(), "deadline", c.shutdownTimeout.String())
 		ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-		var herr error
-		if hs != nil {
-			// REST requests finish before the store closes.
-			herr = hs.Shutdown(ctx)
-		}
+		// The binary side drains first while the HTTP side still answers
+		// /readyz with 503 (and REST requests with SHUTTING_DOWN's 503);
+		// then the REST requests finish before the store closes.
 		serr := srv.Shutdown(ctx)
-		if serr == nil {
-			serr = herr
+		if hs != nil {
+			if herr := hs.Shutdown(ctx); serr == nil {
+				serr = herr
+			}
 		}
 		cancel()
 		cerr := st.Close()
@@ -216,24 +257,39 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// warnDevDefault says loudly that the server runs on the embedded dev
+// config, more loudly when the working directory holds other things (an
+// operator who forgot --config in a deployment directory).
+func warnDevDefault(out *hostOutput, dataDir, path string) {
+	out.note("no --config given; using the embedded default "+path, "no --config given; using the embedded default", "config", path)
+	ents, err := os.ReadDir(".")
+	if err != nil {
+		return
+	}
+	base := filepath.Base(filepath.Clean(dataDir))
+	others := 0
+	for _, e := range ents {
+		if e.Name() != base {
+			others++
+		}
+	}
+	if others == 0 {
+		return
+	}
+	msg := "serving the embedded DEV default config (one dev tenant under " + dataDir +
+		"), not a production config: pass --config /etc/sq/tenants.json (sq tenants gen makes one)"
+	if out.json != nil {
+		out.log.Warn(msg, "config", path)
+		return
+	}
+	fmt.Fprintln(out.stderr, "sq host: WARNING: "+msg)
+}
+
 func errString(err error) string {
 	if err == nil {
 		return ""
 	}
 	return strings.TrimSpace(err.Error())
-}
-
-// checkConfigPerms refuses a config file that every user can read: it holds
-// the tenants' tokens.
-func checkConfigPerms(path string, allow bool) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Perm()&0o004 != 0 && !allow {
-		return fmt.Errorf("%s is world-readable (mode %v) and holds API tokens: chmod o-r it, or pass --allow-world-readable-config for development", path, fi.Mode().Perm())
-	}
-	return nil
 }
 
 // autoMaxOpen sizes the open-phext cap from the open-file limit (Go raises

@@ -26,6 +26,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -69,6 +70,7 @@ func longForm() bool { return os.Getenv("SQ_RELIABILITY") == "long" }
 type hostChild struct {
 	cmd    *exec.Cmd
 	addr   string
+	stdout *lockedBuf
 	stderr *lockedBuf
 	exited chan struct{}
 }
@@ -91,7 +93,8 @@ func (l *lockedBuf) String() string {
 }
 
 // startHost runs `sq host args...` as a child and waits for its
-// "sq: listening on ADDR" line.
+// "sq: listening on ADDR" line (with --log-format json, its
+// {"msg":"listening","addr":ADDR} line).
 func startHost(t testing.TB, args ...string) *hostChild {
 	t.Helper()
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--http") }) {
@@ -104,7 +107,7 @@ func startHost(t testing.TB, args ...string) *hostChild {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostChild{cmd: cmd, stderr: &lockedBuf{}, exited: make(chan struct{})}
+	h := &hostChild{cmd: cmd, stdout: &lockedBuf{}, stderr: &lockedBuf{}, exited: make(chan struct{})}
 	cmd.Stderr = h.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -114,7 +117,13 @@ func startHost(t testing.TB, args ...string) *hostChild {
 		sc := bufio.NewScanner(out)
 		sent := false
 		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "sq: listening on "); ok && !sent {
+			h.stdout.Write(append(sc.Bytes(), '\n'))
+			a, ok := strings.CutPrefix(sc.Text(), "sq: listening on ")
+			var j struct{ Msg, Addr string }
+			if !ok && json.Unmarshal(sc.Bytes(), &j) == nil && j.Msg == "listening" {
+				a, ok = j.Addr, true
+			}
+			if ok && !sent {
 				addrc <- a
 				sent = true
 			}

@@ -4,9 +4,12 @@ package main
 // health, config permissions.
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/phext"
+	"github.com/phext/sq/server"
 )
 
 // TestRestartAfterSIGTERMUnderLoad: a server stopped with SIGTERM while
@@ -111,5 +115,208 @@ func TestHostBindErrorNamesAddress(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), ln.Addr().String()) || !strings.Contains(errb.String(), "in use") {
 		t.Fatalf("error does not name the address: %q", errb.String())
+	}
+}
+
+// checkFor polls cond every 10 ms until it holds or d passes.
+func checkFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// jsonLines parses every line of out as a JSON object and returns their
+// "msg" fields; a line that is not JSON fails the test.
+func jsonLines(t *testing.T, what, out string) []string {
+	t.Helper()
+	var msgs []string
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("%s: a line is not JSON: %q", what, line)
+			continue
+		}
+		msg, _ := m["msg"].(string)
+		msgs = append(msgs, msg)
+	}
+	return msgs
+}
+
+func countMsg(msgs []string, msg string) int {
+	n := 0
+	for _, m := range msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHostJSONLogsAndReloadsOnce: with --log-format json every line the
+// process writes (stdout notices, its log, gnet's debug lines) is JSON;
+// each reload (SIGHUP, the RELOAD operation) is logged exactly once; and a
+// reload applies the same world-readable rule as the start.
+func TestHostJSONLogsAndReloadsOnce(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	dir := t.TempDir()
+	cfgPath, tokens := killTenants(t, dir, 2)
+	h := startHost(t, "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json",
+		"--log-level", "debug", "--http", "127.0.0.1:0")
+	defer h.kill()
+	msgs := func() []string { return jsonLines(t, "stderr", h.stderr.String()) }
+	reloaded := func(n int) func() bool {
+		return func() bool { return countMsg(msgs(), "tenant config reloaded") >= n }
+	}
+
+	h.cmd.Process.Signal(syscall.SIGHUP)
+	checkFor(t, 10*time.Second, "the SIGHUP reload", reloaded(1))
+
+	// The same rule as at start: a world-readable config is refused.
+	must0(t, os.Chmod(cfgPath, 0o644))
+	h.cmd.Process.Signal(syscall.SIGHUP)
+	checkFor(t, 10*time.Second, "the refused reload", func() bool {
+		return countMsg(msgs(), "reload refused; keeping the old config") >= 1
+	})
+	if !strings.Contains(h.stderr.String(), "world-readable") {
+		t.Errorf("refusal does not say why:\n%s", h.stderr.String())
+	}
+	must0(t, os.Chmod(cfgPath, 0o600))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, h.addr, tokens[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	checkFor(t, 10*time.Second, "the RELOAD reload", reloaded(2))
+
+	h.cmd.Process.Signal(syscall.SIGTERM)
+	<-h.exited
+	if code := h.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, h.stderr.String())
+	}
+	all := msgs()
+	if n := countMsg(all, "tenant config reloaded"); n != 2 {
+		t.Errorf("2 good reloads logged %d times:\n%s", n, h.stderr.String())
+	}
+	if n := countMsg(all, "reload refused; keeping the old config"); n != 1 {
+		t.Errorf("1 refused reload logged %d times:\n%s", n, h.stderr.String())
+	}
+	reloadLines := 0
+	for _, m := range all {
+		if strings.Contains(strings.ToLower(m), "reload") {
+			reloadLines++
+		}
+	}
+	if reloadLines != 3 {
+		t.Errorf("3 reloads gave %d log lines about reloading:\n%s", reloadLines, h.stderr.String())
+	}
+	gnetLines := 0
+	for _, m := range all {
+		if strings.HasPrefix(m, "gnet: ") {
+			gnetLines++
+		}
+	}
+	if gnetLines == 0 {
+		t.Errorf("no gnet log line at debug level (want them as JSON):\n%s", h.stderr.String())
+	}
+	out := jsonLines(t, "stdout", h.stdout.String())
+	if countMsg(out, "listening") != 1 || countMsg(out, "REST API") != 1 {
+		t.Errorf("stdout notices: %q", out)
+	}
+}
+
+// readmeRecipe returns the command lines of README.md's production recipe
+// (the sh block after the production-recipe marker).
+func readmeRecipe(t *testing.T) [][]string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "<!-- production-recipe:")
+	if !ok {
+		t.Fatal("README.md has no production-recipe block")
+	}
+	_, rest, _ = strings.Cut(rest, "```sh\n")
+	block, _, _ := strings.Cut(rest, "```")
+	var lines [][]string
+	for _, l := range strings.Split(strings.TrimSpace(block), "\n") {
+		lines = append(lines, strings.Fields(l))
+	}
+	return lines
+}
+
+// TestReadmeProductionRecipe runs README.md's production recipe as written
+// (paths moved into a temp dir, the server on free ports) under the common
+// umask 022: the generated config must be one that sq host serves. The
+// shell-redirect form `sq tenants gen ... > tenants.json` works too.
+func TestReadmeProductionRecipe(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	root := t.TempDir()
+	must0(t, os.MkdirAll(filepath.Join(root, "etc/sq"), 0o750))
+	relocate := func(args []string) []string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			if strings.HasPrefix(a, "/var/lib/sq") || strings.HasPrefix(a, "/etc/sq") {
+				a = filepath.Join(root, a)
+			}
+			out[i] = a
+		}
+		return out
+	}
+	lines := readmeRecipe(t)
+	if len(lines) != 2 || lines[0][0] != "sq" || lines[1][0] != "sq" || lines[1][1] != "host" {
+		t.Fatalf("recipe is not `sq tenants gen ...` then `sq host ...`: %q", lines)
+	}
+	var out, errb bytes.Buffer
+	if code := run(relocate(lines[0][1:]), &out, &errb); code != 0 {
+		t.Fatalf("%q: exit %d: %s", lines[0], code, errb.String())
+	}
+	cfgPath := filepath.Join(root, "etc/sq/tenants.json")
+	cfg, err := server.LoadConfig(cfgPath)
+	must0(t, err)
+	if len(cfg.Tenants) != 500 {
+		t.Fatalf("%d tenants, want 500", len(cfg.Tenants))
+	}
+	var tok string
+	for k := range cfg.Tenants {
+		tok = k
+		break
+	}
+	h := startHost(t, append(relocate(lines[1][2:]), "--listen", "127.0.0.1:0", "--http=")...)
+	defer h.kill()
+	c, err := client.Dial(context.Background(), h.addr, tok)
+	must0(t, err)
+	c.Close()
+
+	// The redirect form: the shell creates the file 0644; gen makes it 0600.
+	redirected := filepath.Join(root, "redirected.json")
+	f, err := os.OpenFile(redirected, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o666)
+	must0(t, err)
+	code := run([]string{"tenants", "gen", "--count", "3", "--dir", filepath.Join(root, "r")}, f, &errb)
+	f.Close()
+	if code != 0 {
+		t.Fatalf("gen > file: exit %d: %s", code, errb.String())
+	}
+	if _, err := server.LoadServingConfig(redirected, false); err != nil {
+		t.Fatalf("sq host would refuse `sq tenants gen > file`: %v", err)
 	}
 }

@@ -27,8 +27,9 @@ import (
 // tenantSubs documents the tenants subcommands (usage line, text).
 var tenantSubs = []struct{ name, usage, about string }{
 	{"gen", "sq tenants gen [--count N] [--dir DIR] [--prefix P] [--quota-mb Q] [--admin-token] [--out FILE]",
-		"Prints (or writes to --out) a new config in the SQ format with N tenants named P-001..,\n" +
-			"tokens pmb-v1-NNN-<24 hex> from crypto/rand and data_dir DIR/<name>."},
+		"Prints (or writes to --out, mode 0600) a new config in the SQ format with N tenants named\n" +
+			"P-001.., tokens pmb-v1-NNN-<24 hex> from crypto/rand and data_dir DIR/<name>. Output\n" +
+			"redirected to a file gets mode 0600 too: it holds every token."},
 	{"add", "sq tenants add --config FILE [--dir DIR | --data-dir D] [--token T] [--quota-mb Q] <name>",
 		"Adds a tenant (creating FILE if missing) with a new token, prints \"<name> <token> <data_dir>\",\n" +
 			"then asks the server to reload. Without --dir/--data-dir the data dir goes next to the\n" +
@@ -192,6 +193,16 @@ func tenantsGen(o *tenantOpts, pos []string, env clientEnv) error {
 	b, err := cfg.Marshal()
 	if err != nil {
 		return err
+	}
+	if f, ok := env.stdout.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			// `sq tenants gen > tenants.json`: the shell created the file
+			// with the umask (often 0644), but it holds every token, and
+			// sq host refuses a world-readable config.
+			if err := f.Chmod(0o600); err != nil {
+				fmt.Fprintf(env.stderr, "sq tenants gen: warning: the output file holds tokens but its mode could not be set to 0600: %v (use --out FILE)\n", err)
+			}
+		}
 	}
 	_, err = env.stdout.Write(b)
 	return err
