@@ -62,14 +62,16 @@ cd "$work"
 
 step "config: $TENANTS tenants, sharded over 2 hosts"
 "$sq" tenants gen --count "$TENANTS" --dir "$work/unsharded" --out "$work/tenants.json" 2>/dev/null
-"$sq" tenants shard --hosts 2 --config "$work/tenants.json" --out "$work/shard" --dir "$work/host{host}/tenants" 2>/dev/null
+p1=$(free_port); p2=$(free_port); pf=$(free_port); pa=$(free_port); hp1=$(free_port); hp2=$(free_port)
+# HAProxy checks each host's GET /readyz on its --http port.
+"$sq" tenants shard --hosts 2 --config "$work/tenants.json" --out "$work/shard" --dir "$work/host{host}/tenants" \
+  --health-ports "$hp1,$hp2" 2>/dev/null
 n1=$(jq '.tenants | length' shard/host-1.json); n2=$(jq '.tenants | length' shard/host-2.json)
 echo "host 1: $n1 tenants, host 2: $n2 tenants"
 [ $((n1 + n2)) = "$TENANTS" ] || fail "shard lost tenants"
 
-p1=$(free_port); p2=$(free_port); pf=$(free_port); pa=$(free_port)
-start_host() { # N PORT
-  sq_http_args "$sq" "$(free_port)"
+start_host() { # N PORT HTTP-PORT
+  sq_http_args "$sq" "$3"
   "$sq" host --listen "127.0.0.1:$2" "${SQ_HTTP_ARGS[@]}" --config "$work/shard/host-$1.json" --log-format json \
     >"$work/host$1.out" 2>"$work/host$1.log" &
   pids+=("$!")
@@ -77,8 +79,8 @@ start_host() { # N PORT
   wait_for_line "$work/host$1.out" '"msg":"listening"' 30
 }
 step "start sq host 1 (127.0.0.1:$p1) and 2 (127.0.0.1:$p2)"
-start_host 1 "$p1"
-start_host 2 "$p2"
+start_host 1 "$p1" "$hp1"
+start_host 2 "$p2" "$hp2"
 
 step "start HAProxy (127.0.0.1:$pf, admin 127.0.0.1:$pa)"
 export SQ_FRONTEND=127.0.0.1:$pf SQ_MAP=$work/shard/tokens.map SQ_HAPROXY_ADMIN=ipv4@127.0.0.1:$pa

@@ -60,10 +60,11 @@ chmod 600 server.pem server.key ca.key
 
 step "one sq host with $TENANTS tenants"
 "$sq" tenants gen --count "$TENANTS" --dir "$work/data" --out tenants.json 2>/dev/null
-"$sq" tenants shard --hosts 1 --config tenants.json --out shard 2>/dev/null
+hh=$(free_port) # --http port, where HAProxy checks GET /readyz
+"$sq" tenants shard --hosts 1 --config tenants.json --out shard --health-ports "$hh" 2>/dev/null
 ph=$(free_port); pf=$(free_port); pa=$(free_port); pt=$(free_port); ps=$(free_port)
 pc1=$(free_port); pc2=$(free_port)
-sq_http_args "$sq" "$(free_port)"
+sq_http_args "$sq" "$hh"
 "$sq" host --listen "127.0.0.1:$ph" "${SQ_HTTP_ARGS[@]}" --config shard/host-1.json --log-format json >host.out 2>host.log &
 hpid=$!; pids+=("$hpid")
 wait_for_line host.out '"msg":"listening"' 30

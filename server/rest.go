@@ -129,12 +129,13 @@ const (
 	routeReload
 	routeMetrics
 	routeAdmin
+	routeHealth
 	numRoutes
 )
 
 var routeNames = [numRoutes]string{"unknown", "options", "version", "load",
 	"select", "insert", "update", "delete", "status", "checksum", "toc", "get",
-	"delta", "json-export", "where", "reload", "metrics", "admin"}
+	"delta", "json-export", "where", "reload", "metrics", "admin", "health"}
 
 // routeOps maps a data route to the operation whose per-tenant counters it
 // updates (the same counters as the binary protocol).
@@ -235,6 +236,8 @@ func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case path == "/healthz" || path == "/readyz":
+		h.serveHealth(w, r, path == "/readyz")
 	case path == "/metrics":
 		h.serveMetrics(w, r)
 	case path == "/admin" || strings.HasPrefix(path, "/admin/"):
@@ -242,6 +245,26 @@ func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.serveSQ(w, r)
 	}
+}
+
+// serveHealth answers the load balancers' probes, without auth and without
+// naming anything: GET /healthz is liveness (200 while the process serves
+// HTTP), GET /readyz is readiness (200 while new connections are welcome,
+// 503 once the server was marked not ready or began draining).
+func (h *httpAPI) serveHealth(w http.ResponseWriter, r *http.Request, readiness bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		h.count(routeHealth, http.StatusMethodNotAllowed)
+		replyText(w, http.StatusMethodNotAllowed, "use GET\n")
+		return
+	}
+	code, msg := http.StatusOK, "ok\n"
+	if readiness && !h.s.ReadyForTraffic() {
+		code, msg = http.StatusServiceUnavailable, "draining\n"
+	}
+	w.Header()["Cache-Control"] = noStore
+	h.count(routeHealth, code)
+	replyText(w, code, msg)
 }
 
 // Header values are shared read-only slices: assigning them does not
@@ -254,6 +277,7 @@ var (
 	textPlain   = []string{"text/plain; charset=utf-8"}
 	appJSON     = []string{"application/json"}
 	noSniff     = []string{"nosniff"}
+	noStore     = []string{"no-store"}
 )
 
 func (h *httpAPI) count(rt route, code int) {

@@ -149,6 +149,7 @@ type Server struct {
 	done     chan struct{}
 	runErr   error
 	draining atomic.Bool
+	unready  atomic.Bool // SetNotReady: /readyz fails, requests are still served
 
 	stats serverStats
 	auth  authLimiter
@@ -259,6 +260,23 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 		"tenants", len(s.table.Load().byName), "max_frame", s.opts.MaxFrame, "version", Version)
 	close(s.ready)
 	return gnet.None
+}
+
+// SetNotReady makes GET /readyz answer 503 from now on while everything
+// else keeps working, so that load balancers stop sending new connections
+// before Shutdown drains (sq host --drain-delay). Safe from any goroutine.
+func (s *Server) SetNotReady() { s.unready.Store(true) }
+
+// ReadyForTraffic reports whether the server welcomes new connections:
+// listening, not marked by SetNotReady and not draining. GET /readyz
+// answers it.
+func (s *Server) ReadyForTraffic() bool {
+	select {
+	case <-s.ready:
+	default:
+		return false
+	}
+	return s.addr != "" && !s.unready.Load() && !s.draining.Load()
 }
 
 // Shutdown drains the server: new connections and requests are refused with

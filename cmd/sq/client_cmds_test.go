@@ -22,6 +22,7 @@ import (
 // testServer is a real server on 127.0.0.1:0 with tenants from a config
 // file that RELOAD re-reads.
 type testServer struct {
+	srv     *server.Server
 	addr    string
 	cfgPath string
 	dir     string
@@ -60,7 +61,7 @@ func startTestServer(t *testing.T, names ...string) *testServer {
 		st.Close()
 		t.Fatal(err)
 	}
-	ts.addr = srv.Addr()
+	ts.srv, ts.addr = srv, srv.Addr()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

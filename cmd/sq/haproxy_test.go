@@ -83,7 +83,17 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	bePath := filepath.Join(dir, "backends.cfg")
-	if err := os.WriteFile(bePath, appendBackendsCfg(nil, 2, []string{h1.addr, h2.addr}), 0o644); err != nil {
+	// Each host's HTTP API, where HAProxy checks GET /readyz.
+	var health []int
+	for _, ts := range []*testServer{h1, h2} {
+		hs, ln, err := ts.srv.StartHTTP("127.0.0.1:0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hs.Close() })
+		health = append(health, ln.Addr().(*net.TCPAddr).Port)
+	}
+	if err := os.WriteFile(bePath, appendBackendsCfg(nil, 2, []string{h1.addr, h2.addr}, health), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	front := "127.0.0.1:" + freeLoopbackPort(t)
@@ -103,7 +113,7 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 			t.Logf("haproxy output:\n%s", logs.String())
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// Poll until HAProxy listens (checkFor style, bounded).
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -168,6 +178,30 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 		c, err := client.Dial(ctx, front, tok)
 		if err != nil {
 			t.Fatalf("a1 after set map back: %v", err)
+		}
+		c.Close()
+	})
+
+	// Last: a host that is not ready (draining) is taken out by the
+	// /readyz check; its tenants' new connections no longer reach it.
+	t.Run("not-ready-host-taken-out", func(t *testing.T) {
+		h2.srv.SetNotReady()
+		checkFor(t, 20*time.Second, "HAProxy marks host 2 DOWN", func() bool {
+			for _, l := range strings.Split(haproxyCmd(t, admin, "show stat"), "\n") {
+				f := strings.Split(l, ",")
+				if len(f) > 17 && f[0] == "sq_host2" && f[1] == "h2" {
+					return strings.HasPrefix(f[17], "DOWN")
+				}
+			}
+			return false
+		})
+		if c, err := client.Dial(ctx, front, h2.tokens["b1"]); err == nil {
+			c.Close()
+			t.Fatal("a tenant of the not-ready host still connects through haproxy")
+		}
+		c, err := client.Dial(ctx, front, h1.tokens["a1"])
+		if err != nil {
+			t.Fatalf("tenant of the ready host: %v", err)
 		}
 		c.Close()
 	})

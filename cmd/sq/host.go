@@ -30,6 +30,7 @@ type hostConfig struct {
 	maxInFlight, maxOpen, loops      int
 	helloTimeout, idleTimeout        time.Duration
 	frameTimeout, shutdownTimeout    time.Duration
+	drainDelay                       time.Duration
 	noCompression, allowWorldRead    bool
 }
 
@@ -54,6 +55,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close idle authenticated connections (negative: never)")
 	fs.DurationVar(&c.frameTimeout, "frame-timeout", 30*time.Second, "close connections whose frame trickles in slower than this")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "deadline for draining on SIGTERM/SIGINT")
+	fs.DurationVar(&c.drainDelay, "drain-delay", 0, "on SIGTERM, first answer GET /readyz with 503 for this long while still serving, so load balancers stop sending new connections (a second signal skips the wait)")
 	fs.BoolVar(&c.noCompression, "no-compression", false, "offer no wire compression")
 	fs.BoolVar(&c.allowWorldRead, "allow-world-readable-config", false, "start even if the config (which holds tokens) is readable by every user (development only)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the server stops")
@@ -233,6 +235,14 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 			// Reload logs its outcome itself, once.
 			srv.ReloadFromSource()
 			continue
+		}
+		if c.drainDelay > 0 {
+			srv.SetNotReady()
+			log.Info("not ready; draining after the delay", "signal", sig.String(), "drain_delay", c.drainDelay.String())
+			select {
+			case <-time.After(c.drainDelay):
+			case <-sigs:
+			}
 		}
 		log.Info("draining", "signal", sig.String(), "deadline", c.shutdownTimeout.String())
 		ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -318,5 +319,55 @@ func TestReadmeProductionRecipe(t *testing.T) {
 	}
 	if _, err := server.LoadServingConfig(redirected, false); err != nil {
 		t.Fatalf("sq host would refuse `sq tenants gen > file`: %v", err)
+	}
+}
+
+// TestHostReadyzDuringDrainDelay: after SIGTERM with --drain-delay, GET
+// /readyz answers 503 while /healthz and the binary protocol still work;
+// then the server drains and exits 0.
+func TestHostReadyzDuringDrainDelay(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	dir := t.TempDir()
+	cfgPath, tokens := killTenants(t, dir, 1)
+	h := startHost(t, "--config", cfgPath, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--drain-delay", "3s")
+	defer h.kill()
+	var restAddr string
+	for _, l := range strings.Split(h.stdout.String(), "\n") {
+		if a, ok := strings.CutPrefix(l, "sq: REST API on http://"); ok {
+			restAddr = a
+		}
+	}
+	if restAddr == "" {
+		t.Fatalf("no REST API line: %q", h.stdout.String())
+	}
+	status := func(path string) int {
+		resp, err := http.Get("http://" + restAddr + path)
+		if err != nil {
+			return -1
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if a, b := status("/healthz"), status("/readyz"); a != 200 || b != 200 {
+		t.Fatalf("before SIGTERM: healthz %d, readyz %d", a, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, h.addr, tokens[0])
+	must0(t, err)
+	defer c.Close()
+	h.cmd.Process.Signal(syscall.SIGTERM)
+	checkFor(t, 2*time.Second, "readyz 503", func() bool { return status("/readyz") == 503 })
+	if s := status("/healthz"); s != 200 {
+		t.Errorf("healthz during the drain delay: %d", s)
+	}
+	if _, err := c.Insert(ctx, "", phext.Origin, []byte("still served")); err != nil {
+		t.Errorf("binary request during the drain delay: %v", err)
+	}
+	<-h.exited
+	if code := h.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, h.stderr.String())
 	}
 }

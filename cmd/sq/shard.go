@@ -45,8 +45,8 @@ flags:
 `
 
 type shardOpts struct {
-	config, out, strategy, dir, backends string
-	hosts                                int
+	config, out, strategy, dir, backends, healthPorts string
+	hosts                                             int
 }
 
 func shardFlags(out io.Writer) (*flag.FlagSet, *shardOpts) {
@@ -61,6 +61,8 @@ func shardFlags(out io.Writer) (*flag.FlagSet, *shardOpts) {
 		"(default: keep each data_dir, made absolute against the input file's directory)")
 	fs.StringVar(&o.backends, "backends", "", "comma-separated host:port of hosts 1..N for backends.cfg "+
 		"(default: \"${SQ_HOST1}\" .. environment placeholders that HAProxy expands at start)")
+	fs.StringVar(&o.healthPorts, "health-ports", "1338", "port of each host's --http API, where HAProxy checks GET /readyz "+
+		"(one port for all hosts, or one per host, comma-separated; 0 = plain TCP connect checks)")
 	return fs, o
 }
 
@@ -97,12 +99,17 @@ func runTenantsShard(args []string, stdout, stderr io.Writer) int {
 	if o.backends != "" {
 		backends = strings.Split(o.backends, ",")
 	}
+	health, err := parseHealthPorts(o.healthPorts, o.hosts)
+	if err != nil {
+		fmt.Fprintln(stderr, "sq tenants shard:", err)
+		return 2
+	}
 	cfg, err := server.LoadConfig(o.config)
 	if err != nil {
 		fmt.Fprintln(stderr, "sq tenants shard:", err)
 		return 1
 	}
-	plan, err := planShards(cfg, shardSpec{Hosts: o.hosts, Strategy: o.strategy, Dir: o.dir, Backends: backends})
+	plan, err := planShards(cfg, shardSpec{Hosts: o.hosts, Strategy: o.strategy, Dir: o.dir, Backends: backends, HealthPorts: health})
 	if err != nil {
 		fmt.Fprintln(stderr, "sq tenants shard:", err)
 		if errors.Is(err, errShardUsage) {
@@ -132,6 +139,9 @@ type shardSpec struct {
 	Strategy string   // "rendezvous" (default when empty) or "round-robin"
 	Dir      string   // optional data dir root template, {host} = 1..N
 	Backends []string // optional host:port per host
+	// HealthPorts are the --http ports HAProxy checks GET /readyz on, one
+	// per host; nil means TCP connect checks.
+	HealthPorts []int
 }
 
 // mapEntry is one line of tokens.map.
@@ -243,7 +253,7 @@ func planShards(cfg *server.Config, spec shardSpec) (*shardPlan, error) {
 		}
 	}
 	sort.Slice(plan.Map, func(i, j int) bool { return plan.Map[i].Token < plan.Map[j].Token })
-	plan.Backends = appendBackendsCfg(nil, n, spec.Backends)
+	plan.Backends = appendBackendsCfg(nil, n, spec.Backends, spec.HealthPorts)
 	return plan, nil
 }
 
@@ -262,10 +272,39 @@ func appendMap(dst []byte, m []mapEntry) []byte {
 	return dst
 }
 
+// parseHealthPorts reads --health-ports: one port for every host, or one
+// per host; nil means plain TCP checks.
+func parseHealthPorts(v string, hosts int) ([]int, error) {
+	parts := strings.Split(v, ",")
+	if len(parts) != 1 && len(parts) != hosts {
+		return nil, fmt.Errorf("--health-ports lists %d ports for %d hosts (give one, or one per host)", len(parts), hosts)
+	}
+	ports := make([]int, len(parts))
+	for i, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 0 || n > 65535 {
+			return nil, fmt.Errorf("--health-ports entry %d (%q) is not a port", i+1, p)
+		}
+		ports[i] = n
+	}
+	if len(ports) == 1 {
+		if ports[0] == 0 {
+			return nil, nil
+		}
+		for len(ports) < hosts {
+			ports = append(ports, ports[0])
+		}
+	}
+	return ports, nil
+}
+
 // appendBackendsCfg appends one HAProxy backend per host and sq_unknown,
 // which spreads tokens missing from the map over all hosts so that a server
-// answers them with the AUTH status the protocol promises.
-func appendBackendsCfg(dst []byte, n int, addrs []string) []byte {
+// answers them with the AUTH status the protocol promises. With health
+// ports, HAProxy checks each host's GET /readyz on that port (its --http
+// API), so a draining host (sq host --drain-delay) gets no new connections;
+// port 0 or no ports means a TCP connect check on the binary port.
+func appendBackendsCfg(dst []byte, n int, addrs []string, health []int) []byte {
 	dst = append(dst, "# sq tenants shard: one backend per host. Load after haproxy.cfg:\n"+
 		"#   haproxy -f deploy/haproxy/haproxy.cfg -f backends.cfg\n"...)
 	addr := func(i int) string {
@@ -274,12 +313,24 @@ func appendBackendsCfg(dst []byte, n int, addrs []string) []byte {
 		}
 		return "\"${SQ_HOST" + strconv.Itoa(i+1) + "}\""
 	}
+	check := func(i int) string {
+		if i < len(health) && health[i] > 0 {
+			return "check port " + strconv.Itoa(health[i]) + " inter 2s fall 2 rise 2"
+		}
+		return "check"
+	}
+	httpchk := ""
+	if len(health) > 0 {
+		// The check speaks HTTP to the --http port; traffic stays TCP.
+		httpchk = "    option httpchk GET /readyz\n    http-check expect status 200\n"
+	}
 	for i := 0; i < n; i++ {
-		dst = fmt.Appendf(dst, "\nbackend %s\n    mode tcp\n    server h%d %s check\n", shardBackend(i), i+1, addr(i))
+		dst = fmt.Appendf(dst, "\nbackend %s\n    mode tcp\n%s    server h%d %s %s\n", shardBackend(i), httpchk, i+1, addr(i), check(i))
 	}
 	dst = append(dst, "\n# Tokens not in the map: any host answers AUTH.\nbackend sq_unknown\n    mode tcp\n    balance roundrobin\n"...)
+	dst = append(dst, httpchk...)
 	for i := 0; i < n; i++ {
-		dst = fmt.Appendf(dst, "    server h%d %s check\n", i+1, addr(i))
+		dst = fmt.Appendf(dst, "    server h%d %s %s\n", i+1, addr(i), check(i))
 	}
 	return dst
 }
