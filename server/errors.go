@@ -85,6 +85,7 @@ func httpCode(st protocol.Status) int {
 // retryAfter is the Retry-After value (seconds) of a 503 answer: a reload
 // or a restart takes about that long.
 var retryAfter = []string{"1"}
+
 // ErrWorldReadable is returned by LoadServingConfig for a config file that
 // every user of the machine may read: it holds the tenants' API tokens.
 // It wraps ErrConfig, so a reload refused with it keeps the old config.
