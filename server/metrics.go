@@ -74,6 +74,8 @@ type serverStats struct {
 	reloadsOK     atomic.Uint64
 	reloadsFailed atomic.Uint64
 	closed        [numCloseReasons]atomic.Uint64
+	// loopWrites counts writes answered on the event loop (fastWrite).
+	loopWrites atomic.Uint64
 }
 
 // closeReason says why the server closed a connection.

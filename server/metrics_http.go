@@ -115,6 +115,7 @@ func (h *httpAPI) writeMetrics(w io.Writer) {
 	metrics.WriteCounterUint64(w, metricName("sq_compactions_total", "result", "ok"), ss.Compactions)
 	metrics.WriteCounterUint64(w, metricName("sq_compactions_total", "result", "failed"), ss.CompactionFailures)
 	metrics.WriteCounterUint64(w, "sq_rewrites_total", ss.Rewrites)
+	metrics.WriteCounterUint64(w, "sq_loop_writes_total", s.stats.loopWrites.Load())
 	metrics.WriteGaugeUint64(w, "sq_open_phexts", uint64(ss.OpenPhexts))
 	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "ok"), s.stats.reloadsOK.Load())
 	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "failed"), s.stats.reloadsFailed.Load())

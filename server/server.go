@@ -69,6 +69,9 @@ type Options struct {
 	// NoLoopReads sends every request to a worker, even the cheap reads
 	// the event loop would answer itself (for measurements).
 	NoLoopReads bool
+	// NoLoopWrites sends every INSERT, UPDATE and DELETE to a worker (the
+	// write path before issue 14), for A/B measurements.
+	NoLoopWrites bool
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,

@@ -672,3 +672,85 @@ func TestReloadFailureKeepsOldConfig(t *testing.T) {
 		}
 	})
 }
+
+// TestWritesAnsweredOnLoop: in everysec mode writes to an open phext are
+// answered on the event loop (no worker), in order with reads, with the
+// results and errors of the worker path; they survive a restart. In mode
+// always they go to the worker (their fsync cannot run on a loop).
+func TestWritesAnsweredOnLoop(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		dur    store.Durability
+		onLoop bool
+	}{
+		{name: "everysec", dur: store.DurabilityEverySec, onLoop: true},
+		{name: "always", dur: store.DurabilityAlways, onLoop: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEnv(t, envOptions{durability: tc.dur})
+			c := e.dial("alpha")
+			a, b := phext.Origin, phext.Origin
+			b[phext.LevelScroll] = 2
+			c.ok(protocol.OpInsert, "", a, []byte("first")) // opens the phext and creates its files
+			before := e.srv.stats.loopWrites.Load()
+			var buf []byte
+			type want struct {
+				status protocol.Status
+				body   string
+				count  int
+			}
+			var wants []want
+			add := func(op protocol.Op, co phext.Coordinate, payload string, w want) {
+				c.id++
+				buf = protocol.AppendRequest(buf, op, c.id, nil, co, []byte(payload))
+				wants = append(wants, w)
+			}
+			for i := 0; i < 20; i++ {
+				add(protocol.OpUpdate, b, fmt.Sprint("v", i), want{status: protocol.StatusOK, count: len(fmt.Sprint("v", i))})
+				add(protocol.OpSelect, b, "", want{status: protocol.StatusOK, body: fmt.Sprint("v", i), count: -1})
+			}
+			add(protocol.OpInsert, a, "+", want{status: protocol.StatusOK, count: 1})
+			add(protocol.OpInsert, a, "bad\x17", want{status: protocol.StatusBadScroll, count: -1})
+			add(protocol.OpDelete, b, "", want{status: protocol.StatusOK, count: 3})
+			add(protocol.OpSelect, a, "", want{status: protocol.StatusOK, body: "first+", count: -1})
+			first := c.id - uint32(len(wants)) + 1
+			c.write(buf)
+			for i, w := range wants {
+				r, err := c.read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.ID != first+uint32(i) || r.Status != w.status {
+					t.Fatalf("reply %d: id %d status %v (%s), want id %d status %v", i, r.ID, r.Status, r.Body, first+uint32(i), w.status)
+				}
+				if w.count >= 0 && w.status == protocol.StatusOK && binary.BigEndian.Uint32(r.Body) != uint32(w.count) {
+					t.Fatalf("reply %d: count %d, want %d", i, binary.BigEndian.Uint32(r.Body), w.count)
+				}
+				if w.count < 0 && w.status == protocol.StatusOK && string(r.Body) != w.body {
+					t.Fatalf("reply %d: body %q, want %q", i, r.Body, w.body)
+				}
+			}
+			loop := e.srv.stats.loopWrites.Load() - before
+			if tc.onLoop && loop == 0 {
+				t.Fatal("no write was answered on the event loop")
+			}
+			if !tc.onLoop && loop != 0 {
+				t.Fatalf("%d always-mode writes answered on the loop (before their fsync)", loop)
+			}
+			e.stop()
+			st, err := store.Open(&store.Options{Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			ten, err := st.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			doc, err := ten.AppendGet(nil, nil)
+			if err != nil || string(doc) != "first+" {
+				t.Fatalf("after restart: %q %v", doc, err)
+			}
+		})
+	}
+}

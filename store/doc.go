@@ -24,7 +24,10 @@
 // # Caveats
 //
 //   - Every method blocks on disk I/O (open, WAL append, fsync, compaction):
-//     call them from worker goroutines, never from an event loop.
+//     call them from worker goroutines, never from an event loop. The
+//     exceptions are TryAppendSelect and TryWrite, which only try locks and
+//     decline (ok=false, nothing changed) instead of waiting; TryWrite makes
+//     one write() to the WAL and never fsyncs, creates files or compacts.
 //   - The Append* methods copy into dst under the phext's read lock; no
 //     slice returned by this package points into a mapping.
 //   - A snapshot that is not valid UTF-8 is refused with ErrCorrupt naming

@@ -46,3 +46,123 @@ func (t *Tenant) TryAppendSelect(dst, name []byte, c phext.Coordinate, maxLen in
 	p.touch()
 	return dst, true
 }
+
+// MaxLoopWrite is the largest scroll text TryWrite takes: bigger writes
+// copy too much for an event loop and go through the blocking path.
+const MaxLoopWrite = 64 << 10
+
+// TryWrite runs one Insert, Update or Delete for a caller that must never
+// wait: an event loop. It logs the write with one write() to the WAL (no
+// fsync: the everysec syncer or Sync does that), applies it, and stores the
+// result in w.N and w.Err, exactly as the blocking method would; ok=true
+// then. Validation errors (name, coordinate, scroll, quota) are results
+// too. It returns ok=false, with no side effect, whenever answering would
+// mean waiting: the tenant is in mode "always" (its writers share a
+// blocking fsync), the phext is not open or has no WAL yet (creating files
+// fsyncs), a group commit or compaction of it is running, a lock is busy,
+// the text is above MaxLoopWrite, or the phext needs repair; the caller
+// then takes the blocking path. scratch is a buffer for the encoded record,
+// returned for reuse.
+//
+// Locks are only tried, never waited for: the phext's WAL lock and its
+// document lock are held (in that order) across the write() so that the
+// record reaches the log before any reader sees it.
+func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
+	if t.fold || len(w.Text) > MaxLoopWrite || t.durability() == DurabilityAlways {
+		return scratch, false
+	}
+	var o op
+	var verr error
+	switch w.Kind {
+	case WriteInsert, WriteUpdate:
+		verr = checkScrollWrite(w.Name, w.Coord, w.Text)
+		o = op{kind: opInsert, c: w.Coord, text: w.Text}
+		if w.Kind == WriteUpdate {
+			o.kind = opUpdate
+		}
+	case WriteDelete:
+		if !ValidName(w.Name) {
+			verr = ErrBadName
+		} else if !w.Coord.Valid() {
+			verr = ErrBadCoord
+		}
+		o = op{kind: opDelete, c: w.Coord}
+	default:
+		return scratch, false
+	}
+	if verr != nil {
+		w.N, w.Err = 0, verr
+		return scratch, true
+	}
+	if !t.mu.TryRLock() {
+		return scratch, false
+	}
+	if t.closed {
+		t.mu.RUnlock()
+		return scratch, false
+	}
+	p := t.files[string(w.Name)]
+	t.mu.RUnlock()
+	if p == nil || p.state.Load() != stateReady || p.broken.Load() || p.suspect.Load() {
+		return scratch, false
+	}
+	if !p.fmu.TryLock() {
+		return scratch, false
+	}
+	if p.wal == nil || p.needReset || p.state.Load() != stateReady || p.broken.Load() || p.suspect.Load() {
+		p.fmu.Unlock()
+		return scratch, false
+	}
+	if !p.mu.TryLock() {
+		p.fmu.Unlock()
+		return scratch, false
+	}
+	if !p.qmu.TryLock() {
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		return scratch, false
+	}
+	if p.flushing || p.cur != nil || p.closing {
+		// Writes are queued for a group commit: this one must follow them.
+		p.qmu.Unlock()
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		return scratch, false
+	}
+	g := max(p.growth(&o), 0)
+	p.qmu.Unlock()
+	// From here the write is answered on the loop.
+	if o.kind == opDelete && len(p.lookup(o.c)) == 0 {
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		w.N, w.Err = 0, nil
+		return scratch, true
+	}
+	if err := t.reserve(g); err != nil {
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		w.N, w.Err = 0, err
+		return scratch, true
+	}
+	buf = appendRecord(scratch[:0], o.kind, o.c, o.text)
+	// Durability order as in writeBatch: logged, then applied.
+	err := p.appendLocked(buf, false)
+	n := 0
+	if err == nil {
+		var d int64
+		n, d = p.apply(o.kind, o.c, o.text)
+		t.used.Add(d)
+	}
+	if g > 0 {
+		t.reserved.Add(-g)
+	}
+	need := err == nil && p.needCompact()
+	p.mu.Unlock()
+	p.fmu.Unlock()
+	if need {
+		p.compactAsync()
+	}
+	p.touch()
+	w.N, w.Err = n, err
+	return buf, true
+}
