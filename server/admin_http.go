@@ -197,7 +197,7 @@ func (h *httpAPI) adminList() ([]AdminTenant, error) {
 			e := cfg.Tenants[tok]
 			a := AdminTenant{Name: e.Name, DataDir: e.DataDir, QuotaBytes: e.QuotaBytes()}
 			if tn := tab.byName[e.Name]; tn != nil && e.IsEnabled() {
-				a.DataDir, a.QuotaBytes = tn.entry.DataDir, tn.entry.QuotaBytes()
+				a.DataDir, a.QuotaBytes = tn.entry().DataDir, tn.entry().QuotaBytes()
 				liveTenant(&a, tn, false)
 			}
 			seen[e.Name] = true
@@ -208,7 +208,7 @@ func (h *httpAPI) adminList() ([]AdminTenant, error) {
 		if seen[name] {
 			continue
 		}
-		a := AdminTenant{Name: name, DataDir: tn.entry.DataDir, QuotaBytes: tn.entry.QuotaBytes()}
+		a := AdminTenant{Name: name, DataDir: tn.entry().DataDir, QuotaBytes: tn.entry().QuotaBytes()}
 		liveTenant(&a, tn, false)
 		out = append(out, a)
 	}
@@ -218,7 +218,7 @@ func (h *httpAPI) adminList() ([]AdminTenant, error) {
 
 func (h *httpAPI) adminOne(w http.ResponseWriter, name string) {
 	if tn := h.s.table.Load().byName[name]; tn != nil {
-		a := AdminTenant{Name: name, DataDir: tn.entry.DataDir, QuotaBytes: tn.entry.QuotaBytes()}
+		a := AdminTenant{Name: name, DataDir: tn.entry().DataDir, QuotaBytes: tn.entry().QuotaBytes()}
 		liveTenant(&a, tn, true)
 		h.adminJSON(w, http.StatusOK, a)
 		return

@@ -151,13 +151,13 @@ func (h *httpAPI) writeMetrics(w io.Writer) {
 func (h *httpAPI) writeTenant(w io.Writer, tn *tenant) {
 	name := tn.name
 	metrics.WriteGaugeUint64(w, metricName("sq_tenant_connections", "tenant", name), uint64(max(tn.conns.Load(), 0)))
-	metrics.WriteGaugeUint64(w, metricName("sq_tenant_quota_bytes", "tenant", name), uint64(max(tn.entry.QuotaBytes(), 0)))
+	metrics.WriteGaugeUint64(w, metricName("sq_tenant_quota_bytes", "tenant", name), uint64(max(tn.entry().QuotaBytes(), 0)))
 	if u, err := tn.st.Usage(); err == nil {
 		metrics.WriteGaugeUint64(w, metricName("sq_tenant_bytes", "tenant", name), uint64(max(u.Bytes, 0)))
 		metrics.WriteGaugeUint64(w, metricName("sq_tenant_scrolls", "tenant", name), uint64(max(u.Scrolls, 0)))
 		metrics.WriteGaugeUint64(w, metricName("sq_tenant_phexts", "tenant", name), uint64(max(u.Phexts, 0)))
 	}
-	snap, wal, ok := dirSizes(tn.entry.DataDir)
+	snap, wal, ok := dirSizes(tn.entry().DataDir)
 	if ok {
 		metrics.WriteGaugeUint64(w, metricName("sq_tenant_snapshot_bytes", "tenant", name), uint64(snap))
 		metrics.WriteGaugeUint64(w, metricName("sq_tenant_wal_bytes", "tenant", name), uint64(wal))

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/phext/sq/store"
 )
@@ -25,41 +26,65 @@ func storeConfig(e TenantEntry) (store.TenantConfig, error) {
 
 func sameDir(a, b string) bool { return filepath.Clean(a) == filepath.Clean(b) }
 
+// plan is what one reload does to the store and the tenant table.
+type plan struct {
+	t *tenantTable
+	// gone are the old *tenant values that the new table does not hold:
+	// removed, disabled, re-keyed, renamed or moved tenants. Their
+	// connections are closed.
+	gone []*tenant
+	// release are the old store tenants that nothing uses any more and
+	// that were not closed during the build: Reload closes them once the
+	// new table is published and their connections are gone.
+	release []string
+	// entries are kept *tenant values with their new config entry (a quota
+	// or durability change), applied when the table is published.
+	entries map[*tenant]TenantEntry
+}
+
 // buildTable opens every enabled tenant of cfg in the store and returns the
-// token table. Tenants of old whose name, data dir and token are unchanged
-// keep their *tenant, so their connections carry on untouched. It also
-// returns the tenants of old that are gone (removed, disabled, token
-// rotated, renamed, moved to another data dir).
+// plan that turns old into the new token table.
+//
+// The store keys tenants by name and by data dir, so each config entry is
+// one store tenant (name, dir). An entry whose (name, dir) pair the old
+// table has reuses that store tenant (its quota and durability are
+// updated); when its token is unchanged too, the *tenant itself is kept
+// and its connections carry on untouched. Any other entry needs a new
+// store tenant, which collides with the old store tenants holding its name
+// or its dir (a rename, a move, a swap, a name or dir given to another
+// token). No old store tenant is ever closed twice and no new one closed
+// after it opens, whatever the order of names.
 //
 // It changes the store in two phases so that a failure leaves the old
-// configuration serving: first everything that closes nothing (new
-// tenants, quota and durability updates), undone on error; then moves and
-// renames, which must close the old store tenant (the store keys tenants
-// by name and by data dir). If one of those fails, the old store tenants
-// are reopened and patched is the old table pointing at them; the caller
-// publishes it (the affected tenants' connections are closed).
-func (s *Server) buildTable(cfg *Config, old *tenantTable) (t *tenantTable, gone []*tenant, patched *tenantTable, err error) {
-	t = &tenantTable{
+// configuration serving: first everything that closes nothing (reused
+// tenants' quota and durability, new tenants that collide with nothing),
+// undone on error; then the colliding old store tenants are closed and the
+// colliding new ones opened. If that fails, the new ones are closed, the
+// old ones reopened and patched is the old table pointing at them; the
+// caller publishes it (the affected tenants' connections are closed).
+func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *tenantTable, err error) {
+	t := &tenantTable{
 		byKey:  make(map[tokenKey]*tenant, len(cfg.Tenants)),
 		byName: make(map[string]*tenant, len(cfg.Tenants)),
 	}
 	if cfg.AdminToken != "" {
 		t.admin, t.hasAdm = keyOf([]byte(cfg.AdminToken)), true
 	}
-	oldByDir := map[string]*tenant{}
-	if old != nil {
-		for _, prev := range old.byName {
-			oldByDir[filepath.Clean(prev.entry.DataDir)] = prev
-		}
+	if old == nil {
+		old = &tenantTable{byKey: map[tokenKey]*tenant{}, byName: map[string]*tenant{}}
+	}
+	oldByDir := make(map[string]*tenant, len(old.byName))
+	for _, prev := range old.byName {
+		oldByDir[filepath.Clean(prev.entry().DataDir)] = prev
 	}
 	type change struct {
 		key  tokenKey
 		e    TenantEntry
 		sc   store.TenantConfig
-		prev *tenant // the old tenant this one replaces in the store, if any
-		keep bool    // same token, name and dir: keep prev itself
+		prev *tenant // the old tenant whose store tenant this one reuses
 	}
-	var updates, adds, moves []change
+	var reuses, adds, collides []change
+	closing := map[*tenant]bool{} // old store tenants to close before opening
 	for _, tok := range cfg.SortedTokens() {
 		e := cfg.Tenants[tok]
 		if !e.IsEnabled() {
@@ -67,31 +92,45 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (t *tenantTable, gone
 		}
 		sc, err := storeConfig(e)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		c := change{key: keyOf([]byte(tok)), e: e, sc: sc}
-		if old != nil {
-			if prev := old.byKey[c.key]; prev != nil && prev.name == e.Name && sameDir(prev.entry.DataDir, e.DataDir) {
-				c.prev, c.keep = prev, true
-				updates = append(updates, c)
-				continue
+		byName, byDir := old.byName[e.Name], oldByDir[filepath.Clean(e.DataDir)]
+		switch {
+		case byName != nil && byName == byDir:
+			c.prev = byName
+			reuses = append(reuses, c)
+		case byName == nil && byDir == nil:
+			adds = append(adds, c)
+		default:
+			// Config names and dirs are unique, so an old store tenant
+			// that collides here is reused by no other entry.
+			if byName != nil {
+				closing[byName] = true
 			}
-			if prev := old.byName[e.Name]; prev != nil {
-				c.prev = prev
-				if sameDir(prev.entry.DataDir, e.DataDir) {
-					updates = append(updates, c) // token rotated: same store tenant
-				} else {
-					moves = append(moves, c)
-				}
-				continue
+			if byDir != nil {
+				closing[byDir] = true
 			}
-			if prev := oldByDir[filepath.Clean(e.DataDir)]; prev != nil {
-				c.prev = prev // renamed, or a new tenant on a removed one's dir
-				moves = append(moves, c)
-				continue
+			collides = append(collides, c)
+		}
+	}
+
+	p = &plan{t: t, entries: map[*tenant]TenantEntry{}}
+	place := func(c change, st *store.Tenant) {
+		var tn *tenant
+		if c.prev != nil && old.byKey[c.key] == c.prev {
+			tn = c.prev // same token, name and dir: keep it
+			if c.prev.entry() != c.e {
+				p.entries[tn] = c.e
+			}
+		} else {
+			tn = newTenant(c.e, st)
+			if prev := old.byName[c.e.Name]; prev != nil {
+				tn.stats = prev.stats // the name's counters go on
 			}
 		}
-		adds = append(adds, c)
+		t.byKey[c.key] = tn
+		t.byName[c.e.Name] = tn
 	}
 
 	// Phase 1: nothing is closed; undo on error.
@@ -103,33 +142,28 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (t *tenantTable, gone
 				s.log.Warn("reload rollback: closing tenant", "tenant", name, "err", err)
 			}
 		}
+		added = nil
 		for _, prev := range updated {
-			if sc, err := storeConfig(prev.entry); err == nil {
+			if sc, err := storeConfig(prev.entry()); err == nil {
 				s.st.AddTenant(sc) // back to the old quota and durability
 			}
 		}
 	}
-	place := func(c change, st *store.Tenant) {
-		tn := c.prev
-		if !c.keep {
-			tn = &tenant{name: c.e.Name, entry: c.e, st: st, stats: new(tenantStats)}
-			if c.prev != nil && c.prev.name == c.e.Name {
-				tn.stats = c.prev.stats // a rotated or moved tenant keeps its counters
-			}
-		}
-		t.byKey[c.key] = tn
-		t.byName[c.e.Name] = tn
-	}
-	for _, c := range updates {
+	for _, c := range reuses {
 		st, err := s.st.AddTenant(c.sc)
+		if err == nil && st != c.prev.st {
+			// The store lost the tenant (a failed reopen): not a reuse.
+			err = fmt.Errorf("store tenant %q is not the one serving", c.e.Name)
+			s.st.RemoveTenant(c.e.Name)
+		}
 		if err != nil {
 			undo()
-			return nil, nil, nil, fmt.Errorf("tenant %q: %w", c.e.Name, err)
+			return nil, nil, fmt.Errorf("tenant %q: %w", c.e.Name, err)
 		}
 		updated = append(updated, c.prev)
 		place(c, st)
 	}
-	for _, c := range adds {
+	open := func(c change) error {
 		if _, err := os.Stat(c.e.DataDir); errors.Is(err, fs.ErrNotExist) {
 			// New tenants start this way; for an existing one it means its
 			// data dir vanished, which an operator must be able to see.
@@ -137,61 +171,77 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (t *tenantTable, gone
 		}
 		st, err := s.st.AddTenant(c.sc)
 		if err != nil {
-			undo()
-			return nil, nil, nil, fmt.Errorf("tenant %q (data_dir %s): %w", c.e.Name, c.e.DataDir, err)
+			return fmt.Errorf("tenant %q (data_dir %s): %w", c.e.Name, c.e.DataDir, err)
 		}
 		added = append(added, c.e.Name)
 		place(c, st)
-	}
-
-	// Phase 2: moves and renames close the old store tenant first.
-	var closedOld []*tenant
-	for _, c := range moves {
-		if err := s.st.RemoveTenant(c.prev.name); err != nil {
-			err = fmt.Errorf("tenant %q: closing %s: %w", c.prev.name, c.prev.entry.DataDir, err)
-			return nil, nil, s.reopen(old, closedOld, undo), err
-		}
-		closedOld = append(closedOld, c.prev)
-		st, err := s.st.AddTenant(c.sc)
-		if err != nil {
-			err = fmt.Errorf("tenant %q (data_dir %s): %w", c.e.Name, c.e.DataDir, err)
-			return nil, nil, s.reopen(old, closedOld, func() {
-				undo()
-				for _, d := range moves {
-					if d.prev == c.prev {
-						break
-					}
-					s.st.RemoveTenant(d.e.Name) // earlier moves: close their new dirs
-				}
-			}), err
-		}
-		added = append(added, c.e.Name)
-		place(c, st)
-	}
-	if old != nil {
-		for key, prev := range old.byKey {
-			if t.byKey[key] != prev {
-				gone = append(gone, prev)
-			}
-		}
-	}
-	return t, gone, nil, nil
-}
-
-// reopen undoes a failed phase 2: it runs undo, reopens the store tenants
-// of closedOld on their old data dirs and returns a copy of old in which
-// they point at the reopened store tenants (nil when old is nil). The
-// replaced *tenant values are marked closed so their connections go.
-func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *tenantTable {
-	undo()
-	if old == nil {
 		return nil
 	}
+	for _, c := range adds {
+		if err := open(c); err != nil {
+			undo()
+			return nil, nil, err
+		}
+	}
+
+	// Phase 2: close the colliding old store tenants, then open the new
+	// ones. Sorted by name so that logs and failures are reproducible.
+	var closedOld []*tenant
+	for prev := range closing {
+		closedOld = append(closedOld, prev)
+	}
+	sort.Slice(closedOld, func(i, j int) bool { return closedOld[i].name < closedOld[j].name })
+	for i, prev := range closedOld {
+		if err := s.st.RemoveTenant(prev.name); err != nil {
+			// RemoveTenant unregisters the tenant even when its final
+			// flush fails: reopen it with the others.
+			err = fmt.Errorf("tenant %q: closing %s: %w", prev.name, prev.entry().DataDir, err)
+			return nil, s.reopen(old, closedOld[:i+1], undo), err
+		}
+	}
+	for _, c := range collides {
+		if err := open(c); err != nil {
+			return nil, s.reopen(old, closedOld, undo), err
+		}
+	}
+
+	live := make(map[*store.Tenant]bool, len(t.byName))
+	for _, tn := range t.byName {
+		live[tn.st] = true
+	}
+	for key, prev := range old.byKey {
+		if t.byKey[key] != prev {
+			p.gone = append(p.gone, prev)
+		}
+	}
+	for name, prev := range old.byName {
+		if !live[prev.st] && !closing[prev] {
+			p.release = append(p.release, name)
+		}
+	}
+	sort.Strings(p.release)
+	return p, nil, nil
+}
+
+// newTenant is a fresh *tenant for entry e over the store tenant st.
+func newTenant(e TenantEntry, st *store.Tenant) *tenant {
+	tn := &tenant{name: e.Name, st: st, stats: new(tenantStats)}
+	tn.conf.Store(&e)
+	return tn
+}
+
+// reopen undoes a failed phase 2: it runs undo (closing the tenants the
+// reload opened), reopens the store tenants of closedOld on their old data
+// dirs and returns a copy of old in which they point at the reopened store
+// tenants. The replaced *tenant values are marked closed by the caller so
+// their connections go.
+func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *tenantTable {
+	undo()
 	t := &tenantTable{byKey: make(map[tokenKey]*tenant, len(old.byKey)),
 		byName: make(map[string]*tenant, len(old.byName)), admin: old.admin, hasAdm: old.hasAdm}
 	fresh := map[*tenant]*tenant{}
 	for _, prev := range closedOld {
-		sc, err := storeConfig(prev.entry)
+		sc, err := storeConfig(prev.entry())
 		if err != nil {
 			continue
 		}
@@ -200,13 +250,22 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 			s.log.Error("reload rollback: reopening tenant failed; it is unavailable", "tenant", prev.name, "err", err)
 			continue
 		}
-		fresh[prev] = &tenant{name: prev.name, entry: prev.entry, st: st, stats: prev.stats}
+		f := newTenant(prev.entry(), st)
+		f.stats = prev.stats
+		fresh[prev] = f
+	}
+	closed := map[*tenant]bool{}
+	for _, prev := range closedOld {
+		closed[prev] = true
 	}
 	for key, prev := range old.byKey {
 		if f := fresh[prev]; f != nil {
 			t.byKey[key] = f
 			t.byName[prev.name] = f
 			continue
+		}
+		if closed[prev] {
+			continue // could not be reopened: refused until the next reload
 		}
 		t.byKey[key] = prev
 		t.byName[prev.name] = prev
@@ -215,10 +274,11 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 }
 
 // Reload swaps in cfg: new tenants can connect at once; connections of
-// removed, disabled or re-keyed tenants are closed; unchanged tenants are
-// not touched. On error the old configuration stays in place. Each call
-// logs its outcome once ("tenant config reloaded" or "reload refused");
-// callers do not log it again.
+// removed, disabled, renamed, moved or re-keyed tenants are closed;
+// connections of unchanged tenants (same token, name and data dir) are not
+// touched. On error the old configuration stays in place. Each call logs
+// its outcome once ("tenant config reloaded" or "reload refused"); callers
+// do not log it again.
 func (s *Server) Reload(cfg *Config) (string, error) {
 	if err := cfg.Validate(); err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
@@ -228,13 +288,14 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	old := s.table.Load()
-	t, gone, patched, err := s.buildTable(cfg, old)
+	p, patched, err := s.buildTable(cfg, old)
 	if err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
 		s.stats.reloadsFailed.Add(1)
 		if patched != nil {
-			// Tenants whose move failed were reopened on their old dirs;
-			// their old connections hold closed store handles.
+			// Tenants whose store tenant was closed were reopened on their
+			// old dirs (or are gone, if that failed); their old
+			// connections hold closed store handles.
 			s.table.Store(patched)
 			var stale []*tenant
 			for _, prev := range old.byName {
@@ -249,25 +310,30 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 		}
 		return "", err
 	}
+	for tn, e := range p.entries {
+		tn.conf.Store(&e)
+	}
+	t := p.t
 	s.table.Store(t)
 	s.stats.reloadsOK.Add(1)
-	for _, g := range gone {
+	for _, g := range p.gone {
 		g.closed.Store(true)
 	}
-	closed := s.closeConnsOf(gone)
-	removed := 0
-	for _, g := range gone {
-		if _, still := t.byName[g.name]; !still {
-			if err := s.st.RemoveTenant(g.name); err != nil {
-				s.log.Warn("reload: closing tenant", "tenant", g.name, "err", err)
-			}
-			removed++
+	closed := s.closeConnsOf(p.gone)
+	for _, name := range p.release {
+		if err := s.st.RemoveTenant(name); err != nil {
+			s.log.Warn("reload: closing tenant", "tenant", name, "err", err)
 		}
 	}
-	added := 0
+	added, removed := 0, 0
 	for name := range t.byName {
 		if _, ok := old.byName[name]; !ok {
 			added++
+		}
+	}
+	for name := range old.byName {
+		if _, ok := t.byName[name]; !ok {
+			removed++
 		}
 	}
 	msg := fmt.Sprintf("reloaded: %d tenants (%d added, %d removed or disabled, %d connections closed)",

@@ -184,11 +184,11 @@ func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t, _, _, err := s.buildTable(cfg, nil)
+	p, _, err := s.buildTable(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
-	s.table.Store(t)
+	s.table.Store(p.t)
 	return s, nil
 }
 

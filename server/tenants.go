@@ -18,9 +18,11 @@ func keyOf(token []byte) tokenKey { return sha256.Sum256(token) }
 // by every connection authenticated as it; its fields are immutable after
 // the table that holds it is published, except the atomics.
 type tenant struct {
-	name  string
-	entry TenantEntry
-	st    *store.Tenant
+	name string
+	st   *store.Tenant
+	// conf is the tenant's config entry. Name and data dir never change
+	// for one *tenant; a reload may change the rest (quota, durability).
+	conf atomic.Pointer[TenantEntry]
 
 	// closed is set when a reload removes or disables the tenant; the
 	// connections still holding the pointer are being closed.
@@ -46,3 +48,6 @@ func (t *tenantTable) lookup(token []byte) *tenant {
 func (t *tenantTable) isAdmin(token []byte) bool {
 	return t.hasAdm && keyOf(token) == t.admin
 }
+
+// entry returns the tenant's current config entry.
+func (t *tenant) entry() TenantEntry { return *t.conf.Load() }
