@@ -409,22 +409,12 @@ func (p *pfile) syncWAL() error {
 	dirSync := p.dirSync
 	p.fmu.Unlock()
 	if err := f.Sync(); err != nil {
-		p.fmu.Lock()
-		defer p.fmu.Unlock()
-		if errors.Is(err, os.ErrClosed) || p.wal != f {
-			// Closed (or replaced by a rewrite) meanwhile: close fsynced
-			// it, since sgen had not reached g.
+		if errors.Is(err, os.ErrClosed) {
+			// Closed meanwhile: close fsynced it, since sgen had not
+			// reached g.
 			return nil
 		}
-		p.suspect.Store(true)
-		werr := fmt.Errorf("store: fsync %s: %w", p.walPath, err)
-		// Write what memory holds to new files now rather than wait for
-		// the next write: acknowledged everysec writes may be gone from
-		// the disk.
-		if rerr := p.rewriteLocked(); rerr != nil {
-			return errors.Join(werr, rerr)
-		}
-		return werr
+		return p.fsyncFailed(f, err)
 	}
 	if dirSync {
 		p.fmu.Lock()
@@ -436,6 +426,25 @@ func (p *pfile) syncWAL() error {
 	}
 	p.synced(g)
 	return nil
+}
+
+// fsyncFailed handles a failed background fsync of WAL f (nil: a syncfs
+// of its file system): the phext becomes suspect and the state in memory
+// is written to new files at once, since acknowledged everysec writes may
+// be gone from the disk.
+func (p *pfile) fsyncFailed(f File, err error) error {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	if p.wal == nil || (f != nil && p.wal != f) || p.state.Load() == stateClosed {
+		// Closed or replaced by a rewrite meanwhile; close fsynced it.
+		return nil
+	}
+	p.suspect.Store(true)
+	werr := fmt.Errorf("store: fsync %s: %w", p.walPath, err)
+	if rerr := p.rewriteLocked(); rerr != nil {
+		return errors.Join(werr, rerr)
+	}
+	return werr
 }
 
 // closeHow says how much work a close does.

@@ -94,7 +94,9 @@
 //   - Caller goroutines run reads, and writers run group commit: the writer
 //     that finds no flusher writes batches until its own is done, then hands
 //     further batches to a new flusher goroutine.
-//   - One syncer goroutine per Store fsyncs dirty WALs of everysec tenants.
+//   - One syncer goroutine per Store makes dirty WALs of everysec tenants
+//     durable: one syncfs(2) per file system and round when several WALs
+//     share it (FSSyncer), else one fsync per WAL.
 //   - Compaction blocks the phext's writers (they queue and are written
 //     right after) but not its readers.
 //   - At most one background compaction goroutine per phext, started when

@@ -76,3 +76,6 @@ func openErr(path string, err error) error {
 	}
 	return fmt.Errorf("store: %w", err)
 }
+
+// errNoSyncFS: the FS cannot sync a whole file system; fsync each WAL.
+var errNoSyncFS = errors.New("store: FS has no SyncFS")

@@ -35,6 +35,7 @@ type Tenant struct {
 
 	fold    bool        // the data dir is case-insensitive: phext names are folded to lower case
 	dirInfo os.FileInfo // identity of dir, to refuse a second tenant on it
+	dev     uint64      // file system of dir (0 unknown): the everysec syncer groups WALs by it
 
 	mu     sync.RWMutex // guards files, sizes, closed
 	files  map[string]*pfile
