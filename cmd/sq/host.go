@@ -209,6 +209,12 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		st.Close()
 		return out.fail(1, "", err)
 	}
+	// Signals are ours before "listening" is printed: a script that sends
+	// SIGHUP or SIGTERM as soon as it reads that line must not kill the
+	// process with the default action.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
 		"max_open_phexts", c.maxOpen,
 		"startup", time.Since(start).Round(time.Microsecond).String())
@@ -227,9 +233,6 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	}
 	out.note("listening on "+srv.Addr(), "listening", "addr", srv.Addr())
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			// Reload logs its outcome itself, once.
