@@ -110,7 +110,9 @@ for P in $PIPELINES; do
   bin/sq bench --protocol resp --addr "127.0.0.1:$RPORT" --server-pid "$RPID" --tenants "$CONNS" \
     --pipeline "$P" "${COMMON[@]}" >"$OUT/redis-p$P.json" || status=1
   echo "== pipeline $P: echo"
-  bin/sq bench --addr "$EADDR" --token echo --server-pid "$EPID" --conns "$CONNS" --no-verify \
+  # The echo server stores nothing: --overwrite skips the existing-data
+  # check, --phext '' keeps the frames byte for byte those of the SQ run.
+  bin/sq bench --addr "$EADDR" --token echo --server-pid "$EPID" --conns "$CONNS" --no-verify --overwrite --phext '' \
     --pipeline "$P" "${COMMON[@]}" >"$OUT/echo-p$P.json" || status=1
   bin/sq bench compare --sq "$OUT/sq-p$P.json" --redis "$OUT/redis-p$P.json" --echo "$OUT/echo-p$P.json" \
     --label "pipeline $P, $CONNS conns, $SIZE, mix $MIX" | tee -a "$OUT/summary.txt" || status=1

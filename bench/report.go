@@ -68,16 +68,18 @@ type ServerStats struct {
 
 // Result is what one Run measured.
 type Result struct {
-	Scenario string  `json:"scenario,omitempty"`
-	Protocol string  `json:"protocol"`
-	Addr     string  `json:"addr"`
-	Tenants  int     `json:"tenants"`
-	Conns    int     `json:"conns"`
-	Pipeline int     `json:"pipeline"`
-	Mix      string  `json:"mix"`
-	Size     string  `json:"size"`
-	Scrolls  int     `json:"scrolls_per_tenant"`
-	Phexts   int     `json:"phexts_per_tenant"`
+	Scenario string `json:"scenario,omitempty"`
+	Protocol string `json:"protocol"`
+	Addr     string `json:"addr"`
+	Tenants  int    `json:"tenants"`
+	Conns    int    `json:"conns"`
+	Pipeline int    `json:"pipeline"`
+	Mix      string `json:"mix"`
+	Size     string `json:"size"`
+	Scrolls  int    `json:"scrolls_per_tenant"`
+	Phexts   int    `json:"phexts_per_tenant"`
+	// Phext is the (first) phext the load wrote; "" is the default phext.
+	Phext    string  `json:"phext"`
 	Verified bool    `json:"verified"`
 	Seconds  float64 `json:"seconds"`
 
@@ -119,7 +121,7 @@ func (r *runner) result(elapsed time.Duration) *Result {
 	res := &Result{
 		Protocol: o.Protocol, Addr: o.Addr, Tenants: o.Tenants, Conns: o.Conns,
 		Pipeline: o.Pipeline, Mix: o.Mix.String(), Size: o.Size.String(),
-		Scrolls: o.Scrolls, Phexts: o.Phexts, Verified: !o.NoVerify,
+		Scrolls: o.Scrolls, Phexts: o.Phexts, Phext: o.Phext, Verified: !o.NoVerify,
 		Seconds: elapsed.Seconds(), Errors: map[string]int64{},
 	}
 	for k := range res.hists {
@@ -243,8 +245,15 @@ func (r *Result) WriteTable(w io.Writer) {
 	if title == "" {
 		title = "run"
 	}
-	fmt.Fprintf(w, "%s: %s at %s, %d tenants, %d conns, pipeline %d, mix %s, size %s, %d scrolls/tenant, %d phext(s)\n",
-		title, r.Protocol, r.Addr, r.Tenants, r.Conns, r.Pipeline, r.Mix, r.Size, r.Scrolls, r.Phexts)
+	phext := "the default phext"
+	if r.Phext != "" {
+		phext = "phext " + r.Phext
+	}
+	if r.Phexts > 1 {
+		phext += fmt.Sprintf(" and %d more", r.Phexts-1)
+	}
+	fmt.Fprintf(w, "%s: %s at %s, %d tenants, %d conns, pipeline %d, mix %s, size %s, %d scrolls/tenant in %s\n",
+		title, r.Protocol, r.Addr, r.Tenants, r.Conns, r.Pipeline, r.Mix, r.Size, r.Scrolls, phext)
 	fmt.Fprintf(w, "measured %v: %d ops, %s ops/s; read %s/s, written %s/s\n",
 		time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond), r.Ops, FormatRate(r.OpsPerSec), FormatBytesRate(r.ReadBytesPerSec), FormatBytesRate(r.WriteBytesPerSec))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -47,8 +47,13 @@ type Options struct {
 	// the same scroll; every connection gets at least one.
 	Scrolls int
 	// Phexts spreads a tenant's scrolls over this many phexts (default 1:
-	// only the default phext; others are named bench-2, bench-3, …).
+	// only Phext; others are named Phext-2, Phext-3, …, or bench-2,
+	// bench-3, … when Phext is the default phext).
 	Phexts int
+	// Phext names the phext the load writes ("" = the tenant's default
+	// phext). sq bench against a running server uses "sq-bench", so the
+	// tenant's own data is never touched.
+	Phext string
 	// MaxScroll caps how long INSERT may grow a scroll before the
 	// generator sends UPDATE instead (default max(16 KiB, 4 × Size.Max)).
 	MaxScroll int
@@ -340,10 +345,7 @@ func (r *runner) dialAll(ctx context.Context, dial dialFunc) error {
 	for i := 0; i < o.Conns; i++ {
 		perTenant[i%o.Tenants]++
 	}
-	names := make([][]byte, o.Phexts)
-	for p := 1; p < o.Phexts; p++ {
-		names[p] = []byte("bench-" + strconv.Itoa(p+1))
-	}
+	names := PhextNames(o.Phext, o.Phexts)
 	for i := range r.conns {
 		t, slot := i%o.Tenants, i/o.Tenants
 		c := &conn{r: r, tenant: t, rng: newRNG(o.Seed*1_000_003 + uint64(i)), shard: r.shards[i%len(r.shards)]}
@@ -397,6 +399,21 @@ func (r *runner) dialAll(ctx context.Context, dial dialFunc) error {
 		return firstErr
 	}
 	return nil
+}
+
+// PhextNames returns the names of the n phexts a run with Options.Phext
+// = first writes ("" is the default phext).
+func PhextNames(first string, n int) [][]byte {
+	names := make([][]byte, max(n, 1))
+	names[0] = []byte(first)
+	prefix := first
+	if prefix == "" {
+		prefix = "bench"
+	}
+	for p := 1; p < n; p++ {
+		names[p] = []byte(prefix + "-" + strconv.Itoa(p+1))
+	}
+	return names
 }
 
 // scrollCoord spreads scroll index k over the last three levels:

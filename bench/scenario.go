@@ -73,7 +73,7 @@ type GrowthPoint struct {
 // DefaultGrowthSteps are the sizes of the big-phext curve.
 var DefaultGrowthSteps = []int64{1 << 10, 10 << 10, 100 << 10, 1 << 20, 10 << 20, 100 << 20}
 
-// RunBigPhext grows one tenant's default phext through steps (filler
+// RunBigPhext grows one tenant's phext o.Phext through steps (filler
 // scrolls of up to fillSize bytes under library 2, which the measuring
 // Run never touches) and after each step measures o (its Tokens[0] is the
 // tenant) for o.Duration. Each point carries its Run's Result; the first
@@ -99,7 +99,7 @@ func RunBigPhext(ctx context.Context, o *Options, steps []int64, fillSize int) (
 		for filled < target {
 			n := int(min(int64(fillSize), target-filled))
 			text := p.appendSegment(nil, 0, segment{off: 0, n: uint32(max(n, tagLen))})
-			if _, err := c.Update(ctx, "", next, text); err != nil {
+			if _, err := c.Update(ctx, o.Phext, next, text); err != nil {
 				return points, fmt.Errorf("bench: big-phext fill at %s: %w", next, err)
 			}
 			filled += int64(len(text))

@@ -114,8 +114,10 @@ echo "unknown token -> AUTH ok"
 
 bench() { # ADDR CONFIG PIPELINE DURATION OUT [extra]
   local addr=$1 cfg=$2 pl=$3 d=$4 out=$5; shift 5
+  # --overwrite: the throwaway tenants' sq-bench phexts hold the previous
+  # round's scrolls.
   "$sq" bench --addr "$addr" --config "$cfg" --pipeline "$pl" --duration "$d" --warmup 1s \
-    --progress off --json "$@" >"$out" 2>"$out.err"
+    --overwrite --progress off --json "$@" >"$out" 2>"$out.err"
 }
 ops() { jq -r '.result.ops_per_sec | floor' "$1"; }
 clean() { # FILE: the bench verified every answer and saw no error

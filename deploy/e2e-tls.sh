@@ -139,7 +139,7 @@ for pl in 1 16; do
     for via in "${paths[@]}"; do
       f=bench-$pl-${via##*:}-$rep.json
       "$sq" bench --addr "127.0.0.1:${via##*:}" --config shard/host-1.json --pipeline "$pl" --duration "$DURATION" \
-        --warmup 1s --progress off --json >"$f" 2>"$f.err" || { cat "$f.err" >&2; fail "bench via ${via%:*}"; }
+        --warmup 1s --overwrite --progress off --json >"$f" 2>"$f.err" || { cat "$f.err" >&2; fail "bench via ${via%:*}"; }
       clean "$f" || fail "bench via ${via%:*} not clean"
       runs[$via]="${runs[$via]:-} $(ops "$f")"
     done

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,11 +13,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/phext/sq/bench"
+	"github.com/phext/sq/client"
+	"github.com/phext/sq/store"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
@@ -24,6 +28,9 @@ import (
 // benchExe, when set, is the sq binary `sq bench` starts as the server
 // (tests set it; normally the running executable is used).
 var benchExe string
+
+// benchPhext is the phext sq bench writes on a running server (--addr).
+const benchPhext = "sq-bench"
 
 // benchReport is `sq bench --json`'s output: one scenario's outcome.
 type benchReport struct {
@@ -51,6 +58,8 @@ type benchReport struct {
 type benchFlags struct {
 	scenario, addr, config, protocol, mix, size   string
 	durability, hostArgs, progress, growth, token string
+	phext                                         string
+	overwrite                                     bool
 	tenants, conns, pipeline, scrolls, phexts     int
 	idleConns, serverPID                          int
 	duration, warmup, idlePing, reloadEvery       time.Duration
@@ -83,6 +92,8 @@ func benchFlagSet(out io.Writer, f *benchFlags) *flag.FlagSet {
 	fs.StringVar(&f.config, "config", "", "with --addr: the server's tenants.json, whose tokens the bench uses")
 	fs.StringVar(&f.token, "token", "", "with --addr: one tenant token for all connections (--tenants then only sets the default --conns)")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "with --addr: the server's pid, to report its CPU and RSS")
+	fs.StringVar(&f.phext, "phext", "", "the phext the load writes (default: "+benchPhext+" with --addr, so a tenant's own data is never touched; the default phext of the bench's own server otherwise)")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "with --addr: run even if the tenants' bench phexts already hold scrolls (the bench replaces them)")
 	fs.StringVar(&f.protocol, "protocol", "sq", "sq, or resp to load a Redis server with the same generator")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "do not check answers against the model (for the echo server)")
 	fs.BoolVar(&f.noPreload, "no-preload", false, "start from empty scrolls instead of writing each once first")
@@ -178,7 +189,14 @@ func benchOptions(f *benchFlags, sc bench.Scenario, set map[string]bool) (*bench
 		Protocol: f.protocol, Conns: f.conns, Pipeline: f.pipeline, Warmup: f.warmup,
 		Duration: f.duration, Ops: f.ops, Mix: sc.Mix, Size: sc.Size, Scrolls: sc.Scrolls,
 		Phexts: f.phexts, NoVerify: f.noVerify, NoPreload: f.noPreload,
-		Compression: f.compression, Seed: f.seed, Tenants: sc.Tenants,
+		Compression: f.compression, Seed: f.seed, Tenants: sc.Tenants, Phext: f.phext,
+	}
+	if f.addr != "" && !set["phext"] {
+		// A running server holds somebody's data: write beside it.
+		o.Phext = benchPhext
+	}
+	if o.Phext != "" && !store.ValidName([]byte(o.Phext)) {
+		return nil, fmt.Errorf("--phext %q is not a valid phext name", o.Phext)
 	}
 	if set["ops"] && !set["duration"] {
 		o.Duration = 0
@@ -310,6 +328,12 @@ func (b *benchRun) run(ctx context.Context) int {
 	for _, t := range b.tenants {
 		o.Tokens = append(o.Tokens, t.Token)
 	}
+	if f.addr != "" && f.protocol == bench.ProtoSQ && !f.overwrite {
+		if err := b.refuseExistingData(ctx); err != nil {
+			fmt.Fprintln(b.stderr, "sq bench:", err)
+			return 2
+		}
+	}
 	o.Progress = b.prog.update
 	err := b.scenario(ctx)
 	b.prog.clear()
@@ -342,6 +366,48 @@ func (b *benchRun) run(ctx context.Context) int {
 		return 1
 	}
 	return 0
+}
+
+// refuseExistingData checks, on a running server, that no tenant's bench
+// phext holds scrolls: the load rewrites and deletes scrolls there, so it
+// runs only on empty (or absent) phexts unless --overwrite says otherwise.
+func (b *benchRun) refuseExistingData(ctx context.Context) error {
+	names := bench.PhextNames(b.o.Phext, b.o.Phexts)
+	seen := map[string]bool{}
+	for i, tok := range b.o.Tokens {
+		if seen[tok] {
+			continue
+		}
+		seen[tok] = true
+		c, err := client.Dial(ctx, b.o.Addr, tok)
+		if err != nil {
+			return fmt.Errorf("checking tenant %d for existing data: %w", i+1, err)
+		}
+		have, err := c.List(ctx)
+		if err == nil {
+			for _, n := range names {
+				if !slices.Contains(have, string(n)) {
+					continue
+				}
+				var toc []byte
+				if toc, err = c.TOC(ctx, string(n)); err != nil || len(bytes.TrimSpace(toc)) == 0 {
+					continue
+				}
+				c.Close()
+				shown := string(n)
+				if shown == "" {
+					shown = "the default phext"
+				}
+				return fmt.Errorf("tenant %s already has scrolls in %s, which the bench would overwrite: "+
+					"choose another --phext (default %s) or pass --overwrite", c.Hello().TenantName, shown, benchPhext)
+			}
+		}
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("checking tenant %d for existing data: %w", i+1, err)
+		}
+	}
+	return nil
 }
 
 // provision makes the temporary world and starts the child server.

@@ -2,14 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/phext/sq/client"
 )
 
 // buildSQ builds this command once for the bench smoke tests, which start
@@ -149,5 +153,68 @@ func TestBenchCompare(t *testing.T) {
 	stdout.Reset()
 	if code := runBench([]string{"compare", "--sq", filepath.Join(dir, "missing.json")}, &stdout, &stderr); code != 1 {
 		t.Fatalf("missing file: exit %d", code)
+	}
+}
+
+// TestBenchAgainstLiveServerLeavesDataAlone: `sq bench --addr … --token T`
+// writes only to its own phext (sq-bench, named in the report), so the
+// tenant's scrolls are untouched; pointed at a phext that holds scrolls it
+// refuses (exit 2, nothing written) unless --overwrite says so.
+func TestBenchAgainstLiveServerLeavesDataAlone(t *testing.T) {
+	ts := startTestServer(t, "alice")
+	tok := ts.tokens["alice"]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, ts.addr, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The user's data at the coordinates the bench uses (scroll k of the
+	// load is 1.1.1/1.1.1/1.1.k).
+	for k := 1; k <= 3; k++ {
+		if _, err := c.Update(ctx, "", mustCoord(t, "1.1.1/1.1.1/1.1."+strconv.Itoa(k)), []byte("user data "+strconv.Itoa(k))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := c.Checksum(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--addr", ts.addr, "--token", tok, "--tenants", "2", "--duration", "500ms", "--warmup", "0", "--scrolls", "3"}
+
+	rep, code, stderr := runBenchJSON(t, base...)
+	if code != 0 || rep.Result == nil {
+		t.Fatalf("bench against a live server: exit %d: %s", code, stderr)
+	}
+	if rep.Result.Phext != benchPhext || rep.Result.Ops == 0 {
+		t.Fatalf("report: phext %q, %d ops; want %q and some ops", rep.Result.Phext, rep.Result.Ops, benchPhext)
+	}
+	if after, err := c.Checksum(ctx, ""); err != nil || after != before {
+		t.Fatalf("the tenant's default phext changed under the bench: %s -> %s (%v)", before, after, err)
+	}
+	toc, err := c.TOC(ctx, benchPhext)
+	if err != nil || len(toc) == 0 {
+		t.Fatalf("the bench wrote nothing to %s: %q %v", benchPhext, toc, err)
+	}
+
+	// Aimed at the default phext, which holds scrolls: refused.
+	var out, errb bytes.Buffer
+	if code := runBench(append(base, "--phext", "", "--progress", "off"), &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--overwrite") {
+		t.Fatalf("bench on the default phext with data: exit %d, stderr %q", code, errb.String())
+	}
+	// Its own phext now holds the last run's scrolls: a second run needs
+	// --overwrite too, and runs with it.
+	out.Reset()
+	errb.Reset()
+	if code := runBench(append(base, "--progress", "off"), &out, &errb); code != 2 {
+		t.Fatalf("second bench onto a non-empty %s: exit %d, want 2: %s", benchPhext, code, errb.String())
+	}
+	if _, code, stderr := runBenchJSON(t, append(base, "--overwrite")...); code != 0 {
+		t.Fatalf("bench --overwrite: exit %d: %s", code, stderr)
+	}
+	if after, err := c.Checksum(ctx, ""); err != nil || after != before {
+		t.Fatalf("the tenant's default phext changed: %s -> %s (%v)", before, after, err)
 	}
 }
