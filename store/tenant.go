@@ -31,16 +31,55 @@ type Tenant struct {
 	used     atomic.Int64  // scroll bytes applied (estimates for unopened phexts)
 	reserved atomic.Int64  // quota held by logged-but-unapplied writes
 
-	removing bool // guarded by Store.mu: RemoveTenant is closing it
+	removing   bool  // guarded by Store.mu: RemoveTenant is closing it
+	dirID      dirID // identity of dir, the key of Store.dirs
+	createdDir bool  // AddTenant created dir (immutable)
 
-	fold    bool        // the data dir is case-insensitive: phext names are folded to lower case
-	dirInfo os.FileInfo // identity of dir, to refuse a second tenant on it
-	dev     uint64      // file system of dir (0 unknown): the everysec syncer groups WALs by it
+	// prepared is set, after fold, sizes and used are filled in, by the
+	// first request's prepare; readers that see it true may read fold
+	// without a lock.
+	prepared atomic.Bool
+	fold     bool // the data dir is case-insensitive: phext names are folded to lower case
+	dev      uint64 // file system of dir (0 unknown): the everysec syncer groups WALs by it
 
-	mu     sync.RWMutex // guards files, sizes, closed
+	mu     sync.RWMutex // guards files, sizes, closed (and prepare's writes)
 	files  map[string]*pfile
 	sizes  map[string]int64 // per phext bytes counted in used
 	closed bool
+}
+
+// CreatedDir reports whether AddTenant created the tenant's data dir.
+func (t *Tenant) CreatedDir() bool { return t.createdDir }
+
+// prepare does, once, the per-tenant work AddTenant defers to the first
+// request: probe the data dir for case folding and estimate the phexts'
+// sizes from their files (for the quota and Usage). A failure is returned
+// to that request and retried by the next one.
+func (t *Tenant) prepare() error {
+	if t.prepared.Load() {
+		return nil
+	}
+	// Tenant.mu is held across the directory read: nothing of the tenant
+	// can run before it is prepared anyway, and it happens once.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.prepared.Load() {
+		return nil
+	}
+	if t.closed {
+		return ErrClosed
+	}
+	fold := t.s.caseInsensitive(t.dir)
+	sizes, total, err := t.estimateSizes(fold)
+	if err != nil {
+		return err
+	}
+	t.fold = fold
+	t.sizes = sizes
+	t.files = make(map[string]*pfile)
+	t.used.Store(total)
+	t.prepared.Store(true)
+	return nil
 }
 
 // Name returns the tenant's name.
@@ -57,6 +96,9 @@ func (t *Tenant) durability() Durability {
 // get returns the open phext called name, opening it on first use. The
 // fast path takes only the tenant's read lock and does not allocate.
 func (t *Tenant) get(name []byte) (*pfile, error) {
+	if err := t.prepare(); err != nil {
+		return nil, err
+	}
 	var folded [MaxNameLen]byte
 	if t.fold {
 		// A case-insensitive data dir: "Notes" and "notes" are one file, so
@@ -441,8 +483,13 @@ type Usage struct {
 	QuotaBytes int64
 }
 
-// Usage returns the tenant's current usage, without rescanning files.
+// Usage returns the tenant's current usage, without rescanning files
+// (the first call on a tenant that has served no request reads its data
+// dir once, see prepare).
 func (t *Tenant) Usage() (Usage, error) {
+	if err := t.prepare(); err != nil {
+		return Usage{}, err
+	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.closed {
