@@ -153,7 +153,10 @@ func liveTenant(a *AdminTenant, tn *tenant, withOps bool) {
 		a.Ops = map[string]AdminOpStats{}
 	}
 	for i := range tn.stats.ops {
-		o := &tn.stats.ops[i]
+		o := tn.stats.op(i)
+		if o == nil {
+			continue
+		}
 		n := o.Requests.Load()
 		if n == 0 {
 			continue

@@ -38,17 +38,56 @@ type OpStats struct {
 	BytesIn  atomic.Uint64
 	BytesOut atomic.Uint64
 	Status   [numStatuses]atomic.Uint64
-	// Latency[i] counts requests that took [2^(i-1), 2^i) µs (bucket 0: < 1 µs).
-	Latency [latencyBucket]atomic.Uint64
-	LatSum  atomic.Uint64 // µs
+	LatSum   atomic.Uint64 // µs
 }
 
-type tenantStats struct {
-	ops [numOpSlots]OpStats
+// latHist is a latency histogram: b[i] counts requests that took
+// [2^(i-1), 2^i) µs (bucket 0: < 1 µs; the last one: the rest).
+type latHist struct {
+	b   [latencyBucket]atomic.Uint64
+	sum atomic.Uint64 // µs
 }
+
+func (h *latHist) add(us uint64) {
+	b := bits.Len64(us)
+	if b >= latencyBucket {
+		b = latencyBucket - 1
+	}
+	h.b[b].Add(1)
+	h.sum.Add(us)
+}
+
+// tenantStats are one tenant's counters. They are sized for a host with
+// 10,000 mostly idle tenants: an operation's OpStats is allocated at its
+// first request (an idle tenant holds 17 nil pointers), and latency
+// histograms per tenant exist only with Options.TenantDetailMetrics; the
+// server-wide histograms of every operation live in serverStats.
+type tenantStats struct {
+	ops [numOpSlots]atomic.Pointer[OpStats]
+	srv *serverStats         // the server's per-op totals
+	lat *[numOpSlots]latHist // nil unless TenantDetailMetrics
+}
+
+// newTenantStats returns empty counters for a tenant of s.
+func (s *Server) newTenantStats() *tenantStats {
+	ts := &tenantStats{srv: &s.stats}
+	if s.opts.TenantDetailMetrics {
+		ts.lat = new([numOpSlots]latHist)
+	}
+	return ts
+}
+
+// op returns the counters of slot i, or nil if it has served no request.
+func (ts *tenantStats) op(i int) *OpStats { return ts.ops[i].Load() }
 
 func (ts *tenantStats) record(op protocol.Op, st protocol.Status, in, out int, d time.Duration) {
-	s := &ts.ops[opSlots[op]]
+	slot := opSlots[op]
+	s := ts.ops[slot].Load()
+	if s == nil {
+		// First request of this operation for this tenant.
+		ts.ops[slot].CompareAndSwap(nil, new(OpStats))
+		s = ts.ops[slot].Load()
+	}
 	s.Requests.Add(1)
 	s.BytesIn.Add(uint64(in))
 	s.BytesOut.Add(uint64(out))
@@ -56,12 +95,13 @@ func (ts *tenantStats) record(op protocol.Op, st protocol.Status, in, out int, d
 		s.Status[st].Add(1)
 	}
 	us := uint64(d / time.Microsecond)
-	b := bits.Len64(us)
-	if b >= latencyBucket {
-		b = latencyBucket - 1
-	}
-	s.Latency[b].Add(1)
 	s.LatSum.Add(us)
+	if ts.lat != nil {
+		ts.lat[slot].add(us)
+	}
+	if ts.srv != nil {
+		ts.srv.opLat[slot].add(us)
+	}
 }
 
 // serverStats are server-wide counters.
@@ -76,6 +116,9 @@ type serverStats struct {
 	closed        [numCloseReasons]atomic.Uint64
 	// loopWrites counts writes answered on the event loop (fastWrite).
 	loopWrites atomic.Uint64
+	// opLat are the request-duration histograms of each operation over
+	// all tenants.
+	opLat [numOpSlots]latHist
 }
 
 // closeReason says why the server closed a connection.

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"io"
 	"math"
 	"net/http"
 	"os"
@@ -9,14 +8,14 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/bytebufferpool"
 
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
 )
 
-// GET /metrics exposes the server in the Prometheus text format, written
-// with github.com/VictoriaMetrics/metrics (see docs/COMPATIBILITY.md for the
-// reason and the list of series). The request hot paths only bump the
+// GET /metrics exposes the server in the Prometheus text format (see
+// docs/COMPATIBILITY.md for the list of families). The request hot paths only bump the
 // atomics they always bump (tenantStats, serverStats, httpAPI.codes); every
 // value here is read at scrape time.
 
@@ -47,44 +46,100 @@ func (h *httpAPI) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// labels builds a metric name with labels, escaping values as the text
-// format wants (backslash, double quote, newline).
-type labels struct{ b strings.Builder }
+// expo writes the Prometheus text exposition format (version 0.0.4) to a
+// byte slice: every family once, as "# HELP", "# TYPE" and then all its
+// samples together, as the format requires and `promtool check metrics`
+// verifies. (VictoriaMetrics/metrics, used before, writes samples without
+// family metadata; its ExposeMetadata option repeats an empty HELP per
+// sample.)
+type expo struct{ b []byte }
 
-func metricName(name string, kv ...string) string {
+// family starts a family. typ is "counter", "gauge" or "histogram".
+func (e *expo) family(name, typ, help string) {
+	e.b = append(e.b, "# HELP "...)
+	e.b = append(e.b, name...)
+	e.b = append(e.b, ' ')
+	e.b = append(e.b, help...)
+	e.b = append(e.b, "\n# TYPE "...)
+	e.b = append(e.b, name...)
+	e.b = append(e.b, ' ')
+	e.b = append(e.b, typ...)
+	e.b = append(e.b, '\n')
+}
+
+// series writes a sample's name and labels (kv: name, value, …), escaping
+// label values as the format wants (backslash, double quote, newline).
+func (e *expo) series(name string, kv ...string) {
+	e.b = append(e.b, name...)
 	if len(kv) == 0 {
-		return name
+		return
 	}
-	var l labels
-	l.b.Grow(len(name) + 16*len(kv))
-	l.b.WriteString(name)
-	l.b.WriteByte('{')
+	e.b = append(e.b, '{')
 	for i := 0; i+1 < len(kv); i += 2 {
 		if i > 0 {
-			l.b.WriteByte(',')
+			e.b = append(e.b, ',')
 		}
-		l.b.WriteString(kv[i])
-		l.b.WriteString(`="`)
-		for j := 0; j < len(kv[i+1]); j++ {
-			switch c := kv[i+1][j]; c {
+		e.b = append(e.b, kv[i]...)
+		e.b = append(e.b, '=', '"')
+		v := kv[i+1]
+		for j := 0; j < len(v); j++ {
+			switch c := v[j]; c {
 			case '\\':
-				l.b.WriteString(`\\`)
+				e.b = append(e.b, '\\', '\\')
 			case '"':
-				l.b.WriteString(`\"`)
+				e.b = append(e.b, '\\', '"')
 			case '\n':
-				l.b.WriteString(`\n`)
+				e.b = append(e.b, '\\', 'n')
 			default:
-				l.b.WriteByte(c)
+				e.b = append(e.b, c)
 			}
 		}
-		l.b.WriteByte('"')
+		e.b = append(e.b, '"')
 	}
-	l.b.WriteByte('}')
-	return l.b.String()
+	e.b = append(e.b, '}')
+}
+
+// uint writes one sample with an integer value.
+func (e *expo) uint(v uint64, name string, kv ...string) {
+	e.series(name, kv...)
+	e.b = append(e.b, ' ')
+	e.b = strconv.AppendUint(e.b, v, 10)
+	e.b = append(e.b, '\n')
+}
+
+// float writes one sample with a float value.
+func (e *expo) float(v float64, name string, kv ...string) {
+	e.series(name, kv...)
+	e.b = append(e.b, ' ')
+	e.b = strconv.AppendFloat(e.b, v, 'g', -1, 64)
+	e.b = append(e.b, '\n')
+}
+
+// one writes a family of a single unlabelled sample.
+func (e *expo) one(name, typ, help string, v uint64) {
+	e.family(name, typ, help)
+	e.uint(v, name)
+}
+
+// hist writes the samples of one histogram (kv: its labels other than le).
+// Buckets are read one by one while requests go on, so _count is the
+// cumulative sum of what was read, keeping the series consistent.
+func (e *expo) hist(h *latHist, name string, kv ...string) {
+	var lbl [8]string
+	n := copy(lbl[:6], kv)
+	lbl[n] = "le"
+	var cum uint64
+	for b := range h.b {
+		cum += h.b[b].Load()
+		lbl[n+1] = latencyBounds[b]
+		e.uint(cum, name+"_bucket", lbl[:n+2]...)
+	}
+	e.float(float64(h.sum.Load())/1e6, name+"_sum", kv...)
+	e.uint(cum, name+"_count", kv...)
 }
 
 // latencyBounds are the upper bounds in seconds of the log2 latency
-// buckets of OpStats: bucket i counts requests under 2^i µs; the last one
+// buckets of latHist: bucket i counts requests under 2^i µs; the last one
 // is +Inf.
 var latencyBounds = func() (b [latencyBucket]string) {
 	for i := 0; i < latencyBucket-1; i++ {
@@ -94,33 +149,53 @@ var latencyBounds = func() (b [latencyBucket]string) {
 	return b
 }()
 
-// writeMetrics writes every series to w.
-func (h *httpAPI) writeMetrics(w io.Writer) {
+// scrapeTenant is what one scrape reads of one tenant, once.
+type scrapeTenant struct {
+	tn      *tenant
+	u       store.Usage
+	uok     bool
+	snap    int64
+	wal     int64
+	sizesOK bool
+}
+
+// writeMetrics appends every family to buf.
+func (h *httpAPI) writeMetrics(buf *bytebufferpool.ByteBuffer) {
+	e := expo{b: buf.B}
+	h.appendMetrics(&e)
+	buf.B = e.b
+}
+
+func (h *httpAPI) appendMetrics(e *expo) {
 	s := h.s
-	metrics.WriteGaugeUint64(w, metricName("sq_build_info", "version", Version), 1)
-	metrics.WriteGaugeUint64(w, "sq_connections", uint64(max(s.stats.conns.Load(), 0)))
-	metrics.WriteCounterUint64(w, "sq_connections_accepted_total", s.stats.accepted.Load())
-	metrics.WriteCounterUint64(w, "sq_auth_failures_total", s.stats.authFailures.Load())
+	e.family("sq_build_info", "gauge", "Always 1; the version label is the server's.")
+	e.uint(1, "sq_build_info", "version", Version)
+	e.one("sq_connections", "gauge", "Open binary-protocol connections.", uint64(max(s.stats.conns.Load(), 0)))
+	e.one("sq_connections_accepted_total", "counter", "Binary-protocol connections accepted.", s.stats.accepted.Load())
+	e.one("sq_auth_failures_total", "counter", "Failed authentications (binary HELLO and REST tokens).", s.stats.authFailures.Load())
+	e.family("sq_connections_closed_total", "counter", "Connections the server closed, by reason.")
 	for i := range s.stats.closed {
-		metrics.WriteCounterUint64(w, metricName("sq_connections_closed_total", "reason", closeReason(i).String()),
-			s.stats.closed[i].Load())
+		e.uint(s.stats.closed[i].Load(), "sq_connections_closed_total", "reason", closeReason(i).String())
 	}
 	draining := uint64(0)
 	if s.draining.Load() {
 		draining = 1
 	}
-	metrics.WriteGaugeUint64(w, "sq_draining", draining)
+	e.one("sq_draining", "gauge", "1 while the server drains for shutdown.", draining)
 	ss := s.st.Stats()
-	metrics.WriteCounterUint64(w, "sq_fsyncs_total", ss.Fsyncs)
-	metrics.WriteCounterUint64(w, metricName("sq_compactions_total", "result", "ok"), ss.Compactions)
-	metrics.WriteCounterUint64(w, metricName("sq_compactions_total", "result", "failed"), ss.CompactionFailures)
-	metrics.WriteCounterUint64(w, "sq_rewrites_total", ss.Rewrites)
-	metrics.WriteCounterUint64(w, "sq_loop_writes_total", s.stats.loopWrites.Load())
-	metrics.WriteGaugeUint64(w, "sq_open_phexts", uint64(ss.OpenPhexts))
-	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "ok"), s.stats.reloadsOK.Load())
-	metrics.WriteCounterUint64(w, metricName("sq_reloads_total", "result", "failed"), s.stats.reloadsFailed.Load())
+	e.one("sq_fsyncs_total", "counter", "Successful fsyncs of WALs, snapshots and directories.", ss.Fsyncs)
+	e.family("sq_compactions_total", "counter", "Snapshot rewrites, by result.")
+	e.uint(ss.Compactions, "sq_compactions_total", "result", "ok")
+	e.uint(ss.CompactionFailures, "sq_compactions_total", "result", "failed")
+	e.one("sq_rewrites_total", "counter", "Phexts written again from memory to new files after an fsync of their WAL failed.", ss.Rewrites)
+	e.one("sq_loop_writes_total", "counter", "Writes answered on the event loop (no worker hop).", s.stats.loopWrites.Load())
+	e.one("sq_open_phexts", "gauge", "Phexts open (mapped) now over all tenants.", uint64(ss.OpenPhexts))
+	e.family("sq_reloads_total", "counter", "Configuration reloads (SIGHUP, RELOAD, REST, admin), by result.")
+	e.uint(s.stats.reloadsOK.Load(), "sq_reloads_total", "result", "ok")
+	e.uint(s.stats.reloadsFailed.Load(), "sq_reloads_total", "result", "failed")
 
-	metrics.WriteGaugeUint64(w, "sq_http_requests_in_flight", uint64(max(h.inflight.Load(), 0)))
+	e.one("sq_http_requests_in_flight", "gauge", "REST requests being served.", uint64(max(h.inflight.Load(), 0)))
+	e.family("sq_http_requests_total", "counter", "REST requests answered, by route and status code.")
 	for rt := range h.codes {
 		for c := range h.codes[rt] {
 			if v := h.codes[rt][c].Load(); v > 0 {
@@ -128,72 +203,128 @@ func (h *httpAPI) writeMetrics(w io.Writer) {
 				if httpCodes[c] != 0 {
 					code = strconv.Itoa(httpCodes[c])
 				}
-				metrics.WriteCounterUint64(w, metricName("sq_http_requests_total",
-					"route", routeNames[rt], "code", code), v)
+				e.uint(v, "sq_http_requests_total", "route", routeNames[rt], "code", code)
 			}
+		}
+	}
+	e.family("sq_request_duration_seconds", "histogram",
+		"Time from decoding a request to its reply, binary and REST, over all tenants, by operation.")
+	for i := range s.stats.opLat {
+		if hl := &s.stats.opLat[i]; histCount(hl) > 0 {
+			e.hist(hl, "sq_request_duration_seconds", "op", opSlotName(i))
 		}
 	}
 
 	tab := s.table.Load()
-	names := make([]string, 0, len(tab.byName))
-	for name := range tab.byName {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	metrics.WriteGaugeUint64(w, "sq_tenants", uint64(len(names)))
-	for _, name := range names {
-		tn := tab.byName[name]
-		h.writeTenant(w, tn)
-	}
-	metrics.WriteProcessMetrics(w)
-}
-
-func (h *httpAPI) writeTenant(w io.Writer, tn *tenant) {
-	name := tn.name
-	metrics.WriteGaugeUint64(w, metricName("sq_tenant_connections", "tenant", name), uint64(max(tn.conns.Load(), 0)))
-	metrics.WriteGaugeUint64(w, metricName("sq_tenant_quota_bytes", "tenant", name), uint64(max(tn.entry().QuotaBytes(), 0)))
-	if u, err := tn.st.Usage(); err == nil {
-		metrics.WriteGaugeUint64(w, metricName("sq_tenant_bytes", "tenant", name), uint64(max(u.Bytes, 0)))
-		metrics.WriteGaugeUint64(w, metricName("sq_tenant_scrolls", "tenant", name), uint64(max(u.Scrolls, 0)))
-		metrics.WriteGaugeUint64(w, metricName("sq_tenant_phexts", "tenant", name), uint64(max(u.Phexts, 0)))
-	}
-	snap, wal, ok := dirSizes(tn.entry().DataDir)
-	if ok {
-		metrics.WriteGaugeUint64(w, metricName("sq_tenant_snapshot_bytes", "tenant", name), uint64(snap))
-		metrics.WriteGaugeUint64(w, metricName("sq_tenant_wal_bytes", "tenant", name), uint64(wal))
-	}
-	for i := range tn.stats.ops {
-		o := &tn.stats.ops[i]
-		n := o.Requests.Load()
-		if n == 0 {
-			continue
+	ts := make([]scrapeTenant, 0, len(tab.byName))
+	for _, tn := range tab.byName {
+		st := scrapeTenant{tn: tn}
+		st.u, st.uok = usageOf(tn)
+		if s.opts.TenantDetailMetrics {
+			st.snap, st.wal, st.sizesOK = dirSizes(tn.entry().DataDir)
 		}
-		op := opSlotName(i)
-		metrics.WriteCounterUint64(w, metricName("sq_requests_total", "tenant", name, "op", op), n)
-		metrics.WriteCounterUint64(w, metricName("sq_request_bytes_in_total", "tenant", name, "op", op), o.BytesIn.Load())
-		metrics.WriteCounterUint64(w, metricName("sq_request_bytes_out_total", "tenant", name, "op", op), o.BytesOut.Load())
-		for st := range o.Status {
-			if st == int(protocol.StatusOK) {
+		ts = append(ts, st)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].tn.name < ts[j].tn.name })
+	e.one("sq_tenants", "gauge", "Enabled tenants.", uint64(len(ts)))
+	e.family("sq_tenant_connections", "gauge", "Open binary-protocol connections of the tenant.")
+	for _, t := range ts {
+		e.uint(uint64(max(t.tn.conns.Load(), 0)), "sq_tenant_connections", "tenant", t.tn.name)
+	}
+	e.family("sq_tenant_quota_bytes", "gauge", "The tenant's quota in bytes (0 = unlimited).")
+	for _, t := range ts {
+		e.uint(uint64(max(t.tn.entry().QuotaBytes(), 0)), "sq_tenant_quota_bytes", "tenant", t.tn.name)
+	}
+	usage := func(name, help string, v func(u *store.Usage) int64) {
+		e.family(name, "gauge", help)
+		for i := range ts {
+			if ts[i].uok {
+				e.uint(uint64(max(v(&ts[i].u), 0)), name, "tenant", ts[i].tn.name)
+			}
+		}
+	}
+	usage("sq_tenant_bytes", "Scroll bytes the tenant stores (file sizes for phexts not opened since start).",
+		func(u *store.Usage) int64 { return u.Bytes })
+	usage("sq_tenant_scrolls", "Scrolls in the tenant's phexts that are open now.",
+		func(u *store.Usage) int64 { return u.Scrolls })
+	usage("sq_tenant_phexts", "Phexts (snapshot files) of the tenant.",
+		func(u *store.Usage) int64 { return int64(u.Phexts) })
+	perOp := func(name, help string, v func(o *OpStats) uint64) {
+		e.family(name, "counter", help)
+		for _, t := range ts {
+			for i := range t.tn.stats.ops {
+				if o := t.tn.stats.op(i); o != nil {
+					e.uint(v(o), name, "tenant", t.tn.name, "op", opSlotName(i))
+				}
+			}
+		}
+	}
+	perOp("sq_requests_total", "Requests of the tenant (binary and REST), by operation.",
+		func(o *OpStats) uint64 { return o.Requests.Load() })
+	perOp("sq_request_bytes_in_total", "Request bytes received for the tenant, by operation.",
+		func(o *OpStats) uint64 { return o.BytesIn.Load() })
+	perOp("sq_request_bytes_out_total", "Reply bytes sent to the tenant, by operation.",
+		func(o *OpStats) uint64 { return o.BytesOut.Load() })
+	e.family("sq_request_errors_total", "counter", "Requests of the tenant answered with an error status, by operation and status.")
+	for _, t := range ts {
+		for i := range t.tn.stats.ops {
+			o := t.tn.stats.op(i)
+			if o == nil {
 				continue
 			}
-			if v := o.Status[st].Load(); v > 0 {
-				metrics.WriteCounterUint64(w, metricName("sq_request_errors_total", "tenant", name, "op", op,
-					"status", protocol.Status(st).String()), v)
+			for st := range o.Status {
+				if st == int(protocol.StatusOK) {
+					continue
+				}
+				if v := o.Status[st].Load(); v > 0 {
+					e.uint(v, "sq_request_errors_total", "tenant", t.tn.name, "op", opSlotName(i),
+						"status", protocol.Status(st).String())
+				}
 			}
 		}
-		// Buckets are read one by one while requests go on, so _count is
-		// the cumulative sum of what was read, keeping the series
-		// consistent with itself.
-		var cum uint64
-		for b := range o.Latency {
-			cum += o.Latency[b].Load()
-			metrics.WriteCounterUint64(w, metricName("sq_request_duration_seconds_bucket",
-				"tenant", name, "op", op, "le", latencyBounds[b]), cum)
-		}
-		metrics.WriteCounterFloat64(w, metricName("sq_request_duration_seconds_sum", "tenant", name, "op", op),
-			float64(o.LatSum.Load())/1e6)
-		metrics.WriteCounterUint64(w, metricName("sq_request_duration_seconds_count", "tenant", name, "op", op), cum)
 	}
+	if s.opts.TenantDetailMetrics {
+		e.family("sq_tenant_request_duration_seconds", "histogram",
+			"Time from decoding a request to its reply, per tenant and operation (--metrics-tenant-detail).")
+		for _, t := range ts {
+			if t.tn.stats.lat == nil {
+				continue
+			}
+			for i := range t.tn.stats.lat {
+				if hl := &t.tn.stats.lat[i]; histCount(hl) > 0 {
+					e.hist(hl, "sq_tenant_request_duration_seconds", "tenant", t.tn.name, "op", opSlotName(i))
+				}
+			}
+		}
+		e.family("sq_tenant_snapshot_bytes", "gauge", "Size of the tenant's snapshot files, read at scrape time (--metrics-tenant-detail).")
+		for _, t := range ts {
+			if t.sizesOK {
+				e.uint(uint64(t.snap), "sq_tenant_snapshot_bytes", "tenant", t.tn.name)
+			}
+		}
+		e.family("sq_tenant_wal_bytes", "gauge", "Size of the tenant's WAL files, read at scrape time (--metrics-tenant-detail).")
+		for _, t := range ts {
+			if t.sizesOK {
+				e.uint(uint64(t.wal), "sq_tenant_wal_bytes", "tenant", t.tn.name)
+			}
+		}
+	}
+	appendProcessMetrics(e)
+}
+
+// histCount returns how many requests h counted.
+func histCount(h *latHist) uint64 {
+	var n uint64
+	for b := range h.b {
+		n += h.b[b].Load()
+	}
+	return n
+}
+
+// usageOf returns the tenant's store usage.
+func usageOf(tn *tenant) (store.Usage, bool) {
+	u, err := tn.st.Usage()
+	return u, err == nil
 }
 
 // dirSizes sums the sizes of a data dir's snapshots (*.phext) and WALs

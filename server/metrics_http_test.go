@@ -2,8 +2,11 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -72,22 +75,22 @@ func TestMetricsExposition(t *testing.T) {
 
 	m := scrape(t, e)
 	want := map[string]float64{
-		`sq_requests_total{tenant="alpha",op="INSERT"}`:                                4,
-		`sq_request_errors_total{tenant="alpha",op="INSERT",status="BAD_SCROLL"}`:      1,
-		`sq_requests_total{tenant="alpha",op="SELECT"}`:                                1,
-		`sq_request_duration_seconds_count{tenant="alpha",op="INSERT"}`:                4,
-		`sq_request_duration_seconds_bucket{tenant="alpha",op="INSERT",le="+Inf"}`:     4,
-		`sq_http_requests_total{route="insert",code="200"}`:                            3,
-		`sq_http_requests_total{route="insert",code="400"}`:                            1,
-		`sq_tenant_bytes{tenant="alpha"}`:                                              15,
-		`sq_tenant_connections{tenant="alpha"}`:                                        1,
-		`sq_tenant_quota_bytes{tenant="beta"}`:                                         0,
-		`sq_connections`:                                                               1,
-		`sq_tenants`:                                                                   2,
-		`sq_build_info{version="` + Version + `"}`:                                     1,
-		`sq_connections_closed_total{reason="slow_consumer"}`:                          0,
-		`sq_reloads_total{result="ok"}`:                                                0,
-		`sq_request_duration_seconds_bucket{tenant="alpha",op="SELECT",le="4.194304"}`: 1,
+		`sq_requests_total{tenant="alpha",op="INSERT"}`:                           4,
+		`sq_request_errors_total{tenant="alpha",op="INSERT",status="BAD_SCROLL"}`: 1,
+		`sq_requests_total{tenant="alpha",op="SELECT"}`:                           1,
+		`sq_request_duration_seconds_count{op="INSERT"}`:                          4,
+		`sq_request_duration_seconds_bucket{op="INSERT",le="+Inf"}`:               4,
+		`sq_http_requests_total{route="insert",code="200"}`:                       3,
+		`sq_http_requests_total{route="insert",code="400"}`:                       1,
+		`sq_tenant_bytes{tenant="alpha"}`:                                         15,
+		`sq_tenant_connections{tenant="alpha"}`:                                   1,
+		`sq_tenant_quota_bytes{tenant="beta"}`:                                    0,
+		`sq_connections`:                                                          1,
+		`sq_tenants`:                                                              2,
+		`sq_build_info{version="` + Version + `"}`:                                1,
+		`sq_connections_closed_total{reason="slow_consumer"}`:                     0,
+		`sq_reloads_total{result="ok"}`:                                           0,
+		`sq_request_duration_seconds_bucket{op="SELECT",le="4.194304"}`:           1,
 	}
 	for k, v := range want {
 		got, ok := m[k]
@@ -99,9 +102,10 @@ func TestMetricsExposition(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, got, v)
 		}
 	}
-	if m[`sq_tenant_wal_bytes{tenant="alpha"}`]+m[`sq_tenant_snapshot_bytes{tenant="alpha"}`] < 15 {
-		t.Errorf("alpha's files hold less than its 15 bytes: wal %v snapshot %v",
-			m[`sq_tenant_wal_bytes{tenant="alpha"}`], m[`sq_tenant_snapshot_bytes{tenant="alpha"}`])
+	for k := range m {
+		if strings.Contains(k, "_bucket{tenant=") || strings.HasPrefix(k, "sq_tenant_wal_bytes") {
+			t.Errorf("per-tenant detail without TenantDetailMetrics: %s", k)
+		}
 	}
 	if _, ok := m["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
@@ -116,7 +120,7 @@ func TestMetricsExposition(t *testing.T) {
 	// Buckets are cumulative.
 	prev := -1.0
 	for i := 0; i < latencyBucket; i++ {
-		v := m[`sq_request_duration_seconds_bucket{tenant="alpha",op="INSERT",le="`+latencyBounds[i]+`"}`]
+		v := m[`sq_request_duration_seconds_bucket{op="INSERT",le="`+latencyBounds[i]+`"}`]
 		if v < prev {
 			t.Fatalf("bucket %d: %v < %v", i, v, prev)
 		}
@@ -125,6 +129,149 @@ func TestMetricsExposition(t *testing.T) {
 	e.call("POST", "/api/v2/reload", "")
 	if m := scrape(t, e); m[`sq_reloads_total{result="ok"}`] != 1 {
 		t.Fatalf("reloads %v", m[`sq_reloads_total{result="ok"}`])
+	}
+}
+
+// TestMetricsTenantDetail: TenantDetailMetrics adds per-tenant latency
+// histograms and file sizes.
+func TestMetricsTenantDetail(t *testing.T) {
+	e := startHTTPOnly(t, envOptions{opts: Options{TenantDetailMetrics: true}}, HTTPOptions{})
+	const c = "1.1.1/1.1.1/1.1.1"
+	for i := 0; i < 3; i++ {
+		e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c="+c, "12345"), 200, "Inserted 5 bytes")
+	}
+	a := e.call("GET", "/metrics", "")
+	checkFamilies(t, a.body)
+	m := parseExposition(t, a.body)
+	if v := m[`sq_tenant_request_duration_seconds_count{tenant="alpha",op="INSERT"}`]; v != 3 {
+		t.Errorf("per-tenant INSERT histogram count %v, want 3", v)
+	}
+	if v := m[`sq_request_duration_seconds_count{op="INSERT"}`]; v != 3 {
+		t.Errorf("server-wide INSERT histogram count %v, want 3", v)
+	}
+	if m[`sq_tenant_wal_bytes{tenant="alpha"}`]+m[`sq_tenant_snapshot_bytes{tenant="alpha"}`] < 15 {
+		t.Errorf("alpha's files hold less than its 15 bytes: wal %v snapshot %v",
+			m[`sq_tenant_wal_bytes{tenant="alpha"}`], m[`sq_tenant_snapshot_bytes{tenant="alpha"}`])
+	}
+}
+
+// checkFamilies checks the exposition's metadata: every sample belongs to
+// the family most recently declared, each family is declared once with a
+// non-empty # HELP followed by # TYPE, histograms have _bucket/_sum/_count
+// with cumulative buckets ending in +Inf = _count, and no histogram has a
+// tenant label unless it is sq_tenant_request_duration_seconds.
+func checkFamilies(t *testing.T, body string) {
+	t.Helper()
+	types := map[string]string{}
+	var cur, help string
+	buckets := map[string]float64{} // series without le → last bucket value
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(nil, 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "# HELP "):
+			f := strings.SplitN(line[len("# HELP "):], " ", 2)
+			if len(f) < 2 || strings.TrimSpace(f[1]) == "" {
+				t.Fatalf("line %d: no help text: %q", n, line)
+			}
+			if _, dup := types[f[0]]; dup || f[0] == help {
+				t.Fatalf("line %d: family %s declared twice", n, f[0])
+			}
+			help = f[0]
+			continue
+		case strings.HasPrefix(line, "# TYPE "):
+			f := strings.Fields(line[len("# TYPE "):])
+			if len(f) != 2 || f[0] != help {
+				t.Fatalf("line %d: TYPE %q not right after its HELP (%s)", n, line, help)
+			}
+			switch f[1] {
+			case "counter", "gauge", "histogram":
+			default:
+				t.Fatalf("line %d: type %s", n, f[1])
+			}
+			types[f[0]], cur = f[1], f[0]
+			continue
+		case line == "" || line[0] == '#':
+			t.Fatalf("line %d: unexpected %q", n, line)
+		}
+		series := line[:strings.LastIndexByte(line, ' ')]
+		name := series
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		fam := name
+		if types[cur] == "histogram" {
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if strings.TrimSuffix(name, suf) == cur {
+					fam = cur
+				}
+			}
+		}
+		if fam != cur {
+			t.Fatalf("line %d: sample %s outside its family (current %s)", n, name, cur)
+		}
+		if types[cur] == "counter" && !strings.HasSuffix(name, "_total") {
+			t.Errorf("line %d: counter %s does not end in _total", n, name)
+		}
+		if types[cur] != "histogram" {
+			continue
+		}
+		if strings.Contains(series, `tenant="`) && cur != "sq_tenant_request_duration_seconds" {
+			t.Errorf("line %d: per-tenant histogram %s", n, series)
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		// key names one histogram series: its _bucket name without le.
+		key := strings.NewReplacer(`,le="`, `le="`, "_count", "_bucket").Replace(series)
+		if i := strings.Index(key, `le="`); i >= 0 {
+			key = key[:i] + key[i+4+strings.IndexByte(key[i+4:], '"')+1:]
+		}
+		switch {
+		case strings.HasSuffix(name, "_bucket"):
+			if v < buckets[key] {
+				t.Errorf("line %d: bucket below the previous one", n)
+			}
+			buckets[key] = v
+		case strings.HasSuffix(name, "_count"):
+			if !strings.Contains(series, `le="+Inf"`) && buckets[key] != v {
+				t.Errorf("line %d: _count %v != +Inf bucket %v (%s)", n, v, buckets[key], key)
+			}
+		}
+	}
+	for _, want := range []string{"sq_request_duration_seconds", "sq_requests_total", "sq_tenant_bytes", "process_resident_memory_bytes", "go_goroutines"} {
+		if _, ok := types[want]; !ok {
+			t.Errorf("family %s missing", want)
+		}
+	}
+	if types["sq_request_duration_seconds"] != "histogram" {
+		t.Errorf("sq_request_duration_seconds is %q, want histogram", types["sq_request_duration_seconds"])
+	}
+}
+
+// TestMetricsFamilies: every family has help text and a type; request
+// durations are one typed histogram per operation, not per tenant.
+func TestMetricsFamilies(t *testing.T) {
+	e := startREST(t, envOptions{}, HTTPOptions{})
+	e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c=1.1.1/1.1.1/1.1.1", "12345"), 200, "Inserted 5 bytes")
+	e.as("beta", "GET", "/api/v2/select?p=m&c=1.1.1/1.1.1/1.1.1", "")
+	e.as("beta", "POST", "/api/v2/insert?p=m&c=1.1.1/1.1.1/1.1.1", "bad\x17")
+	a := e.call("GET", "/metrics", "")
+	checkFamilies(t, a.body)
+	// promtool is the linter Prometheus users run; it is optional here
+	// (apt-get install prometheus), required with SQ_REQUIRE_PROMTOOL=1.
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("SQ_REQUIRE_PROMTOOL") != "" {
+			t.Fatal("promtool not found")
+		}
+		t.Log("promtool not installed: skipping `promtool check metrics`")
+		return
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(a.body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }
 

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 
@@ -124,7 +121,7 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 				p.entries[tn] = c.e
 			}
 		} else {
-			tn = newTenant(c.e, st)
+			tn = s.newTenant(c.e, st)
 			if prev := old.byName[c.e.Name]; prev != nil {
 				tn.stats = prev.stats // the name's counters go on
 			}
@@ -150,6 +147,13 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 		}
 	}
 	for _, c := range reuses {
+		if psc, err := storeConfig(c.prev.entry()); err == nil && psc == c.sc && s.st.Tenant(c.e.Name) == c.prev.st {
+			// Unchanged and still the store's: no store call, so a
+			// reload costs O(changes) in store work.
+			place(c, c.prev.st)
+			continue
+		}
+		t.storeCalls++
 		st, err := s.st.AddTenant(c.sc)
 		if err == nil && st != c.prev.st {
 			// The store lost the tenant (a failed reopen): not a reuse.
@@ -164,14 +168,17 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 		place(c, st)
 	}
 	open := func(c change) error {
-		if _, err := os.Stat(c.e.DataDir); errors.Is(err, fs.ErrNotExist) {
-			// New tenants start this way; for an existing one it means its
-			// data dir vanished, which an operator must be able to see.
-			s.log.Info("data dir missing; creating it empty", "tenant", c.e.Name, "data_dir", c.e.DataDir)
-		}
+		t.storeCalls++
 		st, err := s.st.AddTenant(c.sc)
 		if err != nil {
 			return fmt.Errorf("tenant %q (data_dir %s): %w", c.e.Name, c.e.DataDir, err)
+		}
+		if st.CreatedDir() {
+			// New tenants start this way; for an existing one it means its
+			// data dir vanished: the count is in the start or reload
+			// summary line, the names at debug level.
+			t.dirsCreated++
+			s.log.Debug("data dir missing; created it empty", "tenant", c.e.Name, "data_dir", c.e.DataDir)
 		}
 		added = append(added, c.e.Name)
 		place(c, st)
@@ -192,6 +199,7 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 	}
 	sort.Slice(closedOld, func(i, j int) bool { return closedOld[i].name < closedOld[j].name })
 	for i, prev := range closedOld {
+		t.storeCalls++
 		if err := s.st.RemoveTenant(prev.name); err != nil {
 			// RemoveTenant unregisters the tenant even when its final
 			// flush fails: reopen it with the others.
@@ -224,8 +232,8 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 }
 
 // newTenant is a fresh *tenant for entry e over the store tenant st.
-func newTenant(e TenantEntry, st *store.Tenant) *tenant {
-	tn := &tenant{name: e.Name, st: st, stats: new(tenantStats)}
+func (s *Server) newTenant(e TenantEntry, st *store.Tenant) *tenant {
+	tn := &tenant{name: e.Name, st: st, stats: s.newTenantStats()}
 	tn.conf.Store(&e)
 	return tn
 }
@@ -250,7 +258,7 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 			s.log.Error("reload rollback: reopening tenant failed; it is unavailable", "tenant", prev.name, "err", err)
 			continue
 		}
-		f := newTenant(prev.entry(), st)
+		f := s.newTenant(prev.entry(), st)
 		f.stats = prev.stats
 		fresh[prev] = f
 	}
@@ -336,10 +344,10 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 			removed++
 		}
 	}
-	msg := fmt.Sprintf("reloaded: %d tenants (%d added, %d removed or disabled, %d connections closed)",
-		len(t.byName), added, removed, closed)
+	msg := fmt.Sprintf("reloaded: %d tenants (%d added, %d removed or disabled, %d connections closed, %d data dirs created)",
+		len(t.byName), added, removed, closed, t.dirsCreated)
 	s.log.Info("tenant config reloaded", "tenants", len(t.byName), "added", added,
-		"removed", removed, "conns_closed", closed)
+		"removed", removed, "conns_closed", closed, "data_dirs_created", t.dirsCreated)
 	return msg, nil
 }
 

@@ -72,6 +72,13 @@ type Options struct {
 	// NoLoopWrites sends every INSERT, UPDATE and DELETE to a worker (the
 	// write path before issue 14), for A/B measurements.
 	NoLoopWrites bool
+	// TenantDetailMetrics adds to /metrics, per tenant, request-duration
+	// histograms of each operation and the on-disk sizes of its snapshots
+	// and WALs (read from the data dir at every scrape). Off by default:
+	// a histogram is 26 series per operation a tenant uses (520,000 for
+	// 10,000 tenants using two); the server-wide histogram of each
+	// operation is always there.
+	TenantDetailMetrics bool
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
@@ -189,6 +196,10 @@ func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	s.table.Store(p.t)
+	// One line whatever the number of tenants; per-tenant lines are at
+	// debug level.
+	s.log.Info(fmt.Sprintf("%d tenants, %d data dirs created", len(p.t.byName), p.t.dirsCreated),
+		"tenants", len(p.t.byName), "data_dirs_created", p.t.dirsCreated)
 	return s, nil
 }
 

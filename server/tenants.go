@@ -39,6 +39,10 @@ type tenantTable struct {
 	byName map[string]*tenant
 	admin  tokenKey
 	hasAdm bool
+	// dirsCreated counts the data dirs created while building the table
+	// (for the start and reload summary lines).
+	dirsCreated int
+	storeCalls  int // store.AddTenant/RemoveTenant calls made building it
 }
 
 func (t *tenantTable) lookup(token []byte) *tenant {
