@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,14 +23,27 @@ import (
 // testServer is a real server on 127.0.0.1:0 with tenants from a config
 // file that RELOAD re-reads.
 type testServer struct {
-	srv     *server.Server
-	addr    string
-	cfgPath string
-	dir     string
-	tokens  map[string]string // name → token
+	srv      *server.Server
+	addr     string
+	httpAddr string // the REST API, when started with startTestServerHTTP
+	cfgPath  string
+	dir      string
+	tokens   map[string]string // name → token
 }
 
 func startTestServer(t *testing.T, names ...string) *testServer {
+	t.Helper()
+	return startTestServerWith(t, false, names...)
+}
+
+// startTestServerHTTP is startTestServer with the REST API on a free
+// loopback port too.
+func startTestServerHTTP(t *testing.T, names ...string) *testServer {
+	t.Helper()
+	return startTestServerWith(t, true, names...)
+}
+
+func startTestServerWith(t *testing.T, withHTTP bool, names ...string) *testServer {
 	t.Helper()
 	if len(names) == 0 {
 		names = []string{"tenant-001"}
@@ -62,9 +76,21 @@ func startTestServer(t *testing.T, names ...string) *testServer {
 		t.Fatal(err)
 	}
 	ts.srv, ts.addr = srv, srv.Addr()
+	var hs *http.Server
+	if withHTTP {
+		var ln net.Listener
+		hs, ln, err = srv.StartHTTP("127.0.0.1:0", &server.HTTPOptions{ConfigPath: ts.cfgPath})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.httpAddr = ln.Addr().String()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if hs != nil {
+			hs.Shutdown(ctx)
+		}
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}

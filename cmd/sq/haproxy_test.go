@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 )
 
 // freeLoopbackPort returns a port on 127.0.0.1 that was free a moment ago.
@@ -46,6 +49,43 @@ func haproxyCmd(t *testing.T, addr, cmd string) string {
 		b.WriteString(sc.Text() + "\n")
 	}
 	return b.String()
+}
+
+// runHAProxy starts haproxy in the foreground with env and the config
+// files, stops it at the end of the test and waits until it listens on
+// front.
+func runHAProxy(t *testing.T, bin string, env []string, front string, files ...string) {
+	t.Helper()
+	args := []string{"-db"}
+	for _, f := range files {
+		args = append(args, "-f", f)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("haproxy output:\n%s", logs.String())
+		}
+	})
+	// Poll until HAProxy listens (checkFor style, bounded).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", front, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy does not listen on %s: %v", front, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestHAProxyRoutesByHelloToken runs Debian's HAProxy with
@@ -98,35 +138,10 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 	}
 	front := "127.0.0.1:" + freeLoopbackPort(t)
 	admin := "127.0.0.1:" + freeLoopbackPort(t)
-	cmd := exec.Command(bin, "-db", "-f", cfgPath, "-f", bePath)
-	cmd.Env = append(os.Environ(), "SQ_FRONTEND="+front, "SQ_MAP="+mapPath,
-		"SQ_HAPROXY_ADMIN=ipv4@"+admin, "SQ_MAXCONN=200")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("haproxy output:\n%s", logs.String())
-		}
-	})
+	runHAProxy(t, bin, []string{"SQ_FRONTEND=" + front, "SQ_MAP=" + mapPath,
+		"SQ_HAPROXY_ADMIN=ipv4@" + admin, "SQ_MAXCONN=200"}, front, cfgPath, bePath)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// Poll until HAProxy listens (checkFor style, bounded).
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", front, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy does not listen on %s: %v", front, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 
 	for _, name := range []string{"a1", "a2", "b1", "b2"} {
 		t.Run("route-"+name, func(t *testing.T) {
@@ -205,4 +220,195 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 		}
 		c.Close()
 	})
+}
+
+// restCall sends one REST request with the token in header hdr
+// ("Authorization" gets "Bearer "), and returns status and body.
+func restCall(t *testing.T, c *http.Client, method, url, hdr, tok, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch hdr {
+	case "Authorization":
+		req.Header.Set(hdr, "Bearer "+tok)
+	case "":
+	default:
+		req.Header.Set(hdr, tok)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestHAProxyRoutesREST runs Debian's HAProxy with deploy/haproxy/haproxy.cfg
+// and haproxy-rest.cfg, the map and both backend files `sq tenants shard`
+// writes, in front of two real servers' REST APIs: each request reaches its
+// tenant's host by its Authorization: Bearer or X-SQ-API-Key token, an
+// unknown token gets 401, the admin surface is refused at the proxy, and a
+// tenant moved to the other host (configs reloaded, "set map") is reached
+// there by the next request of a keep-alive client.
+func TestHAProxyRoutesREST(t *testing.T) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy not installed (apt-get install haproxy); deploy/e2e-haproxy.sh covers this too")
+	}
+	var cfgs [2]string
+	for i, f := range []string{"haproxy.cfg", "haproxy-rest.cfg"} {
+		if cfgs[i], err = filepath.Abs("../../deploy/haproxy/" + f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h1 := startTestServerHTTP(t, "a1", "a2")
+	h2 := startTestServerHTTP(t, "b1", "b2")
+	var entries []mapEntry
+	host := map[string]*testServer{}
+	for i, ts := range []*testServer{h1, h2} {
+		for name, tok := range ts.tokens {
+			entries = append(entries, mapEntry{Token: tok, Backend: shardBackend(i)})
+			host[name] = ts
+		}
+	}
+	dir := t.TempDir()
+	mapPath := filepath.Join(dir, "tokens.map")
+	bePath := filepath.Join(dir, "backends.cfg")
+	httpPath := filepath.Join(dir, "backends-http.cfg")
+	for path, data := range map[string][]byte{
+		mapPath:  appendMap(nil, entries),
+		bePath:   appendBackendsCfg(nil, 2, []string{h1.addr, h2.addr}, nil),
+		httpPath: appendHTTPBackendsCfg(nil, 2, []string{h1.httpAddr, h2.httpAddr}),
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	front := "127.0.0.1:" + freeLoopbackPort(t)
+	rest := "127.0.0.1:" + freeLoopbackPort(t)
+	admin := "127.0.0.1:" + freeLoopbackPort(t)
+	runHAProxy(t, bin, []string{"SQ_FRONTEND=" + front, "SQ_REST_FRONTEND=" + rest, "SQ_MAP=" + mapPath,
+		"SQ_HAPROXY_ADMIN=ipv4@" + admin, "SQ_MAXCONN=200"}, rest, cfgs[0], bePath, cfgs[1], httpPath)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	const c = "3.1.4/1.5.9/2.6.5"
+	proxied := "http://" + rest + "/api/v2/"
+
+	for _, tc := range []struct{ name, hdr string }{
+		{name: "a1", hdr: "Authorization"}, {name: "a2", hdr: "X-SQ-API-Key"},
+		{name: "b1", hdr: "X-SQ-API-Key"}, {name: "b2", hdr: "Authorization"},
+	} {
+		t.Run("route-"+tc.name+"-"+tc.hdr, func(t *testing.T) {
+			own := host[tc.name]
+			other := h1
+			if own == h1 {
+				other = h2
+			}
+			tok := own.tokens[tc.name]
+			code, body := restCall(t, hc, "POST", proxied+"update?c="+c, tc.hdr, tok, "via proxy "+tc.name)
+			if code != 200 {
+				t.Fatalf("update through haproxy: %d %q", code, body)
+			}
+			code, body = restCall(t, hc, "GET", "http://"+own.httpAddr+"/api/v2/select?c="+c, tc.hdr, tok, "")
+			if code != 200 || body != "via proxy "+tc.name {
+				t.Fatalf("direct read on the tenant's host: %d %q", code, body)
+			}
+			if code, _ := restCall(t, hc, "GET", "http://"+other.httpAddr+"/api/v2/select?c="+c, tc.hdr, tok, ""); code != 401 {
+				t.Fatalf("the other host answered %d for %s, want 401", code, tc.name)
+			}
+		})
+	}
+	t.Run("bad-bearer-good-api-key", func(t *testing.T) {
+		// The server tries Authorization first, then X-SQ-API-Key; the
+		// proxy routes the same way.
+		req, _ := http.NewRequest("GET", proxied+"select?c="+c, nil)
+		req.Header.Set("Authorization", "Bearer pmb-v1-999-000000000000000000000000")
+		req.Header.Set("X-SQ-API-Key", h2.tokens["b1"])
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "via proxy b1" {
+			t.Fatalf("%d %q", resp.StatusCode, b)
+		}
+	})
+	t.Run("unknown-token-401", func(t *testing.T) {
+		for _, hdr := range []string{"Authorization", "X-SQ-API-Key", ""} {
+			if code, body := restCall(t, hc, "GET", proxied+"select?c="+c, hdr, "pmb-v1-999-000000000000000000000000", ""); code != 401 {
+				t.Fatalf("%s: %d %q, want 401", hdr, code, body)
+			}
+		}
+	})
+	t.Run("admin-surface-refused", func(t *testing.T) {
+		for _, path := range []string{"/metrics", "/api/v2/reload", "/admin/tenants"} {
+			if code, _ := restCall(t, hc, "GET", "http://"+rest+path, "", "", ""); code != 403 {
+				t.Fatalf("%s through haproxy: %d, want 403", path, code)
+			}
+		}
+		if code, _ := restCall(t, hc, "POST", "http://"+rest+"/api/v2/reload", "", "", ""); code != 403 {
+			t.Fatalf("POST reload through haproxy: %d, want 403", code)
+		}
+	})
+	t.Run("moved-tenant", func(t *testing.T) {
+		// One keep-alive client throughout: HTTP mode routes each request.
+		tok := h1.tokens["a1"]
+		if code, _ := restCall(t, hc, "GET", proxied+"select?c="+c, "Authorization", tok, ""); code != 200 {
+			t.Fatalf("a1 before the move: %d", code)
+		}
+		// Host 2 takes a1 (a new data dir there), host 1 drops it, then
+		// the map entry changes: the order of deploy/move-tenant.sh.
+		moveEntry(t, h1.cfgPath, h2.cfgPath, "a1", filepath.Join(h2.dir, "a1"))
+		for _, h := range []*testServer{h2, h1} {
+			if code, body := restCall(t, hc, "POST", "http://"+h.httpAddr+"/api/v2/reload", "", "", ""); code != 200 {
+				t.Fatalf("reload: %d %q", code, body)
+			}
+		}
+		if ans := haproxyCmd(t, admin, "set map "+mapPath+" "+tok+" sq_host2"); strings.TrimSpace(ans) != "" {
+			t.Fatalf("set map: %q", ans)
+		}
+		code, body := restCall(t, hc, "POST", proxied+"update?c="+c, "Authorization", tok, "after the move")
+		if code != 200 {
+			t.Fatalf("a1 after the move through haproxy: %d %q", code, body)
+		}
+		if code, body := restCall(t, hc, "GET", "http://"+h2.httpAddr+"/api/v2/select?c="+c, "X-SQ-API-Key", tok, ""); code != 200 || body != "after the move" {
+			t.Fatalf("a1's write after the move is not on host 2: %d %q", code, body)
+		}
+		if code, _ := restCall(t, hc, "GET", "http://"+h1.httpAddr+"/api/v2/select?c="+c, "X-SQ-API-Key", tok, ""); code != 401 {
+			t.Fatalf("host 1 still serves a1: %d", code)
+		}
+	})
+}
+
+// moveEntry moves tenant name from the config at from to the one at to,
+// with data dir dir.
+func moveEntry(t *testing.T, from, to, name, dir string) {
+	t.Helper()
+	src, err := server.LoadConfig(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := server.LoadConfig(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tok, e := range src.Tenants {
+		if e.Name == name {
+			delete(src.Tenants, tok)
+			e.DataDir = dir
+			dst.Tenants[tok] = e
+		}
+	}
+	if err := server.WriteConfigFile(to, dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.WriteConfigFile(from, src); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -34,6 +34,10 @@ the token in its HELLO frame (req.payload_lv(11,1)). Writes into DIR:
   backends.cfg                HAProxy backend sections sq_host1..N and
                               sq_unknown; load it after deploy/haproxy/haproxy.cfg
                               (haproxy -f haproxy.cfg -f backends.cfg)
+  backends-http.cfg           HTTP backends sq_host1_http..N and sq_unknown_http
+                              for the REST API, routed by the same map on the
+                              Authorization / X-SQ-API-Key token; load it after
+                              deploy/haproxy/haproxy-rest.cfg
 
 Placement is deterministic. "rendezvous" (default) hashes each tenant name
 with each host number and picks the highest, so going from N to N+1 hosts
@@ -46,6 +50,7 @@ flags:
 
 type shardOpts struct {
 	config, out, strategy, dir, backends, healthPorts string
+	httpBackends                                      string
 	hosts                                             int
 }
 
@@ -63,6 +68,8 @@ func shardFlags(out io.Writer) (*flag.FlagSet, *shardOpts) {
 		"(default: \"${SQ_HOST1}\" .. environment placeholders that HAProxy expands at start)")
 	fs.StringVar(&o.healthPorts, "health-ports", "1338", "port of each host's --http API, where HAProxy checks GET /readyz "+
 		"(one port for all hosts, or one per host, comma-separated; 0 = plain TCP connect checks)")
+	fs.StringVar(&o.httpBackends, "http-backends", "", "comma-separated host:port of the hosts' REST APIs (sq host --http) for backends-http.cfg "+
+		"(default: \"${SQ_HTTP1}\" .. environment placeholders)")
 	return fs, o
 }
 
@@ -95,9 +102,12 @@ func runTenantsShard(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sq tenants shard: no --out directory given")
 		return 2
 	}
-	var backends []string
+	var backends, httpBackends []string
 	if o.backends != "" {
 		backends = strings.Split(o.backends, ",")
+	}
+	if o.httpBackends != "" {
+		httpBackends = strings.Split(o.httpBackends, ",")
 	}
 	health, err := parseHealthPorts(o.healthPorts, o.hosts)
 	if err != nil {
@@ -109,7 +119,8 @@ func runTenantsShard(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sq tenants shard:", err)
 		return 1
 	}
-	plan, err := planShards(cfg, shardSpec{Hosts: o.hosts, Strategy: o.strategy, Dir: o.dir, Backends: backends, HealthPorts: health})
+	plan, err := planShards(cfg, shardSpec{Hosts: o.hosts, Strategy: o.strategy, Dir: o.dir, Backends: backends, HealthPorts: health,
+		HTTPBackends: httpBackends})
 	if err != nil {
 		fmt.Fprintln(stderr, "sq tenants shard:", err)
 		if errors.Is(err, errShardUsage) {
@@ -127,6 +138,7 @@ func runTenantsShard(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "map\t%d tokens\t%s\n", len(plan.Map), filepath.Join(o.out, "tokens.map"))
 	fmt.Fprintf(stdout, "backends\t%d hosts\t%s\n", len(plan.Hosts), filepath.Join(o.out, "backends.cfg"))
+	fmt.Fprintf(stdout, "backends-http\t%d hosts\t%s\n", len(plan.Hosts), filepath.Join(o.out, "backends-http.cfg"))
 	return 0
 }
 
@@ -142,6 +154,9 @@ type shardSpec struct {
 	// HealthPorts are the --http ports HAProxy checks GET /readyz on, one
 	// per host; nil means TCP connect checks.
 	HealthPorts []int
+	// HTTPBackends are the hosts' REST addresses (optional host:port per
+	// host) for backends-http.cfg.
+	HTTPBackends []string
 }
 
 // mapEntry is one line of tokens.map.
@@ -153,6 +168,8 @@ type shardPlan struct {
 	Hosts    []*server.Config
 	Map      []mapEntry
 	Backends []byte
+	// HTTPBackends is backends-http.cfg, for deploy/haproxy/haproxy-rest.cfg.
+	HTTPBackends []byte
 }
 
 // shardBackend names host i (0-based) in HAProxy: sq_host1, sq_host2...
@@ -209,12 +226,17 @@ func planShards(cfg *server.Config, spec shardSpec) (*shardPlan, error) {
 	if strategy != "rendezvous" && strategy != "round-robin" {
 		return nil, fmt.Errorf("%w: --strategy %q is not rendezvous or round-robin", errShardUsage, spec.Strategy)
 	}
-	if spec.Backends != nil && len(spec.Backends) != n {
-		return nil, fmt.Errorf("%w: --backends lists %d addresses for %d hosts", errShardUsage, len(spec.Backends), n)
-	}
-	for i, b := range spec.Backends {
-		if strings.TrimSpace(b) == "" || strings.ContainsAny(b, " \t\"'#\n") || !strings.Contains(b, ":") {
-			return nil, fmt.Errorf("%w: --backends entry %d (%q) is not host:port", errShardUsage, i+1, b)
+	for _, list := range []struct {
+		flag  string
+		addrs []string
+	}{{flag: "--backends", addrs: spec.Backends}, {flag: "--http-backends", addrs: spec.HTTPBackends}} {
+		if list.addrs != nil && len(list.addrs) != n {
+			return nil, fmt.Errorf("%w: %s lists %d addresses for %d hosts", errShardUsage, list.flag, len(list.addrs), n)
+		}
+		for i, b := range list.addrs {
+			if strings.TrimSpace(b) == "" || strings.ContainsAny(b, " \t\"'#\n") || !strings.Contains(b, ":") {
+				return nil, fmt.Errorf("%w: %s entry %d (%q) is not host:port", errShardUsage, list.flag, i+1, b)
+			}
 		}
 	}
 	if err := cfg.Validate(); err != nil {
@@ -254,6 +276,7 @@ func planShards(cfg *server.Config, spec shardSpec) (*shardPlan, error) {
 	}
 	sort.Slice(plan.Map, func(i, j int) bool { return plan.Map[i].Token < plan.Map[j].Token })
 	plan.Backends = appendBackendsCfg(nil, n, spec.Backends, spec.HealthPorts)
+	plan.HTTPBackends = appendHTTPBackendsCfg(nil, n, spec.HTTPBackends)
 	return plan, nil
 }
 
@@ -335,6 +358,31 @@ func appendBackendsCfg(dst []byte, n int, addrs []string, health []int) []byte {
 	return dst
 }
 
+// appendHTTPBackendsCfg appends one HAProxy HTTP backend per host's REST
+// API, named after the map's value with "_http" appended (sq_host1_http),
+// and sq_unknown_http for tokens not in the map. HAProxy checks GET
+// /readyz on the same port, so a draining host gets no new requests.
+func appendHTTPBackendsCfg(dst []byte, n int, addrs []string) []byte {
+	dst = append(dst, "# sq tenants shard: one REST backend per host. Load after haproxy-rest.cfg:\n"+
+		"#   haproxy -f deploy/haproxy/haproxy.cfg -f backends.cfg -f deploy/haproxy/haproxy-rest.cfg -f backends-http.cfg\n"...)
+	addr := func(i int) string {
+		if addrs != nil {
+			return strings.TrimSpace(addrs[i])
+		}
+		return "\"${SQ_HTTP" + strconv.Itoa(i+1) + "}\""
+	}
+	const chk = "    option httpchk GET /readyz\n    http-check expect status 200\n"
+	for i := 0; i < n; i++ {
+		dst = fmt.Appendf(dst, "\nbackend %s_http\n    mode http\n%s    server h%d %s check inter 2s fall 2 rise 2\n",
+			shardBackend(i), chk, i+1, addr(i))
+	}
+	dst = append(dst, "\n# Tokens not in the map: any host answers 401.\nbackend sq_unknown_http\n    mode http\n    balance roundrobin\n"+chk...)
+	for i := 0; i < n; i++ {
+		dst = fmt.Appendf(dst, "    server h%d %s check inter 2s fall 2 rise 2\n", i+1, addr(i))
+	}
+	return dst
+}
+
 // write saves the plan under dir: configs first, the map and backends
 // last, each through a temporary file renamed into place.
 func (p *shardPlan) write(dir string) error {
@@ -349,7 +397,10 @@ func (p *shardPlan) write(dir string) error {
 	if err := writeFileAtomic(filepath.Join(dir, "tokens.map"), appendMap(nil, p.Map), 0o600); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "backends.cfg"), p.Backends, 0o644)
+	if err := writeFileAtomic(filepath.Join(dir, "backends.cfg"), p.Backends, 0o644); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "backends-http.cfg"), p.HTTPBackends, 0o644)
 }
 
 // writeFileAtomic writes data to a temporary file next to path, syncs it
