@@ -76,7 +76,9 @@ func TestClosingTenantIsShuttingDownEverywhere(t *testing.T) {
 		t.Errorf("a closing tenant logged per request:\n%s", l)
 	}
 	tn := e.srv.table.Load().byName["alpha"]
-	if n := tn.stats.ops[opSlots[protocol.OpSelect]].Status[protocol.StatusInternal].Load(); n != 0 {
+	if o := tn.stats.op(int(opSlots[protocol.OpSelect])); o == nil {
+		t.Error("no SELECT counted")
+	} else if n := o.Status[protocol.StatusInternal].Load(); n != 0 {
 		t.Errorf("%d SELECTs counted as INTERNAL", n)
 	}
 
