@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -191,5 +192,47 @@ func BenchmarkStart10K(b *testing.B) {
 		b.StopTimer()
 		st.Close()
 		b.StartTimer()
+	}
+}
+
+// BenchmarkMetricsScrape10K: one /metrics scrape of a server with 10,000
+// tenants that each served one write and one read (the setup),
+// reporting the exposition's size.
+func BenchmarkMetricsScrape10K(b *testing.B) {
+	const n = 10000
+	root := tmpfsDir(b)
+	cfg := densityConfig(root, n)
+	st, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(st, cfg, &Options{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.HTTPHandler()
+	for tok := range cfg.Tenants {
+		for _, target := range []string{"/api/v2/insert?c=1.1.1/1.1.1/1.1.1&s=hello", "/api/v2/select?c=1.1.1/1.1.1/1.1.1"} {
+			w := &discardWriter{h: http.Header{}}
+			h.ServeHTTP(w, newRequest(b, "GET", target, tok, nil))
+			if w.code != 200 {
+				b.Fatalf("%s: %d", target, w.code)
+			}
+		}
+	}
+	api := h.(*httpAPI)
+	buf := getBuf()
+	defer putBuf(buf)
+	api.writeMetrics(buf)
+	lines := bytes.Count(buf.B, []byte{'\n'})
+	b.ReportMetric(float64(len(buf.B))/1e6, "MB/scrape")
+	b.ReportMetric(float64(lines), "lines/scrape")
+	b.SetBytes(int64(len(buf.B)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		buf.Reset()
+		api.writeMetrics(buf)
 	}
 }

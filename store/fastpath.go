@@ -68,7 +68,9 @@ const MaxLoopWrite = 64 << 10
 // document lock are held (in that order) across the write() so that the
 // record reaches the log before any reader sees it.
 func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
-	if t.fold || len(w.Text) > MaxLoopWrite || t.durability() == DurabilityAlways {
+	// Unprepared (no request yet): fold is not known and the first
+	// request's directory read belongs on a worker.
+	if !t.prepared.Load() || t.fold || len(w.Text) > MaxLoopWrite || t.durability() == DurabilityAlways {
 		return scratch, false
 	}
 	var o op
