@@ -39,7 +39,7 @@ type Tenant struct {
 	// first request's prepare; readers that see it true may read fold
 	// without a lock.
 	prepared atomic.Bool
-	fold     bool // the data dir is case-insensitive: phext names are folded to lower case
+	fold     bool   // the data dir is case-insensitive: phext names are folded to lower case
 	dev      uint64 // file system of dir (0 unknown): the everysec syncer groups WALs by it
 
 	mu     sync.RWMutex // guards files, sizes, closed (and prepare's writes)
