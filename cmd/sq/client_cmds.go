@@ -257,6 +257,9 @@ func runClientCommandEnv(name string, args []string, env clientEnv) int {
 		fmt.Fprintf(env.stderr, "sq %s: bad phext name %q: want [A-Za-z0-9_-][A-Za-z0-9._-]*, at most 64 bytes\n", name, r.cf.phext)
 		return 2
 	}
+	if name == "version" {
+		return runVersion(r)
+	}
 	if r.cf.token == "" {
 		fmt.Fprintf(env.stderr, "sq %s: no token: pass --token or set SQ_TOKEN\n", name)
 		return 2
@@ -327,10 +330,16 @@ func cmdSelect(ctx context.Context, r *cmdRun) error {
 	if err != nil {
 		return err
 	}
+	out := string(text)
+	if len(text) > 0 && text[len(text)-1] != '\n' && isTerminal(r.env.stdout) {
+		// A prompt would follow the text on the same line; piped or
+		// redirected output stays byte for byte the scroll.
+		out += "\n"
+	}
 	return r.emit(struct {
 		Coord string `json:"coord"`
 		Text  string `json:"text"`
-	}{r.coord.String(), string(text)}, string(text))
+	}{r.coord.String(), string(text)}, out)
 }
 
 func writeResult(r *cmdRun, verb string, n int) error {
@@ -585,16 +594,50 @@ func cmdStatus(ctx context.Context, r *cmdRun) error {
 	}{h.TenantName, h.ServerVersion, st.Phexts, st.Scrolls, st.Bytes, st.Quota}, text)
 }
 
-func cmdVersion(ctx context.Context, r *cmdRun) error {
-	v, err := r.c.Version(ctx)
-	if err != nil {
-		return err
-	}
-	return r.emit(struct {
+// versionServerTimeout bounds sq version's question to the server unless
+// --timeout is given: the client's version must not wait on a dead host.
+const versionServerTimeout = 3 * time.Second
+
+// runVersion is sq version: this client's version always, without a token
+// or a server; the server's too when a token is configured and the server
+// answers. A server that does not is reported on stderr (exit 0).
+func runVersion(r *cmdRun) int {
+	type answer struct {
 		Client string `json:"client"`
-		Server string `json:"server"`
-	}{server.Version, v}, fmt.Sprintf("client: sq %s\nserver: %s\n", server.Version, v))
+		Server string `json:"server,omitempty"`
+		Addr   string `json:"addr,omitempty"`
+	}
+	a := answer{Client: "sq " + server.Version}
+	text := "client: " + a.Client + "\n"
+	if r.cf.token != "" {
+		timeout := r.cf.timeout
+		if timeout == 30*time.Second { // the default: keep it short here
+			timeout = versionServerTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c, err := client.Dial(ctx, r.cf.addr, r.cf.token, client.WithCompression(!r.cf.noCompress))
+		var v string
+		if err == nil {
+			v, err = c.Version(ctx)
+			c.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(r.env.stderr, "sq version: server %s: %v\n", r.cf.addr, err)
+		} else {
+			a.Server, a.Addr = v, r.cf.addr
+			text += "server: " + v + " at " + r.cf.addr + "\n"
+		}
+	}
+	if err := r.emit(a, text); err != nil {
+		return reportErr(r.env.stderr, "sq version", r.cf.addr, err)
+	}
+	return 0
 }
+
+// cmdVersion is not reached (runVersion runs before the dial); it keeps
+// the command table uniform.
+func cmdVersion(ctx context.Context, r *cmdRun) error { return nil }
 
 func cmdList(ctx context.Context, r *cmdRun) error {
 	names, err := r.c.List(ctx)

@@ -8,6 +8,10 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/phext/sq/server"
 )
 
 // command is one `sq` subcommand.
@@ -19,8 +23,8 @@ type command struct {
 func commands() map[string]command {
 	m := map[string]command{
 		"host":    {"run the server (see sq help host)", runHost},
-		"phext":   {"offline phext tools: toc, checksum, explode, normalize, select", runPhext},
-		"tenants": {"generate and edit tenant configs: gen, add, disable, list", runTenants},
+		"phext":   {"offline tools on a phext file (forms below)", runPhext},
+		"tenants": {"generate, edit and split tenant configs (forms below)", runTenants},
 		"bench":   {"load-test a server with many tenants (see sq help bench)", runBench},
 		"backup":  {"copy every phext of a tenant to a directory, verified by checksum", runBackup},
 		"restore": {"put the phexts of a backup directory back, verified by checksum", runRestore},
@@ -50,7 +54,7 @@ var clientCommands = map[string]string{
 	"pull":     "write the scroll at a coordinate to a file",
 	"slurp":    "import a directory's text files into consecutive scrolls",
 	"status":   "print the tenant's usage and quota",
-	"version":  "print the server's version",
+	"version":  "print this client's version, and the server's when one is configured",
 	"list":     "list the tenant's phexts",
 	"compact":  "compact the phext's write-ahead log now",
 	"reload":   "ask the server to reload its tenant config",
@@ -59,6 +63,12 @@ var clientCommands = map[string]string{
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// isTerminal reports whether w is a terminal (tests replace it).
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -74,13 +84,89 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		usage(stdout)
 		return 0
+	case "--version", "-version", "-V":
+		// This binary's version, with no server, token or config needed
+		// (sq version adds the server's when one is configured).
+		fmt.Fprintf(stdout, "sq %s\n", server.Version)
+		return 0
 	}
 	c, ok := cmds[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "sq: unknown command %q (try sq help)\n", args[0])
+		names := make([]string, 0, len(cmds))
+		for n := range cmds {
+			names = append(names, n)
+		}
+		fmt.Fprintf(stderr, "sq: unknown command %q%s (sq help lists them)\n", args[0], didYouMean(args[0], names))
 		return 2
 	}
 	return c.run(args[1:], stdout, stderr)
+}
+
+// didYouMean returns ", did you mean X?" naming the candidates closest to
+// typed (edit distance at most 2, or typed a prefix of one), or "".
+func didYouMean(typed string, candidates []string) string {
+	best, bestD := []string(nil), 3
+	for _, c := range candidates {
+		d := editDistance(strings.ToLower(typed), c)
+		if len(typed) >= 2 && strings.HasPrefix(c, strings.ToLower(typed)) {
+			d = min(d, 1)
+		}
+		switch {
+		case d < bestD:
+			best, bestD = []string{c}, d
+		case d == bestD:
+			best = append(best, c)
+		}
+	}
+	if len(best) == 0 || bestD > len(typed)/2+1 {
+		return ""
+	}
+	sort.Strings(best)
+	return ", did you mean " + strings.Join(best, " or ") + "?"
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// subcommandForms lists, for commands with subcommands, every form and
+// what it does, for the top-level help.
+func subcommandForms() map[string][][2]string {
+	return map[string][][2]string{
+		"tenants": {
+			{"gen", "generate a config of N tenants with new tokens (--out writes it 0600)"},
+			{"add", "add a tenant to a config, then ask the server to reload"},
+			{"disable", "disable tenants in a config (their connections close), then reload"},
+			{"enable", "enable tenants again, then reload"},
+			{"list", "list a config's tenants (tokens redacted)"},
+			{"shard", "split a config into per-host configs and an HAProxy map"},
+		},
+		"phext": {
+			{"toc", "table of contents of a phext file"},
+			{"checksum", "xxh3-128 checksum of a phext file"},
+			{"explode", "a phext file's scrolls as JSON lines"},
+			{"normalize", "a phext file with minimal breaks"},
+			{"select", "the scroll at COORD of a phext file (sq phext select COORD FILE)"},
+		},
+		"bench": {{"compare", "ratios of sq bench --json reports (SQ vs Redis vs echo)"}},
+	}
 }
 
 func usage(w io.Writer) {
@@ -92,10 +178,14 @@ func usage(w io.Writer) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	forms := subcommandForms()
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-17s %s\n", n, cmds[n].summary)
+		for _, f := range forms[n] {
+			fmt.Fprintf(w, "  %-17s %s\n", n+" "+f[0], f[1])
+		}
 	}
-	fmt.Fprintln(w, "\nsq help <command> documents a command and its flags.")
+	fmt.Fprintln(w, "\nsq help <command> documents a command and its flags; sq --version prints this binary's version.")
 }
 
 func help(name string, stdout, stderr io.Writer) int {

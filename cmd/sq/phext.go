@@ -13,7 +13,7 @@ import (
 	"github.com/phext/sq/phext"
 )
 
-const phextUsage = `usage: sq phext <tool> FILE [COORD]
+const phextUsage = `usage: sq phext <tool> [COORD] FILE
 
 Offline tools on a phext file (no server). Output equals SQ 0.5.6 / libphext
 0.3.0 on the same file, except that documents they would silently damage are
@@ -24,7 +24,8 @@ tools:
   checksum FILE     xxh3-128 of the document as SQ writes it (32 hex digits)
   explode FILE      JSON lines {"coord": "...", "scroll": "..."} in document order
   normalize FILE    the document with minimal breaks, to stdout
-  select FILE COORD the scroll at COORD (L.S.R/C.V.B/Ch.Sn.Sc, '/' or ';'), to stdout
+  select COORD FILE the scroll at COORD (L.S.R/C.V.B/Ch.Sn.Sc, '/' or ';'), to stdout,
+                    coordinate first as in sq select (FILE COORD is accepted too)
 
 Exit status: 0 ok, 1 error (missing file, bad coordinate, invalid UTF-8, a
 coordinate part past 999), 2 bad usage.
@@ -54,7 +55,8 @@ func runPhext(args []string, stdout, stderr io.Writer) int {
 	case "select":
 		want = 2
 	default:
-		fmt.Fprintf(stderr, "sq phext: unknown tool %q\n", tool)
+		fmt.Fprintf(stderr, "sq phext: unknown tool %q%s\n", tool,
+			didYouMean(tool, []string{"toc", "checksum", "explode", "normalize", "select"}))
 		fs.Usage()
 		return 2
 	}
@@ -68,14 +70,15 @@ func runPhext(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	var coord phext.Coordinate
+	path := rest[0]
 	if tool == "select" {
-		c, err := phext.ParseCoordinate(rest[1])
+		c, err := selectArgs(rest[0], rest[1], &path)
 		if err != nil {
 			return fail(err)
 		}
 		coord = c
 	}
-	doc, err := readPhextFile(rest[0])
+	doc, err := readPhextFile(path)
 	if err != nil {
 		return fail(err)
 	}
@@ -84,27 +87,27 @@ func runPhext(args []string, stdout, stderr io.Writer) int {
 	case "toc":
 		scrolls, err := phext.Explode(doc)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", rest[0], err))
+			return fail(fmt.Errorf("%s: %w", path, err))
 		}
 		_, _ = w.Write(phext.AppendTOC(nil, scrolls))
 	case "checksum":
 		norm, err := phext.Normalize(doc)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", rest[0], err))
+			return fail(fmt.Errorf("%s: %w", path, err))
 		}
 		_, _ = w.Write(phext.AppendChecksum(nil, norm))
 		_ = w.WriteByte('\n')
 	case "normalize":
 		norm, err := phext.Normalize(doc)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", rest[0], err))
+			return fail(fmt.Errorf("%s: %w", path, err))
 		}
 		_, _ = w.Write(norm)
 	case "explode":
 		// The reference explode, empty token included.
 		all, err := phext.ExplodeRef(doc)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", rest[0], err))
+			return fail(fmt.Errorf("%s: %w", path, err))
 		}
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
@@ -116,14 +119,37 @@ func runPhext(args []string, stdout, stderr io.Writer) int {
 	case "select":
 		text, err := phext.Select(doc, coord)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", rest[0], err))
+			return fail(fmt.Errorf("%s: %w", path, err))
 		}
 		_, _ = w.Write(text)
+		if len(text) > 0 && text[len(text)-1] != '\n' && isTerminal(stdout) {
+			_ = w.WriteByte('\n')
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return fail(err)
 	}
 	return 0
+}
+
+// selectArgs reads the arguments of `sq phext select`: COORD FILE, like
+// `sq select COORD`, or the older FILE COORD. It sets *path to the file.
+func selectArgs(a, b string, path *string) (phext.Coordinate, error) {
+	c, err := phext.ParseCoordinate(a)
+	if err == nil {
+		*path = b
+		return c, nil
+	}
+	c, err2 := phext.ParseCoordinate(b)
+	if err2 == nil {
+		*path = a
+		return c, nil
+	}
+	if _, serr := os.Stat(a); serr == nil {
+		// FILE COORD with a bad COORD.
+		return c, fmt.Errorf("bad coordinate %q: %w (want the form 1.1.1/1.1.1/1.1.1)", b, err2)
+	}
+	return c, fmt.Errorf("bad coordinate %q: %w (usage: sq phext select COORD FILE, COORD like 1.1.1/1.1.1/1.1.1)", a, err)
 }
 
 // explodeLine is one line of `sq phext explode`.

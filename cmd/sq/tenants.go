@@ -131,7 +131,8 @@ func runTenantsEnv(args []string, env clientEnv) int {
 	}
 	fs, o := tenantFlags(sub, env)
 	if fs == nil {
-		fmt.Fprintf(env.stderr, "sq tenants: unknown subcommand %q (gen, add, disable, enable, list, shard)\n", sub)
+		fmt.Fprintf(env.stderr, "sq tenants: unknown subcommand %q%s (gen, add, disable, enable, list, shard)\n", sub,
+			didYouMean(sub, []string{"gen", "add", "disable", "enable", "list", "shard"}))
 		return 2
 	}
 	pos, err := parseInterspersed(fs, args[1:])
