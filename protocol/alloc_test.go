@@ -273,3 +273,41 @@ func TestS2ProducesMatchesDecoder(t *testing.T) {
 		}
 	}
 }
+
+// countingBudget is a Budget with a fixed size.
+type countingBudget struct{ used, limit int }
+
+func (b *countingBudget) Reserve(n int) bool {
+	if b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+func (b *countingBudget) Release(n int) { b.used -= n }
+
+// TestDecoderBudget: decompression buffers are charged to the Decoder's
+// Budget before they grow; a refusal is StatusBusy, and dropping the
+// scratch returns the charge.
+func TestDecoderBudget(t *testing.T) {
+	plain := bytes.Repeat([]byte("budget "), 300<<10) // 2.1 MiB
+	for _, codec := range []uint8{CodecZstd, CodecS2} {
+		f := AppendCompressedRequest(nil, OpPut, 5, nil, phext.Origin, plain, codec)
+		small := &countingBudget{limit: 1 << 20}
+		d := Decoder{Codec: codec, Budget: small}
+		var req Request
+		wantStatus(t, d.Decode(f, &req), StatusBusy)
+		big := &countingBudget{limit: 8 << 20}
+		d = Decoder{Codec: codec, Budget: big}
+		if err := d.Decode(f, &req); err != nil || !bytes.Equal(req.Payload, plain) {
+			t.Fatalf("codec %d: %v", codec, err)
+		}
+		if big.used < len(plain) || big.used > 2*len(plain)+minGrow {
+			t.Fatalf("codec %d: charged %d for a %d-byte body", codec, big.used, len(plain))
+		}
+		d.Release()
+		if big.used != 0 {
+			t.Fatalf("codec %d: %d still charged after Release", codec, big.used)
+		}
+	}
+}

@@ -159,62 +159,66 @@ func grow(dst []byte, n int) []byte {
 // minGrow is the first capacity a decompression buffer grows to.
 const minGrow = 64 << 10
 
-// decompress decodes a compressed body src (u32 U + data) with codec into
-// scratch. U must be ≤ limit; the buffer grows only as output is produced
-// (zstd) or once its size is proven (s2), never to U on trust. It returns
-// the U decoded bytes and the (possibly grown) scratch to keep.
-func decompress(scratch []byte, codec uint8, src []byte, limit int) (out, keep []byte, err error) {
+// decompress decodes a compressed body src (u32 U + data) with d's codec
+// into d.scratch. U must be ≤ limit; the buffer grows only as output is
+// produced (zstd) or once its size is proven (s2), never to U on trust,
+// and each growth is charged to d.Budget first. It returns the U decoded
+// bytes (a view into d.scratch).
+func (d *Decoder) decompress(src []byte, limit int) ([]byte, error) {
 	if len(src) < 4 {
-		return nil, scratch, newError(StatusBadFrame, "compressed body shorter than its 4-byte size")
+		return nil, newError(StatusBadFrame, "compressed body shorter than its 4-byte size")
 	}
 	u := binary.BigEndian.Uint32(src)
 	if uint64(u) > uint64(limit) {
-		return nil, scratch, errn(StatusTooLarge, "uncompressed size above limit: declared", uint64(u))
+		return nil, errn(StatusTooLarge, "uncompressed size above limit: declared", uint64(u))
 	}
 	n := int(u)
 	data := src[4:]
-	switch codec {
+	switch d.Codec {
 	case CodecZstd:
-		return decompressZstd(scratch, data, n)
+		return d.decompressZstd(data, n)
 	case CodecS2:
 		dl, derr := s2.DecodedLen(data)
 		if derr != nil {
-			return nil, scratch, newError(StatusBadFrame, "s2: "+derr.Error())
+			return nil, newError(StatusBadFrame, "s2: "+derr.Error())
 		}
 		if dl != n {
-			return nil, scratch, errn(StatusBadFrame, "s2: decoded size differs from declared", uint64(n))
+			return nil, errn(StatusBadFrame, "s2: decoded size differs from declared", uint64(n))
 		}
 		// The block's own length header is as much a claim as U: walk
 		// its elements first, so a garbage body is refused before
 		// anything is allocated.
 		hl := uvarintLen(data)
 		if got, ok := s2Produces(data[hl:], n); !ok || got != n {
-			return nil, scratch, errn(StatusBadFrame, "s2: body does not produce its declared size", uint64(n))
+			return nil, errn(StatusBadFrame, "s2: body does not produce its declared size", uint64(n))
 		}
-		if cap(scratch) < n {
-			scratch = make([]byte, n)
+		if cap(d.scratch) < n && !d.growScratch(0, n) {
+			return nil, errBudget
 		}
-		out, err = s2.Decode(scratch[:n], data)
+		out, err := s2.Decode(d.scratch[:n], data)
 		if err != nil {
-			return nil, scratch, newError(StatusBadFrame, "s2: "+err.Error())
+			return nil, newError(StatusBadFrame, "s2: "+err.Error())
 		}
 		if len(out) != n {
-			return nil, scratch, errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
+			return nil, errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
 		}
-		return out, scratch, nil
+		return out, nil
 	}
-	return nil, scratch, newError(StatusBadFrame, "compressed body but no codec agreed")
+	return nil, newError(StatusBadFrame, "compressed body but no codec agreed")
 }
 
-// decompressZstd stream-decodes data, growing out (at most to n) as the
-// decoder produces bytes, and checks that exactly n come out.
-func decompressZstd(scratch, data []byte, n int) (out, keep []byte, err error) {
-	d := getZstdStream()
-	defer putZstdStream(d)
-	if err := d.Reset(&sliceReader{b: data}); err != nil {
-		return nil, scratch, newError(StatusBadFrame, "zstd: "+err.Error())
+// errBudget answers a body whose decompression buffer the Budget refused.
+var errBudget = newError(StatusBusy, "decompressing this body would pass the server's memory budget; retry later")
+
+// decompressZstd stream-decodes data into d.scratch, growing it (at most
+// to n) as the decoder produces bytes, and checks that exactly n come out.
+func (d *Decoder) decompressZstd(data []byte, n int) ([]byte, error) {
+	zd := getZstdStream()
+	defer putZstdStream(zd)
+	if err := zd.Reset(&sliceReader{b: data}); err != nil {
+		return nil, newError(StatusBadFrame, "zstd: "+err.Error())
 	}
-	out = scratch[:0]
+	out := d.scratch[:0]
 	for {
 		if len(out) == cap(out) {
 			if len(out) >= n {
@@ -222,43 +226,36 @@ func decompressZstd(scratch, data []byte, n int) (out, keep []byte, err error) {
 			}
 			// Double what was produced, never past n: memory follows
 			// output, and output beyond n is an error anyway.
-			nc := min(max(2*cap(out), minGrow), n)
-			nb := make([]byte, len(out), nc)
-			copy(nb, out)
-			out = nb
+			d.scratch = out
+			if !d.growScratch(len(out), min(max(2*cap(out), minGrow), n)) {
+				return nil, errBudget
+			}
+			out = d.scratch
 		}
-		k, rerr := d.Read(out[len(out):cap(out)])
+		k, rerr := zd.Read(out[len(out):cap(out)])
 		out = out[:len(out)+k]
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return nil, keepScratch(scratch, out), newError(StatusBadFrame, "zstd: "+rerr.Error())
+			return nil, newError(StatusBadFrame, "zstd: "+rerr.Error())
 		}
 	}
 	if len(out) == n {
 		// All n bytes are in: the stream must end here.
 		var one [1]byte
-		k, rerr := d.Read(one[:])
+		k, rerr := zd.Read(one[:])
 		if k > 0 {
-			return nil, keepScratch(scratch, out), errn(StatusBadFrame, "zstd: body produces more than declared", uint64(n))
+			return nil, errn(StatusBadFrame, "zstd: body produces more than declared", uint64(n))
 		}
 		if rerr != nil && rerr != io.EOF {
-			return nil, keepScratch(scratch, out), newError(StatusBadFrame, "zstd: "+rerr.Error())
+			return nil, newError(StatusBadFrame, "zstd: "+rerr.Error())
 		}
 	}
 	if len(out) != n {
-		return nil, keepScratch(scratch, out), errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
+		return nil, errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
 	}
-	return out, out[:0], nil
-}
-
-// keepScratch returns the larger of two buffers for reuse.
-func keepScratch(a, b []byte) []byte {
-	if cap(b) > cap(a) {
-		return b[:0]
-	}
-	return a
+	return out, nil
 }
 
 // uvarintLen returns the length of the uvarint at the start of b (which

@@ -16,9 +16,24 @@ type Decoder struct {
 	// with FlagCompressed and Codec == CodecNone is StatusBadFrame.
 	Codec uint8
 
+	// Budget, when set, is charged for the decompression buffer before it
+	// grows (a server's memory budget summed over its connections). A
+	// body whose buffer the budget refuses is StatusBusy.
+	Budget Budget
+
 	// scratch receives decompressed bodies; it is reused across frames and
 	// dropped when it grew above maxKeptScratch.
 	scratch []byte
+	held    int // bytes of scratch charged to Budget
+}
+
+// Budget accounts memory that the peer's input makes a Decoder allocate.
+// Reserve returns false when n more bytes do not fit (nothing is then
+// reserved); Release returns n reserved bytes. Both are called from the
+// Decoder's goroutine and must not block.
+type Budget interface {
+	Reserve(n int) bool
+	Release(n int)
 }
 
 // maxKeptScratch is the largest scratch a Decoder keeps between frames.
@@ -31,8 +46,32 @@ func (d *Decoder) maxFrame() int {
 	return d.MaxFrame
 }
 
-// Release drops the Decoder's decompression scratch (for idle connections).
-func (d *Decoder) Release() { d.scratch = nil }
+// Release drops the Decoder's decompression scratch (for idle connections)
+// and returns its charge to the Budget.
+func (d *Decoder) Release() { d.dropScratch() }
+
+func (d *Decoder) dropScratch() {
+	d.scratch = nil
+	if d.held > 0 && d.Budget != nil {
+		d.Budget.Release(d.held)
+	}
+	d.held = 0
+}
+
+// growScratch replaces d.scratch by a buffer of capacity n holding its
+// first keep bytes, charging the growth to the Budget first.
+func (d *Decoder) growScratch(keep, n int) bool {
+	if d.Budget != nil {
+		if !d.Budget.Reserve(n - d.held) {
+			return false
+		}
+		d.held = n
+	}
+	nb := make([]byte, keep, n)
+	copy(nb, d.scratch[:keep])
+	d.scratch = nb
+	return true
+}
 
 // header checks the parts of a frame common to both directions: at least a
 // header, a length field that matches len(frame), the max frame, and the
@@ -46,7 +85,7 @@ func (d *Decoder) header(frame []byte) (Header, []byte, bool, error) {
 	// Drop a big scratch from the previous frame now that its views are
 	// no longer in use (the caller started the next frame).
 	if cap(d.scratch) > maxKeptScratch {
-		d.scratch = nil
+		d.dropScratch()
 	}
 	h := ParseHeader(frame)
 	if uint64(h.Length) != uint64(len(frame)-4) {
@@ -66,8 +105,7 @@ func (d *Decoder) header(frame []byte) (Header, []byte, bool, error) {
 	if d.Codec == CodecNone {
 		return h, nil, true, newError(StatusBadFrame, "compressed flag set but no codec agreed")
 	}
-	out, keep, err := decompress(d.scratch, d.Codec, body, max-minLength)
-	d.scratch = keep
+	out, err := d.decompress(body, max-minLength)
 	return h, out, true, err
 }
 

@@ -67,6 +67,14 @@ type connState struct {
 	spareArena  []byte
 	queuedBytes atomic.Int64 // bytes of frames queued or being executed
 
+	// Budget (budget.go): arriving is what the frame being received
+	// reserved at its header (loop); skip counts body bytes of a frame
+	// refused at its header still to be discarded (loop); held is what
+	// the replies being built reserved, released once sent (worker).
+	arriving int64
+	skip     int
+	held     hold
+
 	dec     protocol.Decoder // worker
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
@@ -114,6 +122,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	now := time.Now().UnixNano()
 	cs := &connState{s: s, c: c, openedAt: now, maxFrame: maxHelloFrame}
+	cs.held.b = &s.mem
 	if a := c.RemoteAddr(); a != nil {
 		cs.remote = a.String()
 		if ta, ok := a.(*net.TCPAddr); ok {
@@ -139,6 +148,8 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if !cs.closing.Swap(true) {
 		s.stats.closed[closeClient].Add(1)
 	}
+	s.mem.release(cs.arriving) // a frame that never fully arrived
+	cs.arriving = 0
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -167,6 +178,17 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			continue
 		}
+		if cs.skip > 0 {
+			// The body of a frame refused for memory: drop it as it
+			// arrives, never buffer it.
+			n := min(cs.skip, c.InboundBuffered())
+			c.Discard(n)
+			cs.skip -= n
+			if cs.skip > 0 {
+				break
+			}
+			continue
+		}
 		if cs.overQueue() {
 			// Stop reading; the worker wakes us when replies have gone.
 			cs.blocked.Store(true)
@@ -192,6 +214,20 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			c.Discard(c.InboundBuffered())
 			return gnet.None
 		}
+		if size > bigFrame && cs.arriving == 0 {
+			// Reserve a large frame before waiting for its body.
+			if c.InboundBuffered() < protocol.HeaderSize {
+				break
+			}
+			if !s.mem.tryReserve(int64(size)) {
+				b, _ := c.Peek(protocol.HeaderSize)
+				cs.enqueueBusy(b)
+				queued = true
+				cs.skip = size
+				continue
+			}
+			cs.arriving = int64(size)
+		}
 		if c.InboundBuffered() < size {
 			break
 		}
@@ -199,11 +235,16 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		if err != nil {
 			break
 		}
+		// The reservation now goes with the frame: the worker releases it
+		// once the frame is answered (see releaseFrame).
+		held := cs.arriving
+		cs.arriving = 0
 		// Cheap reads answer on the loop while nothing of this connection
 		// is queued (so replies stay in order); everything else, and
 		// everything after the first queued frame, goes to the worker.
 		if !queued && cs.inflight.Load() == 0 {
 			if out, ok := s.fast(cs, frame, fastOut); ok {
+				s.mem.release(held)
 				fastOut = out
 				c.Discard(size)
 				continue
@@ -273,6 +314,31 @@ func (cs *connState) enqueue(frame []byte) {
 		cs.frames = append(cs.frames, cs.arena[start:len(cs.arena):len(cs.arena)])
 	}
 	cs.mu.Unlock()
+}
+
+// enqueueBusy queues a BUSY answer for the frame whose header is hdr, in
+// order with the connection's other replies. It is queued as a stub: the
+// 10-byte header with length 0 and flags 0xFF, which no delimited frame
+// has (see busyStub).
+func (cs *connState) enqueueBusy(hdr []byte) {
+	var stub [protocol.HeaderSize]byte
+	copy(stub[:], hdr)
+	binary.BigEndian.PutUint32(stub[:4], 0)
+	stub[5] = 0xFF
+	cs.enqueue(stub[:])
+}
+
+// busyStub reports whether a queued frame is enqueueBusy's stub.
+func busyStub(f []byte) bool {
+	return len(f) == protocol.HeaderSize && f[5] == 0xFF && binary.BigEndian.Uint32(f) == 0
+}
+
+// releaseFrame returns what a large frame reserved at its header; called
+// once the frame is answered or dropped.
+func (s *Server) releaseFrame(f []byte) {
+	if len(f) > bigFrame {
+		s.mem.release(int64(len(f)))
+	}
 }
 
 // queueFatal queues an error reply to go out after everything already
@@ -367,7 +433,7 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	cs.authedA.Store(true)
 	cs.maxFrame = s.opts.MaxFrame
 	cs.codec = protocol.ChooseCodec(hello.Codecs, s.opts.Codecs)
-	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec}
+	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec, Budget: &s.mem}
 	cs.loopDec = protocol.Decoder{MaxFrame: s.opts.MaxFrame}
 	reply := protocol.HelloReply{
 		Version:           protocol.NegotiateVersion(hello.Version),

@@ -65,6 +65,7 @@ func (s *Server) work(cs *connState) {
 				// the rest of the batch is not run and not acknowledged.
 				for ; i < len(frames); i++ {
 					bytes += int64(len(frames[i]))
+					s.releaseFrame(frames[i])
 					frames[i] = nil
 					done++
 				}
@@ -79,6 +80,7 @@ func (s *Server) work(cs *connState) {
 			}
 			for ; i < j; i++ {
 				bytes += int64(len(frames[i]))
+				s.releaseFrame(frames[i])
 				frames[i] = nil // a big frame can be collected once done
 				done++
 			}
@@ -112,8 +114,13 @@ const maxBatchReply = 1 << 20
 // still waiting to be written. A client that does not read its replies is
 // closed once more than MaxOutbound bytes wait for it.
 func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
+	// What the replies reserved goes back once gnet has them (written, or
+	// copied into its outbound buffer, which MaxOutbound bounds).
+	held := cs.held.n
+	cs.held.n = 0
 	s.asyncPending.Add(1)
 	err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
+		s.mem.release(held)
 		protocol.PutBuffer(out)
 		s.asyncPending.Add(-1)
 		if c != nil && c.OutboundBuffered() > s.opts.MaxOutbound {
@@ -123,6 +130,7 @@ func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
 		return nil
 	})
 	if err != nil {
+		s.mem.release(held)
 		protocol.PutBuffer(out)
 		s.asyncPending.Add(-1)
 		cs.written(n)
@@ -224,6 +232,11 @@ func (s *Server) handleEach(cs *connState, frames [][]byte, out []byte) []byte {
 func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	start := time.Now()
 	var req protocol.Request
+	if busyStub(frame) {
+		h := protocol.ParseHeader(frame)
+		s.record(cs, protocol.Op(h.Op), protocol.StatusBusy, 0, 0, start)
+		return protocol.AppendError(out, h.ID, protocol.StatusBusy, errBusyMemory.Msg)
+	}
 	if err := cs.dec.Decode(frame, &req); err != nil {
 		st := protocol.StatusOf(err)
 		out = protocol.AppendError(out, req.ID, st, err.Error())
@@ -287,18 +300,21 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 			out = protocol.AppendCount(out, uint32(n))
 		}
 	case protocol.OpTOC:
-		out, err = t.st.AppendTOC(out, req.Name)
+		out, err = t.st.AppendTOCLimit(out, req.Name, s.replyLimit(cs))
 	case protocol.OpGet:
-		out, err = t.st.AppendGet(out, req.Name)
+		out, err = t.st.AppendGetLimit(out, req.Name, s.replyLimit(cs))
 	case protocol.OpPut:
-		var n int
-		if n, err = t.st.Put(req.Name, req.Payload); err == nil {
-			out = protocol.AppendCount(out, uint32(n))
+		// The log batch copies the document once more while it is written.
+		if err = cs.held.reserve(len(req.Payload)); err == nil {
+			var n int
+			if n, err = t.st.Put(req.Name, req.Payload); err == nil {
+				out = protocol.AppendCount(out, uint32(n))
+			}
 		}
 	case protocol.OpChecksum:
 		out, err = t.st.AppendChecksum(out, req.Name)
 	case protocol.OpDelta:
-		out, err = t.st.AppendDelta(out, req.Name, req.Payload)
+		out, err = t.st.AppendDeltaLimit(out, req.Name, req.Payload, s.replyLimit(cs))
 	case protocol.OpWhere:
 		algo, limit, text, derr := protocol.DecodeWherePayload(req.Payload)
 		if err = derr; err == nil {
@@ -350,6 +366,12 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	}
 	protocol.AppendResponseHeader(out[:pos], req.ID, protocol.StatusOK, len(body))
 	return protocol.StatusOK, out
+}
+
+// replyLimit bounds a reply the store builds for cs: at most a max frame,
+// charged to the memory budget until it is sent.
+func (s *Server) replyLimit(cs *connState) store.Limit {
+	return store.Limit{Max: s.opts.MaxFrame - 6, Reserve: cs.held.reserve}
 }
 
 // compressReply replaces the uncompressed reply at out[pos:] by its

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -369,9 +370,26 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 
 	var body []byte
 	var bodyBuf *bytebufferpool.ByteBuffer
+	// What this request reserves of the client memory budget (body,
+	// reply), released once the reply is written.
+	mem := hold{b: &h.s.mem}
+	defer mem.done()
+	lim := store.Limit{Max: h.s.opts.MaxFrame - 6, Reserve: mem.reserve}
 	if post && r.Method == http.MethodPost {
 		if r.ContentLength > int64(h.o.MaxBody) {
 			h.tooLarge(w, t, rt, r.ContentLength, start)
+			return
+		}
+		// Reserve the body before reading it: its declared length, or
+		// the most it may be when it has none (chunked).
+		want := r.ContentLength
+		if want < 0 {
+			want = int64(h.o.MaxBody) + 1
+		}
+		if mem.reserve(int(want)) != nil {
+			h.record(t, rt, http.StatusServiceUnavailable, protocol.StatusBusy, len(q), 0, start)
+			w.Header()["Retry-After"] = retryAfter
+			replyText(w, http.StatusServiceUnavailable, errBusyMemory.Msg)
 			return
 		}
 		bodyBuf = getBuf()
@@ -391,7 +409,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 
 	out := getBuf()
 	defer func() { putBuf(out) }()
-	code, st, msg := h.exec(rt, t, name, q, body, out)
+	code, st, msg := h.exec(rt, t, name, q, body, out, lim)
 	in := len(q) + len(body)
 	if code != http.StatusOK {
 		h.record(t, rt, code, st, in, len(msg), start)
@@ -427,7 +445,7 @@ func (h *httpAPI) record(t *tenant, rt route, code int, st protocol.Status, in, 
 // exec runs one SQ command for tenant t and appends the answer to out.B. On
 // failure it returns the HTTP code, the matching protocol status and the
 // message; out is then unused.
-func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, out *bytebufferpool.ByteBuffer) (int, protocol.Status, string) {
+func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) (int, protocol.Status, string) {
 	var err error
 	switch rt {
 	case routeVersion:
@@ -453,9 +471,9 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 	case routeChecksum:
 		out.B, err = t.st.AppendChecksum(out.B, name)
 	case routeTOC:
-		out.B, err = t.st.AppendTOC(out.B, name)
+		out.B, err = t.st.AppendTOCLimit(out.B, name, lim)
 	case routeGet:
-		out.B, err = t.st.AppendGet(out.B, name)
+		out.B, err = t.st.AppendGetLimit(out.B, name, lim)
 	case routeDelta:
 		req := scrollArg(out, q, body)
 		// SQ reads the request lossily; it only selects what to return.
@@ -465,9 +483,9 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 			req = append([]byte(nil), req...)
 			out.B = out.B[:0]
 		}
-		out.B, err = t.st.AppendDelta(out.B, name, req)
+		out.B, err = t.st.AppendDeltaLimit(out.B, name, req, lim)
 	case routeJSONExport:
-		err = h.jsonExport(t, name, out)
+		err = h.jsonExport(t, name, out, lim)
 	case routeWhere:
 		return h.where(q, body, out)
 	default:
@@ -532,54 +550,62 @@ func appendPhextFile(dst, name []byte) []byte {
 
 // status writes SQ's status text for phext name: its file, the connection
 // id (always 0 in SQ's multi-tenant mode), serialized size and scrolls.
+// The document is measured, not built.
 func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
-	doc := getBuf()
-	defer putBuf(doc)
-	var err error
-	if doc.B, err = t.st.AppendGet(doc.B, name); err != nil {
+	size, scrolls, err := t.st.DocSize(name)
+	if err != nil {
 		return err
-	}
-	var sc phext.Scanner
-	sc.Reset(doc.B)
-	scrolls := 0
-	for sc.Next() {
-		scrolls++
 	}
 	out.B = append(out.B, "Hosting: "...)
 	out.B = appendPhextFile(out.B, name)
 	out.B = append(out.B, "\nConnection ID: 0\nPhext Size: "...)
-	out.B = strconv.AppendInt(out.B, int64(len(doc.B)), 10)
+	out.B = strconv.AppendInt(out.B, size, 10)
 	out.B = append(out.B, "\nScrolls: "...)
-	out.B = strconv.AppendInt(out.B, int64(scrolls), 10)
+	out.B = strconv.AppendInt(out.B, scrolls, 10)
 	return nil
 }
 
 // jsonExport writes SQ's json-export layout, sorted by coordinate and with
 // proper JSON string escapes (SQ escapes only '"' and newlines, in hash
-// order, so its output can be invalid JSON).
-func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
-	doc := getBuf()
-	defer putBuf(doc)
-	var err error
-	if doc.B, err = t.st.AppendGet(doc.B, name); err != nil {
+// order, so its output can be invalid JSON). The export is measured first
+// (a walk that builds nothing) and refused past lim before it is built.
+func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) error {
+	size := int64(len("[\n]\n"))
+	first := true
+	entry := func(c phext.Coordinate, text []byte) int64 {
+		var cbuf [64]byte
+		n := int64(len(`   { "coord": "`) + len(c.AppendText(cbuf[:0])) + len(`", "scroll": `) + jsonStringLen(text) + len(" }\n"))
+		if !first {
+			n++ // the comma
+		}
+		first = false
+		return n
+	}
+	if err := t.st.Walk(name, func(c phext.Coordinate, text []byte) error {
+		size += entry(c, text)
+		return nil
+	}); err != nil {
 		return err
 	}
-	var sc phext.Scanner
-	sc.Reset(doc.B)
+	if err := lim.Check(size); err != nil {
+		return err
+	}
+	out.B = slices.Grow(out.B, int(size))
 	out.B = append(out.B, "[\n"...)
-	first := true
-	for sc.Next() {
+	first = true
+	err := t.st.Walk(name, func(c phext.Coordinate, text []byte) error {
 		if !first {
 			out.B = append(out.B, ',')
 		}
 		first = false
 		out.B = append(out.B, `   { "coord": "`...)
-		out.B = sc.Coordinate().AppendText(out.B)
+		out.B = c.AppendText(out.B)
 		out.B = append(out.B, `", "scroll": `...)
-		out.B = appendJSONString(out.B, sc.Scroll())
+		out.B = appendJSONString(out.B, text)
 		out.B = append(out.B, " }\n"...)
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	out.B = append(out.B, "]\n"...)
@@ -608,6 +634,22 @@ func appendJSONString(dst, s []byte) []byte {
 		}
 	}
 	return append(dst, '"')
+}
+
+// jsonStringLen returns len(appendJSONString(nil, s)).
+func jsonStringLen(s []byte) int {
+	n := 2
+	for _, b := range s {
+		switch {
+		case b == '"' || b == '\\' || b == '\n' || b == '\r' || b == '\t':
+			n += 2
+		case b < 0x20 || b == 0x7f:
+			n += 6
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 // where answers POST /api/v2/where: SQ's coordinate inference over the body

@@ -79,6 +79,12 @@ type Options struct {
 	// 10,000 tenants using two); the server-wide histogram of each
 	// operation is always there.
 	TenantDetailMetrics bool
+	// MaxClientMemory bounds the memory clients make the server hold,
+	// summed over all connections and REST requests: frames above 64 KiB
+	// from their header on, decompressed bodies, GET/TOC/DELTA replies
+	// and REST bodies (see budget.go). A request that does not fit is
+	// answered BUSY, not queued (default 1 GiB, at least 2 × MaxFrame).
+	MaxClientMemory int64
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
@@ -137,6 +143,12 @@ func (o *Options) withDefaults() Options {
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
+	if r.MaxClientMemory <= 0 {
+		r.MaxClientMemory = 1 << 30
+	}
+	// One max frame and its reply must fit, or such a request could never
+	// be served.
+	r.MaxClientMemory = max(r.MaxClientMemory, 2*int64(r.MaxFrame))
 	return r
 }
 
@@ -163,6 +175,7 @@ type Server struct {
 
 	stats serverStats
 	auth  authLimiter
+	mem   memBudget // client memory (budget.go)
 
 	connsMu sync.Mutex // guards conns; held only for map updates and copies
 	conns   map[*connState]struct{}
@@ -188,6 +201,7 @@ func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
 		conns: make(map[*connState]struct{}),
 	}
 	s.auth.init(o.AuthFailBudget)
+	s.mem.limit = o.MaxClientMemory
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

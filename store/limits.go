@@ -26,7 +26,9 @@ type Limit struct {
 	Reserve func(n int) error
 }
 
-func (l Limit) check(n int64) error {
+// Check refuses n bytes with ErrTooLarge past Max, then reserves them
+// through Reserve.
+func (l Limit) Check(n int64) error {
 	if l.Max > 0 && n > int64(l.Max) {
 		return fmt.Errorf("%w: reply of %d bytes is above the limit of %d", ErrTooLarge, n, l.Max)
 	}

@@ -281,7 +281,7 @@ func (t *Tenant) AppendGetLimit(dst, name []byte, l Limit) ([]byte, error) {
 	}
 	defer p.mu.RUnlock()
 	n := p.docSize()
-	if err := l.check(n); err != nil {
+	if err := l.Check(n); err != nil {
 		return dst, err
 	}
 	dst = slices.Grow(dst, int(n))
@@ -315,7 +315,7 @@ func (t *Tenant) AppendTOCLimit(dst, name []byte, l Limit) ([]byte, error) {
 	if size == 0 {
 		size = int64(phext.TOCLineLen(phext.Origin, nil))
 	}
-	if err := l.check(size); err != nil {
+	if err := l.Check(size); err != nil {
 		return dst, err
 	}
 	dst = slices.Grow(dst, int(size))
@@ -374,7 +374,7 @@ func (t *Tenant) AppendDeltaLimit(dst, name, request []byte, l Limit) ([]byte, e
 	if !ValidName(name) {
 		return dst, ErrBadName
 	}
-	if err := l.check(int64(phext.DeltaLines(request)) * int64(phext.DeltaEntrySize)); err != nil {
+	if err := l.Check(int64(phext.DeltaLines(request)) * int64(phext.DeltaEntrySize)); err != nil {
 		if l.Max > 0 && errors.Is(err, ErrTooLarge) {
 			// The parsed request, not the reply, is what is too large.
 			err = fmt.Errorf("%w: delta request of %d lines", ErrTooLarge, phext.DeltaLines(request))
@@ -408,7 +408,7 @@ func (t *Tenant) AppendDeltaLimit(dst, name, request []byte, l Limit) ([]byte, e
 	})
 	// Copy the kept texts out in one allocation, so the reply is built
 	// without the lock.
-	err = l.check(keptBytes + keptN*int64(scrollSize))
+	err = l.Check(keptBytes + keptN*int64(scrollSize))
 	if err == nil {
 		arena := make([]byte, 0, keptBytes)
 		kept = make([]phext.Scroll, 0, keptN)
@@ -434,7 +434,7 @@ func (t *Tenant) AppendDeltaLimit(dst, name, request []byte, l Limit) ([]byte, e
 	}
 	n, err := r.OutputLen(kept, limit)
 	if err == nil {
-		err = l.check(int64(n))
+		err = l.Check(int64(n))
 	}
 	if errors.Is(err, phext.ErrTooLarge) {
 		return dst, fmt.Errorf("%w: %w", ErrTooLarge, err)

@@ -33,6 +33,7 @@ type hostConfig struct {
 	drainDelay                       time.Duration
 	noCompression, allowWorldRead    bool
 	tenantDetailMetrics              bool
+	maxClientMemory                  int64
 }
 
 var hostCfg hostConfig
@@ -47,6 +48,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.data, "data", "sq-data", "root of the embedded default config and its dev tenant (used without --config)")
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
+	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 2 × --max-frame); requests past it are answered BUSY (see below)")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
@@ -200,6 +202,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		MaxConns:            c.maxConns,
 		MaxConnsPerTenant:   c.maxPerTenant,
 		MaxInFlight:         c.maxInFlight,
+		MaxClientMemory:     c.maxClientMemory,
 		HelloTimeout:        c.helloTimeout,
 		IdleTimeout:         c.idleTimeout,
 		FrameTimeout:        c.frameTimeout,

@@ -195,6 +195,7 @@ func help(name string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "usage: sq host [flags]\n\nRuns the SQ server. Without --config it uses the embedded default:\n"+
 			"./sq-data/tenants.json with one dev tenant, whose token it prints.\n\nflags:")
 		fs.PrintDefaults()
+		fmt.Fprint(stdout, hostMemoryHelp)
 		return 0
 	case "phext":
 		return runPhext([]string{"-h"}, stdout, stdout)
@@ -209,3 +210,21 @@ func help(name string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "sq: no help for %q\n", name)
 	return 2
 }
+
+// hostMemoryHelp explains the memory limits of sq host (docs/RELIABILITY.md
+// has the figures).
+const hostMemoryHelp = `
+memory:
+  What one client can make the server hold is bounded per connection:
+  --max-frame bytes per frame (a compressed body's declared size is never
+  trusted: it costs what it decodes to), --max-inflight requests, and
+  2 × --max-frame of unread replies before a client that does not read is
+  closed. Summed over all connections and REST requests,
+  --max-client-memory bounds frames above 64 KiB (reserved when their
+  header arrives, before their body), decompressed bodies, REST bodies and
+  the replies of GET, TOC, DELTA and json-export (measured before they are
+  built). A request that does not fit is answered BUSY (REST: 503 with
+  Retry-After) at once, not queued; retry later. A reply larger than
+  --max-frame is TOO_LARGE (REST: 413); a write that would take a phext past
+  4 GiB − 1 serialized is TOO_LARGE and writes nothing.
+`

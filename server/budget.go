@@ -1,0 +1,105 @@
+package server
+
+import (
+	"sync/atomic"
+
+	"github.com/phext/sq/protocol"
+)
+
+// The server-wide memory budget (issue 13; Redis' maxmemory-clients): the
+// memory clients make the server hold, summed over every connection and
+// REST request, stays under Options.MaxClientMemory. Charged before the
+// allocation happens:
+//
+//   - a request frame above bigFrame, from the moment its header is read
+//     (before its body is waited for) until its reply is sent;
+//   - a decompressed body, as its buffer grows (protocol.Decoder.Budget);
+//   - the reply of GET, TOC and DELTA and a DELTA request's parsed form,
+//     measured by the store before they are built (store.Limit.Reserve),
+//     until the reply is handed to the socket;
+//   - a REST request body and the REST replies above, and json-export's.
+//
+// What does not fit is answered BUSY (REST: 503 with Retry-After) and not
+// queued: a frame refused at its header has its body discarded as it
+// arrives. Small frames (≤ bigFrame) are bounded per connection instead
+// (MaxInFlight, queueBytes), like Redis' client-query-buffer-limit.
+
+// memBudget counts reserved bytes against a limit. Safe for concurrent use.
+type memBudget struct {
+	limit   int64
+	used    atomic.Int64
+	peak    atomic.Int64
+	refused atomic.Uint64
+}
+
+// errBusyMemory answers a request the budget refused.
+var errBusyMemory = &protocol.Error{Status: protocol.StatusBusy,
+	Msg: "the server's memory budget for client requests is in use; retry later"}
+
+// tryReserve reserves n bytes, or reserves nothing and returns false when
+// they do not fit.
+func (b *memBudget) tryReserve(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	u := b.used.Add(n)
+	if u > b.limit {
+		b.used.Add(-n)
+		b.refused.Add(1)
+		return false
+	}
+	for {
+		p := b.peak.Load()
+		if u <= p || b.peak.CompareAndSwap(p, u) {
+			return true
+		}
+	}
+}
+
+// release returns n reserved bytes.
+func (b *memBudget) release(n int64) {
+	if n > 0 {
+		b.used.Add(-n)
+	}
+}
+
+// Reserve and Release make the budget a protocol.Budget.
+func (b *memBudget) Reserve(n int) bool { return b.tryReserve(int64(n)) }
+
+// Release returns n bytes (protocol.Budget).
+func (b *memBudget) Release(n int) { b.release(int64(n)) }
+
+// hold collects what one request reserved, to be released once its reply
+// has left. Owned by one goroutine.
+type hold struct {
+	b *memBudget
+	n int64
+}
+
+// reserve is a store.Limit.Reserve: it refuses with BUSY.
+func (h *hold) reserve(n int) error {
+	if !h.b.tryReserve(int64(n)) {
+		return errBusyMemory
+	}
+	h.n += int64(n)
+	return nil
+}
+
+// done releases everything held.
+func (h *hold) done() {
+	h.b.release(h.n)
+	h.n = 0
+}
+
+// MemoryStats reports the client memory budget: bytes reserved now, the
+// most ever reserved at once, the limit, and how many reservations were
+// refused (answered BUSY).
+type MemoryStats struct {
+	Used, Peak, Limit int64
+	Refused           uint64
+}
+
+// Memory returns the client memory budget's counters.
+func (s *Server) Memory() MemoryStats {
+	return MemoryStats{Used: s.mem.used.Load(), Peak: s.mem.peak.Load(), Limit: s.mem.limit, Refused: s.mem.refused.Load()}
+}

@@ -1,0 +1,236 @@
+package server_test
+
+// Issue 13's memory attacks against a live server: compressed frames that
+// lie about their size, large frames over the server-wide budget, and
+// reads whose reply is larger than a frame. Each test fails on the code
+// before the fix (see the comments). The long forms with figures (RSS,
+// a good tenant's p99) are in TestHostileTenantFigures.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net/http"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+	"github.com/phext/sq/store"
+)
+
+// dialCompressed connects as tenant name offering both codecs and returns
+// the connection and the codec the server chose.
+func (h *hostile) dialCompressed(t testing.TB, name string) (*pconn, uint8) {
+	t.Helper()
+	c, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.nc.Close() })
+	c.id++
+	if _, err := c.nc.Write(protocol.AppendHello(nil, c.id, []byte(h.tokens[name]), protocol.AcceptZstd|protocol.AcceptS2)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.recv(10 * time.Second)
+	if err != nil || r.Status != protocol.StatusOK {
+		t.Fatalf("HELLO: %v %v", err, r.Status)
+	}
+	hr, err := protocol.DecodeHelloReply(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.dec.MaxFrame, c.dec.Codec = int(hr.MaxFrame), hr.Codec
+	return c, hr.Codec
+}
+
+// bombFrame is a compressed SELECT of 37 bytes or so that declares an
+// uncompressed size of u; its body is garbage.
+func bombFrame(id uint32, u uint32) []byte {
+	body := binary.BigEndian.AppendUint32(nil, u)
+	body = append(body, "\x28\xb5\x2f\xfd garbage, not a body!!"...)
+	f := binary.BigEndian.AppendUint32(nil, uint32(6+len(body)))
+	f = append(f, byte(protocol.OpSelect), protocol.FlagCompressed)
+	f = binary.BigEndian.AppendUint32(f, id)
+	return append(f, body...)
+}
+
+func totalAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
+}
+
+// TestCompressedSizeBombLive is the first row of issue 13: connections
+// pipelining tiny compressed frames that declare 64 MiB each. Each is
+// answered BAD_FRAME having cost the server almost nothing (before the
+// fix: 64 MiB allocated per frame, 5 GiB for these 80), and another tenant
+// is served meanwhile.
+func TestCompressedSizeBombLive(t *testing.T) {
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo})
+	const conns, perConn = 8, 10
+	u := uint32(protocol.DefaultMaxFrame - 6)
+	cs := make([]*pconn, conns)
+	for i := range cs {
+		var codec uint8
+		cs[i], codec = h.dialCompressed(t, "mallory")
+		if codec == protocol.CodecNone {
+			t.Fatal("no codec agreed")
+		}
+	}
+	bob := h.dial(t, "bob")
+	before := totalAlloc()
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var batch []byte
+			for j := range perConn {
+				batch = append(batch, bombFrame(uint32(j+1), u)...)
+			}
+			if _, err := c.nc.Write(batch); err != nil {
+				t.Error(err)
+				return
+			}
+			for range perConn {
+				r, err := c.recv(60 * time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if r.Status != protocol.StatusBadFrame {
+					t.Errorf("bomb answered %v %s, want BAD_FRAME", r.Status, r.Body)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		bob.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(1), []byte{byte('a' + i)})
+	}
+	wg.Wait()
+	grew := totalAlloc() - before
+	t.Logf("%d frames of %d bytes declaring %d: %.1f MiB allocated in this process (server and test)",
+		conns*perConn, len(bombFrame(1, u)), u, float64(grew)/mib)
+	if grew > 64*mib {
+		t.Fatalf("the bombs made the process allocate %.0f MiB", float64(grew)/mib)
+	}
+}
+
+// TestMemoryBudgetBusy: large frames reserve the server-wide budget at
+// their header; one that does not fit is answered BUSY at once (not
+// queued) and its body discarded as it arrives, and the connection goes
+// on. Once the budget frees, the same frame succeeds. (Before the fix there
+// was no server-wide budget: every frame was buffered whole.)
+func TestMemoryBudgetBusy(t *testing.T) {
+	const maxFrame = 1 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 2 * maxFrame}})
+	payload := bytes.Repeat([]byte("b"), maxFrame-64)
+	frame := func(id uint32) []byte {
+		return protocol.AppendRequest(nil, protocol.OpUpdate, id, []byte("big"), c9(uint16(id)), payload)
+	}
+	// Two connections each start a large frame and stop half way: the
+	// budget (2 frames) is taken.
+	var holders []*pconn
+	for i := range 2 {
+		c := h.dial(t, "mallory")
+		f := frame(uint32(10 + i))
+		if _, err := c.nc.Write(f[:len(f)/2]); err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, c)
+	}
+	waitFor(t, 10*time.Second, "both large frames reserved", func() bool {
+		return h.srv.Memory().Used >= 2*int64(len(payload))
+	})
+	c := h.dial(t, "alice")
+	c.id = 5
+	if err := c.send(protocol.OpUpdate, "big", c9(6), payload); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.recv(10 * time.Second)
+	if err != nil || r.Status != protocol.StatusBusy || r.ID != 6 {
+		t.Fatalf("frame over the budget: %v %v %d %s, want BUSY for id 6", err, r.Status, r.ID, r.Body)
+	}
+	// The connection goes on: its next request is read after the
+	// discarded body.
+	c.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	if h.srv.Memory().Refused == 0 {
+		t.Fatal("no refusal counted")
+	}
+	// The holders finish their frames; the budget frees.
+	for i, hc := range holders {
+		f := frame(uint32(10 + i))
+		if _, err := hc.nc.Write(f[len(f)/2:]); err != nil {
+			t.Fatal(err)
+		}
+		hc.id = uint32(10 + i)
+		if r, err := hc.recv(10 * time.Second); err != nil || r.Status != protocol.StatusOK {
+			t.Fatalf("holder %d: %v %v %s", i, err, r.Status, r.Body)
+		}
+	}
+	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+	c.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(6), payload)
+	if got := c.must(t, protocol.StatusOK, protocol.OpSelect, "big", c9(6), nil); !bytes.Equal(got, payload) {
+		t.Fatal("the retried frame was not stored")
+	}
+	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+}
+
+// TestLargeReadsRefusedBeforeBuilt is issue 13's GET row: a phext larger
+// than a frame is refused TOO_LARGE by GET and DELTA without the server
+// building it (before the fix it was built whole, then refused), and REST
+// get, toc, delta and json-export are capped at the same limit (before:
+// no cap at all) while REST status still answers.
+func TestLargeReadsRefusedBeforeBuilt(t *testing.T) {
+	const maxFrame = 1 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo, http: true,
+		opts: server.Options{MaxFrame: maxFrame}})
+	c := h.dial(t, "bob")
+	part := bytes.Repeat([]byte("g"), 700<<10)
+	for i := range 4 {
+		c.must(t, protocol.StatusOK, protocol.OpUpdate, "large", c9(uint16(i+1)), part)
+	}
+	runtime.GC()
+	before := totalAlloc()
+	for range 5 {
+		c.must(t, protocol.StatusTooLarge, protocol.OpGet, "large", phext.Origin, nil)
+		c.must(t, protocol.StatusTooLarge, protocol.OpDelta, "large", phext.Origin, nil)
+	}
+	grew := totalAlloc() - before
+	t.Logf("10 refused GET/DELTA of a %.1f MiB phext: %.2f MiB allocated", float64(4*len(part))/mib, float64(grew)/mib)
+	if grew > 2*mib {
+		t.Fatalf("refused reads allocated %.1f MiB: the reply was built", float64(grew)/mib)
+	}
+	c.must(t, protocol.StatusOK, protocol.OpTOC, "large", phext.Origin, nil)
+	for _, tc := range []struct {
+		path string
+		code int
+	}{
+		{path: "/api/v2/get?p=large", code: http.StatusRequestEntityTooLarge},
+		{path: "/api/v2/json-export?p=large", code: http.StatusRequestEntityTooLarge},
+		{path: "/api/v2/delta?p=large", code: http.StatusRequestEntityTooLarge},
+		{path: "/api/v2/toc?p=large", code: http.StatusOK},
+		{path: "/api/v2/status?p=large", code: http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+h.httpAddr+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+h.tokens["bob"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || len(body) > maxFrame {
+			t.Errorf("%s: %d with %d bytes, want %d", tc.path, resp.StatusCode, len(body), tc.code)
+		}
+	}
+	if m := h.srv.Memory(); m.Used != 0 {
+		t.Fatalf("%d bytes still reserved after every reply", m.Used)
+	}
+}
