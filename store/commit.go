@@ -80,9 +80,9 @@ func (p *pfile) growth(o *op) int64 {
 		return int64(len(o.text) - len(p.lookup(o.c)))
 	case opPut:
 		if p.putPending > 0 {
-			return o.putBytes
+			return o.putBytes + putIndexCost(o)
 		}
-		return o.putBytes - p.bytes
+		return o.putBytes + putIndexCost(o) - p.bytes
 	}
 	return 0
 }

@@ -238,3 +238,47 @@ func TestDeltaDoesNotHoldLockAcrossRequest(t *testing.T) {
 		t.Fatal(derr)
 	}
 }
+
+// TestPutTinyScrollsQuota is issue 13's PUT row: a document of 1-byte
+// scrolls whose text fits the quota but whose index would be ~30 times
+// it is refused with ErrQuota, and one that fits leaves live memory within
+// a small multiple of the quota (on main the first was accepted).
+func TestPutTinyScrollsQuota(t *testing.T) {
+	const quota = 1 << 20
+	db := &testDB{tb: t, root: t.TempDir(), quota: quota}
+	db.opts.Durability = DurabilityNo
+	db.open()
+	t.Cleanup(func() { db.Close() })
+	tiny := func(n int) []byte {
+		var doc []byte
+		for i := 0; i < n; i++ {
+			doc = append(doc, 'x')
+			if (i+1)%999 == 0 {
+				doc = append(doc, phext.SectionBreak) // n < 999*999
+			} else {
+				doc = append(doc, phext.ScrollBreak)
+			}
+		}
+		return doc
+	}
+	// 500,000 scrolls: half the quota in text, 14 MB of index.
+	if _, err := db.ten.Put(nil, tiny(500_000)); !errors.Is(err, ErrQuota) {
+		t.Fatalf("put of 500k 1-byte scrolls in a 1 MiB quota: %v, want ErrQuota", err)
+	}
+	if u, _ := db.ten.Usage(); u.Bytes != 0 {
+		t.Fatalf("refused put left %d bytes", u.Bytes)
+	}
+	doc := tiny(30_000)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := db.ten.Put(nil, doc); err != nil {
+		t.Fatalf("put within the quota: %v", err)
+	}
+	doc = nil
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 3*quota {
+		t.Fatalf("a put within a %d-byte quota holds %d bytes of heap", quota, grew)
+	}
+}

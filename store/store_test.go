@@ -282,7 +282,12 @@ func TestQuota(t *testing.T) {
 	if u, _ := ten.Usage(); u.Bytes != 1 {
 		t.Errorf("usage after shrink %+v", u)
 	}
-	if _, err := ten.Put(nil, []byte(strings.Repeat("p", 100))); err != nil {
+	// A Put counts its index too (28 bytes a scroll): one scroll of 72
+	// bytes fills the quota of 100, one of 73 does not fit.
+	if _, err := ten.Put(nil, []byte(strings.Repeat("p", 73))); !errors.Is(err, ErrQuota) {
+		t.Fatalf("put of text + index over the quota: %v", err)
+	}
+	if _, err := ten.Put(nil, []byte(strings.Repeat("p", 72))); err != nil {
 		t.Fatal(err)
 	}
 	// Raising the quota in place.

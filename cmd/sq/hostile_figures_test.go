@@ -1,0 +1,333 @@
+package main
+
+// The figures of issue 13's hostile-tenant rows in docs/RELIABILITY.md: a
+// real `sq host` child with a client memory budget, one attack at a time
+// while a good tenant writes and reads, the server's peak RSS
+// (/proc/PID/status VmHWM, reset before each attack) and the good tenant's
+// p99 against its quiet p99. Long form only (SQ_RELIABILITY=long): it
+// sends gigabytes.
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/client"
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+)
+
+// procKiB reads a "Name: N kB" field of /proc/pid/status.
+func procKiB(t testing.TB, pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// goodTenant inserts numbered tokens into one scroll and selects it back
+// until stop, recording round trips; it returns what the scroll must hold.
+func goodTenant(ctx context.Context, t testing.TB, c *client.Conn, coord phext.Coordinate, stop <-chan struct{}, lat *[]time.Duration, next *int) string {
+	var want strings.Builder
+	for {
+		select {
+		case <-stop:
+			return want.String()
+		default:
+		}
+		tok := strconv.Itoa(*next) + ";"
+		t0 := time.Now()
+		if _, err := c.Insert(ctx, "good", coord, []byte(tok)); err != nil {
+			t.Errorf("good insert: %v", err)
+			return want.String()
+		}
+		*lat = append(*lat, time.Since(t0))
+		want.WriteString(tok)
+		*next++
+		t0 = time.Now()
+		if _, err := c.Select(ctx, "good", coord); err != nil {
+			t.Errorf("good select: %v", err)
+			return want.String()
+		}
+		*lat = append(*lat, time.Since(t0))
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func p99(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)*99/100]
+}
+
+// rawHello opens a raw connection and authenticates, accepting codecs.
+func rawHello(t testing.TB, addr, token string, codecs uint8) net.Conn {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Write(protocol.AppendHello(nil, 1, []byte(token), codecs)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFrame(nc); err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	f := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+	copy(f, hdr[:])
+	_, err := io.ReadFull(r, f[4:])
+	return f, err
+}
+
+func TestHostileTenantFigures(t *testing.T) {
+	if os.Getenv("SQ_RELIABILITY") != "long" {
+		t.Skip("long form only (SQ_RELIABILITY=long)")
+	}
+	const budget = 256 << 20
+	dir := t.TempDir()
+	tokens := map[string]string{}
+	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}}
+	for i, name := range []string{"good", "mallory", "tiny"} {
+		tok, err := server.GenerateToken(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[name] = tok
+		e := server.TenantEntry{Name: name, DataDir: filepath.Join(dir, "data", name)}
+		if name == "tiny" {
+			e.QuotaMB = 30
+		}
+		cfg.Tenants[tok] = e
+	}
+	cfgPath := filepath.Join(dir, "tenants.json")
+	if err := server.WriteConfigFile(cfgPath, cfg); err != nil {
+		t.Fatal(err)
+	}
+	h := startHost(t, "--config", cfgPath, "--durability", "everysec", "--http", "127.0.0.1:0",
+		"--max-client-memory", strconv.Itoa(budget))
+	defer h.kill()
+	pid := h.cmd.Process.Pid
+	ctx := context.Background()
+	good, err := client.Dial(ctx, h.addr, tokens["good"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	mal, err := client.Dial(ctx, h.addr, tokens["mallory"], client.WithCompression(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mal.Close()
+	// mallory's large phext for the GET attack: 80 MiB in 8 MiB scrolls.
+	part := bytes.Repeat([]byte("L"), 8<<20)
+	for i := range 10 {
+		if _, err := mal.Update(ctx, "large", phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(i + 1)}, part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	httpAddr := ""
+	for _, line := range strings.Split(h.stdout.String()+h.stderr.String(), "\n") {
+		if i := strings.Index(line, "REST API on "); i >= 0 {
+			httpAddr = strings.TrimPrefix(strings.Fields(line[i+len("REST API on "):])[0], "http://")
+		}
+	}
+
+	attacks := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{name: "compressed size bomb: 64 conns × 50 frames of 40 B declaring 64 MiB", run: func(t *testing.T) {
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					nc := rawHello(t, h.addr, tokens["mallory"], protocol.AcceptZstd|protocol.AcceptS2)
+					defer nc.Close()
+					var batch []byte
+					for j := range 50 {
+						body := binary.BigEndian.AppendUint32(nil, protocol.DefaultMaxFrame-6)
+						body = append(body, "\x28\xb5\x2f\xfd garbage, not a body!!"...)
+						batch = binary.BigEndian.AppendUint32(batch, uint32(6+len(body)))
+						batch = append(batch, byte(protocol.OpSelect), protocol.FlagCompressed)
+						batch = binary.BigEndian.AppendUint32(batch, uint32(j+2))
+						batch = append(batch, body...)
+					}
+					nc.Write(batch)
+					for range 50 {
+						if _, err := readFrame(nc); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}},
+		{name: "DELTA: 4 conns × 60 MiB of distinct coordinates", run: func(t *testing.T) {
+			var req []byte
+			for i := 0; len(req) < 60<<20; i++ {
+				req = fmt.Appendf(req, "%d.%d.%d/1.1.1/1.1.1: x\n", 1+i%999, 1+(i/999)%999, 1+i/998001)
+			}
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := client.Dial(ctx, h.addr, tokens["mallory"], client.WithCompression(false))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer c.Close()
+					for range 3 {
+						_, err := c.Delta(ctx, "large", req)
+						if st := client.StatusOf(err); err != nil && st != protocol.StatusTooLarge && st != protocol.StatusBusy {
+							t.Errorf("delta: %v", err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}},
+		{name: "GET of an 80 MiB phext (binary, REST get and json-export), 8 clients × 10", run: func(t *testing.T) {
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := client.Dial(ctx, h.addr, tokens["mallory"])
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer c.Close()
+					for range 10 {
+						if _, err := c.Get(ctx, "large"); client.StatusOf(err) != protocol.StatusTooLarge {
+							t.Errorf("get: %v", err)
+						}
+						for _, p := range []string{"get", "json-export"} {
+							if httpAddr == "" {
+								continue
+							}
+							req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/api/v2/"+p+"?p=large", nil)
+							req.Header.Set("Authorization", "Bearer "+tokens["mallory"])
+							resp, err := http.DefaultClient.Do(req)
+							if err != nil {
+								t.Error(err)
+								continue
+							}
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							if resp.StatusCode != http.StatusRequestEntityTooLarge {
+								t.Errorf("REST %s: %d", p, resp.StatusCode)
+							}
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}},
+		{name: "PUT of 1-byte scrolls in a 30 MiB quota (30 M scrolls, then 1 M)", run: func(t *testing.T) {
+			tiny, err := client.Dial(ctx, h.addr, tokens["tiny"], client.WithCompression(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tiny.Close()
+			doc := func(n int) []byte {
+				d := make([]byte, 0, 2*n)
+				for i := 0; i < n; i++ {
+					d = append(d, 'x')
+					switch {
+					case (i+1)%998001 == 0:
+						d = append(d, phext.ChapterBreak)
+					case (i+1)%999 == 0:
+						d = append(d, phext.SectionBreak)
+					default:
+						d = append(d, phext.ScrollBreak)
+					}
+				}
+				return d
+			}
+			if _, err := tiny.Put(ctx, "dots", doc(30_000_000)); client.StatusOf(err) != protocol.StatusQuota {
+				t.Errorf("30 M scrolls: %v, want QUOTA", err)
+			}
+			if _, err := tiny.Put(ctx, "dots", doc(1_000_000)); err != nil {
+				t.Errorf("1 M scrolls: %v", err)
+			}
+		}},
+	}
+
+	coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, 1}
+	next := 0
+	var want strings.Builder
+	quietFor := func(d time.Duration) []time.Duration {
+		var lat []time.Duration
+		stop := make(chan struct{})
+		time.AfterFunc(d, func() { close(stop) })
+		want.WriteString(goodTenant(ctx, t, good, coord, stop, &lat, &next))
+		return lat
+	}
+	quietFor(time.Second) // warm up
+	for _, a := range attacks {
+		t.Run(a.name, func(t *testing.T) {
+			quiet := quietFor(3 * time.Second)
+			base := procKiB(t, pid, "VmRSS")
+			if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+				t.Logf("cannot reset VmHWM: %v", err)
+			}
+			var lat []time.Duration
+			stop := make(chan struct{})
+			doneGood := make(chan string)
+			go func() { doneGood <- goodTenant(ctx, t, good, coord, stop, &lat, &next) }()
+			t0 := time.Now()
+			a.run(t)
+			took := time.Since(t0)
+			close(stop)
+			want.WriteString(<-doneGood)
+			peak := procKiB(t, pid, "VmHWM")
+			t.Logf("%s: %.1f s; server RSS %d MiB before, peak %d MiB (+%d MiB; budget %d MiB); good tenant p99 quiet %v, under attack %v (%.2f×, %d / %d requests)",
+				a.name, took.Seconds(), base>>10, peak>>10, (peak-base)>>10, budget>>20,
+				p99(quiet).Round(10*time.Microsecond), p99(lat).Round(10*time.Microsecond),
+				float64(p99(lat))/float64(p99(quiet)), len(quiet), len(lat))
+			if (peak-base)<<10 > budget {
+				t.Errorf("peak RSS %d MiB above baseline + budget", peak>>10)
+			}
+		})
+	}
+	got, err := good.Select(ctx, "good", coord)
+	if err != nil || string(got) != want.String() {
+		t.Fatalf("the good tenant's scroll: %d bytes, want %d (%v)", len(got), want.Len(), err)
+	}
+	t.Logf("good tenant: %d acknowledged inserts, all present", next)
+}
