@@ -129,7 +129,7 @@ func TestCompressedSizeBombLive(t *testing.T) {
 func TestMemoryBudgetBusy(t *testing.T) {
 	const maxFrame = 1 * mib
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 2 * maxFrame}})
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 4 * maxFrame}})
 	payload := bytes.Repeat([]byte("b"), maxFrame-64)
 	frame := func(id uint32) []byte {
 		return protocol.AppendRequest(nil, protocol.OpUpdate, id, []byte("big"), c9(uint16(id)), payload)

@@ -219,14 +219,14 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			if c.InboundBuffered() < protocol.HeaderSize {
 				break
 			}
-			if !s.mem.tryReserve(int64(size)) {
+			if !s.mem.tryReserve(bigFrameCost(size)) {
 				b, _ := c.Peek(protocol.HeaderSize)
 				cs.enqueueBusy(b)
 				queued = true
 				cs.skip = size
 				continue
 			}
-			cs.arriving = int64(size)
+			cs.arriving = bigFrameCost(size)
 		}
 		if c.InboundBuffered() < size {
 			break
@@ -337,9 +337,14 @@ func busyStub(f []byte) bool {
 // once the frame is answered or dropped.
 func (s *Server) releaseFrame(f []byte) {
 	if len(f) > bigFrame {
-		s.mem.release(int64(len(f)))
+		s.mem.release(bigFrameCost(len(f)))
 	}
 }
+
+// bigFrameCost is what a large frame of size bytes is charged: it sits in
+// gnet's inbound buffer while it arrives and is then copied into the
+// worker queue, so twice its size.
+func bigFrameCost(size int) int64 { return 2 * int64(size) }
 
 // queueFatal queues an error reply to go out after everything already
 // queued; the connection is then closed.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -570,6 +571,15 @@ func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer)
 // order, so its output can be invalid JSON). The export is measured first
 // (a walk that builds nothing) and refused past lim before it is built.
 func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) error {
+	// The text alone is a lower bound: refuse a large export at once,
+	// without walking it.
+	text, scrolls, err := t.st.TextSize(name)
+	if err != nil {
+		return err
+	}
+	if lower := text + scrolls*int64(len(`   { "coord": "", "scroll": "" }`)); lim.Max > 0 && lower > int64(lim.Max) {
+		return fmt.Errorf("%w: json-export of at least %d bytes is above the limit of %d", store.ErrTooLarge, lower, lim.Max)
+	}
 	size := int64(len("[\n]\n"))
 	first := true
 	entry := func(c phext.Coordinate, text []byte) int64 {
@@ -593,7 +603,7 @@ func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuf
 	out.B = slices.Grow(out.B, int(size))
 	out.B = append(out.B, "[\n"...)
 	first = true
-	err := t.st.Walk(name, func(c phext.Coordinate, text []byte) error {
+	err = t.st.Walk(name, func(c phext.Coordinate, text []byte) error {
 		if !first {
 			out.B = append(out.B, ',')
 		}

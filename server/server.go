@@ -83,7 +83,8 @@ type Options struct {
 	// summed over all connections and REST requests: frames above 64 KiB
 	// from their header on, decompressed bodies, GET/TOC/DELTA replies
 	// and REST bodies (see budget.go). A request that does not fit is
-	// answered BUSY, not queued (default 1 GiB, at least 2 × MaxFrame).
+	// answered BUSY, not queued (default 1 GiB, at least 3 × MaxFrame:
+	// a large frame is charged twice its size, inbound buffer and queue).
 	MaxClientMemory int64
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
@@ -148,7 +149,7 @@ func (o *Options) withDefaults() Options {
 	}
 	// One max frame and its reply must fit, or such a request could never
 	// be served.
-	r.MaxClientMemory = max(r.MaxClientMemory, 2*int64(r.MaxFrame))
+	r.MaxClientMemory = max(r.MaxClientMemory, 3*int64(r.MaxFrame))
 	return r
 }
 

@@ -131,6 +131,13 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 		p.fmu.Unlock()
 		return scratch, false
 	}
+	if err := p.checkSnapshotSize(&o); err != nil {
+		p.qmu.Unlock()
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		w.N, w.Err = 0, err
+		return scratch, true
+	}
 	g := max(p.growth(&o), 0)
 	p.qmu.Unlock()
 	// From here the write is answered on the loop.

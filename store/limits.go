@@ -156,3 +156,14 @@ func (t *Tenant) Walk(name []byte, fn func(c phext.Coordinate, text []byte) erro
 func putIndexCost(o *op) int64 {
 	return int64(o.putScrolls) * int64(unsafe.Sizeof(entry{}))
 }
+
+// TextSize returns the scroll text bytes and the non-empty scrolls of
+// phext name in constant time: a lower bound for any export of it.
+func (t *Tenant) TextSize(name []byte) (bytes, scrolls int64, err error) {
+	p, err := t.reader(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.mu.RUnlock()
+	return p.bytes, p.scrolls, nil
+}

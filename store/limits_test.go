@@ -43,6 +43,12 @@ func TestSnapshotLimitRefusesWrites(t *testing.T) {
 	if refused == 0 {
 		t.Fatalf("no write refused below a %d-byte limit", limit)
 	}
+	// The event loop's write path checks the same limit.
+	c[8], c[7] = 3, 9
+	w := Write{Kind: WriteInsert, Coord: c, Text: text}
+	if _, ok := db.ten.TryWrite(&w, nil); !ok || !errors.Is(w.Err, ErrTooLarge) {
+		t.Fatalf("TryWrite past the limit: ok %v, %v; want ErrTooLarge", ok, w.Err)
+	}
 	// A scroll far away costs thousands of break bytes: refused as well.
 	far := phext.Coordinate{999, 999, 999, 999, 999, 999, 999, 999, 999}
 	if _, err := db.ten.Update(nil, far, []byte("y")); !errors.Is(err, ErrTooLarge) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.data, "data", "sq-data", "root of the embedded default config and its dev tenant (used without --config)")
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
-	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 2 × --max-frame); requests past it are answered BUSY (see below)")
+	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame); requests past it are answered BUSY (see below)")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
@@ -191,6 +192,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if c.maxOpen <= 0 {
 		c.maxOpen = autoMaxOpen()
 	}
+	setMemoryLimit(c.maxClientMemory, c.maxFrame)
 	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log})
 	if err != nil {
 		return out.fail(1, "store", err)
@@ -321,4 +323,22 @@ func autoMaxOpen() int {
 		return 256
 	}
 	return int(min(max(rl.Cur/4, 256), 16384))
+}
+
+// gcBaseAllowance is what sq host allows the Go heap beyond the client
+// memory budget when it sets the GC's soft memory limit: the tenant
+// table, open phexts' indexes and overlays, buffers.
+const gcBaseAllowance = 512 << 20
+
+// setMemoryLimit gives the Go GC a soft memory limit of the client memory
+// budget plus gcBaseAllowance (unless GOMEMLIMIT is set): the budget bounds
+// what is live, and without a limit the GC would let garbage from large
+// requests (gnet's inbound buffers grow by doubling) reach twice the live
+// heap before collecting it.
+func setMemoryLimit(budget int64, maxFrame int) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	budget = max(budget, 3*int64(maxFrame))
+	debug.SetMemoryLimit(budget + gcBaseAllowance)
 }
