@@ -136,7 +136,6 @@ type respWire struct {
 	br   *bufio.Reader
 	buf  []byte
 	body []byte
-	last OpKind
 	fifo []OpKind // ops in flight, oldest first (ring)
 	head int
 	n    int

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -328,16 +327,4 @@ func foreignTag(b []byte, tenant int) int {
 		}
 	}
 	return -1
-}
-
-// sortedOps returns the operations with a weight, in report order.
-func (m Mix) sortedOps() []OpKind {
-	var ks []OpKind
-	for k, w := range m {
-		if w > 0 {
-			ks = append(ks, OpKind(k))
-		}
-	}
-	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
-	return ks
 }

@@ -3,7 +3,6 @@ package client
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -500,13 +499,4 @@ func (q *fifo) pop() *call {
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
 	return c
-}
-
-// u32 decodes a u32 response body (the byte counts of INSERT, UPDATE,
-// DELETE and PUT).
-func u32(op protocol.Op, body []byte) (int, error) {
-	if len(body) != 4 {
-		return 0, fmt.Errorf("%w: %s reply body of %d bytes, want 4", ErrProtocol, op, len(body))
-	}
-	return int(binary.BigEndian.Uint32(body)), nil
 }

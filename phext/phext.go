@@ -239,12 +239,6 @@ func LossyUTF8(b []byte) []byte {
 	return out
 }
 
-// token is one phoken of the reference tokenizer: a coordinate and its text.
-type token struct {
-	c    Coordinate
-	text []byte
-}
-
 // phokens calls fn for each token of the reference phokenize in stream
 // order: the non-empty scrolls, then the extra empty token described at
 // Scanner.tail. With saturate the parts stop at 999 as in the reference

@@ -296,14 +296,6 @@ func (c *pconn) closedWithin(d time.Duration) bool {
 	}
 }
 
-func co(s string) phext.Coordinate {
-	c, err := phext.ParseCoordinate(s)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 func c9(parts ...uint16) phext.Coordinate {
 	c := phext.Origin
 	copy(c[9-len(parts):], parts)

@@ -1,7 +1,5 @@
 package store
 
-import "github.com/phext/sq/phext"
-
 // MaxNameLen is the longest phext name accepted.
 const MaxNameLen = 64
 
@@ -37,6 +35,3 @@ func ValidName(name []byte) bool {
 	}
 	return true
 }
-
-// validCoord reports whether every part of c is in 1..999.
-func validCoord(c phext.Coordinate) bool { return c.Valid() }

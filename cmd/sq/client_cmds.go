@@ -74,9 +74,8 @@ type clientCmd struct {
 
 // cmdExtra holds the flags only some commands have.
 type cmdExtra struct {
-	algo       string
-	limit      int
-	showTokens bool
+	algo  string
+	limit int
 }
 
 // cmdRun is one invocation: the connection, the parsed flags and the
