@@ -450,8 +450,10 @@ func (c *Conn) readLoop() {
 		}
 		if resp.ID != cl.id {
 			err := fmt.Errorf("%w: %w: response id %d, expected %d (status %s: %q)", ErrClosed, ErrProtocol, resp.ID, cl.id, resp.Status, clip(resp.Body))
-			c.complete(cl, err)
+			// Break the connection before handing cl the error: a caller
+			// who has seen it must find Broken() true.
 			c.fail(err)
+			c.complete(cl, err)
 			return
 		}
 		cl.status = resp.Status
