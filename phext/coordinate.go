@@ -188,7 +188,7 @@ func parseCoord[T ~string | ~[]byte](s T, strict bool) (Coordinate, error) {
 		}
 	}
 	if part != len(c)-1 || digits == 0 {
-		return Coordinate{}, badCoord("want nine parts, got %d", part+min(digits, 1))
+		return Coordinate{}, badCoord("%d parts", part+min(digits, 1))
 	}
 	if val == 0 {
 		return Coordinate{}, badCoord("part 9 is 0")

@@ -46,11 +46,44 @@ func (e *OverflowError) Error() string {
 // Unwrap returns ErrOverflow.
 func (e *OverflowError) Unwrap() error { return ErrOverflow }
 
-// badCoord wraps ErrBadCoordinate with a reason; only called on error paths.
+// coordForm ends every coordinate error: what a good one looks like.
+const coordForm = " (want nine parts 1..999 in the form 1.1.1/1.1.1/1.1.1)"
+
+// badCoord wraps ErrBadCoordinate with a reason and the expected form; only
+// called on error paths.
 func badCoord(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrBadCoordinate}, args...)...)
+	return fmt.Errorf("%w: "+format+coordForm, append([]any{ErrBadCoordinate}, args...)...)
 }
 
 // ErrTooLarge is returned by DeltaLimit when its output would pass the
 // limit.
 var ErrTooLarge = errors.New("phext: output too large")
+
+// ErrBadScroll is returned (inside a *ScrollError) by CheckScroll for text
+// that is not valid UTF-8 or holds a delimiter byte.
+var ErrBadScroll = errors.New("phext: bad scroll text")
+
+// ScrollError reports the first byte that makes scroll text invalid.
+// errors.Is(err, ErrBadScroll) holds for it.
+type ScrollError struct {
+	// Offset is the byte offset of the offending byte in the text.
+	Offset int
+	// Byte is that byte.
+	Byte byte
+	// Delimiter is true when Byte is a phext delimiter; false when the
+	// text is not valid UTF-8 there.
+	Delimiter bool
+}
+
+// Error names the byte, its offset and what scroll text must be.
+func (e *ScrollError) Error() string {
+	if e.Delimiter {
+		return fmt.Sprintf("byte 0x%02X (%s break) at offset %d is a phext delimiter; scroll text must be valid UTF-8 without the delimiter bytes 0x01, 0x17-0x1A, 0x1C-0x1F",
+			e.Byte, levelNames[LevelOf(e.Byte)], e.Offset)
+	}
+	return fmt.Sprintf("byte 0x%02X at offset %d is not valid UTF-8; scroll text must be valid UTF-8 without the delimiter bytes 0x01, 0x17-0x1A, 0x1C-0x1F",
+		e.Byte, e.Offset)
+}
+
+// Unwrap returns ErrBadScroll.
+func (e *ScrollError) Unwrap() error { return ErrBadScroll }

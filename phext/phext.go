@@ -184,6 +184,40 @@ func ValidScroll(b []byte) bool {
 	return scanText(b, 0) == len(b) && utf8.Valid(b)
 }
 
+// CheckScroll is ValidScroll with the reason: nil for valid text, else a
+// *ScrollError naming the first offending byte and its offset (the first
+// delimiter, or else the first byte of the first invalid UTF-8 sequence).
+// It allocates only when it fails.
+func CheckScroll(b []byte) error {
+	if i := scanText(b, 0); i < len(b) {
+		return &ScrollError{Offset: i, Byte: b[i], Delimiter: true}
+	}
+	if i := InvalidUTF8At(b); i >= 0 {
+		return &ScrollError{Offset: i, Byte: b[i]}
+	}
+	return nil
+}
+
+// InvalidUTF8At returns the offset of the first byte of the first invalid
+// UTF-8 sequence in b, or -1 when b is valid UTF-8.
+func InvalidUTF8At(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
 // LossyUTF8 returns b with each maximal invalid UTF-8 subsequence replaced
 // by one U+FFFD, byte for byte as Rust's String::from_utf8_lossy (SQ applies
 // it to request bodies). Valid input is returned as is, without a copy.

@@ -450,3 +450,51 @@ func TestDeltaLimit(t *testing.T) {
 		t.Fatalf("DeltaLimit at the limit: %d bytes, err %v", len(got), err)
 	}
 }
+
+func TestCheckScrollNamesByteAndOffset(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		in    string
+		off   int
+		b     byte
+		delim bool
+		text  string
+	}{
+		{name: "scroll break", in: "ab\x17c", off: 2, b: 0x17, delim: true, text: "byte 0x17 (scroll break) at offset 2 is a phext delimiter"},
+		{name: "library break", in: "\x01", off: 0, b: 0x01, delim: true, text: "byte 0x01 (library break) at offset 0"},
+		{name: "delimiter before bad utf8", in: "\xff\x1e", off: 1, b: 0x1e, delim: true, text: "(series break) at offset 1"},
+		{name: "bad utf8", in: "héllo\xc3", off: 6, b: 0xc3, text: "byte 0xC3 at offset 6 is not valid UTF-8"},
+		{name: "surrogate", in: "a\xed\xa0\x80", off: 1, b: 0xed, text: "offset 1 is not valid UTF-8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckScroll([]byte(tc.in))
+			var se *ScrollError
+			if !errors.As(err, &se) || !errors.Is(err, ErrBadScroll) {
+				t.Fatalf("err = %v, want a *ScrollError", err)
+			}
+			if se.Offset != tc.off || se.Byte != tc.b || se.Delimiter != tc.delim {
+				t.Fatalf("got %+v, want offset %d byte %#x delimiter %v", *se, tc.off, tc.b, tc.delim)
+			}
+			if !strings.Contains(err.Error(), tc.text) || !strings.Contains(err.Error(), "0x01, 0x17-0x1A, 0x1C-0x1F") {
+				t.Fatalf("message %q lacks %q or the delimiter list", err, tc.text)
+			}
+		})
+	}
+	for _, ok := range []string{"", "plain", "héllo \uFFFD", "\x00\x1b\x7f"} {
+		if err := CheckScroll([]byte(ok)); err != nil || !ValidScroll([]byte(ok)) {
+			t.Fatalf("CheckScroll(%q) = %v", ok, err)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { CheckScroll([]byte("plain text")) }); n != 0 {
+		t.Fatalf("CheckScroll of valid text allocates %v times", n)
+	}
+}
+
+func TestCoordinateErrorsShowTheForm(t *testing.T) {
+	for _, in := range []string{"1.2.3", "0.1.1/1.1.1/1.1.1", "1.1.1/1.1.1/1.1.1000", "a", "1.1.1.1.1.1.1.1.1", ""} {
+		_, err := ParseCoordinate(in)
+		if !errors.Is(err, ErrBadCoordinate) || !strings.Contains(err.Error(), "1.1.1/1.1.1/1.1.1") {
+			t.Fatalf("ParseCoordinate(%q) = %v, want ErrBadCoordinate showing the form", in, err)
+		}
+	}
+}

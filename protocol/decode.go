@@ -162,7 +162,7 @@ func (d *Decoder) Decode(frame []byte, req *Request) error {
 		bad = bad || p < 1 || p > 999
 	}
 	if bad && info.useCoord {
-		return newError(StatusBadCoord, "coordinate part outside 1..999")
+		return badCoordError(c)
 	}
 	req.Name = name
 	req.Coord = c

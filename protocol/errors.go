@@ -70,6 +70,24 @@ func StatusOf(err error) Status {
 // outside the zero-allocation budget of the decoders.
 func newError(st Status, msg string) *Error { return &Error{Status: st, Msg: msg} }
 
+// badCoordError shows the coordinate as sent and the form a good one has;
+// only called on the error path.
+func badCoordError(c [9]uint16) *Error {
+	b := []byte("coordinate ")
+	for i, p := range c {
+		if i > 0 {
+			sep := byte('.')
+			if i%3 == 0 {
+				sep = '/'
+			}
+			b = append(b, sep)
+		}
+		b = strconv.AppendUint(b, uint64(p), 10)
+	}
+	b = append(b, " has a part outside 1..999 (want nine parts 1..999 in the form 1.1.1/1.1.1/1.1.1)"...)
+	return &Error{Status: StatusBadCoord, Msg: string(b)}
+}
+
 // errn builds an *Error whose message ends with a number (a length, a limit).
 func errn(st Status, msg string, n uint64) *Error {
 	return &Error{Status: st, Msg: msg + " " + strconv.FormatUint(n, 10)}

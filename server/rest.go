@@ -703,10 +703,10 @@ func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, pro
 	case protocol.StatusBadName:
 		return code, st, msgBadPath
 	case protocol.StatusBadCoord:
-		return code, st, "Bad Request: coordinate parts must be 1..999"
+		return code, st, "Bad Request: coordinate parts must be 1..999, in the form 1.1.1/1.1.1/1.1.1"
 	case protocol.StatusBadScroll:
 		if errors.Is(err, store.ErrBadScroll) {
-			return code, st, "Bad Request: scroll text must be valid UTF-8 without phext delimiter bytes (0x01, 0x17-0x1A, 0x1C-0x1F)"
+			return code, st, badScrollMsg(err)
 		}
 		return code, st, "Bad Request: " + err.Error()
 	case protocol.StatusTooLarge:
@@ -721,6 +721,20 @@ func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, pro
 		return code, st, "Internal Server Error"
 	}
 	return code, st, http.StatusText(code) + ": " + err.Error()
+}
+
+// badScrollMsg is the 400 text for a refused scroll: the fixed sentence,
+// then which byte at which offset when the store said so.
+func badScrollMsg(err error) string {
+	msg := "Bad Request: scroll text must be valid UTF-8 without phext delimiter bytes (0x01, 0x17-0x1A, 0x1C-0x1F)"
+	var se *phext.ScrollError
+	if errors.As(err, &se) {
+		if se.Delimiter {
+			return fmt.Sprintf("%s: byte 0x%02X at offset %d is a delimiter", msg, se.Byte, se.Offset)
+		}
+		return fmt.Sprintf("%s: byte 0x%02X at offset %d is not valid UTF-8", msg, se.Byte, se.Offset)
+	}
+	return msg
 }
 
 // tenantOf finds the tenant named by the request's token, accepted like

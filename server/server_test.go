@@ -230,6 +230,7 @@ func TestMalformedFrames(t *testing.T) {
 		frame  []byte
 		status protocol.Status
 		closes bool
+		msg    string // the error body must contain it
 	}{
 		{name: "length below 6", frame: hdr(5, 0x10, 0, 42)[:9], status: protocol.StatusBadFrame, closes: true},
 		{name: "length over max frame", frame: hdr(1<<20, 0x10, 0, 42), status: protocol.StatusTooLarge, closes: true},
@@ -237,11 +238,11 @@ func TestMalformedFrames(t *testing.T) {
 		{name: "unknown opcode", frame: req(0x3F, "", phext.Origin, ""), status: protocol.StatusUnknownOp},
 		{name: "name too long", frame: req(protocol.OpSelect, strings.Repeat("n", 65), phext.Origin, ""), status: protocol.StatusBadName},
 		{name: "name with bad byte", frame: req(protocol.OpSelect, "../etc", phext.Origin, ""), status: protocol.StatusBadName},
-		{name: "coordinate 0", frame: req(protocol.OpSelect, "", bad, ""), status: protocol.StatusBadCoord},
-		{name: "coordinate 1000", frame: req(protocol.OpSelect, "", big, ""), status: protocol.StatusBadCoord},
+		{name: "coordinate 0", frame: req(protocol.OpSelect, "", bad, ""), status: protocol.StatusBadCoord, msg: "1.1.1/1.1.1/1.1.1"},
+		{name: "coordinate 1000", frame: req(protocol.OpSelect, "", big, ""), status: protocol.StatusBadCoord, msg: "coordinate 1.1.1/1.1.1/1.1.1000 has a part outside 1..999"},
 		{name: "truncated body", frame: truncated, status: protocol.StatusBadFrame},
-		{name: "scroll with delimiter", frame: req(protocol.OpInsert, "", phext.Origin, "a\x17b"), status: protocol.StatusBadScroll},
-		{name: "scroll not utf-8", frame: req(protocol.OpInsert, "", phext.Origin, "a\xffb"), status: protocol.StatusBadScroll},
+		{name: "scroll with delimiter", frame: req(protocol.OpInsert, "", phext.Origin, "a\x17b"), status: protocol.StatusBadScroll, msg: "byte 0x17 (scroll break) at offset 1"},
+		{name: "scroll not utf-8", frame: req(protocol.OpInsert, "", phext.Origin, "a\xffb"), status: protocol.StatusBadScroll, msg: "byte 0xFF at offset 1 is not valid UTF-8"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,6 +254,9 @@ func TestMalformedFrames(t *testing.T) {
 			}
 			if r.Status != tc.status {
 				t.Fatalf("status %v (%s), want %v", r.Status, r.Body, tc.status)
+			}
+			if !strings.Contains(string(r.Body), tc.msg) {
+				t.Fatalf("error body %q lacks %q", r.Body, tc.msg)
 			}
 			if tc.closes {
 				c.expectClosed(5 * time.Second)

@@ -14,7 +14,7 @@ import (
 var ErrBadName = errors.New("store: bad phext name")
 
 // ErrBadCoord is returned when a coordinate part is outside 1..999.
-var ErrBadCoord = errors.New("store: coordinate part outside 1..999")
+var ErrBadCoord = errors.New("store: coordinate part outside 1..999 (want the form 1.1.1/1.1.1/1.1.1)")
 
 // ErrBadScroll is returned when scroll text is not valid UTF-8 or holds a
 // phext delimiter byte, and by Put when the document is not valid UTF-8.

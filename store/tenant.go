@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 	"unsafe"
 
 	"github.com/phext/sq/phext"
@@ -593,8 +592,8 @@ func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
 	if len(doc) > MaxRecord {
 		return 0, ErrTooLarge
 	}
-	if !utf8.Valid(doc) {
-		return 0, fmt.Errorf("%w: document is not valid UTF-8", ErrBadScroll)
+	if i := phext.InvalidUTF8At(doc); i >= 0 {
+		return 0, fmt.Errorf("%w: document is not valid UTF-8 at offset %d (byte 0x%02X)", ErrBadScroll, i, doc[i])
 	}
 	var sc phext.Scanner
 	sc.Reset(doc)
@@ -621,7 +620,8 @@ func checkScrollWrite(name []byte, c phext.Coordinate, text []byte) error {
 		return ErrTooLarge
 	}
 	if !phext.ValidScroll(text) {
-		return ErrBadScroll
+		// Error path only: name the byte and offset for the client.
+		return fmt.Errorf("%w: %w", ErrBadScroll, phext.CheckScroll(text))
 	}
 	return nil
 }
