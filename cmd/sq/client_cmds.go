@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -291,6 +292,13 @@ func reportErr(stderr io.Writer, prefix, addr string, err error) int {
 			msg = "(no message)"
 		}
 		fmt.Fprintf(stderr, "%s: server answered %s to %s: %s\n", prefix, se.Status, se.Op, msg)
+		return 1
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		// A local file (pull, get FILE…): not the server's fault, so the
+		// message does not name the server address.
+		fmt.Fprintf(stderr, "%s: %v\n", prefix, err)
 		return 1
 	}
 	fmt.Fprintf(stderr, "%s: %s: %v\n", prefix, addr, err)

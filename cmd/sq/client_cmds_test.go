@@ -148,6 +148,7 @@ func TestClientCommands(t *testing.T) {
 		stdout  string // exact, unless contains is set
 		has     []string
 		errHas  string
+		errLack string
 		noCheck bool
 	}{
 		{name: "ping", cmd: "ping", has: []string{"PONG from " + ts.addr}},
@@ -178,13 +179,15 @@ func TestClientCommands(t *testing.T) {
 		// Errors.
 		{name: "bad scroll", cmd: "insert", args: []string{"1.1.1/1.1.1/1.1.1", "a\x17b"}, code: 1, errHas: "BAD_SCROLL"},
 		{name: "bad coordinate", cmd: "select", args: []string{"0.1.1/1.1.1/1.1.1"}, code: 2, errHas: "bad coordinate"},
-		{name: "loose coordinate refused", cmd: "select", args: []string{"1.1.1"}, code: 2, errHas: "bad coordinate"},
+		{name: "loose coordinate refused", cmd: "select", args: []string{"1.1.1"}, code: 2, errHas: "in the form 1.1.1/1.1.1/1.1.1"},
 		{name: "missing argument", cmd: "insert", args: []string{"1.1.1/1.1.1/1.1.1"}, code: 2, errHas: "want 2 argument"},
 		{name: "extra argument", cmd: "toc", args: []string{"x"}, code: 2},
 		{name: "unknown flag", cmd: "toc", args: []string{"--bogus"}, code: 2, errHas: "bogus"},
 		{name: "bad phext name", cmd: "toc", args: []string{"--phext", ".x"}, code: 2, errHas: "bad phext name"},
 		{name: "bad where algo", cmd: "where", args: []string{"x", "--algo", "md5"}, code: 2, errHas: "--algo"},
 		{name: "missing file", cmd: "put", args: []string{filepath.Join(dir, "nope")}, code: 2},
+		{name: "local file error not blamed on the server", cmd: "pull", args: []string{"2.1.1/1.1.1/1.1.1", filepath.Join(dir, "no-such-dir", "x.txt")}, code: 1, errHas: "no-such-dir", errLack: ts.addr},
+		{name: "get to a local directory", cmd: "get", args: []string{dir}, code: 1, errHas: "is a directory", errLack: ts.addr},
 		{name: "bad token", cmd: "ping", args: []string{"--token", "pmb-v1-999-x"}, code: 1, errHas: "AUTH"},
 	}
 	for _, s := range steps {
@@ -206,6 +209,9 @@ func TestClientCommands(t *testing.T) {
 			}
 			if s.errHas != "" && !strings.Contains(r.stderr, s.errHas) {
 				t.Fatalf("stderr %q lacks %q", r.stderr, s.errHas)
+			}
+			if s.errLack != "" && strings.Contains(r.stderr, s.errLack) {
+				t.Fatalf("stderr %q names %q", r.stderr, s.errLack)
 			}
 			if s.code == 0 && r.stderr != "" {
 				t.Fatalf("unexpected stderr %q", r.stderr)
