@@ -638,3 +638,30 @@ func checkFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestDialHTTPServerSaysRESTPort: an HTTP server answering HELLO (as SQ's
+// hand-written parser or a proxy does) is recognised at once.
+func TestDialHTTPServerSaysRESTPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		nc.Read(make([]byte, 512))
+		io.WriteString(nc, "HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\n\r\nBad Request")
+	}()
+	start := time.Now()
+	_, err = Dial(context.Background(), ln.Addr().String(), "pmb-v1-001-x", WithDialTimeout(30*time.Second))
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("Dial took %v", time.Since(start))
+	}
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "is this the REST port?") {
+		t.Fatalf("err = %v, want ErrProtocol asking about the REST port", err)
+	}
+}

@@ -150,6 +150,11 @@ func handshake(ctx context.Context, addr, token string, o *Options) (net.Conn, p
 	dec.MaxFrame = o.MaxFrame
 	frame, err = readFrame(nc, frame[:0], o.MaxFrame)
 	if err != nil {
+		if errors.Is(err, ErrProtocol) && cap(frame) >= 4 && string(frame[:4]) == "HTTP" {
+			// readFrame read the four length bytes and refused them.
+			// An HTTP server answered (it read HELLO as a bad request).
+			return fail(fmt.Errorf("%w: %s answered HELLO in HTTP: is this the REST port? The binary protocol has its own port (sq host --listen, default 127.0.0.1:1337)", ErrProtocol, addr))
+		}
 		return fail(fmt.Errorf("client: HELLO read: %w", err))
 	}
 	var resp protocol.Response

@@ -68,10 +68,11 @@ func (s *Server) StartHTTP(addr string, o *HTTPOptions) (*http.Server, net.Liste
 	if o != nil {
 		opts = *o
 	}
-	ln, err := net.Listen("tcp", addr)
+	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
+	ln := &frontListener{Listener: tl, binaryAddr: s.Addr()}
 	hs := &http.Server{
 		Handler:           s.HTTPHandlerWith(opts),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -618,6 +619,11 @@ func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuf
 	if err != nil {
 		return err
 	}
+	if first {
+		// SQ's map of an empty or new phext holds one empty scroll at
+		// the origin, and it exports that.
+		out.B = append(out.B, `   { "coord": "1.1.1/1.1.1/1.1.1", "scroll": "" }`+"\n"...)
+	}
 	out.B = append(out.B, "]\n"...)
 	return nil
 }
@@ -677,9 +683,15 @@ func (h *httpAPI) where(q string, body []byte, out *bytebufferpool.ByteBuffer) (
 	}
 	limit := phext.DefaultWhereLimit
 	if lv, _ := sqParam(lbuf[:0], q, "limit"); len(lv) > 0 {
-		n, err := strconv.ParseUint(string(lv), 10, 31)
+		// As SQ's usize parse: one leading '+' is allowed ("%2B5") and
+		// any size fits up to 2^63-1 (limit compares with a length).
+		digits := string(lv)
+		if digits[0] == '+' {
+			digits = digits[1:]
+		}
+		n, err := strconv.ParseUint(digits, 10, 63)
 		if err != nil {
-			return http.StatusBadRequest, protocol.StatusBadFrame, "Bad Request: limit must be a non-negative integer"
+			return http.StatusBadRequest, protocol.StatusBadFrame, "Bad Request: limit must be a non-negative integer below 2^63"
 		}
 		limit = int(n)
 	}
