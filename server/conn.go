@@ -113,6 +113,30 @@ func (cs *connState) closeWith(r closeReason) {
 	cs.c.Close()
 }
 
+// closeWithFrame is closeWith, but sends frame (an error for a request the
+// client did not make, telling it why) before the connection closes. Any
+// goroutine may call it: the frame goes through AsyncWrite, after replies
+// already queued, and the close happens in its callback.
+func (cs *connState) closeWithFrame(r closeReason, frame []byte) {
+	cs.gone.Store(true)
+	if cs.closing.Swap(true) {
+		return
+	}
+	cs.s.stats.closed[r].Add(1)
+	cs.s.asyncPending.Add(1)
+	err := cs.c.AsyncWrite(frame, func(c gnet.Conn, _ error) error {
+		cs.s.asyncPending.Add(-1)
+		if c != nil {
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		cs.s.asyncPending.Add(-1)
+		cs.c.Close()
+	}
+}
+
 // OnOpen sets up the connection state, or refuses the connection while
 // draining or over MaxConns.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {

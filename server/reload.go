@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
 
@@ -314,7 +315,9 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 			for _, g := range stale {
 				g.closed.Store(true)
 			}
-			s.closeConnsOf(stale)
+			s.closeConnsOf(stale, func(g *tenant) string {
+				return "tenant " + g.name + " was reopened after a failed config reload; connection closed, reconnect"
+			})
 		}
 		return "", err
 	}
@@ -327,7 +330,12 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 	for _, g := range p.gone {
 		g.closed.Store(true)
 	}
-	closed := s.closeConnsOf(p.gone)
+	closed := s.closeConnsOf(p.gone, func(g *tenant) string {
+		if _, still := t.byName[g.name]; still {
+			return "tenant " + g.name + ": its token or data dir changed in a config reload; connection closed, reconnect with the current token"
+		}
+		return "tenant " + g.name + " was disabled, removed or renamed by a config reload; connection closed"
+	})
 	for _, name := range p.release {
 		if err := s.st.RemoveTenant(name); err != nil {
 			s.log.Warn("reload: closing tenant", "tenant", name, "err", err)
@@ -366,7 +374,11 @@ func (s *Server) ReloadFromSource() (string, error) {
 	return s.Reload(cfg)
 }
 
-func (s *Server) closeConnsOf(gone []*tenant) int {
+// closeConnsOf closes every connection of the tenants in gone. Each gets
+// a last frame first, id 0 and status AUTH with why(tenant) as its text, so
+// its client learns the reason instead of reading a bare EOF. It returns
+// the number of connections closed.
+func (s *Server) closeConnsOf(gone []*tenant, why func(*tenant) string) int {
 	if len(gone) == 0 {
 		return 0
 	}
@@ -377,7 +389,7 @@ func (s *Server) closeConnsOf(gone []*tenant) int {
 	n := 0
 	for _, cs := range s.snapshotConns() {
 		if t := cs.tenantPtr.Load(); t != nil && set[t] {
-			cs.closeWith(closeTenantGone)
+			cs.closeWithFrame(closeTenantGone, protocol.AppendError(nil, 0, protocol.StatusAuth, why(t)))
 			n++
 		}
 	}

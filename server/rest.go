@@ -72,6 +72,19 @@ func (s *Server) StartHTTP(addr string, o *HTTPOptions) (*http.Server, net.Liste
 	if err != nil {
 		return nil, nil, err
 	}
+	hs, ln := s.StartHTTPOn(tl, &opts)
+	return hs, ln, nil
+}
+
+// StartHTTPOn is StartHTTP on a listener the caller opened (sq host binds
+// --http before the binary port, so that a bad address fails before
+// anything serves). The returned listener wraps tl; closing the server
+// closes it.
+func (s *Server) StartHTTPOn(tl net.Listener, o *HTTPOptions) (*http.Server, net.Listener) {
+	var opts HTTPOptions
+	if o != nil {
+		opts = *o
+	}
 	ln := &frontListener{Listener: tl, binaryAddr: s.Addr()}
 	hs := &http.Server{
 		Handler:           s.HTTPHandlerWith(opts),
@@ -90,7 +103,7 @@ func (s *Server) StartHTTP(addr string, o *HTTPOptions) (*http.Server, net.Liste
 		}
 	}()
 	s.log.Info("sq http listening", "addr", ln.Addr().String())
-	return hs, ln, nil
+	return hs, ln
 }
 
 // httpBufs holds request and answer buffers of the HTTP API. bytebufferpool

@@ -367,8 +367,17 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	drop.expectClosed(5 * time.Second)
-	off.expectClosed(5 * time.Second)
+	// Each gets a last frame saying why before its connection closes.
+	for name, c := range map[string]*rawConn{"drop": drop, "off": off} {
+		r, err := c.read()
+		if err != nil {
+			t.Fatalf("%s: no last frame: %v", name, err)
+		}
+		if r.Status != protocol.StatusAuth || r.ID != 0 || !strings.Contains(string(r.Body), "tenant "+name+" was disabled, removed or renamed by a config reload") {
+			t.Fatalf("%s: last frame id %d %v %q", name, r.ID, r.Status, r.Body)
+		}
+		c.expectClosed(5 * time.Second)
+	}
 	stay.ok(protocol.OpPing, "", phext.Origin, nil)
 	e.tokens["fresh"] = newTok
 	e.dial("fresh").ok(protocol.OpInsert, "", phext.Origin, []byte("new"))

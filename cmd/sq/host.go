@@ -167,6 +167,19 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	// The REST address is bound first: a bad or busy --http fails here,
+	// before the store opens and before the binary port accepts anyone.
+	var httpLn net.Listener
+	if c.httpAddr != "" {
+		if httpLn, err = net.Listen("tcp", c.httpAddr); err != nil {
+			return out.fail(1, "--http "+c.httpAddr, err)
+		}
+		defer func() {
+			if httpLn != nil {
+				httpLn.Close()
+			}
+		}()
+	}
 	cfgPath := c.config
 	if cfgPath == "" {
 		path, token, err := server.EnsureDefaultConfig(c.data)
@@ -227,16 +240,10 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		"max_open_phexts", c.maxOpen,
 		"startup", time.Since(start).Round(time.Microsecond).String())
 	var hs *http.Server
-	if c.httpAddr != "" {
+	if httpLn != nil {
 		var ln net.Listener
-		hs, ln, err = srv.StartHTTP(c.httpAddr, &server.HTTPOptions{ConfigPath: cfgPath})
-		if err != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-			srv.Shutdown(ctx)
-			cancel()
-			st.Close()
-			return out.fail(1, "--http", err)
-		}
+		hs, ln = srv.StartHTTPOn(httpLn, &server.HTTPOptions{ConfigPath: cfgPath})
+		httpLn = nil // the HTTP server owns it now
 		out.note("REST API on http://"+ln.Addr().String(), "REST API", "addr", ln.Addr().String())
 	}
 	out.note("listening on "+srv.Addr(), "listening", "addr", srv.Addr())

@@ -371,3 +371,31 @@ func TestHostReadyzDuringDrainDelay(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, h.stderr.String())
 	}
 }
+
+// TestHostBadHTTPRefusedBeforeBinaryPort: a busy or malformed --http is
+// refused before the store opens and the binary port serves anyone.
+func TestHostBadHTTPRefusedBeforeBinaryPort(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, bad := range []string{busy.Addr().String(), "127.0.0.1:99999", "no-port"} {
+		t.Run(bad, func(t *testing.T) {
+			dir := t.TempDir()
+			cfgPath, _ := killTenants(t, dir, 1)
+			var out, errb strings.Builder
+			code := runHost([]string{"--config", cfgPath, "--listen", "127.0.0.1:0", "--http", bad}, &out, &errb)
+			all := out.String() + errb.String()
+			if code == 0 || !strings.Contains(errb.String(), "--http") || !strings.Contains(errb.String(), bad) {
+				t.Fatalf("exit %d, stderr %q", code, errb.String())
+			}
+			if strings.Contains(all, "sq started") || strings.Contains(all, "listening") {
+				t.Fatalf("the binary side started before --http was refused:\n%s", all)
+			}
+		})
+	}
+}
