@@ -2,7 +2,6 @@ package store
 
 import (
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,15 +41,4 @@ func (f statFS) SyncFS(dir File) error {
 		f.n.Add(1)
 	}
 	return err
-}
-
-// devOf returns the device of a directory, 0 when unknown.
-func devOf(fi os.FileInfo) uint64 {
-	if fi == nil {
-		return 0
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return uint64(st.Dev)
-	}
-	return 0
 }
