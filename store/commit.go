@@ -469,6 +469,9 @@ func (p *pfile) close(how closeHow) error {
 	}
 	p.qmu.Unlock()
 
+	// A running checkpoint reads the mapping without locks: let it finish.
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
 	p.fmu.Lock()
 	defer p.fmu.Unlock()
 	var errs []error

@@ -37,14 +37,17 @@ func (p *pfile) compactAsync() {
 	}()
 }
 
-// compact merges the WAL into a new snapshot.
+// compact merges the WAL into a new snapshot (a checkpoint).
 func (p *pfile) compact() error {
-	p.fmu.Lock()
-	defer p.fmu.Unlock()
-	if p.state.Load() == stateClosed {
-		return errPfileClosed
+	did, err := p.checkpoint()
+	if did {
+		if err == nil {
+			p.t.s.compactions.Add(1)
+		} else {
+			p.t.s.compactFailures.Add(1)
+		}
 	}
-	return p.compactLocked()
+	return err
 }
 
 // snapWriter buffers the new snapshot and hashes it on the way out.
@@ -125,7 +128,7 @@ func (p *pfile) compactNow() error {
 	fs := p.t.s.fs
 	dir := filepath.Dir(p.path)
 	// 1. The new snapshot's bytes are on disk before anything names it.
-	id, err := p.writeTmp()
+	id, err := p.writeTmp(p.tmpPath)
 	if err != nil {
 		return err
 	}
@@ -171,30 +174,38 @@ func (p *pfile) compactNow() error {
 }
 
 // writeTmp writes the current document (base + overlay, read lock taken
-// here) to the temp file, fsyncs and closes it, and returns its identity.
-// On failure the temp file is removed.
-func (p *pfile) writeTmp() (walID, error) {
+// here) to the temp file path, fsyncs and closes it, and returns its
+// identity. On failure the temp file is removed.
+func (p *pfile) writeTmp(path string) (walID, error) {
+	return p.writeDoc(path, func(fn func(phext.Coordinate, []byte)) {
+		p.mu.RLock()
+		p.walk(fn)
+		p.mu.RUnlock()
+	})
+}
+
+// writeDoc writes the document walk produces to path, fsyncs and closes
+// it, and returns its identity. On failure the file is removed.
+func (p *pfile) writeDoc(path string, walk func(func(phext.Coordinate, []byte))) (walID, error) {
 	fs := p.t.s.fs
-	f, err := fs.OpenFile(p.tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
+	f, err := fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
 	if err != nil {
 		return walID{}, fmt.Errorf("store: compact %s: %w", p.path, err)
 	}
 	fail := func(err error) (walID, error) {
 		_ = f.Close()
-		_ = fs.Remove(p.tmpPath)
+		_ = fs.Remove(path)
 		return walID{}, fmt.Errorf("store: compact %s: %w", p.path, err)
 	}
 	w := snapWriter{f: f, buf: make([]byte, 0, 1<<20), h: xxh3.New()}
 	var scratch []byte
 	prev := phext.Origin
-	p.mu.RLock()
-	p.walk(func(c phext.Coordinate, text []byte) {
+	walk(func(c phext.Coordinate, text []byte) {
 		scratch = phext.AppendDelimiters(scratch[:0], prev, c)
 		w.write(scratch)
 		w.write(text)
 		prev = c
 	})
-	p.mu.RUnlock()
 	w.flush()
 	if w.err != nil {
 		return fail(w.err)
@@ -203,7 +214,7 @@ func (p *pfile) writeTmp() (walID, error) {
 		return fail(err)
 	}
 	if err := f.Close(); err != nil {
-		_ = fs.Remove(p.tmpPath)
+		_ = fs.Remove(path)
 		return walID{}, fmt.Errorf("store: compact %s: %w", p.path, err)
 	}
 	return walID{uint64(w.n), w.h.Sum64()}, nil
@@ -231,12 +242,13 @@ func (p *pfile) rewriteLocked() error {
 	fs := p.t.s.fs
 	dir := filepath.Dir(p.path)
 	newPath := p.walPath + newExt
-	id, err := p.writeTmp()
+	tmpPath := p.path + rwTmpExt
+	id, err := p.writeTmp(tmpPath)
 	if err != nil {
 		return err
 	}
 	fail := func(step string, err error) error {
-		_ = fs.Remove(p.tmpPath)
+		_ = fs.Remove(tmpPath)
 		_ = fs.Remove(newPath)
 		return fmt.Errorf("store: rewrite %s after a failed fsync: %s: %w", p.path, step, err)
 	}
@@ -257,7 +269,7 @@ func (p *pfile) rewriteLocked() error {
 		f.Close()
 		return fail("fsync dir", err)
 	}
-	if err := fs.Rename(p.tmpPath, p.path); err != nil {
+	if err := fs.Rename(tmpPath, p.path); err != nil {
 		f.Close()
 		return fail("rename snapshot", err)
 	}
@@ -286,6 +298,8 @@ func (p *pfile) rewriteLocked() error {
 	p.unmap()
 	p.base, p.mapped, p.index = base, mapped, index
 	p.ov = make(map[phext.Coordinate][]byte)
+	p.frozen = nil // written out too: a running checkpoint is stale
+	p.epoch++
 	p.copied = 0
 	p.snapID = id
 	p.mu.Unlock()

@@ -46,11 +46,9 @@ func TestCrashDirFsyncFailedDuringCompactionThenReopen(t *testing.T) {
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
 		t.Fatal(err)
 	}
-	p.fs.armOnce("syncdir", "victim", syscall.EIO)
-	if err := p.victim.Compact([]byte("f")); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("compact: %v", err)
-	}
-	p.reopen()
+	// Close compacts in place (COMPACT record, rename, reset); its
+	// directory fsync fails.
+	closeWithDirFsyncFailing(t, p)
 	p.fs.resetTrace()
 	if got := get(t, p.victim, "f"); got != "acked" {
 		t.Fatalf("got %q", got)
@@ -66,6 +64,51 @@ func TestCrashDirFsyncFailedDuringCompactionThenReopen(t *testing.T) {
 	}
 }
 
+// closeWithDirFsyncFailing closes the store while directory fsyncs of the
+// victim fail once (Close compacts: the rename is not made durable), then
+// opens a new store on the same files with faults cleared.
+func closeWithDirFsyncFailing(t *testing.T, p *pair) {
+	t.Helper()
+	r := p.fs.armOnce("syncdir", "victim", syscall.EIO)
+	if err := p.s.Close(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close: %v", err)
+	}
+	if p.fs.hits(r) != 1 {
+		t.Fatal("the directory fsync never failed")
+	}
+	p.fs.clear()
+	p.open()
+}
+
+// A checkpoint whose directory fsync after the snapshot's rename failed:
+// the next acknowledged always-mode write fsyncs the directory first, so
+// the switch to the new snapshot and WAL is durable before it.
+func TestCrashCheckpointDirFsyncFailedThenWrite(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
+		t.Fatal(err)
+	}
+	r := p.fs.armAfter("syncdir", "victim", syscall.EIO, 1) // the one after the rename
+	if err := p.victim.Compact([]byte("f")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("compact: %v", err)
+	}
+	if p.fs.hits(r) != 1 {
+		t.Fatal("the directory fsync after the rename never failed")
+	}
+	p.fs.resetTrace()
+	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("next")); err != nil {
+		t.Fatal(err)
+	}
+	tr := p.fs.traced()
+	if indexOf(tr, "syncdir ", "victim") < 0 {
+		t.Fatalf("write acknowledged before the checkpoint's renames were durable; trace %q", tr)
+	}
+	p.reopen()
+	if got := get(t, p.victim, "f"); got != "acked\x17next" {
+		t.Fatalf("after reopen got %q", got)
+	}
+}
+
 // The same, with the directory fsync failing at the reopen too: reads are
 // served, the WAL is left as it is, and the first write fsyncs the
 // directory before it resets the WAL.
@@ -74,11 +117,7 @@ func TestCrashDirFsyncStillFailingAtReopen(t *testing.T) {
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
 		t.Fatal(err)
 	}
-	p.fs.armOnce("syncdir", "victim", syscall.EIO)
-	if err := p.victim.Compact([]byte("f")); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("compact: %v", err)
-	}
-	p.reopen()
+	closeWithDirFsyncFailing(t, p)
 	r := p.fs.arm("syncdir", "victim", syscall.EIO)
 	if got := get(t, p.victim, "f"); got != "acked" {
 		t.Fatalf("got %q", got)

@@ -68,7 +68,7 @@
 // Lock order (acquire left before right; never the reverse):
 //
 //	Store.mu → Tenant.mu
-//	pfile.fmu → pfile.mu → pfile.qmu
+//	pfile.cmu → pfile.fmu → pfile.mu → pfile.qmu
 //
 // Store.lmu is a leaf. Tenant.mu is never held while a pfile lock is taken
 // (except pfile.mu read-locked in Usage).
@@ -78,6 +78,8 @@
 //     remove or pick victims, never across I/O.
 //   - Tenant.mu guards the tenant's phext map and per-phext byte counts;
 //     held only for map operations, never across I/O.
+//   - pfile.cmu serializes checkpoints and close; held across a
+//     checkpoint's serialization and fsyncs, which writers never wait for.
 //   - pfile.fmu serializes WAL writes, always-mode fsyncs, applies and
 //     compaction of one phext. It is held across write() and fsync, but no
 //     tenant lock is. The everysec syncer takes it only to pick the file and
@@ -97,8 +99,9 @@
 //   - One syncer goroutine per Store makes dirty WALs of everysec tenants
 //     durable: one syncfs(2) per file system and round when several WALs
 //     share it (FSSyncer), else one fsync per WAL.
-//   - Compaction blocks the phext's writers (they queue and are written
-//     right after) but not its readers.
+//   - A checkpoint (compaction) writes a frozen view of the phext without
+//     blocking its writers or readers: they wait only for the switch (two
+//     renames and a directory fsync under fmu). Close compacts in place.
 //   - At most one background compaction goroutine per phext, started when
 //     its WAL passes the threshold; Store.Close waits for them.
 package store

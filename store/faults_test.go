@@ -33,6 +33,7 @@ type rule struct {
 	match string // substring of the path
 	err   error
 	once  bool // disarm after the first hit
+	after int  // let this many matching calls pass first
 	hits  int  // how many times it fired
 }
 
@@ -93,6 +94,15 @@ func (f *faultyFS) armOnce(op, match string, err error) *rule {
 	return r
 }
 
+// armAfter arms a one-shot fault that lets n matching calls pass first.
+func (f *faultyFS) armAfter(op, match string, err error, n int) *rule {
+	r := f.armOnce(op, match, err)
+	f.mu.Lock()
+	r.after = n
+	f.mu.Unlock()
+	return r
+}
+
 func (f *faultyFS) clear() {
 	f.mu.Lock()
 	f.rules = nil
@@ -110,6 +120,10 @@ func (f *faultyFS) check(op, path string) error {
 	defer f.mu.Unlock()
 	for _, r := range f.rules {
 		if r.op == op && strings.Contains(path, r.match) && !(r.once && r.hits > 0) {
+			if r.after > 0 {
+				r.after--
+				continue
+			}
 			r.hits++
 			return &os.PathError{Op: op, Path: path, Err: r.err}
 		}

@@ -66,7 +66,20 @@ type pfile struct {
 	bytes   int64                       // scroll bytes of the current state
 	scrolls int64                       // non-empty scrolls of the current state
 	copied  int64                       // base bytes copied into the overlay since the last snapshot
+	// frozen is the overlay a running checkpoint is writing out, read
+	// below ov (lookups: ov, then frozen, then base). The checkpoint reads
+	// it and the base without locks, so neither is changed while ckpt is
+	// set: writes go to ov and a replaced base mapping is retired (unmapped
+	// when the checkpoint ends). epoch counts Puts and rewrites: a
+	// checkpoint whose view went stale is abandoned.
+	frozen  map[phext.Coordinate][]byte
+	ckpt    bool
+	retired [][]byte
+	epoch   uint64
 
+	// cmu serializes checkpoints (and close); taken before fmu and held
+	// across a checkpoint's I/O, which writers never wait for.
+	cmu sync.Mutex
 	// fmu serializes WAL I/O, apply and compaction. Held across write and
 	// fsync; never held by readers.
 	fmu        sync.Mutex
@@ -106,8 +119,10 @@ func (p *pfile) open() error {
 	fs := p.t.s.fs
 	// A temp file left by a compaction that crashed before its rename holds
 	// nothing the snapshot and WAL do not.
-	if err := fs.Remove(p.tmpPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("store: %w", err)
+	for _, tmp := range []string{p.tmpPath, p.path + rwTmpExt} {
+		if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
 	p.ov = make(map[phext.Coordinate][]byte)
 	if err := p.loadSnapshot(); err != nil {
@@ -126,7 +141,11 @@ func (p *pfile) open() error {
 }
 
 func (p *pfile) unmap() {
-	if p.mapped {
+	if p.mapped && p.ckpt {
+		// A checkpoint reads this mapping without locks: unmap it when
+		// the checkpoint ends.
+		p.retired = append(p.retired, p.base)
+	} else if p.mapped {
 		if err := munmapFile(p.base); err != nil {
 			p.t.s.log.Error("store: munmap", "path", p.path, "err", err)
 		}
@@ -219,8 +238,16 @@ func (p *pfile) loadSnapshot() error {
 // the WAL (the snapshot was switched, the WAL not yet); any other one is
 // removed (the snapshot was not switched, so the old WAL still describes it).
 func (p *pfile) adoptNewWAL() error {
+	for _, ext := range []string{newExt, ckptExt} {
+		if err := p.adoptWAL(p.walPath + ext); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *pfile) adoptWAL(newPath string) error {
 	fs := p.t.s.fs
-	newPath := p.walPath + newExt
 	f, err := fs.OpenFile(newPath, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -242,7 +269,9 @@ func (p *pfile) adoptNewWAL() error {
 		return fmt.Errorf("store: %w", err)
 	}
 	if err := fs.SyncDir(filepath.Dir(p.path)); err != nil {
-		return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
+		// The switch is not durable yet: fsynced before the first
+		// acknowledged write (appendLocked) or by the syncer.
+		p.dirSync = true
 	}
 	return nil
 }
@@ -389,6 +418,11 @@ func (p *pfile) lookup(c phext.Coordinate) []byte {
 	if v, ok := p.ov[c]; ok {
 		return v
 	}
+	if p.frozen != nil {
+		if v, ok := p.frozen[c]; ok {
+			return v
+		}
+	}
 	if i := p.findBase(c); i >= 0 {
 		e := p.index[i]
 		return p.base[e.start:e.end:e.end]
@@ -399,28 +433,44 @@ func (p *pfile) lookup(c phext.Coordinate) []byte {
 // walk calls fn for every non-empty scroll in coordinate order (read lock
 // held). The texts are views valid only until the lock is released.
 func (p *pfile) walk(fn func(c phext.Coordinate, text []byte)) {
+	walkDoc(p.base, p.index, p.ov, p.frozen, fn)
+}
+
+// walkDoc calls fn for every non-empty scroll of base (indexed by index)
+// under the overlays top and then mid (either may be nil), in coordinate
+// order. A checkpoint calls it without locks on a frozen view.
+func walkDoc(base []byte, index []entry, top, mid map[phext.Coordinate][]byte, fn func(c phext.Coordinate, text []byte)) {
 	var keys []phext.Coordinate
-	if len(p.ov) > 0 {
-		keys = make([]phext.Coordinate, 0, len(p.ov))
-		for k := range p.ov {
+	if len(top)+len(mid) > 0 {
+		keys = make([]phext.Coordinate, 0, len(top)+len(mid))
+		for k := range top {
 			keys = append(keys, k)
+		}
+		for k := range mid {
+			if _, dup := top[k]; !dup {
+				keys = append(keys, k)
+			}
 		}
 		slices.SortFunc(keys, phext.Coordinate.Compare)
 	}
 	i, j := 0, 0
-	for i < len(p.index) || j < len(keys) {
-		if j >= len(keys) || (i < len(p.index) && p.index[i].c.Less(keys[j])) {
-			e := p.index[i]
-			fn(e.c, p.base[e.start:e.end:e.end])
+	for i < len(index) || j < len(keys) {
+		if j >= len(keys) || (i < len(index) && index[i].c.Less(keys[j])) {
+			e := index[i]
+			fn(e.c, base[e.start:e.end:e.end])
 			i++
 			continue
 		}
 		k := keys[j]
 		j++
-		if i < len(p.index) && p.index[i].c == k {
+		if i < len(index) && index[i].c == k {
 			i++
 		}
-		if v := p.ov[k]; len(v) > 0 {
+		v, ok := top[k]
+		if !ok {
+			v = mid[k]
+		}
+		if len(v) > 0 {
 			fn(k, v)
 		}
 	}
@@ -502,6 +552,9 @@ func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, del
 		p.unmap()
 		p.base, p.index = doc, idx
 		p.ov = make(map[phext.Coordinate][]byte)
+		// A running checkpoint's view no longer describes the document.
+		p.frozen = nil
+		p.epoch++
 		p.copied = 0
 		p.bytes, p.scrolls = 0, int64(len(idx))
 		for _, e := range idx {
@@ -515,8 +568,8 @@ func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, del
 // remove deletes the scroll at c and returns its former length.
 func (p *pfile) remove(c phext.Coordinate) int {
 	was := len(p.lookup(c))
-	if p.findBase(c) >= 0 {
-		p.ov[c] = nil // shadows the base scroll
+	if p.findBase(c) >= 0 || p.frozen != nil {
+		p.ov[c] = nil // shadows the base scroll (or the frozen overlay's)
 	} else {
 		delete(p.ov, c)
 	}

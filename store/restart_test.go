@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -404,24 +405,27 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // it, how many bytes were fsynced, and crash copies the data dir as a disk
 // would hold it after a power cut (the synced bytes, plus a random part of
 // the unsynced tail: a torn write). Renames and truncates count as durable
-// at once (the store fsyncs the directory after renames).
+// at once (the store fsyncs the directory after renames). The bookkeeping
+// follows a file across renames while it is open (the store renames a new
+// WAL over the old one and keeps writing through the same descriptor).
 type lossyFS struct {
-	mu       sync.RWMutex         // crash takes it exclusively: no I/O meanwhile
-	synced   map[string]int64     // path → bytes known durable
-	size     map[string]int64     // path → current size
-	lastSync map[string]time.Time // path → time of its last successful fsync
+	mu       sync.RWMutex            // crash takes it exclusively: no I/O meanwhile
+	open     map[string][]*lossyFile // path → files open under that name (lossyBook)
+	synced   map[string]int64        // path → bytes known durable
+	size     map[string]int64        // path → current size
+	lastSync map[string]time.Time    // path → time of its last successful fsync
 	maxGap   map[string]time.Duration
 }
 
 func newLossyFS() *lossyFS {
-	return &lossyFS{synced: map[string]int64{}, size: map[string]int64{},
+	return &lossyFS{synced: map[string]int64{}, size: map[string]int64{}, open: map[string][]*lossyFile{},
 		lastSync: map[string]time.Time{}, maxGap: map[string]time.Duration{}}
 }
 
 type lossyFile struct {
 	*os.File
 	fs   *lossyFS
-	path string
+	path string // the file's current name (lossyBook)
 }
 
 func (f *lossyFS) OpenFile(name string, flag int, perm os.FileMode) (store.File, error) {
@@ -444,7 +448,19 @@ func (f *lossyFS) OpenFile(name string, flag int, perm os.FileMode) (store.File,
 			}
 		})
 	}
-	return &lossyFile{File: fl, fs: f, path: name}, nil
+	lf := &lossyFile{File: fl, fs: f, path: name}
+	f.set(name, func() { f.open[name] = append(f.open[name], lf) })
+	return lf, nil
+}
+
+func (f *lossyFile) Close() error {
+	f.fs.set("", func() {
+		l := f.fs.open[f.path]
+		if i := slices.Index(l, f); i >= 0 {
+			f.fs.open[f.path] = slices.Delete(l, i, i+1)
+		}
+	})
+	return f.File.Close()
 }
 
 // set runs fn under the bookkeeping lock (a plain mutex inside the RW one).
@@ -460,7 +476,7 @@ func (f *lossyFile) Write(p []byte) (int, error) {
 	f.fs.mu.RLock()
 	defer f.fs.mu.RUnlock()
 	n, err := f.File.Write(p)
-	f.fs.set(f.path, func() { f.fs.size[f.path] += int64(n) })
+	f.fs.set("", func() { f.fs.size[f.path] += int64(n) })
 	return n, err
 }
 
@@ -470,7 +486,7 @@ func (f *lossyFile) Sync() error {
 	t0 := time.Now()
 	err := f.File.Sync()
 	if err == nil {
-		f.fs.set(f.path, func() {
+		f.fs.set("", func() {
 			f.fs.synced[f.path] = f.fs.size[f.path]
 			if last, ok := f.fs.lastSync[f.path]; ok && t0.Sub(last) > f.fs.maxGap[f.path] {
 				f.fs.maxGap[f.path] = t0.Sub(last)
@@ -486,7 +502,7 @@ func (f *lossyFile) Truncate(n int64) error {
 	defer f.fs.mu.RUnlock()
 	err := f.File.Truncate(n)
 	if err == nil {
-		f.fs.set(f.path, func() {
+		f.fs.set("", func() {
 			f.fs.size[f.path] = n
 			f.fs.synced[f.path] = min(f.fs.synced[f.path], n)
 		})
@@ -503,6 +519,11 @@ func (f *lossyFS) Rename(o, n string) error {
 			f.size[n], f.synced[n] = f.size[o], f.synced[o]
 			delete(f.size, o)
 			delete(f.synced, o)
+			for _, lf := range f.open[o] {
+				lf.path = n
+			}
+			f.open[n] = append(f.open[n][:0], f.open[o]...)
+			delete(f.open, o)
 		})
 	}
 	return err

@@ -11,10 +11,12 @@ import (
 // File names: <data_dir>/<name>.phext is the snapshot, <name>.phext.wal its
 // log, <name>.phext.tmp a compaction in progress.
 const (
-	snapExt = ".phext"
-	walExt  = ".wal"
-	tmpExt  = ".tmp"
-	newExt  = ".new" // <name>.phext.wal.new: a WAL written by rewriteLocked
+	snapExt  = ".phext"
+	walExt   = ".wal"
+	tmpExt   = ".tmp"
+	newExt   = ".new"    // <name>.phext.wal.new: a WAL written by rewriteLocked
+	ckptExt  = ".ckpt"   // <name>.phext.wal.ckpt: a WAL written by a checkpoint
+	rwTmpExt = ".rw.tmp" // <name>.phext.rw.tmp: a rewrite's snapshot in progress
 )
 
 // WAL layout (see docs/STORAGE.md). All integers big-endian.
