@@ -35,6 +35,7 @@ type hostConfig struct {
 	noCompression, allowWorldRead    bool
 	tenantDetailMetrics              bool
 	maxClientMemory                  int64
+	noLoopWrites                     bool
 }
 
 var hostCfg hostConfig
@@ -61,6 +62,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "deadline for draining on SIGTERM/SIGINT")
 	fs.DurationVar(&c.drainDelay, "drain-delay", 0, "on SIGTERM, first answer GET /readyz with 503 for this long while still serving, so load balancers stop sending new connections (a second signal skips the wait)")
 	fs.BoolVar(&c.noCompression, "no-compression", false, "offer no wire compression")
+	fs.BoolVar(&c.noLoopWrites, "no-loop-writes", false, "answer every INSERT/UPDATE/DELETE on a worker goroutine instead of the event loop (for A/B measurements)")
 	fs.BoolVar(&c.allowWorldRead, "allow-world-readable-config", false, "start even if the config (which holds tokens) is readable by every user (development only)")
 	fs.BoolVar(&c.tenantDetailMetrics, "metrics-tenant-detail", false, "add per-tenant request-duration histograms and data-dir file sizes to /metrics (26 series per operation a tenant uses)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the server stops")
@@ -223,6 +225,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		FrameTimeout:        c.frameTimeout,
 		NoCompression:       c.noCompression,
 		TenantDetailMetrics: c.tenantDetailMetrics,
+		NoLoopWrites:        c.noLoopWrites,
 		Logger:              log,
 		LoadConfig:          loadConfig,
 	})
