@@ -170,8 +170,10 @@ func TestSystemdSandboxAdminEdit(t *testing.T) {
 	if err := exec.Command("unshare", "-m", "true").Run(); err != nil {
 		t.Skipf("unshare -m does not work here: %v", err)
 	}
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
 	u := parseUnit(t, unitPath)
-	bin := buildSQ(t)
 	root := t.TempDir()
 	cfgPath := filepath.Join(root, u.env("SQ_CONFIG"))
 	for _, d := range append(u.paths("ReadWritePaths"), u.paths("ReadOnlyPaths")...) {
@@ -214,8 +216,11 @@ func TestSystemdSandboxAdminEdit(t *testing.T) {
 		script += fmt.Sprintf("mount --bind %[1]q %[1]q; mount -o remount,bind,%[2]s %[1]q\n", p, mode)
 	}
 	script += `exec "$@"`
+	// The test binary re-executed as sq host (TestKillLoopHostChild).
+	hostArgs := []string{"--config", cfgPath, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"}
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-		bin, "host", "--config", cfgPath, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
+		os.Args[0], "-test.run=^TestKillLoopHostChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), killChildEnv+"="+strings.Join(hostArgs, "\x1f"))
 	cmd.Dir = root
 	stdout, err := cmd.StdoutPipe()
 	must0(t, err)
