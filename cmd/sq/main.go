@@ -193,7 +193,10 @@ func help(name string, stdout, stderr io.Writer) int {
 	case "host":
 		fs := hostFlags(stdout)
 		fmt.Fprintln(stdout, "usage: sq host [flags]\n\nRuns the SQ server. Without --config it uses the embedded default:\n"+
-			"./sq-data/tenants.json with one dev tenant, whose token it prints.\n\nflags:")
+			"./sq-data/tenants.json with one dev tenant, whose token it prints (with a warning when the\n"+
+			"directory holds anything else). Ports are flags: the Rust SQ's `sq host <port>` served the\n"+
+			"REST API, here --http. GET /healthz and /readyz on --http are for load balancers.\n"+
+			"SIGHUP reloads the config, SIGTERM drains and exits.\n\nflags:")
 		fs.PrintDefaults()
 		fmt.Fprint(stdout, hostMemoryHelp)
 		return 0
