@@ -671,13 +671,17 @@ func (c *conn) issue(ph int32, prepared bool) bool {
 	case ph == phasePrepare || !prepared:
 		return false
 	default:
-		if r.o.Ops > 0 && r.recording.Load() && r.budget.Add(-1) < 0 {
+		// One read of recording: read twice, the measurement could start
+		// in between and count a request that took no budget (--ops N
+		// then reported N+1).
+		rec := r.recording.Load()
+		if r.o.Ops > 0 && rec && r.budget.Add(-1) < 0 {
 			return false
 		}
 		f.op = r.table[c.rng.next()&1023]
 		f.sc = int32(c.rng.intn(len(c.scrolls)))
 		// Measured: sent and answered while recording.
-		f.record = r.recording.Load()
+		f.record = rec
 	}
 	sc := &c.scrolls[f.sc]
 	var text []byte
