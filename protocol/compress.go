@@ -159,6 +159,10 @@ func grow(dst []byte, n int) []byte {
 // minGrow is the first capacity a decompression buffer grows to.
 const minGrow = 64 << 10
 
+// trustedRatio: an s2 body declaring at most this many times its own size
+// (plus minGrow) is decoded without first proving its size.
+const trustedRatio = 8
+
 // decompress decodes a compressed body src (u32 U + data) with d's codec
 // into d.scratch. U must be ≤ limit; the buffer grows only as output is
 // produced (zstd) or once its size is proven (s2), never to U on trust,
@@ -185,12 +189,16 @@ func (d *Decoder) decompress(src []byte, limit int) ([]byte, error) {
 		if dl != n {
 			return nil, errn(StatusBadFrame, "s2: decoded size differs from declared", uint64(n))
 		}
-		// The block's own length header is as much a claim as U: walk
-		// its elements first, so a garbage body is refused before
-		// anything is allocated.
-		hl := uvarintLen(data)
-		if got, ok := s2Produces(data[hl:], n); !ok || got != n {
-			return nil, errn(StatusBadFrame, "s2: body does not produce its declared size", uint64(n))
+		// The block's own length header is as much a claim as U. A claim
+		// within trustedRatio times the bytes received (plus minGrow) is
+		// bounded by what the peer really sent; a larger one is walked
+		// element by element first (about the cost of decoding it), so a
+		// garbage body is refused before anything is allocated.
+		if n > trustedRatio*len(data)+minGrow {
+			hl := uvarintLen(data)
+			if got, ok := s2Produces(data[hl:], n); !ok || got != n {
+				return nil, errn(StatusBadFrame, "s2: body does not produce its declared size", uint64(n))
+			}
 		}
 		if cap(d.scratch) < n && !d.growScratch(0, n) {
 			return nil, errBudget
