@@ -49,7 +49,9 @@ if need haproxy haproxy 2>/dev/null; then
   SQ_FRONTEND=127.0.0.1:1 SQ_TLS_FRONTEND=127.0.0.1:2 SQ_TLS_PEM=$work/server.pem \
   SQ_MAP=$work/shard/tokens.map SQ_HAPROXY_ADMIN=ipv4@127.0.0.1:3 SQ_MAXCONN=100 \
   SQ_HOST1=127.0.0.1:4 SQ_HOST2=127.0.0.1:5 SQ_HOST3=127.0.0.1:6 \
-    haproxy -c -f deploy/haproxy/haproxy.cfg -f deploy/haproxy/haproxy-tls.cfg -f "$work/shard/backends.cfg"
+  SQ_REST_FRONTEND=127.0.0.1:7 SQ_HTTP1=127.0.0.1:8 SQ_HTTP2=127.0.0.1:9 SQ_HTTP3=127.0.0.1:10 \
+    haproxy -c -f deploy/haproxy/haproxy.cfg -f deploy/haproxy/haproxy-tls.cfg -f "$work/shard/backends.cfg" \
+      -f deploy/haproxy/haproxy-rest.cfg -f "$work/shard/backends-http.cfg"
 else
   skipped+=("haproxy -c (haproxy not installed)")
 fi

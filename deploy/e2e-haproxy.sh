@@ -6,6 +6,10 @@
 #   - HAProxy (Debian's) in front, routing by the HELLO token with
 #     req.payload_lv(11,1) and the generated map (deploy/haproxy/haproxy.cfg)
 #   - routing checks: each tenant reaches only its host; unknown token -> AUTH
+#   - REST through HAProxy in HTTP mode (deploy/haproxy/haproxy-rest.cfg,
+#     backends-http.cfg): routed by Authorization: Bearer / X-SQ-API-Key with
+#     the same map, unknown token -> 401, admin routes -> 403; REST SELECT
+#     throughput through HAProxy vs direct (bench/restload)
 #   - throughput through HAProxy vs direct (same tenants, same host)
 #   - `sq bench --addr <haproxy>` over all tenants but one, verifying every
 #     answer (zero errors, mismatches, cross-tenant reads, broken conns),
@@ -62,10 +66,10 @@ cd "$work"
 
 step "config: $TENANTS tenants, sharded over 2 hosts"
 "$sq" tenants gen --count "$TENANTS" --dir "$work/unsharded" --out "$work/tenants.json" 2>/dev/null
-p1=$(free_port); p2=$(free_port); pf=$(free_port); pa=$(free_port); hp1=$(free_port); hp2=$(free_port)
+p1=$(free_port); p2=$(free_port); pf=$(free_port); pa=$(free_port); hp1=$(free_port); hp2=$(free_port); pr=$(free_port)
 # HAProxy checks each host's GET /readyz on its --http port.
 "$sq" tenants shard --hosts 2 --config "$work/tenants.json" --out "$work/shard" --dir "$work/host{host}/tenants" \
-  --health-ports "$hp1,$hp2" 2>/dev/null
+  --health-ports "$hp1,$hp2" --http-backends "127.0.0.1:$hp1,127.0.0.1:$hp2" 2>/dev/null
 n1=$(jq '.tenants | length' shard/host-1.json); n2=$(jq '.tenants | length' shard/host-2.json)
 echo "host 1: $n1 tenants, host 2: $n2 tenants"
 [ $((n1 + n2)) = "$TENANTS" ] || fail "shard lost tenants"
@@ -82,16 +86,17 @@ step "start sq host 1 (127.0.0.1:$p1) and 2 (127.0.0.1:$p2)"
 start_host 1 "$p1" "$hp1"
 start_host 2 "$p2" "$hp2"
 
-step "start HAProxy (127.0.0.1:$pf, admin 127.0.0.1:$pa)"
+step "start HAProxy (127.0.0.1:$pf, REST 127.0.0.1:$pr, admin 127.0.0.1:$pa)"
 export SQ_FRONTEND=127.0.0.1:$pf SQ_MAP=$work/shard/tokens.map SQ_HAPROXY_ADMIN=ipv4@127.0.0.1:$pa
-export SQ_MAXCONN=4000 SQ_HOST1=127.0.0.1:$p1 SQ_HOST2=127.0.0.1:$p2
-haproxy -c -q -f "$repo/deploy/haproxy/haproxy.cfg" -f shard/backends.cfg
-haproxy -W -db -p "$work/haproxy.pid" -f "$repo/deploy/haproxy/haproxy.cfg" -f shard/backends.cfg \
-  >"$work/haproxy.log" 2>&1 &
+export SQ_MAXCONN=4000 SQ_HOST1=127.0.0.1:$p1 SQ_HOST2=127.0.0.1:$p2 SQ_REST_FRONTEND=127.0.0.1:$pr
+hacfg=(-f "$repo/deploy/haproxy/haproxy.cfg" -f shard/backends.cfg -f "$repo/deploy/haproxy/haproxy-rest.cfg" -f shard/backends-http.cfg)
+haproxy -c -q "${hacfg[@]}"
+haproxy -W -db -p "$work/haproxy.pid" "${hacfg[@]}" >"$work/haproxy.log" 2>&1 &
 hapid=$!
 pids+=("$hapid")
 wait_port 127.0.0.1 "$pf" 20
 wait_port 127.0.0.1 "$pa" 20
+wait_port 127.0.0.1 "$pr" 20
 
 step "routing by token"
 tok_of() { jq -r --arg n "$2" '.tenants | to_entries[] | select(.value.name == $n) | .key' "$work/shard/host-$1.json"; }
@@ -111,6 +116,33 @@ if out=$("$sq" ping --addr "127.0.0.1:$pf" --token pmb-v1-999-nosuchtenant000000
 fi
 grep -q AUTH <<<"$out" || fail "unknown token: want AUTH, got: $out"
 echo "unknown token -> AUTH ok"
+
+step "REST routing by Authorization / X-SQ-API-Key token"
+rest() { # METHOD URL HEADER TOKEN [BODY]: prints "<code> <body>"
+  local args=(-s -o "$work/rest.body" -w '%{http_code}' -X "$1")
+  if [ "$3" = Authorization ]; then args+=(-H "Authorization: Bearer $4"); elif [ -n "$3" ]; then args+=(-H "$3: $4"); fi
+  if [ $# -ge 5 ]; then args+=(--data-binary "$5"); fi
+  local code; code=$(curl "${args[@]}" "$2")
+  echo "$code $(cat "$work/rest.body")"
+}
+for h in 1 2; do
+  if [ $h = 1 ]; then nm=${names1[2]}; own=$hp1; other=$hp2; hdr=Authorization; else nm=${names2[2]}; own=$hp2; other=$hp1; hdr=X-SQ-API-Key; fi
+  tk=$(tok_of $h "$nm")
+  got=$(rest POST "http://127.0.0.1:$pr/api/v2/update?c=2.2.2/2.2.2/2.2.2" "$hdr" "$tk" "rest-$nm")
+  [ "${got%% *}" = 200 ] || fail "$nm: REST update through HAProxy: $got"
+  got=$(rest GET "http://127.0.0.1:$own/api/v2/select?c=2.2.2/2.2.2/2.2.2" "$hdr" "$tk")
+  [ "$got" = "200 rest-$nm" ] || fail "$nm: REST write through HAProxy not on host $h: $got"
+  got=$(rest GET "http://127.0.0.1:$other/api/v2/select?c=2.2.2/2.2.2/2.2.2" "$hdr" "$tk")
+  [ "${got%% *}" = 401 ] || fail "$nm: the other host answered $got"
+  echo "REST $nm ($hdr) -> host $h ok"
+done
+got=$(rest GET "http://127.0.0.1:$pr/api/v2/select?c=2.2.2/2.2.2/2.2.2" Authorization pmb-v1-999-nosuchtenant000000000000)
+[ "${got%% *}" = 401 ] || fail "REST unknown token through HAProxy: $got"
+for path in /metrics /api/v2/reload /admin/tenants; do
+  got=$(rest GET "http://127.0.0.1:$pr$path" "" "")
+  [ "${got%% *}" = 403 ] || fail "REST $path through HAProxy: $got, want 403"
+done
+echo "REST unknown token -> 401, admin routes -> 403 ok"
 
 bench() { # ADDR CONFIG PIPELINE DURATION OUT [extra]
   local addr=$1 cfg=$2 pl=$3 d=$4 out=$5; shift 5
@@ -152,6 +184,32 @@ for pl in $PIPELINES; do
   echo "direct ${ds[*]} ops/s, via HAProxy ${ps[*]} ops/s: medians $d / $p, ratio $r"
   echo "| $n1 | $pl | $d (${ds[*]}) | $p (${ps[*]}) | $r |" >>"$summary"
 done
+
+if command -v go >/dev/null; then
+  step "REST SELECT throughput, host 1's $n1 tenants: direct vs through HAProxy ($REPEAT x $DURATION each, alternating)"
+  (cd "$repo" && go build -o "$work/restload" ./bench/restload)
+  for t in $(jq -r '.tenants | keys[]' shard/host-1.json); do
+    got=$(rest POST "http://127.0.0.1:$hp1/api/v2/update?c=1.1.1/1.1.1/1.1.1" Authorization "$t" "rest-load")
+    [ "${got%% *}" = 200 ] || fail "seeding REST load: $got"
+  done
+  rd=() rp=()
+  for rep_ in $(seq "$REPEAT"); do
+    read -r v e < <("$work/restload" -url "http://127.0.0.1:$hp1" -config shard/host-1.json -c 16 -d "$DURATION")
+    [ "$e" = 0 ] || fail "REST load direct: $e failed requests"
+    rd+=("$v")
+    read -r v e < <("$work/restload" -url "http://127.0.0.1:$pr" -config shard/host-1.json -c 16 -d "$DURATION")
+    [ "$e" = 0 ] || fail "REST load through HAProxy: $e failed requests"
+    rp+=("$v")
+  done
+  d=$(printf '%s\n' "${rd[@]}" | median); p=$(printf '%s\n' "${rp[@]}" | median)
+  r=$(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a / b }')
+  echo "REST direct ${rd[*]} req/s, via HAProxy ${rp[*]} req/s: medians $d / $p, ratio $r"
+  {
+    echo
+    echo "REST SELECT (bench/restload, 16 keep-alive clients, host 1's $n1 tenants): direct $d req/s (${rd[*]}),"
+    echo "through HAProxy (haproxy-rest.cfg, HTTP mode) $p req/s (${rp[*]}): ratio of medians $r."
+  } >>"$summary"
+fi
 
 step "all $TENANTS tenants through HAProxy (both hosts), pipeline 1, $DURATION"
 bench "127.0.0.1:$pf" tenants.json 1 "$DURATION" all500.json || { cat all500.json.err >&2; fail "all-tenant bench"; }
@@ -204,7 +262,9 @@ got=$("$sq" select --addr "127.0.0.1:$pf" --token "$mtok" --phext notes 1.1.1/1.
 got=$("$sq" select --addr "127.0.0.1:$p2" --token "$mtok" 1.1.1/1.1.1/1.1.1)
 [ "$got" = "before-move-1+after" ] || fail "write after the move did not reach host 2: '$got'"
 if "$sq" ping --addr "127.0.0.1:$p1" --token "$mtok" >/dev/null 2>&1; then fail "host 1 still serves $mover"; fi
-echo "moved tenant ok through HAProxy (checksum $sum_after)"
+got=$(rest GET "http://127.0.0.1:$pr/api/v2/select?c=1.1.1/1.1.1/1.1.1" X-SQ-API-Key "$mtok")
+[ "$got" = "200 before-move-1+after" ] || fail "REST read of the moved tenant through HAProxy: $got"
+echo "moved tenant ok through HAProxy (checksum $sum_after; REST too)"
 
 # Online backup of the moved tenant through HAProxy while the bench runs
 # (when this sq has the backup command).
