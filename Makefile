@@ -98,7 +98,7 @@ e2e-tls: build
 # Long forms of the reliability suite (docs/RELIABILITY.md); no -race so the
 # latency and loss-window targets are asserted. About 13 minutes. The short
 # forms run inside `make test`.
-RELIABILITY_RUN := TestDiskFaults|TestFsyncFailureNotDurable|TestBackgroundCompactionFaults|TestRestart|TestTwoTenantsOneDir|TestPowerLoss|TestLiveProtocolFuzz|TestIdleConnections|TestSlowClients|TestHelloFlood|TestMaxFramesFromManyConns|TestInboundBoundedWhenBlocked|TestQuotaAbuse|TestManyTinyScrolls|TestNameAttacks|TestSymlinkInDataDir|TestCaseOnlyNames|TestCorruptPhextOverTheWire|TestTokensNeverLeak|TestKillLoop$$|TestHostRefusesWorldReadableConfig|TestCLINameAttacks
+RELIABILITY_RUN := TestDiskFaults|TestFsyncFailureNotDurable|TestBackgroundCompactionFaults|TestRestart|TestTwoTenantsOneDir|TestPowerLoss|TestLiveProtocolFuzz|TestIdleConnections|TestSlowClients|TestHelloFlood|TestMaxFramesFromManyConns|TestInboundBoundedWhenBlocked|TestQuotaAbuse|TestManyTinyScrolls|TestNameAttacks|TestSymlinkInDataDir|TestCaseOnlyNames|TestCorruptPhextOverTheWire|TestTokensNeverLeak|TestKillLoop$$|TestHostRefusesWorldReadableConfig|TestCLINameAttacks|TestHostileTenantFigures|TestCompressedSizeBombLive|TestMemoryBudgetBusy|TestLargeReadsRefusedBeforeBuilt|TestSnapshotLimitRefusesWrites|TestPutTinyScrollsQuota|TestDeltaDoesNotHoldLockAcrossRequest
 
 reliability:
 	SQ_RELIABILITY=long $(GO) test -count=1 -timeout 60m -v -run '$(RELIABILITY_RUN)' ./store ./server ./cmd/sq
