@@ -86,7 +86,9 @@ wait_exit() {
 # hosts on one machine never fight over the default HTTP port.
 sq_http_args() {
   SQ_HTTP_ARGS=()
-  if "$1" help host 2>/dev/null | grep -q -- '^  -http '; then
+  # grep reads all of the help (no -q): stopping early would kill the
+  # writer with SIGPIPE, which pipefail turns into "no --http".
+  if "$1" help host 2>/dev/null | grep -- '^  -http ' >/dev/null; then
     SQ_HTTP_ARGS=(--http "127.0.0.1:$2")
   fi
 }
