@@ -108,7 +108,11 @@ func (o *hostOutput) note(text, msg string, attrs ...any) {
 // fail reports a start-up or shutdown error and returns the exit status.
 func (o *hostOutput) fail(code int, what string, err error) int {
 	if o.json != nil && o.log != nil {
-		o.log.Error("sq host: "+what, "err", errString(err))
+		msg := "sq host: start failed"
+		if what != "" {
+			msg = "sq host: " + what
+		}
+		o.log.Error(msg, "err", errString(err))
 		return code
 	}
 	if what != "" {

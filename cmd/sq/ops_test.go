@@ -401,3 +401,23 @@ func TestHostBadHTTPRefusedBeforeBinaryPort(t *testing.T) {
 		})
 	}
 }
+
+// TestHostJSONStartFailure: with --log-format json a refused start is a
+// JSON line too, saying why.
+func TestHostJSONStartFailure(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	dir := t.TempDir()
+	cfgPath, _ := killTenants(t, dir, 1)
+	must0(t, os.Chmod(cfgPath, 0o644))
+	var out, errb bytes.Buffer
+	if code := runHost([]string{"--config", cfgPath, "--listen", "127.0.0.1:0", "--http=", "--log-format", "json"}, &out, &errb); code == 0 {
+		t.Fatal("started with a world-readable config")
+	}
+	msgs := jsonLines(t, "stderr", errb.String())
+	if countMsg(msgs, "sq host: start failed") != 1 || !strings.Contains(errb.String(), "world-readable") {
+		t.Fatalf("stderr %q", errb.String())
+	}
+	jsonLines(t, "stdout", out.String())
+}
