@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+
+	"github.com/phext/sq/phext"
 )
 
 // openCountFS counts the calls that reach the file system through the seam.
@@ -75,8 +77,8 @@ func TestAddTenantsLinear(t *testing.T) {
 	if _, err := s.AddTenant(TenantConfig{Name: "dup", DataDir: filepath.Join(root, "7")}); err != nil {
 		t.Errorf("the dir of a removed tenant stays taken: %v", err)
 	}
-	// The first request prepares the tenant: the quota sees files that
-	// were there before it was added.
+	// Usage reads the dir (the quota sees files that were there before the
+	// tenant was added) and writes nothing; the first request probes it.
 	if err := os.WriteFile(filepath.Join(root, "20", "a.phext"), make([]byte, 100), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +87,14 @@ func TestAddTenantsLinear(t *testing.T) {
 	if err != nil || u.Bytes != 100 || u.Phexts != 1 {
 		t.Errorf("usage of a tenant with a 100-byte snapshot: %+v %v", u, err)
 	}
+	if o := fs.opens.Load(); o != 0 {
+		t.Errorf("Usage opened %d files (the case probe writes one)", o)
+	}
+	if _, err := tn.AppendSelect(nil, []byte("a"), phext.Origin); err != nil {
+		t.Fatal(err)
+	}
 	if o := fs.opens.Load(); o == 0 {
-		t.Error("the first use of a tenant did not probe its dir for case folding")
+		t.Error("the first request of a tenant did not probe its dir for case folding")
 	}
 }
 

@@ -575,8 +575,8 @@ func isPhextFile(fn string) (string, bool) {
 
 // estimateSizes returns the tenant's per-phext byte counts from file sizes
 // (snapshot + WAL, an upper bound of the scroll bytes) and their total,
-// without opening any phext. fold says whether names fold to lower case.
-func (t *Tenant) estimateSizes(fold bool) (map[string]int64, int64, error) {
+// without opening any phext. Names are as listed (prepare folds them).
+func (t *Tenant) estimateSizes() (map[string]int64, int64, error) {
 	ents, err := os.ReadDir(t.dir)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: tenant %s: %w", t.name, err)
@@ -594,9 +594,6 @@ func (t *Tenant) estimateSizes(fold bool) (map[string]int64, int64, error) {
 		}
 		if fi, err := os.Stat(filepath.Join(t.dir, e.Name()+walExt)); err == nil {
 			n += fi.Size()
-		}
-		if fold {
-			name = strings.ToLower(name)
 		}
 		sizes[name] += n
 		total += n

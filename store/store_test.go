@@ -399,7 +399,7 @@ func TestCaseFoldingDir(t *testing.T) {
 		t.Errorf("after reopen %q", got)
 	}
 	plain := MustOpen(t, nil)
-	if _, err := plain.ten.Usage(); err != nil {
+	if _, err := plain.ten.AppendSelect(nil, nil, coord(1)); err != nil {
 		t.Fatal(err)
 	}
 	if plain.ten.fold {

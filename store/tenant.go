@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -34,9 +35,11 @@ type Tenant struct {
 	dirID      dirID // identity of dir, the key of Store.dirs
 	createdDir bool  // AddTenant created dir (immutable)
 
-	// prepared is set, after fold, sizes and used are filled in, by the
-	// first request's prepare; readers that see it true may read fold
-	// without a lock.
+	// scanned is set once sizes and used hold the estimate from file
+	// sizes (read-only: Usage may do it); prepared once, in addition, the
+	// dir was probed for case folding by the first request. Readers that
+	// see prepared true may read fold without a lock.
+	scanned  atomic.Bool
 	prepared atomic.Bool
 	fold     bool   // the data dir is case-insensitive: phext names are folded to lower case
 	dev      uint64 // file system of dir (0 unknown): the everysec syncer groups WALs by it
@@ -51,9 +54,10 @@ type Tenant struct {
 func (t *Tenant) CreatedDir() bool { return t.createdDir }
 
 // prepare does, once, the per-tenant work AddTenant defers to the first
-// request: probe the data dir for case folding and estimate the phexts'
-// sizes from their files (for the quota and Usage). A failure is returned
-// to that request and retried by the next one.
+// request: estimate the phexts' sizes from their files (for the quota and
+// Usage; see scan) and probe the data dir for case folding, which creates
+// and removes a file. A failure is returned to that request and retried by
+// the next one.
 func (t *Tenant) prepare() error {
 	if t.prepared.Load() {
 		return nil
@@ -65,19 +69,53 @@ func (t *Tenant) prepare() error {
 	if t.prepared.Load() {
 		return nil
 	}
+	if err := t.scanLocked(); err != nil {
+		return err
+	}
+	fold := t.s.caseInsensitive(t.dir)
+	if fold {
+		// The scan kept names as listed; on a folding dir they are one
+		// phext per lower-case name.
+		folded := make(map[string]int64, len(t.sizes))
+		for name, n := range t.sizes {
+			folded[strings.ToLower(name)] += n
+		}
+		t.sizes = folded
+	}
+	t.fold = fold
+	t.files = make(map[string]*pfile)
+	t.prepared.Store(true)
+	return nil
+}
+
+// scan fills sizes and used from the data dir's file sizes, once, without
+// writing anything: what Usage needs of a tenant that has served nothing
+// (a metrics scrape must not touch 10,000 data dirs but to read them).
+func (t *Tenant) scan() error {
+	if t.scanned.Load() {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.scanLocked()
+}
+
+// scanLocked is scan with t.mu held.
+func (t *Tenant) scanLocked() error {
 	if t.closed {
 		return ErrClosed
 	}
-	fold := t.s.caseInsensitive(t.dir)
-	sizes, total, err := t.estimateSizes(fold)
+	if t.scanned.Load() {
+		return nil
+	}
+	sizes, total, err := t.estimateSizes()
 	if err != nil {
 		return err
 	}
-	t.fold = fold
+	// No write can have changed used: writes wait for prepare.
 	t.sizes = sizes
-	t.files = make(map[string]*pfile)
 	t.used.Store(total)
-	t.prepared.Store(true)
+	t.scanned.Store(true)
 	return nil
 }
 
@@ -484,9 +522,9 @@ type Usage struct {
 
 // Usage returns the tenant's current usage, without rescanning files
 // (the first call on a tenant that has served no request reads its data
-// dir once, see prepare).
+// dir once, see scan).
 func (t *Tenant) Usage() (Usage, error) {
-	if err := t.prepare(); err != nil {
+	if err := t.scan(); err != nil {
 		return Usage{}, err
 	}
 	t.mu.RLock()
