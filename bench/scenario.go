@@ -338,7 +338,8 @@ func WriteIdleTable(w io.Writer, r *IdleResult) {
 
 // ReloadLoop rewrites the config at path every interval, alternately with
 // and without one extra tenant (the others stay as they are), and asks the
-// server to reload through a connection of tenants[0]. It returns when ctx
+// server to reload through a connection of tenants[0] (the server must
+// trust loopback: sq host --trust-loopback). It returns when ctx
 // ends, with the number of reloads done and the errors seen.
 func ReloadLoop(ctx context.Context, addr, path string, tenants []Tenant, extraDir string, interval time.Duration) (int, []string) {
 	var errs []string

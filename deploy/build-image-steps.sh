@@ -59,7 +59,7 @@ port=$(free_port)
 sq_http_args "$bin" "$(free_port)"
 # The image's CMD, with a loopback address instead of 0.0.0.0.
 (cd "$root/data" && exec chroot --userspec=$uid:$uid "$root" /usr/local/bin/sq host \
-  --listen "127.0.0.1:$port" "${SQ_HTTP_ARGS[@]}" --data /data --log-format json --shutdown-timeout 10s) \
+  --listen "127.0.0.1:$port" "${SQ_HTTP_ARGS[@]}" --data /data --log-format json --trust-loopback=false --shutdown-timeout 10s) \
   >"$work/out.log" 2>"$work/err.log" &
 pid=$!
 wait_for_line "$work/out.log" '"msg":"listening"' 20

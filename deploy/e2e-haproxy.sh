@@ -65,7 +65,8 @@ fi
 cd "$work"
 
 step "config: $TENANTS tenants, sharded over 2 hosts"
-"$sq" tenants gen --count "$TENANTS" --dir "$work/unsharded" --out "$work/tenants.json" 2>/dev/null
+# --admin-token: move-tenant.sh reloads the hosts with it (a tenant token may not).
+"$sq" tenants gen --count "$TENANTS" --dir "$work/unsharded" --admin-token --out "$work/tenants.json" 2>/dev/null
 p1=$(free_port); p2=$(free_port); pf=$(free_port); pa=$(free_port); hp1=$(free_port); hp2=$(free_port); pr=$(free_port)
 # HAProxy checks each host's GET /readyz on its --http port.
 "$sq" tenants shard --hosts 2 --config "$work/tenants.json" --out "$work/shard" --dir "$work/host{host}/tenants" \

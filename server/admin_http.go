@@ -71,6 +71,20 @@ func (h *httpAPI) isAdmin(r *http.Request) bool {
 	return false
 }
 
+// mayReadMetrics: the metrics or the admin token, or trusted loopback.
+func (h *httpAPI) mayReadMetrics(r *http.Request) bool {
+	if h.trusted(r) {
+		return true
+	}
+	tab := h.s.table.Load()
+	for _, v := range r.Header["Authorization"] {
+		if tok := bearer(v); tok != "" && (tab.isMetrics([]byte(tok)) || tab.isAdmin([]byte(tok))) {
+			return true
+		}
+	}
+	return false
+}
+
 func (h *httpAPI) adminJSON(w http.ResponseWriter, code int, v any) {
 	body, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

@@ -20,12 +20,15 @@ import (
 //	{"tenants": {"<token>": {"name": "founding-1", "data_dir": "/var/lib/sq/tenants/founding-1"}}}
 //
 // Per tenant, the optional fields quota_mb, enabled and durability extend
-// that format; SQ ignores them. AdminToken, when set, may call the admin
-// operations (reload) from any address; without it they are allowed from
-// loopback only.
+// that format; SQ ignores them. AdminToken may call the admin operations
+// (RELOAD, POST /api/v2/reload, /admin, /metrics); MetricsToken may read
+// GET /metrics only. Without them those operations are refused, unless the
+// server trusts loopback (Options.TrustLoopback): no privilege comes from
+// a source address by default.
 type Config struct {
-	Tenants    map[string]TenantEntry `json:"tenants"`
-	AdminToken string                 `json:"admin_token,omitempty"`
+	Tenants      map[string]TenantEntry `json:"tenants"`
+	AdminToken   string                 `json:"admin_token,omitempty"`
+	MetricsToken string                 `json:"metrics_token,omitempty"`
 }
 
 // TenantEntry is one tenant of a Config, keyed by its API token.
@@ -116,9 +119,24 @@ func LoadServingConfig(path string, allowWorldReadable bool) (*Config, error) {
 }
 
 // Validate refuses an empty token, an entry without a name or data dir, two
-// entries with one name or one data dir, and an unknown durability mode. The
-// error names the entry.
+// entries with one name or one data dir, an unknown durability mode, and an
+// admin or metrics token that is also a tenant's token (a tenant must never
+// hold the admin's rights) or each other's. The error names the entry.
 func (c *Config) Validate() error {
+	for _, priv := range []struct{ field, tok string }{{"admin_token", c.AdminToken}, {"metrics_token", c.MetricsToken}} {
+		if priv.tok == "" {
+			continue
+		}
+		if len(priv.tok) > 255 {
+			return fmt.Errorf("%w: %s is over 255 bytes", ErrConfig, priv.field)
+		}
+		if e, ok := c.Tenants[priv.tok]; ok {
+			return fmt.Errorf("%w: %s is also the token of tenant %q", ErrConfig, priv.field, e.Name)
+		}
+	}
+	if c.AdminToken != "" && c.AdminToken == c.MetricsToken {
+		return fmt.Errorf("%w: admin_token and metrics_token are the same", ErrConfig)
+	}
 	names := make(map[string]string, len(c.Tenants))
 	dirs := make(map[string]string, len(c.Tenants))
 	for _, tok := range c.SortedTokens() {

@@ -340,7 +340,7 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	case protocol.OpCompact:
 		err = t.st.Compact(req.Name)
 	case protocol.OpReload:
-		if !cs.loopback && !cs.admin {
+		if !cs.admin && !(cs.loopback && s.opts.TrustLoopback) {
 			err = errForbidden
 		} else {
 			var msg string

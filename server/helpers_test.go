@@ -19,6 +19,9 @@ import (
 	"github.com/phext/sq/store"
 )
 
+// testMetricsToken is the metrics_token of every test env's config.
+const testMetricsToken = "metrics-token-for-tests"
+
 // testEnv is a server on 127.0.0.1:0 over a store in a temp dir.
 type testEnv struct {
 	t       testing.TB
@@ -42,7 +45,7 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 		eo.tenants = []string{"alpha", "beta"}
 	}
 	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
-	e.cfg = &Config{Tenants: map[string]TenantEntry{}}
+	e.cfg = &Config{Tenants: map[string]TenantEntry{}, MetricsToken: testMetricsToken}
 	for i, name := range eo.tenants {
 		tok, err := GenerateToken(i + 1)
 		if err != nil {

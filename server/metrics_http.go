@@ -19,8 +19,9 @@ import (
 // atomics they always bump (tenantStats, serverStats, httpAPI.codes); every
 // value here is read at scrape time.
 
-// serveMetrics answers GET /metrics: from loopback, with the admin token,
-// or from anywhere when PublicMetrics is set.
+// serveMetrics answers GET /metrics: with the metrics or the admin token,
+// from loopback when the server trusts it, or to anyone when PublicMetrics
+// is set.
 func (h *httpAPI) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -28,7 +29,7 @@ func (h *httpAPI) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		replyText(w, http.StatusMethodNotAllowed, "Method Not Allowed")
 		return
 	}
-	if !h.o.PublicMetrics && !isLoopback(r) && !h.isAdmin(r) {
+	if !h.o.PublicMetrics && !h.mayReadMetrics(r) {
 		h.count(routeMetrics, http.StatusUnauthorized)
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
 		return

@@ -20,7 +20,7 @@ import (
 // every line is a valid sample.
 func scrape(t *testing.T, e *restEnv) map[string]float64 {
 	t.Helper()
-	a := e.call("GET", "/metrics", "")
+	a := e.call("GET", "/metrics", "", "Authorization", "Bearer "+testMetricsToken)
 	if a.code != 200 {
 		t.Fatalf("metrics: %d %q", a.code, a.body)
 	}
@@ -126,7 +126,7 @@ func TestMetricsExposition(t *testing.T) {
 		}
 		prev = v
 	}
-	e.call("POST", "/api/v2/reload", "")
+	e.srv.ReloadFromSource() // the reload route needs the admin token
 	if m := scrape(t, e); m[`sq_reloads_total{result="ok"}`] != 1 {
 		t.Fatalf("reloads %v", m[`sq_reloads_total{result="ok"}`])
 	}
@@ -309,6 +309,7 @@ func TestMetricsAccess(t *testing.T) {
 		{name: "remote without token", code: 401},
 		{name: "remote with tenant token", hdr: []string{"Authorization", "Bearer " + e.tokenOf("alpha")}, code: 401},
 		{name: "remote with admin token", hdr: []string{"Authorization", "Bearer metrics-admin-token"}, code: 200},
+		{name: "remote with metrics token", hdr: []string{"Authorization", "Bearer " + testMetricsToken}, code: 200},
 		{name: "public", public: true, code: 200},
 	}
 	for _, tc := range tests {
@@ -319,7 +320,12 @@ func TestMetricsAccess(t *testing.T) {
 			}
 		})
 	}
-	t.Run("loopback", func(t *testing.T) { scrape(t, e) })
+	t.Run("loopback needs a token", func(t *testing.T) {
+		if a := e.call("GET", "/metrics", ""); a.code != 401 {
+			t.Fatalf("loopback without a token: %d", a.code)
+		}
+		scrape(t, e)
+	})
 	t.Run("POST refused", func(t *testing.T) {
 		if a := e.call("POST", "/metrics", "x"); a.code != 405 {
 			t.Fatalf("code %d", a.code)

@@ -68,6 +68,9 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 	if cfg.AdminToken != "" {
 		t.admin, t.hasAdm = keyOf([]byte(cfg.AdminToken)), true
 	}
+	if cfg.MetricsToken != "" {
+		t.metrics, t.hasMet = keyOf([]byte(cfg.MetricsToken)), true
+	}
 	if old == nil {
 		old = &tenantTable{byKey: map[tokenKey]*tenant{}, byName: map[string]*tenant{}}
 	}
@@ -247,7 +250,8 @@ func (s *Server) newTenant(e TenantEntry, st *store.Tenant) *tenant {
 func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *tenantTable {
 	undo()
 	t := &tenantTable{byKey: make(map[tokenKey]*tenant, len(old.byKey)),
-		byName: make(map[string]*tenant, len(old.byName)), admin: old.admin, hasAdm: old.hasAdm}
+		byName: make(map[string]*tenant, len(old.byName)), admin: old.admin, hasAdm: old.hasAdm,
+		metrics: old.metrics, hasMet: old.hasMet}
 	fresh := map[*tenant]*tenant{}
 	for _, prev := range closedOld {
 		sc, err := storeConfig(prev.entry())

@@ -36,7 +36,8 @@ type HTTPOptions struct {
 	// gets 503 (default 512, SQ's connection cap).
 	MaxInFlight int
 	// PublicMetrics serves GET /metrics to anyone. By default a scraper
-	// needs the admin token unless it connects from loopback.
+	// needs the metrics or the admin token (or a loopback address when the
+	// server trusts loopback).
 	PublicMetrics bool
 }
 
@@ -322,6 +323,9 @@ const (
 	msgBadPath      = "Forbidden: Invalid phext path"
 	msgNotFound     = "Not Found"
 	msgBusy         = "Service Unavailable: connection limit reached"
+	// msgReloadForbidden replaces SQ's "Forbidden: Reload endpoint only
+	// accessible from localhost": loopback is trusted only on request.
+	msgReloadForbidden = "Forbidden: reload needs the admin token (Authorization: Bearer <admin_token>)"
 	// msgShuttingDown answers a request that met a closing tenant or a
 	// draining server (503 with Retry-After).
 	msgShuttingDown = "Service Unavailable: tenant is being reloaded or the server is stopping; retry"
@@ -839,13 +843,23 @@ func isLoopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// serveReload answers POST /api/v2/reload: from loopback without a token,
-// as in SQ, or from anywhere with the admin token. Unlike SQ it reloads
-// before answering and reports a failure.
+// trusted reports whether the request comes from loopback and the server
+// trusts loopback (Options.TrustLoopback; off by default).
+func (h *httpAPI) trusted(r *http.Request) bool {
+	return h.s.opts.TrustLoopback && isLoopback(r)
+}
+
+// serveReload answers POST /api/v2/reload: with the admin token, or from
+// loopback without a token when the server trusts loopback (SQ's rule,
+// which a proxy on the same host turns into "from anywhere"). Unlike SQ it
+// reloads before answering and reports a failure.
 func (h *httpAPI) serveReload(w http.ResponseWriter, r *http.Request) {
-	if !isLoopback(r) && !h.isAdmin(r) {
+	if !h.isAdmin(r) && !h.trusted(r) {
+		if len(r.Header["Authorization"]) > 0 {
+			h.authFailed(r)
+		}
 		h.count(routeReload, http.StatusForbidden)
-		replyText(w, http.StatusForbidden, "Forbidden: Reload endpoint only accessible from localhost")
+		replyText(w, http.StatusForbidden, msgReloadForbidden)
 		return
 	}
 	if h.s.opts.LoadConfig == nil && h.o.ConfigPath == "" {

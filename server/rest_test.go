@@ -42,7 +42,7 @@ func startHTTPOnly(t *testing.T, eo envOptions, ho HTTPOptions) *restEnv {
 		eo.tenants = []string{"alpha", "beta"}
 	}
 	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
-	e.cfg = &Config{Tenants: map[string]TenantEntry{}}
+	e.cfg = &Config{Tenants: map[string]TenantEntry{}, MetricsToken: testMetricsToken}
 	for i, name := range eo.tenants {
 		tok, err := GenerateToken(i + 1)
 		if err != nil {
@@ -530,11 +530,22 @@ func TestRESTReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 401, "Unauthorized")
-	a := e.call("POST", "/api/v2/reload", "")
+	// Loopback alone is no privilege: no token, or a tenant's, is refused.
+	e.want(e.call("POST", "/api/v2/reload", ""), 403, msgReloadForbidden)
+	e.want(e.call("POST", "/api/v2/reload", "", "Authorization", "Bearer "+e.tokenOf("alpha")), 403, msgReloadForbidden)
+	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 401, "Unauthorized")
+	e.cfg.AdminToken = "the-admin-token-123"
+	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.ReloadFromSource(); err != nil { // the operator's SIGHUP
+		t.Fatal(err)
+	}
+	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, Version)
+	a := e.call("POST", "/api/v2/reload", "", "Authorization", "Bearer the-admin-token-123")
 	if a.code != 200 || !strings.HasPrefix(a.body, "Config reload triggered") {
 		t.Fatalf("reload: %d %q", a.code, a.body)
 	}
-	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, Version)
 
 	remote := func(hdr ...string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/api/v2/reload", nil)
@@ -546,14 +557,13 @@ func TestRESTReload(t *testing.T) {
 		e.api.ServeHTTP(rec, req)
 		return rec
 	}
-	t.Run("not from loopback", func(t *testing.T) {
+	t.Run("tenant token from elsewhere", func(t *testing.T) {
 		rec := remote("Authorization", "Bearer "+tok)
-		if rec.Code != 403 || rec.Body.String() != "Forbidden: Reload endpoint only accessible from localhost" {
+		if rec.Code != 403 || rec.Body.String() != msgReloadForbidden {
 			t.Fatalf("%d %q", rec.Code, rec.Body.String())
 		}
 	})
 	t.Run("admin token from anywhere", func(t *testing.T) {
-		e.rewriteConfig(func(c *Config) { c.AdminToken = "the-admin-token-123" })
 		if rec := remote("Authorization", "Bearer the-admin-token-123"); rec.Code != 200 {
 			t.Fatalf("%d %q", rec.Code, rec.Body.String())
 		}
@@ -562,7 +572,7 @@ func TestRESTReload(t *testing.T) {
 		if err := writeFile(e.cfgPath, "{not json"); err != nil {
 			t.Fatal(err)
 		}
-		a := e.call("POST", "/api/v2/reload", "")
+		a := e.call("POST", "/api/v2/reload", "", "Authorization", "Bearer the-admin-token-123")
 		if a.code != 500 {
 			t.Fatalf("%d %q", a.code, a.body)
 		}
@@ -575,7 +585,7 @@ func TestRESTReload(t *testing.T) {
 		}
 		defer st.Close()
 		cfg := &Config{Tenants: map[string]TenantEntry{"tok-1": {Name: "x", DataDir: t.TempDir()}}}
-		s, err := New(st, cfg, &Options{Logger: quietLogger()})
+		s, err := New(st, cfg, &Options{Logger: quietLogger(), TrustLoopback: true})
 		if err != nil {
 			t.Fatal(err)
 		}

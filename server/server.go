@@ -91,6 +91,12 @@ type Options struct {
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
 	// the RELOAD operation). Nil disables reloads.
 	LoadConfig func() (*Config, error)
+	// TrustLoopback lets any peer on a loopback address do what the admin
+	// token allows except the /admin API: RELOAD on a connection of any
+	// token, POST /api/v2/reload and GET /metrics without a token. Off by
+	// default: behind a TLS terminator or proxy on the same host (stunnel,
+	// HAProxy, nginx) every client is loopback. For development only.
+	TrustLoopback bool
 }
 
 // queueBytes is how many request bytes one connection may have queued

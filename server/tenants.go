@@ -43,6 +43,9 @@ type tenantTable struct {
 	// (for the start and reload summary lines).
 	dirsCreated int
 	storeCalls  int // store.AddTenant/RemoveTenant calls made building it
+	// metrics may read GET /metrics only.
+	metrics tokenKey
+	hasMet  bool
 }
 
 func (t *tenantTable) lookup(token []byte) *tenant {
@@ -51,6 +54,10 @@ func (t *tenantTable) lookup(token []byte) *tenant {
 
 func (t *tenantTable) isAdmin(token []byte) bool {
 	return t.hasAdm && keyOf(token) == t.admin
+}
+
+func (t *tenantTable) isMetrics(token []byte) bool {
+	return t.hasMet && keyOf(token) == t.metrics
 }
 
 // entry returns the tenant's current config entry.

@@ -448,6 +448,12 @@ func (b *benchRun) provision(ctx context.Context) int {
 	// --http= turns the REST listener off: its fixed default port would
 	// collide with a dev server or a second bench.
 	args := []string{"--durability", f.durability, "--http="}
+	if b.sc.Name == "reload" {
+		// The reload loop asks for RELOAD on a tenant connection: our own
+		// child on 127.0.0.1 trusts loopback (no admin token in the
+		// generated config).
+		args = append(args, "--trust-loopback")
+	}
 	if strings.TrimSpace(f.hostArgs) != "" {
 		args = append(args, strings.Fields(f.hostArgs)...)
 	}

@@ -143,8 +143,9 @@ func init() {
 		"compact": {run: cmdCompact,
 			about: "Asks the server to compact the phext now (fold its write-ahead log into the file)."},
 		"reload": {run: cmdReload,
-			about: "Asks the server to reload its tenant config. Allowed from loopback or with the\n" +
-				"config's admin_token as --token."},
+			about: "Asks the server to reload its tenant config. Needs the config's admin_token as\n" +
+				"--token (a tenant token is refused with AUTH), unless the server runs with\n" +
+				"--trust-loopback (the dev default) and this runs on the same host."},
 		"ping": {run: cmdPing,
 			about: "Checks that the server answers and prints the round-trip time."},
 	}

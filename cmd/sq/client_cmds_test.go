@@ -31,6 +31,9 @@ type testServer struct {
 	tokens   map[string]string // name → token
 }
 
+// testAdminToken is the admin_token of startTestServer's config.
+const testAdminToken = "admin-token-for-cli-tests-0001"
+
 func startTestServer(t *testing.T, names ...string) *testServer {
 	t.Helper()
 	return startTestServerWith(t, false, names...)
@@ -49,7 +52,7 @@ func startTestServerWith(t *testing.T, withHTTP bool, names ...string) *testServ
 		names = []string{"tenant-001"}
 	}
 	ts := &testServer{dir: t.TempDir(), tokens: map[string]string{}}
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}}
+	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: testAdminToken}
 	for i, n := range names {
 		tok, err := server.GenerateToken(i + 1)
 		if err != nil {
@@ -175,7 +178,8 @@ func TestClientCommands(t *testing.T) {
 		{name: "status json", cmd: "status", args: []string{"--json"}, has: []string{`"tenant":"tenant-001"`}},
 		{name: "version", cmd: "version", has: []string{"client: sq " + server.Version + "\n", "server: ", server.Version}},
 		{name: "compact", cmd: "compact", stdout: "Compacted cli\n"},
-		{name: "reload from loopback", cmd: "reload", noCheck: true},
+		{name: "reload with a tenant token", cmd: "reload", code: 1, errHas: "AUTH"},
+		{name: "reload with the admin token", cmd: "reload", args: []string{"--token", testAdminToken}, noCheck: true},
 		// Errors.
 		{name: "bad scroll", cmd: "insert", args: []string{"1.1.1/1.1.1/1.1.1", "a\x17b"}, code: 1, errHas: "BAD_SCROLL"},
 		{name: "bad coordinate", cmd: "select", args: []string{"0.1.1/1.1.1/1.1.1"}, code: 2, errHas: "bad coordinate"},

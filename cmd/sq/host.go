@@ -36,6 +36,7 @@ type hostConfig struct {
 	tenantDetailMetrics              bool
 	maxClientMemory                  int64
 	noLoopWrites                     bool
+	trustLoopback                    bool
 }
 
 var hostCfg hostConfig
@@ -63,6 +64,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.drainDelay, "drain-delay", 0, "on SIGTERM, first answer GET /readyz with 503 for this long while still serving, so load balancers stop sending new connections (a second signal skips the wait)")
 	fs.BoolVar(&c.noCompression, "no-compression", false, "offer no wire compression")
 	fs.BoolVar(&c.noLoopWrites, "no-loop-writes", false, "answer every INSERT/UPDATE/DELETE on a worker goroutine instead of the event loop (for A/B measurements)")
+	fs.BoolVar(&c.trustLoopback, "trust-loopback", false, "let any peer on a loopback address RELOAD (also with a tenant token), POST /api/v2/reload and read /metrics without the admin token (default: on with the embedded dev config, off with --config). Never with a TLS terminator or proxy on the same host: every client is loopback then")
 	fs.BoolVar(&c.allowWorldRead, "allow-world-readable-config", false, "start even if the config (which holds tokens) is readable by every user (development only)")
 	fs.BoolVar(&c.tenantDetailMetrics, "metrics-tenant-detail", false, "add per-tenant request-duration histograms and data-dir file sizes to /metrics (26 series per operation a tenant uses)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the server stops")
@@ -148,6 +150,11 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c := hostCfg
+	trustSet := false
+	fs.Visit(func(f *flag.Flag) { trustSet = trustSet || f.Name == "trust-loopback" })
+	if c.config == "" && !trustSet {
+		c.trustLoopback = true // the dev default: sq reload with the dev token works
+	}
 	out := &hostOutput{stdout: stdout, stderr: stderr}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
@@ -232,6 +239,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		NoLoopWrites:        c.noLoopWrites,
 		Logger:              log,
 		LoadConfig:          loadConfig,
+		TrustLoopback:       c.trustLoopback,
 	})
 	if err != nil {
 		st.Close()
@@ -243,7 +251,11 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	if c.trustLoopback {
+		warnTrustLoopback(out, c.config == "" && !trustSet)
+	}
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
+		"trust_loopback", c.trustLoopback,
 		"max_open_phexts", c.maxOpen,
 		"startup", time.Since(start).Round(time.Microsecond).String())
 	var hs *http.Server
@@ -290,6 +302,21 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	return 0
+}
+
+// warnTrustLoopback says loudly that loopback peers get admin rights.
+func warnTrustLoopback(out *hostOutput, devDefault bool) {
+	why := "--trust-loopback"
+	if devDefault {
+		why = "the embedded dev config (--trust-loopback=false turns it off)"
+	}
+	msg := "trusting loopback (" + why + "): any process on this host, and every client of a proxy or TLS terminator on it, " +
+		"has the admin token's rights (except /admin) without a token; production configs set admin_token and leave this off"
+	if out.json != nil {
+		out.log.Warn(msg, "trust_loopback", true)
+		return
+	}
+	fmt.Fprintln(out.stderr, "sq host: WARNING: "+msg)
 }
 
 // warnDevDefault says loudly that the server runs on the embedded dev

@@ -196,7 +196,14 @@ func help(name string, stdout, stderr io.Writer) int {
 			"./sq-data/tenants.json with one dev tenant, whose token it prints (with a warning when the\n"+
 			"directory holds anything else). Ports are flags: the Rust SQ's `sq host <port>` served the\n"+
 			"REST API, here --http. GET /healthz and /readyz on --http are for load balancers.\n"+
-			"SIGHUP reloads the config, SIGTERM drains and exits.\n\nflags:")
+			"SIGHUP reloads the config, SIGTERM drains and exits.\n\n"+
+			"Privileges come from tokens, never from a source address: RELOAD (sq reload),\n"+
+			"POST /api/v2/reload and the /admin API need the config's admin_token; GET /metrics\n"+
+			"needs its metrics_token or the admin_token. Without --trust-loopback a tenant token\n"+
+			"never reloads the server. --trust-loopback lets loopback peers reload (on any\n"+
+			"connection) and scrape without a token; the embedded dev config turns it on (and\n"+
+			"says so at start), --config leaves it off: behind stunnel, HAProxy or nginx on the\n"+
+			"same host every client is loopback.\n\nflags:")
 		fs.PrintDefaults()
 		fmt.Fprint(stdout, hostMemoryHelp)
 		return 0

@@ -172,8 +172,9 @@ func TestHostJSONLogsAndReloadsOnce(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfgPath, tokens := killTenants(t, dir, 2)
+	// --trust-loopback: the RELOAD below comes on a tenant connection.
 	h := startHost(t, "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json",
-		"--log-level", "debug", "--http", "127.0.0.1:0")
+		"--log-level", "debug", "--http", "127.0.0.1:0", "--trust-loopback")
 	defer h.kill()
 	msgs := func() []string { return jsonLines(t, "stderr", h.stderr.String()) }
 	reloaded := func(n int) func() bool {

@@ -46,9 +46,10 @@ func tenantsHelp() string {
 	var b strings.Builder
 	b.WriteString("usage: sq tenants <gen|add|disable|enable|list|shard> [flags]\n\n")
 	b.WriteString("Edits happen on a temporary file renamed over the config (under a lock file), then the\n" +
-		"server at --addr is asked to RELOAD, using --token, else the config's admin_token, else a\n" +
-		"tenant token from the file (the server allows RELOAD from loopback). A failed reload is a\n" +
-		"warning: the edited file stands and the exit status is 0. --no-reload skips it.\n\n")
+		"server at --addr is asked to RELOAD, using --reload-token, else the config's admin_token,\n" +
+		"else a tenant token from the file (accepted only by a server run with --trust-loopback, the\n" +
+		"dev default; give configs an admin_token: sq tenants gen --admin-token). A failed reload is\n" +
+		"a warning: the edited file stands and the exit status is 0. --no-reload skips it.\n\n")
 	for _, s := range tenantSubs {
 		fmt.Fprintf(&b, "%s\n  %s\n\n", s.usage, strings.ReplaceAll(s.about, "\n", "\n  "))
 	}
@@ -420,9 +421,15 @@ func reloadServer(o *tenantOpts, cfg *server.Config, oldTokens []string, env cli
 			fmt.Fprintf(env.stderr, "sq tenants: server reloaded: %s\n", msg)
 			return
 		}
+		if client.IsStatus(err, protocol.StatusAuth) {
+			continue // a tenant token the server does not let reload: try the next
+		}
 		break
 	}
 	fmt.Fprintf(env.stderr, "sq tenants: warning: reload at %s failed: %v; the config file was written\n", o.addr, err)
+	if client.IsStatus(err, protocol.StatusAuth) {
+		fmt.Fprintln(env.stderr, "sq tenants: RELOAD needs the admin token: set admin_token in the config (or pass --reload-token), or reload with SIGHUP (systemctl reload sq)")
+	}
 }
 
 func redactToken(tok string) string {

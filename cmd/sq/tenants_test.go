@@ -244,8 +244,16 @@ func TestTenantsReload(t *testing.T) {
 	if tok2, _ := findTenant(cfg, "newbie"); tok2 != tok || !cfg.Tenants[tok].IsEnabled() {
 		t.Fatalf("newbie not enabled in the file")
 	}
-	// sq reload (client command) from loopback reloads it.
+	// sq reload (client command) with a tenant's token is refused, also
+	// from loopback; with the admin token it reloads.
 	r = runCLI(map[string]string{"SQ_ADDR": ts.addr, "SQ_TOKEN": ts.tokens["tenant-001"]}, "", "reload")
+	if r.code == 0 || !strings.Contains(r.stderr, "AUTH") {
+		t.Fatalf("reload with a tenant token: %+v", r)
+	}
+	if _, err := client.Dial(ctx, ts.addr, tok); client.StatusOf(err) != protocol.StatusAuth {
+		t.Fatalf("a tenant's reload applied the config: %v", err)
+	}
+	r = runCLI(map[string]string{"SQ_ADDR": ts.addr, "SQ_TOKEN": testAdminToken}, "", "reload")
 	if r.code != 0 {
 		t.Fatalf("reload: %+v", r)
 	}
