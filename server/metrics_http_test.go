@@ -140,7 +140,7 @@ func TestMetricsTenantDetail(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c="+c, "12345"), 200, "Inserted 5 bytes")
 	}
-	a := e.call("GET", "/metrics", "")
+	a := e.call("GET", "/metrics", "", "Authorization", "Bearer "+testMetricsToken)
 	checkFamilies(t, a.body)
 	m := parseExposition(t, a.body)
 	if v := m[`sq_tenant_request_duration_seconds_count{tenant="alpha",op="INSERT"}`]; v != 3 {
@@ -255,7 +255,7 @@ func TestMetricsFamilies(t *testing.T) {
 	e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c=1.1.1/1.1.1/1.1.1", "12345"), 200, "Inserted 5 bytes")
 	e.as("beta", "GET", "/api/v2/select?p=m&c=1.1.1/1.1.1/1.1.1", "")
 	e.as("beta", "POST", "/api/v2/insert?p=m&c=1.1.1/1.1.1/1.1.1", "bad\x17")
-	a := e.call("GET", "/metrics", "")
+	a := e.call("GET", "/metrics", "", "Authorization", "Bearer "+testMetricsToken)
 	checkFamilies(t, a.body)
 	// promtool is the linter Prometheus users run; it is optional here
 	// (apt-get install prometheus), required with SQ_REQUIRE_PROMTOOL=1.

@@ -366,7 +366,7 @@ func TestHAProxyRoutesREST(t *testing.T) {
 		// the map entry changes: the order of deploy/move-tenant.sh.
 		moveEntry(t, h1.cfgPath, h2.cfgPath, "a1", filepath.Join(h2.dir, "a1"))
 		for _, h := range []*testServer{h2, h1} {
-			if code, body := restCall(t, hc, "POST", "http://"+h.httpAddr+"/api/v2/reload", "", "", ""); code != 200 {
+			if code, body := restCall(t, hc, "POST", "http://"+h.httpAddr+"/api/v2/reload", "Authorization", testAdminToken, ""); code != 200 {
 				t.Fatalf("reload: %d %q", code, body)
 			}
 		}

@@ -244,7 +244,7 @@ func planShards(cfg *server.Config, spec shardSpec) (*shardPlan, error) {
 	}
 	plan := &shardPlan{Hosts: make([]*server.Config, n)}
 	for i := range plan.Hosts {
-		plan.Hosts[i] = &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: cfg.AdminToken}
+		plan.Hosts[i] = &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: cfg.AdminToken, MetricsToken: cfg.MetricsToken}
 	}
 	for k, tok := range cfg.SortedTokens() {
 		e := cfg.Tenants[tok]
