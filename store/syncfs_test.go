@@ -48,7 +48,7 @@ func manyTenants(t *testing.T, fs FS, n int) (*Store, []*Tenant) {
 
 func waitClean(t *testing.T, ts []*Tenant) {
 	t.Helper()
-	checkFor(t, 5*time.Second, func() bool {
+	checkFor(t, 30*time.Second, func() bool {
 		for _, ten := range ts {
 			ten.mu.RLock()
 			p := ten.files[""]
@@ -93,8 +93,8 @@ func TestSyncfsFailureRewrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, 5*time.Second, func() bool { return !fs.fail.Load() })
-	checkFor(t, 5*time.Second, func() bool { return s.Stats().Rewrites >= 1 })
+	checkFor(t, 30*time.Second, func() bool { return !fs.fail.Load() })
+	checkFor(t, 30*time.Second, func() bool { return s.Stats().Rewrites >= 1 })
 	waitClean(t, ts)
 	for i, ten := range ts {
 		if _, err := ten.Insert(nil, coord(3), []byte("later")); err != nil {
