@@ -347,13 +347,17 @@ func TestHAProxyRoutesREST(t *testing.T) {
 		}
 	})
 	t.Run("admin-surface-refused", func(t *testing.T) {
-		for _, path := range []string{"/metrics", "/api/v2/reload", "/admin/tenants"} {
+		// Percent-encoded forms too: the hosts route on the decoded path.
+		for _, path := range []string{"/metrics", "/api/v2/reload", "/admin/tenants",
+			"/%6detrics", "/api/v2/%72eload", "/%61dmin/tenants", "/api%2Fv2%2Freload"} {
 			if code, _ := restCall(t, hc, "GET", "http://"+rest+path, "", "", ""); code != 403 {
 				t.Fatalf("%s through haproxy: %d, want 403", path, code)
 			}
 		}
-		if code, _ := restCall(t, hc, "POST", "http://"+rest+"/api/v2/reload", "", "", ""); code != 403 {
-			t.Fatalf("POST reload through haproxy: %d, want 403", code)
+		for _, path := range []string{"/api/v2/reload", "/api/v2/%72eload"} {
+			if code, _ := restCall(t, hc, "POST", "http://"+rest+path, "", "", ""); code != 403 {
+				t.Fatalf("POST %s through haproxy: %d, want 403", path, code)
+			}
 		}
 	})
 	t.Run("moved-tenant", func(t *testing.T) {
