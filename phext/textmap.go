@@ -143,7 +143,7 @@ func Index(buf []byte) ([]byte, error) {
 	prev := Origin
 	off := 0
 	err := phokens(buf, false, func(c Coordinate, text []byte) {
-		off += breaksBetween(prev, c)
+		off += DelimitersLen(prev, c)
 		out = AppendDelimiters(out, prev, c)
 		out = strconv.AppendInt(out, int64(off), 10)
 		off += len(text)
@@ -153,24 +153,4 @@ func Index(buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// breaksBetween counts the bytes AppendDelimiters writes from prev to next.
-func breaksBetween(prev, next Coordinate) int {
-	for l := range prev {
-		if prev[l] == next[l] {
-			continue
-		}
-		n := 0
-		if next[l] > prev[l] {
-			n = int(next[l] - prev[l])
-		}
-		for m := l + 1; m < len(next); m++ {
-			if next[m] > 1 {
-				n += int(next[m] - 1)
-			}
-		}
-		return n
-	}
-	return 0
 }
