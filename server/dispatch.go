@@ -189,14 +189,7 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 		if err := cs.dec.Decode(f, &req); err != nil {
 			return s.handleEach(cs, frames, out)
 		}
-		w := store.Write{Kind: store.WriteInsert, Name: req.Name, Coord: req.Coord, Text: req.Payload}
-		switch req.Op {
-		case protocol.OpUpdate:
-			w.Kind = store.WriteUpdate
-		case protocol.OpDelete:
-			w.Kind, w.Text = store.WriteDelete, nil
-		}
-		ws = append(ws, w)
+		ws = append(ws, writeOf(&req))
 	}
 	t.st.WriteMany(ws)
 	d := time.Since(start)
@@ -403,4 +396,17 @@ func (s *Server) errReply(t *tenant, req *protocol.Request, err error) (protocol
 	}
 	s.log.Warn("request failed", "tenant", name, "op", req.Op.String(), "phext", string(req.Name), "err", err)
 	return st, "internal error: " + err.Error()
+}
+
+// writeOf is the store write an INSERT, UPDATE or DELETE request asks for.
+// Its Name and Text alias the request's frame.
+func writeOf(req *protocol.Request) store.Write {
+	w := store.Write{Kind: store.WriteInsert, Name: req.Name, Coord: req.Coord, Text: req.Payload}
+	switch req.Op {
+	case protocol.OpUpdate:
+		w.Kind = store.WriteUpdate
+	case protocol.OpDelete:
+		w.Kind, w.Text = store.WriteDelete, nil
+	}
+	return w
 }

@@ -6,7 +6,6 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/phext/sq/protocol"
-	"github.com/phext/sq/store"
 )
 
 // maxFastReply bounds a reply built on the event loop: larger scrolls are
@@ -94,13 +93,7 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 	if err := cs.loopDec.Decode(frame, &req); err != nil {
 		return out, false
 	}
-	w := store.Write{Kind: store.WriteInsert, Name: req.Name, Coord: req.Coord, Text: req.Payload}
-	switch req.Op {
-	case protocol.OpUpdate:
-		w.Kind = store.WriteUpdate
-	case protocol.OpDelete:
-		w.Kind, w.Text = store.WriteDelete, nil
-	}
+	w := writeOf(&req)
 	scratch := protocol.GetBuffer()
 	var ok bool
 	scratch.B, ok = t.st.TryWrite(&w, scratch.B)

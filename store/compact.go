@@ -40,13 +40,7 @@ func (p *pfile) compactAsync() {
 // compact merges the WAL into a new snapshot (a checkpoint).
 func (p *pfile) compact() error {
 	did, err := p.checkpoint()
-	if did {
-		if err == nil {
-			p.t.s.compactions.Add(1)
-		} else {
-			p.t.s.compactFailures.Add(1)
-		}
-	}
+	p.countCompaction(did, err)
 	return err
 }
 
@@ -104,13 +98,7 @@ func (w *snapWriter) flush() {
 func (p *pfile) compactLocked() error {
 	did := p.wal != nil && p.walSize > walHeaderSize && !p.broken.Load()
 	err := p.compactNow()
-	if did {
-		if err == nil {
-			p.t.s.compactions.Add(1)
-		} else {
-			p.t.s.compactFailures.Add(1)
-		}
-	}
+	p.countCompaction(did, err)
 	return err
 }
 
@@ -313,4 +301,16 @@ func (p *pfile) rewriteLocked() error {
 	p.suspect.Store(false)
 	p.t.s.rewrites.Add(1)
 	return nil
+}
+
+// countCompaction counts a checkpoint that did work, as done or failed.
+func (p *pfile) countCompaction(did bool, err error) {
+	if !did {
+		return
+	}
+	if err == nil {
+		p.t.s.compactions.Add(1)
+	} else {
+		p.t.s.compactFailures.Add(1)
+	}
 }
