@@ -24,9 +24,22 @@ import (
 // arrives. Small frames (≤ bigFrame) are bounded per connection instead
 // (MaxInFlight, queueBytes), like Redis' client-query-buffer-limit.
 
-// memBudget counts reserved bytes against a limit. Safe for concurrent use.
+// Each tenant has its own share (Options.MaxClientMemoryPerTenant, default
+// a quarter of the server budget): a tenant's budget has the server's as
+// its parent and a reservation must fit in both, so one tenant cannot hold
+// the whole server budget (nine headers declaring 64 MiB frames used to
+// fill the default 1 GiB). A connection charges the budget of the tenant it
+// authenticated as (connState.mem, fixed for the connection's life, so a
+// release goes to the budget the bytes were reserved in); a reload that
+// replaces a tenant's *tenant value carries its budget over by name
+// (newTenant). The admin's connections charge the server budget directly.
+// A REST request charges its tenant's budget (auth comes first).
+
+// memBudget counts reserved bytes against a limit, and against its
+// parent's when it has one. Safe for concurrent use.
 type memBudget struct {
 	limit   int64
+	parent  *memBudget // nil for the server budget
 	used    atomic.Int64
 	peak    atomic.Int64
 	refused atomic.Uint64
@@ -46,6 +59,15 @@ func (b *memBudget) tryReserve(n int64) bool {
 	if u > b.limit {
 		b.used.Add(-n)
 		b.refused.Add(1)
+		if b.parent != nil {
+			// The server's refused counter counts every BUSY for memory,
+			// whichever budget refused.
+			b.parent.refused.Add(1)
+		}
+		return false
+	}
+	if b.parent != nil && !b.parent.tryReserve(n) {
+		b.used.Add(-n)
 		return false
 	}
 	for {
@@ -56,10 +78,13 @@ func (b *memBudget) tryReserve(n int64) bool {
 	}
 }
 
-// release returns n reserved bytes.
+// release returns n reserved bytes (to the parent too).
 func (b *memBudget) release(n int64) {
 	if n > 0 {
 		b.used.Add(-n)
+		if b.parent != nil {
+			b.parent.used.Add(-n)
+		}
 	}
 }
 

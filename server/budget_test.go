@@ -129,7 +129,8 @@ func TestCompressedSizeBombLive(t *testing.T) {
 func TestMemoryBudgetBusy(t *testing.T) {
 	const maxFrame = 1 * mib
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 4 * maxFrame}})
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 4 * maxFrame,
+			MaxClientMemoryPerTenant: 4 * maxFrame}}) // mallory may take it all here
 	payload := bytes.Repeat([]byte("b"), maxFrame-64)
 	frame := func(id uint32) []byte {
 		return protocol.AppendRequest(nil, protocol.OpUpdate, id, []byte("big"), c9(uint16(id)), payload)
@@ -180,6 +181,76 @@ func TestMemoryBudgetBusy(t *testing.T) {
 		t.Fatal("the retried frame was not stored")
 	}
 	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+}
+
+// TestTenantMemoryShare is the review's reproduction of open issue 9: one
+// tenant opens connections that each send only the 10-byte header of a
+// large frame. It may hold its share of the budget (here half) and no
+// more: its further large frames are answered BUSY while another tenant's
+// GET of a 200 KiB phext and UPDATE of 100 KiB are served. Once its
+// connections close, nothing stays reserved. (Before the fix the attacker
+// filled the whole budget: its third and fourth headers were reserved, not
+// refused, and bob's requests were answered BUSY.)
+func TestTenantMemoryShare(t *testing.T) {
+	const maxFrame = 1 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 8 * maxFrame,
+			MaxClientMemoryPerTenant: 4 * maxFrame}})
+	bob := h.dial(t, "bob")
+	doc := bytes.Repeat([]byte("d"), 200<<10)
+	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "doc", c9(1), doc)
+	waitFor(t, 10*time.Second, "bob's write released", func() bool { return h.srv.Memory().Used == 0 })
+
+	header := func(id uint32) []byte {
+		f := protocol.AppendRequest(nil, protocol.OpUpdate, id, []byte("big"), c9(1),
+			bytes.Repeat([]byte("m"), maxFrame-64))
+		return f[:protocol.HeaderSize]
+	}
+	cost := 2 * int64(len(protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1),
+		bytes.Repeat([]byte("m"), maxFrame-64)))) // a large frame is charged twice its size
+	// Two headers fill mallory's share (4 MiB).
+	var mallory []*pconn
+	for i := range 2 {
+		c := h.dial(t, "mallory")
+		if _, err := c.nc.Write(header(uint32(100 + i))); err != nil {
+			t.Fatal(err)
+		}
+		mallory = append(mallory, c)
+		waitFor(t, 10*time.Second, "mallory's header reserved", func() bool {
+			return h.srv.Memory().Used == int64(i+1)*cost
+		})
+	}
+	// Seven more (nine in all, as in the review): each is refused at its
+	// header, whatever the server budget has left.
+	for i := range 7 {
+		c := h.dial(t, "mallory")
+		id := uint32(200 + i)
+		if _, err := c.nc.Write(header(id)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.recv(10 * time.Second)
+		if err != nil || r.Status != protocol.StatusBusy || r.ID != id {
+			t.Fatalf("mallory's header %d past her share: %v %v id %d %s, want BUSY for id %d",
+				i+3, err, r.Status, r.ID, r.Body, id)
+		}
+		mallory = append(mallory, c)
+	}
+	if m := h.srv.Memory(); m.Used != 2*cost || m.Refused < 7 {
+		t.Fatalf("after the attack: used %d (want %d), refused %d (want ≥ 7)", m.Used, 2*cost, m.Refused)
+	}
+	// Another tenant is served: a GET of 200 KiB and an UPDATE of 100 KiB.
+	if got := bob.must(t, protocol.StatusOK, protocol.OpGet, "doc", phext.Origin, nil); len(got) < len(doc) {
+		t.Fatalf("bob's GET: %d bytes, want ≥ %d", len(got), len(doc))
+	}
+	upd := bytes.Repeat([]byte("u"), 100<<10)
+	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "doc", c9(2), upd)
+	if got := bob.must(t, protocol.StatusOK, protocol.OpSelect, "doc", c9(2), nil); !bytes.Equal(got, upd) {
+		t.Fatal("bob's UPDATE was not stored")
+	}
+	for _, c := range mallory {
+		c.nc.Close()
+	}
+	waitFor(t, 10*time.Second, "the budget freed after mallory left", func() bool { return h.srv.Memory().Used == 0 })
 }
 
 // TestLargeReadsRefusedBeforeBuilt is issue 13's GET row: a phext larger

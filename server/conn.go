@@ -74,6 +74,11 @@ type connState struct {
 	arriving int64
 	skip     int
 	held     hold
+	// mem is the budget this connection charges: its tenant's share once
+	// HELLO authenticated it, else the server's. Set on the loop before
+	// any reservation and never changed after, so every release goes to
+	// the budget its bytes were reserved in (even after a reload).
+	mem *memBudget
 
 	dec     protocol.Decoder // worker
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
@@ -146,7 +151,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	now := time.Now().UnixNano()
 	cs := &connState{s: s, c: c, openedAt: now, maxFrame: maxHelloFrame}
-	cs.held.b = &s.mem
+	cs.mem = &s.mem
+	cs.held.b = cs.mem
 	if a := c.RemoteAddr(); a != nil {
 		cs.remote = a.String()
 		if ta, ok := a.(*net.TCPAddr); ok {
@@ -172,7 +178,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if !cs.closing.Swap(true) {
 		s.stats.closed[closeClient].Add(1)
 	}
-	s.mem.release(cs.arriving) // a frame that never fully arrived
+	cs.mem.release(cs.arriving) // a frame that never fully arrived
 	cs.arriving = 0
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
@@ -243,7 +249,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			if c.InboundBuffered() < protocol.HeaderSize {
 				break
 			}
-			if !s.mem.tryReserve(bigFrameCost(size)) {
+			if !cs.mem.tryReserve(bigFrameCost(size)) {
 				b, _ := c.Peek(protocol.HeaderSize)
 				cs.enqueueBusy(b)
 				queued = true
@@ -268,7 +274,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		// everything after the first queued frame, goes to the worker.
 		if !queued && cs.inflight.Load() == 0 {
 			if out, ok := s.fast(cs, frame, fastOut); ok {
-				s.mem.release(held)
+				cs.mem.release(held)
 				fastOut = out
 				c.Discard(size)
 				continue
@@ -359,9 +365,9 @@ func busyStub(f []byte) bool {
 
 // releaseFrame returns what a large frame reserved at its header; called
 // once the frame is answered or dropped.
-func (s *Server) releaseFrame(f []byte) {
+func (cs *connState) releaseFrame(f []byte) {
 	if len(f) > bigFrame {
-		s.mem.release(bigFrameCost(len(f)))
+		cs.mem.release(bigFrameCost(len(f)))
 	}
 }
 
@@ -444,6 +450,10 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 		}
 		cs.tenant = t
 		cs.tenantPtr.Store(t)
+		// From here on the connection charges its tenant's share (nothing
+		// is reserved before HELLO).
+		cs.mem = t.mem
+		cs.held.b = t.mem
 		if t.closed.Load() {
 			// A reload removed the tenant between the lookup and the
 			// Store above, and may have scanned the connections before it.
@@ -462,7 +472,7 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	cs.authedA.Store(true)
 	cs.maxFrame = s.opts.MaxFrame
 	cs.codec = protocol.ChooseCodec(hello.Codecs, s.opts.Codecs)
-	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec, Budget: &s.mem}
+	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec, Budget: cs.mem}
 	cs.loopDec = protocol.Decoder{MaxFrame: s.opts.MaxFrame}
 	reply := protocol.HelloReply{
 		Version:           protocol.NegotiateVersion(hello.Version),

@@ -65,7 +65,7 @@ func (s *Server) work(cs *connState) {
 				// the rest of the batch is not run and not acknowledged.
 				for ; i < len(frames); i++ {
 					bytes += int64(len(frames[i]))
-					s.releaseFrame(frames[i])
+					cs.releaseFrame(frames[i])
 					frames[i] = nil
 					done++
 				}
@@ -80,7 +80,7 @@ func (s *Server) work(cs *connState) {
 			}
 			for ; i < j; i++ {
 				bytes += int64(len(frames[i]))
-				s.releaseFrame(frames[i])
+				cs.releaseFrame(frames[i])
 				frames[i] = nil // a big frame can be collected once done
 				done++
 			}
@@ -120,7 +120,7 @@ func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
 	cs.held.n = 0
 	s.asyncPending.Add(1)
 	err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
-		s.mem.release(held)
+		cs.mem.release(held)
 		protocol.PutBuffer(out)
 		s.asyncPending.Add(-1)
 		if c != nil && c.OutboundBuffered() > s.opts.MaxOutbound {
@@ -130,7 +130,7 @@ func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
 		return nil
 	})
 	if err != nil {
-		s.mem.release(held)
+		cs.mem.release(held)
 		protocol.PutBuffer(out)
 		s.asyncPending.Add(-1)
 		cs.written(n)

@@ -239,6 +239,16 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 func (s *Server) newTenant(e TenantEntry, st *store.Tenant) *tenant {
 	tn := &tenant{name: e.Name, st: st, stats: s.newTenantStats()}
 	tn.conf.Store(&e)
+	// Keep the memory share of the tenant this one replaces: what its
+	// connections hold stays counted against the name.
+	if old := s.table.Load(); old != nil {
+		if prev := old.byName[e.Name]; prev != nil {
+			tn.mem = prev.mem
+		}
+	}
+	if tn.mem == nil {
+		tn.mem = &memBudget{limit: s.opts.MaxClientMemoryPerTenant, parent: &s.mem}
+	}
 	return tn
 }
 
@@ -265,6 +275,7 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 		}
 		f := s.newTenant(prev.entry(), st)
 		f.stats = prev.stats
+		f.mem = prev.mem
 		fresh[prev] = f
 	}
 	closed := map[*tenant]bool{}

@@ -391,7 +391,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	var bodyBuf *bytebufferpool.ByteBuffer
 	// What this request reserves of the client memory budget (body,
 	// reply), released once the reply is written.
-	mem := hold{b: &h.s.mem}
+	mem := hold{b: t.mem}
 	defer mem.done()
 	lim := store.Limit{Max: h.s.opts.MaxFrame - 6, Reserve: mem.reserve}
 	if post && r.Method == http.MethodPost {

@@ -86,6 +86,12 @@ type Options struct {
 	// answered BUSY, not queued (default 1 GiB, at least 3 × MaxFrame:
 	// a large frame is charged twice its size, inbound buffer and queue).
 	MaxClientMemory int64
+	// MaxClientMemoryPerTenant is the most of MaxClientMemory one tenant's
+	// connections and REST requests may hold at once (default a quarter
+	// of it; at least 3 × MaxFrame, at most MaxClientMemory), so one
+	// tenant cannot make every other tenant's large requests BUSY. The
+	// admin's connections are bounded by MaxClientMemory only.
+	MaxClientMemoryPerTenant int64
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
@@ -156,6 +162,10 @@ func (o *Options) withDefaults() Options {
 	// One max frame and its reply must fit, or such a request could never
 	// be served.
 	r.MaxClientMemory = max(r.MaxClientMemory, 3*int64(r.MaxFrame))
+	if r.MaxClientMemoryPerTenant <= 0 {
+		r.MaxClientMemoryPerTenant = r.MaxClientMemory / 4
+	}
+	r.MaxClientMemoryPerTenant = min(max(r.MaxClientMemoryPerTenant, 3*int64(r.MaxFrame)), r.MaxClientMemory)
 	return r
 }
 

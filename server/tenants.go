@@ -29,6 +29,9 @@ type tenant struct {
 	closed atomic.Bool
 	conns  atomic.Int64
 	stats  *tenantStats
+	// mem is the tenant's share of the client memory budget (budget.go);
+	// shared by the *tenant values of one name across reloads.
+	mem *memBudget
 }
 
 // tenantTable is one immutable generation of the token map. Reload builds a

@@ -35,6 +35,7 @@ type hostConfig struct {
 	noCompression, allowWorldRead    bool
 	tenantDetailMetrics              bool
 	maxClientMemory                  int64
+	maxClientMemoryPerTenant         int64
 	noLoopWrites                     bool
 	trustLoopback                    bool
 }
@@ -52,6 +53,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
 	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame); requests past it are answered BUSY (see below)")
+	fs.Int64Var(&c.maxClientMemoryPerTenant, "max-client-memory-per-tenant", 0, "most of --max-client-memory one tenant's requests may hold at once, in bytes (0 = a quarter of it; at least 3 × --max-frame)")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
@@ -224,22 +226,23 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		return out.fail(1, "store", err)
 	}
 	srv, err := server.Start(st, cfg, &server.Options{
-		Listen:              c.listen,
-		EventLoops:          c.loops,
-		MaxFrame:            c.maxFrame,
-		MaxConns:            c.maxConns,
-		MaxConnsPerTenant:   c.maxPerTenant,
-		MaxInFlight:         c.maxInFlight,
-		MaxClientMemory:     c.maxClientMemory,
-		HelloTimeout:        c.helloTimeout,
-		IdleTimeout:         c.idleTimeout,
-		FrameTimeout:        c.frameTimeout,
-		NoCompression:       c.noCompression,
-		TenantDetailMetrics: c.tenantDetailMetrics,
-		NoLoopWrites:        c.noLoopWrites,
-		Logger:              log,
-		LoadConfig:          loadConfig,
-		TrustLoopback:       c.trustLoopback,
+		Listen:                   c.listen,
+		EventLoops:               c.loops,
+		MaxFrame:                 c.maxFrame,
+		MaxConns:                 c.maxConns,
+		MaxConnsPerTenant:        c.maxPerTenant,
+		MaxInFlight:              c.maxInFlight,
+		MaxClientMemory:          c.maxClientMemory,
+		MaxClientMemoryPerTenant: c.maxClientMemoryPerTenant,
+		HelloTimeout:             c.helloTimeout,
+		IdleTimeout:              c.idleTimeout,
+		FrameTimeout:             c.frameTimeout,
+		NoCompression:            c.noCompression,
+		TenantDetailMetrics:      c.tenantDetailMetrics,
+		NoLoopWrites:             c.noLoopWrites,
+		Logger:                   log,
+		LoadConfig:               loadConfig,
+		TrustLoopback:            c.trustLoopback,
 	})
 	if err != nil {
 		st.Close()

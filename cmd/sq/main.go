@@ -234,7 +234,11 @@ memory:
   header arrives, before their body), decompressed bodies, REST bodies and
   the replies of GET, TOC, DELTA and json-export (measured before they are
   built). A request that does not fit is answered BUSY (REST: 503 with
-  Retry-After) at once, not queued; retry later. A reply larger than
+  Retry-After) at once, not queued; retry later. One tenant's connections
+  and REST requests may hold at most --max-client-memory-per-tenant of it
+  (default a quarter), so a tenant sending headers of large frames it never
+  finishes gets BUSY itself while the other tenants are still served (the
+  admin token is bounded by the whole budget only). A reply larger than
   --max-frame is TOO_LARGE (REST: 413); a write that would take a phext past
   4 GiB − 1 serialized is TOO_LARGE and writes nothing.
 `
