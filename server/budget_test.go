@@ -193,12 +193,24 @@ func TestMemoryBudgetBusy(t *testing.T) {
 // refused, and bob's requests were answered BUSY.)
 func TestTenantMemoryShare(t *testing.T) {
 	const maxFrame = 1 * mib
-	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo, http: true,
 		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 8 * maxFrame,
 			MaxClientMemoryPerTenant: 4 * maxFrame}})
 	bob := h.dial(t, "bob")
 	doc := bytes.Repeat([]byte("d"), 200<<10)
 	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "doc", c9(1), doc)
+	h.dial(t, "mallory").must(t, protocol.StatusOK, protocol.OpUpdate, "doc", c9(1), doc)
+	restGet := func(name string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+h.httpAddr+"/api/v2/get?p=doc", nil)
+		req.Header.Set("Authorization", "Bearer "+h.tokens[name])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
 	waitFor(t, 10*time.Second, "bob's write released", func() bool { return h.srv.Memory().Used == 0 })
 
 	header := func(id uint32) []byte {
@@ -244,6 +256,13 @@ func TestTenantMemoryShare(t *testing.T) {
 	}
 	upd := bytes.Repeat([]byte("u"), 100<<10)
 	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "doc", c9(2), upd)
+	// REST charges the tenant too: mallory's share is full, bob's is not.
+	if code := restGet("mallory"); code != http.StatusServiceUnavailable {
+		t.Fatalf("mallory's REST get with her share full: %d, want 503", code)
+	}
+	if code := restGet("bob"); code != http.StatusOK {
+		t.Fatalf("bob's REST get: %d, want 200", code)
+	}
 	if got := bob.must(t, protocol.StatusOK, protocol.OpSelect, "doc", c9(2), nil); !bytes.Equal(got, upd) {
 		t.Fatal("bob's UPDATE was not stored")
 	}
