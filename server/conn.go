@@ -201,6 +201,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	cs.lastActive.Store(now)
 	queued := false
 	var fastOut *bytebufferpool.ByteBuffer
+	logged := false // this round made its one loop log write (see fast)
 	for {
 		if !cs.authed {
 			if a, done := s.hello(cs, c); !done {
@@ -273,7 +274,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		// is queued (so replies stay in order); everything else, and
 		// everything after the first queued frame, goes to the worker.
 		if !queued && cs.inflight.Load() == 0 {
-			if out, ok := s.fast(cs, frame, fastOut); ok {
+			if out, ok := s.fast(cs, frame, fastOut, &logged); ok {
 				cs.mem.release(held)
 				fastOut = out
 				c.Discard(size)

@@ -19,7 +19,13 @@ const maxFastReply = 16 << 10
 // Measured (BenchmarkPipelined, bench/RESULTS.md): at pipeline depth 1 the
 // worker hand-off (goroutine start, AsyncWrite, loop wake-up) costs more
 // than the SELECT itself; answering on the loop gave ~1.4× the requests/s.
-func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffer) (*bytebufferpool.ByteBuffer, bool) {
+//
+// logged says this OnTraffic call already made its one log write: a loop
+// makes at most one per round (as Redis writes its AOF once per loop
+// iteration), so a later write in the same round goes to the worker,
+// whose WriteMany commits the rest of the batch with one write. A write
+// answered here sets it.
+func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffer, logged *bool) (*bytebufferpool.ByteBuffer, bool) {
 	if s.opts.NoLoopReads || len(frame) < protocol.HeaderSize || frame[5] != 0 || cs.admin || s.draining.Load() {
 		return out, false
 	}
@@ -27,7 +33,12 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 	switch op {
 	case protocol.OpPing, protocol.OpSelect, protocol.OpVersion:
 	case protocol.OpInsert, protocol.OpUpdate, protocol.OpDelete:
-		return s.fastWrite(cs, frame, out)
+		if *logged {
+			return out, false
+		}
+		out, ok := s.fastWrite(cs, frame, out)
+		*logged = ok
+		return out, ok
 	default:
 		return out, false
 	}

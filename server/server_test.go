@@ -767,3 +767,39 @@ func TestWritesAnsweredOnLoop(t *testing.T) {
 		})
 	}
 }
+
+// TestOneLoopLogWritePerRound: a loop makes at most one log write per
+// round (the house rule, as Redis writes its AOF once per iteration).
+// Writes pipelined in one segment arrive in one OnTraffic; the first may
+// be answered on the loop, the rest go to the worker's group commit, and
+// every reply still comes back in order.
+func TestOneLoopLogWritePerRound(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec})
+	c := e.dial("alpha")
+	co := phext.Origin
+	c.ok(protocol.OpInsert, "", co, []byte("x")) // opens the phext
+	const n = 32
+	var buf []byte
+	first := c.id + 1
+	for i := 0; i < n; i++ {
+		c.id++
+		buf = protocol.AppendRequest(buf, protocol.OpUpdate, c.id, nil, co, []byte(fmt.Sprint("v", i)))
+	}
+	before := e.srv.stats.loopWrites.Load()
+	c.write(buf) // one segment: one OnTraffic (the frames are ~40 bytes each)
+	for i := 0; i < n; i++ {
+		r, err := c.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != first+uint32(i) || r.Status != protocol.StatusOK {
+			t.Fatalf("reply %d: id %d status %v, want id %d OK", i, r.ID, r.Status, first+uint32(i))
+		}
+	}
+	if loop := e.srv.stats.loopWrites.Load() - before; loop > 1 {
+		t.Fatalf("%d writes of one round answered on the loop: at most one log write per round", loop)
+	}
+	if got := c.ok(protocol.OpSelect, "", co, nil); string(got) != fmt.Sprint("v", n-1) {
+		t.Fatalf("last write lost: %q", got)
+	}
+}
