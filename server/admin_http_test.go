@@ -10,6 +10,7 @@ import (
 
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
 )
 
 const testAdminToken = "pmb-admin-000000000000000000000001"
@@ -98,7 +99,7 @@ func TestAdminListAndStats(t *testing.T) {
 		t.Fatalf("list %+v", list)
 	}
 	a := list.Tenants[0]
-	if !a.Enabled || a.Bytes != 13 || a.Phexts != 2 || a.Scrolls != 2 || a.Requests != 3 || a.Errors != 1 || a.Ops != nil {
+	if !a.Enabled || a.Bytes != 13+2*store.ScrollCost || a.Phexts != 2 || a.Scrolls != 2 || a.Requests != 3 || a.Errors != 1 || a.Ops != nil {
 		t.Fatalf("alpha %+v", a)
 	}
 	if a.DataDir != filepath.Join(e.dir, "alpha") {

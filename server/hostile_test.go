@@ -967,7 +967,9 @@ func TestQuotaAbuse(t *testing.T) {
 		stored += len(s)
 	}
 	t.Logf("quota %d B: %d B acknowledged and stored, %d QUOTA answers", quota, acked.Load(), quotaN.Load())
-	if int64(stored) != acked.Load() || stored > quota || stored < quota-writers*size {
+	// The quota charges each scroll store.ScrollCost on top of its text.
+	charged := stored / size * (size + store.ScrollCost)
+	if int64(stored) != acked.Load() || charged > quota || charged < quota-writers*(size+store.ScrollCost) {
 		t.Fatalf("stored %d, acknowledged %d, quota %d", stored, acked.Load(), quota)
 	}
 	// A Put over the quota and an Update that grows a scroll are refused

@@ -249,7 +249,7 @@ func (h *httpAPI) appendMetrics(e *expo) {
 			}
 		}
 	}
-	usage("sq_tenant_bytes", "Scroll bytes the tenant stores (file sizes for phexts not opened since start).",
+	usage("sq_tenant_bytes", "What the quota counts: scroll bytes plus 64 a scroll (file sizes for phexts not opened since start).",
 		func(u *store.Usage) int64 { return u.Bytes })
 	usage("sq_tenant_scrolls", "Scrolls in the tenant's phexts that are open now.",
 		func(u *store.Usage) int64 { return u.Scrolls })

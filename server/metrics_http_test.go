@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
 )
 
 // scrape fetches /metrics and returns series name → value, checking that
@@ -82,7 +83,7 @@ func TestMetricsExposition(t *testing.T) {
 		`sq_request_duration_seconds_bucket{op="INSERT",le="+Inf"}`:               4,
 		`sq_http_requests_total{route="insert",code="200"}`:                       3,
 		`sq_http_requests_total{route="insert",code="400"}`:                       1,
-		`sq_tenant_bytes{tenant="alpha"}`:                                         15,
+		`sq_tenant_bytes{tenant="alpha"}`:                                         15 + store.ScrollCost,
 		`sq_tenant_connections{tenant="alpha"}`:                                   1,
 		`sq_tenant_quota_bytes{tenant="beta"}`:                                    0,
 		`sq_connections`:                                                          1,

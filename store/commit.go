@@ -72,17 +72,17 @@ type brec struct {
 func (p *pfile) growth(o *op) int64 {
 	switch o.kind {
 	case opInsert:
-		return int64(len(o.text))
+		return int64(len(o.text)) + p.newScrollCharge(o)
 	case opUpdate:
 		if p.putPending > 0 {
-			return int64(len(o.text))
+			return int64(len(o.text)) + p.newScrollCharge(o)
 		}
-		return int64(len(o.text) - len(p.lookup(o.c)))
+		return int64(len(o.text)-len(p.lookup(o.c))) + p.newScrollCharge(o)
 	case opPut:
 		if p.putPending > 0 {
-			return o.putBytes + putIndexCost(o)
+			return putCharge(o)
 		}
-		return o.putBytes + putIndexCost(o) - p.bytes
+		return putCharge(o) - p.charge()
 	}
 	return 0
 }

@@ -174,7 +174,7 @@ func TestLRU(t *testing.T) {
 			}
 		}
 		u, _ := ten.Usage()
-		if u.Phexts != 10 || u.Bytes != int64(20*len("0/0;")) {
+		if u.Phexts != 10 || u.Bytes != int64(20*len("0/0;")+10*ScrollCost) {
 			t.Errorf("tenant %d usage %+v", ti, u)
 		}
 	}

@@ -274,7 +274,7 @@ func TestPutTinyScrollsQuota(t *testing.T) {
 	if u, _ := db.ten.Usage(); u.Bytes != 0 {
 		t.Fatalf("refused put left %d bytes", u.Bytes)
 	}
-	doc := tiny(30_000)
+	doc := tiny(15_000) // 15,000 × (1 + ScrollCost) < 1 MiB
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -286,5 +286,77 @@ func TestPutTinyScrollsQuota(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 3*quota {
 		t.Fatalf("a put within a %d-byte quota holds %d bytes of heap", quota, grew)
+	}
+}
+
+// TestWriteTinyScrollsQuota is open issue 7 of issue 13: INSERT and UPDATE
+// of many new 1-byte scrolls were charged their text only, so a 1 MiB
+// quota let a tenant hold ~100 bytes of overlay and index per quota byte.
+// Every write path now charges a scroll's memory cost (ScrollCost) with
+// its text, so filling the quota with tiny scrolls holds live heap within
+// a small multiple of the quota, and deleting them gives the quota back.
+func TestWriteTinyScrollsQuota(t *testing.T) {
+	const quota = 1 << 20
+	for _, kind := range []WriteKind{WriteInsert, WriteUpdate} {
+		t.Run(map[WriteKind]string{WriteInsert: "insert", WriteUpdate: "update"}[kind], func(t *testing.T) {
+			db := &testDB{tb: t, root: t.TempDir(), quota: quota}
+			db.opts.Durability = DurabilityNo
+			db.opts.CompactMinWAL = 1 << 40 // keep every scroll in the overlay: the costly form
+			db.open()
+			t.Cleanup(func() { db.Close() })
+			name := []byte("tiny")
+			coord := func(i int) phext.Coordinate {
+				return phext.Coordinate{1, 1, 1, 1, 1, 1, uint16(1 + i/(999*999)), uint16(1 + i/999%999), uint16(1 + i%999)}
+			}
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			// Old code: every one of maxTry writes is accepted (1 quota byte
+			// each), ~100 MiB of heap.
+			const maxTry = 1 << 20
+			ws := make([]Write, 0, 1024)
+			accepted := 0
+			for i := 0; i < maxTry; {
+				ws = ws[:0]
+				for j := 0; j < cap(ws) && i < maxTry; j, i = j+1, i+1 {
+					ws = append(ws, Write{Kind: kind, Name: name, Coord: coord(i), Text: []byte("x")})
+				}
+				db.ten.WriteMany(ws)
+				full := false
+				for _, w := range ws {
+					switch {
+					case w.Err == nil:
+						accepted++
+					case errors.Is(w.Err, ErrQuota):
+						full = true
+					default:
+						t.Fatalf("write: %v", w.Err)
+					}
+				}
+				if full {
+					break
+				}
+			}
+			ws = nil
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			t.Logf("%d 1-byte scrolls accepted in a %d-byte quota; heap +%d bytes (%.2f per quota byte)",
+				accepted, quota, grew, float64(grew)/quota)
+			if grew > 3*quota {
+				t.Fatalf("%d tiny scrolls in a %d-byte quota hold %d bytes of heap (> 3 × quota)", accepted, quota, grew)
+			}
+			u, _ := db.ten.Usage()
+			if u.Bytes > quota {
+				t.Fatalf("usage %d bytes is over the quota %d", u.Bytes, quota)
+			}
+			// Deleting a scroll returns its whole charge.
+			if _, err := db.ten.Delete(name, coord(0)); err != nil {
+				t.Fatal(err)
+			}
+			if u2, _ := db.ten.Usage(); u.Bytes-u2.Bytes != 1+ScrollCost {
+				t.Fatalf("delete of a 1-byte scroll freed %d quota bytes, want %d", u.Bytes-u2.Bytes, 1+ScrollCost)
+			}
+		})
 	}
 }

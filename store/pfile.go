@@ -491,10 +491,18 @@ func (p *pfile) docHash() *xxh3.Hasher {
 }
 
 // apply changes the in-memory state by one logged record and returns the
-// operation's result and the change in scroll bytes. The caller holds mu
-// exclusively (or owns p during open). Records were validated before they
-// were logged, so apply cannot fail.
+// operation's result and the change in what the quota charges (p.charge:
+// scroll bytes plus ScrollCost a scroll). The caller holds mu exclusively
+// (or owns p during open). Records were validated before they were
+// logged, so apply cannot fail.
 func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, delta int64) {
+	scrolls := p.scrolls
+	n, delta = p.applyRecord(kind, c, payload)
+	return n, delta + ScrollCost*(p.scrolls-scrolls)
+}
+
+// applyRecord is apply; its delta counts scroll bytes only.
+func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte) (n int, delta int64) {
 	switch kind {
 	case opInsert:
 		if len(payload) == 0 {

@@ -236,7 +236,10 @@ func TestDefaultPhextFile(t *testing.T) {
 
 func TestQuota(t *testing.T) {
 	db := &testDB{}
-	db = MustOpenQuota(t, 100)
+	// The quota charges scroll bytes plus ScrollCost a scroll: 100 bytes
+	// of text in two scrolls fill it.
+	const quota = 100 + 2*ScrollCost
+	db = MustOpenQuota(t, quota)
 	ten := db.ten
 	if _, err := ten.Insert(nil, coord(1), []byte(strings.Repeat("a", 60))); err != nil {
 		t.Fatal(err)
@@ -252,8 +255,11 @@ func TestQuota(t *testing.T) {
 			_, err := ten.Insert([]byte("p2"), coord(2), []byte(strings.Repeat("b", 41)))
 			return err
 		}, want: ErrQuota},
-		{name: "update over", do: func() error { _, err := ten.Update(nil, coord(1), []byte(strings.Repeat("c", 101))); return err }, want: ErrQuota},
-		{name: "put over", do: func() error { _, err := ten.Put(nil, []byte(strings.Repeat("d", 101))); return err }, want: ErrQuota},
+		{name: "update over", do: func() error {
+			_, err := ten.Update(nil, coord(1), []byte(strings.Repeat("c", 101+ScrollCost)))
+			return err
+		}, want: ErrQuota},
+		{name: "put over", do: func() error { _, err := ten.Put(nil, []byte(strings.Repeat("d", 101+ScrollCost))); return err }, want: ErrQuota},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -270,7 +276,7 @@ func TestQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _ := ten.Usage()
-	if u.Bytes != 100 || u.QuotaBytes != 100 || u.Scrolls != 2 || u.Phexts != 1 {
+	if u.Bytes != quota || u.QuotaBytes != quota || u.Scrolls != 2 || u.Phexts != 1 {
 		t.Errorf("usage %+v", u)
 	}
 	if _, err := ten.Update(nil, coord(1), []byte("x")); err != nil {
@@ -279,19 +285,19 @@ func TestQuota(t *testing.T) {
 	if _, err := ten.Delete(nil, coord(2)); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := ten.Usage(); u.Bytes != 1 {
+	if u, _ := ten.Usage(); u.Bytes != 1+ScrollCost {
 		t.Errorf("usage after shrink %+v", u)
 	}
-	// A Put counts its index too (28 bytes a scroll): one scroll of 72
-	// bytes fills the quota of 100, one of 73 does not fit.
-	if _, err := ten.Put(nil, []byte(strings.Repeat("p", 73))); !errors.Is(err, ErrQuota) {
-		t.Fatalf("put of text + index over the quota: %v", err)
+	// A Put is charged ScrollCost a scroll too: one scroll of
+	// quota-ScrollCost bytes fills the quota, one byte more does not fit.
+	if _, err := ten.Put(nil, []byte(strings.Repeat("p", quota-ScrollCost+1))); !errors.Is(err, ErrQuota) {
+		t.Fatalf("put of text + scroll cost over the quota: %v", err)
 	}
-	if _, err := ten.Put(nil, []byte(strings.Repeat("p", 72))); err != nil {
+	if _, err := ten.Put(nil, []byte(strings.Repeat("p", quota-ScrollCost))); err != nil {
 		t.Fatal(err)
 	}
 	// Raising the quota in place.
-	if t2, err := db.AddTenant(TenantConfig{Name: "t1", DataDir: db.dir(), QuotaBytes: 200}); err != nil || t2 != ten {
+	if t2, err := db.AddTenant(TenantConfig{Name: "t1", DataDir: db.dir(), QuotaBytes: quota + 200}); err != nil || t2 != ten {
 		t.Fatalf("re-add: %v %v", t2 == ten, err)
 	}
 	if _, err := ten.Insert(nil, coord(5), []byte(strings.Repeat("q", 100))); err != nil {

@@ -206,9 +206,9 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 			// Replace the estimate from file sizes by the exact count.
 			old, known := t.sizes[key]
 			if known || p.snapExists.Load() {
-				t.sizes[key] = p.bytes
+				t.sizes[key] = p.charge()
 			}
-			t.used.Add(p.bytes - old)
+			t.used.Add(p.charge() - old)
 		}
 		close(p.opened)
 		t.mu.Unlock()
@@ -233,10 +233,10 @@ func (t *Tenant) closeFile(p *pfile, how closeHow) error {
 	if t.files[p.key] == p {
 		delete(t.files, p.key)
 	}
-	// used already counts p.bytes (kept up to date by apply); remember it
-	// as this phext's share while it is closed.
+	// used already counts p.charge() (kept up to date by apply); remember
+	// it as this phext's share while it is closed.
 	if _, known := t.sizes[p.key]; known || p.snapExists.Load() {
-		t.sizes[p.key] = p.bytes
+		t.sizes[p.key] = p.charge()
 	}
 	t.mu.Unlock()
 	close(p.gone)
@@ -509,9 +509,10 @@ func (t *Tenant) List() ([]string, error) {
 }
 
 // Usage reports the tenant's size. Phexts counts the snapshot files.
-// Bytes counts scroll text bytes; for a phext not opened since the tenant
-// was added it counts the sizes of its files instead (an upper bound) until
-// first use. Scrolls counts the scrolls of the phexts open right now (no
+// Bytes is what the quota counts: scroll text bytes plus ScrollCost for
+// every non-empty scroll (the memory a scroll costs whatever its length);
+// for a phext not opened since the tenant was added it counts the sizes of
+// its files instead (an estimate) until first use. Scrolls counts the scrolls of the phexts open right now (no
 // file is rescanned to count the others).
 type Usage struct {
 	Phexts     int

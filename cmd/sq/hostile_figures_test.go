@@ -261,7 +261,7 @@ func TestHostileTenantFigures(t *testing.T) {
 			}
 			wg.Wait()
 		}},
-		{name: "PUT of 1-byte scrolls in a 30 MiB quota (30 M scrolls, then 1 M)", run: func(t *testing.T) {
+		{name: "PUT of 1-byte scrolls in a 30 MiB quota (30 M scrolls, then 400 k)", run: func(t *testing.T) {
 			tiny, err := client.Dial(ctx, h.addr, tokens["tiny"], client.WithCompression(false))
 			if err != nil {
 				t.Fatal(err)
@@ -285,8 +285,9 @@ func TestHostileTenantFigures(t *testing.T) {
 			if _, err := tiny.Put(ctx, "dots", doc(30_000_000)); client.StatusOf(err) != protocol.StatusQuota {
 				t.Errorf("30 M scrolls: %v, want QUOTA", err)
 			}
-			if _, err := tiny.Put(ctx, "dots", doc(1_000_000)); err != nil {
-				t.Errorf("1 M scrolls: %v", err)
+			// 400 k × (1 + store.ScrollCost) fits 30 MiB; 1 M would not.
+			if _, err := tiny.Put(ctx, "dots", doc(400_000)); err != nil {
+				t.Errorf("400 k scrolls: %v", err)
 			}
 		}},
 	}
