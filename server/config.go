@@ -52,10 +52,15 @@ func (e TenantEntry) QuotaBytes() int64 { return int64(e.QuotaMB * (1 << 20)) }
 
 // ParseConfig decodes and validates a configuration.
 func ParseConfig(data []byte) (*Config, error) {
-	var c Config
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	c, ok := decodeConfigFast(data)
+	if !ok {
+		// Anything but the plain shape, and every malformed file, goes
+		// through encoding/json: its behaviour and messages are the rule.
+		c = Config{}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&c); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
 	}
 	if c.Tenants == nil {
 		return nil, fmt.Errorf("%w: no \"tenants\" object", ErrConfig)
@@ -78,7 +83,13 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 func loadConfigFrom(path string, f *os.File) (*Config, error) {
-	data, err := io.ReadAll(f)
+	// One buffer of the file's size (plus one byte to see EOF): ReadAll
+	// alone grows it from 512 bytes, copying a 1.3 MB config 12 times.
+	var data []byte
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 && fi.Size() < 1<<30 {
+		data = make([]byte, 0, fi.Size()+1)
+	}
+	data, err := readAll(f, data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
@@ -94,6 +105,23 @@ func loadConfigFrom(path string, f *os.File) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// readAll is io.ReadAll appending to buf.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // LoadServingConfig is LoadConfig for the file a server serves, used at
@@ -137,21 +165,20 @@ func (c *Config) Validate() error {
 	if c.AdminToken != "" && c.AdminToken == c.MetricsToken {
 		return fmt.Errorf("%w: admin_token and metrics_token are the same", ErrConfig)
 	}
+	// Whether an entry is refused does not depend on the order of the
+	// checks, only which one the message names: check in map order, and
+	// only when something is wrong again in name order, so the message is
+	// the same at every run. (Sorting 10,000 tokens was a tenth of a
+	// start.)
+	if c.tenantsValid() {
+		return nil
+	}
 	names := make(map[string]string, len(c.Tenants))
 	dirs := make(map[string]string, len(c.Tenants))
 	for _, tok := range c.SortedTokens() {
 		e := c.Tenants[tok]
-		if tok == "" {
-			return fmt.Errorf("%w: tenant %q has an empty token", ErrConfig, e.Name)
-		}
-		if len(tok) > 255 {
-			return fmt.Errorf("%w: tenant %q has a token over 255 bytes", ErrConfig, e.Name)
-		}
-		if e.Name == "" {
-			return fmt.Errorf("%w: the tenant with token %s has no name", ErrConfig, redact(tok))
-		}
-		if e.DataDir == "" {
-			return fmt.Errorf("%w: tenant %q has no data_dir", ErrConfig, e.Name)
+		if err := checkEntry(tok, e); err != nil {
+			return err
 		}
 		if prev, ok := names[e.Name]; ok {
 			return fmt.Errorf("%w: tenant name %q is used twice (tokens %s and %s)", ErrConfig, e.Name, redact(prev), redact(tok))
@@ -162,14 +189,62 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%w: tenants %q and %q share data_dir %s", ErrConfig, c.Tenants[other].Name, e.Name, dir)
 		}
 		dirs[dir] = tok
-		if e.Durability != "" {
-			if _, err := store.ParseDurability(e.Durability); err != nil {
-				return fmt.Errorf("%w: tenant %q: %v", ErrConfig, e.Name, err)
-			}
+		if err := checkEntryValues(e); err != nil {
+			return err
 		}
-		if e.QuotaMB < 0 {
-			return fmt.Errorf("%w: tenant %q has a negative quota_mb", ErrConfig, e.Name)
+	}
+	return nil
+}
+
+// tenantsValid reports whether every entry passes Validate's checks, in
+// map order, with sets instead of the maps that name the first offender.
+func (c *Config) tenantsValid() bool {
+	names := make(map[string]struct{}, len(c.Tenants))
+	dirs := make(map[string]struct{}, len(c.Tenants))
+	for tok, e := range c.Tenants {
+		if checkEntry(tok, e) != nil || checkEntryValues(e) != nil {
+			return false
 		}
+		if _, ok := names[e.Name]; ok {
+			return false
+		}
+		names[e.Name] = struct{}{}
+		dir := filepath.Clean(e.DataDir)
+		if _, ok := dirs[dir]; ok {
+			return false
+		}
+		dirs[dir] = struct{}{}
+	}
+	return true
+}
+
+// checkEntry is Validate's check of an entry's token, name and data dir.
+func checkEntry(tok string, e TenantEntry) error {
+	if tok == "" {
+		return fmt.Errorf("%w: tenant %q has an empty token", ErrConfig, e.Name)
+	}
+	if len(tok) > 255 {
+		return fmt.Errorf("%w: tenant %q has a token over 255 bytes", ErrConfig, e.Name)
+	}
+	if e.Name == "" {
+		return fmt.Errorf("%w: the tenant with token %s has no name", ErrConfig, redact(tok))
+	}
+	if e.DataDir == "" {
+		return fmt.Errorf("%w: tenant %q has no data_dir", ErrConfig, e.Name)
+	}
+	return nil
+}
+
+// checkEntryValues is Validate's check of an entry's durability and quota,
+// made after the duplicate checks.
+func checkEntryValues(e TenantEntry) error {
+	if e.Durability != "" {
+		if _, err := store.ParseDurability(e.Durability); err != nil {
+			return fmt.Errorf("%w: tenant %q: %v", ErrConfig, e.Name, err)
+		}
+	}
+	if e.QuotaMB < 0 {
+		return fmt.Errorf("%w: tenant %q has a negative quota_mb", ErrConfig, e.Name)
 	}
 	return nil
 }

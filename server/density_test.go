@@ -195,6 +195,54 @@ func BenchmarkStart10K(b *testing.B) {
 	}
 }
 
+// BenchmarkStartPerTenant: the whole start of a 10,000-tenant host as `sq
+// host --config` does it (read and decode the file, validate, open the
+// store, stat each data dir, build the token table), reported per tenant.
+// The data dirs exist (on tmpfs, so the figure is CPU, not disk).
+func BenchmarkStartPerTenant(b *testing.B) {
+	const n = 10000
+	root := tmpfsDir(b)
+	cfg := densityConfig(root, n)
+	for _, e := range cfg.Tenants {
+		if err := os.Mkdir(e.DataDir, 0o750); err != nil {
+			b.Fatal(err)
+		}
+	}
+	path := filepath.Join(root, "tenants.json")
+	if err := WriteConfigFile(path, cfg); err != nil {
+		b.Fatal(err)
+	}
+	var ms0, ms1 runtime.MemStats
+	var mallocs, bytes uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		runtime.ReadMemStats(&ms0)
+		b.StartTimer()
+		c, err := LoadServingConfig(path, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := store.Open(&store.Options{Logger: quietLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := New(st, c, &Options{Logger: quietLogger()}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		runtime.ReadMemStats(&ms1)
+		mallocs += ms1.Mallocs - ms0.Mallocs
+		bytes += ms1.TotalAlloc - ms0.TotalAlloc
+		st.Close()
+	}
+	per := float64(b.N * n)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per, "ns/tenant")
+	b.ReportMetric(float64(mallocs)/per, "allocs/tenant")
+	b.ReportMetric(float64(bytes)/per, "B/tenant")
+}
+
 // BenchmarkMetricsScrape10K: one /metrics scrape of a server with 10,000
 // tenants that each served one write and one read (the issue's setup),
 // reporting the exposition's size.

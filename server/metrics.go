@@ -68,13 +68,12 @@ type tenantStats struct {
 	lat *[numOpSlots]latHist // nil unless TenantDetailMetrics
 }
 
-// newTenantStats returns empty counters for a tenant of s.
-func (s *Server) newTenantStats() *tenantStats {
-	ts := &tenantStats{srv: &s.stats}
+// initTenantStats makes ts, zero, the empty counters of a tenant of s.
+func (s *Server) initTenantStats(ts *tenantStats) {
+	ts.srv = &s.stats
 	if s.opts.TenantDetailMetrics {
 		ts.lat = new([numOpSlots]latHist)
 	}
-	return ts
 }
 
 // op returns the counters of slot i, or nil if it has served no request.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -109,4 +110,119 @@ func fastTempDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// TestAddTenantsBatch: AddTenants, whose stats run in parallel, keeps every
+// check of AddTenant one by one and its order: a second tenant on a data
+// dir through a symlink, a data dir that is a file and a bad config are
+// refused with AddTenant's error; the tenants before the failing one are
+// added, no tenant after it is, and no data dir is created for one after it.
+func TestAddTenantsBatch(t *testing.T) {
+	const n = 2000 // well past lookupParallelMin × the goroutines
+	root := fastTempDir(t)
+	cfgs := func(tag string) []TenantConfig {
+		out := make([]TenantConfig, n)
+		for i := range out {
+			out[i] = TenantConfig{Name: fmt.Sprint(tag, i), DataDir: filepath.Join(root, tag, fmt.Sprint(i))}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		bad     int // index of the refused config
+		plant   func(t *testing.T, cs []TenantConfig)
+		wantErr string
+		unnamed bool // AddTenant's error does not name the tenant
+	}{
+		{name: "symlink alias", bad: 1500, wantErr: "is already used by tenant", plant: func(t *testing.T, cs []TenantConfig) {
+			if err := os.MkdirAll(filepath.Dir(cs[0].DataDir), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(cs[700].DataDir, 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(cs[700].DataDir, cs[1500].DataDir); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "file", bad: 999, wantErr: "is not a directory", plant: func(t *testing.T, cs []TenantConfig) {
+			if err := os.MkdirAll(filepath.Dir(cs[0].DataDir), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(cs[999].DataDir, nil, 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "bad config", bad: 1200, wantErr: "negative quota", unnamed: true, plant: func(t *testing.T, cs []TenantConfig) {
+			cs[1200].QuotaBytes = -1
+		}},
+		{name: "taken by an earlier call", bad: 3, wantErr: "is already used by tenant", plant: func(t *testing.T, cs []TenantConfig) {
+			cs[3].DataDir = filepath.Join(root, "first") + "/."
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(&Options{Logger: discardLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.AddTenant(TenantConfig{Name: "first", DataDir: filepath.Join(root, "first")}); err != nil {
+				t.Fatal(err)
+			}
+			cs := cfgs(strings.ReplaceAll(tc.name, " ", "-"))
+			tc.plant(t, cs)
+			ts, err := s.AddTenants(cs)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !tc.unnamed && !strings.Contains(err.Error(), cs[tc.bad].Name+":") {
+				t.Fatalf("AddTenants: %v, want the error of %s (%q)", err, cs[tc.bad].Name, tc.wantErr)
+			}
+			if one := s.Tenant(cs[0].Name); one == nil {
+				t.Fatal("AddTenants did not add the first tenant")
+			} else if _, err1 := s.AddTenant(cs[tc.bad]); err1 == nil || err1.Error() != err.Error() {
+				t.Errorf("AddTenants' error %q differs from AddTenant's %q", err, err1)
+			}
+			if len(ts) != tc.bad {
+				t.Fatalf("AddTenants returned %d tenants, want the %d before the refused one", len(ts), tc.bad)
+			}
+			for i, tn := range ts {
+				if tn != s.Tenant(cs[i].Name) {
+					t.Fatalf("tenant %d returned is not the one registered", i)
+				}
+			}
+			for _, c := range cs[tc.bad+1:] {
+				if s.Tenant(c.Name) != nil {
+					t.Fatalf("%s, after the refused tenant, was added", c.Name)
+				}
+				if _, err := os.Lstat(c.DataDir); err == nil && c.Name != cs[700].Name {
+					t.Fatalf("the data dir of %s, after the refused tenant, was created", c.Name)
+				}
+			}
+		})
+	}
+	// A clean batch adds all, with one identity lookup each, and finds the
+	// dirs that existed.
+	s, err := Open(&Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cs := cfgs("clean")
+	if err := os.MkdirAll(cs[10].DataDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := s.AddTenants(cs)
+	if err != nil || len(ts) != n {
+		t.Fatalf("AddTenants: %d tenants, %v", len(ts), err)
+	}
+	if ts[10].CreatedDir() || !ts[11].CreatedDir() {
+		t.Errorf("CreatedDir: existing dir %v, missing dir %v", ts[10].CreatedDir(), ts[11].CreatedDir())
+	}
+	if s.dirProbes != n {
+		t.Errorf("%d identity lookups for %d tenants", s.dirProbes, n)
+	}
+	// Again: the same names update in place.
+	cs[5].QuotaBytes = 7
+	ts2, err := s.AddTenants(cs)
+	if err != nil || ts2[5] != ts[5] || ts[5].quota.Load() != 7 {
+		t.Errorf("adding the names again: %v, same tenant %v, quota %d", err, ts2[5] == ts[5], ts[5].quota.Load())
+	}
 }

@@ -235,22 +235,75 @@ type TenantConfig struct {
 // for the tenant's first request (see Tenant.prepare), so that a host with
 // 10,000 tenants starts in milliseconds.
 func (s *Store) AddTenant(cfg TenantConfig) (*Tenant, error) {
+	dir, err := checkTenantConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s.addTenant(cfg, dir, nil)
+}
+
+// AddTenants is AddTenant of each of cfgs in order, except that the data
+// dirs are looked up (stat) in parallel first: at 10,000 tenants one stat
+// each was a third of a start. It stops at the first failure: the tenants
+// before it are added and returned, the failing one and those after it are
+// not, and the error is what AddTenant of the failing one returns. Missing
+// data dirs are created in order, as AddTenant does, so a failure leaves
+// no dir created for a tenant after it.
+func (s *Store) AddTenants(cfgs []TenantConfig) ([]*Tenant, error) {
+	dirs := make([]string, 0, len(cfgs))
+	var bad error // refuses cfgs[len(dirs)] once the ones before it are added
+	for _, cfg := range cfgs {
+		dir, err := checkTenantConfig(cfg)
+		if err != nil {
+			bad = err
+			break
+		}
+		dirs = append(dirs, dir)
+	}
+	looks := lookupDirs(dirs)
+	s.mu.Lock()
+	if len(s.tenants) == 0 && !s.closed {
+		// A start: size the maps once instead of growing them 10 times.
+		s.tenants = make(map[string]*Tenant, len(dirs))
+		s.dirs = make(map[dirID]*Tenant, len(dirs))
+	}
+	s.mu.Unlock()
+	ts := make([]*Tenant, 0, len(dirs))
+	for i, dir := range dirs {
+		t, err := s.addTenant(cfgs[i], dir, &looks[i])
+		if err != nil {
+			return ts, err
+		}
+		ts = append(ts, t)
+	}
+	return ts, bad
+}
+
+// checkTenantConfig refuses a config AddTenant cannot take and returns its
+// data dir made absolute.
+func checkTenantConfig(cfg TenantConfig) (string, error) {
 	if cfg.Name == "" {
-		return nil, errors.New("store: empty tenant name")
+		return "", errors.New("store: empty tenant name")
 	}
 	if cfg.DataDir == "" {
-		return nil, errors.New("store: empty data dir")
+		return "", errors.New("store: empty data dir")
 	}
 	if cfg.Durability > DurabilityNo {
-		return nil, fmt.Errorf("store: bad durability %d", cfg.Durability)
+		return "", fmt.Errorf("store: bad durability %d", cfg.Durability)
 	}
 	if cfg.QuotaBytes < 0 {
-		return nil, errors.New("store: negative quota")
+		return "", errors.New("store: negative quota")
 	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("store: data dir %s: %w", cfg.DataDir, err)
+		return "", fmt.Errorf("store: data dir %s: %w", cfg.DataDir, err)
 	}
+	return dir, nil
+}
+
+// addTenant is AddTenant of cfg with its data dir dir (absolute). look is
+// a lookup of dir made before the call, or nil to make it here.
+func (s *Store) addTenant(cfg TenantConfig, dir string, look *dirLookup) (*Tenant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -267,40 +320,44 @@ func (s *Store) AddTenant(cfg TenantConfig) (*Tenant, error) {
 		t.dur.Store(uint32(cfg.Durability))
 		return t, nil
 	}
+	var l dirLookup
+	if look != nil {
+		l = *look
+	} else {
+		l = lookupDir(dir)
+	}
 	created := false
-	dirInfo, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(l.err, os.ErrNotExist) {
 		if err := s.fs.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("store: tenant %s: %w", cfg.Name, err)
 		}
 		created = true
-		dirInfo, err = os.Stat(dir)
+		l = lookupDir(dir)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: tenant %s: %w", cfg.Name, err)
+	if l.err != nil {
+		return nil, fmt.Errorf("store: tenant %s: %w", cfg.Name, l.err)
 	}
-	if !dirInfo.IsDir() {
+	if !l.isDir {
 		return nil, fmt.Errorf("store: tenant %s: data dir %s is not a directory", cfg.Name, dir)
 	}
 	// Two tenants on one data dir would write the same WALs through two
 	// independent phexts and corrupt them.
-	id := dirIdentity(dirInfo)
 	s.dirProbes++
-	if o := s.dirs[id]; o != nil {
+	if o := s.dirs[l.id]; o != nil {
 		return nil, fmt.Errorf("store: tenant %s: data dir %s is already used by tenant %s", cfg.Name, dir, o.name)
 	}
 	t := &Tenant{
 		s:          s,
 		name:       cfg.Name,
 		dir:        dir,
-		dirID:      id,
+		dirID:      l.id,
 		createdDir: created,
 	}
 	t.quota.Store(cfg.QuotaBytes)
 	t.dur.Store(uint32(cfg.Durability))
-	t.dev = id.dev // the everysec syncer groups WALs by file system
+	t.dev = l.id.dev // the everysec syncer groups WALs by file system
 	s.tenants[cfg.Name] = t
-	s.dirs[id] = t
+	s.dirs[l.id] = t
 	return t, nil
 }
 
