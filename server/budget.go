@@ -118,13 +118,18 @@ func (h *hold) done() {
 
 // MemoryStats reports the client memory budget: bytes reserved now, the
 // most ever reserved at once, the limit, and how many reservations were
-// refused (answered BUSY).
+// refused (answered BUSY). InboundPeak is outside the budget: the most
+// bytes gnet held unread for one connection after a read (its inbound
+// buffer), which stays about one read buffer (64 KiB) because large frames
+// are moved into their reserved buffer as they arrive.
 type MemoryStats struct {
 	Used, Peak, Limit int64
 	Refused           uint64
+	InboundPeak       int64
 }
 
 // Memory returns the client memory budget's counters.
 func (s *Server) Memory() MemoryStats {
-	return MemoryStats{Used: s.mem.used.Load(), Peak: s.mem.peak.Load(), Limit: s.mem.limit, Refused: s.mem.refused.Load()}
+	return MemoryStats{Used: s.mem.used.Load(), Peak: s.mem.peak.Load(), Limit: s.mem.limit,
+		Refused: s.mem.refused.Load(), InboundPeak: s.stats.inboundPeak.Load()}
 }

@@ -67,11 +67,15 @@ type connState struct {
 	spareArena  []byte
 	queuedBytes atomic.Int64 // bytes of frames queued or being executed
 
-	// Budget (budget.go): arriving is what the frame being received
-	// reserved at its header (loop); skip counts body bytes of a frame
-	// refused at its header still to be discarded (loop); held is what
-	// the replies being built reserved, released once sent (worker).
+	// Budget (budget.go): arriving is what the large frame being
+	// received reserved at its header (loop); big is that frame, an
+	// exact-size buffer its bytes are moved into as they arrive, so it
+	// never sits in gnet's inbound buffer (loop); skip counts body bytes
+	// of a frame refused at its header still to be discarded (loop); held
+	// is what the replies being built reserved, released once sent
+	// (worker).
 	arriving int64
+	big      []byte
 	skip     int
 	held     hold
 	// mem is the budget this connection charges: its tenant's share once
@@ -179,7 +183,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		s.stats.closed[closeClient].Add(1)
 	}
 	cs.mem.release(cs.arriving) // a frame that never fully arrived
-	cs.arriving = 0
+	cs.arriving, cs.big = 0, nil
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -220,6 +224,21 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			continue
 		}
+		if cs.big != nil {
+			// A large frame is arriving: move what came into its buffer.
+			n, _ := c.Read(cs.big[len(cs.big):cap(cs.big)])
+			cs.big = cs.big[:len(cs.big)+n]
+			if len(cs.big) < cap(cs.big) {
+				break
+			}
+			// Whole: it goes to the worker (never answered on the loop)
+			// with its reservation, released once it is answered (see
+			// releaseFrame).
+			cs.enqueueOwned(cs.big)
+			cs.big, cs.arriving = nil, 0
+			queued = true
+			continue
+		}
 		if cs.overQueue() {
 			// Stop reading; the worker wakes us when replies have gone.
 			cs.blocked.Store(true)
@@ -245,8 +264,14 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 			c.Discard(c.InboundBuffered())
 			return gnet.None
 		}
-		if size > bigFrame && cs.arriving == 0 {
-			// Reserve a large frame before waiting for its body.
+		if size > bigFrame {
+			// A large frame is reserved before its body is waited for,
+			// then received into its own exact-size buffer (above): gnet
+			// reads at most its read buffer (64 KiB) per OnTraffic, and
+			// what this loop reads out is never kept in gnet's inbound
+			// buffer, which would grow by doubling to hold the frame
+			// (issue 13: 4 DELTAs of 60 MiB took +713 MiB over a 256 MiB
+			// budget that way).
 			if c.InboundBuffered() < protocol.HeaderSize {
 				break
 			}
@@ -258,6 +283,8 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 				continue
 			}
 			cs.arriving = bigFrameCost(size)
+			cs.big = make([]byte, 0, size)
+			continue
 		}
 		if c.InboundBuffered() < size {
 			break
@@ -266,16 +293,11 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		if err != nil {
 			break
 		}
-		// The reservation now goes with the frame: the worker releases it
-		// once the frame is answered (see releaseFrame).
-		held := cs.arriving
-		cs.arriving = 0
 		// Cheap reads answer on the loop while nothing of this connection
 		// is queued (so replies stay in order); everything else, and
 		// everything after the first queued frame, goes to the worker.
 		if !queued && cs.inflight.Load() == 0 {
 			if out, ok := s.fast(cs, frame, fastOut, &logged); ok {
-				cs.mem.release(held)
 				fastOut = out
 				c.Discard(size)
 				continue
@@ -296,7 +318,8 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	// The slowloris clock runs while a started frame is incomplete.
-	if c.InboundBuffered() == 0 || cs.blocked.Load() {
+	s.stats.noteInbound(c.InboundBuffered())
+	if (c.InboundBuffered() == 0 && cs.big == nil) || cs.blocked.Load() {
 		cs.partialSince.Store(0)
 	} else if cs.partialSince.Load() == 0 {
 		cs.partialSince.Store(now)
@@ -331,19 +354,25 @@ func (cs *connState) overQueue() bool {
 		cs.queuedBytes.Load() >= int64(cs.s.opts.queueBytes())
 }
 
-// enqueue copies one whole frame into the worker queue (the peeked bytes
-// are only valid until Discard).
+// enqueue copies one whole small frame (≤ bigFrame) into the worker
+// queue's arena (the peeked bytes are only valid until Discard).
 func (cs *connState) enqueue(frame []byte) {
 	cs.inflight.Add(1)
 	cs.queuedBytes.Add(int64(len(frame)))
 	cs.mu.Lock()
-	if len(frame) > bigFrame {
-		cs.frames = append(cs.frames, append([]byte(nil), frame...))
-	} else {
-		start := len(cs.arena)
-		cs.arena = append(cs.arena, frame...)
-		cs.frames = append(cs.frames, cs.arena[start:len(cs.arena):len(cs.arena)])
-	}
+	start := len(cs.arena)
+	cs.arena = append(cs.arena, frame...)
+	cs.frames = append(cs.frames, cs.arena[start:len(cs.arena):len(cs.arena)])
+	cs.mu.Unlock()
+}
+
+// enqueueOwned queues a large frame received into its own buffer (cs.big),
+// without copying it: the queue owns it from here.
+func (cs *connState) enqueueOwned(frame []byte) {
+	cs.inflight.Add(1)
+	cs.queuedBytes.Add(int64(len(frame)))
+	cs.mu.Lock()
+	cs.frames = append(cs.frames, frame)
 	cs.mu.Unlock()
 }
 
@@ -372,10 +401,10 @@ func (cs *connState) releaseFrame(f []byte) {
 	}
 }
 
-// bigFrameCost is what a large frame of size bytes is charged: it sits in
-// gnet's inbound buffer while it arrives and is then copied into the
-// worker queue, so twice its size.
-func bigFrameCost(size int) int64 { return 2 * int64(size) }
+// bigFrameCost is what a large frame of size bytes is charged: the one
+// exact-size buffer it is received into, which the worker queue then owns
+// (gnet's inbound buffer holds at most one read of it at a time).
+func bigFrameCost(size int) int64 { return int64(size) }
 
 // queueFatal queues an error reply to go out after everything already
 // queued; the connection is then closed.

@@ -115,9 +115,24 @@ type serverStats struct {
 	closed        [numCloseReasons]atomic.Uint64
 	// loopWrites counts writes answered on the event loop (fastWrite).
 	loopWrites atomic.Uint64
+	// inboundPeak is the most bytes gnet held unread for one connection
+	// at the end of an OnTraffic (noteInbound): bounded by the read buffer
+	// while frames are drained, since a large frame is moved out of it.
+	inboundPeak atomic.Int64
 	// opLat are the request-duration histograms of each operation over
 	// all tenants.
 	opLat [numOpSlots]latHist
+}
+
+// noteInbound records n bytes left unread in a connection's inbound
+// buffer (an atomic load unless it is a new peak).
+func (st *serverStats) noteInbound(n int) {
+	for {
+		p := st.inboundPeak.Load()
+		if int64(n) <= p || st.inboundPeak.CompareAndSwap(p, int64(n)) {
+			return
+		}
+	}
 }
 
 // closeReason says why the server closed a connection.

@@ -83,8 +83,9 @@ type Options struct {
 	// summed over all connections and REST requests: frames above 64 KiB
 	// from their header on, decompressed bodies, GET/TOC/DELTA replies
 	// and REST bodies (see budget.go). A request that does not fit is
-	// answered BUSY, not queued (default 1 GiB, at least 3 × MaxFrame:
-	// a large frame is charged twice its size, inbound buffer and queue).
+	// answered BUSY, not queued (default 1 GiB, at least 3 × MaxFrame).
+	// A large frame is charged its size: it is received into one
+	// exact-size buffer, never held in gnet's inbound buffer.
 	MaxClientMemory int64
 	// MaxClientMemoryPerTenant is the most of MaxClientMemory one tenant's
 	// connections and REST requests may hold at once (default a quarter

@@ -377,8 +377,8 @@ const gcBaseAllowance = 512 << 20
 // setMemoryLimit gives the Go GC a soft memory limit of the client memory
 // budget plus gcBaseAllowance (unless GOMEMLIMIT is set): the budget bounds
 // what is live, and without a limit the GC would let garbage from large
-// requests (gnet's inbound buffers grow by doubling) reach twice the live
-// heap before collecting it.
+// requests (each large frame's buffer, dropped once it is answered) reach
+// twice the live heap before collecting it.
 func setMemoryLimit(budget int64, maxFrame int) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
