@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -375,4 +376,41 @@ func TestLargeFrameNotInInboundBuffer(t *testing.T) {
 		t.Fatalf("gnet's inbound buffer held %d KiB of one connection: large frames are buffered there", m.InboundPeak>>10)
 	}
 	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+}
+
+// TestClientGarbageCollected: buffers a client made the server allocate
+// are garbage once answered, and the Go GC's pacer would let that garbage
+// grow to the size of the live heap before collecting it, so large frames
+// sent one after another kept the server's RSS ~350 MiB over a 256 MiB
+// budget (row M2). The budget now starts a collection once the bytes
+// dropped since the last one plus those reserved reach it. With the
+// pacer off (GC percent -1), 30 large refused UPDATEs (BAD_SCROLL: the
+// store keeps nothing) must leave the heap within the budget and a frame
+// of its size before; on the old code 90 MiB of garbage stays.
+func TestClientGarbageCollected(t *testing.T) {
+	const maxFrame = 4 * mib
+	const budget = 16 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: budget, MaxClientMemoryPerTenant: budget}})
+	c := h.dial(t, "mallory")
+	payload := bytes.Repeat([]byte("g"), 3*mib)
+	payload[len(payload)-1] = phext.ScrollBreak // BAD_SCROLL: refused after it was received whole
+	c.must(t, protocol.StatusBadScroll, protocol.OpUpdate, "g", c9(1), payload)
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const frames = 30
+	for range frames {
+		c.must(t, protocol.StatusBadScroll, protocol.OpUpdate, "g", c9(1), payload)
+	}
+	var grew int64
+	waitFor(t, 10*time.Second, "the heap back within the client budget (client garbage collected)", func() bool {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		grew = int64(m.HeapAlloc) - int64(before.HeapAlloc)
+		return grew <= budget+maxFrame
+	})
+	t.Logf("%d refused frames of %d MiB, %d MiB budget, GC pacer off: heap +%.1f MiB, %d collections started by the budget",
+		frames, len(payload)/mib, budget/mib, float64(grew)/mib, h.srv.Memory().Collections)
 }

@@ -178,6 +178,7 @@ func (h *httpAPI) appendMetrics(e *expo) {
 	e.one("sq_client_memory_peak_bytes", "gauge", "Most bytes of the client memory budget ever reserved at once.", uint64(mem.Peak))
 	e.one("sq_client_memory_limit_bytes", "gauge", "The client memory budget.", uint64(mem.Limit))
 	e.one("sq_inbound_buffer_peak_bytes", "gauge", "Most bytes one connection's inbound buffer held unread after a read (large frames are moved out of it as they arrive).", uint64(max(mem.InboundPeak, 0)))
+	e.one("sq_client_memory_collections_total", "counter", "Garbage collections started because client buffers dropped since the last one, plus those reserved, reached the budget.", mem.Collections)
 	e.one("sq_client_memory_refused_total", "counter", "Requests refused (BUSY / 503) because the client memory budget, or the tenant's share of it, was in use.", mem.Refused)
 	e.one("sq_auth_failures_total", "counter", "Failed authentications (binary HELLO and REST tokens).", s.stats.authFailures.Load())
 	e.family("sq_connections_closed_total", "counter", "Connections the server closed, by reason.")
