@@ -227,6 +227,7 @@ func (p *pfile) writeBatch(b *batch) {
 			n, d := p.apply(r.kind, r.c, b.buf[r.lo:r.hi])
 			r.n = n
 			t.used.Add(d)
+			p.publish(r.kind, r.c)
 		}
 		p.mu.Unlock()
 	}

@@ -119,6 +119,7 @@ type Store struct {
 	evicting bool          // a background eviction batch is running
 	shutting bool          // Close started: no new eviction goroutines
 	clock    atomic.Uint64 // LRU clock
+	feedPos  atomic.Uint64 // change feed positions (feed.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // syncer and background compactions
@@ -163,6 +164,7 @@ func Open(opts *Options) (*Store, error) {
 		open:    make(map[*pfile]struct{}),
 		stop:    make(chan struct{}),
 	}
+	s.seedPositions()
 	s.wg.Add(1)
 	go s.syncer()
 	return s, nil

@@ -26,10 +26,11 @@ type Tenant struct {
 	name string
 	dir  string
 
-	quota    atomic.Int64  // 0 = unlimited
-	dur      atomic.Uint32 // Durability; Default = the store's
-	used     atomic.Int64  // scroll bytes applied (estimates for unopened phexts)
-	reserved atomic.Int64  // quota held by logged-but-unapplied writes
+	quota    atomic.Int64             // 0 = unlimited
+	dur      atomic.Uint32            // Durability; Default = the store's
+	used     atomic.Int64             // scroll bytes applied (estimates for unopened phexts)
+	reserved atomic.Int64             // quota held by logged-but-unapplied writes
+	feed     atomic.Pointer[feedHook] // the change feed (feed.go); nil: nobody watches
 
 	removing   bool  // guarded by Store.mu: RemoveTenant is closing it
 	dirID      dirID // identity of dir, the key of Store.dirs

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"time"
+
+	"github.com/phext/sq/phext"
+)
+
+// The change feed (issue 18): the store tells a Feed about every committed
+// change of a tenant, so that watchers can follow a phext without polling.
+//
+// The store calls Feed.Publish once per committed change, in per-phext
+// position order, after the change is logged (in mode "always": after its
+// fsync) and applied, with the phext's log and document locks held: a
+// reader that sees the change's effect can never see a later change
+// published before it. Publish must therefore do memory work only: never
+// I/O, never a store call, never a wait on anything a writer holds.
+//
+// Positions: until the shared commit log (issue 14) gives every record its
+// LSN, a store-wide counter numbers the published changes. It is seeded
+// from the wall clock (nanoseconds) at Open, so positions grow across
+// restarts as long as fewer changes than nanoseconds pass; positions of an
+// earlier run are always below every position of this run.
+//
+// A tenant without a Feed pays one atomic load per write: no position, no
+// hashing, no allocation (TestFeedOffCostsNothing).
+
+// ChangeOp says what a committed change did.
+type ChangeOp uint8
+
+// Change operations.
+const (
+	ChangeInsert ChangeOp = 1 // text appended to the scroll
+	ChangeUpdate ChangeOp = 2 // the scroll replaced (empty text removes it)
+	ChangeDelete ChangeOp = 3 // the scroll removed
+	ChangePut    ChangeOp = 4 // the whole phext replaced
+	// ChangeCompact is a rewrite of the whole phext by a checkpoint. A
+	// checkpoint never changes what the phext holds, so none is published
+	// today; a log that rewrites a phext's content in a checkpoint record
+	// publishes it, and watchers treat it like ChangePut.
+	ChangeCompact ChangeOp = 5
+)
+
+// String names the operation as the feed's clients see it.
+func (o ChangeOp) String() string {
+	switch o {
+	case ChangeInsert:
+		return "insert"
+	case ChangeUpdate:
+		return "update"
+	case ChangeDelete:
+		return "delete"
+	case ChangePut:
+		return "put"
+	case ChangeCompact:
+		return "compact"
+	}
+	return "unknown"
+}
+
+// Change is one committed change, as passed to Feed.Publish.
+type Change struct {
+	// Pos is the change's position: store-wide, so per tenant and per
+	// phext it only grows (with gaps: other tenants' changes).
+	Pos uint64
+	// Phext is the phext's name ("" for the tenant's default phext).
+	Phext string
+	Op    ChangeOp
+	// Coord is the scroll changed; phext.Origin for ChangePut.
+	Coord phext.Coordinate
+	// Len is the scroll's length in bytes after the change; for ChangePut
+	// the text bytes of the whole phext.
+	Len int64
+	// Sum is the xxh3-128 checksum (32 lowercase hex, as CHECKSUM and
+	// DELTA use) of the scroll's text after the change. Empty (HasSum
+	// false) for ChangePut: hashing the document would cost its size.
+	Sum    [32]byte
+	HasSum bool
+	// Text is the scroll's text after the change: a view into the store,
+	// valid only during Publish (copy what must outlive it); nil for
+	// ChangeDelete and ChangePut.
+	Text []byte
+}
+
+// Feed receives a tenant's committed changes. See the comment at the top
+// of this file for when Publish runs and what it may do.
+type Feed interface {
+	Publish(c *Change)
+}
+
+// feedHook boxes a Feed so it can sit behind an atomic pointer.
+type feedHook struct{ f Feed }
+
+// SetFeed makes f receive the tenant's committed changes from now on; nil
+// stops them. Changes committed before SetFeed returns may or may not be
+// published; every change whose position is above Position() read after
+// SetFeed returned is published (a position is drawn only after the hook
+// is seen set). Safe for concurrent use.
+func (t *Tenant) SetFeed(f Feed) {
+	if f == nil {
+		t.feed.Store(nil)
+		return
+	}
+	t.feed.Store(&feedHook{f: f})
+}
+
+// Position returns the highest position drawn so far, store-wide: every
+// change published later has a larger one.
+func (t *Tenant) Position() uint64 { return t.s.feedPos.Load() }
+
+// seedPositions starts the position counter of a new Store above every
+// position of an earlier run.
+func (s *Store) seedPositions() { s.feedPos.Store(uint64(time.Now().UnixNano())) }
+
+// publish tells the tenant's feed, if any, about one applied change of p
+// (p.fmu and p.mu held, the change logged and applied). Put changes pass
+// kind opPut and ignore c.
+func (p *pfile) publish(kind byte, c phext.Coordinate) {
+	h := p.t.feed.Load()
+	if h == nil {
+		return
+	}
+	p.publishTo(h.f, kind, c)
+}
+
+// publishTo builds the change and hands it to f. Kept out of publish so
+// the unwatched path stays a load and a branch.
+func (p *pfile) publishTo(f Feed, kind byte, c phext.Coordinate) {
+	ch := Change{Pos: p.t.s.feedPos.Add(1), Phext: p.key, Coord: c}
+	switch kind {
+	case opInsert:
+		ch.Op = ChangeInsert
+	case opUpdate:
+		ch.Op = ChangeUpdate
+	case opDelete:
+		ch.Op = ChangeDelete
+	case opPut:
+		ch.Op, ch.Coord, ch.Len = ChangePut, phext.Origin, p.bytes
+		f.Publish(&ch)
+		return
+	default:
+		return
+	}
+	text := p.lookup(c)
+	ch.Len = int64(len(text))
+	phext.AppendChecksum(ch.Sum[:0], text)
+	ch.HasSum = true
+	if len(text) > 0 {
+		ch.Text = text
+	}
+	f.Publish(&ch)
+}

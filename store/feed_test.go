@@ -1,0 +1,207 @@
+package store
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/phext/sq/phext"
+)
+
+// recFeed records the changes published to it (copies of them).
+type recFeed struct {
+	mu sync.Mutex
+	cs []Change
+}
+
+func (f *recFeed) Publish(c *Change) {
+	cp := *c
+	cp.Text = append([]byte(nil), c.Text...)
+	f.mu.Lock()
+	f.cs = append(f.cs, cp)
+	f.mu.Unlock()
+}
+
+func (f *recFeed) all() []Change {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Change(nil), f.cs...)
+}
+
+// TestFeedPublishesEveryPath: the worker path (Insert, Update, Delete,
+// Put, WriteMany) and the loop path (TryWrite) each publish once per
+// committed change, in order, with the scroll's new length, checksum and
+// text; refused writes and no-op deletes publish nothing.
+func TestFeedPublishesEveryPath(t *testing.T) {
+	db := MustOpen(t, nil)
+	ten := db.ten
+	f := &recFeed{}
+	ten.SetFeed(f)
+	name := []byte("n")
+	head := ten.Position()
+	mustOK := func(_ int, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustOK(ten.Insert(name, coord(1), []byte("ab")))
+	mustOK(ten.Insert(name, coord(1), []byte("cd")))
+	mustOK(ten.Update(name, coord(2), []byte("x")))
+	mustOK(ten.Delete(name, coord(2)))
+	mustOK(ten.Delete(name, coord(7)))                                    // absent: nothing committed
+	if _, err := ten.Insert(name, coord(1), []byte("\x17")); err == nil { // refused
+		t.Fatal("bad scroll accepted")
+	}
+	w := Write{Kind: WriteUpdate, Name: name, Coord: coord(3), Text: []byte("loop")}
+	if _, ok := ten.TryWrite(&w, nil); !ok || w.Err != nil {
+		t.Fatalf("TryWrite ok %v err %v", ok, w.Err)
+	}
+	ws := []Write{{Kind: WriteInsert, Name: name, Coord: coord(4), Text: []byte("m1")},
+		{Kind: WriteInsert, Name: name, Coord: coord(4), Text: []byte("m2")}}
+	ten.WriteMany(ws)
+	mustOK(ten.Put([]byte("other"), []byte("p1\x17p2")))
+
+	type want struct {
+		phext string
+		op    ChangeOp
+		c     phext.Coordinate
+		text  string
+		len   int64
+	}
+	wants := []want{
+		{"n", ChangeInsert, coord(1), "ab", 2},
+		{"n", ChangeInsert, coord(1), "abcd", 4},
+		{"n", ChangeUpdate, coord(2), "x", 1},
+		{"n", ChangeDelete, coord(2), "", 0},
+		{"n", ChangeUpdate, coord(3), "loop", 4},
+		{"n", ChangeInsert, coord(4), "m1", 2},
+		{"n", ChangeInsert, coord(4), "m1m2", 4},
+		{"other", ChangePut, phext.Origin, "", 4},
+	}
+	got := f.all()
+	if len(got) != len(wants) {
+		t.Fatalf("got %d changes, want %d: %+v", len(got), len(wants), got)
+	}
+	last := head
+	for i, w := range wants {
+		g := got[i]
+		if g.Phext != w.phext || g.Op != w.op || g.Coord != w.c || string(g.Text) != w.text || g.Len != w.len {
+			t.Errorf("change %d: got %s %q %v %q len %d, want %s %q %v %q len %d", i,
+				g.Op, g.Phext, g.Coord, g.Text, g.Len, w.op, w.phext, w.c, w.text, w.len)
+		}
+		if g.Pos <= last {
+			t.Errorf("change %d: position %d not above %d", i, g.Pos, last)
+		}
+		last = g.Pos
+		if w.op == ChangePut {
+			if g.HasSum {
+				t.Errorf("put carries a checksum")
+			}
+			continue
+		}
+		if sum := phext.Checksum([]byte(w.text)); !g.HasSum || string(g.Sum[:]) != sum {
+			t.Errorf("change %d: checksum %q, want %q", i, g.Sum[:], sum)
+		}
+	}
+	if ten.Position() != last {
+		t.Errorf("Position %d, last published %d", ten.Position(), last)
+	}
+}
+
+// TestFeedOffCostsNothing: without a feed no position is drawn (so no
+// change is built or hashed) and the loop's write path stays free of
+// allocations; after SetFeed(nil) publishing stops.
+func TestFeedOffCostsNothing(t *testing.T) {
+	db := MustOpen(t, nil)
+	ten := db.ten
+	name := []byte("z")
+	if _, err := ten.Insert(name, coord(1), []byte("seed")); err != nil {
+		t.Fatal(err)
+	}
+	f := &recFeed{}
+	ten.SetFeed(f)
+	ten.SetFeed(nil)
+	head := ten.Position()
+	buf := make([]byte, 0, 256)
+	allocs := testing.AllocsPerRun(200, func() {
+		w := Write{Kind: WriteUpdate, Name: name, Coord: coord(1), Text: []byte("hello world")}
+		buf, _ = ten.TryWrite(&w, buf)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocs per unwatched TryWrite", allocs)
+	}
+	if _, err := ten.Update(name, coord(2), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ten.Position() != head || len(f.all()) != 0 {
+		t.Errorf("unwatched writes drew positions (%d -> %d) or published %d", head, ten.Position(), len(f.all()))
+	}
+}
+
+// TestFeedPositionsGrowAcrossReopen: positions of a new run are above
+// every position of the previous one.
+func TestFeedPositionsGrowAcrossReopen(t *testing.T) {
+	db := MustOpen(t, nil)
+	f := &recFeed{}
+	db.ten.SetFeed(f)
+	for i := 0; i < 100; i++ {
+		if _, err := db.ten.Insert([]byte("r"), coord(1), []byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := db.ten.Position()
+	db.MustReopen()
+	f2 := &recFeed{}
+	db.ten.SetFeed(f2)
+	if _, err := db.ten.Insert([]byte("r"), coord(1), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if got := f2.all(); len(got) != 1 || got[0].Pos <= before {
+		t.Fatalf("after reopen: %+v, before %d", got, before)
+	}
+}
+
+// TestFeedConcurrentPerPhextOrder: concurrent writers to several phexts;
+// each phext's changes arrive in position order and each insert's new
+// length grows by exactly its text (apply order == publish order).
+func TestFeedConcurrentPerPhextOrder(t *testing.T) {
+	db := MustOpen(t, &Options{Durability: DurabilityNo})
+	f := &recFeed{}
+	db.ten.SetFeed(f)
+	const writers, per = 4, 50
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			name := []byte{'p', byte('0' + w%2)}
+			for i := 0; i < per; i++ {
+				if i%2 == 0 {
+					ws := Write{Kind: WriteInsert, Name: name, Coord: coord(1), Text: []byte("x")}
+					if _, ok := db.ten.TryWrite(&ws, nil); ok {
+						continue
+					}
+				}
+				if _, err := db.ten.Insert(name, coord(1), []byte("x")); err != nil {
+					t.Error(err)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	last := map[string]uint64{}
+	lens := map[string]int64{}
+	for _, c := range f.all() {
+		if c.Pos <= last[c.Phext] {
+			t.Fatalf("phext %q: position %d after %d", c.Phext, c.Pos, last[c.Phext])
+		}
+		last[c.Phext] = c.Pos
+		if c.Len != lens[c.Phext]+1 {
+			t.Fatalf("phext %q: len %d after %d", c.Phext, c.Len, lens[c.Phext])
+		}
+		lens[c.Phext] = c.Len
+	}
+	if lens["p0"]+lens["p1"] != writers*per {
+		t.Fatalf("lens %v, want %d in all", lens, writers*per)
+	}
+}
