@@ -36,7 +36,7 @@ var goldenFrames = []golden{
 			MaxInFlight: 256, Ops: AllOps})
 	}, check: func(t *testing.T, f []byte) {
 		r, err := DecodeHelloReply(f[HeaderSize:])
-		if err != nil || r.Codec != CodecS2 || r.MaxFrame != 64<<20 || r.TenantName != "demo" || len(r.Ops) != 17 {
+		if err != nil || r.Codec != CodecS2 || r.MaxFrame != 64<<20 || r.TenantName != "demo" || len(r.Ops) != 19 {
 			t.Fatalf("%+v %v", r, err)
 		}
 	}},
@@ -86,6 +86,51 @@ var goldenFrames = []golden{
 	}},
 	{name: "status-response", frame: func() []byte {
 		return AppendResponse(nil, 7, StatusOK, AppendStatusInfo(nil, StatusInfo{Phexts: 2, Scrolls: 3, Bytes: 4096, Quota: 1 << 30}))
+	}},
+	{name: "watch-request", frame: func() []byte {
+		return AppendRequest(nil, OpWatch, 9, []byte("notes"), coord(1, 1, 1, 1, 1, 1, 1, 2, 1),
+			AppendWatchPayload(nil, 7, 8, WatchText|WatchFrom, 0x1234))
+	}, check: func(t *testing.T, f []byte) {
+		var d Decoder
+		var r Request
+		if err := d.Decode(f, &r); err != nil || r.Op != OpWatch || string(r.Name) != "notes" {
+			t.Fatalf("%+v %v", r, err)
+		}
+		w, err := DecodeWatch(r.Payload, r.Coord)
+		if err != nil || w.Sub != 7 || w.Depth != 8 || w.Flags != WatchText|WatchFrom || w.From != 0x1234 ||
+			w.Prefix != (phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 2, 0}) {
+			t.Fatalf("%+v %v", w, err)
+		}
+	}},
+	{name: "change-event", frame: func() []byte {
+		return AppendChangeEvent(nil, 7, 0x1235, 1, []byte("notes"), coord(1, 1, 1, 1, 1, 1, 1, 2, 3), 2,
+			[]byte(phext.Checksum([]byte("hi"))), TextHere, []byte("hi"))
+	}, check: func(t *testing.T, f []byte) {
+		var d Decoder
+		var r Response
+		var ev Event
+		if err := d.DecodeResponse(f, &r); err != nil || !IsEvent(&r) {
+			t.Fatalf("%+v %v", r, err)
+		}
+		if err := DecodeEvent(r.Body, &ev); err != nil || ev.Kind != EventChange || ev.Sub != 7 || ev.Pos != 0x1235 ||
+			ev.Op != 1 || string(ev.Phext) != "notes" || ev.Coord.String() != "1.1.1/1.1.1/1.2.3" || ev.Len != 2 ||
+			string(ev.Sum) != phext.Checksum([]byte("hi")) || ev.TextAt != TextHere || string(ev.Text) != "hi" {
+			t.Fatalf("%+v %v", ev, err)
+		}
+	}},
+	{name: "resync-event", frame: func() []byte {
+		return AppendResyncEvent(nil, 7, 0x1240, ResyncSlow, true)
+	}, check: func(t *testing.T, f []byte) {
+		var d Decoder
+		var r Response
+		var ev Event
+		if err := d.DecodeResponse(f, &r); err != nil || !IsEvent(&r) {
+			t.Fatalf("%+v %v", r, err)
+		}
+		if err := DecodeEvent(r.Body, &ev); err != nil || ev.Kind != EventResync || ev.Sub != 7 || ev.Pos != 0x1240 ||
+			ev.Reason != ResyncSlow || !ev.Ended {
+			t.Fatalf("%+v %v", ev, err)
+		}
 	}},
 	{name: "compressed-response", frame: func() []byte {
 		return AppendCompressedResponse(nil, 8, StatusOK, []byte(strings.Repeat("phext ", 700)), CodecS2)

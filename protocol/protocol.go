@@ -67,6 +67,8 @@ const (
 	OpList     Op = 0x1A
 	OpStatus   Op = 0x1B
 	OpVersion  Op = 0x1C
+	OpWatch    Op = 0x1D
+	OpUnwatch  Op = 0x1E
 	OpCompact  Op = 0x30
 	OpReload   Op = 0x31
 )
@@ -98,6 +100,8 @@ var ops = func() (t [256]opInfo) {
 	set(OpList, "LIST", false, false)
 	set(OpStatus, "STATUS", false, false)
 	set(OpVersion, "VERSION", false, false)
+	set(OpWatch, "WATCH", true, false)
+	set(OpUnwatch, "UNWATCH", false, false)
 	set(OpCompact, "COMPACT", true, false)
 	set(OpReload, "RELOAD", false, false)
 	return t
@@ -107,7 +111,7 @@ var ops = func() (t [256]opInfo) {
 // server advertises in its HELLO reply when it serves them all).
 var AllOps = []Op{OpHello, OpPing, OpSelect, OpInsert, OpUpdate, OpDelete,
 	OpTOC, OpGet, OpPut, OpChecksum, OpDelta, OpWhere, OpList, OpStatus,
-	OpVersion, OpCompact, OpReload}
+	OpVersion, OpWatch, OpUnwatch, OpCompact, OpReload}
 
 // String returns the operation's name, or "OP(0xNN)" when unknown.
 func (o Op) String() string {

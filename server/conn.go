@@ -88,6 +88,9 @@ type connState struct {
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
+
+	watch  connWatch    // the change feed (watch.go)
+	nwatch atomic.Int64 // subscriptions held (OnTick's idle check)
 }
 
 func (s *Server) registerConn(cs *connState) {
@@ -184,6 +187,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	cs.mem.release(cs.arriving) // a frame that never fully arrived
 	cs.arriving, cs.big = 0, nil
+	cs.closeWatches()
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -551,6 +555,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now()
 	nowN := now.UnixNano()
 	s.auth.sweep(now)
+	s.sweepHubs(now)
 	for _, cs := range s.snapshotConns() {
 		if cs.closing.Load() {
 			continue
@@ -560,7 +565,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 			cs.closeWith(closeHelloTimeout)
 		case cs.partialSince.Load() != 0 && nowN-cs.partialSince.Load() > int64(s.opts.FrameTimeout):
 			cs.closeWith(closeSlowFrame)
-		case s.opts.IdleTimeout > 0 && cs.inflight.Load() == 0 &&
+		case s.opts.IdleTimeout > 0 && cs.inflight.Load() == 0 && !cs.watching() &&
 			nowN-cs.lastActive.Load() > int64(s.opts.IdleTimeout):
 			cs.closeWith(closeIdleTimeout)
 		}

@@ -332,6 +332,10 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 		out = append(out, "sq "+Version...)
 	case protocol.OpCompact:
 		err = t.st.Compact(req.Name)
+	case protocol.OpWatch:
+		out, err = s.execWatch(cs, req, out)
+	case protocol.OpUnwatch:
+		err = s.execUnwatch(cs, req)
 	case protocol.OpReload:
 		if !cs.admin && !(cs.loopback && s.opts.TrustLoopback) {
 			err = errForbidden

@@ -22,11 +22,12 @@ var countedOps = []protocol.Op{
 	protocol.OpPing, protocol.OpSelect, protocol.OpInsert, protocol.OpUpdate,
 	protocol.OpDelete, protocol.OpTOC, protocol.OpGet, protocol.OpPut,
 	protocol.OpChecksum, protocol.OpDelta, protocol.OpWhere, protocol.OpList,
-	protocol.OpStatus, protocol.OpVersion, protocol.OpCompact, protocol.OpReload,
+	protocol.OpStatus, protocol.OpVersion, protocol.OpWatch, protocol.OpUnwatch,
+	protocol.OpCompact, protocol.OpReload,
 }
 
 const (
-	numOpSlots    = 17
+	numOpSlots    = 19
 	numStatuses   = 12
 	latencyBucket = 24 // log2 buckets of microseconds: <1µs … ≥ 2^22 µs (~4 s)
 )
@@ -119,6 +120,12 @@ type serverStats struct {
 	// at the end of an OnTraffic (noteInbound): bounded by the read buffer
 	// while frames are drained, since a large frame is moved out of it.
 	inboundPeak atomic.Int64
+	// The change feed (watch.go): subscriptions now, events queued to
+	// watchers, subscriptions ended for a slow watcher, resyncs at WATCH.
+	watches      atomic.Int64
+	watchEvents  atomic.Uint64
+	watchDropped atomic.Uint64
+	watchResyncs atomic.Uint64
 	// opLat are the request-duration histograms of each operation over
 	// all tenants.
 	opLat [numOpSlots]latHist

@@ -93,6 +93,26 @@ type Options struct {
 	// tenant cannot make every other tenant's large requests BUSY. The
 	// admin's connections are bounded by MaxClientMemory only.
 	MaxClientMemoryPerTenant int64
+	// MaxWatchesPerConn bounds the change-feed subscriptions (WATCH) of
+	// one connection (default 16); MaxWatchesPerTenant those of one tenant
+	// over all its connections and REST streams (default 1024). Each
+	// subscription charges 4 KiB of the tenant's memory budget.
+	MaxWatchesPerConn   int
+	MaxWatchesPerTenant int
+	// WatchQueueBytes bounds the event bytes waiting for one watcher (its
+	// queue, and its socket's unsent bytes); past it the watcher gets a
+	// resync event and its subscriptions end (default 1 MiB).
+	WatchQueueBytes int
+	// WatchRetainEvents and WatchRetainBytes bound each watched tenant's
+	// retention of recent changes, from which a reconnecting watcher
+	// resumes (defaults 4096 events, 1 MiB counting names and texts);
+	// retained bytes are charged to the tenant's memory budget.
+	WatchRetainEvents int
+	WatchRetainBytes  int64
+	// WatchLinger is how long a tenant's feed and retention outlive its
+	// last subscription, so that a watcher reconnecting within it resumes
+	// without a resync (default 2 min).
+	WatchLinger time.Duration
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
@@ -157,6 +177,24 @@ func (o *Options) withDefaults() Options {
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
+	if r.MaxWatchesPerConn <= 0 {
+		r.MaxWatchesPerConn = 16
+	}
+	if r.MaxWatchesPerTenant <= 0 {
+		r.MaxWatchesPerTenant = 1024
+	}
+	if r.WatchQueueBytes <= 0 {
+		r.WatchQueueBytes = 1 << 20
+	}
+	if r.WatchRetainEvents <= 0 {
+		r.WatchRetainEvents = 4096
+	}
+	if r.WatchRetainBytes <= 0 {
+		r.WatchRetainBytes = 1 << 20
+	}
+	if r.WatchLinger <= 0 {
+		r.WatchLinger = 2 * time.Minute
+	}
 	if r.MaxClientMemory <= 0 {
 		r.MaxClientMemory = 1 << 30
 	}
@@ -198,6 +236,9 @@ type Server struct {
 	connsMu sync.Mutex // guards conns; held only for map updates and copies
 	conns   map[*connState]struct{}
 
+	hubsMu sync.Mutex // guards hubs (watch.go); never held across I/O
+	hubs   map[*store.Tenant]*feedHub
+
 	// workers counts running per-connection workers. (Not a WaitGroup:
 	// workers start while Shutdown waits, which WaitGroup forbids.)
 	workers      atomic.Int64
@@ -217,6 +258,7 @@ func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
 		conns: make(map[*connState]struct{}),
+		hubs:  make(map[*store.Tenant]*feedHub),
 	}
 	s.auth.init(o.AuthFailBudget)
 	s.mem.limit = o.MaxClientMemory
@@ -340,6 +382,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-time.After(time.Millisecond):
 		}
 	}
+	// Watchers are told (resync, subscription ended) and the store's
+	// feeds detached: the store outlives the server.
+	s.closeHubs()
 	// Their replies reach the sockets before the loops close them. A client
 	// that keeps sending keeps getting SHUTTING_DOWN answers, so this waits
 	// for a quiet moment only up to drainGrace.

@@ -92,16 +92,18 @@ type Feed interface {
 type feedHook struct{ f Feed }
 
 // SetFeed makes f receive the tenant's committed changes from now on; nil
-// stops them. Changes committed before SetFeed returns may or may not be
-// published; every change whose position is above Position() read after
-// SetFeed returned is published (a position is drawn only after the hook
-// is seen set). Safe for concurrent use.
-func (t *Tenant) SetFeed(f Feed) {
+// stops them. With a non-nil f it returns a fresh position P, drawn after
+// the hook is in place: every change with a position above P is published
+// to f, and no published change has position P, so a consumer may treat
+// "everything above P" as complete. (Changes committed while SetFeed runs
+// may or may not be published; they are below P.) Safe for concurrent use.
+func (t *Tenant) SetFeed(f Feed) uint64 {
 	if f == nil {
 		t.feed.Store(nil)
-		return
+		return 0
 	}
 	t.feed.Store(&feedHook{f: f})
+	return t.s.feedPos.Add(1)
 }
 
 // Position returns the highest position drawn so far, store-wide: every

@@ -1,0 +1,552 @@
+package server
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// The change feed (issue 18; docs/PROTOCOL.md §2.10).
+//
+// Each watched tenant has a feedHub: the store.Feed of its store tenant,
+// a bounded retention ring of its recent changes (for resume) and its
+// subscriptions. The store calls Publish with the phext's locks held, on
+// whichever goroutine committed the change (an event loop for a write
+// answered on the loop, a worker otherwise), so Publish does memory work
+// only: it records the change, encodes one event per matching
+// subscription into that subscriber's bounded queue (a sink) and asks the
+// subscriber's own event loop to write it (gnet AsyncWrite's callback).
+// Nothing in it waits for a socket or another loop, so a slow watcher
+// never slows a writer: when its queue is full, it gets one resync event
+// and its subscription ends.
+//
+// Positions: a change's position comes from the store (store.Change.Pos).
+// A subscription that resumes from position P gets exactly the retained
+// changes above P when every change above P was retained (P ≥ floor),
+// else one resync event: never a silent gap. floor starts at the position
+// SetFeed drew when the hub was attached (changes before it were never
+// published) and rises as the ring evicts.
+//
+// Memory: the ring (events, names, texts) and each connection's queued
+// event bytes are charged to the tenant's share of the client memory
+// budget (budget.go); each subscription charges watchSubCost. What does
+// not fit: the ring evicts (raising floor), a queue overflows (resync and
+// drop), a WATCH is answered BUSY.
+
+// watchSubCost is what one subscription charges the memory budget for its
+// bookkeeping (the struct, its map entries, its share of a queue buffer).
+const watchSubCost = 4 << 10
+
+// eventCost is what one retained event is charged beyond its name and
+// text (the struct and ring slot).
+const eventCost = 128
+
+// feedEvent is one retained change. Its text is the hub's own copy (nil
+// when the change has none, or when it is above protocol.MaxEventText:
+// omitted).
+type feedEvent struct {
+	pos     uint64
+	op      store.ChangeOp
+	phext   string
+	coord   phext.Coordinate
+	n       int64
+	sum     [32]byte
+	hasSum  bool
+	text    []byte
+	omitted bool
+	cost    int64
+}
+
+// sink receives the events of its subscriptions. Both methods run with
+// feedHub.mu held (possibly on an event loop, with store locks held):
+// memory work only, never a wait.
+type sink interface {
+	// deliver queues ev for sub; false means the sink's queue is full: the
+	// hub ends sub with a resync.
+	deliver(sub *watchSub, ev *feedEvent) bool
+	// resync queues a resync event (always accepted: it is small and
+	// ends the growth when ended is set).
+	resync(sub *watchSub, pos uint64, reason uint8, ended bool)
+	// add registers sub with its subscriber before the hub takes it:
+	// refused for a duplicate id or the subscriber's own limit.
+	add(sub *watchSub) error
+	// ended tells the sink that sub is no longer in the hub.
+	ended(sub *watchSub)
+}
+
+// watchSub is one subscription.
+type watchSub struct {
+	id     uint32
+	phext  string
+	prefix phext.Coordinate
+	depth  uint8
+	text   bool
+	sink   sink
+	last   uint64 // highest position queued to it (hub.mu)
+}
+
+func (sub *watchSub) matches(ev *feedEvent) bool {
+	if ev.phext != sub.phext {
+		return false
+	}
+	if ev.op == store.ChangePut || ev.op == store.ChangeCompact {
+		return true // the whole phext changed: every prefix is concerned
+	}
+	return protocol.Match(sub.prefix, sub.depth, ev.coord)
+}
+
+// feedHub is one tenant's change feed. All fields are guarded by mu.
+type feedHub struct {
+	s   *Server
+	st  *store.Tenant
+	mem *memBudget
+
+	mu        sync.Mutex
+	floor     uint64 // resume from P is exact iff P ≥ floor
+	ring      []*feedEvent
+	first     int // index of the oldest event in ring
+	n         int // events held
+	bytes     int64
+	charged   int64 // reserved from mem for the ring
+	subs      map[*watchSub]struct{}
+	idleSince time.Time // when the last subscription left (zero while any)
+	detached  bool
+}
+
+// hubFor returns the tenant's hub, attaching a new one to the store
+// tenant if it has none.
+func (s *Server) hubFor(t *tenant) *feedHub {
+	s.hubsMu.Lock()
+	defer s.hubsMu.Unlock()
+	if h := s.hubs[t.st]; h != nil {
+		return h
+	}
+	h := &feedHub{s: s, st: t.st, mem: t.mem, subs: map[*watchSub]struct{}{},
+		ring: make([]*feedEvent, s.opts.WatchRetainEvents)}
+	h.mu.Lock()
+	h.floor = t.st.SetFeed(h)
+	h.mu.Unlock()
+	s.hubs[t.st] = h
+	return h
+}
+
+// Publish records a committed change and queues it to every matching
+// subscription (store.Feed; see the comment at the top of this file).
+func (h *feedHub) Publish(c *store.Change) {
+	ev := &feedEvent{pos: c.Pos, op: c.Op, phext: c.Phext, coord: c.Coord, n: c.Len,
+		sum: c.Sum, hasSum: c.HasSum}
+	if len(c.Text) > protocol.MaxEventText {
+		ev.omitted = true
+	} else if len(c.Text) > 0 {
+		ev.text = append([]byte(nil), c.Text...)
+	}
+	ev.cost = eventCost + int64(len(ev.phext)+len(ev.text))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.detached {
+		return
+	}
+	h.retain(ev)
+	var drop []*watchSub
+	for sub := range h.subs {
+		if !sub.matches(ev) {
+			continue
+		}
+		if !sub.sink.deliver(sub, ev) {
+			drop = append(drop, sub)
+			continue
+		}
+		sub.last = max(sub.last, ev.pos)
+	}
+	for _, sub := range drop {
+		h.s.stats.watchDropped.Add(1)
+		sub.sink.resync(sub, max(sub.last, h.floor), protocol.ResyncSlow, true)
+		h.removeLocked(sub)
+	}
+}
+
+// retain appends ev to the ring, evicting the oldest events past the
+// count or byte limits or what the memory budget refuses (mu held).
+func (h *feedHub) retain(ev *feedEvent) {
+	maxBytes := h.s.opts.WatchRetainBytes
+	for h.n > 0 && (h.n == len(h.ring) || h.bytes+ev.cost > maxBytes) {
+		h.evictOldest()
+	}
+	for !h.mem.tryReserve(ev.cost) {
+		if h.n == 0 {
+			// Not even one event fits the budget: it is delivered live but
+			// not retained, so a resume from before it must resync.
+			h.floor = max(h.floor, ev.pos)
+			return
+		}
+		h.evictOldest()
+	}
+	h.charged += ev.cost
+	h.ring[(h.first+h.n)%len(h.ring)] = ev
+	h.n++
+	h.bytes += ev.cost
+}
+
+func (h *feedHub) evictOldest() {
+	old := h.ring[h.first]
+	h.ring[h.first] = nil
+	h.first = (h.first + 1) % len(h.ring)
+	h.n--
+	h.bytes -= old.cost
+	h.charged -= old.cost
+	h.mem.release(old.cost)
+	h.floor = max(h.floor, old.pos)
+}
+
+// removeLocked takes sub out of the hub (mu held).
+func (h *feedHub) removeLocked(sub *watchSub) {
+	if _, ok := h.subs[sub]; !ok {
+		return
+	}
+	delete(h.subs, sub)
+	sub.sink.ended(sub)
+	h.mem.release(watchSubCost)
+	h.s.stats.watches.Add(-1)
+	if len(h.subs) == 0 {
+		h.idleSince = time.Now()
+	}
+}
+
+// remove takes sub out of the hub.
+func (h *feedHub) remove(sub *watchSub) {
+	h.mu.Lock()
+	h.removeLocked(sub)
+	h.mu.Unlock()
+}
+
+// watchError is a WATCH refused for a limit.
+var (
+	errWatchesPerConn   = &protocol.Error{Status: protocol.StatusBusy, Msg: "too many subscriptions on this connection"}
+	errWatchesPerTenant = &protocol.Error{Status: protocol.StatusBusy, Msg: "too many subscriptions for this tenant"}
+	errWatchID          = &protocol.Error{Status: protocol.StatusBadFrame, Msg: "request id 0xFFFFFFFF is reserved for events"}
+	errWatchDup         = &protocol.Error{Status: protocol.StatusBadFrame, Msg: "subscription id already in use on this connection"}
+	errNoWatch          = &protocol.Error{Status: protocol.StatusBadFrame, Msg: "no such subscription on this connection"}
+)
+
+// subscribe adds sub to the hub: resume from w.From when asked and
+// possible (the retained changes above it are queued first, in order),
+// else a resync event when the client asked to resume but the changes are
+// gone; then live changes. It returns the position "now" (the WATCH
+// reply): a client that saw every event up to it may resume from it.
+func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.detached {
+		return 0, errShuttingDownFeed
+	}
+	if len(h.subs) >= h.s.opts.MaxWatchesPerTenant {
+		return 0, errWatchesPerTenant
+	}
+	if !h.mem.tryReserve(watchSubCost) {
+		return 0, errBusyMemory
+	}
+	if err := sub.sink.add(sub); err != nil {
+		h.mem.release(watchSubCost)
+		return 0, err
+	}
+	head := h.st.Position()
+	h.subs[sub] = struct{}{}
+	h.idleSince = time.Time{}
+	h.s.stats.watches.Add(1)
+	sub.last = head
+	if w.Flags&protocol.WatchFrom == 0 {
+		return head, nil
+	}
+	if w.From < h.floor || w.From > head {
+		h.s.stats.watchResyncs.Add(1)
+		sub.sink.resync(sub, head, protocol.ResyncGap, false)
+		return head, nil
+	}
+	sub.last = w.From
+	for i := 0; i < h.n; i++ {
+		ev := h.ring[(h.first+i)%len(h.ring)]
+		if ev.pos <= w.From || !sub.matches(ev) {
+			continue
+		}
+		if !sub.sink.deliver(sub, ev) {
+			h.s.stats.watchDropped.Add(1)
+			sub.sink.resync(sub, w.From, protocol.ResyncSlow, true)
+			h.removeLocked(sub)
+			return head, nil
+		}
+		sub.last = max(sub.last, ev.pos)
+	}
+	sub.last = max(sub.last, head)
+	return head, nil
+}
+
+var errShuttingDownFeed = &protocol.Error{Status: protocol.StatusShuttingDown, Msg: "change feed closing; retry"}
+
+// sweepHubs detaches hubs that have had no subscription for WatchLinger:
+// their tenant's writes stop paying for the feed, and their retention is
+// freed (a later resume from one of their positions gets a resync).
+// Called from OnTick.
+func (s *Server) sweepHubs(now time.Time) {
+	s.hubsMu.Lock()
+	defer s.hubsMu.Unlock()
+	for st, h := range s.hubs {
+		h.mu.Lock()
+		if len(h.subs) == 0 && !h.idleSince.IsZero() && now.Sub(h.idleSince) > s.opts.WatchLinger {
+			h.detachLocked()
+			delete(s.hubs, st)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// detachLocked stops the feed and frees the ring (mu held).
+func (h *feedHub) detachLocked() {
+	h.st.SetFeed(nil)
+	h.detached = true
+	for h.n > 0 {
+		h.evictOldest()
+	}
+	h.ring = nil
+}
+
+// closeHubs detaches every hub (server shutdown: the store outlives it).
+func (s *Server) closeHubs() {
+	s.hubsMu.Lock()
+	defer s.hubsMu.Unlock()
+	for st, h := range s.hubs {
+		h.mu.Lock()
+		for sub := range h.subs {
+			sub.sink.resync(sub, max(sub.last, h.floor), protocol.ResyncGone, true)
+			h.removeLocked(sub)
+		}
+		h.detachLocked()
+		h.mu.Unlock()
+		delete(s.hubs, st)
+	}
+}
+
+// connWatch is a connection's side of the feed: its subscriptions and its
+// queue of encoded event frames, written by its own event loop.
+//
+// hub is set by the worker (WATCH) and read by the loop; subs is guarded by the hub's mu (a connection watches one tenant, so one
+// hub); out, charged and scheduled by wmu (taken after the hub's mu).
+type connWatch struct {
+	hub  atomic.Pointer[feedHub]
+	subs map[uint32]*watchSub
+
+	wmu       sync.Mutex
+	out       []byte
+	spare     []byte
+	charged   int64 // bytes of out reserved from the budget
+	scheduled bool  // a flush is queued on the loop
+}
+
+// connSink is the sink of a binary-protocol connection.
+type connSink struct{ cs *connState }
+
+func (k connSink) deliver(sub *watchSub, ev *feedEvent) bool {
+	cs := k.cs
+	if cs.gone.Load() {
+		return true // OnClose removes its subscriptions
+	}
+	textAt, text := protocol.TextNone, []byte(nil)
+	if sub.text {
+		switch {
+		case ev.omitted:
+			textAt = protocol.TextOmitted
+		case ev.op != store.ChangeDelete && ev.op != store.ChangePut && ev.op != store.ChangeCompact:
+			textAt, text = protocol.TextHere, ev.text
+		}
+	}
+	var sum []byte
+	if ev.hasSum {
+		sum = ev.sum[:]
+	}
+	size := protocol.ChangeEventSize(len(ev.phext), len(sum), len(text))
+	w := &cs.watch
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if len(w.out)+size > cs.s.opts.WatchQueueBytes || !cs.mem.tryReserve(int64(size)) {
+		return false
+	}
+	w.charged += int64(size)
+	w.out = protocol.AppendChangeEvent(w.out, sub.id, ev.pos, uint8(ev.op), []byte(ev.phext), ev.coord,
+		uint64(ev.n), sum, textAt, text)
+	cs.s.stats.watchEvents.Add(1)
+	k.scheduleLocked()
+	return true
+}
+
+func (k connSink) resync(sub *watchSub, pos uint64, reason uint8, ended bool) {
+	cs := k.cs
+	if cs.gone.Load() {
+		return
+	}
+	w := &cs.watch
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	// Not charged, not bounded: one small frame per subscription, and a
+	// subscription gets at most one resync once ended.
+	w.out = protocol.AppendResyncEvent(w.out, sub.id, pos, reason, ended)
+	k.scheduleLocked()
+}
+
+func (k connSink) add(sub *watchSub) error {
+	w := &k.cs.watch
+	if _, dup := w.subs[sub.id]; dup {
+		return errWatchDup
+	}
+	if len(w.subs) >= k.cs.s.opts.MaxWatchesPerConn {
+		return errWatchesPerConn
+	}
+	if w.subs == nil {
+		w.subs = map[uint32]*watchSub{}
+	}
+	w.subs[sub.id] = sub
+	k.cs.nwatch.Store(int64(len(w.subs)))
+	return nil
+}
+
+func (k connSink) ended(sub *watchSub) {
+	delete(k.cs.watch.subs, sub.id)
+	k.cs.nwatch.Store(int64(len(k.cs.watch.subs)))
+}
+
+// scheduleLocked asks the connection's loop to write the queue (wmu held).
+// One flush is queued at a time; events queued meanwhile join it.
+func (k connSink) scheduleLocked() {
+	cs := k.cs
+	w := &cs.watch
+	if w.scheduled {
+		return
+	}
+	w.scheduled = true
+	cs.s.asyncPending.Add(1)
+	if err := cs.c.AsyncWrite(nil, cs.flushWatch); err != nil {
+		cs.s.asyncPending.Add(-1)
+		w.scheduled = false
+	}
+}
+
+// flushWatch runs on the connection's event loop (an AsyncWrite callback):
+// it writes the queued events with one Write. A connection whose socket
+// holds more than WatchQueueBytes unsent (a watcher that does not read)
+// gets resync events instead and its subscriptions end.
+func (cs *connState) flushWatch(c gnet.Conn, _ error) error {
+	cs.s.asyncPending.Add(-1)
+	w := &cs.watch
+	if c != nil && !cs.gone.Load() && c.OutboundBuffered() > cs.s.opts.WatchQueueBytes {
+		cs.dropWatches(protocol.ResyncSlow)
+	}
+	w.wmu.Lock()
+	buf, charged := w.out, w.charged
+	w.out, w.spare, w.charged, w.scheduled = w.spare[:0], nil, 0, false
+	w.wmu.Unlock()
+	if c != nil && len(buf) > 0 && !cs.gone.Load() {
+		c.Write(buf) // gnet copies what the socket does not take now
+	}
+	cs.mem.release(charged)
+	if cap(buf) <= maxSpare {
+		w.wmu.Lock()
+		if w.spare == nil {
+			w.spare = buf[:0]
+		}
+		w.wmu.Unlock()
+	}
+	return nil
+}
+
+// dropWatches ends every subscription of the connection with a resync.
+func (cs *connState) dropWatches(reason uint8) {
+	h := cs.watch.hub.Load()
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	for _, sub := range cs.watch.subs {
+		cs.s.stats.watchDropped.Add(1)
+		sub.sink.resync(sub, max(sub.last, h.floor), reason, true)
+		h.removeLocked(sub)
+	}
+	h.mu.Unlock()
+}
+
+// closeWatches removes the connection's subscriptions (OnClose) and
+// releases its queue's budget.
+func (cs *connState) closeWatches() {
+	if h := cs.watch.hub.Load(); h != nil {
+		h.mu.Lock()
+		for _, sub := range cs.watch.subs {
+			h.removeLocked(sub)
+		}
+		h.mu.Unlock()
+	}
+	w := &cs.watch
+	w.wmu.Lock()
+	cs.mem.release(w.charged)
+	w.charged = 0
+	w.out, w.spare = nil, nil
+	w.wmu.Unlock()
+}
+
+// watching reports whether the connection has subscriptions (OnTick's idle
+// check: a watcher waits for events, it is not idle).
+func (cs *connState) watching() bool { return cs.nwatch.Load() > 0 }
+
+// execWatch runs WATCH on the connection's worker and appends the reply
+// body (u64 position now) to out.
+func (s *Server) execWatch(cs *connState, req *protocol.Request, out []byte) ([]byte, error) {
+	if req.ID == protocol.EventID {
+		return out, errWatchID
+	}
+	w, err := protocol.DecodeWatch(req.Payload, req.Coord)
+	if err != nil {
+		return out, err
+	}
+	sub := &watchSub{id: w.Sub, phext: string(req.Name), prefix: w.Prefix, depth: w.Depth,
+		text: w.Flags&protocol.WatchText != 0, sink: connSink{cs}}
+	var head uint64
+	for {
+		h := s.hubFor(cs.tenant)
+		// A connection watches one tenant: its subscriptions are all in
+		// this hub (an older hub of the tenant was swept only once it had
+		// no subscription left).
+		cs.watch.hub.Store(h)
+		head, err = h.subscribe(sub, &w)
+		if err != errShuttingDownFeed || s.draining.Load() {
+			break
+		}
+		// Swept between hubFor and subscribe: take the new one.
+	}
+	if err != nil {
+		return out, err
+	}
+	return binary.BigEndian.AppendUint64(out, head), nil
+}
+
+// execUnwatch ends one subscription.
+func (s *Server) execUnwatch(cs *connState, req *protocol.Request) error {
+	id, err := protocol.DecodeUnwatch(req.Payload)
+	if err != nil {
+		return err
+	}
+	h := cs.watch.hub.Load()
+	if h == nil {
+		return errNoWatch
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sub := cs.watch.subs[id]
+	if sub == nil {
+		return errNoWatch
+	}
+	h.removeLocked(sub)
+	return nil
+}

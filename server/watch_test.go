@@ -1,0 +1,418 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
+)
+
+// wev is a decoded event with its slices copied.
+type wev struct {
+	protocol.Event
+	name, sum, text string
+}
+
+// watchClient wraps a rawConn that may receive events between replies.
+type watchClient struct {
+	*rawConn
+	events []wev // events read while waiting for a reply, not yet taken
+}
+
+func (e *testEnv) watcher(tenant string) *watchClient {
+	return &watchClient{rawConn: e.dial(tenant)}
+}
+
+// frame reads one frame; events are decoded and returned with isEvent.
+func (w *watchClient) frame() (protocol.Response, *wev) {
+	w.t.Helper()
+	r, err := w.read()
+	if err != nil {
+		w.t.Fatalf("read: %v", err)
+	}
+	if !protocol.IsEvent(&r) {
+		return r, nil
+	}
+	var ev protocol.Event
+	if err := protocol.DecodeEvent(r.Body, &ev); err != nil {
+		w.t.Fatalf("event: %v", err)
+	}
+	return r, &wev{Event: ev, name: string(ev.Phext), sum: string(ev.Sum), text: string(ev.Text)}
+}
+
+// do sends a request and reads until its reply, keeping events.
+func (w *watchClient) do(op protocol.Op, name string, c phext.Coordinate, payload []byte) protocol.Response {
+	w.t.Helper()
+	id := w.send(op, name, c, payload)
+	for {
+		r, ev := w.frame()
+		if ev != nil {
+			w.events = append(w.events, *ev)
+			continue
+		}
+		if r.ID != id {
+			w.t.Fatalf("%v: reply id %d, want %d", op, r.ID, id)
+		}
+		return r
+	}
+}
+
+// watch subscribes and returns the position of the reply.
+func (w *watchClient) watch(name, prefix string, sub uint32, flags uint8, from uint64) uint64 {
+	w.t.Helper()
+	c, depth := phext.Origin, uint8(0)
+	if prefix != "" {
+		parts := strings.FieldsFunc(prefix, func(r rune) bool { return r == '.' || r == '/' })
+		depth = uint8(len(parts))
+		for i, p := range parts {
+			var v uint16
+			fmt.Sscan(p, &v)
+			c[i] = v
+		}
+	}
+	r := w.do(protocol.OpWatch, name, c, protocol.AppendWatchPayload(nil, sub, depth, flags, from))
+	if r.Status != protocol.StatusOK || len(r.Body) != 8 {
+		w.t.Fatalf("WATCH: status %v: %s", r.Status, r.Body)
+	}
+	return uint64(r.Body[0])<<56 | uint64(r.Body[1])<<48 | uint64(r.Body[2])<<40 | uint64(r.Body[3])<<32 |
+		uint64(r.Body[4])<<24 | uint64(r.Body[5])<<16 | uint64(r.Body[6])<<8 | uint64(r.Body[7])
+}
+
+// next returns the next event (kept ones first).
+func (w *watchClient) next() wev {
+	w.t.Helper()
+	if len(w.events) > 0 {
+		ev := w.events[0]
+		w.events = w.events[1:]
+		return ev
+	}
+	r, ev := w.frame()
+	if ev == nil {
+		w.t.Fatalf("got a reply (id %d, status %v) where an event was due", r.ID, r.Status)
+	}
+	return *ev
+}
+
+func coordN(i int) phext.Coordinate {
+	return phext.Coordinate{1, 1, 1, 1, 1, 1, 1, uint16(1 + i%3), uint16(1 + i%7)}
+}
+
+// TestWatchOrderPrefixIsolation: a subscription sees every change of its
+// phext in commit order with the scroll's new length, checksum and text; a
+// prefix subscription only those under the prefix; nothing of another
+// phext or another tenant; ordinary requests keep working on the watching
+// connection.
+func TestWatchOrderPrefixIsolation(t *testing.T) {
+	for _, dur := range []store.Durability{store.DurabilityAlways, store.DurabilityEverySec} {
+		t.Run(fmt.Sprint("durability ", dur), func(t *testing.T) {
+			e := startEnv(t, envOptions{durability: dur})
+			w := e.watcher("alpha")
+			head := w.watch("n", "", 1, protocol.WatchText, 0)
+			w.watch("n", "1.1.1/1.1.1/1.2", 2, 0, 0)
+			beta := e.watcher("beta")
+			beta.watch("n", "", 1, 0, 0)
+
+			wr := e.dial("alpha")
+			want := map[phext.Coordinate]string{}
+			const n = 60
+			for i := 0; i < n; i++ {
+				c := coordN(i)
+				op := protocol.OpInsert
+				if i%5 == 4 {
+					op = protocol.OpUpdate
+				}
+				text := fmt.Sprintf("w%d;", i)
+				wr.ok(op, "n", c, []byte(text))
+				wr.ok(protocol.OpInsert, "other", c, []byte("x")) // another phext
+				if op == protocol.OpUpdate {
+					want[c] = text
+				} else {
+					want[c] += text
+				}
+				if i == n/2 {
+					// Ordinary requests on the watching connection.
+					if got := w.do(protocol.OpSelect, "n", c, nil); got.Status != protocol.StatusOK || string(got.Body) != want[c] {
+						t.Fatalf("SELECT on a watching connection: %v %q", got.Status, got.Body)
+					}
+				}
+			}
+			e.dial("beta").ok(protocol.OpInsert, "n", phext.Origin, []byte("beta-marker"))
+
+			// Replay the expected state change by change.
+			state := map[phext.Coordinate]string{}
+			last := head
+			seen2 := 0
+			for i := 0; i < n; i++ {
+				c := coordN(i)
+				text := fmt.Sprintf("w%d;", i)
+				op := uint8(store.ChangeInsert)
+				if i%5 == 4 {
+					op = uint8(store.ChangeUpdate)
+					state[c] = text
+				} else {
+					state[c] += text
+				}
+				var ev wev
+				for {
+					ev = w.next()
+					if ev.Sub == 1 {
+						break
+					}
+					// Prefix subscription 2: only 1.1.1/1.1.1/1.2.x.
+					if ev.Sub != 2 || ev.Coord[7] != 2 || ev.Coord[6] != 1 {
+						t.Fatalf("prefix subscription got %+v", ev)
+					}
+					if ev.TextAt != protocol.TextNone {
+						t.Fatalf("text sent without the text flag: %+v", ev)
+					}
+					seen2++
+				}
+				if ev.Kind != protocol.EventChange || ev.name != "n" || ev.Coord != c || ev.Op != op ||
+					ev.Len != uint64(len(state[c])) || ev.text != state[c] || ev.sum != phext.Checksum([]byte(state[c])) {
+					t.Fatalf("event %d: got %+v text %q, want op %d at %v text %q", i, ev.Event, ev.text, op, c, state[c])
+				}
+				if ev.Pos <= last {
+					t.Fatalf("event %d: position %d not above %d", i, ev.Pos, last)
+				}
+				last = ev.Pos
+			}
+			// The rest of subscription 2's events.
+			want2 := 0
+			for i := 0; i < n; i++ {
+				if coordN(i)[7] == 2 {
+					want2++
+				}
+			}
+			for seen2 < want2 {
+				ev := w.next()
+				if ev.Sub != 2 || ev.Coord[7] != 2 {
+					t.Fatalf("after the last change: %+v", ev)
+				}
+				seen2++
+			}
+			// Nothing else is queued for alpha's watcher: a PING's reply
+			// comes next.
+			if r := w.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w.events) != 0 {
+				t.Fatalf("extra events: %+v", w.events)
+			}
+			// beta's watcher saw nothing of alpha: its first event is beta's.
+			if ev := beta.next(); ev.Kind != protocol.EventChange || ev.Coord != phext.Origin || ev.Len != uint64(len("beta-marker")) {
+				t.Fatalf("beta watcher: %+v", ev)
+			}
+		})
+	}
+}
+
+// TestWatchResume: a watcher that reconnects with the last position it saw
+// gets exactly the changes it missed, in order, then live ones; one whose
+// changes are gone (retention overflowed, a position of an earlier run, a
+// position from the future) gets one resync event first, never a gap.
+func TestWatchResume(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec, opts: Options{WatchRetainEvents: 16}})
+	wr := e.dial("alpha")
+	w := e.watcher("alpha")
+	head := w.watch("", "", 7, protocol.WatchText, 0)
+	wr.ok(protocol.OpInsert, "", phext.Origin, []byte("a"))
+	ev := w.next()
+	if ev.Pos <= head || ev.text != "a" {
+		t.Fatalf("first event %+v", ev)
+	}
+	last := ev.Pos
+	w.nc.Close()
+
+	// Missed while disconnected: 10 changes (retention holds 16).
+	for i := 0; i < 10; i++ {
+		wr.ok(protocol.OpInsert, "", coordN(i), []byte{'b' + byte(i)})
+	}
+	w2 := e.watcher("alpha")
+	w2.watch("", "", 9, protocol.WatchText|protocol.WatchFrom, last)
+	for i := 0; i < 10; i++ {
+		ev := w2.next()
+		if ev.Kind != protocol.EventChange || ev.Sub != 9 || ev.Coord != coordN(i) || ev.Pos <= last {
+			t.Fatalf("resumed event %d: %+v (last %d)", i, ev, last)
+		}
+		last = ev.Pos
+	}
+	wr.ok(protocol.OpUpdate, "", phext.Origin, []byte("live"))
+	if ev := w2.next(); ev.text != "live" || ev.Pos <= last {
+		t.Fatalf("live after resume: %+v", ev)
+	}
+	if r := w2.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w2.events) != 0 {
+		t.Fatalf("duplicates after resume: %+v", w2.events)
+	}
+	lastSeen := ev.Pos
+	w2.nc.Close()
+
+	// A gap: more changes than the retention holds.
+	for i := 0; i < 40; i++ {
+		wr.ok(protocol.OpInsert, "", phext.Origin, []byte("g"))
+	}
+	for _, tc := range []struct {
+		name string
+		from uint64
+	}{
+		{name: "evicted", from: lastSeen},
+		{name: "before the feed (earlier run)", from: 1},
+		{name: "future", from: 1 << 62},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := e.watcher("alpha")
+			now := w.watch("", "", 3, protocol.WatchFrom, tc.from)
+			ev := w.next()
+			if ev.Kind != protocol.EventResync || ev.Reason != protocol.ResyncGap || ev.Ended || ev.Sub != 3 || ev.Pos != now {
+				t.Fatalf("want one resync (gap) at %d, got %+v", now, ev)
+			}
+			// The subscription goes on live after the resync.
+			wr.ok(protocol.OpInsert, "", phext.Origin, []byte("z"))
+			if ev := w.next(); ev.Kind != protocol.EventChange || ev.Pos <= now {
+				t.Fatalf("after resync: %+v", ev)
+			}
+			w.nc.Close()
+		})
+	}
+}
+
+// TestWatchSlowWatcherDropped: a watcher that never reads gets, once its
+// queue is full, one resync event and its subscription ends; the writer
+// completes every write meanwhile and a reading watcher of the same tenant
+// gets every change.
+func TestWatchSlowWatcherDropped(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec})
+	slow := e.watcher("alpha")
+	slow.watch("", "", 1, protocol.WatchText, 0)
+	good := e.watcher("alpha")
+	good.watch("", "", 2, 0, 0)
+
+	// 24 MB of events: more than the kernel's socket buffers and the
+	// 1 MiB queue take for a watcher that does not read.
+	const writes = 3000
+	text := []byte(strings.Repeat("s", 8<<10))
+	var wg sync.WaitGroup
+	var goodErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var last uint64
+		for i := 0; i < writes; i++ {
+			r, ev := good.frame()
+			if ev == nil || ev.Kind != protocol.EventChange || ev.Pos <= last {
+				goodErr = fmt.Errorf("reading watcher, event %d: %+v %+v", i, r, ev)
+				return
+			}
+			last = ev.Pos
+		}
+	}()
+	wr := e.dial("alpha")
+	for i := 0; i < writes; i++ {
+		wr.ok(protocol.OpUpdate, "", phext.Origin, text)
+	}
+	wg.Wait()
+	if goodErr != nil {
+		t.Fatal(goodErr)
+	}
+	checkFor(t, 10e9, func() error {
+		if e.srv.stats.watchDropped.Load() == 0 {
+			return fmt.Errorf("slow watcher not dropped")
+		}
+		return nil
+	})
+	// The slow watcher now reads: change events, then exactly one resync
+	// (slow, ended), then nothing more for subscription 1.
+	n := 0
+	for {
+		ev := slow.next()
+		if ev.Kind == protocol.EventResync {
+			if ev.Reason != protocol.ResyncSlow || !ev.Ended || ev.Sub != 1 {
+				t.Fatalf("resync %+v", ev)
+			}
+			break
+		}
+		n++
+	}
+	if n >= writes {
+		t.Fatalf("slow watcher got all %d events and a resync", n)
+	}
+	wr.ok(protocol.OpUpdate, "", phext.Origin, []byte("after"))
+	if r := slow.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(slow.events) != 0 {
+		t.Fatalf("events after the drop: %+v", slow.events)
+	}
+	if got := e.srv.stats.watches.Load(); got != 1 {
+		t.Fatalf("%d subscriptions left, want the reading watcher's", got)
+	}
+}
+
+// TestWatchLimits: subscriptions per connection and per tenant, duplicate
+// ids, the reserved id, bad bodies, UNWATCH; every refusal leaves the
+// connection usable.
+func TestWatchLimits(t *testing.T) {
+	e := startEnv(t, envOptions{opts: Options{MaxWatchesPerConn: 2, MaxWatchesPerTenant: 3}})
+	w := e.watcher("alpha")
+	w.watch("a", "", 1, 0, 0)
+	wantStatus := func(r protocol.Response, st protocol.Status) {
+		t.Helper()
+		if r.Status != st {
+			t.Fatalf("status %v (%s), want %v", r.Status, r.Body, st)
+		}
+	}
+	wantStatus(w.do(protocol.OpWatch, "a", phext.Origin, protocol.AppendWatchPayload(nil, 1, 0, 0, 0)), protocol.StatusBadFrame)
+	w.watch("b", "", 2, 0, 0)
+	wantStatus(w.do(protocol.OpWatch, "c", phext.Origin, protocol.AppendWatchPayload(nil, 3, 0, 0, 0)), protocol.StatusBusy)
+	w2 := e.watcher("alpha")
+	w2.watch("c", "", 1, 0, 0)
+	wantStatus(w2.do(protocol.OpWatch, "d", phext.Origin, protocol.AppendWatchPayload(nil, 2, 0, 0, 0)), protocol.StatusBusy)
+	// Another tenant has its own count.
+	e.watcher("beta").watch("", "", 1, 0, 0)
+
+	wantStatus(w.do(protocol.OpWatch, "a", phext.Origin, []byte{1, 2, 3}), protocol.StatusBadFrame)
+	wantStatus(w.do(protocol.OpWatch, "bad name!", phext.Origin, protocol.AppendWatchPayload(nil, 5, 0, 0, 0)), protocol.StatusBadName)
+	wantStatus(w.do(protocol.OpWatch, "a", phext.Coordinate{1000, 1, 1, 1, 1, 1, 1, 1, 1}, protocol.AppendWatchPayload(nil, 5, 1, 0, 0)), protocol.StatusBadCoord)
+	wantStatus(w.do(protocol.OpUnwatch, "", phext.Origin, protocol.AppendUnwatchPayload(nil, 9)), protocol.StatusBadFrame)
+
+	// The reserved id.
+	w.write(protocol.AppendRequest(nil, protocol.OpWatch, protocol.EventID, nil, phext.Origin, protocol.AppendWatchPayload(nil, 5, 0, 0, 0)))
+	if r, ev := w.frame(); ev != nil || r.Status != protocol.StatusBadFrame {
+		t.Fatalf("WATCH with id 0xFFFFFFFF: %+v %+v", r, ev)
+	}
+
+	// UNWATCH frees a slot; the ended subscription gets no more events.
+	wantStatus(w.do(protocol.OpUnwatch, "", phext.Origin, protocol.AppendUnwatchPayload(nil, 1)), protocol.StatusOK)
+	e.dial("alpha").ok(protocol.OpInsert, "a", phext.Origin, []byte("x"))
+	w.watch("c", "", 3, 0, 0)
+	e.dial("alpha").ok(protocol.OpInsert, "c", phext.Origin, []byte("y"))
+	if ev := w.next(); ev.Sub != 3 || ev.name != "c" {
+		t.Fatalf("after UNWATCH: %+v", ev)
+	}
+	// Closing a watcher frees its tenant slots.
+	w2.nc.Close()
+	checkFor(t, 5e9, func() error {
+		if got := e.srv.stats.watches.Load(); got != 3 {
+			return fmt.Errorf("%d subscriptions, want 3", got)
+		}
+		return nil
+	})
+	w.nc.Close()
+	w3 := e.watcher("alpha")
+	checkFor(t, 5e9, func() error {
+		if r := w3.do(protocol.OpWatch, "e", phext.Origin, protocol.AppendWatchPayload(nil, 1, 0, 0, 0)); r.Status != protocol.StatusOK {
+			return fmt.Errorf("WATCH after closes: %v %s", r.Status, r.Body)
+		}
+		return nil
+	})
+}
+
+// TestWatchShutdown: a server shutting down ends subscriptions with a
+// resync (gone) before closing.
+func TestWatchShutdown(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	w := e.watcher("alpha")
+	w.watch("", "", 4, 0, 0)
+	e.stop()
+	ev := w.next()
+	if ev.Kind != protocol.EventResync || ev.Reason != protocol.ResyncGone || !ev.Ended {
+		t.Fatalf("%+v", ev)
+	}
+}
