@@ -56,6 +56,8 @@ type Conn struct {
 	broken   atomic.Bool   // mirrors err != nil for lock-free readers (Pool)
 	done     chan struct{} // closed when the reader goroutine has exited
 	calls    sync.Pool     // *call
+
+	watch watchState // subscriptions (watch.go)
 }
 
 // call is one outstanding request. Its life: taken from Conn.calls by the
@@ -334,6 +336,9 @@ func (c *Conn) send(cl *call, name []byte, coord phext.Coordinate, payload []byt
 	}
 	cl.id = c.nextID
 	c.nextID++
+	if c.nextID == protocol.EventID {
+		c.nextID = 1 // reserved for events (PROTOCOL.md §2.10)
+	}
 	c.pmu.Lock()
 	if err := c.err; err != nil {
 		c.pmu.Unlock()
@@ -421,6 +426,7 @@ func (c *Conn) roundTrip(ctx context.Context, op protocol.Op, name []byte, coord
 // frame buffer and the Decoder. It exits when the connection breaks.
 func (c *Conn) readLoop() {
 	defer close(c.done)
+	defer c.endAllSubs()
 	br := bufio.NewReaderSize(c.nc, c.opts.ReadBufferSize)
 	dec := protocol.Decoder{MaxFrame: c.opts.MaxFrame, Codec: c.codec}
 	var frame []byte
@@ -437,6 +443,13 @@ func (c *Conn) readLoop() {
 		if err := dec.DecodeResponse(frame, &resp); err != nil {
 			c.fail(fmt.Errorf("%w: %w: %w", ErrClosed, ErrProtocol, err))
 			return
+		}
+		if protocol.IsEvent(&resp) {
+			if err := c.onEvent(resp.Body); err != nil {
+				c.fail(fmt.Errorf("%w: %w: %w", ErrClosed, ErrProtocol, err))
+				return
+			}
+			continue
 		}
 		c.pmu.Lock()
 		cl := c.pending.pop()

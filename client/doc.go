@@ -21,10 +21,22 @@
 // single-owner connection for benchmarks (no goroutine, no allocation per
 // request).
 //
+// The change feed: Conn.Watch subscribes to the committed changes of a
+// phext (PROTOCOL.md §2.10) on that connection; the package-level Watch
+// follows a phext on its own connection and resumes across reconnects:
+//
+//	events, err := client.Watch(ctx, addr, token, "notes", client.WatchOptions{Text: true})
+//	for ev := range events {
+//		if ev.Resync { /* read the phext again: Delta or Get */ }
+//	}
+//
 // # Goroutines and locks
 //
 // Each Conn owns one reader goroutine (readLoop), started by Dial and ended
-// when the connection breaks or is closed; Close waits for it. Callers
+// when the connection breaks or is closed; Close waits for it. It also
+// delivers change-feed events to each Subscription's channel (watchState.smu
+// guards the subscriptions; a full channel makes it wait). A package-level
+// Watch runs one goroutine that forwards events and re-dials. Callers
 // write: Conn.wmu serializes id assignment, encoding, queueing and the
 // socket write. Conn.pmu guards the FIFO of pending calls and the broken
 // state. Lock order: wmu before pmu; the reader takes only pmu. No lock is
@@ -33,7 +45,8 @@
 //
 // # Caveats
 //
-//   - A Conn never reconnects. After a network error or protocol violation
+//   - A Conn never reconnects (the package-level Watch does, for its own
+//     connection). After a network error or protocol violation
 //     every pending and later call fails with an error wrapping ErrClosed;
 //     Dial again (or Pool.Redial) when you want a new connection.
 //   - Cancelling a call's context makes the call return ctx.Err() at once,

@@ -13,9 +13,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/phext/sq/client"
@@ -71,12 +73,20 @@ type clientCmd struct {
 	nargs, maxArgs int
 	flags          func(fs *flag.FlagSet, x *cmdExtra)
 	run            func(ctx context.Context, r *cmdRun) error
+	// follow: the command runs until interrupted and makes its own
+	// connections (r.c is nil; --timeout bounds each dial only).
+	follow bool
 }
 
 // cmdExtra holds the flags only some commands have.
 type cmdExtra struct {
 	algo  string
 	limit int
+	// watch
+	prefix string
+	from   uint64
+	text   bool
+	count  int
 }
 
 // cmdRun is one invocation: the connection, the parsed flags and the
@@ -148,6 +158,8 @@ func init() {
 				"--trust-loopback (the dev default) and this runs on the same host."},
 		"ping": {run: cmdPing,
 			about: "Checks that the server answers and prints the round-trip time."},
+		"watch": {flags: watchFlags, run: cmdWatch, follow: true,
+			about: watchAbout},
 	}
 	for _, c := range clientCmds {
 		if c.maxArgs < c.nargs {
@@ -264,6 +276,11 @@ func runClientCommandEnv(name string, args []string, env clientEnv) int {
 	if r.cf.token == "" {
 		fmt.Fprintf(env.stderr, "sq %s: no token: pass --token or set SQ_TOKEN\n", name)
 		return 2
+	}
+	if c.follow {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return reportErr(env.stderr, "sq "+name, r.cf.addr, c.run(ctx, r))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.cf.timeout)
 	defer cancel()

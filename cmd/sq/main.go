@@ -59,6 +59,7 @@ var clientCommands = map[string]string{
 	"compact":  "compact the phext's write-ahead log now",
 	"reload":   "ask the server to reload its tenant config",
 	"ping":     "check that the server answers",
+	"watch":    "print every change of the phext as it is committed",
 }
 
 func main() {
