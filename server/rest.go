@@ -56,7 +56,7 @@ func (s *Server) HTTPHandlerWith(o HTTPOptions) http.Handler {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 512
 	}
-	return &httpAPI{s: s, o: o}
+	return &httpAPI{s: s, o: o, stop: make(chan struct{})}
 }
 
 // StartHTTP listens on addr (host:port; port 0 picks a free port, see the
@@ -97,6 +97,10 @@ func (s *Server) StartHTTPOn(tl net.Listener, o *HTTPOptions) (*http.Server, net
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 1 << 20,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if api, ok := hs.Handler.(*httpAPI); ok {
+		// Shutdown waits for handlers to finish: end the SSE streams.
+		hs.RegisterOnShutdown(api.stopStreams)
 	}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -147,12 +151,13 @@ const (
 	routeMetrics
 	routeAdmin
 	routeHealth
+	routeWatch
 	numRoutes
 )
 
 var routeNames = [numRoutes]string{"unknown", "options", "version", "load",
 	"select", "insert", "update", "delete", "status", "checksum", "toc", "get",
-	"delta", "json-export", "where", "reload", "metrics", "admin", "health"}
+	"delta", "json-export", "where", "reload", "metrics", "admin", "health", "watch"}
 
 // routeOps maps a data route to the operation whose per-tenant counters it
 // updates (the same counters as the binary protocol).
@@ -163,6 +168,7 @@ var routeOps = [numRoutes]protocol.Op{
 	routeStatus: protocol.OpStatus, routeChecksum: protocol.OpChecksum,
 	routeTOC: protocol.OpTOC, routeGet: protocol.OpGet, routeDelta: protocol.OpDelta,
 	routeJSONExport: protocol.OpGet, routeWhere: protocol.OpWhere,
+	routeWatch: protocol.OpWatch,
 }
 
 // httpCodes are the status codes with their own counter; others share the
@@ -190,7 +196,13 @@ type httpAPI struct {
 
 	inflight atomic.Int64
 	codes    [numRoutes][len(httpCodes)]atomic.Uint64
+
+	stop     chan struct{} // closed when the HTTP server shuts down (ends SSE streams)
+	stopOnce sync.Once
 }
+
+// stopStreams ends every change-feed stream (http.Server.RegisterOnShutdown).
+func (h *httpAPI) stopStreams() { h.stopOnce.Do(func() { close(h.stop) }) }
 
 // sqRoute maps a method and path to an SQ route. post reports whether the
 // scroll comes from the body when one is sent. Like SQ, a known path with
@@ -227,6 +239,8 @@ func sqRoute(method, path string) (rt route, post bool) {
 		rt = pick(pst, routeWhere)
 	case "/api/v2/reload":
 		rt = pick(pst, routeReload)
+	case "/api/v2/watch":
+		rt = pick(get, routeWatch)
 	}
 	return rt, pst
 }
@@ -363,6 +377,19 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		}
 		h.count(rt, http.StatusUnauthorized)
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
+		return
+	}
+	if rt == routeWatch {
+		// A stream lives long: it holds no in-flight slot; the feed's
+		// subscription limits and memory budget bound it instead.
+		var nameBuf [store.MaxNameLen + 1]byte
+		name, _ := sqParam(nameBuf[:0], r.URL.RawQuery, "p")
+		if !store.ValidName(name) {
+			h.record(t, rt, http.StatusForbidden, protocol.StatusBadName, 0, 0, start)
+			replyText(w, http.StatusForbidden, msgBadPath)
+			return
+		}
+		h.serveWatch(w, r, t, name, start)
 		return
 	}
 	if h.inflight.Add(1) > int64(h.o.MaxInFlight) {
