@@ -238,17 +238,15 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 		}
 	}
 
-	live := make(map[*store.Tenant]bool, len(t.byName))
-	for _, tn := range t.byName {
-		live[tn.st] = true
-	}
 	for key, prev := range old.byKey {
 		if t.byKey[key] != prev {
 			p.gone = append(p.gone, prev)
 		}
 	}
 	for name, prev := range old.byName {
-		if !live[prev.st] && !closing[prev] {
+		// The store keys tenants by name, so only the new tenant of the
+		// same name can still use prev's store tenant.
+		if cur := t.byName[name]; (cur == nil || cur.st != prev.st) && !closing[prev] {
 			p.release = append(p.release, name)
 		}
 	}
