@@ -262,6 +262,12 @@ type runner struct {
 	resp  bool
 
 	phase     atomic.Int32 // phasePrepare, phaseWarmup, phaseRun, phaseStop
+	// prepEnd is closed when the phase leaves phasePrepare: connections
+	// that prepared their scrolls wait on it (10,000 of them polling every
+	// millisecond were 10 M timer wake-ups a second while the others
+	// prepared).
+	prepEnd     chan struct{}
+	prepEndOnce sync.Once
 	recording atomic.Bool
 	budget    atomic.Int64 // operations left to issue when Ops > 0
 
@@ -307,7 +313,8 @@ func Run(ctx context.Context, o *Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{o: opts, table: opts.Mix.table(), base: time.Now(), resp: opts.Protocol == ProtoRESP}
+	r := &runner{o: opts, table: opts.Mix.table(), base: time.Now(), resp: opts.Protocol == ProtoRESP,
+		prepEnd: make(chan struct{})}
 	r.pool = newPool(max(4<<20, 4*opts.Size.Max)+opts.Size.Max, opts.Seed)
 	nsh := min(16, 2*runtime.GOMAXPROCS(0))
 	for i := 0; i < nsh; i++ {
@@ -449,7 +456,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		return r.abort(ctx, allDone)
 	}
 	// Warm-up.
-	r.phase.Store(phaseWarmup)
+	r.setPhase(phaseWarmup)
 	r.resetDone()
 	if o.Warmup > 0 {
 		t := time.NewTimer(o.Warmup)
@@ -472,7 +479,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	self, _ := ReadProc(os.Getpid())
 	r.resetDone()
 	r.recording.Store(true)
-	r.phase.Store(phaseRun)
+	r.setPhase(phaseRun)
 	start := time.Now()
 	var end <-chan time.Time
 	if o.Duration > 0 {
@@ -484,7 +491,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	r.recording.Store(false)
 	elapsed := time.Since(start)
 	selfAfter, selfErr := ReadProc(os.Getpid())
-	r.phase.Store(phaseStop)
+	r.setPhase(phaseStop)
 	var server *ServerStats
 	if o.ServerPID > 0 {
 		after, err := ReadProc(o.ServerPID)
@@ -573,9 +580,18 @@ func (r *runner) resetDone() {
 	}
 }
 
+// setPhase moves to phase ph, waking the connections waiting for the end
+// of the prepare phase.
+func (r *runner) setPhase(ph int32) {
+	r.phase.Store(ph)
+	if ph != phasePrepare {
+		r.prepEndOnce.Do(func() { close(r.prepEnd) })
+	}
+}
+
 // abort stops the connections after a cancelled context or early end.
 func (r *runner) abort(ctx context.Context, allDone <-chan struct{}) (*Result, error) {
-	r.phase.Store(phaseStop)
+	r.setPhase(phaseStop)
 	for _, c := range r.conns {
 		c.w.close()
 	}
@@ -619,9 +635,9 @@ func (c *conn) loop(prep *sync.WaitGroup) {
 				return
 			}
 			if !prepared || ph == phasePrepare {
-				// Prepared and waiting for the others: poll gently.
+				// Prepared and waiting for the others.
 				markPrepared()
-				time.Sleep(time.Millisecond)
+				<-r.prepEnd
 				continue
 			}
 			if r.o.Ops > 0 && r.recording.Load() && r.budget.Load() <= 0 {

@@ -89,6 +89,11 @@ type Options struct {
 	MaxSnapshot int64
 }
 
+// FDsPerOpenPhext is the most file descriptors an open phext holds (its
+// WAL; the snapshot is mapped and its descriptor closed), for sizing
+// MaxOpenPhexts against the open-file limit.
+const FDsPerOpenPhext = 1
+
 // closeParallelism bounds the tenants Store.Close closes at once.
 const closeParallelism = 16
 
