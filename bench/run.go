@@ -261,15 +261,15 @@ type runner struct {
 	base  time.Time
 	resp  bool
 
-	phase     atomic.Int32 // phasePrepare, phaseWarmup, phaseRun, phaseStop
+	phase atomic.Int32 // phasePrepare, phaseWarmup, phaseRun, phaseStop
 	// prepEnd is closed when the phase leaves phasePrepare: connections
 	// that prepared their scrolls wait on it (10,000 of them polling every
 	// millisecond were 10 M timer wake-ups a second while the others
 	// prepared).
 	prepEnd     chan struct{}
 	prepEndOnce sync.Once
-	recording atomic.Bool
-	budget    atomic.Int64 // operations left to issue when Ops > 0
+	recording   atomic.Bool
+	budget      atomic.Int64 // operations left to issue when Ops > 0
 
 	problems     atomic.Int64
 	mismatches   atomic.Int64
