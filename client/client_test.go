@@ -171,7 +171,7 @@ func TestOperations(t *testing.T) {
 	if err != nil || w != (phext.Coordinate{2, 7, 9, 1, 1, 1, 1, 1, 1}) {
 		t.Fatalf("Where = %v, %v", w, err)
 	}
-	if w, err = c.Where(ctx, []byte("ab"), "", 0); err != nil || w[0] != 1 || w[1] != protocol.DefaultWhereLimit {
+	if w, err = c.Where(ctx, []byte("ab"), "", 0); err != nil || w[0] != 1 || w[1] != phext.DefaultWhereLimit {
 		t.Fatalf("Where default = %v, %v", w, err)
 	}
 	if _, err = c.Where(ctx, nil, "md5", 1); !errors.Is(err, ErrBadArgument) {

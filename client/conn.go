@@ -320,7 +320,7 @@ func (c *Conn) complete(cl *call, err error) {
 // and go on to wait for their answer. At pipeline depth n this turns n
 // write syscalls into about one.
 func (c *Conn) send(cl *call, name []byte, coord phext.Coordinate, payload []byte) error {
-	if len(name) > protocol.MaxNameLen || !protocol.ValidName(name) {
+	if !phext.ValidName(name) { // ValidName bounds the length too
 		return &StatusError{Op: cl.op, Status: protocol.StatusBadName, Msg: "phext name must match [A-Za-z0-9_-][A-Za-z0-9._-]* and be at most 64 bytes (not sent)"}
 	}
 	if size := protocol.RequestSize(len(name), len(payload)); size-4 > c.sendMax && c.codec == protocol.CodecNone {

@@ -126,7 +126,7 @@ func (c *Conn) Delta(ctx context.Context, phextName string, request []byte) ([]b
 
 // Where asks the server for SQ's coordinate inference of text: algo is
 // "xor" (the default when empty) or "checksum", limit the minimum phoken
-// length for xor (protocol.DefaultWhereLimit when ≤ 0). An xor result may
+// length for xor (phext.DefaultWhereLimit when ≤ 0). An xor result may
 // hold 0 parts, so it is returned unvalidated.
 func (c *Conn) Where(ctx context.Context, text []byte, algo string, limit int) (phext.Coordinate, error) {
 	var a uint8
@@ -139,7 +139,7 @@ func (c *Conn) Where(ctx context.Context, text []byte, algo string, limit int) (
 		return phext.Coordinate{}, fmt.Errorf("%w: WHERE algorithm %q (want xor or checksum)", ErrBadArgument, algo)
 	}
 	if limit <= 0 {
-		limit = protocol.DefaultWhereLimit
+		limit = phext.DefaultWhereLimit
 	}
 	if uint64(limit) > 0xFFFFFFFF {
 		limit = 0xFFFFFFFF

@@ -230,7 +230,7 @@ func TestDecompressLarge(t *testing.T) {
 		if !bytes.Equal(req.Payload, plain) {
 			t.Fatalf("codec %d: payload differs", codec)
 		}
-		if cap(d.scratch) > 1+MaxNameLen+CoordSize+len(plain) {
+		if cap(d.scratch) > 1+phext.MaxNameLen+CoordSize+len(plain) {
 			t.Fatalf("codec %d: scratch %d above the declared size", codec, cap(d.scratch))
 		}
 	}

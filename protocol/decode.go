@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/binary"
+	"github.com/phext/sq/phext"
 )
 
 // Decoder decodes whole frames. One Decoder belongs to one connection (or
@@ -143,14 +144,14 @@ func (d *Decoder) Decode(frame []byte, req *Request) error {
 		return newError(StatusBadFrame, "empty body: need name length, name and coordinate")
 	}
 	n := int(body[0])
-	if n > MaxNameLen {
+	if n > phext.MaxNameLen {
 		return errn(StatusBadName, "name longer than 64 bytes:", uint64(n))
 	}
 	if len(body) < 1+n+CoordSize {
 		return errn(StatusBadFrame, "body too short for name and coordinate:", uint64(len(body)))
 	}
 	name := body[1 : 1+n]
-	if info.useName && !ValidName(name) {
+	if info.useName && !phext.ValidName(name) {
 		return newError(StatusBadName, "phext name must match [A-Za-z0-9_-][A-Za-z0-9._-]*")
 	}
 	cb := body[1+n : 1+n+CoordSize]

@@ -153,33 +153,6 @@ func TestDecodeIgnoresUnusedFields(t *testing.T) {
 	}
 }
 
-func TestValidName(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want bool
-	}{
-		{name: "empty default", in: "", want: true},
-		{name: "simple", in: "notes", want: true},
-		{name: "all classes", in: "A-z_0.9.phext", want: true},
-		{name: "leading dash", in: "-x", want: true},
-		{name: "leading underscore", in: "_x", want: true},
-		{name: "leading dot", in: ".phext", want: false},
-		{name: "slash", in: "a/b", want: false},
-		{name: "space", in: "a b", want: false},
-		{name: "non-ascii", in: "é", want: false},
-		{name: "64 bytes", in: strings.Repeat("a", 64), want: true},
-		{name: "65 bytes", in: strings.Repeat("a", 65), want: false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := ValidName([]byte(tc.in)); got != tc.want {
-				t.Fatalf("ValidName(%q) = %v", tc.in, got)
-			}
-		})
-	}
-}
-
 // TestRoundTripRequests encodes every operation, plain and compressed with
 // both codecs, and decodes it back.
 func TestRoundTripRequests(t *testing.T) {

@@ -49,7 +49,7 @@ func RequestSize(nameLen, payloadLen int) int {
 
 // AppendRequestHeader appends a request's header, name and coordinate: all
 // of the frame except the payload of payloadLen bytes, which the caller
-// writes next (writev). name must be at most MaxNameLen bytes; the encoder
+// writes next (writev). name must be at most phext.MaxNameLen bytes; the encoder
 // does not check it (the server answers BAD_NAME).
 func AppendRequestHeader(dst []byte, op Op, id uint32, name []byte, c phext.Coordinate, payloadLen int) []byte {
 	dst = appendHeader(dst, uint8(op), 0, id, 1+len(name)+CoordSize+payloadLen)

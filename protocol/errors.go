@@ -42,8 +42,8 @@ var (
 	ErrUnknownOp = &Error{Status: StatusUnknownOp, Msg: "unknown opcode"}
 	// ErrAuth is returned by DecodeHello when the first frame is not a HELLO.
 	ErrAuth = &Error{Status: StatusAuth, Msg: "HELLO required"}
-	// ErrBadName is returned when a phext name is longer than MaxNameLen or
-	// breaks the name rule (see ValidName).
+	// ErrBadName is returned when a phext name is longer than phext.MaxNameLen or
+	// breaks the name rule (see phext.ValidName).
 	ErrBadName = &Error{Status: StatusBadName, Msg: "bad phext name"}
 	// ErrBadCoord is returned when a data operation's coordinate has a part
 	// outside 1..999.

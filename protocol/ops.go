@@ -14,9 +14,6 @@ const (
 	WhereChecksum uint8 = 1
 )
 
-// DefaultWhereLimit is SQ's default WHERE limit.
-const DefaultWhereLimit = 100
-
 // WhereAlgoName returns the phext.Where name of algo ("xor", "checksum") or
 // "" when unknown.
 func WhereAlgoName(algo uint8) string {

@@ -25,8 +25,6 @@ const (
 	// CompressThreshold is the body size below which a sender never
 	// compresses.
 	CompressThreshold = 4096
-	// MaxNameLen is the longest phext name, in bytes.
-	MaxNameLen = 64
 	// MaxTokenLen is the longest tenant token in HELLO, in bytes.
 	MaxTokenLen = 255
 	// CoordSize is the wire size of a coordinate: nine u16.
@@ -238,35 +236,6 @@ type Response struct {
 	ID     uint32
 	Body   []byte
 }
-
-// ValidName reports whether name follows the phext name rule
-// [A-Za-z0-9_-][A-Za-z0-9._-]* with at most MaxNameLen bytes. The empty name
-// (the default phext) is valid.
-func ValidName(name []byte) bool {
-	if len(name) > MaxNameLen {
-		return false
-	}
-	for i, b := range name {
-		if !nameByte[b] || (i == 0 && b == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-var nameByte = func() (t [256]bool) {
-	for b := 'a'; b <= 'z'; b++ {
-		t[b] = true
-	}
-	for b := 'A'; b <= 'Z'; b++ {
-		t[b] = true
-	}
-	for b := '0'; b <= '9'; b++ {
-		t[b] = true
-	}
-	t['_'], t['-'], t['.'] = true, true, true
-	return t
-}()
 
 // AppendCoordinate appends c as nine big-endian u16 (CoordSize bytes).
 func AppendCoordinate(dst []byte, c phext.Coordinate) []byte {

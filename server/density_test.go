@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
 
@@ -270,8 +271,8 @@ func BenchmarkMetricsScrape10K(b *testing.B) {
 		}
 	}
 	api := h.(*httpAPI)
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := protocol.GetBuffer()
+	defer protocol.PutBuffer(buf)
 	api.writeMetrics(buf)
 	b.SetBytes(int64(len(buf.B)))
 	b.ReportAllocs()

@@ -34,8 +34,8 @@ func (h *httpAPI) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
 		return
 	}
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := protocol.GetBuffer()
+	defer protocol.PutBuffer(buf)
 	h.writeMetrics(buf)
 	h.count(routeMetrics, http.StatusOK)
 	hd := w.Header()

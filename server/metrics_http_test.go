@@ -353,8 +353,8 @@ func TestDirSizes(t *testing.T) {
 func BenchmarkMetricsScrape(b *testing.B) {
 	e := benchEnv(b, 50)
 	h := e.srv.HTTPHandler().(*httpAPI)
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := protocol.GetBuffer()
+	defer protocol.PutBuffer(buf)
 	h.writeMetrics(buf)
 	b.SetBytes(int64(len(buf.B)))
 	b.ReportAllocs()

@@ -22,8 +22,6 @@ func storeConfig(e TenantEntry) (store.TenantConfig, error) {
 	return store.TenantConfig{Name: e.Name, DataDir: e.DataDir, QuotaBytes: e.QuotaBytes(), Durability: dur}, nil
 }
 
-func sameDir(a, b string) bool { return filepath.Clean(a) == filepath.Clean(b) }
-
 // plan is what one reload does to the store and the tenant table.
 type plan struct {
 	t *tenantTable

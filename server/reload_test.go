@@ -409,3 +409,6 @@ func describe(cfg *Config) string {
 	}
 	return "{" + strings.Join(parts, " ") + "}"
 }
+
+// sameDir reports whether two data dirs name one directory.
+func sameDir(a, b string) bool { return filepath.Clean(a) == filepath.Clean(b) }

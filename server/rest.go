@@ -111,23 +111,6 @@ func (s *Server) StartHTTPOn(tl net.Listener, o *HTTPOptions) (*http.Server, net
 	return hs, ln
 }
 
-// httpBufs holds request and answer buffers of the HTTP API. bytebufferpool
-// calibrates its size classes from the lengths it sees at Put, so buffers
-// go back with their contents (Put resets them).
-var httpBufs bytebufferpool.Pool
-
-// maxPooledHTTPBuf is the largest buffer returned to httpBufs; a huge GET
-// answer is left to the GC.
-const maxPooledHTTPBuf = 1 << 20
-
-func getBuf() *bytebufferpool.ByteBuffer { return httpBufs.Get() }
-
-func putBuf(b *bytebufferpool.ByteBuffer) {
-	if cap(b.B) <= maxPooledHTTPBuf {
-		httpBufs.Put(b)
-	}
-}
-
 // route names one HTTP endpoint, for counters.
 type route uint8
 
@@ -401,9 +384,9 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.inflight.Add(-1)
 	q := r.URL.RawQuery
-	var nameBuf [store.MaxNameLen + 1]byte
+	var nameBuf [phext.MaxNameLen + 1]byte
 	name, _ := sqParam(nameBuf[:0], q, "p")
-	if !store.ValidName(name) {
+	if !phext.ValidName(name) {
 		h.record(t, rt, http.StatusForbidden, protocol.StatusBadName, len(q), 0, start)
 		replyText(w, http.StatusForbidden, msgBadPath)
 		return
@@ -438,8 +421,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 			replyText(w, http.StatusServiceUnavailable, errBusyMemory.Msg)
 			return
 		}
-		bodyBuf = getBuf()
-		defer func() { putBuf(bodyBuf) }()
+		bodyBuf = protocol.GetBuffer()
+		defer func() { protocol.PutBuffer(bodyBuf) }()
 		n, err := bodyBuf.ReadFrom(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
 		if n > int64(h.o.MaxBody) {
 			h.tooLarge(w, t, rt, n, start)
@@ -453,8 +436,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		body = bodyBuf.B
 	}
 
-	out := getBuf()
-	defer func() { putBuf(out) }()
+	out := protocol.GetBuffer()
+	defer func() { protocol.PutBuffer(out) }()
 	code, st, msg := h.exec(rt, t, name, q, body, out, lim)
 	in := len(q) + len(body)
 	if code != http.StatusOK {

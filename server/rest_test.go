@@ -945,7 +945,7 @@ func FuzzRESTWrite(f *testing.F) {
 			return string(doc)
 		}
 		name, _ := sqParam(nil, query, "p")
-		valid := store.ValidName(name)
+		valid := phext.ValidName(name)
 		var before string
 		if valid {
 			before = getDoc(name)

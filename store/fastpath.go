@@ -14,7 +14,7 @@ import "github.com/phext/sq/phext"
 // kernel evicted (a major fault reads the disk); on a host where the
 // snapshots fit in the page cache that does not happen.
 func (t *Tenant) TryAppendSelect(dst, name []byte, c phext.Coordinate, maxLen int) ([]byte, bool) {
-	if !t.prepared.Load() || t.fold || !ValidName(name) || !c.Valid() {
+	if !t.prepared.Load() || t.fold || !phext.ValidName(name) || !c.Valid() {
 		return dst, false
 	}
 	if !t.mu.TryRLock() {
@@ -83,7 +83,7 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 			o.kind = opUpdate
 		}
 	case WriteDelete:
-		if !ValidName(w.Name) {
+		if !phext.ValidName(w.Name) {
 			verr = ErrBadName
 		} else if !w.Coord.Valid() {
 			verr = ErrBadCoord

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/phext/sq/phext"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -631,7 +632,7 @@ func isPhextFile(fn string) (string, bool) {
 		return "", false
 	}
 	name := fn[:len(fn)-len(snapExt)]
-	if !ValidName([]byte(name)) {
+	if !phext.ValidName([]byte(name)) {
 		return "", false
 	}
 	return name, true

@@ -175,34 +175,6 @@ func TestValidation(t *testing.T) {
 	}
 }
 
-func TestNames(t *testing.T) {
-	cases := []struct {
-		name string
-		ok   bool
-	}{
-		{name: "", ok: true},
-		{name: "a", ok: true},
-		{name: "_x-1.phext", ok: true},
-		{name: "-", ok: true},
-		{name: strings.Repeat("z", 64), ok: true},
-		{name: strings.Repeat("z", 65), ok: false},
-		{name: ".", ok: false},
-		{name: ".phext", ok: false},
-		{name: "a/b", ok: false},
-		{name: "a\\b", ok: false},
-		{name: "a b", ok: false},
-		{name: "a\x00", ok: false},
-		{name: "ü", ok: false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := ValidName([]byte(tc.name)); got != tc.ok {
-				t.Errorf("ValidName(%q) = %v", tc.name, got)
-			}
-		})
-	}
-}
-
 func TestDefaultPhextFile(t *testing.T) {
 	db := MustOpen(t, nil)
 	// A data dir written by the Rust SQ: .phext is the default phext.

@@ -137,7 +137,7 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 	if err := t.prepare(); err != nil {
 		return nil, err
 	}
-	var folded [MaxNameLen]byte
+	var folded [phext.MaxNameLen]byte
 	if t.fold {
 		// A case-insensitive data dir: "Notes" and "notes" are one file, so
 		// they must be one pfile. Names are ASCII, so ASCII folding is exact.
@@ -268,7 +268,7 @@ func (t *Tenant) shutdown(how closeHow) error {
 // reader returns p read-locked, reopening as needed. The caller must
 // RUnlock p.mu.
 func (t *Tenant) reader(name []byte) (*pfile, error) {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return nil, ErrBadName
 	}
 	for {
@@ -288,7 +288,7 @@ func (t *Tenant) reader(name []byte) (*pfile, error) {
 // (nothing when the scroll is empty or absent). It does not allocate when
 // dst has room.
 func (t *Tenant) AppendSelect(dst, name []byte, c phext.Coordinate) ([]byte, error) {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return dst, ErrBadName
 	}
 	if !c.Valid() {
@@ -409,7 +409,7 @@ func (t *Tenant) AppendDelta(dst, name, request []byte) ([]byte, error) {
 // reply, whose missing-scroll markers are proportional to the request, is
 // built after the lock is released.
 func (t *Tenant) AppendDeltaLimit(dst, name, request []byte, l Limit) ([]byte, error) {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return dst, ErrBadName
 	}
 	if err := l.Check(int64(phext.DeltaLines(request)) * int64(phext.DeltaEntrySize)); err != nil {
@@ -554,7 +554,7 @@ func (t *Tenant) Usage() (Usage, error) {
 
 // Compact merges the WAL of phext name into a new snapshot now.
 func (t *Tenant) Compact(name []byte) error {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return ErrBadName
 	}
 	for {
@@ -613,7 +613,7 @@ func (t *Tenant) Update(name []byte, c phext.Coordinate, text []byte) (int, erro
 // Delete removes the scroll at c of phext name and returns the number of
 // bytes removed (0 when it was absent).
 func (t *Tenant) Delete(name []byte, c phext.Coordinate) (int, error) {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return 0, ErrBadName
 	}
 	if !c.Valid() {
@@ -626,7 +626,7 @@ func (t *Tenant) Delete(name []byte, c phext.Coordinate) (int, error) {
 // non-empty scrolls stored. doc must be valid UTF-8 and scan without a
 // coordinate part passing 999 (ErrOverflow).
 func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return 0, ErrBadName
 	}
 	if len(doc) > MaxRecord {
@@ -650,7 +650,7 @@ func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
 
 // checkScrollWrite validates name, coordinate and text, in that order.
 func checkScrollWrite(name []byte, c phext.Coordinate, text []byte) error {
-	if !ValidName(name) {
+	if !phext.ValidName(name) {
 		return ErrBadName
 	}
 	if !c.Valid() {

@@ -67,7 +67,7 @@ func (t *Tenant) writeGroup(ws []Write) {
 			}
 			ops[i] = op{kind: kind, c: w.Coord, text: w.Text}
 		case WriteDelete:
-			if !ValidName(w.Name) {
+			if !phext.ValidName(w.Name) {
 				w.Err = ErrBadName
 			} else if !w.Coord.Valid() {
 				w.Err = ErrBadCoord

@@ -25,7 +25,6 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/phext"
-	"github.com/phext/sq/protocol"
 )
 
 // backupManifest is the file in a backup directory that lists each phext
@@ -157,7 +156,7 @@ func phextFilter(s string) (map[string]bool, error) {
 		n = strings.TrimSpace(n)
 		if n == "(default)" {
 			n = ""
-		} else if !protocol.ValidName([]byte(n)) {
+		} else if !phext.ValidName([]byte(n)) {
 			return nil, fmt.Errorf("%w: --phexts: bad phext name %q", errBackupUsage, n)
 		}
 		m[n] = true
@@ -264,7 +263,7 @@ func parseManifest(data []byte, want map[string]bool) ([]backupEntry, error) {
 	for line := 1; sc.Scan(); line++ {
 		sum, file, ok := strings.Cut(sc.Text(), "  ")
 		name, isPhext := strings.CutSuffix(file, ".phext")
-		if !ok || !isHex32(sum) || !isPhext || (name != "" && !protocol.ValidName([]byte(name))) {
+		if !ok || !isHex32(sum) || !isPhext || (name != "" && !phext.ValidName([]byte(name))) {
 			return nil, fmt.Errorf("%s line %d: want \"<32 hex>  <name>.phext\", got %q", backupManifest, line, sc.Text())
 		}
 		if seen[name] {

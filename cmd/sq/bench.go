@@ -20,7 +20,7 @@ import (
 
 	"github.com/phext/sq/bench"
 	"github.com/phext/sq/client"
-	"github.com/phext/sq/store"
+	"github.com/phext/sq/phext"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
@@ -195,7 +195,7 @@ func benchOptions(f *benchFlags, sc bench.Scenario, set map[string]bool) (*bench
 		// A running server holds somebody's data: write beside it.
 		o.Phext = benchPhext
 	}
-	if o.Phext != "" && !store.ValidName([]byte(o.Phext)) {
+	if o.Phext != "" && !phext.ValidName([]byte(o.Phext)) {
 		return nil, fmt.Errorf("--phext %q is not a valid phext name", o.Phext)
 	}
 	if set["ops"] && !set["duration"] {

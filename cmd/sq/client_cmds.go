@@ -113,7 +113,7 @@ var clientCmds map[string]*clientCmd
 func init() {
 	whereFlags := func(fs *flag.FlagSet, x *cmdExtra) {
 		fs.StringVar(&x.algo, "algo", "xor", "inference algorithm: xor | checksum")
-		fs.IntVar(&x.limit, "limit", protocol.DefaultWhereLimit, "xor: minimum phoken length that counts")
+		fs.IntVar(&x.limit, "limit", phext.DefaultWhereLimit, "xor: minimum phoken length that counts")
 	}
 	clientCmds = map[string]*clientCmd{
 		"select": {args: "<coord>", nargs: 1, run: cmdSelect,
@@ -266,7 +266,7 @@ func runClientCommandEnv(name string, args []string, env clientEnv) int {
 			return 2
 		}
 	}
-	if r.cf.phext != "" && !protocol.ValidName([]byte(r.cf.phext)) {
+	if r.cf.phext != "" && !phext.ValidName([]byte(r.cf.phext)) {
 		fmt.Fprintf(env.stderr, "sq %s: bad phext name %q: want [A-Za-z0-9_-][A-Za-z0-9._-]*, at most 64 bytes\n", name, r.cf.phext)
 		return 2
 	}
