@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -36,12 +37,12 @@ func runWithServer(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	token, err = server.GenerateToken(1)
+	token, err = config.GenerateToken(1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{
 		token: {Name: "tenant-001", DataDir: filepath.Join(dir, "tenant-001")},
 	}}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))

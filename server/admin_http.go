@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 )
 
@@ -206,7 +207,7 @@ func (h *httpAPI) adminList() ([]AdminTenant, error) {
 	seen := make(map[string]bool, len(tab.byName))
 	var out []AdminTenant
 	if h.o.ConfigPath != "" {
-		cfg, err := LoadConfig(h.o.ConfigPath)
+		cfg, err := config.Load(h.o.ConfigPath)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +242,7 @@ func (h *httpAPI) adminOne(w http.ResponseWriter, name string) {
 		return
 	}
 	if h.o.ConfigPath != "" {
-		cfg, err := LoadConfig(h.o.ConfigPath)
+		cfg, err := config.Load(h.o.ConfigPath)
 		if err != nil {
 			h.adminFail(w, http.StatusInternalServerError, "%v", err)
 			return
@@ -286,11 +287,11 @@ func (h *httpAPI) setEnabled(name string, enable bool) (AdminChange, error) {
 	path := h.o.ConfigPath
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return res, fmt.Errorf("%w: %v", ErrConfig, err)
+		return res, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
-	// ParseConfig, not LoadConfig: relative data dirs stay relative in the
+	// config.Parse, not config.Load: relative data dirs stay relative in the
 	// file we write back.
-	cfg, err := ParseConfig(data)
+	cfg, err := config.Parse(data)
 	if err != nil {
 		return res, err
 	}
@@ -314,10 +315,10 @@ func (h *httpAPI) setEnabled(name string, enable bool) (AdminChange, error) {
 		e.Enabled = &off
 	}
 	cfg.Tenants[tok] = e
-	if err := WriteConfigFile(path, cfg); err != nil {
+	if err := config.WriteFile(path, cfg); err != nil {
 		return res, err
 	}
-	cfgAbs, err := LoadConfig(path)
+	cfgAbs, err := config.Load(path)
 	if err == nil {
 		res.Reload, err = h.s.Reload(cfgAbs)
 	} else {
@@ -325,8 +326,8 @@ func (h *httpAPI) setEnabled(name string, enable bool) (AdminChange, error) {
 	}
 	if err != nil {
 		// Put the old file back so that file and running config agree.
-		if old, perr := ParseConfig(data); perr == nil {
-			if werr := WriteConfigFile(path, old); werr != nil {
+		if old, perr := config.Parse(data); perr == nil {
+			if werr := config.WriteFile(path, old); werr != nil {
 				h.s.log.Error("admin: restoring the config file failed", "path", path, "err", werr)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -23,7 +24,7 @@ func startAdmin(t *testing.T, binary bool) *restEnv {
 	} else {
 		e = startHTTPOnly(t, envOptions{}, HTTPOptions{})
 	}
-	e.rewriteConfig(func(c *Config) { c.AdminToken = testAdminToken })
+	e.rewriteConfig(func(c *config.Config) { c.AdminToken = testAdminToken })
 	return e
 }
 
@@ -80,8 +81,8 @@ func TestAdminAuthAndRoutes(t *testing.T) {
 		})
 	}
 	t.Run("no admin token configured", func(t *testing.T) {
-		e.rewriteConfig(func(c *Config) { c.AdminToken = "" })
-		defer e.rewriteConfig(func(c *Config) { c.AdminToken = testAdminToken })
+		e.rewriteConfig(func(c *config.Config) { c.AdminToken = "" })
+		defer e.rewriteConfig(func(c *config.Config) { c.AdminToken = testAdminToken })
 		if a := e.admin("GET", "/admin/tenants"); a.code != 401 {
 			t.Fatalf("code %d", a.code)
 		}
@@ -124,7 +125,7 @@ func TestAdminDisableEnable(t *testing.T) {
 		t.Fatalf("disable: %+v", ch)
 	}
 	// Persisted, atomically written, and the tenant is off on both protocols.
-	cfg, err := LoadConfig(e.cfgPath)
+	cfg, err := config.Load(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestAdminDisableEnable(t *testing.T) {
 func TestAdminKeepsRelativeDataDirs(t *testing.T) {
 	e := startAdmin(t, false)
 	// Rewrite the file with relative data dirs, as SQ deployments have.
-	rel := &Config{Tenants: map[string]TenantEntry{}, AdminToken: testAdminToken}
+	rel := &config.Config{Tenants: map[string]config.TenantEntry{}, AdminToken: testAdminToken}
 	for tok, ent := range e.cfg.Tenants {
 		r, err := filepath.Rel(filepath.Dir(e.cfgPath), ent.DataDir)
 		if err != nil {
@@ -182,7 +183,7 @@ func TestAdminKeepsRelativeDataDirs(t *testing.T) {
 		ent.DataDir = r
 		rel.Tenants[tok] = ent
 	}
-	if err := WriteConfigFile(e.cfgPath, rel); err != nil {
+	if err := config.WriteFile(e.cfgPath, rel); err != nil {
 		t.Fatal(err)
 	}
 	if a := e.admin("POST", "/admin/tenants/beta/disable"); a.code != 200 {
@@ -192,7 +193,7 @@ func TestAdminKeepsRelativeDataDirs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := ParseConfig(raw)
+	parsed, err := config.Parse(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +212,10 @@ func TestAdminRollbackOnFailedReload(t *testing.T) {
 	if err := writeFile(blocker, "not a dir"); err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := GenerateToken(7)
+	tok, _ := config.GenerateToken(7)
 	off := false
-	e.rewriteConfig(func(c *Config) {
-		c.Tenants[tok] = TenantEntry{Name: "omega", DataDir: blocker, Enabled: &off}
+	e.rewriteConfig(func(c *config.Config) {
+		c.Tenants[tok] = config.TenantEntry{Name: "omega", DataDir: blocker, Enabled: &off}
 	})
 	before, err := os.ReadFile(e.cfgPath)
 	if err != nil {
@@ -228,8 +229,8 @@ func TestAdminRollbackOnFailedReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb, _ := ParseConfig(before)
-	pa, err := ParseConfig(after)
+	pb, _ := config.Parse(before)
+	pa, err := config.Parse(after)
 	if err != nil || pa.Tenants[tok].IsEnabled() || len(pa.Tenants) != len(pb.Tenants) {
 		t.Fatalf("config not restored: %s", after)
 	}

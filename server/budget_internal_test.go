@@ -1,6 +1,9 @@
 package server
 
-import "testing"
+import (
+	"github.com/phext/sq/config"
+	"testing"
+)
 
 // TestMemBudgetParent: a tenant's share reserves in itself and in the
 // server budget; what does not fit in either is refused with nothing left
@@ -48,16 +51,16 @@ func TestTenantMemoryShareSurvivesReload(t *testing.T) {
 	if beta := e.srv.table.Load().byName["beta"]; beta.mem == old.mem {
 		t.Fatal("two tenants share one budget")
 	}
-	cfg, err := LoadConfig(e.cfgPath)
+	cfg, err := config.Load(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	entry := cfg.Tenants[e.tokens["alpha"]]
 	delete(cfg.Tenants, e.tokens["alpha"])
-	newTok, _ := GenerateToken(7)
+	newTok, _ := config.GenerateToken(7)
 	cfg.Tenants[newTok] = entry
-	gTok, _ := GenerateToken(8)
-	cfg.Tenants[gTok] = TenantEntry{Name: "gamma", DataDir: e.dir + "/gamma"}
+	gTok, _ := config.GenerateToken(8)
+	cfg.Tenants[gTok] = config.TenantEntry{Name: "gamma", DataDir: e.dir + "/gamma"}
 	if _, err := e.reloadCfg(cfg); err != nil {
 		t.Fatal(err)
 	}

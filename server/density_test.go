@@ -12,17 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
 
 // densityConfig returns a config of n tenants under root, with tokens that
 // need no randomness (GenerateToken reads crypto/rand).
-func densityConfig(root string, n int) *Config {
-	cfg := &Config{Tenants: make(map[string]TenantEntry, n)}
+func densityConfig(root string, n int) *config.Config {
+	cfg := &config.Config{Tenants: make(map[string]config.TenantEntry, n)}
 	for i := range n {
 		name := fmt.Sprintf("tenant-%05d", i)
-		cfg.Tenants[fmt.Sprintf("pmb-v1-%05d-density-test-token", i)] = TenantEntry{Name: name, DataDir: filepath.Join(root, name)}
+		cfg.Tenants[fmt.Sprintf("pmb-v1-%05d-density-test-token", i)] = config.TenantEntry{Name: name, DataDir: filepath.Join(root, name)}
 	}
 	return cfg
 }
@@ -107,7 +108,7 @@ func TestStartSummaryAndReloadCost(t *testing.T) {
 		t.Fatalf("start logged %d lines, want one summary; first: %q", len(lines), lines[0])
 	}
 
-	next := &Config{Tenants: make(map[string]TenantEntry, n)}
+	next := &config.Config{Tenants: make(map[string]config.TenantEntry, n)}
 	for tok, e := range cfg.Tenants {
 		next.Tenants[tok] = e
 	}
@@ -210,7 +211,7 @@ func BenchmarkStartPerTenant(b *testing.B) {
 		}
 	}
 	path := filepath.Join(root, "tenants.json")
-	if err := WriteConfigFile(path, cfg); err != nil {
+	if err := config.WriteFile(path, cfg); err != nil {
 		b.Fatal(err)
 	}
 	var ms0, ms1 runtime.MemStats
@@ -221,7 +222,7 @@ func BenchmarkStartPerTenant(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		runtime.ReadMemStats(&ms0)
 		b.StartTimer()
-		c, err := LoadServingConfig(path, false)
+		c, err := config.LoadServing(path, false)
 		if err != nil {
 			b.Fatal(err)
 		}

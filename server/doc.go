@@ -9,8 +9,8 @@
 // operation, and sends all replies of a batch with one AsyncWrite, so
 // replies leave in request order and the loops never wait on the disk.
 //
-// Entry points: New/Start build a Server over a store.Store and a Config
-// (LoadConfig reads the Rust SQ tenants.json format); Serve runs it;
+// Entry points: New/Start build a Server over a store.Store and a
+// config.Config (package config reads the tenants.json format); Serve runs it;
 // Reload swaps the tenant table; Shutdown drains it.
 //
 // # Caveats

@@ -2,19 +2,13 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
-
-// ErrConfig is returned when a tenant configuration cannot be read or is
-// invalid (an empty token, a duplicate name or data dir, an unknown
-// durability); the wrapped message names the entry. A reload that fails
-// with it leaves the running configuration in place.
-var ErrConfig = errors.New("invalid tenant config")
 
 // errForbidden is returned when a connection asks for an admin operation
 // (RELOAD) without the admin token and without trusted loopback.
@@ -50,7 +44,7 @@ func statusOf(err error) (st protocol.Status, expected bool) {
 		return protocol.StatusTooLarge, true
 	case errors.Is(err, errForbidden):
 		return protocol.StatusAuth, true
-	case errors.Is(err, ErrConfig):
+	case errors.Is(err, config.ErrInvalid):
 		// A refused reload: Reload logs it already.
 		return protocol.StatusInternal, true
 	}
@@ -85,8 +79,3 @@ func httpCode(st protocol.Status) int {
 // retryAfter is the Retry-After value (seconds) of a 503 answer: a reload
 // or a restart takes about that long.
 var retryAfter = []string{"1"}
-
-// ErrWorldReadable is returned by LoadServingConfig for a config file that
-// every user of the machine may read: it holds the tenants' API tokens.
-// It wraps ErrConfig, so a reload refused with it keeps the old config.
-var ErrWorldReadable = fmt.Errorf("%w: world-readable config file", ErrConfig)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -27,7 +28,7 @@ type testEnv struct {
 	t       testing.TB
 	dir     string
 	cfgPath string
-	cfg     *Config
+	cfg     *config.Config
 	st      *store.Store
 	srv     *Server
 	tokens  map[string]string // tenant name → token
@@ -45,17 +46,17 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 		eo.tenants = []string{"alpha", "beta"}
 	}
 	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
-	e.cfg = &Config{Tenants: map[string]TenantEntry{}, MetricsToken: testMetricsToken}
+	e.cfg = &config.Config{Tenants: map[string]config.TenantEntry{}, MetricsToken: testMetricsToken}
 	for i, name := range eo.tenants {
-		tok, err := GenerateToken(i + 1)
+		tok, err := config.GenerateToken(i + 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.tokens[name] = tok
-		e.cfg.Tenants[tok] = TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
+		e.cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
 	}
 	e.cfgPath = filepath.Join(e.dir, "tenants.json")
-	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
 		t.Fatal(err)
 	}
 	dur := eo.durability
@@ -75,7 +76,7 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 	if o.Logger == nil {
 		o.Logger = quietLogger()
 	}
-	o.LoadConfig = func() (*Config, error) { return LoadConfig(e.cfgPath) }
+	o.LoadConfig = func() (*config.Config, error) { return config.Load(e.cfgPath) }
 	srv, err := Start(st, e.cfg, &o)
 	if err != nil {
 		st.Close()

@@ -34,6 +34,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -75,7 +76,7 @@ type hostile struct {
 	t        testing.TB
 	dir      string
 	cfgPath  string
-	cfg      *server.Config
+	cfg      *config.Config
 	st       *store.Store
 	srv      *server.Server
 	hs       *http.Server
@@ -92,7 +93,7 @@ type hostileOpts struct {
 	fs         store.FS
 	durability store.Durability
 	http       bool
-	extra      func(cfg *server.Config)
+	extra      func(cfg *config.Config)
 }
 
 func startHostile(t testing.TB, ho hostileOpts) *hostile {
@@ -101,23 +102,23 @@ func startHostile(t testing.TB, ho hostileOpts) *hostile {
 		ho.tenants = []string{"alice", "bob", "mallory"}
 	}
 	h := &hostile{t: t, dir: t.TempDir(), tokens: map[string]string{}, logs: &logSink{}}
-	h.cfg = &server.Config{Tenants: map[string]server.TenantEntry{}}
+	h.cfg = &config.Config{Tenants: map[string]config.TenantEntry{}}
 	for i, name := range ho.tenants {
 		tok := ho.tokens[name]
 		if tok == "" {
 			var err error
-			if tok, err = server.GenerateToken(i + 1); err != nil {
+			if tok, err = config.GenerateToken(i + 1); err != nil {
 				t.Fatal(err)
 			}
 		}
 		h.tokens[name] = tok
-		h.cfg.Tenants[tok] = server.TenantEntry{Name: name, DataDir: filepath.Join(h.dir, "data", name), QuotaMB: ho.quotaMB[name]}
+		h.cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(h.dir, "data", name), QuotaMB: ho.quotaMB[name]}
 	}
 	if ho.extra != nil {
 		ho.extra(h.cfg)
 	}
 	h.cfgPath = filepath.Join(h.dir, "tenants.json")
-	if err := server.WriteConfigFile(h.cfgPath, h.cfg); err != nil {
+	if err := config.WriteFile(h.cfgPath, h.cfg); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(h.logs, testLogOut()), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -136,7 +137,7 @@ func startHostile(t testing.TB, ho hostileOpts) *hostile {
 		o.EventLoops = 2
 	}
 	o.Logger = log
-	o.LoadConfig = func() (*server.Config, error) { return server.LoadConfig(h.cfgPath) }
+	o.LoadConfig = func() (*config.Config, error) { return config.Load(h.cfgPath) }
 	srv, err := server.Start(st, h.cfg, &o)
 	if err != nil {
 		st.Close()
@@ -1418,7 +1419,7 @@ func TestTokensNeverLeak(t *testing.T) {
 	ffs := &faultFS{match: filepath.Join("data", "alice") + "/", err: syscall.EIO}
 	h := startHostile(t, hostileOpts{fs: ffs, http: true, tokens: map[string]string{"bob": custom},
 		quotaMB: map[string]float64{"mallory": 0.001},
-		extra: func(c *server.Config) {
+		extra: func(c *config.Config) {
 			c.AdminToken = "admin-token-very-secret-0001"
 		}})
 	var seen bytes.Buffer // everything any client received
@@ -1466,11 +1467,11 @@ func TestTokensNeverLeak(t *testing.T) {
 	// A reload with a broken config (a duplicate name): its error goes to
 	// the log and to the client.
 	broken := *h.cfg
-	broken.Tenants = map[string]server.TenantEntry{}
+	broken.Tenants = map[string]config.TenantEntry{}
 	for tok, e := range h.cfg.Tenants {
 		broken.Tenants[tok] = e
 	}
-	broken.Tenants["pmb-v1-077-aaaaaaaaaaaaaaaaaaaaaaaa"] = server.TenantEntry{Name: "bob", DataDir: filepath.Join(h.dir, "other")}
+	broken.Tenants["pmb-v1-077-aaaaaaaaaaaaaaaaaaaaaaaa"] = config.TenantEntry{Name: "bob", DataDir: filepath.Join(h.dir, "other")}
 	data, _ := brokenJSON(&broken)
 	must(t, os.WriteFile(h.cfgPath, data, 0o600))
 	adm, err := dialP(h.srv.Addr())
@@ -1535,7 +1536,7 @@ func TestTokensNeverLeak(t *testing.T) {
 	// first 10 bytes of a token to tell entries apart).
 	for where, text := range map[string]string{"logs": logs, "client output": seen.String()} {
 		if strings.Contains(text, custom[:8]) {
-			msg := fmt.Sprintf("BUG: the first bytes of a custom token (%q) appear in the %s: server/config.go redact() shows tok[:10]; for tokens not of the pmb-v1-NNN- form that is part of the secret (use a digest fingerprint)", custom[:8], where)
+			msg := fmt.Sprintf("BUG: the first bytes of a custom token (%q) appear in the %s: config/config.go redact() shows tok[:10]; for tokens not of the pmb-v1-NNN- form that is part of the secret (use a digest fingerprint)", custom[:8], where)
 			if os.Getenv("SQ_RELIABILITY_BUGS") == "" {
 				t.Log(msg)
 			} else {
@@ -1545,7 +1546,7 @@ func TestTokensNeverLeak(t *testing.T) {
 	}
 }
 
-func brokenJSON(c *server.Config) ([]byte, error) {
+func brokenJSON(c *config.Config) ([]byte, error) {
 	// Marshal refuses nothing; Validate (run by reload) refuses the
 	// duplicate name.
 	return c.Marshal()
@@ -1648,11 +1649,11 @@ func TestInboundBoundedWhenBlocked(t *testing.T) {
 // refused reload leaves the running tenants serving.
 func TestTwoTenantsOneDirConfig(t *testing.T) {
 	h := startHostile(t, hostileOpts{})
-	bad := &server.Config{Tenants: map[string]server.TenantEntry{}}
+	bad := &config.Config{Tenants: map[string]config.TenantEntry{}}
 	for tok, e := range h.cfg.Tenants {
 		bad.Tenants[tok] = e
 	}
-	bad.Tenants["pmb-v1-050-bbbbbbbbbbbbbbbbbbbbbbbb"] = server.TenantEntry{Name: "eve", DataDir: filepath.Join(h.dir, "data", "alice")}
+	bad.Tenants["pmb-v1-050-bbbbbbbbbbbbbbbbbbbbbbbb"] = config.TenantEntry{Name: "eve", DataDir: filepath.Join(h.dir, "data", "alice")}
 	err := bad.Validate()
 	if err == nil || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "eve") {
 		t.Fatalf("validate: %v", err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
@@ -300,7 +301,7 @@ func TestMetricsAccess(t *testing.T) {
 		return rec.Code
 	}
 	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
-	e.rewriteConfig(func(c *Config) { c.AdminToken = "metrics-admin-token" })
+	e.rewriteConfig(func(c *config.Config) { c.AdminToken = "metrics-admin-token" })
 	tests := []struct {
 		name   string
 		public bool

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -43,13 +44,13 @@ func httpDo(t *testing.T, addr, method, path, auth string) (int, string) {
 // reloaded) and returns its token.
 func addTenantToFile(t *testing.T, h *hostile) string {
 	t.Helper()
-	cfg, err := server.LoadConfig(h.cfgPath)
+	cfg, err := config.Load(h.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := server.GenerateToken(77)
-	cfg.Tenants[tok] = server.TenantEntry{Name: "newcomer", DataDir: filepath.Join(h.dir, "data", "newcomer")}
-	if err := server.WriteConfigFile(h.cfgPath, cfg); err != nil {
+	tok, _ := config.GenerateToken(77)
+	cfg.Tenants[tok] = config.TenantEntry{Name: "newcomer", DataDir: filepath.Join(h.dir, "data", "newcomer")}
+	if err := config.WriteFile(h.cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	return tok
@@ -76,7 +77,7 @@ func helloStatus(t *testing.T, h *hostile, tok string) protocol.Status {
 // without the admin (or metrics) token are refused. Before, all four were
 // open to loopback.
 func TestNoPrivilegeFromLoopback(t *testing.T) {
-	h := startHostile(t, hostileOpts{http: true, extra: func(c *server.Config) {
+	h := startHostile(t, hostileOpts{http: true, extra: func(c *config.Config) {
 		c.AdminToken, c.MetricsToken = privAdminToken, privMetricsToken
 	}})
 	newTok := addTenantToFile(t, h)
@@ -168,18 +169,18 @@ func TestTrustLoopbackOptIn(t *testing.T) {
 // metrics_token) is also a tenant's token is refused: that tenant would
 // hold the admin's rights.
 func TestAdminTokenMustNotBeATenantToken(t *testing.T) {
-	tok, _ := server.GenerateToken(1)
+	tok, _ := config.GenerateToken(1)
 	for _, tc := range []struct {
 		name string
-		cfg  server.Config
+		cfg  config.Config
 	}{
-		{name: "admin", cfg: server.Config{AdminToken: tok}},
-		{name: "metrics", cfg: server.Config{MetricsToken: tok}},
-		{name: "admin is metrics", cfg: server.Config{AdminToken: "same-token-0123", MetricsToken: "same-token-0123"}},
+		{name: "admin", cfg: config.Config{AdminToken: tok}},
+		{name: "metrics", cfg: config.Config{MetricsToken: tok}},
+		{name: "admin is metrics", cfg: config.Config{AdminToken: "same-token-0123", MetricsToken: "same-token-0123"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.cfg
-			c.Tenants = map[string]server.TenantEntry{tok: {Name: "a", DataDir: t.TempDir()}}
+			c.Tenants = map[string]config.TenantEntry{tok: {Name: "a", DataDir: t.TempDir()}}
 			if err := c.Validate(); err == nil {
 				t.Fatal("accepted")
 			}

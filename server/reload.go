@@ -5,12 +5,13 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
 
 // storeConfig is what the store needs of a config entry.
-func storeConfig(e TenantEntry) (store.TenantConfig, error) {
+func storeConfig(e config.TenantEntry) (store.TenantConfig, error) {
 	dur := store.DurabilityDefault
 	if e.Durability != "" {
 		d, err := store.ParseDurability(e.Durability)
@@ -35,7 +36,7 @@ type plan struct {
 	release []string
 	// entries are kept *tenant values with their new config entry (a quota
 	// or durability change), applied when the table is published.
-	entries map[*tenant]TenantEntry
+	entries map[*tenant]config.TenantEntry
 }
 
 // buildTable opens every enabled tenant of cfg in the store and returns the
@@ -58,7 +59,7 @@ type plan struct {
 // colliding new ones opened. If that fails, the new ones are closed, the
 // old ones reopened and patched is the old table pointing at them; the
 // caller publishes it (the affected tenants' connections are closed).
-func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *tenantTable, err error) {
+func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patched *tenantTable, err error) {
 	t := &tenantTable{
 		byKey:  make(map[tokenKey]*tenant, len(cfg.Tenants)),
 		byName: make(map[string]*tenant, len(cfg.Tenants)),
@@ -78,7 +79,7 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 	}
 	type change struct {
 		key  tokenKey
-		e    TenantEntry
+		e    config.TenantEntry
 		sc   store.TenantConfig
 		prev *tenant // the old tenant whose store tenant this one reuses
 	}
@@ -119,7 +120,7 @@ func (s *Server) buildTable(cfg *Config, old *tenantTable) (p *plan, patched *te
 		}
 	}
 
-	p = &plan{t: t, entries: map[*tenant]TenantEntry{}}
+	p = &plan{t: t, entries: map[*tenant]config.TenantEntry{}}
 	place := func(c change, st *store.Tenant) {
 		var tn *tenant
 		if c.prev != nil && old.byKey[c.key] == c.prev {
@@ -258,11 +259,11 @@ type tenantAlloc struct {
 	t     tenant
 	stats tenantStats
 	mem   memBudget
-	conf  TenantEntry
+	conf  config.TenantEntry
 }
 
 // newTenant is a fresh *tenant for entry e over the store tenant st.
-func (s *Server) newTenant(e TenantEntry, st *store.Tenant) *tenant {
+func (s *Server) newTenant(e config.TenantEntry, st *store.Tenant) *tenant {
 	a := &tenantAlloc{conf: e}
 	tn := &a.t
 	tn.name, tn.st, tn.stats = e.Name, st, &a.stats
@@ -333,7 +334,7 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 // touched. On error the old configuration stays in place. Each call logs
 // its outcome once ("tenant config reloaded" or "reload refused"); callers
 // do not log it again.
-func (s *Server) Reload(cfg *Config) (string, error) {
+func (s *Server) Reload(cfg *config.Config) (string, error) {
 	if err := cfg.Validate(); err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
 		s.stats.reloadsFailed.Add(1)
@@ -408,7 +409,7 @@ func (s *Server) Reload(cfg *Config) (string, error) {
 // applies it, logging the outcome once like Reload.
 func (s *Server) ReloadFromSource() (string, error) {
 	if s.opts.LoadConfig == nil {
-		return "", fmt.Errorf("%w: no config source (the server runs without --config reload support)", ErrConfig)
+		return "", fmt.Errorf("%w: no config source (the server runs without --config reload support)", config.ErrInvalid)
 	}
 	cfg, err := s.opts.LoadConfig()
 	if err != nil {

@@ -10,14 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 )
 
 // reloadCfg writes cfg to the env's config file and reloads from it.
-func (e *testEnv) reloadCfg(cfg *Config) (string, error) {
+func (e *testEnv) reloadCfg(cfg *config.Config) (string, error) {
 	e.t.Helper()
-	if err := WriteConfigFile(e.cfgPath, cfg); err != nil {
+	if err := config.WriteFile(e.cfgPath, cfg); err != nil {
 		e.t.Fatal(err)
 	}
 	return e.srv.ReloadFromSource()
@@ -59,15 +60,15 @@ func TestReloadRenameAndReuseName(t *testing.T) {
 			beta := e.dial("beta")
 			beta.ok(protocol.OpUpdate, "", phext.Origin, []byte("beta"))
 
-			cfg, err := LoadConfig(e.cfgPath)
+			cfg, err := config.Load(e.cfgPath)
 			if err != nil {
 				t.Fatal(err)
 			}
 			a := cfg.Tenants[e.tokens["alpha"]]
 			a.Name = tc.renameTo
 			cfg.Tenants[e.tokens["alpha"]] = a
-			newTok, _ := GenerateToken(42)
-			cfg.Tenants[newTok] = TenantEntry{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha-new")}
+			newTok, _ := config.GenerateToken(42)
+			cfg.Tenants[newTok] = config.TenantEntry{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha-new")}
 			for round := 1; round <= 2; round++ {
 				if _, err := e.reloadCfg(cfg); err != nil {
 					t.Fatalf("reload %d: %v", round, err)
@@ -99,7 +100,7 @@ func TestReloadRenameAndReuseName(t *testing.T) {
 		e := startEnv(t, envOptions{tenants: []string{"alpha", "beta"}})
 		e.dial("alpha").ok(protocol.OpUpdate, "", phext.Origin, []byte("A"))
 		e.dial("beta").ok(protocol.OpUpdate, "", phext.Origin, []byte("B"))
-		cfg, _ := LoadConfig(e.cfgPath)
+		cfg, _ := config.Load(e.cfgPath)
 		a, b := cfg.Tenants[e.tokens["alpha"]], cfg.Tenants[e.tokens["beta"]]
 		a.Name, b.Name = b.Name, a.Name
 		cfg.Tenants[e.tokens["alpha"]], cfg.Tenants[e.tokens["beta"]] = a, b
@@ -121,7 +122,7 @@ func TestReloadRenameAndReuseName(t *testing.T) {
 // reloadModel is the expected tenant table: token → entry, for enabled
 // entries only, and the last value written per data dir.
 type reloadModel struct {
-	live map[string]TenantEntry
+	live map[string]config.TenantEntry
 	data map[string]string
 }
 
@@ -160,18 +161,18 @@ func TestReloadModel(t *testing.T) {
 	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := reloadModel{live: map[string]TenantEntry{}, data: map[string]string{}}
+	m := reloadModel{live: map[string]config.TenantEntry{}, data: map[string]string{}}
 	conns := map[string]*rawConn{} // token → a connection opened at an earlier step
 	// The initial tenant is replaced at step 0 like any other config.
 	initial := e.cfg
 
-	randomConfig := func() *Config {
-		cfg := &Config{Tenants: map[string]TenantEntry{}}
+	randomConfig := func() *config.Config {
+		cfg := &config.Config{Tenants: map[string]config.TenantEntry{}}
 		perm := rng.Perm(len(names))
 		dperm := rng.Perm(len(dirs))
 		n := rng.Intn(len(tokens) + 1)
 		for i, ti := range rng.Perm(len(tokens))[:n] {
-			en := TenantEntry{Name: names[perm[i]], DataDir: dirs[dperm[i]]}
+			en := config.TenantEntry{Name: names[perm[i]], DataDir: dirs[dperm[i]]}
 			if rng.Intn(6) == 0 {
 				f := false
 				en.Enabled = &f
@@ -185,8 +186,8 @@ func TestReloadModel(t *testing.T) {
 	}
 	// mutate derives the next config from the current one by a few edits,
 	// so that most tenants stay (and keep their connections).
-	mutate := func(cur map[string]TenantEntry) *Config {
-		cfg := &Config{Tenants: map[string]TenantEntry{}}
+	mutate := func(cur map[string]config.TenantEntry) *config.Config {
+		cfg := &config.Config{Tenants: map[string]config.TenantEntry{}}
 		for tok, en := range cur {
 			cfg.Tenants[tok] = en
 		}
@@ -260,9 +261,9 @@ func TestReloadModel(t *testing.T) {
 		return cfg
 	}
 
-	var cur map[string]TenantEntry = initial.Tenants
+	var cur map[string]config.TenantEntry = initial.Tenants
 	for step := 0; step < steps; step++ {
-		var cfg *Config
+		var cfg *config.Config
 		if step == 0 || rng.Intn(5) == 0 {
 			cfg = randomConfig()
 		} else {
@@ -293,7 +294,7 @@ func TestReloadModel(t *testing.T) {
 			if err != nil {
 				t.Fatalf("step %d: reload %s: %v", step, desc, err)
 			}
-			next := map[string]TenantEntry{}
+			next := map[string]config.TenantEntry{}
 			for tok, en := range cfg.Tenants {
 				if en.IsEnabled() {
 					next[tok] = en
@@ -361,7 +362,7 @@ func TestReloadModel(t *testing.T) {
 	}
 }
 
-func freeDir(dirs []string, cfg map[string]TenantEntry) string {
+func freeDir(dirs []string, cfg map[string]config.TenantEntry) string {
 	used := map[string]bool{}
 	for _, en := range cfg {
 		used[en.DataDir] = true
@@ -374,7 +375,7 @@ func freeDir(dirs []string, cfg map[string]TenantEntry) string {
 	return ""
 }
 
-func freeName(names []string, cfg map[string]TenantEntry) string {
+func freeName(names []string, cfg map[string]config.TenantEntry) string {
 	used := map[string]bool{}
 	for _, en := range cfg {
 		used[en.Name] = true
@@ -397,7 +398,7 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // describe renders a config compactly for failure messages.
-func describe(cfg *Config) string {
+func describe(cfg *config.Config) string {
 	var parts []string
 	for _, tok := range sortedKeys(cfg.Tenants) {
 		en := cfg.Tenants[tok]

@@ -16,6 +16,7 @@ import (
 
 	"github.com/valyala/bytebufferpool"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -897,8 +898,8 @@ func (h *httpAPI) reload() (string, error) {
 	if h.s.opts.LoadConfig != nil {
 		msg, err = h.s.ReloadFromSource()
 	} else {
-		var cfg *Config
-		if cfg, err = LoadConfig(h.o.ConfigPath); err == nil {
+		var cfg *config.Config
+		if cfg, err = config.Load(h.o.ConfigPath); err == nil {
 			msg, err = h.s.Reload(cfg)
 		} else {
 			h.s.log.Error("reload refused; keeping the old config", "err", err)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -42,17 +43,17 @@ func startHTTPOnly(t *testing.T, eo envOptions, ho HTTPOptions) *restEnv {
 		eo.tenants = []string{"alpha", "beta"}
 	}
 	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
-	e.cfg = &Config{Tenants: map[string]TenantEntry{}, MetricsToken: testMetricsToken}
+	e.cfg = &config.Config{Tenants: map[string]config.TenantEntry{}, MetricsToken: testMetricsToken}
 	for i, name := range eo.tenants {
-		tok, err := GenerateToken(i + 1)
+		tok, err := config.GenerateToken(i + 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.tokens[name] = tok
-		e.cfg.Tenants[tok] = TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
+		e.cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
 	}
 	e.cfgPath = filepath.Join(e.dir, "tenants.json")
-	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
 		t.Fatal(err)
 	}
 	st, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
@@ -62,7 +63,7 @@ func startHTTPOnly(t *testing.T, eo envOptions, ho HTTPOptions) *restEnv {
 	e.st = st
 	o := eo.opts
 	o.Logger = quietLogger()
-	o.LoadConfig = func() (*Config, error) { return LoadConfig(e.cfgPath) }
+	o.LoadConfig = func() (*config.Config, error) { return config.Load(e.cfgPath) }
 	srv, err := New(st, e.cfg, &o)
 	if err != nil {
 		st.Close()
@@ -85,10 +86,10 @@ func restOver(t *testing.T, e *testEnv, ho HTTPOptions) *restEnv {
 }
 
 // rewriteConfig applies mut to the running config, writes it and reloads.
-func (e *restEnv) rewriteConfig(mut func(c *Config)) {
+func (e *restEnv) rewriteConfig(mut func(c *config.Config)) {
 	e.t.Helper()
 	mut(e.cfg)
-	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
 		e.t.Fatal(err)
 	}
 	if _, err := e.srv.ReloadFromSource(); err != nil {
@@ -226,7 +227,7 @@ func mustWhere(t *testing.T, text, algo string, limit int) phext.Coordinate {
 func TestRESTAuthForms(t *testing.T) {
 	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
 	tok := e.tokenOf("alpha")
-	e.rewriteConfig(func(c *Config) { c.AdminToken = "admin-secret-token-0001" })
+	e.rewriteConfig(func(c *config.Config) { c.AdminToken = "admin-secret-token-0001" })
 	tests := []struct {
 		name string
 		hdr  []string
@@ -257,7 +258,7 @@ func TestRESTAuthForms(t *testing.T) {
 		})
 	}
 	t.Run("disabled tenant", func(t *testing.T) {
-		e.rewriteConfig(func(c *Config) {
+		e.rewriteConfig(func(c *config.Config) {
 			ent := c.Tenants[tok]
 			no := false
 			ent.Enabled = &no
@@ -337,7 +338,7 @@ func TestRESTErrors(t *testing.T) {
 		e.want(e.call("GET", "/api/v2/nope", ""), 401, "Unauthorized")
 	})
 	t.Run("quota", func(t *testing.T) {
-		e.rewriteConfig(func(c *Config) {
+		e.rewriteConfig(func(c *config.Config) {
 			ent := c.Tenants[e.tokenOf("alpha")]
 			ent.QuotaMB = 0.5 / 1024 // 512 bytes
 			c.Tenants[e.tokenOf("alpha")] = ent
@@ -524,9 +525,9 @@ func itoa(n int) string { return string(appendCountMsg(nil, "", n, "")) }
 func TestRESTReload(t *testing.T) {
 	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
 	// A new tenant appears in the file; the reload makes it usable.
-	tok, _ := GenerateToken(9)
-	e.cfg.Tenants[tok] = TenantEntry{Name: "gamma", DataDir: filepath.Join(e.dir, "gamma")}
-	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+	tok, _ := config.GenerateToken(9)
+	e.cfg.Tenants[tok] = config.TenantEntry{Name: "gamma", DataDir: filepath.Join(e.dir, "gamma")}
+	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
 		t.Fatal(err)
 	}
 	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 401, "Unauthorized")
@@ -535,7 +536,7 @@ func TestRESTReload(t *testing.T) {
 	e.want(e.call("POST", "/api/v2/reload", "", "Authorization", "Bearer "+e.tokenOf("alpha")), 403, msgReloadForbidden)
 	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 401, "Unauthorized")
 	e.cfg.AdminToken = "the-admin-token-123"
-	if err := WriteConfigFile(e.cfgPath, e.cfg); err != nil {
+	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.srv.ReloadFromSource(); err != nil { // the operator's SIGHUP
@@ -584,7 +585,7 @@ func TestRESTReload(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		cfg := &Config{Tenants: map[string]TenantEntry{"tok-1": {Name: "x", DataDir: t.TempDir()}}}
+		cfg := &config.Config{Tenants: map[string]config.TenantEntry{"tok-1": {Name: "x", DataDir: t.TempDir()}}}
 		s, err := New(st, cfg, &Options{Logger: quietLogger(), TrustLoopback: true})
 		if err != nil {
 			t.Fatal(err)
@@ -807,15 +808,15 @@ type benchServer struct {
 func benchEnv(b testing.TB, tenants int) *benchServer {
 	b.Helper()
 	dir := b.TempDir()
-	cfg := &Config{Tenants: map[string]TenantEntry{}}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}}
 	be := &benchServer{}
 	for i := 0; i < tenants; i++ {
-		tok, err := GenerateToken(i)
+		tok, err := config.GenerateToken(i)
 		if err != nil {
 			b.Fatal(err)
 		}
 		name := "t" + itoa(i)
-		cfg.Tenants[tok] = TenantEntry{Name: name, DataDir: filepath.Join(dir, name)}
+		cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(dir, name)}
 		be.tokens = append(be.tokens, tok)
 	}
 	st, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})

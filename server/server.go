@@ -15,6 +15,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
@@ -117,7 +118,7 @@ type Options struct {
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
 	// the RELOAD operation). Nil disables reloads.
-	LoadConfig func() (*Config, error)
+	LoadConfig func() (*config.Config, error)
 	// TrustLoopback lets any peer on a loopback address do what the admin
 	// token allows except the /admin API: RELOAD on a connection of any
 	// token, POST /api/v2/reload and GET /metrics without a token. Off by
@@ -249,7 +250,7 @@ type Server struct {
 // New validates cfg, opens every enabled tenant in st (creating data dirs)
 // and returns a server ready to Serve. A tenant that cannot be opened is
 // refused with an error naming it.
-func New(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
+func New(st *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 	o := opts.withDefaults()
 	s := &Server{
 		opts:  o,
@@ -306,7 +307,7 @@ func (s *Server) Serve() error {
 
 // Start runs Serve in a goroutine and returns once the server listens (or
 // failed to).
-func Start(st *store.Store, cfg *Config, opts *Options) (*Server, error) {
+func Start(st *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 	s, err := New(st, cfg, opts)
 	if err != nil {
 		return nil, err

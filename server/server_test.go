@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -348,8 +349,8 @@ func TestReloadUnderLoad(t *testing.T) {
 			}
 		}
 	}()
-	newTok, _ := GenerateToken(9)
-	cfg, err := LoadConfig(e.cfgPath)
+	newTok, _ := config.GenerateToken(9)
+	cfg, err := config.Load(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,8 +359,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	ent := cfg.Tenants[e.tokens["off"]]
 	ent.Enabled = &no
 	cfg.Tenants[e.tokens["off"]] = ent
-	cfg.Tenants[newTok] = TenantEntry{Name: "fresh", DataDir: e.dir + "/fresh"}
-	if err := WriteConfigFile(e.cfgPath, cfg); err != nil {
+	cfg.Tenants[newTok] = config.TenantEntry{Name: "fresh", DataDir: e.dir + "/fresh"}
+	if err := config.WriteFile(e.cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
@@ -388,11 +389,11 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 	}
 	// A config that fails to load leaves the old one in place.
-	if err := WriteConfigFile(e.cfgPath+".bad", cfg); err != nil {
+	if err := config.WriteFile(e.cfgPath+".bad", cfg); err != nil {
 		t.Fatal(err)
 	}
-	e.srv.opts.LoadConfig = func() (*Config, error) {
-		return ParseConfig([]byte(`{"tenants": {"": {"name": "x", "data_dir": "/tmp/x"}}}`))
+	e.srv.opts.LoadConfig = func() (*config.Config, error) {
+		return config.Parse([]byte(`{"tenants": {"": {"name": "x", "data_dir": "/tmp/x"}}}`))
 	}
 	if _, err := e.srv.ReloadFromSource(); err == nil {
 		t.Fatal("bad config reloaded")
@@ -653,16 +654,16 @@ func TestReloadFailureKeepsOldConfig(t *testing.T) {
 		e.dial("beta").ok(protocol.OpPing, "", phext.Origin, nil)
 	}
 	t.Run("bad new tenant", func(t *testing.T) {
-		cfg, _ := LoadConfig(e.cfgPath)
-		tok, _ := GenerateToken(7)
-		cfg.Tenants[tok] = TenantEntry{Name: "zeta", DataDir: unmakeable}
+		cfg, _ := config.Load(e.cfgPath)
+		tok, _ := config.GenerateToken(7)
+		cfg.Tenants[tok] = config.TenantEntry{Name: "zeta", DataDir: unmakeable}
 		if _, err := e.srv.Reload(cfg); err == nil {
 			t.Fatal("reload with an uncreatable data dir succeeded")
 		}
 		check("after a failed add")
 	})
 	t.Run("bad move", func(t *testing.T) {
-		cfg, _ := LoadConfig(e.cfgPath)
+		cfg, _ := config.Load(e.cfgPath)
 		a := cfg.Tenants[e.tokens["alpha"]]
 		a.DataDir = unmakeable
 		cfg.Tenants[e.tokens["alpha"]] = a
@@ -672,7 +673,7 @@ func TestReloadFailureKeepsOldConfig(t *testing.T) {
 		check("after a failed move")
 	})
 	t.Run("rename", func(t *testing.T) {
-		cfg, _ := LoadConfig(e.cfgPath)
+		cfg, _ := config.Load(e.cfgPath)
 		a := cfg.Tenants[e.tokens["alpha"]]
 		a.Name = "alpha2"
 		cfg.Tenants[e.tokens["alpha"]] = a

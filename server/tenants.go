@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"sync/atomic"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/store"
 )
 
@@ -22,7 +23,7 @@ type tenant struct {
 	st   *store.Tenant
 	// conf is the tenant's config entry. Name and data dir never change
 	// for one *tenant; a reload may change the rest (quota, durability).
-	conf atomic.Pointer[TenantEntry]
+	conf atomic.Pointer[config.TenantEntry]
 
 	// closed is set when a reload removes or disables the tenant; the
 	// connections still holding the pointer are being closed.
@@ -64,4 +65,4 @@ func (t *tenantTable) isMetrics(token []byte) bool {
 }
 
 // entry returns the tenant's current config entry.
-func (t *tenant) entry() TenantEntry { return *t.conf.Load() }
+func (t *tenant) entry() config.TenantEntry { return *t.conf.Load() }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 )
 
@@ -204,7 +205,7 @@ func backupTenant(ctx context.Context, o *backupOpts, dir string, stdout io.Writ
 			return fmt.Errorf("phext %s: %w", phextDisplay(name), err)
 		}
 		file := backupFile(name)
-		if err := writeFileAtomic(filepath.Join(dir, file), doc, 0o640); err != nil {
+		if err := config.WriteFileAtomic(filepath.Join(dir, file), doc, 0o640); err != nil {
 			return err
 		}
 		manifest = fmt.Appendf(manifest, "%s  %s\n", sum, file)
@@ -212,7 +213,7 @@ func backupTenant(ctx context.Context, o *backupOpts, dir string, stdout io.Writ
 		fmt.Fprintf(stdout, "%s\t%d bytes\t%s\n", phextDisplay(name), len(doc), sum)
 	}
 	// The manifest goes last: a backup without it is incomplete.
-	if err := writeFileAtomic(filepath.Join(dir, backupManifest), manifest, 0o640); err != nil {
+	if err := config.WriteFileAtomic(filepath.Join(dir, backupManifest), manifest, 0o640); err != nil {
 		return err
 	}
 	if d, err := os.Open(dir); err == nil {

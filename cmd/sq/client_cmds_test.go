@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
@@ -52,17 +53,17 @@ func startTestServerWith(t *testing.T, withHTTP bool, names ...string) *testServ
 		names = []string{"tenant-001"}
 	}
 	ts := &testServer{dir: t.TempDir(), tokens: map[string]string{}}
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: testAdminToken}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}, AdminToken: testAdminToken}
 	for i, n := range names {
-		tok, err := server.GenerateToken(i + 1)
+		tok, err := config.GenerateToken(i + 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ts.tokens[n] = tok
-		cfg.Tenants[tok] = server.TenantEntry{Name: n, DataDir: filepath.Join(ts.dir, n)}
+		cfg.Tenants[tok] = config.TenantEntry{Name: n, DataDir: filepath.Join(ts.dir, n)}
 	}
 	ts.cfgPath = filepath.Join(ts.dir, "tenants.json")
-	if err := server.WriteConfigFile(ts.cfgPath, cfg); err != nil {
+	if err := config.WriteFile(ts.cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -72,7 +73,7 @@ func startTestServerWith(t *testing.T, withHTTP bool, names ...string) *testServ
 	}
 	srv, err := server.Start(st, cfg, &server.Options{
 		Listen: "127.0.0.1:0", EventLoops: 1, Logger: quiet,
-		LoadConfig: func() (*server.Config, error) { return server.LoadConfig(ts.cfgPath) },
+		LoadConfig: func() (*config.Config, error) { return config.Load(ts.cfgPath) },
 	})
 	if err != nil {
 		st.Close()

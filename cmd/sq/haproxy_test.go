@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
-	"github.com/phext/sq/server"
 )
 
 // freeLoopbackPort returns a port on 127.0.0.1 that was free a moment ago.
@@ -394,11 +394,11 @@ func TestHAProxyRoutesREST(t *testing.T) {
 // with data dir dir.
 func moveEntry(t *testing.T, from, to, name, dir string) {
 	t.Helper()
-	src, err := server.LoadConfig(from)
+	src, err := config.Load(from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst, err := server.LoadConfig(to)
+	dst, err := config.Load(to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,10 +409,10 @@ func moveEntry(t *testing.T, from, to, name, dir string) {
 			dst.Tenants[tok] = e
 		}
 	}
-	if err := server.WriteConfigFile(to, dst); err != nil {
+	if err := config.WriteFile(to, dst); err != nil {
 		t.Fatal(err)
 	}
-	if err := server.WriteConfigFile(from, src); err != nil {
+	if err := config.WriteFile(from, src); err != nil {
 		t.Fatal(err)
 	}
 }

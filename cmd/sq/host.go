@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
@@ -197,7 +198,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	}
 	cfgPath := c.config
 	if cfgPath == "" {
-		path, token, err := server.EnsureDefaultConfig(c.data)
+		path, token, err := config.EnsureDefault(c.data)
 		if err != nil {
 			return out.fail(1, "embedded default config", err)
 		}
@@ -211,7 +212,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	}
 	// One rule at start and at every reload (SIGHUP, RELOAD, /api/v2/reload).
 	allowWorld := c.allowWorldRead
-	loadConfig := func() (*server.Config, error) { return server.LoadServingConfig(cfgPath, allowWorld) }
+	loadConfig := func() (*config.Config, error) { return config.LoadServing(cfgPath, allowWorld) }
 	start := time.Now()
 	cfg, err := loadConfig()
 	if err != nil {

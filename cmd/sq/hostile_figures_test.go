@@ -25,9 +25,9 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
-	"github.com/phext/sq/server"
 )
 
 // procKiB reads a "Name: N kB" field of /proc/pid/status.
@@ -118,21 +118,21 @@ func TestHostileTenantFigures(t *testing.T) {
 	const attackFor = 5 * time.Second
 	dir := t.TempDir()
 	tokens := map[string]string{}
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}}
 	for i, name := range []string{"good", "mallory", "tiny"} {
-		tok, err := server.GenerateToken(i)
+		tok, err := config.GenerateToken(i)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tokens[name] = tok
-		e := server.TenantEntry{Name: name, DataDir: filepath.Join(dir, "data", name)}
+		e := config.TenantEntry{Name: name, DataDir: filepath.Join(dir, "data", name)}
 		if name == "tiny" {
 			e.QuotaMB = 30
 		}
 		cfg.Tenants[tok] = e
 	}
 	cfgPath := filepath.Join(dir, "tenants.json")
-	if err := server.WriteConfigFile(cfgPath, cfg); err != nil {
+	if err := config.WriteFile(cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	h := startHost(t, "--config", cfgPath, "--durability", "everysec", "--http", "127.0.0.1:0", "--listen", "127.0.0.1:0",

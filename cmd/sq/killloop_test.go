@@ -43,8 +43,8 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
-	"github.com/phext/sq/server"
 )
 
 const killChildEnv = "SQ_KILLLOOP_HOST_ARGS"
@@ -158,18 +158,18 @@ func (h *hostChild) kill() {
 // killTenants writes a config of n tenants (mode 0600) and returns it with
 // the tokens by index.
 func killTenants(t testing.TB, dir string, n int) (cfgPath string, tokens []string) {
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}}
 	for i := 0; i < n; i++ {
-		tok, err := server.GenerateToken(i)
+		tok, err := config.GenerateToken(i)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tokens = append(tokens, tok)
 		name := fmt.Sprintf("t%03d", i)
-		cfg.Tenants[tok] = server.TenantEntry{Name: name, DataDir: filepath.Join(dir, "data", name)}
+		cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(dir, "data", name)}
 	}
 	cfgPath = filepath.Join(dir, "tenants.json")
-	if err := server.WriteConfigFile(cfgPath, cfg); err != nil {
+	if err := config.WriteFile(cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	return cfgPath, tokens

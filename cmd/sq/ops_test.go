@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
-	"github.com/phext/sq/server"
 )
 
 // TestRestartAfterSIGTERMUnderLoad: a server stopped with SIGTERM while
@@ -295,7 +295,7 @@ func TestReadmeProductionRecipe(t *testing.T) {
 		t.Fatalf("%q: exit %d: %s", lines[0], code, errb.String())
 	}
 	cfgPath := filepath.Join(root, "etc/sq/tenants.json")
-	cfg, err := server.LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	must0(t, err)
 	if len(cfg.Tenants) != 500 {
 		t.Fatalf("%d tenants, want 500", len(cfg.Tenants))
@@ -320,7 +320,7 @@ func TestReadmeProductionRecipe(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("gen > file: exit %d: %s", code, errb.String())
 	}
-	if _, err := server.LoadServingConfig(redirected, false); err != nil {
+	if _, err := config.LoadServing(redirected, false); err != nil {
 		t.Fatalf("sq host would refuse `sq tenants gen > file`: %v", err)
 	}
 }

@@ -6,7 +6,6 @@ package main
 // bytes from 12; HAProxy req.payload_lv(11,1)).
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/zeebo/xxh3"
 
-	"github.com/phext/sq/server"
+	"github.com/phext/sq/config"
 )
 
 const shardUsage = `usage: sq tenants shard --hosts N [--config FILE] --out DIR [flags]
@@ -114,7 +113,7 @@ func runTenantsShard(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sq tenants shard:", err)
 		return 2
 	}
-	cfg, err := server.LoadConfig(o.config)
+	cfg, err := config.Load(o.config)
 	if err != nil {
 		fmt.Fprintln(stderr, "sq tenants shard:", err)
 		return 1
@@ -165,7 +164,7 @@ type mapEntry struct{ Token, Backend string }
 // shardPlan is the result of planShards: one config per host, the map
 // lines sorted by token and the HAProxy backend sections.
 type shardPlan struct {
-	Hosts    []*server.Config
+	Hosts    []*config.Config
 	Map      []mapEntry
 	Backends []byte
 	// HTTPBackends is backends-http.cfg, for deploy/haproxy/haproxy-rest.cfg.
@@ -214,7 +213,7 @@ func checkMapKey(tok, name string) error {
 // planShards places every tenant of cfg (enabled or not) on one of
 // spec.Hosts hosts. It validates everything first and returns an error
 // without a plan when anything is wrong.
-func planShards(cfg *server.Config, spec shardSpec) (*shardPlan, error) {
+func planShards(cfg *config.Config, spec shardSpec) (*shardPlan, error) {
 	n := spec.Hosts
 	if n < 1 || n > 999 {
 		return nil, fmt.Errorf("%w: hosts must be 1..999, got %d", errShardUsage, n)
@@ -242,9 +241,9 @@ func planShards(cfg *server.Config, spec shardSpec) (*shardPlan, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	plan := &shardPlan{Hosts: make([]*server.Config, n)}
+	plan := &shardPlan{Hosts: make([]*config.Config, n)}
 	for i := range plan.Hosts {
-		plan.Hosts[i] = &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: cfg.AdminToken, MetricsToken: cfg.MetricsToken}
+		plan.Hosts[i] = &config.Config{Tenants: map[string]config.TenantEntry{}, AdminToken: cfg.AdminToken, MetricsToken: cfg.MetricsToken}
 	}
 	for k, tok := range cfg.SortedTokens() {
 		e := cfg.Tenants[tok]
@@ -390,43 +389,15 @@ func (p *shardPlan) write(dir string) error {
 		return err
 	}
 	for i, hc := range p.Hosts {
-		if err := server.WriteConfigFile(filepath.Join(dir, shardConfigName(i)), hc); err != nil {
+		if err := config.WriteFile(filepath.Join(dir, shardConfigName(i)), hc); err != nil {
 			return fmt.Errorf("host %d: %w", i+1, err)
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "tokens.map"), appendMap(nil, p.Map), 0o600); err != nil {
+	if err := config.WriteFileAtomic(filepath.Join(dir, "tokens.map"), appendMap(nil, p.Map), 0o600); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "backends.cfg"), p.Backends, 0o644); err != nil {
+	if err := config.WriteFileAtomic(filepath.Join(dir, "backends.cfg"), p.Backends, 0o644); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "backends-http.cfg"), p.HTTPBackends, 0o644)
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it
-// and renames it over path, so readers see the old or the new file whole.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = io.Copy(f, bytes.NewReader(data))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, perm)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return config.WriteFileAtomic(filepath.Join(dir, "backends-http.cfg"), p.HTTPBackends, 0o644)
 }

@@ -9,18 +9,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/phext/sq/server"
+	"github.com/phext/sq/config"
 )
 
 // writeShardInput writes a config of n tenants named t-001.. with relative
 // data dirs and returns its path.
-func writeShardInput(t *testing.T, n int, admin string) (string, *server.Config) {
+func writeShardInput(t *testing.T, n int, admin string) (string, *config.Config) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: admin}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}, AdminToken: admin}
 	off := false
 	for i := 1; i <= n; i++ {
-		e := server.TenantEntry{Name: fmt.Sprintf("t-%03d", i), DataDir: fmt.Sprintf("data/t-%03d", i)}
+		e := config.TenantEntry{Name: fmt.Sprintf("t-%03d", i), DataDir: fmt.Sprintf("data/t-%03d", i)}
 		if i == 2 {
 			e.Enabled = &off
 			e.QuotaMB = 5
@@ -28,7 +28,7 @@ func writeShardInput(t *testing.T, n int, admin string) (string, *server.Config)
 		cfg.Tenants[fmt.Sprintf("pmb-v1-%03d-%024x", i, i*7919)] = e
 	}
 	path := filepath.Join(dir, "tenants.json")
-	if err := server.WriteConfigFile(path, cfg); err != nil {
+	if err := config.WriteFile(path, cfg); err != nil {
 		t.Fatal(err)
 	}
 	return path, cfg
@@ -89,7 +89,7 @@ func TestTenantsShardSplitsEveryTenantOnce(t *testing.T) {
 			}
 			seen := map[string]bool{}
 			for h := 0; h < tc.hosts; h++ {
-				hc, err := server.LoadConfig(filepath.Join(out, shardConfigName(h)))
+				hc, err := config.Load(filepath.Join(out, shardConfigName(h)))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -154,7 +154,7 @@ func TestTenantsShardDirTemplateAndBackends(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	for h := 0; h < 2; h++ {
-		hc, err := server.LoadConfig(filepath.Join(out, shardConfigName(h)))
+		hc, err := config.Load(filepath.Join(out, shardConfigName(h)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,9 +253,9 @@ func TestTenantsShardHelp(t *testing.T) {
 }
 
 func BenchmarkShardPlan500(b *testing.B) {
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}}
 	for i := 1; i <= 500; i++ {
-		cfg.Tenants[fmt.Sprintf("pmb-v1-%03d-%024x", i, i)] = server.TenantEntry{
+		cfg.Tenants[fmt.Sprintf("pmb-v1-%03d-%024x", i, i)] = config.TenantEntry{
 			Name: fmt.Sprintf("t-%03d", i), DataDir: fmt.Sprintf("/d/t-%03d", i)}
 	}
 	b.ReportAllocs()

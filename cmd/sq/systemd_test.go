@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
-	"github.com/phext/sq/server"
 )
 
 const unitPath = "../../deploy/systemd/sq.service"
@@ -180,16 +180,16 @@ func TestSystemdSandboxAdminEdit(t *testing.T) {
 		must0(t, os.MkdirAll(filepath.Join(root, d), 0o750))
 	}
 	dataDir := filepath.Join(root, "/var/lib/sq/tenants")
-	cfg := &server.Config{Tenants: map[string]server.TenantEntry{}, AdminToken: "admin-secret-token-0123456789"}
+	cfg := &config.Config{Tenants: map[string]config.TenantEntry{}, AdminToken: "admin-secret-token-0123456789"}
 	var tokens []string
 	for i := 1; i <= 2; i++ {
-		tok, err := server.GenerateToken(i)
+		tok, err := config.GenerateToken(i)
 		must0(t, err)
 		tokens = append(tokens, tok)
 		name := fmt.Sprintf("tenant-%03d", i)
-		cfg.Tenants[tok] = server.TenantEntry{Name: name, DataDir: filepath.Join(dataDir, name)}
+		cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(dataDir, name)}
 	}
-	must0(t, server.WriteConfigFile(cfgPath, cfg))
+	must0(t, config.WriteFile(cfgPath, cfg))
 
 	// Mounts in systemd's order: the whole tree read-only
 	// (ProtectSystem=strict), then each listed path, the more specific last.

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
-	"github.com/phext/sq/server"
 )
 
 // tenantSubs documents the tenants subcommands (usage line, text).
@@ -166,17 +166,17 @@ func tenantsGen(o *tenantOpts, pos []string, env clientEnv) error {
 	if o.quotaMB < 0 {
 		return usagef("--quota-mb must not be negative")
 	}
-	cfg := &server.Config{Tenants: make(map[string]server.TenantEntry, o.count)}
+	cfg := &config.Config{Tenants: make(map[string]config.TenantEntry, o.count)}
 	for i := o.start; i < o.start+o.count; i++ {
-		tok, err := server.GenerateToken(i)
+		tok, err := config.GenerateToken(i)
 		if err != nil {
 			return err
 		}
 		name := fmt.Sprintf("%s-%03d", o.prefix, i)
-		cfg.Tenants[tok] = server.TenantEntry{Name: name, DataDir: filepath.Join(o.dir, name), QuotaMB: o.quotaMB}
+		cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(o.dir, name), QuotaMB: o.quotaMB}
 	}
 	if o.admin {
-		tok, err := server.GenerateToken(0)
+		tok, err := config.GenerateToken(0)
 		if err != nil {
 			return err
 		}
@@ -186,7 +186,7 @@ func tenantsGen(o *tenantOpts, pos []string, env clientEnv) error {
 		return usagef("%v", err)
 	}
 	if o.out != "" {
-		if err := server.WriteConfigFile(o.out, cfg); err != nil {
+		if err := config.WriteFile(o.out, cfg); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.stderr, "wrote %d tenants to %s\n", o.count, o.out)
@@ -213,18 +213,18 @@ func tenantsGen(o *tenantOpts, pos []string, env clientEnv) error {
 // readConfig reads the config at path without resolving relative data
 // dirs (they are written back as they were). A missing file gives an empty
 // config when allowMissing.
-func readConfig(path string, allowMissing bool) (*server.Config, error) {
+func readConfig(path string, allowMissing bool) (*config.Config, error) {
 	if path == "" {
 		return nil, usagef("--config is required (or set SQ_CONFIG)")
 	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && allowMissing {
-		return &server.Config{Tenants: map[string]server.TenantEntry{}}, nil
+		return &config.Config{Tenants: map[string]config.TenantEntry{}}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return server.ParseConfig(data)
+	return config.Parse(data)
 }
 
 // lockConfig takes an exclusive lock on path+".lock" so that two edits do
@@ -264,7 +264,7 @@ func tokenNumber(tok string) int {
 
 // findTenant returns the token of the tenant called name (or whose token is
 // name).
-func findTenant(cfg *server.Config, name string) (string, bool) {
+func findTenant(cfg *config.Config, name string) (string, bool) {
 	if _, ok := cfg.Tenants[name]; ok {
 		return name, true
 	}
@@ -329,7 +329,7 @@ func tenantsEdit(sub string, o *tenantOpts, pos []string, env clientEnv) error {
 					next = n + 1
 				}
 			}
-			if tok, err = server.GenerateToken(next); err != nil {
+			if tok, err = config.GenerateToken(next); err != nil {
 				return err
 			}
 		}
@@ -339,7 +339,7 @@ func tenantsEdit(sub string, o *tenantOpts, pos []string, env clientEnv) error {
 		if o.quotaMB < 0 {
 			return usagef("--quota-mb must not be negative")
 		}
-		cfg.Tenants[tok] = server.TenantEntry{Name: name, DataDir: dataDir, QuotaMB: o.quotaMB}
+		cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: dataDir, QuotaMB: o.quotaMB}
 		out = fmt.Sprintf("%s %s %s\n", name, tok, dataDir)
 		outJSON = struct {
 			Name    string `json:"name"`
@@ -366,7 +366,7 @@ func tenantsEdit(sub string, o *tenantOpts, pos []string, env clientEnv) error {
 	if err := cfg.Validate(); err != nil {
 		return usagef("%v", err)
 	}
-	if err := server.WriteConfigFile(o.config, cfg); err != nil {
+	if err := config.WriteFile(o.config, cfg); err != nil {
 		return err
 	}
 	if o.json && outJSON != nil {
@@ -381,7 +381,7 @@ func tenantsEdit(sub string, o *tenantOpts, pos []string, env clientEnv) error {
 }
 
 // reloadServer asks the server at o.addr to reload. Failures are warnings.
-func reloadServer(o *tenantOpts, cfg *server.Config, oldTokens []string, env clientEnv) {
+func reloadServer(o *tenantOpts, cfg *config.Config, oldTokens []string, env clientEnv) {
 	var toks []string
 	for _, t := range []string{o.adminToken, cfg.AdminToken} {
 		if t != "" {

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
-	"github.com/phext/sq/server"
 )
 
 var tokenRE = regexp.MustCompile(`^pmb-v1-\d{3,}-[0-9a-f]{24}$`)
@@ -22,7 +22,7 @@ func TestTenantsGen(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("%+v", r)
 	}
-	cfg, err := server.ParseConfig([]byte(r.stdout))
+	cfg, err := config.Parse([]byte(r.stdout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestTenantsGen(t *testing.T) {
 	}
 	// Tokens are random: two runs share none.
 	r2 := runCLI(nil, "", "tenants", "gen", "--count", "12")
-	cfg2, err := server.ParseConfig([]byte(r2.stdout))
+	cfg2, err := config.Parse([]byte(r2.stdout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestTenantsGen(t *testing.T) {
 		if r.code != 0 || r.stdout != "" {
 			t.Fatalf("%+v", r)
 		}
-		cfg, err := server.LoadConfig(out)
+		cfg, err := config.Load(out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +125,7 @@ func TestTenantsEditOffline(t *testing.T) {
 	if r := tn("disable", "nobody"); r.code != 2 {
 		t.Fatalf("%+v", r)
 	}
-	cfg, err := server.ParseConfig(mustRead(t, cfgPath))
+	cfg, err := config.Parse(mustRead(t, cfgPath))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestTenantsConcurrentAdds(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	cfg, err := server.ParseConfig(mustRead(t, cfgPath))
+	cfg, err := config.Parse(mustRead(t, cfgPath))
 	if err != nil || len(cfg.Tenants) != 8 {
 		t.Fatalf("%d tenants, %v", len(cfg.Tenants), err)
 	}
@@ -237,7 +237,7 @@ func TestTenantsReload(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "warning") {
 		t.Fatalf("enable with the server away: %+v", r)
 	}
-	cfg, err := server.ParseConfig(mustRead(t, ts.cfgPath))
+	cfg, err := config.Parse(mustRead(t, ts.cfgPath))
 	if err != nil {
 		t.Fatal(err)
 	}

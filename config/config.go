@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
 
@@ -23,7 +24,7 @@ import (
 // that format; SQ ignores them. AdminToken may call the admin operations
 // (RELOAD, POST /api/v2/reload, /admin, /metrics); MetricsToken may read
 // GET /metrics only. Without them those operations are refused, unless the
-// server trusts loopback (Options.TrustLoopback): no privilege comes from
+// server trusts loopback (server.Options.TrustLoopback): no privilege comes from
 // a source address by default.
 type Config struct {
 	Tenants      map[string]TenantEntry `json:"tenants"`
@@ -50,8 +51,8 @@ func (e TenantEntry) IsEnabled() bool { return e.Enabled == nil || *e.Enabled }
 // QuotaBytes returns the quota in bytes (0 = unlimited).
 func (e TenantEntry) QuotaBytes() int64 { return int64(e.QuotaMB * (1 << 20)) }
 
-// ParseConfig decodes and validates a configuration.
-func ParseConfig(data []byte) (*Config, error) {
+// Parse decodes and validates a configuration.
+func Parse(data []byte) (*Config, error) {
 	c, ok := decodeConfigFast(data)
 	if !ok {
 		// Anything but the plain shape, and every malformed file, goes
@@ -59,11 +60,11 @@ func ParseConfig(data []byte) (*Config, error) {
 		c = Config{}
 		dec := json.NewDecoder(bytes.NewReader(data))
 		if err := dec.Decode(&c); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 	}
 	if c.Tenants == nil {
-		return nil, fmt.Errorf("%w: no \"tenants\" object", ErrConfig)
+		return nil, fmt.Errorf("%w: no \"tenants\" object", ErrInvalid)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -71,12 +72,12 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// LoadConfig reads, decodes and validates the configuration file at path.
+// Load reads, decodes and validates the configuration file at path.
 // Relative data dirs are taken relative to the file's directory.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	defer f.Close()
 	return loadConfigFrom(path, f)
@@ -91,9 +92,9 @@ func loadConfigFrom(path string, f *os.File) (*Config, error) {
 	}
 	data, err := readAll(f, data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
-	c, err := ParseConfig(data)
+	c, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -124,20 +125,20 @@ func readAll(r io.Reader, buf []byte) ([]byte, error) {
 	}
 }
 
-// LoadServingConfig is LoadConfig for the file a server serves, used at
+// LoadServing is Load for the file a server serves, used at
 // start and at every reload alike: unless allowWorldReadable, it refuses a
 // file that every user may read (ErrWorldReadable), since it holds the
 // tenants' tokens. The mode is taken from the opened file, so the check and
 // the read see the same file even if it is replaced in between.
-func LoadServingConfig(path string, allowWorldReadable bool) (*Config, error) {
+func LoadServing(path string, allowWorldReadable bool) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if fi.Mode().Perm()&0o004 != 0 && !allowWorldReadable {
 		return nil, fmt.Errorf("%w: %s (mode %v) holds API tokens: chmod o-r it (sq tenants gen --out writes mode 0600), or pass --allow-world-readable-config for development",
@@ -155,15 +156,15 @@ func (c *Config) Validate() error {
 		if priv.tok == "" {
 			continue
 		}
-		if len(priv.tok) > 255 {
-			return fmt.Errorf("%w: %s is over 255 bytes", ErrConfig, priv.field)
+		if len(priv.tok) > protocol.MaxTokenLen {
+			return fmt.Errorf("%w: %s is over %d bytes", ErrInvalid, priv.field, protocol.MaxTokenLen)
 		}
 		if e, ok := c.Tenants[priv.tok]; ok {
-			return fmt.Errorf("%w: %s is also the token of tenant %q", ErrConfig, priv.field, e.Name)
+			return fmt.Errorf("%w: %s is also the token of tenant %q", ErrInvalid, priv.field, e.Name)
 		}
 	}
 	if c.AdminToken != "" && c.AdminToken == c.MetricsToken {
-		return fmt.Errorf("%w: admin_token and metrics_token are the same", ErrConfig)
+		return fmt.Errorf("%w: admin_token and metrics_token are the same", ErrInvalid)
 	}
 	// Whether an entry is refused does not depend on the order of the
 	// checks, only which one the message names: check in map order, and
@@ -181,12 +182,12 @@ func (c *Config) Validate() error {
 			return err
 		}
 		if prev, ok := names[e.Name]; ok {
-			return fmt.Errorf("%w: tenant name %q is used twice (tokens %s and %s)", ErrConfig, e.Name, redact(prev), redact(tok))
+			return fmt.Errorf("%w: tenant name %q is used twice (tokens %s and %s)", ErrInvalid, e.Name, redact(prev), redact(tok))
 		}
 		names[e.Name] = tok
 		dir := filepath.Clean(e.DataDir)
 		if other, ok := dirs[dir]; ok {
-			return fmt.Errorf("%w: tenants %q and %q share data_dir %s", ErrConfig, c.Tenants[other].Name, e.Name, dir)
+			return fmt.Errorf("%w: tenants %q and %q share data_dir %s", ErrInvalid, c.Tenants[other].Name, e.Name, dir)
 		}
 		dirs[dir] = tok
 		if err := checkEntryValues(e); err != nil {
@@ -221,16 +222,16 @@ func (c *Config) tenantsValid() bool {
 // checkEntry is Validate's check of an entry's token, name and data dir.
 func checkEntry(tok string, e TenantEntry) error {
 	if tok == "" {
-		return fmt.Errorf("%w: tenant %q has an empty token", ErrConfig, e.Name)
+		return fmt.Errorf("%w: tenant %q has an empty token", ErrInvalid, e.Name)
 	}
-	if len(tok) > 255 {
-		return fmt.Errorf("%w: tenant %q has a token over 255 bytes", ErrConfig, e.Name)
+	if len(tok) > protocol.MaxTokenLen {
+		return fmt.Errorf("%w: tenant %q has a token over %d bytes", ErrInvalid, e.Name, protocol.MaxTokenLen)
 	}
 	if e.Name == "" {
-		return fmt.Errorf("%w: the tenant with token %s has no name", ErrConfig, redact(tok))
+		return fmt.Errorf("%w: the tenant with token %s has no name", ErrInvalid, redact(tok))
 	}
 	if e.DataDir == "" {
-		return fmt.Errorf("%w: tenant %q has no data_dir", ErrConfig, e.Name)
+		return fmt.Errorf("%w: tenant %q has no data_dir", ErrInvalid, e.Name)
 	}
 	return nil
 }
@@ -240,11 +241,11 @@ func checkEntry(tok string, e TenantEntry) error {
 func checkEntryValues(e TenantEntry) error {
 	if e.Durability != "" {
 		if _, err := store.ParseDurability(e.Durability); err != nil {
-			return fmt.Errorf("%w: tenant %q: %v", ErrConfig, e.Name, err)
+			return fmt.Errorf("%w: tenant %q: %v", ErrInvalid, e.Name, err)
 		}
 	}
 	if e.QuotaMB < 0 {
-		return fmt.Errorf("%w: tenant %q has a negative quota_mb", ErrConfig, e.Name)
+		return fmt.Errorf("%w: tenant %q has a negative quota_mb", ErrInvalid, e.Name)
 	}
 	return nil
 }
@@ -280,10 +281,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// WriteConfigFile writes c to path safely: a temporary file in the same
-// directory, fsynced, then renamed over path, so a reader never sees half a
-// file and a crash leaves either the old or the new config.
-func WriteConfigFile(path string, c *Config) error {
+// WriteFile validates c and writes it to path with WriteFileAtomic, mode
+// 0600 (it holds every token).
+func WriteFile(path string, c *Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -291,10 +291,18 @@ func WriteConfigFile(path string, c *Config) error {
 	if err != nil {
 		return err
 	}
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+// WriteFileAtomic writes data to path safely: a temporary file in the same
+// directory, written and fsynced, given mode perm, then renamed over path,
+// and the directory fsynced. A reader never sees half a file and a crash
+// leaves either the old or the new one. The error names path.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	tmp := f.Name()
 	if _, err = f.Write(data); err == nil {
@@ -304,15 +312,18 @@ func WriteConfigFile(path string, c *Config) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(tmp, 0o600)
+		// CreateTemp made the file 0600; perm may be wider (an HAProxy map).
+		err = os.Chmod(tmp, perm)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return err
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	// The rename is durable once the directory is: without this a crash
+	// could bring back the old file after the caller was told it was saved.
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()

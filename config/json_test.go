@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"bytes"
@@ -11,14 +11,14 @@ import (
 	"testing"
 )
 
-// jsonConfig decodes data as ParseConfig did before decodeConfigFast.
+// jsonConfig decodes data as Parse did before decodeConfigFast.
 func jsonConfig(data []byte) (Config, error) {
 	var c Config
 	err := json.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	return c, err
 }
 
-// TestDecodeConfigFastTakesWrittenConfigs: what WriteConfigFile (and so
+// TestDecodeConfigFastTakesWrittenConfigs: what WriteFile (and so
 // `sq tenants gen/add/disable`) writes, every field used, takes the fast
 // path and decodes to what encoding/json gives.
 func TestDecodeConfigFastTakesWrittenConfigs(t *testing.T) {
@@ -30,7 +30,7 @@ func TestDecodeConfigFastTakesWrittenConfigs(t *testing.T) {
 		"pmb-v1-004-dddd": {Name: "d", DataDir: "/d", QuotaMB: 0.000001},
 	}}
 	path := filepath.Join(t.TempDir(), "tenants.json")
-	if err := WriteConfigFile(path, cfg); err != nil {
+	if err := WriteFile(path, cfg); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(path)
@@ -43,7 +43,7 @@ func TestDecodeConfigFastTakesWrittenConfigs(t *testing.T) {
 		"empty":    []byte(`{"tenants":{}}`),
 		"trailing": append(compactJSON(t, data), []byte("\n{not json")...),
 		"10k tenants": func() []byte {
-			b, err := densityConfig("/srv/sq", 10000).Marshal()
+			b, err := manyTenants(10000).Marshal()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +75,7 @@ func compactJSON(t *testing.T, data []byte) []byte {
 }
 
 // declinedConfigs are inputs outside the fast decoder's shape: each must go
-// to encoding/json, whose result (or error message) ParseConfig returns.
+// to encoding/json, whose result (or error message) Parse returns.
 var declinedConfigs = []string{
 	``,
 	`   `,
@@ -113,7 +113,7 @@ var declinedConfigs = []string{
 }
 
 // TestDecodeConfigFastDeclines: outside its shape the fast decoder answers
-// nothing, and ParseConfig's result, error message included, is
+// nothing, and Parse's result, error message included, is
 // encoding/json's.
 func TestDecodeConfigFastDeclines(t *testing.T) {
 	for i, in := range declinedConfigs {
@@ -121,15 +121,15 @@ func TestDecodeConfigFastDeclines(t *testing.T) {
 			if c, ok := decodeConfigFast([]byte(in)); ok {
 				t.Fatalf("%q: fast decoder answered %+v", in, c)
 			}
-			got, err := ParseConfig([]byte(in))
+			got, err := Parse([]byte(in))
 			want, jerr := jsonConfig([]byte(in))
 			switch {
 			case jerr != nil:
 				if err == nil || !strings.Contains(err.Error(), jerr.Error()) {
-					t.Fatalf("%q: ParseConfig error %v, want encoding/json's %v", in, err, jerr)
+					t.Fatalf("%q: Parse error %v, want encoding/json's %v", in, err, jerr)
 				}
 			case err == nil && !reflect.DeepEqual(*got, want):
-				t.Fatalf("%q: ParseConfig %+v, encoding/json %+v", in, *got, want)
+				t.Fatalf("%q: Parse %+v, encoding/json %+v", in, *got, want)
 			}
 		})
 	}
@@ -156,4 +156,15 @@ func FuzzDecodeConfigFast(f *testing.F) {
 			t.Fatalf("%q: fast decoder %+v, encoding/json %+v", data, got, want)
 		}
 	})
+}
+
+// manyTenants is a config of n tenants in the shape `sq tenants gen`
+// writes (the server's density tests start such a config).
+func manyTenants(n int) *Config {
+	c := &Config{Tenants: make(map[string]TenantEntry, n)}
+	for i := range n {
+		tok, name := fmt.Sprintf("pmb-v1-%05d-json-test-token", i), fmt.Sprintf("tenant-%05d", i)
+		c.Tenants[tok] = TenantEntry{Name: name, DataDir: "/srv/sq/" + name}
+	}
+	return c
 }

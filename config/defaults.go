@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"crypto/rand"
@@ -20,21 +20,21 @@ func GenerateToken(index int) (string, error) {
 	return fmt.Sprintf("pmb-v1-%03d-%s", index, hex.EncodeToString(b[:])), nil
 }
 
-// DefaultConfigName is the file the embedded default keeps under its root.
-const DefaultConfigName = "tenants.json"
+// DefaultFileName is the file the embedded default keeps under its root.
+const DefaultFileName = "tenants.json"
 
-// EnsureDefaultConfig prepares the embedded default used when `sq host`
+// EnsureDefault prepares the embedded default used when `sq host`
 // runs without --config: root (created 0o750 if missing) holds
 // tenants.json with one tenant named "dev" whose data dir is root/dev. The
 // token is generated once and saved, so restarts keep it. It returns the
 // config path and the dev tenant's token.
-func EnsureDefaultConfig(root string) (path, token string, err error) {
+func EnsureDefault(root string) (path, token string, err error) {
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return "", "", err
 	}
-	path = filepath.Join(root, DefaultConfigName)
+	path = filepath.Join(root, DefaultFileName)
 	if _, err := os.Stat(path); err == nil {
-		c, err := LoadConfig(path)
+		c, err := Load(path)
 		if err != nil {
 			return "", "", err
 		}
@@ -54,7 +54,7 @@ func EnsureDefaultConfig(root string) (path, token string, err error) {
 	c := &Config{Tenants: map[string]TenantEntry{
 		token: {Name: "dev", DataDir: "dev"},
 	}}
-	if err := WriteConfigFile(path, c); err != nil {
+	if err := WriteFile(path, c); err != nil {
 		return "", "", err
 	}
 	return path, token, nil

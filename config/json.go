@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"strconv"
@@ -6,7 +6,7 @@ import (
 )
 
 // decodeConfigFast decodes data as json.Decoder.Decode into a Config does,
-// for the plain shape that `sq tenants gen`, WriteConfigFile and hand
+// for the plain shape that `sq tenants gen`, WriteFile and hand
 // editing produce: one object with the keys "tenants", "admin_token" and
 // "metrics_token", each tenant an object of the keys "name", "data_dir",
 // "quota_mb", "enabled" and "durability". encoding/json's reflection took
