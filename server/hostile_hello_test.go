@@ -1,0 +1,99 @@
+package server_test
+
+// HELLO floods: bad tokens from one address.
+// Part of the live reliability suite; the harness is hostile_test.go.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+)
+
+// TestHelloFlood: one address floods bad HELLOs; past the per-address
+// budget its answers slow down, while a good client from another address
+// (127.0.0.2) authenticates at full speed, and a good token from the
+// flooding address is not punished.
+func TestHelloFlood(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 10}})
+	floodFor := pick(1500*time.Millisecond, 20*time.Second)
+	var answered, fast atomic.Int64
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				c, err := dialP(h.srv.Addr())
+				if err != nil {
+					return
+				}
+				t0 := time.Now()
+				// A short read timeout: a slowed answer counts as slowed,
+				// and the flood ends promptly.
+				c.id++
+				c.nc.Write(protocol.AppendHello(nil, c.id, []byte(fmt.Sprintf("pmb-v1-%03d-%024d", g, i)), 0))
+				r, err := c.recv(time.Second)
+				st := r.Status
+				c.nc.Close()
+				if err == nil && st == protocol.StatusAuth {
+					answered.Add(1)
+					if time.Since(t0) < 50*time.Millisecond {
+						fast.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	// Good clients from another loopback address.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	var goodLat latencies
+	deadline := time.Now().Add(floodFor)
+	goodN := 0
+	for time.Now().Before(deadline) {
+		t0 := time.Now()
+		nc, err := d.Dial("tcp", h.srv.Addr())
+		if err != nil {
+			t.Fatalf("dial from 127.0.0.2: %v", err)
+		}
+		c := &pconn{nc: nc, br: bufio.NewReader(nc)}
+		st, body, err := c.hello(h.tokens["alice"])
+		nc.Close()
+		if err != nil || st != protocol.StatusOK {
+			t.Fatalf("good HELLO during the flood: %v %v %s", err, st, body)
+		}
+		goodLat.d = append(goodLat.d, time.Since(t0))
+		goodN++
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A good token from the flooding address still gets in at once.
+	t0 := time.Now()
+	same := h.dial(t, "bob")
+	sameAddr := time.Since(t0)
+	same.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	stop.Store(true)
+	wg.Wait()
+	rate := float64(answered.Load()) / floodFor.Seconds()
+	t.Logf("flood: %d bad HELLOs answered in %v (%.0f/s; %d within 50 ms), auth failures counted %d; good HELLO from 127.0.0.2: %d, p50 %v p99 %v; good token from the flooding address: %v",
+		answered.Load(), floodFor, rate, fast.Load(), h.srv.Stats().AuthFailures, goodN, goodLat.p(0.5), goodLat.p(0.99), sameAddr)
+	if fast.Load() > 10+16 {
+		t.Errorf("%d bad HELLOs were answered within 50 ms; the budget is 10 per minute", fast.Load())
+	}
+	// Past the budget each failure waits ≥ 250 ms; a good client from
+	// another address must never see that (p50 is robust to a loaded CI
+	// machine, p99 is logged).
+	if goodLat.p(0.5) > 100*time.Millisecond {
+		t.Errorf("good clients slowed by another address's flood: p50 %v", goodLat.p(0.5))
+	}
+	if sameAddr > time.Second {
+		t.Errorf("a good token from the flooding address waited %v", sameAddr)
+	}
+}
