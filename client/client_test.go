@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 )
@@ -392,7 +393,7 @@ func TestCloseFailsPendingCalls(t *testing.T) {
 			errc <- err
 		}()
 	}
-	checkFor(t, time.Second, func() bool { return c.Pending() == 4 })
+	sqtest.CheckFor(t, time.Second, "4 pending calls", func() bool { return c.Pending() == 4 })
 	c.Close()
 	for i := 0; i < 4; i++ {
 		if err := <-errc; !errors.Is(err, ErrClosed) {
@@ -420,7 +421,7 @@ func TestResponseIDMismatch(t *testing.T) {
 func TestUnsolicitedErrorKeepsStatus(t *testing.T) {
 	s := startFake(t, func(s *fakeServer) { s.drainAfterHello = true })
 	c := mustDial(t, s)
-	checkFor(t, 2*time.Second, c.Broken)
+	sqtest.CheckFor(t, 2*time.Second, "the conn to break", c.Broken)
 	err := c.Ping(context.Background())
 	if !errors.Is(err, ErrClosed) || StatusOf(err) != protocol.StatusShuttingDown {
 		t.Fatalf("err = %v (status %v), want ErrClosed with SHUTTING_DOWN", err, StatusOf(err))
@@ -525,7 +526,7 @@ func TestPool(t *testing.T) {
 
 	// Break every connection: calls fail until the caller redials.
 	s.dropConns()
-	checkFor(t, 2*time.Second, func() bool {
+	sqtest.CheckFor(t, 2*time.Second, "every pooled conn to break", func() bool {
 		for _, c := range p.Conns() {
 			if !c.Broken() {
 				return false
@@ -624,18 +625,6 @@ func TestDoAllocations(t *testing.T) {
 	})
 	if allocs > 0.5 {
 		t.Fatalf("Do SELECT allocates %.1f per call, want 0", allocs)
-	}
-}
-
-// checkFor polls cond until it holds or d passes.
-func checkFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 )
@@ -62,7 +63,7 @@ func FuzzResponses(f *testing.F) {
 			}
 		}
 		// The stream ended: every later call fails with ErrClosed.
-		checkFor(t, 5*time.Second, c.Broken)
+		sqtest.CheckFor(t, 5*time.Second, "the conn to break", c.Broken)
 		if err := c.Ping(ctx); !errors.Is(err, ErrClosed) {
 			t.Fatalf("call after the stream ended: %v", err)
 		}

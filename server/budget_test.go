@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -147,7 +148,7 @@ func TestMemoryBudgetBusy(t *testing.T) {
 		}
 		holders = append(holders, c)
 	}
-	waitFor(t, 10*time.Second, "the four large frames reserved", func() bool {
+	sqtest.CheckFor(t, 10*time.Second, "the four large frames reserved", func() bool {
 		return h.srv.Memory().Used >= 4*int64(len(payload)) // each charged its size
 	})
 	c := h.dial(t, "alice")
@@ -176,12 +177,12 @@ func TestMemoryBudgetBusy(t *testing.T) {
 			t.Fatalf("holder %d: %v %v %s", i, err, r.Status, r.Body)
 		}
 	}
-	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+	sqtest.CheckFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
 	c.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(6), payload)
 	if got := c.must(t, protocol.StatusOK, protocol.OpSelect, "big", c9(6), nil); !bytes.Equal(got, payload) {
 		t.Fatal("the retried frame was not stored")
 	}
-	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+	sqtest.CheckFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
 }
 
 // TestTenantMemoryShare is the review's reproduction of open issue 9: one
@@ -212,7 +213,7 @@ func TestTenantMemoryShare(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	waitFor(t, 10*time.Second, "bob's write released", func() bool { return h.srv.Memory().Used == 0 })
+	sqtest.CheckFor(t, 10*time.Second, "bob's write released", func() bool { return h.srv.Memory().Used == 0 })
 
 	header := func(id uint32) []byte {
 		f := protocol.AppendRequest(nil, protocol.OpUpdate, id, []byte("big"), c9(1),
@@ -229,7 +230,7 @@ func TestTenantMemoryShare(t *testing.T) {
 			t.Fatal(err)
 		}
 		mallory = append(mallory, c)
-		waitFor(t, 10*time.Second, "mallory's header reserved", func() bool {
+		sqtest.CheckFor(t, 10*time.Second, "mallory's header reserved", func() bool {
 			return h.srv.Memory().Used == int64(i+1)*cost
 		})
 	}
@@ -270,7 +271,7 @@ func TestTenantMemoryShare(t *testing.T) {
 	for _, c := range mallory {
 		c.nc.Close()
 	}
-	waitFor(t, 10*time.Second, "the budget freed after mallory left", func() bool { return h.srv.Memory().Used == 0 })
+	sqtest.CheckFor(t, 10*time.Second, "the budget freed after mallory left", func() bool { return h.srv.Memory().Used == 0 })
 }
 
 // TestLargeReadsRefusedBeforeBuilt is issue 13's GET row: a phext larger
@@ -323,7 +324,7 @@ func TestLargeReadsRefusedBeforeBuilt(t *testing.T) {
 	}
 	// A reply's reservation is released after its last byte is handed to
 	// the socket, which the client may see first: poll, don't assert at once.
-	waitFor(t, 10*time.Second, "every reply's reservation released", func() bool { return h.srv.Memory().Used == 0 })
+	sqtest.CheckFor(t, 10*time.Second, "every reply's reservation released", func() bool { return h.srv.Memory().Used == 0 })
 }
 
 // TestLargeFrameNotInInboundBuffer is open issue 8 of issue 13: a large
@@ -375,7 +376,7 @@ func TestLargeFrameNotInInboundBuffer(t *testing.T) {
 	if m.InboundPeak > 512<<10 {
 		t.Fatalf("gnet's inbound buffer held %d KiB of one connection: large frames are buffered there", m.InboundPeak>>10)
 	}
-	waitFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+	sqtest.CheckFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
 }
 
 // TestClientGarbageCollected: buffers a client made the server allocate

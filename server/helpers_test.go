@@ -251,22 +251,6 @@ func mustCoord(t testing.TB, s string) phext.Coordinate {
 	return c
 }
 
-// checkFor polls cond until it holds or the deadline passes.
-func checkFor(t testing.TB, within time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // reopenStore opens alpha's data dir in a fresh store after e stopped.
 func reopenStore(t testing.TB, e *testEnv) *store.Tenant {
 	t.Helper()

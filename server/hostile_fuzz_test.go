@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -174,5 +175,5 @@ func TestLiveProtocolFuzz(t *testing.T) {
 		t.Error("no connection was closed for a protocol or auth error: the attack did not reach the server")
 	}
 	// No goroutine leak: workers and timers drain.
-	waitFor(t, 10*time.Second, "connections to drain", func() bool { return h.srv.Stats().Conns <= 2 })
+	sqtest.CheckFor(t, 10*time.Second, "connections to drain", func() bool { return h.srv.Stats().Conns <= 2 })
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/server"
 )
 
@@ -52,7 +53,7 @@ func TestIdleConnections(t *testing.T) {
 		}
 	}
 	defer release()
-	waitFor(t, 30*time.Second, "all idle connections accepted", func() bool { return h.srv.Stats().Conns >= int64(n)+1 })
+	sqtest.CheckFor(t, 30*time.Second, "all idle connections accepted", func() bool { return h.srv.Stats().Conns >= int64(n)+1 })
 	opened := time.Since(t0)
 	heap1 := heapNow()
 	var under latencies

@@ -302,17 +302,6 @@ func c9(parts ...uint16) phext.Coordinate {
 	return c
 }
 
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // latencies measures round trips of alternating INSERT and SELECT by a good
 // client until stop is closed.
 type latencies struct {

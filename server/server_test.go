@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -441,7 +442,7 @@ func TestShutdownKeepsAcknowledgedWrites(t *testing.T) {
 		}(w)
 	}
 	// Shut down while the writers are busy.
-	checkFor(t, 10*time.Second, func() error {
+	sqtest.CheckForErr(t, 10*time.Second, func() error {
 		if n := nacked.Load(); n < writers*each/4 {
 			return fmt.Errorf("only %d writes acknowledged", n)
 		}
@@ -626,7 +627,7 @@ func TestSlowConsumerClosed(t *testing.T) {
 		batch = protocol.AppendRequest(batch, protocol.OpGet, c.id, []byte("big"), phext.Origin, nil)
 	}
 	c.write(batch) // and never read
-	checkFor(t, 10*time.Second, func() error {
+	sqtest.CheckForErr(t, 10*time.Second, func() error {
 		if n := e.srv.Stats().Closed["slow_consumer"]; n == 0 {
 			return fmt.Errorf("not closed as a slow consumer yet")
 		}

@@ -13,20 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/store"
 )
-
-// waitFor polls cond (no fixed sleeps as the assertion) for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 // indexOf returns the index of the first trace entry with prefix and
 // suffix, or -1.
@@ -221,7 +210,7 @@ func TestCrashFailedFsyncRewritesFromMemory(t *testing.T) {
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte(" acked")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the failed fsync and the rewrite", func() bool { return p.s.Stats().Rewrites >= 1 })
+	sqtest.CheckFor(t, 5*time.Second, "the failed fsync and the rewrite", func() bool { return p.s.Stats().Rewrites >= 1 })
 	snap, err := os.ReadFile(filepath.Join(p.dir("victim"), "f.phext"))
 	if err != nil || string(snap) != "base acked" {
 		t.Fatalf("snapshot after the rewrite: %q %v", snap, err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/phext/sq/internal/sqtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,18 +26,6 @@ func newCountFS() *countFS {
 		return nil
 	}
 	return c
-}
-
-// checkFor polls cond until it holds or d passes (STYLE 16: no sleeps).
-func checkFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestDurabilityModes(t *testing.T) {
@@ -77,9 +66,9 @@ func TestDurabilityModes(t *testing.T) {
 		if _, err := db.ten.Insert([]byte("d"), coord(1), []byte("y")); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 5*time.Second, func() bool { return cfs.walSyncs.Load() > base })
+		sqtest.CheckFor(t, 5*time.Second, "a WAL fsync", func() bool { return cfs.walSyncs.Load() > base })
 		p := db.ten.files["d"]
-		checkFor(t, 5*time.Second, func() bool { return !p.dirty() })
+		sqtest.CheckFor(t, 5*time.Second, "the phext to be clean", func() bool { return !p.dirty() })
 	})
 	t.Run("tenant override", func(t *testing.T) {
 		cfs := newCountFS()
@@ -122,7 +111,7 @@ func TestCompactOnOverlayCopies(t *testing.T) {
 	// The second insert passes the threshold (20,000 copied bytes > half
 	// the 30,002-byte base); the background compaction may run before or
 	// after the third.
-	checkFor(t, 10*time.Second, func() bool {
+	sqtest.CheckFor(t, 10*time.Second, "the background compaction", func() bool {
 		return strings.Count(string(fileBytes(t, filepath.Join(db.dir(), "big.phext"))), "!") >= 2
 	})
 	if got, want := mustGet(t, db.ten, "big"), big+"!\x17"+big+"!\x17"+big+"!"; got != want {

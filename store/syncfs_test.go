@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"github.com/phext/sq/internal/sqtest"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -48,7 +49,7 @@ func manyTenants(t *testing.T, fs FS, n int) (*Store, []*Tenant) {
 
 func waitClean(t *testing.T, ts []*Tenant) {
 	t.Helper()
-	checkFor(t, 30*time.Second, func() bool {
+	sqtest.CheckFor(t, 30*time.Second, "every phext synced", func() bool {
 		for _, ten := range ts {
 			ten.mu.RLock()
 			p := ten.files[""]
@@ -93,8 +94,8 @@ func TestSyncfsFailureRewrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, 30*time.Second, func() bool { return !fs.fail.Load() })
-	checkFor(t, 30*time.Second, func() bool { return s.Stats().Rewrites >= 1 })
+	sqtest.CheckFor(t, 30*time.Second, "the failing syncfs to be tried", func() bool { return !fs.fail.Load() })
+	sqtest.CheckFor(t, 30*time.Second, "a WAL rewrite", func() bool { return s.Stats().Rewrites >= 1 })
 	waitClean(t, ts)
 	for i, ten := range ts {
 		if _, err := ten.Insert(nil, coord(3), []byte("later")); err != nil {

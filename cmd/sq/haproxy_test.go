@@ -16,6 +16,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/protocol"
 )
 
@@ -201,7 +202,7 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 	// /readyz check; its tenants' new connections no longer reach it.
 	t.Run("not-ready-host-taken-out", func(t *testing.T) {
 		h2.srv.SetNotReady()
-		checkFor(t, 20*time.Second, "HAProxy marks host 2 DOWN", func() bool {
+		sqtest.CheckFor(t, 20*time.Second, "HAProxy marks host 2 DOWN", func() bool {
 			for _, l := range strings.Split(haproxyCmd(t, admin, "show stat"), "\n") {
 				f := strings.Split(l, ",")
 				if len(f) > 17 && f[0] == "sq_host2" && f[1] == "h2" {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 )
 
@@ -121,17 +122,6 @@ func TestHostBindErrorNamesAddress(t *testing.T) {
 	}
 }
 
-// checkFor polls cond every 10 ms until it holds or d passes.
-func checkFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // jsonLines parses every line of out as a JSON object and returns their
 // "msg" fields; a line that is not JSON fails the test.
 func jsonLines(t *testing.T, what, out string) []string {
@@ -182,12 +172,12 @@ func TestHostJSONLogsAndReloadsOnce(t *testing.T) {
 	}
 
 	h.cmd.Process.Signal(syscall.SIGHUP)
-	checkFor(t, 10*time.Second, "the SIGHUP reload", reloaded(1))
+	sqtest.CheckFor(t, 10*time.Second, "the SIGHUP reload", reloaded(1))
 
 	// The same rule as at start: a world-readable config is refused.
 	must0(t, os.Chmod(cfgPath, 0o644))
 	h.cmd.Process.Signal(syscall.SIGHUP)
-	checkFor(t, 10*time.Second, "the refused reload", func() bool {
+	sqtest.CheckFor(t, 10*time.Second, "the refused reload", func() bool {
 		return countMsg(msgs(), "reload refused; keeping the old config") >= 1
 	})
 	if !strings.Contains(h.stderr.String(), "world-readable") {
@@ -205,7 +195,7 @@ func TestHostJSONLogsAndReloadsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	checkFor(t, 10*time.Second, "the RELOAD reload", reloaded(2))
+	sqtest.CheckFor(t, 10*time.Second, "the RELOAD reload", reloaded(2))
 
 	h.cmd.Process.Signal(syscall.SIGTERM)
 	<-h.exited
@@ -362,7 +352,7 @@ func TestHostReadyzDuringDrainDelay(t *testing.T) {
 	must0(t, err)
 	defer c.Close()
 	h.cmd.Process.Signal(syscall.SIGTERM)
-	checkFor(t, 2*time.Second, "readyz 503", func() bool { return status("/readyz") == 503 })
+	sqtest.CheckFor(t, 2*time.Second, "readyz 503", func() bool { return status("/readyz") == 503 })
 	if s := status("/healthz"); s != 200 {
 		t.Errorf("healthz during the drain delay: %d", s)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/protocol"
 )
 
@@ -47,7 +48,7 @@ func TestHostTrustLoopback(t *testing.T) {
 		if err := reload(h.addr, tokens[0]); !client.IsStatus(err, protocol.StatusAuth) {
 			t.Fatalf("tenant RELOAD from loopback: %v, want AUTH", err)
 		}
-		checkFor(t, 10*time.Second, "the start log line", func() bool {
+		sqtest.CheckFor(t, 10*time.Second, "the start log line", func() bool {
 			return strings.Contains(h.stderr.String(), "sq started")
 		})
 		if strings.Contains(h.stderr.String(), "trusting loopback") {
@@ -59,7 +60,7 @@ func TestHostTrustLoopback(t *testing.T) {
 		h := startHost(t, "--data", dir, "--listen", "127.0.0.1:0")
 		defer h.kill()
 		// stderr is copied by its own goroutine: it may lag stdout.
-		checkFor(t, 10*time.Second, "the trust-loopback warning", func() bool {
+		sqtest.CheckFor(t, 10*time.Second, "the trust-loopback warning", func() bool {
 			return strings.Contains(h.stderr.String(), "WARNING: trusting loopback")
 		})
 		if err := reload(h.addr, devToken(h)); err != nil {

@@ -1,0 +1,44 @@
+// Package sqtest holds the helpers that the tests of several packages share
+// (bbolt's internal/btesting is the model). Only _test.go files import it;
+// it is internal, so nothing outside this module can.
+package sqtest
+
+import (
+	"testing"
+	"time"
+)
+
+// pollEvery is how often CheckFor and CheckForErr test their condition.
+const pollEvery = 5 * time.Millisecond
+
+// CheckFor polls cond until it returns true, and fails t when within passes
+// first, naming what it waited for. Tests wait for a state with it instead
+// of sleeping a guessed time (STYLE 16).
+func CheckFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// CheckForErr is CheckFor for a condition that says why it does not hold
+// yet: it polls cond until it returns nil, and fails t with cond's last
+// error when within passes first.
+func CheckForErr(t testing.TB, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(pollEvery)
+	}
+}
