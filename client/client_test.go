@@ -549,6 +549,61 @@ func TestPool(t *testing.T) {
 	}
 }
 
+// TestNewRawConnOwnHandshake: a RawConn over a connection that said no
+// HELLO lets the caller send its own (a wrong token is answered AUTH), and
+// after SetHello it compresses and decompresses with the codec the server
+// chose.
+func TestNewRawConnOwnHandshake(t *testing.T) {
+	s := startFake(t, func(s *fakeServer) { s.allow = protocol.AcceptS2 })
+	dial := func() *RawConn {
+		nc, err := net.DialTimeout("tcp", s.addr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		return NewRawConn(nc)
+	}
+	var resp protocol.Response
+	bad := dial()
+	bad.WriteFrames(protocol.AppendHello(nil, 1, []byte("pmb-v1-999-wrong"), protocol.AcceptS2))
+	if err := bad.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Recv(&resp); err != nil || resp.Status != protocol.StatusAuth {
+		t.Fatalf("wrong token: status %v, err %v; want AUTH", resp.Status, err)
+	}
+
+	rc := dial()
+	rc.WriteFrames(protocol.AppendHello(nil, 1, []byte(s.token), protocol.AcceptS2))
+	rc.Flush()
+	if err := rc.Recv(&resp); err != nil || resp.Status != protocol.StatusOK {
+		t.Fatalf("HELLO: status %v, err %v", resp.Status, err)
+	}
+	hr, err := protocol.DecodeHelloReply(resp.Body)
+	if err != nil || hr.Codec != protocol.CodecS2 {
+		t.Fatalf("HELLO reply: codec %d, err %v; want s2", hr.Codec, err)
+	}
+	rc.SetHello(hr)
+	if rc.Hello().TenantName != "tenant-001" {
+		t.Fatalf("Hello() = %+v", rc.Hello())
+	}
+	big := bytes.Repeat([]byte("compressible "), protocol.CompressThreshold)
+	c := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, 1}
+	rc.Send(protocol.OpInsert, []byte("own"), c, big)
+	rc.Send(protocol.OpSelect, []byte("own"), c, nil)
+	rc.Flush()
+	if err := rc.Recv(&resp); err != nil || resp.Status != protocol.StatusOK {
+		t.Fatalf("INSERT: status %v, err %v", resp.Status, err)
+	}
+	if err := rc.Recv(&resp); err != nil || !bytes.Equal(resp.Body, big) {
+		t.Fatalf("SELECT: %d bytes back, err %v; want the %d sent", len(resp.Body), err, len(big))
+	}
+	if s.compressedIn.Load() == 0 {
+		t.Fatal("the large INSERT was not sent compressed")
+	}
+}
+
 func TestRawConnPipelined(t *testing.T) {
 	s := startFake(t, func(s *fakeServer) { s.allow = protocol.AcceptS2 })
 	rc, err := DialRaw(context.Background(), s.addr(), s.token)

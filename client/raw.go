@@ -52,18 +52,38 @@ func DialRaw(ctx context.Context, addr, token string, opts ...Option) (*RawConn,
 	if err != nil {
 		return nil, err
 	}
+	r := NewRawConn(nc, WithOptions(o))
+	r.SetHello(hello)
+	return r, nil
+}
+
+// NewRawConn returns a RawConn over nc, on which no HELLO has been sent
+// yet: the caller speaks the handshake itself (WriteFrames a HELLO, Flush,
+// Recv the answer, or send something Dial never would: a bad token, a
+// malformed or trickled HELLO) and then tells the RawConn what the server
+// chose with SetHello. It is for tests and tools that play a hostile or
+// broken client; everyone else uses DialRaw. Options apply as in DialRaw
+// (MaxFrame bounds the answers Recv accepts, ReadBufferSize the buffers).
+func NewRawConn(nc net.Conn, opts ...Option) *RawConn {
+	o := resolve(opts)
 	r := &RawConn{
 		nc:       nc,
-		hello:    hello,
-		codec:    hello.Codec,
 		maxFrame: o.MaxFrame,
 		bw:       bufio.NewWriterSize(nc, o.ReadBufferSize),
 		br:       bufio.NewReaderSize(nc, o.ReadBufferSize),
 		nextID:   1,
 	}
 	r.dec.MaxFrame = o.MaxFrame
-	r.dec.Codec = hello.Codec
-	return r, nil
+	return r
+}
+
+// SetHello records the server's HELLO answer on a RawConn made with
+// NewRawConn: Send compresses with the codec it chose and Recv
+// decompresses with it. Call it before the next Send or Recv.
+func (r *RawConn) SetHello(h protocol.HelloReply) {
+	r.hello = h
+	r.codec = h.Codec
+	r.dec.Codec = h.Codec
 }
 
 // Hello returns the server's HELLO reply.

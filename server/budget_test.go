@@ -45,7 +45,7 @@ func (h *hostile) dialCompressed(t testing.TB, name string) (*pconn, uint8) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.dec.MaxFrame, c.dec.Codec = int(hr.MaxFrame), hr.Codec
+	c.rc.SetHello(hr)
 	return c, hr.Codec
 }
 

@@ -1,11 +1,8 @@
 package server
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
@@ -109,14 +107,14 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// rawConn is a minimal protocol client for tests: it writes frames and reads
-// replies one by one, with a deadline on every read.
+// rawConn is a minimal protocol client for tests: it writes frames as
+// given and reads replies one by one (through client.RawConn), with a
+// deadline on every read.
 type rawConn struct {
-	t   testing.TB
-	nc  net.Conn
-	br  *bufio.Reader
-	dec protocol.Decoder
-	id  uint32
+	t  testing.TB
+	nc net.Conn
+	rc *client.RawConn
+	id uint32
 }
 
 func dialRaw(t testing.TB, addr string) *rawConn {
@@ -126,7 +124,7 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+	return &rawConn{t: t, nc: nc, rc: client.NewRawConn(nc, client.WithMaxFrame(256<<20))}
 }
 
 // dialTenant connects and authenticates as tenant name.
@@ -153,8 +151,7 @@ func (c *rawConn) hello(token string, codecs uint8) protocol.Response {
 		if err != nil {
 			c.t.Fatalf("HELLO reply: %v", err)
 		}
-		c.dec.Codec = hr.Codec
-		c.dec.MaxFrame = int(hr.MaxFrame)
+		c.rc.SetHello(hr)
 	}
 	return r
 }
@@ -178,25 +175,10 @@ func (c *rawConn) send(op protocol.Op, name string, coord phext.Coordinate, payl
 // read reads one reply frame (body copied).
 func (c *rawConn) read() (protocol.Response, error) {
 	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var hdr [4]byte
-	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
-		return protocol.Response{}, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n < 6 || n > 256<<20 {
-		return protocol.Response{}, fmt.Errorf("bad reply length %d", n)
-	}
-	frame := make([]byte, 4+n)
-	copy(frame, hdr[:])
-	if _, err := io.ReadFull(c.br, frame[4:]); err != nil {
-		return protocol.Response{}, err
-	}
 	var r protocol.Response
-	if err := c.dec.DecodeResponse(frame, &r); err != nil {
-		return r, err
-	}
+	err := c.rc.Recv(&r)
 	r.Body = append([]byte(nil), r.Body...)
-	return r, nil
+	return r, err
 }
 
 // do sends one request and waits for its reply.
@@ -228,9 +210,10 @@ func (c *rawConn) ok(op protocol.Op, name string, coord phext.Coordinate, payloa
 func (c *rawConn) expectClosed(within time.Duration) {
 	c.t.Helper()
 	c.nc.SetReadDeadline(time.Now().Add(within))
+	// Bytes read here bypass rc's buffer: only the close matters.
 	buf := make([]byte, 4096)
 	for {
-		_, err := c.br.Read(buf)
+		_, err := c.nc.Read(buf)
 		if err == nil {
 			continue
 		}

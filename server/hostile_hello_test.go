@@ -4,7 +4,6 @@ package server_test
 // Part of the live reliability suite; the harness is hostile_test.go.
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"sync"
@@ -64,7 +63,7 @@ func TestHelloFlood(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial from 127.0.0.2: %v", err)
 		}
-		c := &pconn{nc: nc, br: bufio.NewReader(nc)}
+		c := newPconn(nc)
 		st, body, err := c.hello(h.tokens["alice"])
 		nc.Close()
 		if err != nil || st != protocol.StatusOK {

@@ -12,12 +12,9 @@ package server_test
 // its own hostile_<family>_test.go.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -33,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
@@ -180,11 +178,11 @@ func (h *hostile) stop() {
 }
 
 // pconn is a minimal protocol client: one request at a time, or pipelined
-// with send/recv.
+// with send/recv. Frames are written as built; replies are read through
+// client.RawConn.
 type pconn struct {
 	nc  net.Conn
-	br  *bufio.Reader
-	dec protocol.Decoder
+	rc  *client.RawConn
 	id  uint32
 	buf []byte
 }
@@ -194,7 +192,12 @@ func dialP(addr string) (*pconn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pconn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), dec: protocol.Decoder{MaxFrame: 256 << 20}}, nil
+	return newPconn(nc), nil
+}
+
+// newPconn wraps a connection that has not said HELLO.
+func newPconn(nc net.Conn) *pconn {
+	return &pconn{nc: nc, rc: client.NewRawConn(nc, client.WithMaxFrame(256<<20))}
 }
 
 // dialTenant connects and authenticates.
@@ -225,7 +228,7 @@ func (c *pconn) hello(token string) (protocol.Status, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		c.dec.MaxFrame = int(hr.MaxFrame)
+		c.rc.SetHello(hr)
 	}
 	return r.Status, r.Body, nil
 }
@@ -240,25 +243,10 @@ func (c *pconn) send(op protocol.Op, name string, coord phext.Coordinate, payloa
 
 func (c *pconn) recv(within time.Duration) (protocol.Response, error) {
 	c.nc.SetReadDeadline(time.Now().Add(within))
-	var hdr [4]byte
-	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
-		return protocol.Response{}, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n < 6 || n > 256<<20 {
-		return protocol.Response{}, fmt.Errorf("bad reply length %d", n)
-	}
-	frame := make([]byte, 4+n)
-	copy(frame, hdr[:])
-	if _, err := io.ReadFull(c.br, frame[4:]); err != nil {
-		return protocol.Response{}, err
-	}
 	var r protocol.Response
-	if err := c.dec.DecodeResponse(frame, &r); err != nil {
-		return r, err
-	}
+	err := c.rc.Recv(&r)
 	r.Body = bytes.Clone(r.Body)
-	return r, nil
+	return r, err
 }
 
 func (c *pconn) do(op protocol.Op, name string, coord phext.Coordinate, payload []byte) (protocol.Response, error) {
@@ -285,9 +273,10 @@ func (c *pconn) must(t testing.TB, want protocol.Status, op protocol.Op, name st
 // closedWithin reports whether the server closes c within d.
 func (c *pconn) closedWithin(d time.Duration) bool {
 	c.nc.SetReadDeadline(time.Now().Add(d))
+	// Bytes read here bypass rc's buffer: only the close matters.
 	buf := make([]byte, 4096)
 	for {
-		_, err := c.br.Read(buf)
+		_, err := c.nc.Read(buf)
 		if err == nil {
 			continue
 		}
