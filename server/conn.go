@@ -40,6 +40,12 @@ type connState struct {
 	ip       string
 	loopback bool
 
+	// authed and tenant are the loop's (and, after the mu handoff, the
+	// worker's) plain copies; authedA and tenantPtr hold the same facts
+	// for goroutines without that handoff: the ticker (OnTick's HELLO
+	// timeout reads authedA) and a reload's scan of the connections
+	// (tenantPtr). OnClose reads tenantPtr too. All are set once, at
+	// HELLO, on the loop.
 	authed    bool // loop
 	authedA   atomic.Bool
 	admin     bool    // loop, then read by the worker after the mu handoff
@@ -151,13 +157,13 @@ func (cs *connState) closeWithFrame(r closeReason, frame []byte) {
 
 // OnOpen sets up the connection state, or refuses the connection while
 // draining or over MaxConns.
-func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+func (s *loopHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() || s.stats.conns.Load() >= int64(s.opts.MaxConns) {
 		s.stats.closed[closeLimit].Add(1)
 		return nil, gnet.Close
 	}
 	now := time.Now().UnixNano()
-	cs := &connState{s: s, c: c, openedAt: now, maxFrame: maxHelloFrame}
+	cs := &connState{s: s.Server, c: c, openedAt: now, maxFrame: maxHelloFrame}
 	cs.mem = &s.mem
 	cs.held.b = cs.mem
 	if a := c.RemoteAddr(); a != nil {
@@ -176,7 +182,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnClose releases the connection's tenant slot.
-func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
+func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	cs, _ := c.Context().(*connState)
 	if cs == nil {
 		return gnet.None
@@ -199,7 +205,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 // OnTraffic frames every complete request buffered on the connection and
 // queues them, in one batch, for the connection's worker. It never touches
 // the disk and never waits.
-func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	cs := c.Context().(*connState)
 	if cs.closing.Load() {
 		c.Discard(c.InboundBuffered())
@@ -551,7 +557,7 @@ func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, st protocol.Sta
 }
 
 // OnTick closes connections past their HELLO, idle or frame timeouts.
-func (s *Server) OnTick() (time.Duration, gnet.Action) {
+func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now()
 	nowN := now.UnixNano()
 	s.auth.sweep(now)

@@ -213,8 +213,6 @@ func (o *Options) withDefaults() Options {
 // Create it with New, run it with Serve (or Start), stop it with Shutdown.
 // The caller owns the store and closes it after Serve returns.
 type Server struct {
-	gnet.BuiltinEventEngine
-
 	opts Options
 	st   *store.Store
 	log  *slog.Logger
@@ -280,7 +278,7 @@ func New(st *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 
 // Serve runs the event loops until Shutdown; it returns the engine's error.
 func (s *Server) Serve() error {
-	err := gnet.Run(s, "tcp://"+s.opts.Listen,
+	err := gnet.Run(&loopHandler{Server: s}, "tcp://"+s.opts.Listen,
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.opts.EventLoops),
 		gnet.WithReusePort(false),
@@ -330,8 +328,20 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Addr returns the address the server listens on, host:port, once Ready.
 func (s *Server) Addr() string { return s.addr }
 
+// loopHandler is the Server's gnet.EventHandler. The callbacks are its
+// methods rather than the Server's so that nothing outside this package can
+// call them (an OnTraffic from the wrong goroutine would corrupt a
+// connection). It embeds the Server, so their bodies read its fields as
+// s.opts, s.stats and so on; gnet calls OnBoot before the loops start,
+// OnOpen, OnTraffic and OnClose on a connection's event loop, and OnTick
+// on its ticker goroutine (see LOCKS.md).
+type loopHandler struct {
+	gnet.BuiltinEventEngine
+	*Server
+}
+
 // OnBoot records the engine and the bound address.
-func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+func (s *loopHandler) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
 	s.addr = s.opts.Listen
 	if fd, err := eng.Dup(); err == nil {
