@@ -406,7 +406,7 @@ func TestClientGarbageCollected(t *testing.T) {
 		c.must(t, protocol.StatusBadScroll, protocol.OpUpdate, "g", c9(1), payload)
 	}
 	var grew int64
-	waitFor(t, 10*time.Second, "the heap back within the client budget (client garbage collected)", func() bool {
+	sqtest.CheckFor(t, 10*time.Second, "the heap back within the client budget (client garbage collected)", func() bool {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		grew = int64(m.HeapAlloc) - int64(before.HeapAlloc)
