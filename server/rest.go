@@ -366,9 +366,9 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	if rt == routeWatch {
 		// A stream lives long: it holds no in-flight slot; the feed's
 		// subscription limits and memory budget bound it instead.
-		var nameBuf [store.MaxNameLen + 1]byte
+		var nameBuf [phext.MaxNameLen + 1]byte
 		name, _ := sqParam(nameBuf[:0], r.URL.RawQuery, "p")
-		if !store.ValidName(name) {
+		if !phext.ValidName(name) {
 			h.record(t, rt, http.StatusForbidden, protocol.StatusBadName, 0, 0, start)
 			replyText(w, http.StatusForbidden, msgBadPath)
 			return

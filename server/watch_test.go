@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -314,7 +315,7 @@ func TestWatchSlowWatcherDropped(t *testing.T) {
 	if goodErr != nil {
 		t.Fatal(goodErr)
 	}
-	checkFor(t, 10e9, func() error {
+	sqtest.CheckForErr(t, 10e9, func() error {
 		if e.srv.stats.watchDropped.Load() == 0 {
 			return fmt.Errorf("slow watcher not dropped")
 		}
@@ -388,7 +389,7 @@ func TestWatchLimits(t *testing.T) {
 	}
 	// Closing a watcher frees its tenant slots.
 	w2.nc.Close()
-	checkFor(t, 5e9, func() error {
+	sqtest.CheckForErr(t, 5e9, func() error {
 		if got := e.srv.stats.watches.Load(); got != 3 {
 			return fmt.Errorf("%d subscriptions, want 3", got)
 		}
@@ -396,7 +397,7 @@ func TestWatchLimits(t *testing.T) {
 	})
 	w.nc.Close()
 	w3 := e.watcher("alpha")
-	checkFor(t, 5e9, func() error {
+	sqtest.CheckForErr(t, 5e9, func() error {
 		if r := w3.do(protocol.OpWatch, "e", phext.Origin, protocol.AppendWatchPayload(nil, 1, 0, 0, 0)); r.Status != protocol.StatusOK {
 			return fmt.Errorf("WATCH after closes: %v %s", r.Status, r.Body)
 		}
