@@ -41,6 +41,8 @@ var Scenarios = []Scenario{
 		Mix: DefaultMix, Size: SizeRange{1024, 1024}, Tenants: 500, Scrolls: 20},
 	{Name: "reload", Summary: "the mixed scenario while the config is reloaded every second",
 		Mix: DefaultMix, Size: SizeRange{1024, 1024}, Tenants: 500, Scrolls: 20},
+	{Name: "watch", Summary: "change feed: --watch-writers writers and --watchers watchers per tenant; events/s, send-to-delivery p50/p99, every change seen in order; phases with and without watchers interleaved",
+		Mix: Mix{OpUpdate: 100}, Size: SizeRange{64, 64}, Tenants: 500, Scrolls: 1},
 }
 
 // ScenarioByName returns the preset called name.

@@ -22,7 +22,7 @@ import (
 // answered on the loop, a worker otherwise), so Publish does memory work
 // only: it records the change, encodes one event per matching
 // subscription into that subscriber's bounded queue (a sink) and asks the
-// subscriber's own event loop to write it (gnet AsyncWrite's callback).
+// subscriber's own event loop to write it (a gnet Wake callback).
 // Nothing in it waits for a socket or another loop, so a slow watcher
 // never slows a writer: when its queue is full, it gets one resync event
 // and its subscription ends.
@@ -429,13 +429,15 @@ func (k connSink) scheduleLocked() {
 	}
 	w.scheduled = true
 	cs.s.asyncPending.Add(1)
-	if err := cs.c.AsyncWrite(nil, cs.flushWatch); err != nil {
+	// Wake, not AsyncWrite: the callback writes the queue itself, and an
+	// AsyncWrite of nothing would cost an empty write(2) first.
+	if err := cs.c.Wake(cs.flushWatch); err != nil {
 		cs.s.asyncPending.Add(-1)
 		w.scheduled = false
 	}
 }
 
-// flushWatch runs on the connection's event loop (an AsyncWrite callback):
+// flushWatch runs on the connection's event loop (a Wake callback):
 // it writes the queued events with one Write. A connection whose socket
 // holds more than WatchQueueBytes unsent (a watcher that does not read)
 // gets resync events instead and its subscriptions end.

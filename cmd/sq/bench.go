@@ -48,6 +48,7 @@ type benchReport struct {
 	Result       *bench.Result       `json:"result,omitempty"`
 	Growth       []bench.GrowthPoint `json:"growth,omitempty"`
 	Idle         *bench.IdleResult   `json:"idle,omitempty"`
+	Watch        *bench.WatchResult  `json:"watch,omitempty"`
 	Reloads      int                 `json:"reloads,omitempty"`
 	ReloadErrors []string            `json:"reload_errors,omitempty"`
 	ServerExit   string              `json:"server_exit,omitempty"`
@@ -62,6 +63,7 @@ type benchFlags struct {
 	overwrite                                     bool
 	tenants, conns, pipeline, scrolls, phexts     int
 	idleConns, serverPID                          int
+	watchWriters, watchers, watchRounds           int
 	duration, warmup, idlePing, reloadEvery       time.Duration
 	ops                                           int64
 	seed                                          uint64
@@ -104,6 +106,9 @@ func benchFlagSet(out io.Writer, f *benchFlags) *flag.FlagSet {
 	fs.IntVar(&f.idleConns, "idle-conns", 10000, "idle scenario: idle connections to open")
 	fs.DurationVar(&f.idlePing, "idle-ping", 5*time.Second, "idle scenario: each idle connection PINGs this often (0: never)")
 	fs.DurationVar(&f.reloadEvery, "reload-every", time.Second, "reload scenario: config reload interval")
+	fs.IntVar(&f.watchWriters, "watch-writers", 1, "watch scenario: writer connections per tenant")
+	fs.IntVar(&f.watchers, "watchers", 2, "watch scenario: watcher connections per tenant")
+	fs.IntVar(&f.watchRounds, "watch-rounds", 2, "watch scenario: pairs of phases (with watchers, without)")
 	fs.StringVar(&f.growth, "growth", "1KB,10KB,100KB,1MB,10MB,100MB", "big-phext scenario: phext sizes to measure at")
 	fs.StringVar(&f.progress, "progress", "auto", "auto (bar on a terminal, else lines), bar, lines or off")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON on stdout")
@@ -448,6 +453,11 @@ func (b *benchRun) provision(ctx context.Context) int {
 	// --http= turns the REST listener off: its fixed default port would
 	// collide with a dev server or a second bench.
 	args := []string{"--durability", f.durability, "--http="}
+	if b.sc.Name == "watch" {
+		// Feeds detach 1 s after their last watcher, so the phases
+		// without watchers run without feeds (RunWatch pauses between).
+		args = append(args, "--watch-linger", "1s")
+	}
 	if b.sc.Name == "reload" {
 		// The reload loop asks for RELOAD on a tenant connection: our own
 		// child on 127.0.0.1 trusts loopback (no admin token in the
@@ -512,6 +522,15 @@ func (b *benchRun) scenario(ctx context.Context) error {
 		res, err := bench.RunIdle(ctx, o, b.f.idleConns, b.f.idlePing, rss, func(s string) { b.logf("%s", s) })
 		b.rep.Idle = res
 		return err
+	case "watch":
+		pause := time.Duration(0)
+		if b.host != nil {
+			pause = 2500 * time.Millisecond // our child runs with --watch-linger 1s
+		}
+		res, err := bench.RunWatch(ctx, o, bench.WatchOptions{Writers: b.f.watchWriters, Watchers: b.f.watchers,
+			Rounds: b.f.watchRounds, Pause: pause})
+		b.rep.Watch = res
+		return err
 	case "reload":
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -556,6 +575,9 @@ func (b *benchRun) printReport() {
 	}
 	if b.rep.Growth != nil {
 		bench.WriteGrowthTable(w, b.rep.Growth)
+	}
+	if b.rep.Watch != nil {
+		bench.WriteWatchTable(w, b.rep.Watch)
 	}
 	if b.rep.Idle != nil {
 		if b.rep.Idle.With != nil {

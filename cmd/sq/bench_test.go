@@ -67,6 +67,19 @@ func TestBenchSmoke(t *testing.T) {
 					t.Fatalf("machine: %+v", rep.Machine)
 				}
 			}},
+		{name: "watch", args: []string{"--scenario", "watch", "--tenants", "3", "--duration", "600ms", "--watch-rounds", "1"},
+			check: func(t *testing.T, rep benchReport) {
+				r := rep.Watch
+				if r == nil || len(r.Phases) != 2 || r.Tenants != 3 {
+					t.Fatalf("watch: %+v", r)
+				}
+				with, without := r.Phases[0], r.Phases[1]
+				// Every watcher (2 per tenant) saw every write of its tenant.
+				if !with.VerifiedOK || with.Writes == 0 || with.Events != 2*with.Writes || with.Latency.P99 <= 0 ||
+					!without.VerifiedOK || without.Watchers != 0 || without.Events != 0 || without.Writes == 0 || r.WriterRatio <= 0 {
+					t.Fatalf("phases: %+v", r.Phases)
+				}
+			}},
 		{name: "reload", args: []string{"--scenario", "reload", "--tenants", "3", "--duration", "2s", "--warmup", "0s", "--reload-every", "400ms"},
 			check: func(t *testing.T, rep benchReport) {
 				if rep.Reloads == 0 || len(rep.ReloadErrors) > 0 || rep.Result == nil || rep.Result.Failed() {

@@ -39,6 +39,11 @@ type hostConfig struct {
 	maxClientMemoryPerTenant         int64
 	noLoopWrites                     bool
 	trustLoopback                    bool
+	// The change feed (server.Options.MaxWatches…, Watch…).
+	maxWatchesPerConn, maxWatchesPerTenant int
+	watchQueue, watchRetainEvents          int
+	watchRetainBytes                       int64
+	watchLinger                            time.Duration
 }
 
 var hostCfg hostConfig
@@ -70,6 +75,12 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.trustLoopback, "trust-loopback", false, "let any peer on a loopback address RELOAD (also with a tenant token), POST /api/v2/reload and read /metrics without the admin token (default: on with the embedded dev config, off with --config). Never with a TLS terminator or proxy on the same host: every client is loopback then")
 	fs.BoolVar(&c.allowWorldRead, "allow-world-readable-config", false, "start even if the config (which holds tokens) is readable by every user (development only)")
 	fs.BoolVar(&c.tenantDetailMetrics, "metrics-tenant-detail", false, "add per-tenant request-duration histograms and data-dir file sizes to /metrics (26 series per operation a tenant uses)")
+	fs.IntVar(&c.maxWatchesPerConn, "max-watches-per-conn", 16, "change-feed subscriptions (WATCH) per connection")
+	fs.IntVar(&c.maxWatchesPerTenant, "max-watches-per-tenant", 1024, "change-feed subscriptions per tenant, over its connections and REST streams")
+	fs.IntVar(&c.watchQueue, "watch-queue", 1<<20, "event bytes that may wait for one watcher; past it the watcher gets a resync and its subscriptions end")
+	fs.IntVar(&c.watchRetainEvents, "watch-retain-events", 4096, "recent changes kept per watched tenant for resuming watchers")
+	fs.Int64Var(&c.watchRetainBytes, "watch-retain-bytes", 1<<20, "bytes of recent changes (names, texts) kept per watched tenant")
+	fs.DurationVar(&c.watchLinger, "watch-linger", 2*time.Minute, "how long a tenant's feed and retention outlive its last watcher")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the server stops")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json")
@@ -249,6 +260,12 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		Logger:                   log,
 		LoadConfig:               loadConfig,
 		TrustLoopback:            c.trustLoopback,
+		MaxWatchesPerConn:        c.maxWatchesPerConn,
+		MaxWatchesPerTenant:      c.maxWatchesPerTenant,
+		WatchQueueBytes:          c.watchQueue,
+		WatchRetainEvents:        c.watchRetainEvents,
+		WatchRetainBytes:         c.watchRetainBytes,
+		WatchLinger:              c.watchLinger,
 	})
 	if err != nil {
 		st.Close()

@@ -1,0 +1,399 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/phext/sq/client"
+	"github.com/phext/sq/phext"
+)
+
+// The watch scenario (issue 18): W writer connections and N watcher
+// connections per tenant. Each writer UPDATEs its own scroll of the
+// tenant's bench phext with "<tenant>:<writer>:<seq>:<send unixnano>";
+// each watcher follows the phext with text, so it can check that it saw
+// every write of every writer of its tenant in order (seq+1 each time),
+// nothing of another tenant, and measure send-to-delivery latency. The
+// same writers also run without watchers, interleaved (with, without,
+// with, without…), so the watchers' cost on writers is a ratio of medians
+// from one server under one load.
+
+// WatchOptions configure RunWatch on top of Options (Addr, Tokens,
+// Duration, Phext, Compression, ServerPID).
+type WatchOptions struct {
+	Writers  int // writer connections per tenant (default 1)
+	Watchers int // watcher connections per tenant (default 2)
+	Rounds   int // with/without pairs (default 2)
+	// Pause between phases: longer than the server's --watch-linger plus
+	// a tick, so that a phase without watchers runs without feeds.
+	Pause time.Duration
+}
+
+// WatchPhase is one measured phase.
+type WatchPhase struct {
+	Watchers     int     `json:"watchers"`
+	Seconds      float64 `json:"seconds"`
+	Writes       int64   `json:"writes"`
+	WritesPerSec float64 `json:"writes_per_sec"`
+	Events       int64   `json:"events"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	// Latency is from the writer's send of an UPDATE to a watcher's
+	// receipt of its event (so it includes the write's own trip to the
+	// server and its commit): an upper bound of commit-to-delivery.
+	Latency    Latency `json:"send_to_delivery"`
+	WriteLat   Latency `json:"write_latency"`
+	Resyncs    int64   `json:"resyncs"`
+	ServerCPU  float64 `json:"server_cpu_seconds,omitempty"`
+	VerifiedOK bool    `json:"verified"`
+}
+
+// WatchResult is the watch scenario's outcome.
+type WatchResult struct {
+	Tenants, WritersPerTenant, WatchersPerTenant int
+	Phases                                       []WatchPhase `json:"phases"`
+	// Medians over the phases of each kind, and their ratio.
+	WithWritesPerSec    float64 `json:"with_writes_per_sec"`
+	WithoutWritesPerSec float64 `json:"without_writes_per_sec"`
+	WriterRatio         float64 `json:"writer_ratio"`
+	P50us, P99us        float64
+	EventsPerSec        float64 `json:"events_per_sec"`
+}
+
+// RunWatch runs the watch scenario.
+func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, error) {
+	if w.Writers <= 0 {
+		w.Writers = 1
+	}
+	if w.Watchers <= 0 {
+		w.Watchers = 2
+	}
+	if w.Rounds <= 0 {
+		w.Rounds = 2
+	}
+	if len(o.Tokens) == 0 {
+		return nil, fmt.Errorf("%w: watch needs tenant tokens", ErrUsage)
+	}
+	d := o.Duration
+	if d <= 0 {
+		d = 10 * time.Second
+	}
+	opts := []client.Option{client.WithCompression(o.Compression)}
+	// Writers stay connected across phases; watchers are new per phase.
+	writers := make([][]*client.Conn, len(o.Tokens))
+	defer func() {
+		for _, ws := range writers {
+			for _, c := range ws {
+				c.Close()
+			}
+		}
+	}()
+	for ti, tok := range o.Tokens {
+		for i := 0; i < w.Writers; i++ {
+			c, err := client.Dial(ctx, o.Addr, tok, opts...)
+			if err != nil {
+				return nil, fmt.Errorf("bench: watch: dial writer: %w", err)
+			}
+			writers[ti] = append(writers[ti], c)
+		}
+	}
+	res := &WatchResult{Tenants: len(o.Tokens), WritersPerTenant: w.Writers, WatchersPerTenant: w.Watchers}
+	seq := make([][]int64, len(o.Tokens)) // per tenant and writer: last seq written
+	for ti := range seq {
+		seq[ti] = make([]int64, w.Writers)
+	}
+	var err error
+	for r := 0; r < w.Rounds && err == nil; r++ {
+		for _, n := range []int{w.Watchers, 0} {
+			if w.Pause > 0 && len(res.Phases) > 0 {
+				// Let the server detach the feeds of the phase before
+				// (its --watch-linger), so "without" means no feed.
+				select {
+				case <-ctx.Done():
+					return res, ctx.Err()
+				case <-time.After(w.Pause):
+				}
+			}
+			var ph WatchPhase
+			ph, err = watchPhase(ctx, o, writers, seq, n, d, opts)
+			res.Phases = append(res.Phases, ph)
+			if err != nil {
+				break
+			}
+		}
+	}
+	var with, without, p50, p99, evs []float64
+	for _, ph := range res.Phases {
+		if ph.Watchers > 0 {
+			with = append(with, ph.WritesPerSec)
+			p50 = append(p50, ph.Latency.P50)
+			p99 = append(p99, ph.Latency.P99)
+			evs = append(evs, ph.EventsPerSec)
+		} else {
+			without = append(without, ph.WritesPerSec)
+		}
+	}
+	res.WithWritesPerSec, res.WithoutWritesPerSec = median(with), median(without)
+	if res.WithoutWritesPerSec > 0 {
+		res.WriterRatio = res.WithWritesPerSec / res.WithoutWritesPerSec
+	}
+	res.P50us, res.P99us, res.EventsPerSec = median(p50), median(p99), median(evs)
+	return res, err
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// watcherState is one watcher's verification state (its goroutine only).
+type watcherState struct {
+	mu      sync.Mutex // the checker reads while the watcher's goroutine writes
+	tenant  int
+	lastSeq []int64 // per writer of its tenant
+	lastPos uint64
+	events  int64
+	resyncs int64
+	hist    *hdrhistogram.Histogram
+	err     error
+}
+
+func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64, nWatch int,
+	d time.Duration, opts []client.Option) (WatchPhase, error) {
+	ph := WatchPhase{Watchers: nWatch * len(o.Tokens)}
+	var subs []*client.Subscription
+	var conns []*client.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var states []*watcherState
+	for ti, tok := range o.Tokens {
+		for i := 0; i < nWatch; i++ {
+			c, err := client.Dial(ctx, o.Addr, tok, opts...)
+			if err != nil {
+				return ph, fmt.Errorf("bench: watch: dial watcher: %w", err)
+			}
+			conns = append(conns, c)
+			sub, err := c.Watch(ctx, o.Phext, client.WatchOptions{Text: true, Buffer: 4096})
+			if err != nil {
+				return ph, fmt.Errorf("bench: watch: WATCH: %w", err)
+			}
+			subs = append(subs, sub)
+			st := &watcherState{tenant: ti, lastSeq: append([]int64(nil), seq[ti]...), hist: newHist()}
+			states = append(states, st)
+		}
+	}
+	var wwg sync.WaitGroup
+	for i := range subs {
+		wwg.Add(1)
+		go func(sub *client.Subscription, st *watcherState) {
+			defer wwg.Done()
+			for ev := range sub.C {
+				st.observe(&ev)
+			}
+		}(subs[i], states[i])
+	}
+
+	var cpu0 float64
+	if o.ServerPID > 0 {
+		if p, err := ReadProc(o.ServerPID); err == nil {
+			cpu0 = p.CPU.Seconds()
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, d)
+	var writes atomic.Int64
+	var werr atomic.Pointer[error]
+	whists := make([]*hdrhistogram.Histogram, 0)
+	var hmu sync.Mutex
+	start := time.Now()
+	var wg sync.WaitGroup
+	for ti := range writers {
+		for wi, c := range writers[ti] {
+			wg.Add(1)
+			go func(ti, wi int, c *client.Conn) {
+				defer wg.Done()
+				h := newHist()
+				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
+				buf := make([]byte, 0, 64)
+				for pctx.Err() == nil {
+					s := seq[ti][wi] + 1
+					t0 := time.Now()
+					buf = watchText(buf[:0], ti, wi, s, t0.UnixNano())
+					if _, err := c.Update(ctx, o.Phext, coord, buf); err != nil {
+						werr.CompareAndSwap(nil, &err)
+						return
+					}
+					h.RecordValue(max(time.Since(t0).Microseconds(), 1))
+					seq[ti][wi] = s
+					writes.Add(1)
+				}
+				hmu.Lock()
+				whists = append(whists, h)
+				hmu.Unlock()
+			}(ti, wi, c)
+		}
+	}
+	wg.Wait()
+	cancel()
+	elapsed := time.Since(start)
+	if e := werr.Load(); e != nil {
+		return ph, fmt.Errorf("bench: watch: write: %w", *e)
+	}
+	if o.ServerPID > 0 {
+		if p, err := ReadProc(o.ServerPID); err == nil {
+			ph.ServerCPU = p.CPU.Seconds() - cpu0
+		}
+	}
+	ph.Seconds = elapsed.Seconds()
+	ph.Writes = writes.Load()
+	ph.WritesPerSec = float64(ph.Writes) / ph.Seconds
+	wh := newHist()
+	for _, h := range whists {
+		wh.Merge(h)
+	}
+	ph.WriteLat = latencyOf(wh)
+
+	// Every watcher must see every write of its tenant: wait (bounded)
+	// until each has the last seq of each writer, then end the feeds.
+	deadline := time.Now().Add(30 * time.Second)
+	var verr error
+	for _, st := range states {
+		for !st.caughtUp(seq[st.tenant]) {
+			if time.Now().After(deadline) {
+				verr = fmt.Errorf("%w: a watcher of tenant %d saw writes up to %v of %v", ErrVerify, st.tenant, st.snapshot(), seq[st.tenant])
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if verr != nil {
+			break
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	wwg.Wait()
+	lh := newHist()
+	for _, st := range states {
+		ph.Events += st.events
+		ph.Resyncs += st.resyncs
+		lh.Merge(st.hist)
+		if st.err != nil && verr == nil {
+			verr = st.err
+		}
+	}
+	ph.EventsPerSec = float64(ph.Events) / ph.Seconds
+	ph.Latency = latencyOf(lh)
+	if verr == nil && ph.Resyncs > 0 {
+		verr = fmt.Errorf("%w: %d resync events (watchers fell behind)", ErrVerify, ph.Resyncs)
+	}
+	ph.VerifiedOK = verr == nil
+	return ph, verr
+}
+
+func watchText(dst []byte, tenant, writer int, seq, nanos int64) []byte {
+	dst = strconv.AppendInt(dst, int64(tenant), 10)
+	dst = append(dst, ':')
+	dst = strconv.AppendInt(dst, int64(writer), 10)
+	dst = append(dst, ':')
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, nanos, 10)
+}
+
+func (st *watcherState) observe(ev *client.Event) {
+	now := time.Now().UnixNano()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if ev.Resync {
+		st.resyncs++
+		return
+	}
+	if st.err != nil {
+		return
+	}
+	if ev.Pos <= st.lastPos {
+		st.err = fmt.Errorf("%w: position %d after %d", ErrVerify, ev.Pos, st.lastPos)
+		return
+	}
+	st.lastPos = ev.Pos
+	parts := strings.Split(string(ev.Text), ":")
+	if len(parts) != 4 {
+		st.err = fmt.Errorf("%w: event text %q is not the bench's", ErrVerify, ev.Text)
+		return
+	}
+	ti, _ := strconv.Atoi(parts[0])
+	wi, _ := strconv.Atoi(parts[1])
+	s, _ := strconv.ParseInt(parts[2], 10, 64)
+	sent, _ := strconv.ParseInt(parts[3], 10, 64)
+	if ti != st.tenant {
+		st.err = fmt.Errorf("%w: a watcher of tenant %d got an event of tenant %d", ErrVerify, st.tenant, ti)
+		return
+	}
+	if wi < 0 || wi >= len(st.lastSeq) || s != st.lastSeq[wi]+1 {
+		got := int64(-1)
+		if wi >= 0 && wi < len(st.lastSeq) {
+			got = st.lastSeq[wi]
+		}
+		st.err = fmt.Errorf("%w: tenant %d writer %d: seq %d after %d (a change missed or out of order)", ErrVerify, ti, wi, s, got)
+	} else {
+		st.lastSeq[wi] = s
+	}
+	st.events++
+	st.hist.RecordValue(max((now-sent)/1000, 1))
+}
+
+func (st *watcherState) caughtUp(want []int64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.err != nil {
+		return true // reported after the feeds end
+	}
+	for i, s := range want {
+		if st.lastSeq[i] < s {
+			return false
+		}
+	}
+	return true
+}
+
+func (st *watcherState) snapshot() []int64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]int64(nil), st.lastSeq...)
+}
+
+// WriteWatchTable prints the watch scenario's phases and summary.
+func WriteWatchTable(w io.Writer, r *WatchResult) {
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(w, "watch: %d tenants, %d writer(s) and %d watcher(s) per tenant\n", r.Tenants, r.WritersPerTenant, r.WatchersPerTenant)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\twatchers\twrites/s\twrite p50 µs\twrite p99 µs\tevents/s\tdelivery p50 µs\tdelivery p99 µs\tresyncs\tserver CPU s\tverified\t")
+	for i, ph := range r.Phases {
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.1f\t%v\t\n", i+1, ph.Watchers, ph.WritesPerSec,
+			ph.WriteLat.P50, ph.WriteLat.P99, ph.EventsPerSec, ph.Latency.P50, ph.Latency.P99, ph.Resyncs, ph.ServerCPU, ph.VerifiedOK)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "medians: writes/s with watchers %.0f, without %.0f (ratio %.3f); events/s %.0f; send-to-delivery p50 %.0f µs, p99 %.0f µs\n",
+		r.WithWritesPerSec, r.WithoutWritesPerSec, r.WriterRatio, r.EventsPerSec, r.P50us, r.P99us)
+}
