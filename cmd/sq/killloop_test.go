@@ -44,6 +44,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 )
 
@@ -426,6 +427,7 @@ func killLoop(t *testing.T, mode string, kills, tenants, maxOpen int) {
 		}
 		// Load: writers over all tenants, one pending write per tenant.
 		var stop atomic.Bool
+		var roundAcks atomic.Int64 // writes acknowledged in this round
 		var wg sync.WaitGroup
 		loadStart := time.Now()
 		const writers = 50
@@ -447,6 +449,7 @@ func killLoop(t *testing.T, mode string, kills, tenants, maxOpen int) {
 							return // the server died: this write is unknown
 						}
 						lg.acks = append(lg.acks, time.Now())
+						roundAcks.Add(1)
 					}
 				}
 			}()
@@ -482,6 +485,10 @@ func killLoop(t *testing.T, mode string, kills, tenants, maxOpen int) {
 				time.Sleep(reloadEvery)
 			}
 		}()
+		// The kill lands 200 ms to 1.2 s into a load that is running: on a
+		// busy 2-core box the first acknowledgement can take longer than
+		// 200 ms, and a kill before it tests nothing.
+		sqtest.CheckFor(t, 30*time.Second, "the round's first acknowledged write", func() bool { return roundAcks.Load() > 0 })
 		time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
 		killAt[r] = time.Now()
 		h.kill()
