@@ -112,6 +112,44 @@ func (s *Server) StartHTTPOn(tl net.Listener, o *HTTPOptions) (*http.Server, net
 	return hs, ln
 }
 
+// readBody appends a request body of at most maxBody bytes to b (maxBody+1
+// bytes read means too large) without growing past what the handler reserved:
+// a declared length gets one buffer of exactly that length plus the byte
+// that proves the end, and a chunked body grows by doubling up to
+// maxBody+1.
+// (ByteBuffer.ReadFrom doubled a full buffer before it saw EOF, so a
+// body of 2^k bytes was read into 2^(k+1): issue 13, open issue 11.)
+func readBody(b []byte, r io.Reader, declared int64, maxBody int) ([]byte, error) {
+	limit := maxBody + 1
+	if declared >= 0 && declared < int64(limit) {
+		limit = int(declared) + 1
+		if cap(b) < limit {
+			b = make([]byte, 0, limit)
+		}
+	}
+	for {
+		if len(b) == cap(b) {
+			if len(b) >= limit {
+				return b, nil
+			}
+			nb := make([]byte, len(b), min(limit, max(2*cap(b), 64<<10)))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := r.Read(b[len(b):min(cap(b), limit)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) >= limit {
+			return b, nil
+		}
+	}
+}
+
 // route names one HTTP endpoint, for counters.
 type route uint8
 
@@ -410,10 +448,11 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 			h.tooLarge(w, t, rt, r.ContentLength, start)
 			return
 		}
-		// Reserve the body before reading it: its declared length, or
-		// the most it may be when it has none (chunked).
-		want := r.ContentLength
-		if want < 0 {
+		// Reserve the body before reading it: its declared length (and
+		// the byte that proves its end, see readBody), or the most it may
+		// be when it has none (chunked).
+		want := r.ContentLength + 1
+		if r.ContentLength < 0 {
 			want = int64(h.o.MaxBody) + 1
 		}
 		if mem.reserve(int(want)) != nil {
@@ -424,9 +463,10 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		}
 		bodyBuf = protocol.GetBuffer()
 		defer func() { protocol.PutBuffer(bodyBuf) }()
-		n, err := bodyBuf.ReadFrom(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
-		if n > int64(h.o.MaxBody) {
-			h.tooLarge(w, t, rt, n, start)
+		var err error
+		bodyBuf.B, err = readBody(bodyBuf.B[:0], r.Body, r.ContentLength, h.o.MaxBody)
+		if n := len(bodyBuf.B); n > h.o.MaxBody {
+			h.tooLarge(w, t, rt, int64(n), start)
 			return
 		}
 		if err != nil {
