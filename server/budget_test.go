@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,7 +133,8 @@ func TestMemoryBudgetBusy(t *testing.T) {
 	const maxFrame = 1 * mib
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
 		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 4 * maxFrame,
-			MaxClientMemoryPerTenant: 4 * maxFrame}}) // mallory may take it all here
+			MaxClientMemoryPerTenant: 4 * maxFrame,   // mallory may take it all here
+			MaxSlowFrameMemory:       4 * maxFrame}}) // and her stalled frames are not cut
 	payload := bytes.Repeat([]byte("b"), maxFrame-64)
 	frame := func(id uint32) []byte {
 		return protocol.AppendRequest(nil, protocol.OpUpdate, id, []byte("big"), c9(uint16(id)), payload)
@@ -414,4 +416,69 @@ func TestClientGarbageCollected(t *testing.T) {
 	})
 	t.Logf("%d refused frames of %d MiB, %d MiB budget, GC pacer off: heap +%.1f MiB, %d collections started by the budget",
 		frames, len(payload)/mib, budget/mib, float64(grew)/mib, h.srv.Memory().Collections)
+}
+
+// TestSlowFramesCapped is open issue 9c of issue 13: a header reserves its
+// frame's size until the frame arrives or the frame timeout (30 s)
+// passes, so senders that stall after a header could hold the whole
+// budget for 30 s. Frames still arriving after a second may now hold at
+// most MaxSlowFrameMemory (default half the budget) in all; the sweep
+// closes stalled senders past it (slow_frame), and a large request sent
+// at speed is served. Here one tenant may hold the whole budget (its
+// share is the budget), so only the new cap stands in the way: on the
+// old code the six stalled frames hold 6 of 8 MiB until the frame
+// timeout, and bob's pipelined 3 MiB is answered BUSY.
+func TestSlowFramesCapped(t *testing.T) {
+	const maxFrame = 1 * mib
+	const budget = 8 * maxFrame
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: budget, MaxClientMemoryPerTenant: budget}})
+	payload := bytes.Repeat([]byte("m"), maxFrame-64)
+	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 7, []byte("big"), c9(1), payload)
+	cost := int64(len(frame))
+	var stalled []*pconn
+	for i := range 6 {
+		c := h.dial(t, "mallory")
+		if _, err := c.nc.Write(frame[:protocol.HeaderSize+100]); err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, c)
+		waitFor(t, 10*time.Second, "mallory's stalled frame reserved", func() bool {
+			return h.srv.Memory().Used >= int64(i+1)*cost
+		})
+	}
+	waitFor(t, 15*time.Second, "stalled frames cut to half the budget", func() bool {
+		return h.srv.Memory().Used <= budget/2
+	})
+	var closedN atomic.Int32
+	var wg sync.WaitGroup
+	for _, c := range stalled {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.closedWithin(2 * time.Second) {
+				closedN.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	closed := int(closedN.Load())
+	if closed != 6-int(budget/2/cost) {
+		t.Fatalf("%d stalled senders closed, want %d", closed, 6-int(budget/2/cost))
+	}
+	// bob pipelines three large UPDATEs at speed: all fit.
+	bob := h.dial(t, "bob")
+	var batch []byte
+	for i := range 3 {
+		batch = protocol.AppendRequest(batch, protocol.OpUpdate, uint32(i+1), []byte("big"), c9(uint16(i+1)), payload)
+	}
+	if _, err := bob.nc.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		r, err := bob.recv(30 * time.Second)
+		if err != nil || r.Status != protocol.StatusOK || r.ID != uint32(i+1) {
+			t.Fatalf("bob's large UPDATE %d: %v %v id %d %s", i+1, err, r.Status, r.ID, r.Body)
+		}
+	}
 }

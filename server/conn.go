@@ -82,8 +82,10 @@ type connState struct {
 	// (worker).
 	arriving int64
 	big      []byte
-	skip     int
-	held     hold
+	// arrivingA mirrors arriving for the OnTick sweep (slowFrames).
+	arrivingA atomic.Int64
+	skip      int
+	held      hold
 	// mem is the budget this connection charges: its tenant's share once
 	// HELLO authenticated it, else the server's. Set on the loop before
 	// any reservation and never changed after, so every release goes to
@@ -194,6 +196,7 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	cs.mem.release(cs.arriving) // a frame that never fully arrived
 	cs.arriving, cs.big = 0, nil
 	cs.closeWatches()
+	cs.arrivingA.Store(0)
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -246,6 +249,8 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			// releaseFrame).
 			cs.enqueueOwned(cs.big)
 			cs.big, cs.arriving = nil, 0
+			cs.arrivingA.Store(0)
+			cs.partialSince.Store(0) // the next frame's clock starts at its own bytes
 			queued = true
 			continue
 		}
@@ -293,6 +298,8 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				continue
 			}
 			cs.arriving = bigFrameCost(size)
+			cs.arrivingA.Store(cs.arriving)
+			cs.partialSince.Store(now) // FrameTimeout and slowFrames time it from its header
 			cs.big = make([]byte, 0, size)
 			continue
 		}
@@ -562,7 +569,8 @@ func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 	nowN := now.UnixNano()
 	s.auth.sweep(now)
 	s.sweepHubs(now)
-	for _, cs := range s.snapshotConns() {
+	conns := s.snapshotConns()
+	for _, cs := range conns {
 		if cs.closing.Load() {
 			continue
 		}
@@ -576,7 +584,34 @@ func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 			cs.closeWith(closeIdleTimeout)
 		}
 	}
+	s.slowFrames(conns, nowN)
 	return s.tickInterval(), gnet.None
+}
+
+// slowFrameGrace is how long a large frame may take to arrive before it
+// counts against Options.MaxSlowFrameMemory.
+const slowFrameGrace = time.Second
+
+// slowFrames closes connections whose large frame has been arriving for
+// more than slowFrameGrace once such frames hold more than
+// MaxSlowFrameMemory in all (issue 13, open issue 9c: a header holds its
+// reservation until the frame timeout, so stalled senders on a few
+// tenants could hold the whole budget for 30 s). Which of the stalled
+// senders are closed is arbitrary; frames that arrive at speed are never
+// counted.
+func (s *Server) slowFrames(conns []*connState, nowN int64) {
+	var slow int64
+	for _, cs := range conns {
+		a, since := cs.arrivingA.Load(), cs.partialSince.Load()
+		if a == 0 || since == 0 || nowN-since < int64(slowFrameGrace) || cs.closing.Load() {
+			continue
+		}
+		if slow+a > s.opts.MaxSlowFrameMemory {
+			cs.closeWith(closeSlowFrame)
+			continue
+		}
+		slow += a
+	}
 }
 
 func (s *Server) tickInterval() time.Duration {

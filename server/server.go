@@ -114,6 +114,16 @@ type Options struct {
 	// last subscription, so that a watcher reconnecting within it resumes
 	// without a resync (default 2 min).
 	WatchLinger time.Duration
+	// MaxSlowFrameMemory is the most of MaxClientMemory that large frames
+	// still arriving after slowFrameGrace (1 s) may hold, summed over all
+	// connections (default half of it; at least MaxFrame). A header
+	// reserves its frame's size until the frame arrives or FrameTimeout
+	// passes, so without it senders that stall after a header (one
+	// connection each, several tenants) could hold the whole budget for
+	// FrameTimeout; past it the sweep closes stalled senders (reason
+	// slow_frame) until they fit, and the rest of the budget stays for
+	// requests that arrive at speed.
+	MaxSlowFrameMemory int64
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
@@ -206,6 +216,10 @@ func (o *Options) withDefaults() Options {
 		r.MaxClientMemoryPerTenant = r.MaxClientMemory / 4
 	}
 	r.MaxClientMemoryPerTenant = min(max(r.MaxClientMemoryPerTenant, 3*int64(r.MaxFrame)), r.MaxClientMemory)
+	if r.MaxSlowFrameMemory <= 0 {
+		r.MaxSlowFrameMemory = r.MaxClientMemory / 2
+	}
+	r.MaxSlowFrameMemory = min(max(r.MaxSlowFrameMemory, int64(r.MaxFrame)), r.MaxClientMemory)
 	return r
 }
 
