@@ -443,11 +443,11 @@ func TestSlowFramesCapped(t *testing.T) {
 			t.Fatal(err)
 		}
 		stalled = append(stalled, c)
-		waitFor(t, 10*time.Second, "mallory's stalled frame reserved", func() bool {
+		sqtest.CheckFor(t, 10*time.Second, "mallory's stalled frame reserved", func() bool {
 			return h.srv.Memory().Used >= int64(i+1)*cost
 		})
 	}
-	waitFor(t, 15*time.Second, "stalled frames cut to half the budget", func() bool {
+	sqtest.CheckFor(t, 15*time.Second, "stalled frames cut to half the budget", func() bool {
 		return h.srv.Memory().Used <= budget/2
 	})
 	var closedN atomic.Int32
