@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -125,6 +126,9 @@ func TestStartSummaryAndReloadCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(t0)
+	if !regexp.MustCompile(`msg="tenant config reloaded" .*took=[0-9.]+[mµn]?s`).Match(logBuf.Bytes()) {
+		t.Errorf("the reload's log line does not say how long it took: %s", logBuf.String())
+	}
 	tab := srv.table.Load()
 	t.Logf("reload changing 1 of %d tenants: %v, %d store calls", n, took, tab.storeCalls)
 	if tab.storeCalls != 1 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
@@ -73,9 +74,17 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 	if old == nil {
 		old = &tenantTable{byKey: map[tokenKey]*tenant{}, byName: map[string]*tenant{}}
 	}
-	oldByDir := make(map[string]*tenant, len(old.byName))
-	for _, prev := range old.byName {
-		oldByDir[filepath.Clean(prev.entry().DataDir)] = prev
+	// The old tenants by data dir, built only if an entry's dir is not
+	// its old tenant's (a reload that changes no name or dir needs none).
+	var oldByDir map[string]*tenant
+	byDirOf := func(dir string) *tenant {
+		if oldByDir == nil {
+			oldByDir = make(map[string]*tenant, len(old.byName))
+			for _, prev := range old.byName {
+				oldByDir[filepath.Clean(prev.conf.Load().DataDir)] = prev
+			}
+		}
+		return oldByDir[filepath.Clean(dir)]
 	}
 	type change struct {
 		key  tokenKey
@@ -100,7 +109,13 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 			return nil, nil, err
 		}
 		c := change{key: keyOf([]byte(tok)), e: e, sc: sc}
-		byName, byDir := old.byName[e.Name], oldByDir[filepath.Clean(e.DataDir)]
+		byName := old.byName[e.Name]
+		var byDir *tenant
+		if byName != nil && byName.conf.Load().DataDir == e.DataDir {
+			byDir = byName // old dirs are unique: no other old tenant has it
+		} else {
+			byDir = byDirOf(e.DataDir)
+		}
 		switch {
 		case byName != nil && byName == byDir:
 			c.prev = byName
@@ -332,9 +347,15 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 // removed, disabled, renamed, moved or re-keyed tenants are closed;
 // connections of unchanged tenants (same token, name and data dir) are not
 // touched. On error the old configuration stays in place. Each call logs
-// its outcome once ("tenant config reloaded" or "reload refused"); callers
+// its outcome once ("tenant config reloaded", with the time it took, or
+// "reload refused"); callers
 // do not log it again.
 func (s *Server) Reload(cfg *config.Config) (string, error) {
+	return s.reload(cfg, time.Now())
+}
+
+// reload is Reload of a config whose reading started at start.
+func (s *Server) reload(cfg *config.Config, start time.Time) (string, error) {
 	if err := cfg.Validate(); err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
 		s.stats.reloadsFailed.Add(1)
@@ -401,7 +422,8 @@ func (s *Server) Reload(cfg *config.Config) (string, error) {
 	msg := fmt.Sprintf("reloaded: %d tenants (%d added, %d removed or disabled, %d connections closed, %d data dirs created)",
 		len(t.byName), added, removed, closed, t.dirsCreated)
 	s.log.Info("tenant config reloaded", "tenants", len(t.byName), "added", added,
-		"removed", removed, "conns_closed", closed, "data_dirs_created", t.dirsCreated)
+		"removed", removed, "conns_closed", closed, "data_dirs_created", t.dirsCreated,
+		"took", time.Since(start).Round(time.Microsecond).String())
 	return msg, nil
 }
 
@@ -411,13 +433,14 @@ func (s *Server) ReloadFromSource() (string, error) {
 	if s.opts.LoadConfig == nil {
 		return "", fmt.Errorf("%w: no config source (the server runs without --config reload support)", config.ErrInvalid)
 	}
+	start := time.Now()
 	cfg, err := s.opts.LoadConfig()
 	if err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
 		s.stats.reloadsFailed.Add(1)
 		return "", err
 	}
-	return s.Reload(cfg)
+	return s.reload(cfg, start)
 }
 
 // closeConnsOf closes every connection of the tenants in gone. Each gets
