@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -65,26 +63,6 @@ type WatchOptions struct {
 	Buffer int
 }
 
-// parsePrefix reads "L.S.R/C.V.B/Ch.Sn.Sc" cut after any part.
-func parsePrefix(s string) (phext.Coordinate, uint8, error) {
-	c := phext.Origin
-	if s == "" {
-		return c, 0, nil
-	}
-	parts := strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '/' || r == ';' })
-	if len(parts) > 9 {
-		return c, 0, fmt.Errorf("%w: prefix %q has more than nine parts", ErrBadArgument, s)
-	}
-	for i, p := range parts {
-		v, err := strconv.Atoi(p)
-		if err != nil || v < 1 || v > phext.MaxPart {
-			return c, 0, fmt.Errorf("%w: prefix %q: part %q is not 1..999", ErrBadArgument, s, p)
-		}
-		c[i] = uint16(v)
-	}
-	return c, uint8(len(parts)), nil
-}
-
 // Subscription is one WATCH on a Conn. Its events arrive on C, which is
 // closed when the subscription ends: Close, an ended resync (delivered
 // first), or the connection breaking (see Conn.Err).
@@ -115,10 +93,11 @@ type watchState struct {
 // connection: use the package-level Watch for a feed that resumes across
 // reconnects.
 func (c *Conn) Watch(ctx context.Context, name string, o WatchOptions) (*Subscription, error) {
-	prefix, depth, err := parsePrefix(o.Prefix)
+	prefix, d, err := phext.ParsePrefix(o.Prefix)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBadArgument, err)
 	}
+	depth := uint8(d)
 	var flags uint8
 	if o.Text {
 		flags |= protocol.WatchText
@@ -219,7 +198,7 @@ func (c *Conn) onEvent(body []byte) error {
 			ev.Reason = "gone"
 		}
 	} else {
-		ev.Op = opName(pe.Op)
+		ev.Op = protocol.ChangeOpName(pe.Op)
 		ev.Phext = string(pe.Phext)
 		ev.Coord = pe.Coord
 		ev.Len = pe.Len
@@ -247,22 +226,6 @@ func (c *Conn) onEvent(body []byte) error {
 func safeSend(ch chan Event, ev Event) {
 	defer func() { _ = recover() }()
 	ch <- ev
-}
-
-func opName(op uint8) string {
-	switch op {
-	case 1:
-		return "insert"
-	case 2:
-		return "update"
-	case 3:
-		return "delete"
-	case 4:
-		return "put"
-	case 5:
-		return "compact"
-	}
-	return "op" + strconv.Itoa(int(op))
 }
 
 // Watch follows the committed changes of phext name on its own connection

@@ -196,3 +196,49 @@ func parseCoord[T ~string | ~[]byte](s T, strict bool) (Coordinate, error) {
 	c[len(c)-1] = uint16(val)
 	return c, nil
 }
+
+// ParsePrefix parses a coordinate prefix: 1 to 9 decimal parts, each
+// 1..MaxPart, separated by '.', '/' or ';' (for example "1.1.1/1.1.1/1.2",
+// everything under section 2 of chapter 1 of book 1…). The empty string is
+// the empty prefix (depth 0), under which every coordinate lies. The parts
+// fill the returned Coordinate from the library on; the rest stay 0.
+func ParsePrefix(s string) (Coordinate, int, error) {
+	var c Coordinate
+	if s == "" {
+		return c, 0, nil
+	}
+	part, val, digits := 0, 0, 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			val = val*10 + int(s[i]-'0')
+			digits++
+			if val > MaxPart {
+				return Coordinate{}, 0, badCoord("prefix part %d over %d at offset %d", part+1, MaxPart, i)
+			}
+			continue
+		}
+		if i < len(s) && s[i] != '.' && s[i] != '/' && s[i] != ';' {
+			return Coordinate{}, 0, badCoord("prefix: unexpected byte 0x%02X at offset %d", s[i], i)
+		}
+		if digits == 0 || val == 0 {
+			return Coordinate{}, 0, badCoord("prefix part %d empty or 0 at offset %d", part+1, i)
+		}
+		if part == 9 {
+			return Coordinate{}, 0, badCoord("prefix has more than nine parts")
+		}
+		c[part] = uint16(val)
+		part, val, digits = part+1, 0, 0
+	}
+	return c, part, nil
+}
+
+// HasPrefix reports whether c lies under the first depth parts of prefix
+// (depth 0: every coordinate does).
+func (c Coordinate) HasPrefix(prefix Coordinate, depth int) bool {
+	for i := 0; i < depth && i < len(c); i++ {
+		if prefix[i] != c[i] {
+			return false
+		}
+	}
+	return true
+}

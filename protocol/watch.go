@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/binary"
+	"strconv"
 
 	"github.com/phext/sq/phext"
 )
@@ -67,17 +68,6 @@ func DecodeWatch(payload []byte, c phext.Coordinate) (Watch, error) {
 	return w, nil
 }
 
-// Match reports whether coordinate c lies under the first depth parts of
-// prefix.
-func Match(prefix phext.Coordinate, depth uint8, c phext.Coordinate) bool {
-	for i := 0; i < int(depth); i++ {
-		if prefix[i] != c[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // AppendUnwatchPayload appends an UNWATCH payload: u32 sub.
 func AppendUnwatchPayload(dst []byte, sub uint32) []byte {
 	return binary.BigEndian.AppendUint32(dst, sub)
@@ -89,6 +79,33 @@ func DecodeUnwatch(payload []byte) (uint32, error) {
 		return 0, errn(StatusBadFrame, "UNWATCH payload needs 4 bytes, have", uint64(len(payload)))
 	}
 	return binary.BigEndian.Uint32(payload), nil
+}
+
+// Change ops of a change event (its byte at body offset 13).
+const (
+	ChangeInsert  uint8 = 1
+	ChangeUpdate  uint8 = 2 // empty text: the scroll was removed
+	ChangeDelete  uint8 = 3
+	ChangePut     uint8 = 4 // the whole phext replaced
+	ChangeCompact uint8 = 5 // a rewrite of the whole phext; handle as put
+)
+
+// ChangeOpName names a change op as the feed's clients print it ("insert",
+// "update", "delete", "put", "compact"; "op<N>" for an unknown one).
+func ChangeOpName(op uint8) string {
+	switch op {
+	case ChangeInsert:
+		return "insert"
+	case ChangeUpdate:
+		return "update"
+	case ChangeDelete:
+		return "delete"
+	case ChangePut:
+		return "put"
+	case ChangeCompact:
+		return "compact"
+	}
+	return "op" + strconv.Itoa(int(op))
 }
 
 // Event kinds (first body byte of an event frame).

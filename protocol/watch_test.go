@@ -31,12 +31,6 @@ func TestDecodeWatchErrors(t *testing.T) {
 	if err != nil || w.Prefix != (phext.Coordinate{2, 3, 4}) {
 		t.Fatalf("%+v %v", w, err)
 	}
-	if !Match(w.Prefix, w.Depth, phext.Coordinate{2, 3, 4, 9, 9, 9, 9, 9, 9}) || Match(w.Prefix, w.Depth, phext.Coordinate{2, 3, 5, 1, 1, 1, 1, 1, 1}) {
-		t.Fatal("Match")
-	}
-	if !Match(w.Prefix, 0, phext.Coordinate{7, 7, 7, 7, 7, 7, 7, 7, 7}) {
-		t.Fatal("depth 0 matches everything")
-	}
 }
 
 // TestDecodeEventEverySplit: every truncation of an event body is refused,

@@ -3,7 +3,6 @@ package server
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -105,7 +104,7 @@ func appendSSEChange(dst []byte, sub *watchSub, ev *feedEvent) []byte {
 	dst = append(dst, "\nevent: change\ndata: {\"pos\":"...)
 	dst = strconv.AppendUint(dst, ev.pos, 10)
 	dst = append(dst, ",\"op\":\""...)
-	dst = append(dst, ev.op.String()...)
+	dst = append(dst, protocol.ChangeOpName(uint8(ev.op))...)
 	dst = append(dst, "\",\"phext\":"...)
 	dst = appendJSONString(dst, []byte(ev.phext))
 	dst = append(dst, ",\"coord\":\""...)
@@ -148,31 +147,12 @@ func appendSSEResync(dst []byte, pos uint64, reason uint8, ended bool) []byte {
 	return append(dst, "}\n\n"...)
 }
 
-// parsePrefix reads a coordinate prefix of 1..9 parts ("1.1.1/1.1.1/1.2").
-func parsePrefix(s string) (phext.Coordinate, uint8, bool) {
-	var c phext.Coordinate
-	if s == "" {
-		return c, 0, true
-	}
-	parts := strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '/' || r == ';' })
-	if len(parts) > 9 {
-		return c, 0, false
-	}
-	for i, p := range parts {
-		v, err := strconv.Atoi(p)
-		if err != nil || v < 1 || v > phext.MaxPart {
-			return c, 0, false
-		}
-		c[i] = uint16(v)
-	}
-	return c, uint8(len(parts)), true
-}
-
 // serveWatch streams the change feed of phext name of tenant t.
 func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, name []byte, start time.Time) {
 	q := r.URL.Query()
-	prefix, depth, ok := parsePrefix(q.Get("c"))
-	if !ok {
+	prefix, d, err := phext.ParsePrefix(q.Get("c"))
+	depth := uint8(d)
+	if err != nil {
 		h.record(t, routeWatch, http.StatusBadRequest, protocol.StatusBadCoord, 0, 0, start)
 		replyText(w, http.StatusBadRequest, "Bad Request: c must be a coordinate prefix of 1 to 9 parts, each 1..999")
 		return
@@ -195,7 +175,6 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 	sub := &watchSub{phext: string(name), prefix: prefix, depth: depth,
 		text: q.Get("text") == "1" || q.Get("text") == "true", sink: k}
 	var head uint64
-	var err error
 	var hub *feedHub
 	for {
 		hub = h.s.hubFor(t)

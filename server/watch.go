@@ -99,7 +99,7 @@ func (sub *watchSub) matches(ev *feedEvent) bool {
 	if ev.op == store.ChangePut || ev.op == store.ChangeCompact {
 		return true // the whole phext changed: every prefix is concerned
 	}
-	return protocol.Match(sub.prefix, sub.depth, ev.coord)
+	return ev.coord.HasPrefix(sub.prefix, int(sub.depth))
 }
 
 // feedHub is one tenant's change feed. All fields are guarded by mu.

@@ -65,16 +65,12 @@ func (w *watchClient) do(op protocol.Op, name string, c phext.Coordinate, payloa
 // watch subscribes and returns the position of the reply.
 func (w *watchClient) watch(name, prefix string, sub uint32, flags uint8, from uint64) uint64 {
 	w.t.Helper()
-	c, depth := phext.Origin, uint8(0)
-	if prefix != "" {
-		parts := strings.FieldsFunc(prefix, func(r rune) bool { return r == '.' || r == '/' })
-		depth = uint8(len(parts))
-		for i, p := range parts {
-			var v uint16
-			fmt.Sscan(p, &v)
-			c[i] = v
-		}
+	p, d, err := phext.ParsePrefix(prefix)
+	if err != nil {
+		w.t.Fatal(err)
 	}
+	c, depth := phext.Origin, uint8(d)
+	copy(c[:d], p[:d])
 	r := w.do(protocol.OpWatch, name, c, protocol.AppendWatchPayload(nil, sub, depth, flags, from))
 	if r.Status != protocol.StatusOK || len(r.Body) != 8 {
 		w.t.Fatalf("WATCH: status %v: %s", r.Status, r.Body)
@@ -403,6 +399,18 @@ func TestWatchLimits(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestChangeOpsMatchWire: the server sends store.ChangeOp values as the
+// wire's op byte.
+func TestChangeOpsMatchWire(t *testing.T) {
+	pairs := map[store.ChangeOp]uint8{store.ChangeInsert: protocol.ChangeInsert, store.ChangeUpdate: protocol.ChangeUpdate,
+		store.ChangeDelete: protocol.ChangeDelete, store.ChangePut: protocol.ChangePut, store.ChangeCompact: protocol.ChangeCompact}
+	for s, w := range pairs {
+		if uint8(s) != w {
+			t.Errorf("store op %d is wire op %d", s, w)
+		}
+	}
 }
 
 // TestWatchShutdown: a server shutting down ends subscriptions with a

@@ -25,7 +25,9 @@ import (
 // A tenant without a Feed pays one atomic load per write: no position, no
 // hashing, no allocation (TestFeedOffCostsNothing).
 
-// ChangeOp says what a committed change did.
+// ChangeOp says what a committed change did. The values are the change
+// feed's wire values (protocol.ChangeInsert…; the server checks this in
+// TestChangeOpsMatchWire).
 type ChangeOp uint8
 
 // Change operations.
@@ -40,23 +42,6 @@ const (
 	// publishes it, and watchers treat it like ChangePut.
 	ChangeCompact ChangeOp = 5
 )
-
-// String names the operation as the feed's clients see it.
-func (o ChangeOp) String() string {
-	switch o {
-	case ChangeInsert:
-		return "insert"
-	case ChangeUpdate:
-		return "update"
-	case ChangeDelete:
-		return "delete"
-	case ChangePut:
-		return "put"
-	case ChangeCompact:
-		return "compact"
-	}
-	return "unknown"
-}
 
 // Change is one committed change, as passed to Feed.Publish.
 type Change struct {

@@ -86,7 +86,7 @@ func TestFeedPublishesEveryPath(t *testing.T) {
 	for i, w := range wants {
 		g := got[i]
 		if g.Phext != w.phext || g.Op != w.op || g.Coord != w.c || string(g.Text) != w.text || g.Len != w.len {
-			t.Errorf("change %d: got %s %q %v %q len %d, want %s %q %v %q len %d", i,
+			t.Errorf("change %d: got %d %q %v %q len %d, want %d %q %v %q len %d", i,
 				g.Op, g.Phext, g.Coord, g.Text, g.Len, w.op, w.phext, w.c, w.text, w.len)
 		}
 		if g.Pos <= last {
