@@ -271,6 +271,21 @@ func TestWatchResume(t *testing.T) {
 			w.nc.Close()
 		})
 	}
+
+	// After a restart (a new server and store), a position of the earlier
+	// run is answered with a resync.
+	t.Run("after a restart", func(t *testing.T) {
+		e.stop()
+		e2 := startEnv(t, envOptions{durability: store.DurabilityEverySec})
+		w := e2.watcher("alpha")
+		now := w.watch("", "", 3, protocol.WatchFrom, lastSeen)
+		if now <= lastSeen {
+			t.Fatalf("position now %d not above %d of the earlier run", now, lastSeen)
+		}
+		if ev := w.next(); ev.Kind != protocol.EventResync || ev.Reason != protocol.ResyncGap || ev.Pos != now {
+			t.Fatalf("want one resync (gap), got %+v", ev)
+		}
+	})
 }
 
 // TestWatchSlowWatcherDropped: a watcher that never reads gets, once its
