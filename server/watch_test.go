@@ -440,3 +440,36 @@ func TestWatchShutdown(t *testing.T) {
 		t.Fatalf("%+v", ev)
 	}
 }
+
+// TestWatchMemoryBudget: subscriptions are charged to the tenant's share
+// of the memory budget: past it WATCH is BUSY (another tenant is not
+// affected), and closing the connection gives the memory back.
+func TestWatchMemoryBudget(t *testing.T) {
+	e := startEnv(t, envOptions{opts: Options{MaxFrame: 64 << 10, MaxClientMemory: 1 << 20,
+		MaxClientMemoryPerTenant: 192 << 10, MaxWatchesPerConn: 1000, MaxWatchesPerTenant: 1000}})
+	w := e.watcher("alpha")
+	n := 0
+	for ; n < 1000; n++ {
+		r := w.do(protocol.OpWatch, "", phext.Origin, protocol.AppendWatchPayload(nil, uint32(n+1), 0, 0, 0))
+		if r.Status == protocol.StatusBusy {
+			break
+		}
+		if r.Status != protocol.StatusOK {
+			t.Fatalf("WATCH %d: %v %s", n, r.Status, r.Body)
+		}
+	}
+	// 192 KiB / 4 KiB per subscription.
+	if n == 0 || n > 48 {
+		t.Fatalf("%d subscriptions fit a 192 KiB share", n)
+	}
+	e.watcher("beta").watch("", "", 1, 0, 0)
+	w.nc.Close()
+	sqtest.CheckForErr(t, 5e9, func() error {
+		w2 := e.watcher("alpha")
+		defer w2.nc.Close()
+		if r := w2.do(protocol.OpWatch, "", phext.Origin, protocol.AppendWatchPayload(nil, 1, 0, 0, 0)); r.Status != protocol.StatusOK {
+			return fmt.Errorf("WATCH after the close: %v %s", r.Status, r.Body)
+		}
+		return nil
+	})
+}
