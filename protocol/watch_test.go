@@ -64,3 +64,36 @@ func TestDecodeEventEverySplit(t *testing.T) {
 		t.Fatal("unknown kind decoded")
 	}
 }
+
+// FuzzDecodeEvent: any body decodes or is refused, never read past its
+// end; what decodes re-encodes to the same body.
+func FuzzDecodeEvent(f *testing.F) {
+	for _, fr := range [][]byte{
+		AppendChangeEvent(nil, 1, 2, ChangeUpdate, []byte("n"), phext.Origin, 3, []byte(phext.Checksum([]byte("abc"))), TextHere, []byte("abc")),
+		AppendChangeEvent(nil, 1, 2, ChangePut, nil, phext.Origin, 3, nil, TextNone, nil),
+		AppendResyncEvent(nil, 1, 2, ResyncGap, true),
+	} {
+		f.Add(fr[HeaderSize:])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var ev Event
+		if err := DecodeEvent(body, &ev); err != nil {
+			if StatusOf(err) != StatusBadFrame {
+				t.Fatalf("status %v: %v", StatusOf(err), err)
+			}
+			return
+		}
+		var re []byte
+		if ev.Kind == EventResync {
+			re = AppendResyncEvent(nil, ev.Sub, ev.Pos, ev.Reason, ev.Ended)
+			if body[14] > 1 {
+				return // any non-zero ended byte reads as true
+			}
+		} else {
+			re = AppendChangeEvent(nil, ev.Sub, ev.Pos, ev.Op, ev.Phext, ev.Coord, ev.Len, ev.Sum, ev.TextAt, ev.Text)
+		}
+		if string(re[HeaderSize:]) != string(body[:len(re)-HeaderSize]) {
+			t.Fatalf("re-encoded %x, body %x", re[HeaderSize:], body)
+		}
+	})
+}
