@@ -18,7 +18,8 @@ import (
 	"github.com/phext/sq/store"
 )
 
-// faultFS fails WAL writes and fsyncs of one tenant's dir while armed.
+// faultFS fails writes and fsyncs of the files whose path contains match
+// while armed (the commit log shared by all tenants: "-w.log").
 type faultFS struct {
 	armed atomic.Bool
 	match string
@@ -64,13 +65,15 @@ func (f *faultFile) Sync() error {
 	return f.File.Sync()
 }
 
-// TestDiskFaultsOverTheWire: ENOSPC and EIO on one tenant's WAL reach the
-// client as INTERNAL with the data exactly as before; another tenant keeps
-// being served; the tenant recovers when the fault clears.
+// TestDiskFaultsOverTheWire: ENOSPC and EIO on the commit log reach the
+// clients as INTERNAL with the data exactly as before (the log is shared:
+// every tenant's writes fail, reads go on); a tenant-local fault (a
+// checkpoint of one tenant's phext) fails only that tenant's COMPACT; the
+// tenants recover when the fault clears.
 func TestDiskFaultsOverTheWire(t *testing.T) {
 	for _, fault := range []error{syscall.ENOSPC, syscall.EIO} {
 		t.Run(fault.Error(), func(t *testing.T) {
-			ffs := &faultFS{match: filepath.Join("data", "alice") + "/", err: fault}
+			ffs := &faultFS{match: "-w.log", err: fault}
 			h := startHostile(t, hostileOpts{fs: ffs, http: true})
 			a, b := h.dial(t, "alice"), h.dial(t, "bob")
 			a.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(1), []byte("before"))
@@ -82,7 +85,8 @@ func TestDiskFaultsOverTheWire(t *testing.T) {
 					t.Errorf("INTERNAL message %q does not say what failed", body)
 				}
 				a.must(t, protocol.StatusInternal, protocol.OpPut, "", phext.Origin, []byte("lost"))
-				b.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(1), []byte("bob "))
+				b.must(t, protocol.StatusInternal, protocol.OpInsert, "", c9(1), []byte("bob "))
+				b.must(t, protocol.StatusOK, protocol.OpSelect, "", c9(1), nil)
 				if got := a.must(t, protocol.StatusOK, protocol.OpChecksum, "", phext.Origin, nil); !bytes.Equal(got, sum) {
 					t.Fatal("alice's data changed under the fault")
 				}
@@ -102,6 +106,17 @@ func TestDiskFaultsOverTheWire(t *testing.T) {
 			a.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(1), []byte(" after"))
 			if got := a.must(t, protocol.StatusOK, protocol.OpSelect, "", c9(1), nil); string(got) != "before after" {
 				t.Fatalf("after the fault cleared: %q", got)
+			}
+			// A fault in alice's data dir: her checkpoint fails, bob's
+			// works, and her data is unchanged.
+			ffs.match = filepath.Join("data", "alice") + "/"
+			ffs.armed.Store(true)
+			a.must(t, protocol.StatusInternal, protocol.OpCompact, "", phext.Origin, nil)
+			b.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(2), []byte("bob"))
+			b.must(t, protocol.StatusOK, protocol.OpCompact, "", phext.Origin, nil)
+			ffs.armed.Store(false)
+			if got := a.must(t, protocol.StatusOK, protocol.OpSelect, "", c9(1), nil); string(got) != "before after" {
+				t.Fatalf("after the checkpoint fault: %q", got)
 			}
 			if !strings.Contains(h.logs.String(), "request failed") {
 				t.Error("no log line for the failed requests")

@@ -24,7 +24,7 @@ import (
 // line, a metrics series, or any message sent to a client.
 func TestTokensNeverLeak(t *testing.T) {
 	custom := "correct-horse-battery-staple-42"
-	ffs := &faultFS{match: filepath.Join("data", "alice") + "/", err: syscall.EIO}
+	ffs := &faultFS{match: "-w.log", err: syscall.EIO}
 	h := startHostile(t, hostileOpts{fs: ffs, http: true, tokens: map[string]string{"bob": custom},
 		quotaMB: map[string]float64{"mallory": 0.001},
 		extra: func(c *config.Config) {

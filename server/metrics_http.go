@@ -191,11 +191,11 @@ func (h *httpAPI) appendMetrics(e *expo) {
 	}
 	e.one("sq_draining", "gauge", "1 while the server drains for shutdown.", draining)
 	ss := s.st.Stats()
-	e.one("sq_fsyncs_total", "counter", "Successful fsyncs of WALs, snapshots and directories.", ss.Fsyncs)
+	e.one("sq_fsyncs_total", "counter", "Successful fsyncs of the commit log, snapshots and directories.", ss.Fsyncs)
 	e.family("sq_compactions_total", "counter", "Snapshot rewrites, by result.")
 	e.uint(ss.Compactions, "sq_compactions_total", "result", "ok")
 	e.uint(ss.CompactionFailures, "sq_compactions_total", "result", "failed")
-	e.one("sq_rewrites_total", "counter", "Phexts written again from memory to new files after an fsync of their WAL failed.", ss.Rewrites)
+	e.one("sq_rewrites_total", "counter", "Phexts checkpointed from memory after an fsync of the commit log failed.", ss.Rewrites)
 	e.one("sq_loop_writes_total", "counter", "Writes answered on the event loop (no worker hop).", s.stats.loopWrites.Load())
 	e.one("sq_watch_subscriptions", "gauge", "Change-feed subscriptions now (WATCH and REST streams).", uint64(max(s.stats.watches.Load(), 0)))
 	e.one("sq_watch_events_total", "counter", "Change events queued to binary-protocol watchers.", s.stats.watchEvents.Load())
@@ -234,6 +234,7 @@ func (h *httpAPI) appendMetrics(e *expo) {
 		st.u, st.uok = usageOf(tn)
 		if s.opts.TenantDetailMetrics {
 			st.snap, st.wal, st.sizesOK = dirSizes(tn.entry().DataDir)
+			st.wal += st.u.LogBytes
 		}
 		ts = append(ts, st)
 	}
@@ -314,7 +315,7 @@ func (h *httpAPI) appendMetrics(e *expo) {
 				e.uint(uint64(t.snap), "sq_tenant_snapshot_bytes", "tenant", t.tn.name)
 			}
 		}
-		e.family("sq_tenant_wal_bytes", "gauge", "Size of the tenant's WAL files, read at scrape time (--metrics-tenant-detail).")
+		e.family("sq_tenant_wal_bytes", "gauge", "Bytes of the tenant's records in the shared commit log that no checkpoint covers yet, plus per-phext WAL files of an earlier version not yet replayed (--metrics-tenant-detail).")
 		for _, t := range ts {
 			if t.sizesOK {
 				e.uint(uint64(t.wal), "sq_tenant_wal_bytes", "tenant", t.tn.name)
@@ -339,9 +340,9 @@ func usageOf(tn *tenant) (store.Usage, bool) {
 	return u, err == nil
 }
 
-// dirSizes sums the sizes of a data dir's snapshots (*.phext) and WALs
-// (*.phext.wal), read from the file system at scrape time because the
-// store keeps no such counters.
+// dirSizes sums the sizes of a data dir's snapshots (*.phext) and
+// per-phext WALs of an earlier version (*.phext.wal), read from the file
+// system at scrape time.
 func dirSizes(dir string) (snap, wal int64, ok bool) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

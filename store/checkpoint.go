@@ -3,8 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/phext/sq/phext"
@@ -13,34 +11,35 @@ import (
 // checkpoint writes the phext's document to a new snapshot without making
 // its writers wait for the serialization: the overlay is frozen and
 // written out from that frozen view (base + frozen overlay, immutable
-// meanwhile) while later writes keep going to the WAL and into a fresh
+// meanwhile) while later writes keep going to the log and into a fresh
 // overlay. Steps:
 //
 //	A. (fmu, mu: memory only) freeze: the overlay becomes frozen, a new one
-//	   takes the writes; cut = the WAL's end.
-//	B. (no lock) write the frozen document to <name>.phext.tmp and fsync
-//	   it; map and index it; create <name>.phext.wal.ckpt with a header
-//	   naming the new snapshot and the WAL records logged since cut (the
-//	   writes made meanwhile), fsync it and the directory.
-//	C. (fmu) append the records logged since B's copy (mode always: fsync);
-//	   rename the temp file over the snapshot, fsync the directory; rename
-//	   the new WAL over the old one (mode always: fsync the directory);
-//	   swap the new mapping in (mu, pointers only), drop the frozen overlay.
+//	   takes the writes; covers = the LSN of the last record applied.
+//	B. (no lock) write the frozen document to <name>.phext.tmp, fsync it,
+//	   note its device and inode; map and index it.
+//	C. (no lock) log a checkpoint record "(dir, phext, device, inode,
+//	   covers, size, xxh3)" to the worker log and make it durable (it shares the group
+//	   commit's fsync).
+//	D. (no lock) rename the temp file over the snapshot and fsync the
+//	   directory; then (fmu, mu: pointers only) swap the new mapping in and
+//	   drop the frozen overlay.
 //
-// Writers wait only for step C: two renames and a directory fsync between
-// them (mode always: plus the new WAL's fsync and a second directory
-// fsync; other modes leave those to the syncer's next round), never the
-// serialization or the indexing. A crash before C's first rename
-// leaves the old snapshot and WAL (the .ckpt WAL names another snapshot and
-// is removed on open); after it, the snapshot is the new one and open takes
-// the .ckpt WAL (adoptNewWAL). A Put or a rewrite during the checkpoint
-// makes its view stale: it is abandoned and the frozen overlay merged back.
+// Writers wait only for the freeze and the swap. Recovery takes the latest
+// checkpoint record naming the snapshot file on disk, so a crash anywhere
+// leaves either the old snapshot (and every record, which the logs keep
+// until the checkpoint is durable) or the new one with the records after
+// covers. The generations holding the phext's older records are kept
+// (ckptHold) until D's directory fsync succeeded. A Put during the
+// checkpoint makes its view stale: the switch is abandoned (the snapshot on
+// disk is still correct for recovery: its record says what it covers).
 //
 // did says whether there was anything to checkpoint.
 func (p *pfile) checkpoint() (did bool, err error) {
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
-	fs := p.t.s.fs
+	s := p.t.s
+	fs := s.fs
 	dir := filepath.Dir(p.path)
 
 	// A. Freeze.
@@ -49,18 +48,13 @@ func (p *pfile) checkpoint() (did bool, err error) {
 		p.fmu.Unlock()
 		return false, errPfileClosed
 	}
-	if p.broken.Load() || p.suspect.Load() || p.needReset {
-		// Repairs run the blocking way (they must hold the WAL anyway).
-		did = !p.broken.Load()
-		err = p.compactNow()
-		p.fmu.Unlock()
-		return did, err
-	}
-	if p.wal == nil || p.walSize <= walHeaderSize {
+	if p.oldestGen == 0 {
 		p.fmu.Unlock()
 		return false, nil
 	}
-	oldWAL, cut := p.wal, p.walSize
+	hold, covers, logBytes := p.oldestGen, p.lastLSN, p.logBytes.Load()
+	p.ckptHold, p.oldestGen = hold, 0
+	p.logBytes.Store(0)
 	p.mu.Lock()
 	base, index, frozen := p.base, p.index, p.ov
 	p.frozen = frozen
@@ -73,22 +67,15 @@ func (p *pfile) checkpoint() (did bool, err error) {
 	p.fmu.Unlock()
 
 	var (
-		newWAL  File
 		nbase   []byte
 		nmapped bool
 	)
-	walPath := p.walPath + ckptExt
-	abort := func(err error) (bool, error) {
-		if newWAL != nil {
-			newWAL.Close()
-		}
-		_ = fs.Remove(p.tmpPath)
-		_ = fs.Remove(walPath)
-		// copied is read under fmu (needCompact), changed under both.
+	// finish ends the checkpoint: durable says the generations held for
+	// the frozen records may go; merge puts the frozen overlay back.
+	finish := func(durable, merge bool) {
 		p.fmu.Lock()
 		p.mu.Lock()
-		if p.epoch == epoch {
-			// Merge the frozen overlay back under the writes made since.
+		if merge && p.epoch == epoch {
 			for k, v := range frozen {
 				if _, ok := p.ov[k]; !ok {
 					p.ov[k] = v
@@ -101,8 +88,22 @@ func (p *pfile) checkpoint() (did bool, err error) {
 		retired := p.retired
 		p.retired = nil
 		p.mu.Unlock()
+		if !durable {
+			if p.oldestGen == 0 || hold < p.oldestGen {
+				p.oldestGen = hold
+			}
+			p.logBytes.Add(logBytes)
+		}
+		p.ckptHold = 0
+		if p.oldestGen == 0 {
+			s.markClean(p)
+		}
 		p.fmu.Unlock()
 		p.unmapAll(retired)
+	}
+	abort := func(err error) (bool, error) {
+		_ = fs.Remove(p.tmpPath)
+		finish(false, true)
 		if nmapped {
 			p.unmapAll([][]byte{nbase})
 		}
@@ -110,7 +111,7 @@ func (p *pfile) checkpoint() (did bool, err error) {
 	}
 
 	// B. Write the frozen view out, without locks.
-	id, err := p.writeDoc(p.tmpPath, func(fn func(phext.Coordinate, []byte)) {
+	id, dev, ino, err := p.writeDoc(p.tmpPath, func(fn func(phext.Coordinate, []byte)) {
 		walkDoc(base, index, frozen, nil, fn)
 	})
 	if err != nil {
@@ -120,137 +121,61 @@ func (p *pfile) checkpoint() (did bool, err error) {
 	if err != nil {
 		return abort(err)
 	}
-	newWAL, err = fs.OpenFile(walPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND|noFollow, 0o640)
-	if err != nil {
-		return abort(err)
-	}
-	if _, err := newWAL.Write(appendWALHeader(make([]byte, 0, walHeaderSize), id)); err != nil {
-		return abort(err)
-	}
-	p.fmu.Lock()
-	mid := p.walSize
-	p.fmu.Unlock()
-	// Records in [cut, mid) are complete and stay: a failed append only
-	// cuts back what it wrote itself, past mid.
-	if err := copyWAL(newWAL, oldWAL, cut, mid); err != nil {
-		return abort(err)
-	}
-	if err := newWAL.Sync(); err != nil {
-		return abort(err)
-	}
-	if err := fs.SyncDir(dir); err != nil {
-		return abort(err)
-	}
 
+	// C. The log says which file holds everything up to covers.
+	if _, _, err := s.wlog.commitCkpt(p.t.dir, p.key, ckptPayload(dev, ino, covers, id, p.snapID)); err != nil {
+		return abort(err)
+	}
 	if checkpointHook != nil {
 		checkpointHook(p)
 	}
 
-	// C. Switch, holding the WAL lock.
-	p.fmu.Lock()
-	p.mu.RLock()
-	stale := p.epoch != epoch
-	p.mu.RUnlock()
-	if stale || p.wal != oldWAL || p.state.Load() == stateClosed || p.broken.Load() || p.suspect.Load() || p.needReset {
-		p.fmu.Unlock()
-		return abort(errors.New("the phext changed under the checkpoint"))
-	}
-	end := p.walSize
-	if err := copyWAL(newWAL, oldWAL, mid, end); err != nil {
-		p.fmu.Unlock()
-		return abort(err)
-	}
-	// In mode always the tail holds acknowledged records: durable in the
-	// new WAL before the old one goes. In the other modes the syncer
-	// fsyncs it (and the directory) within its round, so writers do not
-	// wait for that here.
-	always := p.t.durability() == DurabilityAlways
-	if always {
-		if err := newWAL.Sync(); err != nil {
-			p.fmu.Unlock()
-			return abort(err)
-		}
-	}
+	// D. Switch.
 	if err := fs.Rename(p.tmpPath, p.path); err != nil {
-		p.fmu.Unlock()
 		return abort(err)
 	}
 	p.snapExists.Store(true)
-	// From here the snapshot on disk is the new one and only the new WAL
-	// describes it: writes must go there, whatever fails next.
-	var errs []error
-	dirPending := false
+	p.snapID = id
+	// From here the snapshot on disk is the new one.
+	var derr error
 	if err := fs.SyncDir(dir); err != nil {
-		dirPending = true
-		errs = append(errs, fmt.Errorf("fsync dir: %w", err))
+		derr = fmt.Errorf("store: checkpoint %s: fsync dir: %w", p.path, err)
 	}
-	if err := fs.Rename(walPath, p.walPath); err != nil {
-		// Open will find the .ckpt WAL naming the snapshot and take it;
-		// until then this phext is reopened before its next use.
-		p.broken.Store(true)
-		errs = append(errs, err)
-	} else if !always {
-		dirPending = true // the syncer's next round fsyncs the directory
-	} else if err := fs.SyncDir(dir); err != nil {
-		dirPending = true
-		errs = append(errs, fmt.Errorf("fsync dir: %w", err))
-	}
+	p.fmu.Lock()
 	p.mu.Lock()
+	stale := p.epoch != epoch || p.state.Load() == stateClosed
+	if stale {
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		if nmapped {
+			p.unmapAll([][]byte{nbase})
+		}
+		finish(false, false)
+		if derr != nil {
+			return true, derr
+		}
+		return true, errors.New("store: checkpoint " + p.path + ": the phext was replaced under it")
+	}
 	oldBase, oldMapped := p.base, p.mapped
 	p.base, p.mapped, p.index = nbase, nmapped, nindex
 	p.frozen = nil
-	p.ckpt = false
-	p.snapID = id
-	retired := p.retired
-	p.retired = nil
 	p.mu.Unlock()
+	p.fmu.Unlock()
 	// Readers copy out of the mapping under the read lock, so no slice into
 	// the old mapping survives the exclusive section above.
 	if oldMapped {
-		retired = append(retired, oldBase)
+		p.mu.Lock()
+		p.retired = append(p.retired, oldBase)
+		p.mu.Unlock()
 	}
-	p.unmapAll(retired)
-	_ = oldWAL.Close()
-	p.wal = newWAL
-	p.walSize = walHeaderSize + (end - cut)
-	if dirPending || !always {
-		// The renames are not durable yet: the WAL counts as dirty, and
-		// its next fsync (appendLocked, syncer, close) fsyncs the
-		// directory too.
-		p.dirSync = true
-		p.wgen.Add(1)
-	} else {
-		p.synced(p.wgen.Add(1))
-	}
-	p.fmu.Unlock()
-	if len(errs) > 0 {
-		return true, fmt.Errorf("store: checkpoint %s: %w", p.path, errors.Join(errs...))
-	}
-	return true, nil
+	// Without a durable rename the older generations stay: a power loss
+	// could bring the old snapshot back.
+	finish(derr == nil, false)
+	return true, derr
 }
 
-// checkpointHook, when set (tests only), runs between steps B and C.
+// checkpointHook, when set (tests only), runs between steps C and D.
 var checkpointHook func(*pfile)
-
-// copyWAL appends bytes [from, to) of src to dst.
-func copyWAL(dst, src File, from, to int64) error {
-	if to <= from {
-		return nil
-	}
-	buf := make([]byte, min(to-from, 1<<20))
-	for off := from; off < to; {
-		n := min(int64(len(buf)), to-off)
-		k, err := src.ReadAt(buf[:n], off)
-		if err != nil && !(errors.Is(err, io.EOF) && int64(k) == n) {
-			return err
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
-}
 
 // unmapAll unmaps retired mappings (no lock needed: nothing refers to them).
 func (p *pfile) unmapAll(ms [][]byte) {

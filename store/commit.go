@@ -3,9 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -219,7 +217,7 @@ func (p *pfile) writeBatch(b *batch) {
 	p.fmu.Lock()
 	// Durability order: the records reach the log (and the disk in always
 	// mode) before any reader can see them; a failed write applies nothing.
-	err := p.appendLocked(b.buf, b.always)
+	err := p.logBatch(b)
 	if err == nil {
 		p.mu.Lock()
 		for i := range b.recs {
@@ -248,221 +246,74 @@ func (p *pfile) writeBatch(b *batch) {
 	if need {
 		p.compactAsync()
 	}
+	p.t.s.maybeRotate()
 }
 
-// appendLocked appends buf to the WAL (fmu held), creating it on first use,
-// and fsyncs when sync is set. On failure the WAL is cut back to where it
-// was, so that a reopen does not replay records whose writers saw an error.
-func (p *pfile) appendLocked(buf []byte, sync bool) error {
-	if p.broken.Load() {
-		return errWALSuspect
-	}
+// logBatch commits b's records to the worker log (fmu held), creating the
+// empty snapshot first when the phext has none (so that it is listed and
+// readable by other tools; recovery recreates it if it is lost).
+func (p *pfile) logBatch(b *batch) error {
 	if p.state.Load() == stateClosed {
 		return ErrClosed
 	}
-	if p.suspect.Load() {
-		// An earlier fsync failed: first put the state held in memory on
-		// disk again, in new files, or refuse the write.
-		if err := p.rewriteLocked(); err != nil {
-			return fmt.Errorf("%w: %w", errWALSuspect, err)
-		}
-	}
-	if p.wal == nil {
-		if err := p.createWAL(); err != nil {
-			return err
-		}
-	}
-	if p.needReset {
-		// Open found a WAL its snapshot already covers but could not make
-		// the snapshot's rename durable; do both before logging more.
-		if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
-			return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
-		}
-		if err := p.resetWAL(); err != nil {
-			p.broken.Store(true)
-			return err
-		}
-		p.needReset = false
-	}
-	pre := p.walSize
-	n, err := p.wal.Write(buf)
-	if err == nil && n != len(buf) {
-		err = io.ErrShortWrite
-	}
-	if err != nil {
-		if terr := p.wal.Truncate(pre); terr != nil {
-			p.broken.Store(true)
-		}
-		return fmt.Errorf("store: append to %s: %w", p.walPath, err)
-	}
-	p.walSize += int64(n)
-	g := p.wgen.Add(1)
-	if !sync {
-		return nil
-	}
-	if err := p.wal.Sync(); err != nil {
-		// After a failed fsync the kernel may have dropped dirty pages, so
-		// what the disk holds is unknown: never pretend durability. Undo
-		// the append (nothing of it was applied) and rewrite the state
-		// from memory before the next write (PostgreSQL's fsync lesson).
-		_ = p.wal.Truncate(pre)
-		p.walSize = pre
-		p.suspect.Store(true)
-		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
-	}
-	// A WAL created in mode "no" (the tenant switched to a syncing mode
-	// since) has a directory entry that was never made durable.
-	if err := p.syncDirLocked(); err != nil {
-		p.suspect.Store(true)
-		return err
-	}
-	p.synced(g)
-	return nil
-}
-
-// synced records that WAL writes up to generation g are durable.
-func (p *pfile) synced(g uint64) {
-	for {
-		s := p.sgen.Load()
-		if s >= g || p.sgen.CompareAndSwap(s, g) {
-			return
-		}
-	}
-}
-
-// dirty reports whether the WAL was written since its last fsync.
-func (p *pfile) dirty() bool { return p.wgen.Load() > p.sgen.Load() }
-
-// syncDirLocked fsyncs the data dir if files were created in it without
-// that (mode "no"); fmu held.
-func (p *pfile) syncDirLocked() error {
-	if !p.dirSync {
-		return nil
-	}
-	if err := p.t.s.fs.SyncDir(filepath.Dir(p.path)); err != nil {
-		return fmt.Errorf("store: fsync dir of %s: %w", p.path, err)
-	}
-	p.dirSync = false
-	return nil
-}
-
-// createWAL creates the snapshot (empty, when missing, so that the phext is
-// listed and readable by other tools) and the WAL with its header (fmu held).
-func (p *pfile) createWAL() error {
-	fs := p.t.s.fs
-	dir := filepath.Dir(p.path)
 	if !p.snapExists.Load() {
-		f, err := fs.OpenFile(p.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o640)
-		if err != nil {
-			if errors.Is(err, os.ErrExist) {
-				// Someone else created it since we opened: reopen to see it.
-				p.broken.Store(true)
-			}
-			return fmt.Errorf("store: create %s: %w", p.path, err)
+		if err := p.createSnapshot(); err != nil {
+			return err
 		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("store: create %s: %w", p.path, err)
-		}
-		p.snapExists.Store(true)
 	}
-	f, err := fs.OpenFile(p.walPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND|noFollow, 0o640)
+	items := p.items[:0]
+	for i := range b.recs {
+		r := &b.recs[i]
+		items = append(items, logItem{kind: r.kind, c: r.c, payload: b.buf[r.lo:r.hi]})
+	}
+	last, gen, err := p.t.s.wlog.commit(p.t.dir, p.key, items, b.always)
+	clear(items)
+	p.items = items[:0]
 	if err != nil {
-		return fmt.Errorf("store: create %s: %w", p.walPath, err)
-	}
-	p.wal = f
-	// In mode "no" the OS decides when the new files reach the disk; Sync,
-	// compaction and Close fsync them (directory included).
-	lazy := p.t.durability() == DurabilityNo
-	if err := p.resetWALSync(!lazy); err != nil {
-		p.wal = nil
-		f.Close()
 		return err
 	}
-	if lazy {
-		p.dirSync = true
-		return nil
-	}
-	if err := fs.SyncDir(dir); err != nil {
-		p.wal = nil
-		f.Close()
-		return fmt.Errorf("store: fsync dir %s: %w", dir, err)
-	}
+	p.logged(last, gen, len(b.buf))
 	return nil
 }
 
-// syncWAL fsyncs the WAL if it was written since the last fsync. The fsync
-// runs without fmu, so the flusher keeps writing meanwhile (like Redis'
-// background fsync); an *os.File may be fsynced while another goroutine
-// writes or closes it. Only a completed fsync advances sgen, so a close
-// that races it still sees the WAL dirty and fsyncs it itself.
-func (p *pfile) syncWAL() error {
-	p.fmu.Lock()
-	f := p.wal
-	g := p.wgen.Load()
-	if f == nil || g <= p.sgen.Load() || p.state.Load() == stateClosed {
-		p.fmu.Unlock()
-		return nil
-	}
-	if p.broken.Load() || p.suspect.Load() {
-		p.fmu.Unlock()
-		return errWALSuspect
-	}
-	dirSync := p.dirSync
-	p.fmu.Unlock()
-	if err := f.Sync(); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			// Closed meanwhile: close fsynced it, since sgen had not
-			// reached g.
-			return nil
+// createSnapshot creates the empty snapshot of a new phext (fmu held).
+func (p *pfile) createSnapshot() error {
+	f, err := p.t.s.fs.OpenFile(p.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o640)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// Someone else created it since we opened: refuse rather than
+			// write over what they put there.
+			return fmt.Errorf("store: create %s: %w (created outside the store while it was open)", p.path, err)
 		}
-		return p.fsyncFailed(f, err)
+		return fmt.Errorf("store: create %s: %w", p.path, err)
 	}
-	if dirSync {
-		p.fmu.Lock()
-		err := p.syncDirLocked()
-		p.fmu.Unlock()
-		if err != nil {
-			return err // sgen stays behind: tried again next round
-		}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("store: create %s: %w", p.path, err)
 	}
-	p.synced(g)
+	p.snapExists.Store(true)
 	return nil
-}
-
-// fsyncFailed handles a failed background fsync of WAL f (nil: a syncfs
-// of its file system): the phext becomes suspect and the state in memory
-// is written to new files at once, since acknowledged everysec writes may
-// be gone from the disk.
-func (p *pfile) fsyncFailed(f File, err error) error {
-	p.fmu.Lock()
-	defer p.fmu.Unlock()
-	if p.wal == nil || (f != nil && p.wal != f) || p.state.Load() == stateClosed {
-		// Closed or replaced by a rewrite meanwhile; close fsynced it.
-		return nil
-	}
-	p.suspect.Store(true)
-	werr := fmt.Errorf("store: fsync %s: %w", p.walPath, err)
-	if rerr := p.rewriteLocked(); rerr != nil {
-		return errors.Join(werr, rerr)
-	}
-	return werr
 }
 
 // closeHow says how much work a close does.
 type closeHow uint8
 
 const (
-	// closeEvict: LRU eviction; fsyncs unless the tenant's mode is "no".
+	// closeEvict: LRU eviction.
 	closeEvict closeHow = iota
-	// closeSync: RemoveTenant; always fsyncs.
+	// closeSync: RemoveTenant.
 	closeSync
-	// closeCompact: Store.Close; fsyncs and compacts where cheap.
+	// closeCompact: Store.Close.
 	closeCompact
 )
 
-// close flushes pending writes, optionally compacts, fsyncs and closes the
-// WAL and unmaps the snapshot. The caller moved state to stateClosing.
+// close flushes pending writes, checkpoints the phext when the logs hold
+// records its snapshot does not cover (so that a closed phext is always
+// self-contained: its data dir can be copied or moved, and the next open
+// only maps it), and unmaps the snapshot. The caller moved state to
+// stateClosing. A failed checkpoint pins the logs (Store.pin): the records
+// stay there until the next Open replays them.
 func (p *pfile) close(how closeHow) error {
+	_ = how
 	p.qmu.Lock()
 	p.closing = true
 	for p.flushing {
@@ -470,39 +321,29 @@ func (p *pfile) close(how closeHow) error {
 	}
 	p.qmu.Unlock()
 
+	var errs []error
+	p.fmu.Lock()
+	dirty := p.oldestGen != 0
+	p.fmu.Unlock()
+	if dirty {
+		did, err := p.checkpoint()
+		p.countCompaction(did, err)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// A running checkpoint reads the mapping without locks: let it finish.
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
 	p.fmu.Lock()
 	defer p.fmu.Unlock()
-	var errs []error
-	if how == closeCompact && !p.broken.Load() && p.wal != nil && p.walSize > walHeaderSize &&
-		(len(p.base) <= cheapCompactBytes || p.needCompact()) {
-		if err := p.compactLocked(); err != nil {
-			errs = append(errs, err)
+	if h := p.heldGen(); h != 0 {
+		if len(errs) == 0 {
+			errs = append(errs, errors.New("records not checkpointed"))
 		}
-	}
-	if p.wal != nil {
-		if p.suspect.Load() && !p.broken.Load() {
-			// Closing must not leave the page cache as the only copy.
-			if err := p.rewriteLocked(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if !p.broken.Load() && !p.suspect.Load() && p.dirty() && (how != closeEvict || p.t.durability() != DurabilityNo) {
-			g := p.wgen.Load()
-			if err := p.wal.Sync(); err != nil {
-				errs = append(errs, fmt.Errorf("store: fsync %s: %w", p.walPath, err))
-			} else if err := p.syncDirLocked(); err != nil {
-				errs = append(errs, err)
-			} else {
-				p.synced(g)
-			}
-		}
-		if err := p.wal.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		p.wal = nil
+		p.t.s.pin(p, h, errors.Join(errs...))
+	} else {
+		p.t.s.markClean(p)
 	}
 	p.mu.Lock()
 	// Readers hold mu shared while they touch the mapping, so none is

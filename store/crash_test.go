@@ -34,11 +34,14 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("only run as the crash test's child")
 	}
 	round, _ := strconv.Atoi(os.Getenv(crashEnv + "_ROUND"))
-	s, err := Open(&Options{Durability: DurabilityAlways, CompactMinWAL: 1024, Logger: discardLogger()})
+	// A small LogRotateBytes makes rotations (new generations, old ones
+	// truncated away) happen while it is killed too.
+	s, err := Open(&Options{Durability: DurabilityAlways, CompactMinWAL: 1024, LogRotateBytes: 16 << 10,
+		LogDir: filepath.Join(dir, "log"), Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ten, err := s.AddTenant(TenantConfig{Name: "c", DataDir: dir})
+	ten, err := s.AddTenant(TenantConfig{Name: "c", DataDir: filepath.Join(dir, "data")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +129,11 @@ func TestCrash(t *testing.T) {
 		}
 		cmd.Wait()
 		// Reopen and verify every round so far.
-		s, err := Open(&Options{Logger: discardLogger()})
+		s, err := Open(&Options{Logger: discardLogger(), LogDir: filepath.Join(dir, "log")})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ten, err := s.AddTenant(TenantConfig{Name: "c", DataDir: dir})
+		ten, err := s.AddTenant(TenantConfig{Name: "c", DataDir: filepath.Join(dir, "data")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +158,7 @@ func TestCrash(t *testing.T) {
 		}
 		s.Close()
 	}
-	fi, err := os.Stat(filepath.Join(dir, "crash.phext"))
+	fi, err := os.Stat(filepath.Join(dir, "data", "crash.phext"))
 	if err != nil || fi.Size() == 0 {
 		t.Errorf("no compaction happened in the child (snapshot %v, %v)", fi, err)
 	}

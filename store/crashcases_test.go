@@ -1,7 +1,8 @@
 package store_test
 
-// Crash cases of issue 14, each found in an earlier version of the WAL:
-// every test here fails on that version.
+// Crash cases of issue 14, restated for the shared commit log: each was
+// found in the per-phext WAL of an earlier version, and every test here
+// fails if its fix is taken out.
 
 import (
 	"errors"
@@ -25,122 +26,147 @@ func indexOf(trace []string, prefix, suffix string) int {
 	})
 }
 
-// A compaction whose directory fsync failed renamed the snapshot without
-// making the rename durable. The reopen that follows must fsync the
-// directory before it resets the WAL (which then stops describing the old
-// snapshot); otherwise a power loss brings back the old snapshot with a
-// WAL that no longer holds the acknowledged writes.
-func TestCrashDirFsyncFailedDuringCompactionThenReopen(t *testing.T) {
+// crashAndReopen abandons the store like kill -9 (no flush, fsync or
+// checkpoint) and opens a new one on the same files, faults cleared and
+// the trace reset first.
+func (p *pair) crashAndReopen() {
+	p.t.Helper()
+	p.fs.clear()
+	store.Crash(p.s)
+	p.s = nil
+	p.fs.resetTrace()
+	p.open()
+}
+
+// logFiles returns the commit log's files.
+func (p *pair) logFiles() []string {
+	fs, _ := filepath.Glob(filepath.Join(p.dir("log"), "sq-*.log"))
+	return fs
+}
+
+// A checkpoint whose directory fsync failed renamed the snapshot without
+// making the rename durable; the process dies. The reopen finds the new
+// snapshot covering every record and nothing to apply, but it must still
+// fsync the directory before it deletes the logs: otherwise a power loss
+// brings back the old snapshot with the acknowledged writes gone from the
+// logs.
+func TestCrashDirFsyncFailedDuringCheckpointThenReopen(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
 		t.Fatal(err)
 	}
-	// Close compacts in place (COMPACT record, rename, reset); its
-	// directory fsync fails.
-	closeWithDirFsyncFailing(t, p)
-	p.fs.resetTrace()
+	r := p.fs.armOnce("syncdir", "victim", syscall.EIO)
+	if err := p.victim.Compact([]byte("f")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("compact: %v", err)
+	}
+	if p.fs.hits(r) != 1 {
+		t.Fatal("the directory fsync never failed")
+	}
+	old := p.logFiles()
+	p.crashAndReopen()
 	if got := get(t, p.victim, "f"); got != "acked" {
 		t.Fatalf("got %q", got)
 	}
 	tr := p.fs.traced()
 	dirSync := indexOf(tr, "syncdir ", "victim")
-	reset := indexOf(tr, "truncate ", "victim/f.phext.wal")
-	if reset < 0 {
-		t.Fatalf("the reopen did not reset the covered WAL; trace %q", tr)
+	drop := indexOf(tr, "remove ", filepath.Base(old[0]))
+	if drop < 0 {
+		t.Fatalf("the reopen did not drop the old log; trace %q", tr)
 	}
-	if dirSync < 0 || dirSync > reset {
-		t.Fatalf("the WAL was reset before the directory was fsynced; trace %q", tr)
+	if dirSync < 0 || dirSync > drop {
+		t.Fatalf("the old log was deleted before the data directory was fsynced; trace %q", tr)
 	}
 }
 
-// closeWithDirFsyncFailing closes the store while directory fsyncs of the
-// victim fail once (Close compacts: the rename is not made durable), then
-// opens a new store on the same files with faults cleared.
-func closeWithDirFsyncFailing(t *testing.T, p *pair) {
-	t.Helper()
-	r := p.fs.armOnce("syncdir", "victim", syscall.EIO)
-	if err := p.s.Close(); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("close: %v", err)
-	}
-	if p.fs.hits(r) != 1 {
-		t.Fatal("the directory fsync never failed")
-	}
-	p.fs.clear()
-	p.open()
-}
-
-// A checkpoint whose directory fsync after the snapshot's rename failed:
-// the next acknowledged always-mode write fsyncs the directory first, so
-// the switch to the new snapshot and WAL is durable before it.
-func TestCrashCheckpointDirFsyncFailedThenWrite(t *testing.T) {
+// The same failure, with the store running on: the generation holding the
+// phext's records must outlive a rotation until a checkpoint's rename is
+// durable, and a crash then still recovers every acknowledged write.
+func TestCrashCheckpointDirFsyncFailedThenRotation(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
 		t.Fatal(err)
 	}
-	r := p.fs.armAfter("syncdir", "victim", syscall.EIO, 1) // the one after the rename
+	old := p.logFiles()
+	p.fs.armOnce("syncdir", "victim", syscall.EIO)
 	if err := p.victim.Compact([]byte("f")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("compact: %v", err)
 	}
-	if p.fs.hits(r) != 1 {
-		t.Fatal("the directory fsync after the rename never failed")
+	// The rotation checkpoints the phext again: this time the rename is
+	// durable and the old generation may go. Make that one fail too.
+	p.fs.arm("syncdir", "victim", syscall.EIO)
+	if err := store.Rotate(p.s); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("rotate: %v", err)
 	}
-	p.fs.resetTrace()
+	if _, err := os.Stat(old[0]); err != nil {
+		t.Fatalf("the generation holding records of a phext whose checkpoint is not durable was deleted: %v", err)
+	}
 	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("next")); err != nil {
 		t.Fatal(err)
 	}
-	tr := p.fs.traced()
-	if indexOf(tr, "syncdir ", "victim") < 0 {
-		t.Fatalf("write acknowledged before the checkpoint's renames were durable; trace %q", tr)
-	}
-	p.reopen()
+	p.crashAndReopen()
 	if got := get(t, p.victim, "f"); got != "acked\x17next" {
-		t.Fatalf("after reopen got %q", got)
+		t.Fatalf("after the crash got %q", got)
+	}
+	// With the fault gone a rotation drops every old generation.
+	if _, err := p.victim.Insert([]byte("f"), c9(3), []byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Rotate(p.s); err != nil {
+		t.Fatal(err)
+	}
+	if fs := p.logFiles(); len(fs) != 1 {
+		t.Fatalf("logs after a clean rotation: %q", fs)
 	}
 }
 
-// The same, with the directory fsync failing at the reopen too: reads are
-// served, the WAL is left as it is, and the first write fsyncs the
-// directory before it resets the WAL.
+// The reopen after the crash cannot fsync the victim's directory either:
+// the victim's phext refuses to open (its records are kept, carried into
+// the new generation), the bystander works, and a later reopen with the
+// fault gone restores it.
 func TestCrashDirFsyncStillFailingAtReopen(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
-	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
+	for _, ten := range []*store.Tenant{p.victim, p.bystander} {
+		if _, err := ten.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store.Crash(p.s)
+	p.s = nil
+	p.fs.arm("syncdir", "victim", syscall.EIO)
+	p.open()
+	if _, err := p.victim.AppendGet(nil, []byte("f")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("victim opened although its recovery failed: %v", err)
+	}
+	if got := get(t, p.bystander, "f"); got != "acked" {
+		t.Fatalf("bystander got %q", got)
+	}
+	if _, err := p.bystander.Insert([]byte("f"), c9(2), []byte("on")); err != nil {
 		t.Fatal(err)
 	}
-	closeWithDirFsyncFailing(t, p)
-	r := p.fs.arm("syncdir", "victim", syscall.EIO)
-	if got := get(t, p.victim, "f"); got != "acked" {
-		t.Fatalf("got %q", got)
-	}
-	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("no")); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("write while the dir cannot be fsynced: %v", err)
-	}
-	if p.fs.hits(r) < 2 {
-		t.Fatalf("directory fsync tried %d times", p.fs.hits(r))
-	}
-	p.fs.clear()
-	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("yes")); err != nil {
-		t.Fatal(err)
-	}
+	// Close cannot empty the logs (a phext was not restored); the next
+	// open replays them.
 	p.reopen()
-	if got := get(t, p.victim, "f"); got != "acked\x17yes" {
-		t.Fatalf("after reopen got %q", got)
+	if got := get(t, p.victim, "f"); got != "acked" {
+		t.Fatalf("victim after the fault cleared: %q", got)
+	}
+	if got := get(t, p.bystander, "f"); got != "acked\x17on" {
+		t.Fatalf("bystander after reopen: %q", got)
 	}
 }
 
-// A close (here RemoveTenant) racing the everysec syncer: the syncer has
-// picked the WAL and is about to fsync it when the close runs. The close
-// must fsync the WAL itself; the syncer's "file already closed" is not a
-// durable fsync.
+// A rotation (or close) racing the everysec syncer: the syncer has taken
+// the log file and is about to fsync it when the rotation closes it. The
+// rotation must fsync the file itself; the syncer's "file already closed"
+// is not a durable fsync.
 func TestCrashCloseRacesEverysecSyncer(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityEverySec, SyncInterval: 2 * time.Millisecond})
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("first")); err != nil {
 		t.Fatal(err)
 	}
-	wal := filepath.Join("victim", "f.phext.wal")
-	// Let the syncer fsync the first write, so the gate catches a round
-	// that has the second write to fsync.
-	time.Sleep(20 * time.Millisecond)
-	g := p.fs.gateSync(wal)
+	if err := p.victim.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	g := p.fs.gateSync(logMatch)
 	defer func() {
 		select {
 		case <-g.release:
@@ -153,46 +179,58 @@ func TestCrashCloseRacesEverysecSyncer(t *testing.T) {
 	}
 	select {
 	case <-g.entered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the syncer never fsynced the dirty WAL")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the syncer never fsynced the dirty log")
 	}
+	old := p.logFiles()[0]
 	p.fs.resetTrace()
-	if err := p.s.RemoveTenant("victim"); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- store.Rotate(p.s) }()
+	sqtest.CheckFor(t, 30*time.Second, "the rotation's own fsync of the old file", func() bool {
+		return indexOf(p.fs.traced(), "sync ", old) >= 0
+	})
+	close(g.release)
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if indexOf(p.fs.traced(), "sync ", wal) < 0 {
-		t.Fatalf("close skipped the fsync while the syncer's was still pending; trace %q", p.fs.traced())
+	p.crashAndReopen()
+	if got := get(t, p.victim, "f"); got != "first\x17acked" {
+		t.Fatalf("after the crash got %q", got)
 	}
-	close(g.release)
 }
 
-// A tenant whose files were created in mode "no" (no directory fsync)
-// switches to "always": its first acknowledged write must also make the
-// WAL's directory entry durable.
+// A store whose tenants are all in mode "no" creates its log files; a
+// tenant then switches to "always". Its first acknowledged write must not
+// depend on a log file whose directory entry was never made durable: every
+// log file's entry is fsynced when the file is created, whatever the mode.
 func TestCrashNoToAlwaysFsyncsDirectory(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityNo})
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("lazy")); err != nil {
 		t.Fatal(err)
 	}
-	if i := indexOf(p.fs.traced(), "syncdir ", "victim"); i >= 0 {
-		t.Fatalf("mode no fsynced the directory; the test needs it not to")
+	p.fs.resetTrace()
+	if err := store.Rotate(p.s); err != nil { // a new log file, in mode no
+		t.Fatal(err)
 	}
 	if _, err := p.s.AddTenant(store.TenantConfig{Name: "victim", DataDir: p.dir("victim"), Durability: store.DurabilityAlways}); err != nil {
 		t.Fatal(err)
 	}
-	p.fs.resetTrace()
 	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("durable")); err != nil {
 		t.Fatal(err)
 	}
-	if indexOf(p.fs.traced(), "syncdir ", "victim") < 0 {
-		t.Fatalf("always-mode write acknowledged without fsyncing the WAL's directory entry; trace %q", p.fs.traced())
+	tr := p.fs.traced()
+	created := indexOf(tr, "open ", "-w.log")
+	dirSync := indexOf(tr, "syncdir ", "log")
+	if created < 0 || dirSync < created {
+		t.Fatalf("always-mode write acknowledged in a log file whose directory entry was not fsynced; trace %q", tr)
 	}
 }
 
-// After a failed fsync the page cache is not trusted: the syncer writes the
-// state held in memory to new files (a new snapshot holding the
-// acknowledged write, a fresh WAL) instead of reopening and replaying what
-// the cache shows.
+// After a failed fsync the page cache is not trusted: the syncer's failure
+// makes the store start a new log file (a new inode) and checkpoint every
+// phext with records in the old one from memory (the snapshot holds the
+// write whose fsync failed, acknowledged before it), then delete the old
+// file, instead of trusting what the cache shows.
 func TestCrashFailedFsyncRewritesFromMemory(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityEverySec, SyncInterval: 2 * time.Millisecond})
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("base")); err != nil {
@@ -201,86 +239,26 @@ func TestCrashFailedFsyncRewritesFromMemory(t *testing.T) {
 	if err := p.victim.Sync(); err != nil { // clean before the fault is armed
 		t.Fatal(err)
 	}
-	walPath := filepath.Join(p.dir("victim"), "f.phext.wal")
-	before, err := os.Stat(walPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.fs.armOnce("sync", filepath.Join("victim", "f.phext.wal"), syscall.EIO)
+	old := p.logFiles()
+	p.fs.armOnce("sync", logMatch, syscall.EIO)
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte(" acked")); err != nil {
 		t.Fatal(err)
 	}
-	sqtest.CheckFor(t, 5*time.Second, "the failed fsync and the rewrite", func() bool { return p.s.Stats().Rewrites >= 1 })
+	sqtest.CheckFor(t, 30*time.Second, "the failed fsync and the repair", func() bool {
+		return p.s.Stats().Rewrites >= 1 && p.victim.Sync() == nil
+	})
 	snap, err := os.ReadFile(filepath.Join(p.dir("victim"), "f.phext"))
 	if err != nil || string(snap) != "base acked" {
-		t.Fatalf("snapshot after the rewrite: %q %v", snap, err)
+		t.Fatalf("snapshot after the repair: %q %v", snap, err)
 	}
-	after, err := os.Stat(walPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if os.SameFile(before, after) {
-		t.Fatal("the WAL whose fsync failed is still in use")
-	}
-	if after.Size() != 32 {
-		t.Fatalf("new WAL is %d bytes, want a bare header", after.Size())
+	if _, err := os.Stat(old[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the log whose fsync failed is still there: %v", err)
 	}
 	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("next")); err != nil {
 		t.Fatal(err)
 	}
-	p.reopen()
+	p.crashAndReopen()
 	if got := get(t, p.victim, "f"); got != "base acked\x17next" {
-		t.Fatalf("after reopen got %q", got)
-	}
-}
-
-// A rewrite that crashed after switching the snapshot but before switching
-// the WAL: open must take the new WAL, not judge the new snapshot by the
-// old WAL.
-func TestCrashRewriteBetweenRenames(t *testing.T) {
-	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
-	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("one")); err != nil {
-		t.Fatal(err)
-	}
-	p.fs.armOnce("sync", filepath.Join("victim", "f.phext.wal"), syscall.EIO)
-	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("lost")); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("err = %v", err)
-	}
-	// The next write rewrites first; its WAL rename fails.
-	p.fs.arm("rename", filepath.Join("victim", "f.phext.wal"), syscall.EIO)
-	if _, err := p.victim.Insert([]byte("f"), c9(3), []byte("refused")); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("err = %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(p.dir("victim"), "f.phext.wal.new")); err != nil {
-		t.Fatalf("the crash window was not reached: %v", err)
-	}
-	// Crash now: copy the files as they are and open a new store on them.
-	crashed := t.TempDir()
-	for _, fn := range []string{"f.phext", "f.phext.wal", "f.phext.wal.new"} {
-		b, err := os.ReadFile(filepath.Join(p.dir("victim"), fn))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(crashed, fn), b, 0o640); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2, err := store.Open(&store.Options{Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	ten, err := s2.AddTenant(store.TenantConfig{Name: "c", DataDir: crashed})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := get(t, ten, "f"); got != "one" {
 		t.Fatalf("after the crash got %q", got)
-	}
-	if _, err := os.Stat(filepath.Join(crashed, "f.phext.wal.new")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("wal.new left behind: %v", err)
-	}
-	if _, err := ten.Insert([]byte("f"), c9(2), []byte("two")); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -1,33 +1,39 @@
 // Package store is SQ's storage engine: per-tenant directories of phext
-// files, each an mmapped snapshot plus an append-only write-ahead log.
+// snapshots (mmapped) plus one commit log shared by all tenants.
 //
 // A Store owns tenants; a Tenant owns phexts named by [A-Za-z0-9_-][A-Za-z0-9._-]*
 // (the empty name is the default phext, the file ".phext"). Phext
 // <name> lives in <data_dir>/<name>.phext, always a complete phext document
-// that other phext tools can read, and changes since that snapshot live in
-// <data_dir>/<name>.phext.wal. docs/STORAGE.md describes the bytes.
+// that other phext tools can read; the changes since each snapshot live in
+// the commit log in Options.LogDir (log.go, recover.go), with a store-wide
+// LSN per record. docs/STORAGE.md describes the bytes.
 //
-// Opening a phext maps its snapshot read-only, indexes it with
-// phext.Scanner (coordinate → byte range) and replays the WAL into an
-// in-memory overlay of changed scrolls. A SELECT of an unchanged scroll
+// Store.Open replays the log into the snapshots (recovery) and starts a new
+// log generation. Opening a phext then only maps its snapshot read-only and
+// indexes it with phext.Scanner (coordinate → byte range); changes go to
+// an in-memory overlay of changed scrolls. A SELECT of an unchanged scroll
 // copies straight out of the mapping. Writes are validated (name,
 // coordinate, scroll text, quota), queued on the phext's pending batch,
-// written to the WAL with one write() per batch (and one fsync in always
-// mode: group commit), and only then applied to the overlay. When the WAL
-// outgrows Options.CompactMinWAL and half the snapshot, the merged document
-// is written to a temp file, fsynced and renamed over the snapshot.
+// handed to the log's group commit (the writes of every tenant queued
+// meanwhile go out with one write(), and in always mode one fsync), and
+// only then applied to the overlay. A checkpoint writes a frozen view of a
+// phext to a new snapshot and logs a checkpoint record; rotations start a
+// new log generation and delete the old ones once every phext with records
+// in them was checkpointed.
 //
 // Phexts are opened on first use and the least recently used ones are
-// closed past Options.MaxOpenPhexts; an open phext holds one descriptor
-// (its WAL, once written) and one mapping.
+// closed past Options.MaxOpenPhexts (checkpointed first when the log holds
+// records of theirs, so a closed phext's data dir is self-contained); an
+// open phext holds one mapping and no descriptor.
 //
 // # Caveats
 //
-//   - Every method blocks on disk I/O (open, WAL append, fsync, compaction):
-//     call them from worker goroutines, never from an event loop. The
-//     exceptions are TryAppendSelect and TryWrite, which only try locks and
-//     decline (ok=false, nothing changed) instead of waiting; TryWrite makes
-//     one write() to the WAL and never fsyncs, creates files or compacts.
+//   - Every method blocks on disk I/O (open, log append, fsync,
+//     checkpoint): call them from worker goroutines, never from an event
+//     loop. The exceptions are TryAppendSelect and TryWrite, which only try
+//     locks and decline (ok=false, nothing changed) instead of waiting;
+//     TryWrite makes one write() to the log when it is idle and never
+//     fsyncs, creates files or checkpoints.
 //   - The Append* methods copy into dst under the phext's read lock; no
 //     slice returned by this package points into a mapping.
 //   - A snapshot that is not valid UTF-8 is refused with ErrCorrupt naming
@@ -36,17 +42,20 @@
 //     999 is refused with ErrOverflow naming the offset. Other phexts of the
 //     tenant keep working.
 //   - Usage.Bytes counts scroll text bytes. For phexts not opened since
-//     AddTenant it counts their file sizes (snapshot + WAL, an upper bound)
+//     AddTenant it counts their snapshot sizes (an upper bound)
 //     until they are first opened; quotas are checked against that.
 //   - The quota check of an Update compares against the scroll's applied
 //     length; with other writes to the same phext pending it may refuse a
 //     write that would have fit, never admit one that does not.
-//   - After a failed WAL write the WAL is cut back; if cutting back failed
-//     too the phext is reopened (its WAL replayed) on next use, and records
-//     whose writers saw an error may reappear. After a failed fsync the
-//     page cache is not trusted: the state in memory is rewritten to new
-//     files (snapshot and WAL) before the next write, and writes are
-//     refused until that succeeds.
+//   - After a failed log write the log is cut back and nothing of the group
+//     is applied. After a failed fsync (or cut-back) the page cache is not
+//     trusted: writes of every tenant are refused until a repair (a new log
+//     generation, and every phext with records in the old ones checkpointed
+//     from memory) succeeded; the syncer and every writer retry it.
+//   - The log is shared: a log fault (ENOSPC, EIO) fails the writes of
+//     every tenant, as one AOF does in Redis; reads go on. A damaged
+//     record that names its phext makes only that phext refuse to open;
+//     damage that names none (a bad length or head) makes Open refuse.
 //   - Snapshots must be below 4 GiB (Options.MaxSnapshot); a write that
 //     could take a phext past it is refused with ErrTooLarge before it is
 //     logged (the check keeps an upper bound of the serialized size and
@@ -68,22 +77,34 @@
 // Lock order (acquire left before right; never the reverse):
 //
 //	Store.mu → Tenant.mu
-//	pfile.cmu → pfile.fmu → pfile.mu → pfile.qmu
+//	Store.rotMu → pfile.cmu → pfile.fmu → pfile.mu → pfile.qmu
+//	pfile.fmu → commitLog.mu
 //
-// Store.lmu is a leaf. Tenant.mu is never held while a pfile lock is taken
-// (except pfile.mu read-locked in Usage).
+// Store.lmu, Store.dmu, Store.umu and commitLog.mu are leaves (commitLog.mu
+// is taken under fmu only to queue records, never across I/O). Tenant.mu is
+// never held while a pfile lock is taken (except pfile.mu read-locked in
+// Usage).
 //
 //   - Store.mu guards the tenant map and the closed flag.
 //   - Store.lmu guards the set of open phexts (LRU); held only to add,
 //     remove or pick victims, never across I/O.
+//   - Store.dmu guards the set of phexts with records in the log their
+//     snapshot does not cover, and the pinned generation; Store.umu the
+//     phexts that refuse to open until the next Open.
+//   - Store.rotMu serializes rotations (and repairs); a rotation holds it
+//     across its file creation and the checkpoints it runs.
 //   - Tenant.mu guards the tenant's phext map and per-phext byte counts;
 //     held only for map operations, never across I/O.
+//   - commitLog.mu guards the queued group, the dir table and the file
+//     pointer; the "writing" flag it guards gives one goroutine at a time
+//     (the group commit's leader, TryWrite, a rotation) the file, and that
+//     goroutine writes and fsyncs without the mutex.
 //   - pfile.cmu serializes checkpoints and close; held across a
 //     checkpoint's serialization and fsyncs, which writers never wait for.
-//   - pfile.fmu serializes WAL writes, always-mode fsyncs, applies and
-//     compaction of one phext. It is held across write() and fsync, but no
-//     tenant lock is. The everysec syncer takes it only to pick the file and
-//     fsyncs without it, so writers are not stalled by the background fsync.
+//   - pfile.fmu serializes one phext's log commits and applies (so its
+//     records reach the log in LSN order) and guards its log bookkeeping.
+//     It is held across the group commit's write() (and fsync in mode
+//     always), but no tenant lock is.
 //   - pfile.mu (RWMutex) guards the document state: mapping, index,
 //     overlay. Readers hold it shared while they copy; apply, remap and
 //     munmap hold it exclusive for memory-only work.
@@ -93,15 +114,18 @@
 //
 // Goroutines:
 //
-//   - Caller goroutines run reads, and writers run group commit: the writer
-//     that finds no flusher writes batches until its own is done, then hands
-//     further batches to a new flusher goroutine.
-//   - One syncer goroutine per Store makes dirty WALs of everysec tenants
-//     durable: one syncfs(2) per file system and round when several WALs
-//     share it (FSSyncer), else one fsync per WAL.
-//   - A checkpoint (compaction) writes a frozen view of the phext without
-//     blocking its writers or readers: they wait only for the switch (two
-//     renames and a directory fsync under fmu). Close compacts in place.
-//   - At most one background compaction goroutine per phext, started when
-//     its WAL passes the threshold; Store.Close waits for them.
+//   - Caller goroutines run reads, and writers run group commit: per phext,
+//     the writer that finds no flusher flushes batches until its own is
+//     done, then hands further batches to a new flusher goroutine; in the
+//     log, the flusher that finds no leader writes every queued group (all
+//     tenants) until its own is written, then hands the rest on likewise.
+//   - One syncer goroutine per Store fsyncs the log once per SyncInterval
+//     when it was written since (one fsync a second for all tenants), and
+//     retries the repair after a failed fsync.
+//   - A checkpoint writes a frozen view of the phext without blocking its
+//     writers or readers: they wait only for the freeze and the pointer
+//     swap (memory only).
+//   - At most one background checkpoint goroutine per phext, started when
+//     its records pass the threshold, and at most one rotation goroutine
+//     per Store; Store.Close waits for them.
 package store

@@ -46,10 +46,6 @@ var ErrClosed = errors.New("store: closed")
 // errors.Is(err, ErrOverflow) and errors.Is(err, phext.ErrOverflow) hold.
 var ErrOverflow = errors.New("store: coordinate part past 999")
 
-// errWALSuspect is returned to writers when an earlier WAL write or fsync of
-// the phext failed; the phext is reopened (and its WAL replayed) on next use.
-var errWALSuspect = errors.New("store: WAL failed earlier; reopening")
-
 // errPfileClosed: the phext was closed (evicted) under the caller; get it
 // again.
 var errPfileClosed = errors.New("store: phext closed meanwhile")
@@ -76,6 +72,3 @@ func openErr(path string, err error) error {
 	}
 	return fmt.Errorf("store: %w", err)
 }
-
-// errNoSyncFS: the FS cannot sync a whole file system; fsync each WAL.
-var errNoSyncFS = errors.New("store: FS has no SyncFS")

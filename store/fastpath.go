@@ -105,13 +105,13 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 	}
 	p := t.files[string(w.Name)]
 	t.mu.RUnlock()
-	if p == nil || p.state.Load() != stateReady || p.broken.Load() || p.suspect.Load() {
+	if p == nil || p.state.Load() != stateReady || p.broken.Load() || !p.snapExists.Load() {
 		return scratch, false
 	}
 	if !p.fmu.TryLock() {
 		return scratch, false
 	}
-	if p.wal == nil || p.needReset || p.state.Load() != stateReady || p.broken.Load() || p.suspect.Load() {
+	if p.state.Load() != stateReady || p.broken.Load() {
 		p.fmu.Unlock()
 		return scratch, false
 	}
@@ -153,11 +153,19 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 		w.N, w.Err = 0, err
 		return scratch, true
 	}
-	buf = appendRecord(scratch[:0], o.kind, o.c, o.text)
 	// Durability order as in writeBatch: logged, then applied.
-	err := p.appendLocked(buf, false)
+	lsn, gen, logged, err := t.s.wlog.tryAppend(t.dir, p.key, logItem{kind: o.kind, c: o.c, payload: o.text})
+	if !logged {
+		if g > 0 {
+			t.reserved.Add(-g)
+		}
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		return scratch, false
+	}
 	n := 0
 	if err == nil {
+		p.logged(lsn, gen, logRecHeader+logFixed+len(p.key)+len(o.text))
 		var d int64
 		n, d = p.apply(o.kind, o.c, o.text)
 		t.used.Add(d)
@@ -172,7 +180,10 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 	if need {
 		p.compactAsync()
 	}
+	if err == nil {
+		t.s.maybeRotate()
+	}
 	p.touch()
 	w.N, w.Err = n, err
-	return buf, true
+	return scratch, true
 }

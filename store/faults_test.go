@@ -94,15 +94,6 @@ func (f *faultyFS) armOnce(op, match string, err error) *rule {
 	return r
 }
 
-// armAfter arms a one-shot fault that lets n matching calls pass first.
-func (f *faultyFS) armAfter(op, match string, err error, n int) *rule {
-	r := f.armOnce(op, match, err)
-	f.mu.Lock()
-	r.after = n
-	f.mu.Unlock()
-	return r
-}
-
 func (f *faultyFS) clear() {
 	f.mu.Lock()
 	f.rules = nil
@@ -266,6 +257,9 @@ func (p *pair) open() {
 	p.t.Helper()
 	o := p.opts
 	o.FS = p.fs
+	if o.LogDir == "" {
+		o.LogDir = p.dir("log")
+	}
 	if o.Logger == nil {
 		o.Logger = quiet()
 	}
@@ -311,6 +305,9 @@ func get(t testing.TB, ten *store.Tenant, name string) string {
 	return string(b)
 }
 
+// logMatch matches the commit log's files.
+const logMatch = "-w.log"
+
 // clientSentinels are the store errors the server maps to a client-side
 // status; a disk fault must map to none of them (so it becomes INTERNAL),
 // except ErrQuota which is also acceptable.
@@ -351,16 +348,16 @@ func TestDiskFaults(t *testing.T) {
 		// nothing to do (the first attempt's rename already happened).
 		retryMayPass bool
 	}{
-		{name: "ENOSPC on WAL append (everysec)", durability: store.DurabilityEverySec, op: "write", match: "f.phext.wal", err: syscall.ENOSPC, do: insert},
-		{name: "ENOSPC on WAL append (always)", durability: store.DurabilityAlways, op: "write", match: "f.phext.wal", err: syscall.ENOSPC, do: update},
-		{name: "EIO on WAL append", durability: store.DurabilityAlways, op: "write", match: "f.phext.wal", err: syscall.EIO, do: del},
-		{name: "ENOSPC on WAL append and on the cut-back", durability: store.DurabilityAlways, op: "write", match: "f.phext.wal", err: syscall.ENOSPC, do: put, cutBackFails: true},
-		{name: "EIO on WAL fsync", durability: store.DurabilityAlways, op: "sync", match: "f.phext.wal", err: syscall.EIO, do: insert},
-		{name: "ENOSPC on WAL fsync of a put", durability: store.DurabilityAlways, op: "sync", match: "f.phext.wal", err: syscall.ENOSPC, do: put},
+		{name: "ENOSPC on log append (everysec)", durability: store.DurabilityEverySec, op: "write", match: logMatch, err: syscall.ENOSPC, do: insert},
+		{name: "ENOSPC on log append (always)", durability: store.DurabilityAlways, op: "write", match: logMatch, err: syscall.ENOSPC, do: update},
+		{name: "EIO on log append", durability: store.DurabilityAlways, op: "write", match: logMatch, err: syscall.EIO, do: del},
+		{name: "ENOSPC on log append and on the cut-back", durability: store.DurabilityAlways, op: "write", match: logMatch, err: syscall.ENOSPC, do: put, cutBackFails: true},
+		{name: "EIO on log fsync", durability: store.DurabilityAlways, op: "sync", match: logMatch, err: syscall.EIO, do: insert},
+		{name: "ENOSPC on log fsync of a put", durability: store.DurabilityAlways, op: "sync", match: logMatch, err: syscall.ENOSPC, do: put},
 		{name: "ENOSPC creating a new phext", durability: store.DurabilityAlways, op: "open", match: "fresh.phext", err: syscall.ENOSPC, do: newPhext},
 		{name: "ENOSPC on compaction temp write", durability: store.DurabilityEverySec, op: "write", match: "f.phext.tmp", err: syscall.ENOSPC, do: compact},
 		{name: "EIO on compaction temp fsync", durability: store.DurabilityEverySec, op: "sync", match: "f.phext.tmp", err: syscall.EIO, do: compact},
-		{name: "EIO on compaction marker fsync", durability: store.DurabilityEverySec, op: "sync", match: "f.phext.wal", err: syscall.EIO, do: compact},
+		{name: "EIO on checkpoint record fsync", durability: store.DurabilityEverySec, op: "sync", match: logMatch, err: syscall.EIO, do: compact},
 		{name: "EIO on rename", durability: store.DurabilityEverySec, op: "rename", match: "f.phext", err: syscall.EIO, do: compact},
 		{name: "ENOSPC on rename", durability: store.DurabilityAlways, op: "rename", match: "f.phext", err: syscall.ENOSPC, do: compact},
 		{name: "EIO on dir fsync after rename", durability: store.DurabilityEverySec, op: "syncdir", match: "", err: syscall.EIO, do: compact, retryMayPass: true},
@@ -378,11 +375,21 @@ func TestDiskFaults(t *testing.T) {
 				}
 			}
 			before := get(t, v, "f")
-			r := p.fs.arm(tc.op, filepath.Join("victim", tc.match), tc.err)
+			beforeB := get(t, b, "f")
+			// The commit log is shared by all tenants: its faults hit the
+			// bystander too (as one AOF does in Redis); the snapshot
+			// faults stay the victim's.
+			shared := tc.match == logMatch
+			target := filepath.Join("victim", tc.match)
+			if shared {
+				target = tc.match
+			}
+			r := p.fs.arm(tc.op, target, tc.err)
 			if tc.cutBackFails {
 				// The cut-back after the failed append fails once too, so
-				// the WAL keeps the torn record until the phext reopens.
-				p.fs.arm("truncate", filepath.Join("victim", tc.match), tc.err).once = true
+				// the log keeps the torn record until a new generation
+				// replaces it.
+				p.fs.arm("truncate", target, tc.err).once = true
 			}
 			// The fault persists: every attempt fails the same way and
 			// changes nothing, while the bystander keeps working.
@@ -400,6 +407,12 @@ func TestDiskFaults(t *testing.T) {
 				}
 				if got := get(t, v, "f"); got != before {
 					t.Fatalf("attempt %d: state changed under a fault:\n got  %q\n want %q", attempt, got, before)
+				}
+				if shared {
+					if got := get(t, b, "f"); got != beforeB {
+						t.Fatalf("attempt %d: bystander changed under a log fault: %q", attempt, got)
+					}
+					continue
 				}
 				if _, err := b.Insert([]byte("f"), c9(5), []byte("x")); err != nil {
 					t.Fatalf("bystander write during the fault: %v", err)
@@ -462,9 +475,14 @@ func TestFsyncFailureNotDurable(t *testing.T) {
 		if _, err := v.Insert([]byte("f"), c9(1), []byte("durable")); err != nil {
 			t.Fatal(err)
 		}
-		p.fs.arm("sync", filepath.Join("victim", "f.phext.wal"), syscall.EIO)
+		p.fs.arm("sync", logMatch, syscall.EIO)
 		if _, err := v.Insert([]byte("f"), c9(1), []byte(" lost")); !errors.Is(err, syscall.EIO) {
 			t.Fatalf("err = %v", err)
+		}
+		// Until the repair succeeded (here: the fault persists), every
+		// write is refused: the page cache is not trusted.
+		if _, err := p.bystander.Insert([]byte("f"), c9(1), []byte("refused")); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("write while the log is suspect: err = %v", err)
 		}
 		p.fs.clear()
 		// The next write succeeds, and its fsync must not carry the failed
@@ -475,12 +493,22 @@ func TestFsyncFailureNotDurable(t *testing.T) {
 		if got := get(t, v, "f"); got != "durable\x17next" {
 			t.Fatalf("got %q", got)
 		}
-		wal, err := os.ReadFile(filepath.Join(p.dir("victim"), "f.phext.wal"))
-		if err != nil {
-			t.Fatal(err)
+		store.Quiesce(p.s)
+		logs, _ := filepath.Glob(filepath.Join(p.dir("log"), "sq-*.log"))
+		for _, fn := range logs {
+			b, err := os.ReadFile(fn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(b, []byte(" lost")) {
+				t.Fatalf("log %s still holds the record whose fsync failed", fn)
+			}
 		}
-		if bytes.Contains(wal, []byte(" lost")) {
-			t.Fatal("the WAL still holds the record whose fsync failed")
+		if len(logs) != 1 {
+			t.Errorf("logs after the repair: %q (the old generation should be gone)", logs)
+		}
+		if st := p.s.Stats(); st.Rewrites == 0 {
+			t.Error("no phext was checkpointed from memory after the failed fsync")
 		}
 		p.reopen()
 		if got := get(t, p.victim, "f"); got != "durable\x17next" {
@@ -494,12 +522,12 @@ func TestFsyncFailureNotDurable(t *testing.T) {
 		if _, err := v.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
 			t.Fatal(err)
 		}
-		// The WAL is clean before the fault is armed, so the only fsync
+		// The log is clean before the fault is armed, so the only fsync
 		// that can hit it is the syncer's for the write that follows.
 		if err := v.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		r := p.fs.arm("sync", filepath.Join("victim", "f.phext.wal"), syscall.EIO)
+		r := p.fs.armOnce("sync", logMatch, syscall.EIO)
 		if _, err := v.Insert([]byte("f"), c9(3), []byte("more")); err != nil {
 			t.Fatal(err)
 		}
@@ -511,14 +539,15 @@ func TestFsyncFailureNotDurable(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		p.fs.clear()
-		for !strings.Contains(lb.String(), "everysec fsync failed") {
+		for !strings.Contains(lb.String(), "everysec fsync of the commit log failed") {
 			if time.Now().After(deadline) {
 				t.Fatalf("no log line for the failed fsync; log:\n%s", lb.String())
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		// The state (with the write whose fsync failed, acknowledged
-		// before it) was rewritten from memory, and the phext keeps working.
+		// before it) was checkpointed from memory, and the phext keeps
+		// working.
 		if _, err := v.Insert([]byte("f"), c9(2), []byte("later")); err != nil {
 			t.Fatal(err)
 		}
@@ -527,6 +556,13 @@ func TestFsyncFailureNotDurable(t *testing.T) {
 		}
 		if got := get(t, v, "f"); got != "acked\x17later\x17more" {
 			t.Fatalf("got %q", got)
+		}
+		if st := p.s.Stats(); st.Rewrites == 0 {
+			t.Error("no phext was checkpointed from memory after the failed fsync")
+		}
+		p.reopen()
+		if got := get(t, p.victim, "f"); got != "acked\x17later\x17more" {
+			t.Fatalf("after reopen got %q", got)
 		}
 		// The bystander never noticed.
 		if _, err := p.bystander.Insert([]byte("f"), c9(1), []byte("fine")); err != nil {
@@ -559,11 +595,12 @@ func TestBackgroundCompactionFaults(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	p.fs.clear()
+	n := p.s.Stats().Compactions
 	if err := v.Compact([]byte("f")); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(filepath.Join(p.dir("victim"), "f.phext.wal")); err != nil || fi.Size() > 64 {
-		t.Fatalf("WAL not folded after the fault cleared: %v %v", fi, err)
+	if p.s.Stats().Compactions != n+1 {
+		t.Fatal("no checkpoint after the fault cleared")
 	}
 	p.reopen()
 	if got := get(t, p.victim, "f"); got != want.String() {

@@ -52,6 +52,9 @@ func (db *testDB) open() {
 	if o.Logger == nil {
 		o.Logger = discardLogger()
 	}
+	if o.LogDir == "" {
+		o.LogDir = filepath.Join(db.root, "log")
+	}
 	s, err := Open(&o)
 	if err != nil {
 		db.tb.Fatalf("open: %v", err)
@@ -214,3 +217,22 @@ func fileBytes(tb testing.TB, path string) []byte {
 }
 
 func xxh3Hash(b []byte) uint64 { return xxh3.Hash(b) }
+
+// noSyncFS is the OS without fsyncs, for tests that reopen a store many
+// times and are about recovery logic, not durability (the disk's fsync
+// latency would dominate them).
+type noSyncFS struct{ osFS }
+
+type noSyncFile struct{ File }
+
+func (noSyncFile) Sync() error { return nil }
+
+func (f noSyncFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	fl, err := f.osFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return noSyncFile{fl}, nil
+}
+
+func (noSyncFS) SyncDir(string) error { return nil }

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -45,16 +43,7 @@ type pfile struct {
 	openErr error
 	lastUse atomic.Uint64
 	victim  bool        // picked for a background eviction batch (Store.lmu)
-	broken  atomic.Bool // a WAL write or truncate failed: reopen before next use
-	// suspect: an fsync of the WAL failed, so what the disk holds is
-	// unknown and the page cache must not be trusted (a reopen would replay
-	// it). The next write first rewrites the state from memory to new files
-	// (rewriteLocked); until that succeeds writes are refused.
-	suspect atomic.Bool
-	// wgen counts WAL writes, sgen the last one known durable; the WAL is
-	// dirty while wgen > sgen. Counting (not a flag) lets close see an
-	// fsync the syncer started but has not finished.
-	wgen, sgen atomic.Uint64
+	broken  atomic.Bool // open state unusable: reopen before next use (kept for callers; set by nothing today)
 
 	// mu guards the document state below. Readers hold it shared for as
 	// long as they touch base; remap and munmap happen under it exclusive.
@@ -70,8 +59,8 @@ type pfile struct {
 	// below ov (lookups: ov, then frozen, then base). The checkpoint reads
 	// it and the base without locks, so neither is changed while ckpt is
 	// set: writes go to ov and a replaced base mapping is retired (unmapped
-	// when the checkpoint ends). epoch counts Puts and rewrites: a
-	// checkpoint whose view went stale is abandoned.
+	// when the checkpoint ends). epoch counts Puts: a checkpoint whose view
+	// went stale is abandoned.
 	frozen  map[phext.Coordinate][]byte
 	ckpt    bool
 	retired [][]byte
@@ -80,16 +69,21 @@ type pfile struct {
 	// cmu serializes checkpoints (and close); taken before fmu and held
 	// across a checkpoint's I/O, which writers never wait for.
 	cmu sync.Mutex
-	// fmu serializes WAL I/O, apply and compaction. Held across write and
-	// fsync; never held by readers.
+	// fmu serializes this phext's log commits and applies (so its records
+	// reach the log in LSN order) and guards the log bookkeeping below.
+	// Held across a commit's write() (and fsync in mode always); never
+	// held by readers.
 	fmu        sync.Mutex
-	wal        File
-	walSize    int64
-	snapID     walID
 	snapExists atomic.Bool // the snapshot file exists
+	snapID     walID       // identity of the snapshot file on disk (cmu, or p owned during open)
 	compacting atomic.Bool
-	dirSync    bool // mode "no" created files without fsyncing the directory
-	needReset  bool // the WAL is covered by the snapshot; reset it (after a dir fsync) before appending
+	lastLSN    uint64 // LSN of the last record applied
+	// oldestGen is the log generation of the oldest record the snapshot
+	// does not cover (0: none); ckptHold the one a running checkpoint
+	// took over (until it is durable). Rotation keeps those generations.
+	oldestGen, ckptHold uint64
+	logBytes            atomic.Int64 // log bytes of records since the last checkpoint (compaction trigger, Usage)
+	items               []logItem    // commit scratch (fmu)
 
 	// qmu guards the pending batch (leaf lock).
 	qmu        sync.Mutex
@@ -124,20 +118,41 @@ func (p *pfile) open() error {
 			return fmt.Errorf("store: %w", err)
 		}
 	}
+	if err := p.t.s.unrecoveredErr(p.t.dir, p.key); err != nil {
+		return err
+	}
 	p.ov = make(map[phext.Coordinate][]byte)
 	if err := p.loadSnapshot(); err != nil {
 		return err
 	}
-	if err := p.adoptNewWAL(); err != nil {
-		p.unmap()
-		return err
-	}
-	if err := p.replayWAL(); err != nil {
+	if err := p.upgradeLegacyWAL(); err != nil {
 		p.unmap()
 		return err
 	}
 	p.sizeExact = p.docSize()
 	return nil
+}
+
+// heldGen is the oldest log generation p needs kept (fmu held; 0: none).
+func (p *pfile) heldGen() uint64 {
+	switch {
+	case p.oldestGen == 0:
+		return p.ckptHold
+	case p.ckptHold == 0:
+		return p.oldestGen
+	}
+	return min(p.oldestGen, p.ckptHold)
+}
+
+// logged records that p's records up to LSN last went to generation gen
+// (fmu held).
+func (p *pfile) logged(last, gen uint64, n int) {
+	p.lastLSN = last
+	p.logBytes.Add(int64(n))
+	if p.oldestGen == 0 {
+		p.oldestGen = gen
+		p.t.s.markDirty(p)
+	}
 }
 
 func (p *pfile) unmap() {
@@ -230,169 +245,6 @@ func (p *pfile) loadSnapshot() error {
 	for _, e := range index {
 		p.bytes += int64(e.end - e.start)
 	}
-	return nil
-}
-
-// adoptNewWAL finishes or undoes a rewrite (rewriteLocked) that crashed:
-// a <name>.phext.wal.new whose header names the snapshot on disk replaces
-// the WAL (the snapshot was switched, the WAL not yet); any other one is
-// removed (the snapshot was not switched, so the old WAL still describes it).
-func (p *pfile) adoptNewWAL() error {
-	for _, ext := range []string{newExt, ckptExt} {
-		if err := p.adoptWAL(p.walPath + ext); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (p *pfile) adoptWAL(newPath string) error {
-	fs := p.t.s.fs
-	f, err := fs.OpenFile(newPath, os.O_RDONLY|noFollow, 0)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return openErr(newPath, err)
-	}
-	var hdr [walHeaderSize]byte
-	n, _ := f.ReadAt(hdr[:], 0)
-	f.Close()
-	w, serr := scanWAL(hdr[:n], newPath)
-	if serr != nil || !w.hdrOK || w.id != p.snapID {
-		if err := fs.Remove(newPath); err != nil {
-			return fmt.Errorf("store: %w", err)
-		}
-		return nil
-	}
-	if err := fs.Rename(newPath, p.walPath); err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	if err := fs.SyncDir(filepath.Dir(p.path)); err != nil {
-		// The switch is not durable yet: fsynced before the first
-		// acknowledged write (appendLocked) or by the syncer.
-		p.dirSync = true
-	}
-	return nil
-}
-
-// replayWAL applies the WAL over the snapshot and opens it for appending.
-func (p *pfile) replayWAL() error {
-	fs := p.t.s.fs
-	f, err := fs.OpenFile(p.walPath, os.O_RDWR|os.O_APPEND|noFollow, 0)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil // created on the first write
-		}
-		return openErr(p.walPath, err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-		}
-	}()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	data := make([]byte, fi.Size())
-	if n, err := f.ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && n == len(data)) {
-		return fmt.Errorf("store: read %s: %w", p.walPath, err)
-	}
-	w, err := scanWAL(data, p.walPath)
-	if err != nil {
-		return err
-	}
-	reset := !w.hdrOK
-	if w.hdrOK && w.id != p.snapID {
-		last := len(w.recs) - 1
-		switch {
-		case last < 0:
-			// Nothing logged since the snapshot the header names; the
-			// snapshot was replaced (another phext tool, an operator, or
-			// damage). Serve it, but say so.
-			p.t.s.log.Warn("store: snapshot does not match the one its WAL names; WAL had no records, resetting it",
-				"path", p.path, "wal", p.walPath, "snapshot_size", p.snapID.size, "wal_names_size", w.id.size)
-			reset = true
-		case w.recs[last].kind == opCompact && w.recs[last].compactID() == p.snapID:
-			// A compaction renamed its snapshot but crashed before it reset
-			// the WAL: every record is already in the snapshot.
-			reset = true
-		default:
-			return corruptErr(p.walPath, 0, "WAL belongs to another snapshot")
-		}
-	}
-	p.wal = f
-	if reset && w.hdrOK {
-		// The WAL described another snapshot (a compaction's rename). Make
-		// that rename durable before the WAL stops describing the old
-		// snapshot: its directory fsync may have failed before a crash or
-		// reopen, and a power loss would bring the old snapshot back with
-		// a WAL that no longer fits it.
-		if err := fs.SyncDir(filepath.Dir(p.path)); err != nil {
-			// Serve the snapshot (it holds every record of the WAL) but
-			// leave the WAL as it is until the directory fsync succeeds:
-			// the first write tries again (appendLocked).
-			p.t.s.log.Warn("store: cannot fsync data dir; WAL reset postponed", "path", p.path, "err", err)
-			p.needReset = true
-			p.walSize = w.end
-			ok = true
-			return nil
-		}
-	}
-	if reset {
-		if err := p.resetWAL(); err != nil {
-			p.wal = nil
-			return err
-		}
-		ok = true
-		return nil
-	}
-	for i := range w.recs {
-		r := &w.recs[i]
-		p.apply(r.kind, r.c, r.payload)
-	}
-	if w.end < int64(len(data)) {
-		p.t.s.log.Warn("store: truncating torn WAL tail", "path", p.walPath,
-			"offset", w.end, "dropped", int64(len(data))-w.end)
-		if err := f.Truncate(w.end); err != nil {
-			p.wal = nil
-			return fmt.Errorf("store: truncate %s: %w", p.walPath, err)
-		}
-		if err := f.Sync(); err != nil {
-			p.wal = nil
-			return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
-		}
-	}
-	p.walSize = w.end
-	ok = true
-	return nil
-}
-
-// resetWAL empties the WAL and writes a header naming the current snapshot.
-// The caller holds fmu (or owns p during open).
-func (p *pfile) resetWAL() error { return p.resetWALSync(true) }
-
-// resetWALSync is resetWAL with the fsync optional (mode "no").
-func (p *pfile) resetWALSync(sync bool) error {
-	if err := p.wal.Truncate(0); err != nil {
-		return fmt.Errorf("store: truncate %s: %w", p.walPath, err)
-	}
-	p.walSize = 0
-	hdr := appendWALHeader(make([]byte, 0, walHeaderSize), p.snapID)
-	if _, err := p.wal.Write(hdr); err != nil {
-		return fmt.Errorf("store: write %s: %w", p.walPath, err)
-	}
-	p.walSize = walHeaderSize
-	g := p.wgen.Add(1)
-	if !sync {
-		return nil
-	}
-	if err := p.wal.Sync(); err != nil {
-		return fmt.Errorf("store: fsync %s: %w", p.walPath, err)
-	}
-	p.synced(g)
 	return nil
 }
 

@@ -2,20 +2,28 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"github.com/phext/sq/phext"
 )
 
-// writeHistory performs a fixed mix of writes on phext "h" and returns the
-// serialized document after each one (states[0] = before any write), plus
-// the snapshot and WAL bytes at the end.
-func writeHistory(t *testing.T, db *testDB, n int) (states []string, snap, wal []byte) {
+// writeHistory performs a fixed mix of writes on phext "h" (after a Put
+// and a checkpoint, so that the log holds a checkpoint record) and returns
+// the serialized document after each one (states[0] = before any write).
+// The store is then abandoned like kill -9 (Crash): the snapshot and the
+// log file are as the writes left them. snap is a hard link to the
+// snapshot (same inode: the checkpoint record names it); log the bytes of
+// the log file, at logPath.
+func writeHistory(t *testing.T, db *testDB, n int) (states []string, snap, logPath string, log []byte) {
 	t.Helper()
 	ten := db.ten
 	name := []byte("h")
@@ -52,96 +60,141 @@ func writeHistory(t *testing.T, db *testDB, n int) (states []string, snap, wal [
 	if err := ten.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	snap = fileBytes(t, filepath.Join(db.dir(), "h.phext"))
-	wal = fileBytes(t, filepath.Join(db.dir(), "h.phext.wal"))
-	return states, snap, wal
+	logPath = db.wlog.path
+	Crash(db.Store)
+	db.closed = true
+	snap = filepath.Join(db.root, "img")
+	if err := os.Mkdir(snap, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(db.dir())
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), snapExt) {
+			if err := os.Link(filepath.Join(db.dir(), e.Name()), filepath.Join(snap, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return states, snap, logPath, fileBytes(t, logPath)
 }
 
-// TestRecoveryEveryOffset truncates the WAL at every byte offset and
-// reopens: the state is always the one after the complete records.
+// restore puts the crash image back: the snapshots of img (the same
+// inodes), the log (bytes) as the only log file, no temp files.
+func restore(t *testing.T, db *testDB, img, logPath string, log []byte) {
+	t.Helper()
+	os.Remove(filepath.Join(db.dir(), "h.phext.tmp"))
+	ents, _ := os.ReadDir(img)
+	for _, e := range ents {
+		os.Remove(filepath.Join(db.dir(), e.Name()))
+		if err := os.Link(filepath.Join(img, e.Name()), filepath.Join(db.dir(), e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, _ := filepath.Glob(filepath.Join(db.root, "log", "sq-*.log"))
+	for _, fn := range old {
+		os.Remove(fn)
+	}
+	if err := os.WriteFile(logPath, log, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoveryEveryOffset cuts the log at every byte offset of the
+// history's records and reopens: the state is always the one after the
+// complete records (a torn tail is no error), never a record applied
+// twice (the checkpoint record's coverage), and a write after recovery
+// lands after the valid prefix.
 func TestRecoveryEveryOffset(t *testing.T) {
-	db := MustOpen(t, &Options{Durability: DurabilityNo})
-	states, snap, wal := writeHistory(t, db, 20)
-	w, err := scanWAL(wal, "wal")
+	db := MustOpen(t, &Options{Durability: DurabilityNo, FS: noSyncFS{}})
+	states, snap, logPath, log := writeHistory(t, db, 20)
+	w, err := scanLog(log, "log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(w.recs) != 20 || w.end != int64(len(wal)) {
-		t.Fatalf("recs %d end %d len %d", len(w.recs), w.end, len(wal))
+	// The data records after the checkpoint record.
+	var offs []int64
+	seenCkpt := false
+	for _, r := range w.recs {
+		if r.kind == opCkpt {
+			seenCkpt = true
+			continue
+		}
+		if seenCkpt {
+			offs = append(offs, r.off)
+		}
 	}
-	s, err := Open(&Options{Logger: discardLogger(), Durability: DurabilityNo})
-	if err != nil {
-		t.Fatal(err)
+	if len(offs) != 20 || w.end != int64(len(log)) {
+		t.Fatalf("records after the checkpoint %d, end %d, len %d", len(offs), w.end, len(log))
 	}
-	defer s.Close()
-	root := t.TempDir()
-	for cut := 0; cut <= len(wal); cut++ {
-		// Complete records in wal[:cut].
-		k := 0
-		for k < len(w.recs) {
-			end := int64(len(wal))
-			if k+1 < len(w.recs) {
-				end = w.recs[k+1].off
+	// Every offset with SQ_RELIABILITY=long; by default every fourth, and
+	// each record's first byte and the one before it.
+	var cuts []int
+	long := os.Getenv("SQ_RELIABILITY") == "long"
+	for cut := int(offs[0]); cut <= len(log); cut++ {
+		edge := cut == len(log)
+		for _, o := range offs {
+			edge = edge || cut == int(o) || cut == int(o)-1
+		}
+		if long || edge || cut%4 == 0 {
+			cuts = append(cuts, cut)
+		}
+	}
+	for _, cut := range cuts {
+		k := 0 // complete records in log[:cut]
+		for k < len(offs) {
+			end := int64(len(log))
+			if k+1 < len(offs) {
+				end = offs[k+1]
 			}
 			if end > int64(cut) {
 				break
 			}
 			k++
 		}
-		dir := filepath.Join(root, "c"+itoa(int64(cut)))
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, "h.phext"), snap, 0o640)
-		os.WriteFile(filepath.Join(dir, "h.phext.wal"), wal[:cut], 0o640)
-		ten, err := s.AddTenant(TenantConfig{Name: dir, DataDir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := ten.AppendGet(nil, []byte("h"))
+		restore(t, db, snap, logPath, log[:cut])
+		db.open()
+		got, err := db.ten.AppendGet(nil, []byte("h"))
 		if err != nil {
 			t.Fatalf("cut %d: %v", cut, err)
 		}
 		if string(got) != states[k] {
 			t.Fatalf("cut %d (%d records): got %q want %q", cut, k, got, states[k])
 		}
-		if cut%5 != 0 && cut != len(wal) {
-			s.RemoveTenant(dir)
-			os.RemoveAll(dir)
-			continue
+		if cut%5 == 0 || cut == len(log) {
+			if _, err := db.ten.Insert([]byte("h"), coord(7), []byte("after")); err != nil {
+				t.Fatalf("cut %d: insert: %v", cut, err)
+			}
+			want := mustGet(t, db.ten, "h")
+			db.MustReopen()
+			if got := mustGet(t, db.ten, "h"); got != want {
+				t.Fatalf("cut %d: after reopen %q want %q", cut, got, want)
+			}
 		}
-		// A write after recovery lands after the valid prefix.
-		if _, err := ten.Insert([]byte("h"), coord(7), []byte("after")); err != nil {
-			t.Fatalf("cut %d: insert: %v", cut, err)
-		}
-		want := mustGet(t, ten, "h")
-		if err := s.RemoveTenant(dir); err != nil {
+		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}
-		ten, _ = s.AddTenant(TenantConfig{Name: dir, DataDir: dir})
-		if got := mustGet(t, ten, "h"); got != want {
-			t.Fatalf("cut %d: after reopen %q want %q", cut, got, want)
-		}
-		s.RemoveTenant(dir)
-		os.RemoveAll(dir)
 	}
 }
 
-// TestCorruptWAL flips bytes inside the log: a damaged record in the middle
-// is ErrCorrupt naming file and offset, files stay untouched, and the
-// tenant's other phexts keep working.
-func TestCorruptWAL(t *testing.T) {
+// TestCorruptLog flips bytes inside the log. Damage that cannot be
+// attributed to a phext (header, length, CRC) is ErrCorrupt naming the log
+// and the offset, and Open refuses: nothing is replayed or deleted. A
+// whole record (CRC good) whose content is invalid names its phext: only
+// that phext refuses to open (ErrCorrupt with the log and offset), the
+// others work, and the log is kept for an operator.
+func TestCorruptLog(t *testing.T) {
 	db := MustOpen(t, &Options{Durability: DurabilityNo})
-	_, snap, wal := writeHistory(t, db, 10)
-	w, _ := scanWAL(wal, "x")
 	if _, err := db.ten.Insert([]byte("other"), coord(1), []byte("fine")); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
+	_, snap, logPath, log := writeHistory(t, db, 10)
+	w, _ := scanLog(log, "x")
+	var data []logRec
+	for _, r := range w.recs {
+		if r.kind != opCkpt && r.name == "h" {
+			data = append(data, r)
+		}
 	}
-	walPath := filepath.Join(db.dir(), "h.phext.wal")
-	snapPath := filepath.Join(db.dir(), "h.phext")
 	cases := []struct {
 		name    string
 		at      int64
@@ -149,47 +202,92 @@ func TestCorruptWAL(t *testing.T) {
 	}{
 		{name: "header magic", at: 2, wantOff: 0},
 		{name: "header crc", at: 30, wantOff: 0},
-		{name: "record 3 length", at: w.recs[3].off + 3, wantOff: w.recs[3].off},
-		{name: "record 3 crc", at: w.recs[3].off + 5, wantOff: w.recs[3].off},
-		{name: "record 5 body", at: w.recs[5].off + recHeaderSize + 2, wantOff: w.recs[5].off},
-		{name: "record 0 payload", at: w.recs[0].off + recHeaderSize + recFixed, wantOff: w.recs[0].off},
+		{name: "record 3 length", at: data[3].off + 3, wantOff: data[3].off},
+		{name: "record 3 head CRC", at: data[3].off + 9, wantOff: data[3].off},
+		{name: "record 5 LSN", at: data[5].off + logRecHeader + 2, wantOff: data[5].off},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			bad := bytes.Clone(wal)
+			bad := bytes.Clone(log)
 			bad[tc.at] ^= 0x40
-			os.WriteFile(walPath, bad, 0o640)
-			os.WriteFile(snapPath, snap, 0o640)
-			db.open()
-			defer db.Close()
-			_, err := db.ten.AppendGet(nil, []byte("h"))
+			restore(t, db, snap, logPath, bad)
+			o := db.opts
+			o.Logger, o.LogDir = discardLogger(), filepath.Join(db.root, "log")
+			_, err := Open(&o)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
-			if !strings.Contains(err.Error(), walPath) || !strings.Contains(err.Error(), "offset "+itoa(tc.wantOff)) {
+			if !strings.Contains(err.Error(), logPath) || !strings.Contains(err.Error(), "offset "+itoa(tc.wantOff)) {
 				t.Errorf("error does not name file and offset %d: %v", tc.wantOff, err)
 			}
-			if _, err := db.ten.Insert([]byte("h"), coord(1), []byte("x")); !errors.Is(err, ErrCorrupt) {
-				t.Errorf("write to corrupt phext: %v", err)
-			}
-			if !bytes.Equal(fileBytes(t, walPath), bad) || !bytes.Equal(fileBytes(t, snapPath), snap) {
-				t.Error("files changed")
-			}
-			if got := mustSelect(t, db.ten, "other", coord(1)); got != "fine" {
-				t.Errorf("other phext: %q", got)
+			if !bytes.Equal(fileBytes(t, logPath), bad) {
+				t.Error("log changed")
 			}
 		})
 	}
-	t.Run("wal of another snapshot", func(t *testing.T) {
-		os.WriteFile(walPath, wal, 0o640)
-		os.WriteFile(snapPath, []byte("replaced by someone"), 0o640)
+	attributable := map[string]func() []byte{
+		"invalid content, good CRC": func() []byte {
+			// Re-encode record 2 of h with a coordinate part of 0.
+			r := data[2]
+			l := int(binary.BigEndian.Uint32(log[r.off:]))
+			body := bytes.Clone(log[r.off+logRecHeader : r.off+logRecHeader+int64(l)])
+			binary.BigEndian.PutUint16(body[14+len(r.name):], 0)
+			crc := crc32.Update(crc32.Update(0, castagnoli, log[r.off:r.off+4]), castagnoli, body)
+			bad := bytes.Clone(log)
+			copy(bad[r.off+logRecHeader:], body)
+			binary.BigEndian.PutUint32(bad[r.off+4:], crc)
+			return bad
+		},
+		"payload byte (head intact)": func() []byte {
+			bad := bytes.Clone(log)
+			bad[data[2].off+logRecHeader+int64(logFixed+len("h"))] ^= 0x40
+			return bad
+		},
+		"body CRC field (head intact)": func() []byte {
+			bad := bytes.Clone(log)
+			bad[data[2].off+5] ^= 0x40
+			return bad
+		},
+	}
+	for name, damage := range attributable {
+		t.Run(name, func(t *testing.T) {
+			attributed(t, db, snap, logPath, damage(), data[2].off)
+		})
+	}
+	db.closed = true
+}
+
+// attributed checks a damaged log whose damage names phext h: only h
+// refuses to open.
+func attributed(t *testing.T, db *testDB, snap, logPath string, bad []byte, off int64) {
+	t.Helper()
+	{
+		r := struct{ off int64 }{off}
+		restore(t, db, snap, logPath, bad)
 		db.open()
 		defer db.Close()
-		if _, err := db.ten.AppendGet(nil, []byte("h")); !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("err = %v", err)
+		_, err := db.ten.AppendGet(nil, []byte("h"))
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), logPath) || !strings.Contains(err.Error(), "offset "+itoa(r.off)) {
+			t.Fatalf("err = %v, want ErrCorrupt naming the log and offset %d", err, r.off)
 		}
-	})
-	db.closed = true
+		if got := mustSelect(t, db.ten, "other", coord(1)); got != "fine" {
+			t.Errorf("other phext: %q", got)
+		}
+		if !bytes.Equal(fileBytes(t, logPath), bad) {
+			t.Error("the damaged log was not kept")
+		}
+		// A clean close keeps it too, and the next open says the same.
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db.open()
+		if _, err := db.ten.AppendGet(nil, []byte("h")); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("after a reopen: %v", err)
+		}
+		if got := mustSelect(t, db.ten, "other", coord(1)); got != "fine" {
+			t.Errorf("other phext after a reopen: %q", got)
+		}
+	}
 }
 
 func TestCorruptSnapshot(t *testing.T) {
@@ -220,61 +318,85 @@ func TestCorruptSnapshot(t *testing.T) {
 			if string(fileBytes(t, path)) != tc.doc {
 				t.Error("snapshot changed")
 			}
-			if _, err := os.Stat(path + walExt); !errors.Is(err, os.ErrNotExist) {
-				t.Error("wal created")
-			}
 		})
 	}
 }
 
-// TestCompactionCrashWindows simulates a crash between each step of a
-// compaction by building the files each window leaves behind.
-func TestCompactionCrashWindows(t *testing.T) {
-	db := MustOpen(t, &Options{Durability: DurabilityNo})
-	states, snap, wal := writeHistory(t, db, 12)
-	final := states[len(states)-1]
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	newSnap := []byte(final)
-	id := walID{uint64(len(newSnap)), xxh3Hash(newSnap)}
-	walMarked := appendRecord(bytes.Clone(wal), opCompact, phext.Coordinate{}, compactPayload(id))
-	dir := db.dir()
-	cases := []struct {
-		name      string
-		snap, wal []byte
-		tmp       []byte
-	}{
-		{name: "temp written, not renamed", snap: snap, wal: wal, tmp: newSnap},
-		{name: "marker logged, not renamed", snap: snap, wal: walMarked, tmp: newSnap},
-		{name: "renamed, wal not reset", snap: newSnap, wal: walMarked},
-		{name: "reset torn (empty wal)", snap: newSnap, wal: nil},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			os.WriteFile(filepath.Join(dir, "h.phext"), tc.snap, 0o640)
-			os.WriteFile(filepath.Join(dir, "h.phext.wal"), tc.wal, 0o640)
-			if tc.tmp != nil {
-				os.WriteFile(filepath.Join(dir, "h.phext.tmp"), tc.tmp, 0o640)
-			}
+// TestCheckpointCrashWindows crashes a checkpoint between each of its
+// steps (the files as they were at that moment, snapshots by hard link so
+// their inodes are kept) and reopens: the state is always the final one,
+// with no record applied twice.
+func TestCheckpointCrashWindows(t *testing.T) {
+	for _, window := range []string{"logged, not renamed", "renamed", "done"} {
+		t.Run(window, func(t *testing.T) {
+			db := MustOpen(t, &Options{Durability: DurabilityNo})
+			states, _, _, _ := writeHistory(t, db, 12)
 			db.open()
-			defer db.Close()
+			if got := mustGet(t, db.ten, "h"); got != states[len(states)-1] {
+				t.Fatalf("recovered %q want %q", got, states[len(states)-1])
+			}
+			// More writes after recovery, then a checkpoint to crash.
+			if _, err := db.ten.Insert([]byte("h"), coord(8), []byte("late")); err != nil {
+				t.Fatal(err)
+			}
+			final := mustGet(t, db.ten, "h")
+			img := t.TempDir()
+			var logPath string
+			var logBytes []byte
+			take := func() {
+				logPath = db.wlog.path
+				logBytes = fileBytes(t, logPath)
+				os.Remove(filepath.Join(img, "h.phext"))
+				if err := os.Link(filepath.Join(db.dir(), "h.phext"), filepath.Join(img, "h.phext")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if window == "logged, not renamed" {
+				checkpointHook = func(*pfile) { take() }
+				defer func() { checkpointHook = nil }()
+			}
+			if err := db.ten.Compact([]byte("h")); err != nil {
+				t.Fatal(err)
+			}
+			checkpointHook = nil
+			if window != "logged, not renamed" {
+				take()
+			}
+			if window == "done" {
+				if _, err := db.ten.Insert([]byte("h"), coord(9), []byte("after")); err != nil {
+					t.Fatal(err)
+				}
+				final = mustGet(t, db.ten, "h")
+				if err := db.ten.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				logBytes = fileBytes(t, logPath)
+			}
+			Crash(db.Store)
+			restore(t, db, img, logPath, logBytes)
+			db.open()
 			if got := mustGet(t, db.ten, "h"); got != final {
 				t.Fatalf("got %q want %q", got, final)
 			}
-			if _, err := os.Stat(filepath.Join(dir, "h.phext.tmp")); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(db.dir(), "h.phext.tmp")); !errors.Is(err, os.ErrNotExist) {
 				t.Error("temp file left")
 			}
-			db.check()
 		})
 	}
-	db.closed = true
 }
 
 // faultFS injects errors at named steps.
 type faultFS struct {
 	osFS
+	mu   sync.Mutex // guards fail: background rotations call hook too
 	fail func(op, path string) error
+}
+
+// setFail replaces the fault function.
+func (f *faultFS) setFail(fn func(op, path string) error) {
+	f.mu.Lock()
+	f.fail = fn
+	f.mu.Unlock()
 }
 
 type faultFile struct {
@@ -284,10 +406,13 @@ type faultFile struct {
 }
 
 func (f *faultFS) hook(op, path string) error {
-	if f.fail == nil {
+	f.mu.Lock()
+	fail := f.fail
+	f.mu.Unlock()
+	if fail == nil {
 		return nil
 	}
-	return f.fail(op, path)
+	return fail(op, path)
 }
 
 func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
@@ -340,11 +465,11 @@ func TestFaults(t *testing.T) {
 		do      func(ten *Tenant) error
 		durable Durability
 	}{
-		{name: "ENOSPC on WAL append", op: "write", suffix: ".wal", err: syscall.ENOSPC, durable: DurabilityEverySec,
+		{name: "ENOSPC on log append", op: "write", suffix: ".log", err: syscall.ENOSPC, durable: DurabilityEverySec,
 			do: func(ten *Tenant) error { _, err := ten.Insert([]byte("f"), coord(2), []byte("lost")); return err }},
-		{name: "EIO on WAL fsync", op: "sync", suffix: ".wal", err: syscall.EIO, durable: DurabilityAlways,
+		{name: "EIO on log fsync", op: "sync", suffix: ".log", err: syscall.EIO, durable: DurabilityAlways,
 			do: func(ten *Tenant) error { _, err := ten.Update([]byte("f"), coord(1), []byte("lost")); return err }},
-		{name: "EIO on put fsync", op: "sync", suffix: ".wal", err: syscall.EIO, durable: DurabilityAlways,
+		{name: "EIO on put fsync", op: "sync", suffix: ".log", err: syscall.EIO, durable: DurabilityAlways,
 			do: func(ten *Tenant) error { _, err := ten.Put([]byte("f"), []byte("lost")); return err }},
 		{name: "ENOSPC on compaction temp", op: "write", suffix: ".tmp", err: syscall.ENOSPC, durable: DurabilityEverySec,
 			do: func(ten *Tenant) error { return ten.Compact([]byte("f")) }},
@@ -367,19 +492,19 @@ func TestFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := mustGet(t, ten, "f")
-			armed := true
-			ffs.fail = func(op, path string) error {
-				if armed && op == tc.op && strings.HasSuffix(path, tc.suffix) {
-					armed = false
+			var armed atomic.Bool
+			armed.Store(true)
+			ffs.setFail(func(op, path string) error {
+				if op == tc.op && strings.HasSuffix(path, tc.suffix) && armed.CompareAndSwap(true, false) {
 					return tc.err
 				}
 				return nil
-			}
+			})
 			err := tc.do(ten)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
-			ffs.fail = nil
+			ffs.setFail(nil)
 			if got := mustGet(t, ten, "f"); got != before {
 				t.Fatalf("state changed: %q want %q", got, before)
 			}

@@ -7,14 +7,15 @@ import (
 
 // Stats are store-wide counters since Open, for metrics.
 type Stats struct {
-	// Fsyncs counts successful fsyncs of WALs, snapshots and directories.
+	// Fsyncs counts successful fsyncs of the commit log, snapshots and
+	// directories.
 	Fsyncs uint64
 	// Compactions counts snapshots rewritten; CompactionFailures the
 	// attempts that failed (the phext kept its old snapshot and WAL).
 	Compactions        uint64
 	CompactionFailures uint64
-	// Rewrites counts phexts written again from memory to new files after
-	// an fsync of their WAL failed.
+	// Rewrites counts phexts checkpointed from memory by the repair after
+	// a failed fsync of the commit log.
 	Rewrites uint64
 	// OpenPhexts is the number of phexts open now.
 	OpenPhexts int

@@ -83,6 +83,15 @@ type Options struct {
 	Logger *slog.Logger
 	// FS is the file-system seam for fault injection (nil = the OS).
 	FS FS
+	// LogDir holds the commit log shared by all tenants (created 0o750 if
+	// missing; one Store at a time: it is locked). Empty means a fresh
+	// temporary directory removed by Close: crash recovery cannot find it,
+	// so only tests leave it empty (`sq host` always sets it).
+	LogDir string
+	// LogRotateBytes is the log size past which a new generation starts
+	// and the old one is truncated away once every phext with records in
+	// it was checkpointed (default 256 MiB).
+	LogRotateBytes int64
 	// MaxSnapshot is the largest serialized document a phext may reach
 	// (default and maximum 4 GiB − 1, what the snapshot index can map);
 	// a write that could take it further is refused with ErrTooLarge and
@@ -118,7 +127,30 @@ type Store struct {
 
 	compactions     atomic.Uint64
 	compactFailures atomic.Uint64
-	rewrites        atomic.Uint64 // phexts rewritten from memory after a failed fsync
+	rewrites        atomic.Uint64 // phexts checkpointed from memory after a failed log fsync
+
+	// The commit log (log.go, recover.go).
+	logDir     string
+	tmpLogDir  bool // LogDir was a temporary directory: removed by Close
+	lockF      *os.File
+	wlog       *commitLog
+	lsn        atomic.Uint64 // the last LSN handed out
+	gen        atomic.Uint64 // the current generation
+	suspect    atomic.Pointer[error]
+	suspectSeq atomic.Uint64
+	syncRounds atomic.Uint64 // everysec syncer rounds (a test seam)
+	rotMu      sync.Mutex    // serializes rotations
+	rotating   atomic.Bool
+	carried    []carriedRec // records of phexts recovery could not restore (wlog.mu)
+	recCkpts   []carriedRec // checkpoint records of what recovery restored, until the old logs are gone (wlog.mu)
+	keepOld    bool         // recovery met a damaged record: the old logs stay
+	umu        sync.Mutex   // guards unrecovered
+	// unrecovered: phexts (dir + "\x00" + name) that refuse to open until
+	// the next Open restores them from the logs.
+	unrecovered map[string]error
+	dmu         sync.Mutex // guards dirtyP and pinGen
+	dirtyP      map[*pfile]struct{}
+	pinGen      uint64 // the oldest generation a failed close left records in (0: none)
 
 	lmu      sync.Mutex // guards open, evicting (leaf lock)
 	open     map[*pfile]struct{}
@@ -167,14 +199,39 @@ func Open(opts *Options) (*Store, error) {
 	if o.FS == nil {
 		o.FS = osFS{}
 	}
+	if o.LogRotateBytes <= 0 {
+		o.LogRotateBytes = defaultLogRotate
+	}
 	s := &Store{
-		opts:    o,
-		fs:      statFS{FS: o.FS, n: new(atomic.Uint64)},
-		log:     o.Logger,
-		tenants: make(map[string]*Tenant),
-		dirs:    make(map[dirID]*Tenant),
-		open:    make(map[*pfile]struct{}),
-		stop:    make(chan struct{}),
+		opts:        o,
+		fs:          statFS{FS: o.FS, n: new(atomic.Uint64)},
+		log:         o.Logger,
+		tenants:     make(map[string]*Tenant),
+		dirs:        make(map[dirID]*Tenant),
+		open:        make(map[*pfile]struct{}),
+		stop:        make(chan struct{}),
+		unrecovered: make(map[string]error),
+		dirtyP:      make(map[*pfile]struct{}),
+	}
+	s.wlog = newCommitLog(s, workerLog)
+	if o.LogDir == "" {
+		d, err := os.MkdirTemp("", "sq-log-")
+		if err != nil {
+			return nil, fmt.Errorf("store: temporary log dir: %w", err)
+		}
+		s.logDir, s.tmpLogDir = d, true
+	} else {
+		d, err := filepath.Abs(o.LogDir)
+		if err != nil {
+			return nil, fmt.Errorf("store: log dir %s: %w", o.LogDir, err)
+		}
+		s.logDir = d
+	}
+	if err := s.openLogs(); err != nil {
+		if s.tmpLogDir {
+			os.RemoveAll(s.logDir)
+		}
+		return nil, err
 	}
 	s.seedPositions()
 	s.wg.Add(1)
@@ -182,9 +239,21 @@ func Open(opts *Options) (*Store, error) {
 	return s, nil
 }
 
-// Close flushes and fsyncs every WAL, compacts phexts whose WAL holds
-// records when that is cheap, and closes everything. Later calls return
-// ErrClosed.
+// maybeRotate starts a new log generation in the background once the
+// current one passed LogRotateBytes.
+func (s *Store) maybeRotate() {
+	l := s.wlog
+	l.mu.Lock()
+	big := l.size > s.opts.LogRotateBytes
+	l.mu.Unlock()
+	if big {
+		s.kickRotate()
+	}
+}
+
+// Close flushes pending writes, checkpoints every phext with records in
+// the commit log, leaves an empty log (the next Open replays nothing) and
+// closes everything. Later calls return ErrClosed.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -225,6 +294,12 @@ func (s *Store) Close() error {
 	}
 	wg.Wait()
 	s.wg.Wait()
+	if err := s.closeLogs(); err != nil {
+		errs = append(errs, err)
+	}
+	if s.tmpLogDir {
+		os.RemoveAll(s.logDir)
+	}
 	return errors.Join(errs...)
 }
 
@@ -369,7 +444,6 @@ func (s *Store) addTenant(cfg TenantConfig, dir string, look *dirLookup) (*Tenan
 	}
 	t.quota.Store(cfg.QuotaBytes)
 	t.dur.Store(uint32(cfg.Durability))
-	t.dev = l.id.dev // the everysec syncer groups WALs by file system
 	s.tenants[cfg.Name] = t
 	s.dirs[l.id] = t
 	return t, nil
@@ -557,117 +631,27 @@ func (s *Store) unregister(p *pfile) {
 	s.lmu.Unlock()
 }
 
-// openFiles returns the open phexts (for the syncer).
-func (s *Store) openFiles(dst []*pfile) []*pfile {
-	s.lmu.Lock()
-	for p := range s.open {
-		dst = append(dst, p)
-	}
-	s.lmu.Unlock()
-	return dst
-}
-
 // syncer is the store-wide everysec goroutine: once per SyncInterval it
-// makes the dirty WALs of tenants in everysec mode durable. WALs on one
-// file system share one syncfs(2) (FSSyncer): with 500 tenants writing
-// that is one call per second instead of 500 fsyncs. A file system with a
-// single dirty WAL, or an FS without SyncFS, gets one fsync per WAL.
+// fsyncs the commit log if it was written since its last fsync: one fsync
+// per second for all tenants, however many there are. After a failed log
+// fsync it retries the repair (rotate) every round until it succeeds.
 func (s *Store) syncer() {
 	defer s.wg.Done()
 	tk := time.NewTicker(s.opts.SyncInterval)
 	defer tk.Stop()
-	var ps []*pfile
-	groups := map[uint64][]*pfile{}
-	// One directory handle per file system, open for the syncer's life:
-	// syncfs reports writeback errors since the handle was opened.
-	handles := map[uint64]File{}
-	defer func() {
-		for _, h := range handles {
-			h.Close()
-		}
-	}()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-tk.C:
 		}
-		ps = s.openFiles(ps[:0])
-		for _, p := range ps {
-			if !p.dirty() || p.t.durability() != DurabilityEverySec {
-				continue
-			}
-			groups[p.t.dev] = append(groups[p.t.dev], p)
+		s.syncRounds.Add(1)
+		if s.suspect.Load() != nil {
+			s.kickRotate()
+			continue
 		}
-		for dev, g := range groups {
-			s.syncGroup(dev, g, handles)
-			clear(g)
-			groups[dev] = g[:0]
-		}
-		clear(ps)
-	}
-}
-
-// syncGroup makes the dirty WALs g, all on the file system dev, durable.
-func (s *Store) syncGroup(dev uint64, g []*pfile, handles map[uint64]File) {
-	if len(g) == 0 {
-		return
-	}
-	h := handles[dev]
-	if h == nil && dev != 0 && len(g) > 1 {
-		// Open the handle before this round's fsyncs: they report any
-		// error from before it, syncfs every later one.
-		if f, err := s.fs.OpenFile(g[0].t.dir, os.O_RDONLY|noFollow, 0); err == nil {
-			handles[dev] = f
-		}
-	}
-	if h == nil || len(g) == 1 {
-		s.syncEach(g)
-		return
-	}
-	type pick struct {
-		p       *pfile
-		gen     uint64
-		dirSync bool
-	}
-	picks := make([]pick, 0, len(g))
-	for _, p := range g {
-		p.fmu.Lock()
-		if p.wal != nil && p.state.Load() != stateClosed && !p.broken.Load() && !p.suspect.Load() {
-			picks = append(picks, pick{p: p, gen: p.wgen.Load(), dirSync: p.dirSync})
-		}
-		p.fmu.Unlock()
-	}
-	err := s.fs.(FSSyncer).SyncFS(h)
-	if errors.Is(err, errNoSyncFS) {
-		s.syncEach(g)
-		return
-	}
-	if err != nil {
-		s.log.Error("store: everysec syncfs failed; every WAL it covered is rewritten from memory", "dir", g[0].t.dir, "err", err)
-		for _, pk := range picks {
-			if rerr := pk.p.fsyncFailed(nil, err); rerr != nil {
-				s.log.Error("store: rewrite after a failed fsync", "path", pk.p.path, "err", rerr)
-			}
-		}
-		return
-	}
-	for _, pk := range picks {
-		if pk.dirSync {
-			// syncfs made the new files' directory entries durable too.
-			pk.p.fmu.Lock()
-			pk.p.dirSync = false
-			pk.p.fmu.Unlock()
-		}
-		pk.p.synced(pk.gen)
-	}
-}
-
-// syncEach fsyncs each WAL of g.
-func (s *Store) syncEach(g []*pfile) {
-	for _, p := range g {
-		if err := p.syncWAL(); err != nil {
-			s.log.Error("store: everysec fsync failed; state rewritten from memory", "path", p.walPath, "err", err)
+		if err := s.wlog.sync(); err != nil {
+			s.log.Error("store: everysec fsync of the commit log failed", "err", err)
 		}
 	}
 }
@@ -686,7 +670,8 @@ func isPhextFile(fn string) (string, bool) {
 }
 
 // estimateSizes returns the tenant's per-phext byte counts from file sizes
-// (snapshot + WAL, an upper bound of the scroll bytes) and their total,
+// (the snapshot, an upper bound of the scroll bytes; the commit log's
+// records of a phext were folded into it at Open or its last close) and their total,
 // without opening any phext. Names are as listed (prepare folds them).
 func (t *Tenant) estimateSizes() (map[string]int64, int64, error) {
 	ents, err := os.ReadDir(t.dir)
@@ -705,7 +690,7 @@ func (t *Tenant) estimateSizes() (map[string]int64, int64, error) {
 			n = fi.Size()
 		}
 		if fi, err := os.Stat(filepath.Join(t.dir, e.Name()+walExt)); err == nil {
-			n += fi.Size()
+			n += fi.Size() // a WAL of an earlier version, not replayed yet
 		}
 		sizes[name] += n
 		total += n

@@ -42,8 +42,7 @@ type Tenant struct {
 	// see prepared true may read fold without a lock.
 	scanned  atomic.Bool
 	prepared atomic.Bool
-	fold     bool   // the data dir is case-insensitive: phext names are folded to lower case
-	dev      uint64 // file system of dir (0 unknown): the everysec syncer groups WALs by it
+	fold     bool // the data dir is case-insensitive: phext names are folded to lower case
 
 	mu     sync.RWMutex // guards files, sizes, closed (and prepare's writes)
 	files  map[string]*pfile
@@ -515,11 +514,14 @@ func (t *Tenant) List() ([]string, error) {
 // for a phext not opened since the tenant was added it counts the sizes of
 // its files instead (an estimate) until first use. Scrolls counts the scrolls of the phexts open right now (no
 // file is rescanned to count the others).
+// LogBytes counts the bytes of the open phexts' records in the shared
+// commit log that no checkpoint covers yet.
 type Usage struct {
 	Phexts     int
 	Scrolls    int64
 	Bytes      int64
 	QuotaBytes int64
+	LogBytes   int64
 }
 
 // Usage returns the tenant's current usage, without rescanning files
@@ -548,6 +550,7 @@ func (t *Tenant) Usage() (Usage, error) {
 		p.mu.RLock()
 		u.Scrolls += p.scrolls
 		p.mu.RUnlock()
+		u.LogBytes += p.logBytes.Load()
 	}
 	return u, nil
 }
@@ -568,28 +571,20 @@ func (t *Tenant) Compact(name []byte) error {
 	}
 }
 
-// Sync fsyncs the WAL of every open phext of the tenant.
+// Sync makes every write of the tenant acknowledged so far durable: it
+// fsyncs the commit log (shared by all tenants) if it was written since its
+// last fsync.
 func (t *Tenant) Sync() error {
 	t.mu.RLock()
-	if t.closed {
-		t.mu.RUnlock()
+	closed := t.closed
+	t.mu.RUnlock()
+	if closed {
 		return ErrClosed
 	}
-	ps := make([]*pfile, 0, len(t.files))
-	for _, p := range t.files {
-		ps = append(ps, p)
+	if err := t.s.logHealthy(); err != nil {
+		return err
 	}
-	t.mu.RUnlock()
-	var errs []error
-	for _, p := range ps {
-		if p.state.Load() != stateReady {
-			continue
-		}
-		if err := p.syncWAL(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return t.s.wlog.sync()
 }
 
 // Insert appends text to the scroll at c of phext name. It returns len(text)
@@ -685,6 +680,7 @@ func (t *Tenant) reserve(n int64) error {
 
 // write logs o to phext name (group commit) and applies it.
 func (t *Tenant) write(name []byte, o *op) (int, error) {
+	t.s.repair()
 	for {
 		p, err := t.get(name)
 		if err != nil {

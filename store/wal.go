@@ -2,14 +2,25 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
+	"os"
+	"path/filepath"
 	"unicode/utf8"
 
 	"github.com/phext/sq/phext"
+	"github.com/zeebo/xxh3"
 )
 
-// File names: <data_dir>/<name>.phext is the snapshot, <name>.phext.wal its
-// log, <name>.phext.tmp a compaction in progress.
+// The per-phext write-ahead logs of earlier versions (<name>.phext.wal and
+// the .new/.ckpt files their rewrites and checkpoints left) are only read:
+// a phext that still has one replays it once at open, checkpoints, and
+// removes it (upgradeLegacyWAL). Their record body (op, coordinate,
+// payload) and its checks are shared with the commit log (log.go).
+//
+// File names: <data_dir>/<name>.phext is the snapshot, <name>.phext.tmp a
+// checkpoint in progress.
 const (
 	snapExt  = ".phext"
 	walExt   = ".wal"
@@ -211,4 +222,145 @@ func checkRecord(r *walRec) string {
 		return "unknown record type"
 	}
 	return ""
+}
+
+// upgradeLegacyWAL replays a per-phext WAL left by an earlier version into
+// a new snapshot and removes it (open, p owned). The rules are the old
+// recovery's: a .ckpt or .new WAL whose header names the snapshot on disk
+// is the one to replay (a checkpoint or rewrite crashed between its
+// renames); a WAL naming another snapshot is stale when it has no records
+// or its last record is a COMPACT naming this snapshot, else ErrCorrupt.
+// On error nothing on disk changed.
+func (p *pfile) upgradeLegacyWAL() error {
+	fs := p.t.s.fs
+	paths := []string{p.walPath, p.walPath + newExt, p.walPath + ckptExt}
+	var datas [3][]byte
+	var found [3]bool
+	anyFound := false
+	for i, path := range paths {
+		data, err := readAll(fs, path)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		datas[i], found[i], anyFound = data, true, true
+	}
+	if !anyFound {
+		return nil
+	}
+	id := walID{uint64(len(p.base)), xxh3.Hash(p.base)}
+	use := -1
+	for _, i := range []int{2, 1} {
+		if !found[i] {
+			continue
+		}
+		if w, err := scanWAL(datas[i][:min(len(datas[i]), walHeaderSize)], paths[i]); err == nil && w.hdrOK && w.id == id {
+			use = i
+			break
+		}
+	}
+	if use < 0 && found[0] {
+		use = 0
+	}
+	dir := filepath.Dir(p.path)
+	if use > 0 {
+		// As the old open did: the .new or .ckpt WAL becomes the WAL.
+		if err := fs.Rename(paths[use], paths[0]); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		if err := fs.SyncDir(dir); err != nil {
+			return fmt.Errorf("store: fsync dir %s: %w", dir, err)
+		}
+		datas[0], found[0], found[use] = datas[use], true, false
+		use = 0
+	}
+	applied := 0
+	var end int64
+	if use == 0 {
+		w, err := scanWAL(datas[0], paths[0])
+		if err != nil {
+			return err
+		}
+		end = w.end
+		if w.hdrOK && w.id != id {
+			last := len(w.recs) - 1
+			if last >= 0 && (w.recs[last].kind != opCompact || w.recs[last].compactID() != id) {
+				return corruptErr(paths[0], 0, "WAL belongs to another snapshot")
+			}
+		} else if w.hdrOK {
+			for i := range w.recs {
+				r := &w.recs[i]
+				if r.kind != opCompact {
+					p.apply(r.kind, r.c, r.payload)
+					applied++
+				}
+			}
+		}
+	}
+	if applied > 0 {
+		// The old protocol, so that a crash at any step leaves files the
+		// next open reads the same way: new snapshot fsynced, a COMPACT
+		// record naming it appended to the WAL and fsynced, rename.
+		nid, _, _, err := p.writeDoc(p.tmpPath, func(fn func(phext.Coordinate, []byte)) { p.walk(fn) })
+		if err != nil {
+			return err
+		}
+		if err := appendLegacyCompact(fs, paths[0], end, nid); err != nil {
+			_ = fs.Remove(p.tmpPath)
+			return err
+		}
+		if err := fs.Rename(p.tmpPath, p.path); err != nil {
+			_ = fs.Remove(p.tmpPath)
+			return fmt.Errorf("store: %w", err)
+		}
+		if err := fs.SyncDir(dir); err != nil {
+			return fmt.Errorf("store: fsync dir %s: %w", dir, err)
+		}
+		p.unmap()
+		p.ov = make(map[phext.Coordinate][]byte)
+		p.frozen = nil
+		p.copied = 0
+		if err := p.loadSnapshot(); err != nil {
+			return err
+		}
+	}
+	for i, path := range paths {
+		if found[i] {
+			if err := fs.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("store: %w", err)
+			}
+		}
+	}
+	if err := fs.SyncDir(dir); err != nil {
+		return fmt.Errorf("store: fsync dir %s: %w", dir, err)
+	}
+	p.t.s.log.Info("store: per-phext WAL of an earlier version replayed and removed", "path", p.walPath, "records", applied)
+	return nil
+}
+
+// appendLegacyCompact cuts a legacy WAL to end (dropping a torn tail) and
+// appends a COMPACT record naming snapshot id, fsynced.
+func appendLegacyCompact(fs FS, path string, end int64, id walID) error {
+	f, err := fs.OpenFile(path, os.O_WRONLY|noFollow, 0)
+	if err != nil {
+		return openErr(path, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(end); err != nil {
+		return fmt.Errorf("store: truncate %s: %w", path, err)
+	}
+	wf, err := fs.OpenFile(path, os.O_WRONLY|os.O_APPEND|noFollow, 0)
+	if err != nil {
+		return openErr(path, err)
+	}
+	defer wf.Close()
+	if _, err := wf.Write(appendRecord(nil, opCompact, phext.Coordinate{}, compactPayload(id))); err != nil {
+		return fmt.Errorf("store: append to %s: %w", path, err)
+	}
+	if err := wf.Sync(); err != nil {
+		return fmt.Errorf("store: fsync %s: %w", path, err)
+	}
+	return nil
 }

@@ -77,6 +77,7 @@ func (t *Tenant) writeGroup(ws []Write) {
 			w.Err = ErrBadScroll
 		}
 	}
+	t.s.repair()
 	var lead *batch
 	var p *pfile
 	rest := len(ws) // index of the first write not queued: run one by one

@@ -26,6 +26,7 @@ import (
 
 type hostConfig struct {
 	listen, config, data, durability string
+	logDir                           string
 	httpAddr, cpuProfile             string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
@@ -57,6 +58,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1338", "address of the SQ-compatible REST API, /metrics and /admin (\"\" = off)")
 	fs.StringVar(&c.config, "config", "", "tenants.json in the Rust SQ v0.5.5 format (default: the embedded dev config under --data)")
 	fs.StringVar(&c.data, "data", "sq-data", "root of the embedded default config and its dev tenant (used without --config)")
+	fs.StringVar(&c.logDir, "log-dir", "", "directory of the commit log shared by all tenants (default: sq-log beside --config, or log under --data with the embedded dev config); one server at a time")
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
 	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame); requests past it are answered BUSY (see below)")
@@ -240,7 +242,11 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	fds := planFDs(c.maxOpen, enabled)
 	c.maxOpen = fds.maxOpen
 	setMemoryLimit(c.maxClientMemory, c.maxFrame)
-	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log})
+	logDir := c.logDir
+	if logDir == "" {
+		logDir = defaultLogDir(c.config, c.data)
+	}
+	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir})
 	if err != nil {
 		return out.fail(1, "store", err)
 	}
@@ -287,6 +293,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
 		"trust_loopback", c.trustLoopback,
 		"max_open_phexts", c.maxOpen, "open_files_limit", fds.soft,
+		"log_dir", logDir,
 		"startup", time.Since(start).Round(time.Microsecond).String())
 	var hs *http.Server
 	if httpLn != nil {
@@ -465,4 +472,14 @@ func setMemoryLimit(budget int64, maxFrame int) {
 	}
 	budget = max(budget, 3*int64(maxFrame))
 	debug.SetMemoryLimit(budget + gcBaseAllowance)
+}
+
+// defaultLogDir is where the commit log lives without --log-dir: sq-log
+// beside the config file, or log under the data root of the embedded dev
+// config.
+func defaultLogDir(config, data string) string {
+	if config != "" {
+		return filepath.Join(filepath.Dir(config), "sq-log")
+	}
+	return filepath.Join(data, "log")
 }

@@ -1,0 +1,724 @@
+package store
+
+// The commit log: one log shared by every tenant of a Store (docs/STORAGE.md,
+// "Commit log"). Everything about it lives in this file (format, create,
+// append with group commit, sync, generations) and in recover.go (replay at
+// Open).
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/phext/sq/phext"
+)
+
+// Log layout (see docs/STORAGE.md). All integers big-endian.
+//
+//	file:   <LogDir>/sq-<generation, 16 hex digits>-<writer>.log
+//	header: "SQLOG001" | u64 generation | u64 first LSN | u32 0 |
+//	        u32 CRC32C of bytes 0..27                           (32 bytes)
+//	record: u32 body length L | u32 CRC32C(length field, body) |
+//	        u32 CRC32C(length field, body[:14+n]) (the head: who it is for) |
+//	        body = u8 op | u64 LSN | u32 dir id | u8 name length n |
+//	               name | 9 x u16 coordinate | payload
+const (
+	logMagic      = "SQLOG001"
+	logHeaderSize = 32
+	logFixed      = 1 + 8 + 4 + 1 + 18 // body bytes besides name and payload
+	logRecHeader  = 12                 // length, CRC of the body, CRC of the head
+	logPrefix     = "sq-"
+	logSuffix     = ".log"
+	// workerLog names the log of the blocking (worker) path.
+	workerLog = "w"
+	// defaultLogRotate: the logs start a new generation past this size.
+	defaultLogRotate = 256 << 20
+)
+
+// Record kinds of the commit log besides the phext operations opInsert,
+// opUpdate, opDelete and opPut (wal.go).
+const (
+	// opCkpt: payload u64 dev | u64 inode | u64 covered LSN | u64 size |
+	// u64 xxh3-64 | u64 previous size | u64 previous xxh3-64. A snapshot
+	// with that size and hash holds every record of the phext up to the
+	// covered LSN; it replaces the snapshot of the previous identity.
+	opCkpt byte = 6
+	// opDir: LSN 0, name empty, coordinate zero, payload = the absolute
+	// data dir path the id stands for in this file.
+	opDir byte = 7
+	// opBad is never written: scanLog gives it to a whole record (CRC
+	// matches) whose content is invalid; payload = the error text.
+	opBad byte = 0xFF
+)
+
+// logName returns the file name of writer's log of generation gen.
+func logName(gen uint64, writer string) string {
+	return fmt.Sprintf("%s%016x-%s%s", logPrefix, gen, writer, logSuffix)
+}
+
+// parseLogName is logName's inverse.
+func parseLogName(fn string) (gen uint64, writer string, ok bool) {
+	if !strings.HasPrefix(fn, logPrefix) || !strings.HasSuffix(fn, logSuffix) {
+		return 0, "", false
+	}
+	mid := fn[len(logPrefix) : len(fn)-len(logSuffix)]
+	if len(mid) < 18 || mid[16] != '-' {
+		return 0, "", false
+	}
+	g, err := strconv.ParseUint(mid[:16], 16, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return g, mid[17:], true
+}
+
+func appendLogHeader(dst []byte, gen, firstLSN uint64) []byte {
+	start := len(dst)
+	dst = append(dst, logMagic...)
+	dst = binary.BigEndian.AppendUint64(dst, gen)
+	dst = binary.BigEndian.AppendUint64(dst, firstLSN)
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// appendLogRecord appends one encoded log record.
+func appendLogRecord(dst []byte, kind byte, lsn uint64, dir uint32, name string, c phext.Coordinate, payload []byte) []byte {
+	start := len(dst)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(logFixed+len(name)+len(payload)))
+	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
+	dst = append(dst, kind)
+	dst = binary.BigEndian.AppendUint64(dst, lsn)
+	dst = binary.BigEndian.AppendUint32(dst, dir)
+	dst = append(dst, byte(len(name)))
+	dst = append(dst, name...)
+	head := len(dst)
+	for _, v := range c {
+		dst = binary.BigEndian.AppendUint16(dst, v)
+	}
+	dst = append(dst, payload...)
+	crc0 := crc32.Update(0, castagnoli, dst[start:start+4])
+	hcrc := crc32.Update(crc0, castagnoli, dst[start+logRecHeader:head])
+	crc := crc32.Update(hcrc, castagnoli, dst[head:])
+	binary.BigEndian.PutUint32(dst[start+4:], crc)
+	binary.BigEndian.PutUint32(dst[start+8:], hcrc)
+	return dst
+}
+
+// ckptLen is the payload length of a checkpoint record.
+const ckptLen = 56
+
+// ckptPayload encodes a checkpoint record's payload: the new snapshot
+// file's device and inode (for an operator), the LSN it covers, its
+// identity (size, xxh3-64) and the identity of the snapshot it replaces.
+// Recovery finds the snapshot on disk by identity (see recoverPhext).
+func ckptPayload(dev, ino, covers uint64, id, prev walID) []byte {
+	var b [ckptLen]byte
+	binary.BigEndian.PutUint64(b[:], dev)
+	binary.BigEndian.PutUint64(b[8:], ino)
+	binary.BigEndian.PutUint64(b[16:], covers)
+	binary.BigEndian.PutUint64(b[24:], id.size)
+	binary.BigEndian.PutUint64(b[32:], id.hash)
+	binary.BigEndian.PutUint64(b[40:], prev.size)
+	binary.BigEndian.PutUint64(b[48:], prev.hash)
+	return b[:]
+}
+
+// logRec is one decoded record; name and payload are views into the log.
+type logRec struct {
+	kind    byte
+	lsn     uint64
+	dir     string // the data dir (resolved from the file's dir table)
+	name    string
+	c       phext.Coordinate
+	payload []byte
+	off     int64
+}
+
+// ckpt decodes an opCkpt payload.
+func (r *logRec) ckpt() (covers uint64, id, prev walID) {
+	p := r.payload
+	return binary.BigEndian.Uint64(p[16:]), walID{binary.BigEndian.Uint64(p[24:]), binary.BigEndian.Uint64(p[32:])},
+		walID{binary.BigEndian.Uint64(p[40:]), binary.BigEndian.Uint64(p[48:])}
+}
+
+// logScan is the result of parsing one log file.
+type logScan struct {
+	hdrOK    bool
+	gen      uint64
+	firstLSN uint64
+	recs     []logRec // data and checkpoint records (dir records resolved)
+	maxLSN   uint64
+	end      int64 // where the valid log ends; < len(data) when the tail is torn
+}
+
+// scanLog parses a whole log file. As for the per-phext WAL (scanWAL), a
+// torn tail (a record cut short by a crash, or a damaged record followed
+// only by zeros: a batch written with one write() whose later pages never
+// reached the disk) ends the log; any other damage is ErrCorrupt naming
+// path and offset. Records are checked for content too (known op, valid
+// name, coordinate, scroll or document, known dir id), so replay cannot fail.
+func scanLog(data []byte, path string) (logScan, error) {
+	var w logScan
+	if len(data) < logHeaderSize || allZero(data[:logHeaderSize]) {
+		// Crash while the header was written: it is written and fsynced
+		// before any record.
+		if len(data) >= logHeaderSize && !allZero(data) {
+			return w, corruptErr(path, 0, "bad log header")
+		}
+		return w, nil
+	}
+	h := data[:logHeaderSize]
+	if string(h[:8]) != logMagic || binary.BigEndian.Uint32(h[28:]) != crc32.Checksum(h[:28], castagnoli) {
+		return w, corruptErr(path, 0, "bad log header")
+	}
+	w.hdrOK = true
+	w.gen = binary.BigEndian.Uint64(h[8:])
+	w.firstLSN = binary.BigEndian.Uint64(h[16:])
+	dirs := map[uint32]string{}
+	off := logHeaderSize
+	for off < len(data) {
+		rest := data[off:]
+		if len(rest) < logRecHeader {
+			break // torn length/CRC
+		}
+		l := int(binary.BigEndian.Uint32(rest))
+		if l < logFixed || l > logFixed+phext.MaxNameLen+MaxRecord {
+			if allZero(rest) {
+				break // zero-filled tail after a crash
+			}
+			return w, corruptErr(path, int64(off), "bad record length")
+		}
+		if logRecHeader+l > len(rest) {
+			break // torn record: the append never finished
+		}
+		body := rest[logRecHeader : logRecHeader+l]
+		n := min(int(body[13]), l-logFixed)
+		hcrc := crc32.Update(crc32.Update(0, castagnoli, rest[:4]), castagnoli, body[:14+n])
+		crc := crc32.Update(hcrc, castagnoli, body[14+n:])
+		if crc != binary.BigEndian.Uint32(rest[4:]) {
+			if allZero(rest[logRecHeader+l:]) {
+				break // torn inside the last write
+			}
+			if hcrc == binary.BigEndian.Uint32(rest[8:]) {
+				// The head checks: the length and whose record it is are
+				// known, only its content is damaged. That phext refuses to
+				// open; the log goes on.
+				r, _ := decodeLogBody(body[:14+n:14+n], dirs, true)
+				if r.dir != "" && r.kind != opDir {
+					r.off = int64(off)
+					r.kind, r.payload = opBad, fmt.Appendf(nil, "%s at offset %d: record CRC mismatch", path, off)
+					r.c[0] = headOnlyMark
+					w.recs = append(w.recs, r)
+					off += logRecHeader + l
+					continue
+				}
+			}
+			return w, corruptErr(path, int64(off), "record CRC mismatch")
+		}
+		if hcrc != binary.BigEndian.Uint32(rest[8:]) {
+			return w, corruptErr(path, int64(off), "record head CRC mismatch")
+		}
+		r, why := decodeLogBody(body, dirs, false)
+		r.off = int64(off)
+		if why != "" {
+			if r.dir == "" {
+				return w, corruptErr(path, int64(off), why)
+			}
+			// The record is whole (its CRC matches) and names its phext:
+			// only that phext is damaged (recovery refuses it, see
+			// recoverPhext); the log goes on.
+			r.kind, r.payload = opBad, fmt.Appendf(nil, "%s at offset %d: %s", path, off, why)
+		}
+		if r.kind == opDir {
+			id := binary.BigEndian.Uint32(body[9:])
+			if old, ok := dirs[id]; ok && old != string(r.payload) {
+				return w, corruptErr(path, int64(off), "dir id defined twice")
+			}
+			dirs[id] = string(r.payload)
+		} else {
+			w.recs = append(w.recs, r)
+		}
+		off += logRecHeader + l
+	}
+	w.end = int64(off)
+	// Records judged by their head alone count as damage only when a
+	// whole record follows them; at the end of the log they are a torn
+	// tail like any other.
+	for len(w.recs) > 0 && w.recs[len(w.recs)-1].kind == opBad && w.recs[len(w.recs)-1].c[0] == headOnlyMark {
+		w.end = w.recs[len(w.recs)-1].off
+		w.recs = w.recs[:len(w.recs)-1]
+	}
+	w.maxLSN = 0
+	for i := range w.recs {
+		w.maxLSN = max(w.maxLSN, w.recs[i].lsn)
+	}
+	return w, nil
+}
+
+// headOnlyMark marks (in the coordinate) a record scanLog judged by its
+// head alone.
+const headOnlyMark = 0xFFFF
+
+// decodeLogBody decodes and checks one record body; why != "" on damage.
+// headOnly: body is only the head (op, LSN, dir, name): decode who the
+// record is for, nothing more.
+func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool) (logRec, string) {
+	var r logRec
+	r.kind = body[0]
+	r.lsn = binary.BigEndian.Uint64(body[1:])
+	id := binary.BigEndian.Uint32(body[9:])
+	n := int(body[13])
+	if headOnly {
+		if dir, ok := dirs[id]; ok && r.lsn != 0 && n <= phext.MaxNameLen && 14+n <= len(body) &&
+			(n == 0 || phext.ValidName(body[14:14+n])) {
+			r.dir, r.name = dir, string(body[14:14+n])
+		}
+		return r, ""
+	}
+	if n > phext.MaxNameLen || logFixed+n > len(body) {
+		return r, "bad name length in record"
+	}
+	name := body[14 : 14+n]
+	cs := body[14+n:]
+	for i := range r.c {
+		r.c[i] = binary.BigEndian.Uint16(cs[2*i:])
+	}
+	r.payload = body[logFixed+n:]
+	if r.kind == opDir {
+		if r.lsn != 0 || n != 0 || r.c != (phext.Coordinate{}) || len(r.payload) == 0 ||
+			!filepath.IsAbs(string(r.payload)) || !utf8.Valid(r.payload) {
+			return r, "bad dir record"
+		}
+		return r, ""
+	}
+	dir, ok := dirs[id]
+	if !ok {
+		return r, "record names an unknown dir id"
+	}
+	if r.lsn == 0 {
+		return r, "record without LSN"
+	}
+	if n > 0 && !phext.ValidName(name) {
+		return r, "bad phext name in record"
+	}
+	// From here a damaged record is attributed to its phext.
+	r.dir, r.name = dir, string(name)
+	if r.kind == opCkpt {
+		if len(r.payload) != ckptLen || r.c != (phext.Coordinate{}) {
+			return r, "bad checkpoint record"
+		}
+		return r, ""
+	}
+	wr := walRec{kind: r.kind, c: r.c, payload: r.payload}
+	if wr.kind == opCompact {
+		return r, "unknown record type"
+	}
+	if wr.kind == opPut && wr.c != (phext.Coordinate{}) {
+		return r, "put record with a coordinate"
+	}
+	if why := checkRecord(&wr); why != "" {
+		return r, why
+	}
+	return r, ""
+}
+
+// logGroup is a group commit: records of any number of phexts written with
+// one write() (and one fsync when some writer needs it).
+type logGroup struct {
+	buf  []byte
+	sync bool
+	done chan struct{}
+	gen  uint64 // the generation it was written to (set before done)
+	err  error  // set before done is closed
+}
+
+// commitLog is one log writer: today the worker log, written by whichever
+// goroutine leads the group commit. See doc.go for its lock.
+type commitLog struct {
+	s      *Store
+	writer string
+
+	mu      sync.Mutex // guards everything below except the atomics
+	cond    sync.Cond  // on mu: writing became false
+	f       File
+	path    string
+	gen     uint64
+	size    int64
+	dirs    map[string]uint32
+	cur     *logGroup // records waiting for the next write
+	writing bool      // a goroutine is writing to f (only it touches f and size)
+	closed  bool
+	scratch []byte // tryAppend's buffer (mu)
+	// redefine: a write failed (and may have dropped dir records): the
+	// next write starts with the whole dir table again.
+	redefine bool
+	// torn: a failed write could not be cut back; the file takes nothing
+	// more (the logs are suspect until a rotation replaces it).
+	torn atomic.Bool
+
+	// wgen counts writes, sgen the last one known durable: the log is dirty
+	// while wgen > sgen. Counting lets a close or rotation that races the
+	// syncer see its own fsync as needed.
+	wgen, sgen atomic.Uint64
+}
+
+func newCommitLog(s *Store, writer string) *commitLog {
+	l := &commitLog{s: s, writer: writer}
+	l.cond.L = &l.mu
+	return l
+}
+
+// dirIDLocked returns dir's id (mu held), defining it first (a dir record
+// appended to buf) when the log has not seen dir yet. Ids are kept across
+// generations: every new file starts with the table (startGen).
+func (l *commitLog) dirIDLocked(buf *[]byte, dir string) uint32 {
+	id, ok := l.dirs[dir]
+	if !ok {
+		id = uint32(len(l.dirs) + 1)
+		l.dirs[dir] = id
+		*buf = appendLogRecord(*buf, opDir, 0, id, "", phext.Coordinate{}, []byte(dir))
+	}
+	return id
+}
+
+// errLogClosed: the Store is closing; nothing more is logged.
+var errLogClosed = errors.New("store: commit log closed")
+
+// logItem is one record to log.
+type logItem struct {
+	kind    byte
+	c       phext.Coordinate
+	payload []byte
+}
+
+// commit logs items of phext name (data dir dir) with one group commit and
+// returns the LSN of the last one and the generation it went to, once the
+// bytes are in the kernel (sync: on the disk). Callers serialize commits of
+// one phext (its fmu), so its records reach the log in LSN order.
+func (l *commitLog) commit(dir, name string, items []logItem, sync bool) (last, gen uint64, err error) {
+	return l.commitX(dir, name, items, sync, false)
+}
+
+// commitCkpt logs a checkpoint record durably. Unlike data records it is
+// taken while the logs are suspect: checkpoints are the repair.
+func (l *commitLog) commitCkpt(dir, name string, payload []byte) (last, gen uint64, err error) {
+	return l.commitX(dir, name, []logItem{{kind: opCkpt, payload: payload}}, true, true)
+}
+
+func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool) (last, gen uint64, err error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, 0, errLogClosed
+	}
+	if err := l.s.logHealthy(); err != nil && (!repair || l.torn.Load()) {
+		// A failed cut-back left bytes after the last good record:
+		// nothing more goes into this file (recovery would see damage
+		// followed by records); the repair's checkpoints log into the
+		// next generation.
+		l.mu.Unlock()
+		return 0, 0, err
+	}
+	g := l.cur
+	if g == nil {
+		g = &logGroup{done: make(chan struct{})}
+		l.cur = g
+	}
+	id := l.dirIDLocked(&g.buf, dir)
+	for _, it := range items {
+		last = l.s.lsn.Add(1)
+		g.buf = appendLogRecord(g.buf, it.kind, last, id, name, it.c, it.payload)
+	}
+	g.sync = g.sync || sync
+	if l.writing {
+		l.mu.Unlock()
+		<-g.done
+		return last, g.gen, g.err
+	}
+	l.writing = true
+	l.run(g)
+	return last, g.gen, g.err
+}
+
+// run writes pending groups until mine is done (mu held, writing owned;
+// returns with mu released). Later groups are handed to a new goroutine so
+// the leader's reply is not delayed by writers that came after it.
+func (l *commitLog) run(mine *logGroup) {
+	for {
+		g := l.cur
+		if g == nil {
+			l.writing = false
+			l.cond.Broadcast()
+			l.mu.Unlock()
+			return
+		}
+		if mine != nil && isClosed(mine.done) {
+			l.mu.Unlock()
+			go func() {
+				l.mu.Lock()
+				l.run(nil)
+			}()
+			return
+		}
+		l.cur = nil
+		if l.redefine {
+			// An earlier write failed and may have taken dir records
+			// with it: define every dir again before this group.
+			g.buf = append(l.dirTableLocked(nil), g.buf...)
+			l.redefine = false
+		}
+		f, pre, gen := l.f, l.size, l.gen
+		l.mu.Unlock()
+		err := l.writeOut(f, pre, g.buf, g.sync)
+		l.mu.Lock()
+		if err == nil {
+			l.size += int64(len(g.buf))
+		} else {
+			l.redefine = true
+		}
+		g.gen, g.err = gen, err
+		close(g.done)
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeOut writes buf at the end of f (size pre) and fsyncs when sync is
+// set (writing owned, mu not held). A failed write is cut back; a failed
+// cut-back or fsync makes the store's logs suspect (see Store.logHealthy):
+// the page cache is not trusted and every phext with records in this
+// generation is checkpointed from memory before writes go on.
+func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
+	n, err := f.Write(buf)
+	if err == nil && n != len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		if terr := f.Truncate(pre); terr != nil {
+			l.torn.Store(true)
+			l.s.logFailed(fmt.Errorf("store: cut back %s: %w", l.path, terr))
+		}
+		return fmt.Errorf("store: append to %s: %w", l.path, err)
+	}
+	w := l.wgen.Add(1)
+	if !sync {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped dirty pages:
+		// never pretend durability. This batch is cut back (nothing of it
+		// was applied) and the logs become suspect.
+		if terr := f.Truncate(pre); terr != nil {
+			l.torn.Store(true)
+		}
+		err = fmt.Errorf("store: fsync %s: %w", l.path, err)
+		l.s.logFailed(err)
+		return err
+	}
+	l.synced(w)
+	return nil
+}
+
+// tryAppend logs one record of phext name with its own write() if the log
+// is idle (no group being written or queued), for a caller that must not
+// wait (an event loop). ok=false: busy, nothing done.
+func (l *commitLog) tryAppend(dir, name string, it logItem) (lsn, gen uint64, ok bool, err error) {
+	if !l.mu.TryLock() {
+		return 0, 0, false, nil
+	}
+	if l.writing || l.cur != nil || l.closed || l.s.logHealthy() != nil {
+		l.mu.Unlock()
+		return 0, 0, false, nil
+	}
+	l.writing = true
+	buf := l.scratch[:0]
+	if l.redefine {
+		buf = l.dirTableLocked(buf)
+		l.redefine = false
+	}
+	id := l.dirIDLocked(&buf, dir)
+	lsn = l.s.lsn.Add(1)
+	buf = appendLogRecord(buf, it.kind, lsn, id, name, it.c, it.payload)
+	f, pre, gen := l.f, l.size, l.gen
+	l.mu.Unlock()
+	err = l.writeOut(f, pre, buf, false)
+	l.mu.Lock()
+	if err == nil {
+		l.size += int64(len(buf))
+	} else {
+		l.redefine = true
+	}
+	if cap(buf) <= maxPooledBatch {
+		l.scratch = buf[:0]
+	}
+	// Writers that queued meanwhile wait for a leader: this is it.
+	l.run(nil)
+	return lsn, gen, true, err
+}
+
+// synced records that writes up to w are durable.
+func (l *commitLog) synced(w uint64) {
+	for {
+		s := l.sgen.Load()
+		if s >= w || l.sgen.CompareAndSwap(s, w) {
+			return
+		}
+	}
+}
+
+func (l *commitLog) dirty() bool { return l.wgen.Load() > l.sgen.Load() }
+
+// sync fsyncs the log if it was written since its last fsync (the everysec
+// syncer, Tenant.Sync). It runs without the write side, so writers keep
+// appending meanwhile. Only a completed fsync advances sgen: a rotation or
+// Close that closed the file meanwhile fsynced it itself (closeFile), so
+// the "file already closed" error is neither a failure nor a success.
+func (l *commitLog) sync() error {
+	l.mu.Lock()
+	f, path, w := l.f, l.path, l.wgen.Load()
+	if f == nil || w <= l.sgen.Load() {
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.Unlock()
+	if err := f.Sync(); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		err = fmt.Errorf("store: fsync %s: %w", path, err)
+		l.s.logFailed(err)
+		return err
+	}
+	l.synced(w)
+	return nil
+}
+
+// acquire waits until no goroutine writes and takes the write side (for a
+// rotation or close): only the caller touches the file until release.
+func (l *commitLog) acquire() {
+	l.mu.Lock()
+	for l.writing {
+		l.cond.Wait()
+	}
+	l.writing = true
+	l.mu.Unlock()
+}
+
+// release gives the write side back and writes the groups queued meanwhile.
+func (l *commitLog) release() {
+	l.mu.Lock()
+	l.run(nil)
+}
+
+// closeFile fsyncs (when dirty) and closes the current file (write side
+// owned). A failed fsync is returned and makes the logs suspect: the
+// file's bytes may not be on the disk.
+func (l *commitLog) closeFile() error {
+	l.mu.Lock()
+	f, path := l.f, l.path
+	l.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	var err error
+	if w := l.wgen.Load(); w > l.sgen.Load() {
+		if err = f.Sync(); err == nil {
+			l.synced(w)
+		} else {
+			err = fmt.Errorf("store: fsync %s: %w", path, err)
+			l.s.logFailed(err)
+		}
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	l.mu.Lock()
+	l.f = nil
+	l.mu.Unlock()
+	return err
+}
+
+// startGen creates the file of generation gen (write side owned, or the
+// log not yet shared): header, the dir table so far (groups queued before
+// the switch use its ids), and for the worker log the records carried
+// over for phexts recovery could not restore; fsynced, and LogDir too.
+// The caller switches to it (switchTo).
+func (l *commitLog) startGen(gen uint64) (File, string, error) {
+	path := filepath.Join(l.s.logDir, logName(gen, l.writer))
+	fs := l.s.fs
+	f, err := fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND|noFollow, 0o640)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: create log %s: %w", path, err)
+	}
+	buf := appendLogHeader(make([]byte, 0, 4096), gen, l.s.lsn.Load()+1)
+	l.mu.Lock()
+	if l.dirs == nil {
+		l.dirs = map[string]uint32{}
+	}
+	buf = l.dirTableLocked(buf)
+	l.redefine = false
+	if l.writer == workerLog {
+		for _, rs := range [][]carriedRec{l.s.carried, l.s.recCkpts} {
+			for i := range rs {
+				r := &rs[i]
+				id := l.dirIDLocked(&buf, r.dir)
+				buf = appendLogRecord(buf, r.kind, r.lsn, id, r.name, r.c, r.payload)
+			}
+		}
+	}
+	l.mu.Unlock()
+	fail := func(err error) (File, string, error) {
+		f.Close()
+		_ = fs.Remove(path)
+		return nil, "", fmt.Errorf("store: create log %s: %w", path, err)
+	}
+	if _, err := f.Write(buf); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	// The new file's directory entry is durable before any record in it
+	// is acknowledged, whatever the tenants' modes.
+	if err := fs.SyncDir(l.s.logDir); err != nil {
+		return fail(err)
+	}
+	return f, path, nil
+}
+
+// dirTableLocked appends a dir record for every dir id (mu held).
+func (l *commitLog) dirTableLocked(buf []byte) []byte {
+	for dir, id := range l.dirs {
+		buf = appendLogRecord(buf, opDir, 0, id, "", phext.Coordinate{}, []byte(dir))
+	}
+	return buf
+}
+
+// switchTo makes f (generation gen) the log's file (write side owned).
+func (l *commitLog) switchTo(f File, path string, gen uint64) {
+	fi, err := f.Stat()
+	l.mu.Lock()
+	l.f, l.path, l.gen = f, path, gen
+	l.torn.Store(false)
+	l.size = logHeaderSize
+	if err == nil {
+		l.size = fi.Size()
+	}
+	l.mu.Unlock()
+}

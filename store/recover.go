@@ -1,0 +1,592 @@
+package store
+
+// Commit log life cycle at the Store level: recovery at Open, generations
+// (rotation and truncation), repair after a failed fsync, and the end of
+// the logs at Close. See docs/STORAGE.md, "Commit log".
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"syscall"
+
+	"github.com/phext/sq/phext"
+	"github.com/zeebo/xxh3"
+)
+
+// carriedRec is a record of a phext that recovery could not restore: it
+// is written again at the start of every new generation, so that it is
+// never lost, and the phext refuses to open until a restart restores it.
+type carriedRec struct {
+	kind    byte
+	lsn     uint64
+	dir     string
+	name    string
+	c       phext.Coordinate
+	payload []byte
+}
+
+// logFile is one log file found at Open.
+type logFile struct {
+	path   string
+	gen    uint64
+	writer string
+}
+
+// listLogs returns the log files in LogDir, oldest generation first.
+func (s *Store) listLogs() ([]logFile, error) {
+	ents, err := os.ReadDir(s.logDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: log dir: %w", err)
+	}
+	var out []logFile
+	for _, e := range ents {
+		gen, w, ok := parseLogName(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		out = append(out, logFile{path: filepath.Join(s.logDir, e.Name()), gen: gen, writer: w})
+	}
+	slices.SortFunc(out, func(a, b logFile) int { return cmp.Compare(a.gen, b.gen) })
+	return out, nil
+}
+
+// openLogs takes LogDir (an exclusive lock: two Stores on one log would
+// corrupt each other), recovers what the logs hold into the snapshots, and
+// starts a fresh generation. On error nothing was deleted.
+func (s *Store) openLogs() error {
+	if err := s.fs.MkdirAll(s.logDir, 0o750); err != nil {
+		return fmt.Errorf("store: log dir: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(s.logDir, "LOCK"), os.O_RDWR|os.O_CREATE|noFollow, 0o640)
+	if err != nil {
+		return fmt.Errorf("store: log dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		return fmt.Errorf("store: log dir %s is in use by another store: %w", s.logDir, err)
+	}
+	s.lockF = lf
+	old, err := s.recoverLogs()
+	if err != nil {
+		s.unlockLogDir()
+		return err
+	}
+	l := s.wlog
+	f, path, err := l.startGen(s.gen.Add(1))
+	if err != nil {
+		s.unlockLogDir()
+		return err
+	}
+	l.switchTo(f, path, s.gen.Load())
+	if s.keepOld && len(old) > 0 {
+		// A damaged record of some phext: the old files stay for an
+		// operator (and the next Open), like a damaged WAL used to.
+		s.pinGen = old[0].gen
+		return nil
+	}
+	// Everything in the old files is now in snapshots (or carried into
+	// the new one): drop them.
+	if s.removeLogs(old) {
+		l.mu.Lock()
+		s.recCkpts = nil
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *Store) unlockLogDir() {
+	if s.lockF != nil {
+		s.lockF.Close()
+		s.lockF = nil
+	}
+}
+
+// removeLogs deletes the given log files and fsyncs LogDir; ok says all
+// of it succeeded.
+func (s *Store) removeLogs(files []logFile) (ok bool) {
+	if len(files) == 0 {
+		return true
+	}
+	ok = true
+	for _, lf := range files {
+		if err := s.fs.Remove(lf.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("store: removing an old log", "path", lf.path, "err", err)
+			ok = false
+		}
+	}
+	if err := s.fs.SyncDir(s.logDir); err != nil {
+		s.log.Warn("store: fsync log dir", "dir", s.logDir, "err", err)
+		ok = false
+	}
+	return ok
+}
+
+// recoverLogs reads every log in LogDir, applies the records each
+// snapshot does not cover and checkpoints those phexts (the data dirs
+// fsynced), and returns the files read. A phext that cannot be restored
+// (its dir gone, a corrupt snapshot, an I/O error) keeps its records:
+// they are carried into the new generation and the phext refuses to open
+// (the error), while every other phext opens normally.
+func (s *Store) recoverLogs() ([]logFile, error) {
+	files, err := s.listLogs()
+	if err != nil {
+		return nil, err
+	}
+	type group struct {
+		dir, name string
+		recs      []logRec
+	}
+	groups := map[string]*group{}
+	var maxGen, maxLSN uint64
+	for _, lf := range files {
+		maxGen = max(maxGen, lf.gen)
+		data, err := readAll(s.fs, lf.path)
+		if err != nil {
+			return nil, err
+		}
+		w, err := scanLog(data, lf.path)
+		if err != nil {
+			return nil, err
+		}
+		if w.end < int64(len(data)) {
+			s.log.Warn("store: torn log tail ignored", "path", lf.path, "offset", w.end, "dropped", int64(len(data))-w.end)
+		}
+		if w.hdrOK && w.firstLSN > 0 {
+			maxLSN = max(maxLSN, w.firstLSN-1)
+		}
+		maxLSN = max(maxLSN, w.maxLSN)
+		for _, r := range w.recs {
+			k := r.dir + "\x00" + r.name
+			g := groups[k]
+			if g == nil {
+				g = &group{dir: r.dir, name: r.name}
+				groups[k] = g
+			}
+			g.recs = append(g.recs, r)
+		}
+	}
+	if maxLSN == math.MaxUint64 {
+		return nil, corruptErr(s.logDir, 0, "LSN counter exhausted")
+	}
+	s.lsn.Store(maxLSN)
+	s.gen.Store(maxGen)
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		g := groups[k]
+		slices.SortStableFunc(g.recs, func(a, b logRec) int { return cmp.Compare(a.lsn, b.lsn) })
+		// A record carried into a new generation while its old file was
+		// kept appears twice: once is enough.
+		g.recs = slices.CompactFunc(g.recs, func(a, b logRec) bool { return a.lsn == b.lsn })
+		dev, ino, covers, id, known, err := s.recoverPhext(g.dir, g.name, g.recs)
+		ck := carriedRec{kind: opCkpt, dir: g.dir, name: g.name, payload: ckptPayload(dev, ino, covers, id, id)}
+		if err == nil && known {
+			// The new generation says what the snapshot covers, so that
+			// an old file that could not be removed is never applied twice.
+			ck.lsn = s.lsn.Add(1)
+			s.recCkpts = append(s.recCkpts, ck)
+		}
+		if err != nil {
+			s.log.Error("store: cannot restore a phext from the commit log; its records are kept and it refuses to open",
+				"dir", g.dir, "phext", g.name, "err", err)
+			if !errors.Is(err, ErrCorrupt) {
+				err = fmt.Errorf("store: phext %q of %s could not be restored from the commit log at open (its records are kept; reopen the store to retry): %w", g.name, g.dir, err)
+			}
+			s.unrecovered[k] = err
+			for _, r := range g.recs {
+				if r.kind == opBad {
+					// Not written again: the old files stay (pinned).
+					s.keepOld = true
+					continue
+				}
+				s.carried = append(s.carried, carriedRec{kind: r.kind, lsn: r.lsn, dir: r.dir, name: r.name, c: r.c,
+					payload: append([]byte(nil), r.payload...)})
+			}
+			if known {
+				// The snapshot was replaced (its directory fsync then
+				// failed): say what it covers, or the next Open would
+				// apply the records to it a second time.
+				ck.lsn = s.lsn.Add(1)
+				s.carried = append(s.carried, ck)
+			}
+		}
+	}
+	return files, nil
+}
+
+// readAll reads a whole file through the FS seam.
+func readAll(fs FS, path string) ([]byte, error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return nil, openErr(path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	data := make([]byte, fi.Size())
+	if n, err := f.ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && n == len(data)) {
+		return nil, fmt.Errorf("store: read %s: %w", path, err)
+	}
+	return data, nil
+}
+
+// fileIdentity returns the device and inode of fi.
+func fileIdentity(fi os.FileInfo) (dev, ino uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), st.Ino
+	}
+	return 0, 0
+}
+
+// recoverPhext brings the snapshot of phext name in dir up to date with
+// recs (all its records in the logs, in LSN order) and makes it durable.
+//
+// Coverage: the covered LSN of the latest checkpoint record whose snapshot
+// identity (size, xxh3-64) is the snapshot on disk now: identical bytes
+// are an identical state, whichever checkpoint wrote them (and a copied or
+// restored data dir keeps its coverage). Otherwise 0, every record in the
+// logs applies, when there is no checkpoint record (a new phext) or the
+// snapshot is the one a checkpoint record replaces (a crash between the
+// record and the rename; that older snapshot's own record, if gone, went
+// with a generation older than every record still in the logs). Any other
+// snapshot → ErrCorrupt: the file was replaced or damaged, and applying
+// records to an unknown base would write a wrong document.
+//
+// It returns the identity of the snapshot it leaves and what it covers
+// (known false: no snapshot matched or was written).
+func (s *Store) recoverPhext(dir, name string, recs []logRec) (dev, ino, covers uint64, id walID, known bool, err error) {
+	fail := func(err error) (uint64, uint64, uint64, walID, bool, error) { return 0, 0, 0, walID{}, false, err }
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fail(fmt.Errorf("store: data dir: %w", err))
+	}
+	if !fi.IsDir() {
+		return fail(fmt.Errorf("store: data dir %s is not a directory", dir))
+	}
+	t := &Tenant{s: s, name: "(recovery)", dir: dir}
+	p := newPfile(t, name)
+	ckpts := 0
+	for _, r := range recs {
+		switch r.kind {
+		case opBad:
+			return fail(fmt.Errorf("%w: %s", ErrCorrupt, r.payload))
+		case opCkpt:
+			ckpts++
+		}
+	}
+	p.ov = make(map[phext.Coordinate][]byte)
+	if err := p.loadSnapshot(); err != nil {
+		return fail(err)
+	}
+	defer p.unmap()
+	cur := walID{uint64(len(p.base)), xxh3.Hash(p.base)}
+	matched, replaced := false, false
+	for _, r := range recs {
+		if r.kind == opCkpt {
+			c, cid, prev := r.ckpt()
+			if cid == cur {
+				covers, matched = c, true
+			}
+			replaced = replaced || prev == cur
+		}
+	}
+	if ckpts > 0 && !matched && !replaced {
+		return fail(corruptErr(p.path, 0, fmt.Sprintf("snapshot (%d bytes) is none of those its checkpoint records in the commit log name", len(p.base))))
+	}
+	var todo []logRec
+	for _, r := range recs {
+		if r.kind != opCkpt && r.lsn > covers {
+			todo = append(todo, r)
+		}
+	}
+	id = cur
+	if len(todo) > 0 {
+		for _, r := range todo {
+			p.apply(r.kind, r.c, r.payload)
+		}
+		nid, ndev, nino, err := p.writeDoc(p.tmpPath, func(fn func(phext.Coordinate, []byte)) { p.walk(fn) })
+		if err != nil {
+			return fail(err)
+		}
+		if err := s.fs.Rename(p.tmpPath, p.path); err != nil {
+			_ = s.fs.Remove(p.tmpPath)
+			return fail(fmt.Errorf("store: %w", err))
+		}
+		dev, ino, id = ndev, nino, nid
+	} else if !matched {
+		return fail(nil) // nothing but checkpoint records: nothing to do or say
+	}
+	// Also when nothing was applied: a checkpoint renamed this snapshot
+	// but its directory fsync may have failed; the logs that describe the
+	// old snapshot are about to go.
+	covers = recs[len(recs)-1].lsn
+	if err := s.fs.SyncDir(dir); err != nil {
+		err = fmt.Errorf("store: fsync dir %s: %w", dir, err)
+		if len(todo) == 0 {
+			return fail(err)
+		}
+		return dev, ino, covers, id, true, err
+	}
+	return dev, ino, covers, id, true, nil
+}
+
+// logHealthy returns the error that makes the logs refuse writes: a failed
+// fsync or cut-back, until a repair checkpointed every phext with records
+// in the suspect generations from memory.
+func (s *Store) logHealthy() error {
+	if e := s.suspect.Load(); e != nil {
+		return fmt.Errorf("%w: %w", errLogSuspect, *e)
+	}
+	return nil
+}
+
+// errLogSuspect: writes are refused until the repair after a failed log
+// fsync (or cut-back) succeeded.
+var errLogSuspect = errors.New("store: commit log failed; writes refused until the phexts are checkpointed from memory")
+
+// logFailed marks the logs suspect (PostgreSQL's fsync lesson: after a
+// failed fsync the page cache is not trusted) and starts the repair: a new
+// generation, and a checkpoint from memory of every phext with records in
+// the old ones.
+func (s *Store) logFailed(err error) {
+	s.suspectSeq.Add(1)
+	s.suspect.Store(&err)
+	s.log.Error("store: commit log failed; checkpointing every phext from memory", "err", err)
+	s.kickRotate()
+}
+
+// kickRotate starts a rotation on a background goroutine unless one runs.
+func (s *Store) kickRotate() {
+	if !s.rotating.CompareAndSwap(false, true) {
+		return
+	}
+	s.lmu.Lock()
+	if s.shutting {
+		s.lmu.Unlock()
+		s.rotating.Store(false)
+		return
+	}
+	s.wg.Add(1)
+	s.lmu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer s.rotating.Store(false)
+		err := s.rotateIf(func() bool {
+			// Another rotation may have done the work meanwhile.
+			l := s.wlog
+			l.mu.Lock()
+			big := l.size > s.opts.LogRotateBytes
+			l.mu.Unlock()
+			return big || s.suspect.Load() != nil
+		})
+		if err != nil {
+			s.log.Error("store: log rotation failed; old generations kept", "err", err)
+		}
+	}()
+}
+
+// repair runs the repair of suspect logs on the calling goroutine (a
+// writer, holding no lock), so that a write after the fault cleared does
+// not wait for the syncer's next round.
+func (s *Store) repair() {
+	if s.suspect.Load() == nil {
+		return
+	}
+	if err := s.rotateIf(func() bool { return s.suspect.Load() != nil }); err != nil {
+		s.log.Error("store: commit log repair failed; writes still refused", "err", err)
+	}
+}
+
+// rotate starts a new generation of the logs, checkpoints every phext with
+// records in the older ones, and deletes the generations no phext needs
+// any more. It also repairs suspect logs: it clears the suspect state when
+// every phext with records in the old generations was checkpointed.
+func (s *Store) rotate() error { return s.rotateIf(nil) }
+
+// rotateIf is rotate when need (checked once the rotation lock is held) is
+// nil or says so.
+func (s *Store) rotateIf(need func() bool) error {
+	s.rotMu.Lock()
+	defer s.rotMu.Unlock()
+	if need != nil && !need() {
+		return nil
+	}
+	seq := s.suspectSeq.Load()
+	l := s.wlog
+	l.acquire()
+	gen := s.gen.Load() + 1
+	f, path, err := l.startGen(gen)
+	if err != nil {
+		l.release()
+		return err
+	}
+	cerr := l.closeFile()
+	s.gen.Store(gen)
+	l.switchTo(f, path, gen)
+	l.release()
+	if cerr != nil {
+		s.log.Error("store: closing the previous log generation", "err", cerr)
+	}
+	old := gen - 1
+	var errs []error
+	for _, p := range s.dirtyList() {
+		p.fmu.Lock()
+		h := p.heldGen()
+		p.fmu.Unlock()
+		if h == 0 || h > old {
+			continue
+		}
+		did, err := p.checkpoint()
+		if err != nil && !errors.Is(err, errPfileClosed) {
+			errs = append(errs, err)
+		}
+		if did && err == nil && seq > 0 {
+			s.rewrites.Add(1)
+		}
+		p.countCompaction(did, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	s.dropOldGens(gen)
+	if s.suspect.Load() != nil && s.suspectSeq.Load() == seq && s.neededGen(gen) >= gen {
+		s.suspect.Store(nil)
+		s.log.Info("store: commit log repaired; writes accepted again")
+	}
+	return nil
+}
+
+// neededGen returns the oldest generation some phext still needs (cur when
+// none does).
+func (s *Store) neededGen(cur uint64) uint64 {
+	need := cur
+	s.dmu.Lock()
+	if s.pinGen != 0 {
+		need = min(need, s.pinGen)
+	}
+	ps := make([]*pfile, 0, len(s.dirtyP))
+	for p := range s.dirtyP {
+		ps = append(ps, p)
+	}
+	s.dmu.Unlock()
+	for _, p := range ps {
+		p.fmu.Lock()
+		if h := p.heldGen(); h != 0 {
+			need = min(need, h)
+		}
+		p.fmu.Unlock()
+	}
+	return need
+}
+
+// dropOldGens deletes the log files of generations no phext needs.
+func (s *Store) dropOldGens(cur uint64) {
+	need := s.neededGen(cur)
+	files, err := s.listLogs()
+	if err != nil {
+		s.log.Warn("store: listing logs", "err", err)
+		return
+	}
+	var drop []logFile
+	for _, lf := range files {
+		if lf.gen < need {
+			drop = append(drop, lf)
+		}
+	}
+	s.removeLogs(drop)
+}
+
+// markDirty records that p has records in the logs its snapshot does not
+// cover (p.fmu held).
+func (s *Store) markDirty(p *pfile) {
+	s.dmu.Lock()
+	s.dirtyP[p] = struct{}{}
+	s.dmu.Unlock()
+}
+
+func (s *Store) markClean(p *pfile) {
+	s.dmu.Lock()
+	delete(s.dirtyP, p)
+	s.dmu.Unlock()
+}
+
+func (s *Store) dirtyList() []*pfile {
+	s.dmu.Lock()
+	ps := make([]*pfile, 0, len(s.dirtyP))
+	for p := range s.dirtyP {
+		ps = append(ps, p)
+	}
+	s.dmu.Unlock()
+	return ps
+}
+
+// pin keeps the generations from gen on until the next Open, and makes the
+// phext refuse to open until then: a close whose checkpoint failed leaves
+// its latest records only in the logs.
+func (s *Store) pin(p *pfile, gen uint64, err error) {
+	s.dmu.Lock()
+	if s.pinGen == 0 || gen < s.pinGen {
+		s.pinGen = gen
+	}
+	delete(s.dirtyP, p)
+	s.dmu.Unlock()
+	s.umu.Lock()
+	s.unrecovered[p.t.dir+"\x00"+p.key] = fmt.Errorf("store: %s: closing it failed to checkpoint (%w); its records stay in the commit log until the store is reopened", p.path, err)
+	s.umu.Unlock()
+}
+
+// unrecoveredErr returns why phext key of dir may not open, or nil.
+func (s *Store) unrecoveredErr(dir, key string) error {
+	s.umu.Lock()
+	defer s.umu.Unlock()
+	return s.unrecovered[dir+"\x00"+key]
+}
+
+// closeLogs ends the logs at Close: when every phext was checkpointed (none
+// pinned), a new empty generation holding the LSN counter (and any carried
+// records) replaces the old ones, so the next Open has nothing to replay.
+func (s *Store) closeLogs() error {
+	l := s.wlog
+	l.acquire()
+	defer func() {
+		l.mu.Lock()
+		l.closed = true
+		l.writing = false
+		l.cond.Broadcast()
+		l.mu.Unlock()
+		s.unlockLogDir()
+	}()
+	cerr := l.closeFile()
+	s.dmu.Lock()
+	clean := s.pinGen == 0 && len(s.dirtyP) == 0
+	s.dmu.Unlock()
+	if !clean || cerr != nil || s.suspect.Load() != nil {
+		return cerr // the next Open replays the logs
+	}
+	old, err := s.listLogs()
+	if err != nil {
+		return err
+	}
+	gen := s.gen.Add(1)
+	f, _, err := l.startGen(gen)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	s.removeLogs(old)
+	return nil
+}
