@@ -60,8 +60,9 @@ type brec struct {
 	kind    byte
 	c       phext.Coordinate
 	lo, hi  int
-	reserve int64 // quota held until applied
-	n       int   // result, set when applied
+	reserve int64  // quota held until applied
+	n       int    // result, set when applied
+	lsn     uint64 // its LSN, set when logged
 }
 
 // growth is the quota a write needs, computed against the applied state
@@ -225,7 +226,7 @@ func (p *pfile) writeBatch(b *batch) {
 			n, d := p.apply(r.kind, r.c, b.buf[r.lo:r.hi])
 			r.n = n
 			t.used.Add(d)
-			p.publish(r.kind, r.c)
+			p.publish(r.kind, r.c, r.lsn)
 		}
 		p.mu.Unlock()
 	}
@@ -267,6 +268,9 @@ func (p *pfile) logBatch(b *batch) error {
 		items = append(items, logItem{kind: r.kind, c: r.c, payload: b.buf[r.lo:r.hi]})
 	}
 	last, gen, err := p.t.s.wlog.commit(p.t.dir, p.key, items, b.always)
+	for i := range items {
+		b.recs[i].lsn = items[i].lsn
+	}
 	clear(items)
 	p.items = items[:0]
 	if err != nil {

@@ -169,7 +169,7 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 		var d int64
 		n, d = p.apply(o.kind, o.c, o.text)
 		t.used.Add(d)
-		p.publish(o.kind, o.c)
+		p.publish(o.kind, o.c, lsn)
 	}
 	if g > 0 {
 		t.reserved.Add(-g)

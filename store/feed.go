@@ -1,8 +1,6 @@
 package store
 
 import (
-	"time"
-
 	"github.com/phext/sq/phext"
 )
 
@@ -16,11 +14,12 @@ import (
 // published before it. Publish must therefore do memory work only: never
 // I/O, never a store call, never a wait on anything a writer holds.
 //
-// Positions: until the shared commit log (issue 14) gives every record its
-// LSN, a store-wide counter numbers the published changes. It is seeded
-// from the wall clock (nanoseconds) at Open, so positions grow across
-// restarts as long as fewer changes than nanoseconds pass; positions of an
-// earlier run are always below every position of this run.
+// Positions are the records' LSNs in the shared commit log (log.go):
+// store-wide, so per phext they grow in apply order, and they continue
+// across restarts (recovery resumes the counter above every LSN found; a
+// log dir with no log at all starts it at the wall clock in nanoseconds),
+// so positions of an earlier run are always below every position of this
+// run. Positions have gaps: other tenants' records, checkpoint records.
 //
 // A tenant without a Feed pays one atomic load per write: no position, no
 // hashing, no allocation (TestFeedOffCostsNothing).
@@ -88,32 +87,28 @@ func (t *Tenant) SetFeed(f Feed) uint64 {
 		return 0
 	}
 	t.feed.Store(&feedHook{f: f})
-	return t.s.feedPos.Add(1)
+	return t.s.lsn.Add(1) // an LSN no record gets
 }
 
-// Position returns the highest position drawn so far, store-wide: every
-// change published later has a larger one.
-func (t *Tenant) Position() uint64 { return t.s.feedPos.Load() }
-
-// seedPositions starts the position counter of a new Store above every
-// position of an earlier run.
-func (s *Store) seedPositions() { s.feedPos.Store(uint64(time.Now().UnixNano())) }
+// Position returns the highest position (LSN) drawn so far, store-wide:
+// every change published later has a larger one.
+func (t *Tenant) Position() uint64 { return t.s.lsn.Load() }
 
 // publish tells the tenant's feed, if any, about one applied change of p
-// (p.fmu and p.mu held, the change logged and applied). Put changes pass
-// kind opPut and ignore c.
-func (p *pfile) publish(kind byte, c phext.Coordinate) {
+// whose log record has LSN lsn (p.fmu and p.mu held, the change logged and
+// applied). Put changes pass kind opPut and ignore c.
+func (p *pfile) publish(kind byte, c phext.Coordinate, lsn uint64) {
 	h := p.t.feed.Load()
 	if h == nil {
 		return
 	}
-	p.publishTo(h.f, kind, c)
+	p.publishTo(h.f, kind, c, lsn)
 }
 
 // publishTo builds the change and hands it to f. Kept out of publish so
 // the unwatched path stays a load and a branch.
-func (p *pfile) publishTo(f Feed, kind byte, c phext.Coordinate) {
-	ch := Change{Pos: p.t.s.feedPos.Add(1), Phext: p.key, Coord: c}
+func (p *pfile) publishTo(f Feed, kind byte, c phext.Coordinate, lsn uint64) {
+	ch := Change{Pos: lsn, Phext: p.key, Coord: c}
 	switch kind {
 	case opInsert:
 		ch.Op = ChangeInsert

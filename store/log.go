@@ -393,11 +393,12 @@ func (l *commitLog) dirIDLocked(buf *[]byte, dir string) uint32 {
 // errLogClosed: the Store is closing; nothing more is logged.
 var errLogClosed = errors.New("store: commit log closed")
 
-// logItem is one record to log.
+// logItem is one record to log; commit sets lsn.
 type logItem struct {
 	kind    byte
 	c       phext.Coordinate
 	payload []byte
+	lsn     uint64
 }
 
 // commit logs items of phext name (data dir dir) with one group commit and
@@ -434,8 +435,10 @@ func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool
 		l.cur = g
 	}
 	id := l.dirIDLocked(&g.buf, dir)
-	for _, it := range items {
+	for i := range items {
+		it := &items[i]
 		last = l.s.lsn.Add(1)
+		it.lsn = last
 		g.buf = appendLogRecord(g.buf, it.kind, last, id, name, it.c, it.payload)
 	}
 	g.sync = g.sync || sync

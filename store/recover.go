@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/phext/sq/phext"
 	"github.com/zeebo/xxh3"
@@ -174,6 +175,12 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 	}
 	if maxLSN == math.MaxUint64 {
 		return nil, corruptErr(s.logDir, 0, "LSN counter exhausted")
+	}
+	if len(files) == 0 {
+		// A new (or emptied) log dir: start above any position an
+		// earlier run could have handed out (the change feed's
+		// positions are LSNs and must only grow).
+		maxLSN = uint64(time.Now().UnixNano())
 	}
 	s.lsn.Store(maxLSN)
 	s.gen.Store(maxGen)

@@ -162,8 +162,7 @@ type Store struct {
 	// while that batch closes, openers past the cap take their victim
 	// from here instead of scanning the whole open set.
 	spare    []spareVictim
-	lruScans uint64        // full scans of the open set for one victim (lmu; a test seam)
-	feedPos  atomic.Uint64 // change feed positions (feed.go)
+	lruScans uint64 // full scans of the open set for one victim (lmu; a test seam)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // syncer and background compactions
@@ -233,7 +232,6 @@ func Open(opts *Options) (*Store, error) {
 		}
 		return nil, err
 	}
-	s.seedPositions()
 	s.wg.Add(1)
 	go s.syncer()
 	return s, nil
