@@ -232,9 +232,10 @@ func TestAddTenantsBatch(t *testing.T) {
 
 // TestLRUVictimFromSpare: while a background eviction batch runs, an opener
 // past the cap takes its victim from the rest of the batch's sorted set,
-// oldest first, skipping phexts used, picked or closed since the sort, and
-// scans the open set only once that list is used up (a scan per open was a
-// fifth of the server's CPU at 10,000 tenants with a cap of 5,000).
+// oldest first, skipping phexts used, picked or closed since the sort; once
+// that list is used up one new sort serves the next openers (a scan of the
+// open set per open was a fifth of the server's CPU at 10,000 tenants with
+// a cap of 5,000).
 func TestLRUVictimFromSpare(t *testing.T) {
 	const n, capN = 200, 160
 	s, err := Open(&Options{Logger: discardLogger(), MaxOpenPhexts: capN, Durability: DurabilityNo})
@@ -272,19 +273,33 @@ func TestLRUVictimFromSpare(t *testing.T) {
 	ps[41].victim = true            // picked by another opener
 	ps[42].state.Store(stateClosed) // closed meanwhile
 	delete(s.open, ps[43])
-	for _, want := range []int{44, 45, 46} {
+	pick := func(want int) {
+		t.Helper()
 		if v := s.lruVictim(opener); v != ps[want] {
 			t.Fatalf("victim %v, want %s", v, ps[want].key)
 		}
 		ps[want].victim = true
 	}
-	if s.lruScans != 0 {
-		t.Fatalf("%d scans of the open set while the sorted rest lasted", s.lruScans)
+	for _, want := range []int{44, 45, 46} {
+		pick(want)
 	}
-	// Past the list: one scan each, still the least recently used.
+	if s.lruScans != 1 {
+		t.Fatalf("%d sorts of the open set, want the batch's one", s.lruScans)
+	}
+	// Past the list: one new sort serves the next openers, still least
+	// recently used first (ps[40] was used: it comes last).
 	s.spare = nil
-	if v := s.lruVictim(opener); v != ps[47] || s.lruScans != 1 {
-		t.Fatalf("victim %v after %d scans, want %s after 1", v, s.lruScans, ps[47].key)
+	pick(47)
+	pick(48)
+	if s.lruScans != 2 {
+		t.Fatalf("%d sorts of the open set, want 2", s.lruScans)
+	}
+	for i := 49; i < n-1; i++ {
+		pick(i)
+	}
+	pick(40)
+	if v := s.lruVictim(opener); v != nil || s.lruScans != 3 {
+		t.Fatalf("victim %v with every phext picked (%d sorts)", v, s.lruScans)
 	}
 	for _, p := range ps {
 		delete(s.open, p)
