@@ -82,8 +82,10 @@ type connState struct {
 	// (worker).
 	arriving int64
 	big      []byte
-	// arrivingA mirrors arriving for the OnTick sweep (slowFrames).
+	// arrivingA mirrors arriving, and bigGot len(big), for the OnTick
+	// sweep (slowFrames).
 	arrivingA atomic.Int64
+	bigGot    atomic.Int64
 	skip      int
 	held      hold
 	// mem is the budget this connection charges: its tenant's share once
@@ -241,6 +243,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			// A large frame is arriving: move what came into its buffer.
 			n, _ := c.Read(cs.big[len(cs.big):cap(cs.big)])
 			cs.big = cs.big[:len(cs.big)+n]
+			cs.bigGot.Store(int64(len(cs.big)))
 			if len(cs.big) < cap(cs.big) {
 				break
 			}
@@ -299,6 +302,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			cs.arriving = bigFrameCost(size)
 			cs.arrivingA.Store(cs.arriving)
+			cs.bigGot.Store(0)
 			cs.partialSince.Store(now) // FrameTimeout and slowFrames time it from its header
 			cs.big = make([]byte, 0, size)
 			continue
@@ -588,23 +592,31 @@ func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 	return s.tickInterval(), gnet.None
 }
 
-// slowFrameGrace is how long a large frame may take to arrive before it
-// counts against Options.MaxSlowFrameMemory.
-const slowFrameGrace = time.Second
+// A large frame is stalled when it has been arriving for more than
+// slowFrameGrace and slower than its size per slowFramePace (so a 60 MiB
+// frame is stalled below 6 MiB/s); stalled frames count against
+// Options.MaxSlowFrameMemory.
+const (
+	slowFrameGrace = time.Second
+	slowFramePace  = 10 * time.Second
+)
 
-// slowFrames closes connections whose large frame has been arriving for
-// more than slowFrameGrace once such frames hold more than
-// MaxSlowFrameMemory in all (issue 13, open issue 9c: a header holds its
-// reservation until the frame timeout, so stalled senders on a few
-// tenants could hold the whole budget for 30 s). Which of the stalled
-// senders are closed is arbitrary; frames that arrive at speed are never
-// counted.
+// slowFrames closes connections whose large frame is stalled once stalled
+// frames hold more than MaxSlowFrameMemory in all (issue 13, open issue
+// 9c: a header holds its reservation until the frame timeout, so senders
+// that stall after headers on a few tenants could hold the whole budget
+// for 30 s). Which of the stalled senders are closed is arbitrary; frames
+// that arrive on pace are never counted.
 func (s *Server) slowFrames(conns []*connState, nowN int64) {
 	var slow int64
 	for _, cs := range conns {
 		a, since := cs.arrivingA.Load(), cs.partialSince.Load()
-		if a == 0 || since == 0 || nowN-since < int64(slowFrameGrace) || cs.closing.Load() {
+		el := nowN - since
+		if a == 0 || since == 0 || el < int64(slowFrameGrace) || cs.closing.Load() {
 			continue
+		}
+		if got := cs.bigGot.Load(); float64(got)*float64(slowFramePace) >= float64(a)*float64(el) {
+			continue // on pace: it arrives within slowFramePace
 		}
 		if slow+a > s.opts.MaxSlowFrameMemory {
 			cs.closeWith(closeSlowFrame)

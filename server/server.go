@@ -114,9 +114,10 @@ type Options struct {
 	// last subscription, so that a watcher reconnecting within it resumes
 	// without a resync (default 2 min).
 	WatchLinger time.Duration
-	// MaxSlowFrameMemory is the most of MaxClientMemory that large frames
-	// still arriving after slowFrameGrace (1 s) may hold, summed over all
-	// connections (default half of it; at least MaxFrame). A header
+	// MaxSlowFrameMemory is the most of MaxClientMemory that stalled large
+	// frames may hold, summed over all connections (default half of it;
+	// at least MaxFrame); a frame is stalled once it has been arriving for
+	// a second, slower than its size per 10 s (slowFrames). A header
 	// reserves its frame's size until the frame arrives or FrameTimeout
 	// passes, so without it senders that stall after a header (one
 	// connection each, several tenants) could hold the whole budget for

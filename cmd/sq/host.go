@@ -63,7 +63,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
 	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame); requests past it are answered BUSY (see below)")
 	fs.Int64Var(&c.maxClientMemoryPerTenant, "max-client-memory-per-tenant", 0, "most of --max-client-memory one tenant's requests may hold at once, in bytes (0 = a quarter of it; at least 3 × --max-frame)")
-	fs.Int64Var(&c.maxSlowFrameMemory, "max-slow-frame-memory", 0, "most of --max-client-memory that large frames still arriving after 1 s may hold in all, in bytes (0 = half of it); stalled senders past it are closed")
+	fs.Int64Var(&c.maxSlowFrameMemory, "max-slow-frame-memory", 0, "most of --max-client-memory that stalled large frames (arriving for over 1 s, slower than their size per 10 s) may hold in all, in bytes (0 = half of it); stalled senders past it are closed")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")

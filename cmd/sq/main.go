@@ -240,8 +240,9 @@ memory:
   (default a quarter), so a tenant sending headers of large frames it never
   finishes gets BUSY itself while the other tenants are still served (the
   admin token is bounded by the whole budget only). A header reserves its
-  frame until the frame arrives; frames still arriving after a second may
-  hold at most --max-slow-frame-memory in all (default half the budget):
+  frame until the frame arrives; stalled frames (arriving for over a
+  second, slower than their size per 10 s) may hold at most
+  --max-slow-frame-memory in all (default half the budget):
   past it, stalled senders are closed, so the rest stays for requests
   that arrive at speed. A reply larger than --max-frame is TOO_LARGE
   (REST: 413); a write that would take a phext past 4 GiB − 1 serialized
