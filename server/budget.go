@@ -50,6 +50,7 @@ type memBudget struct {
 	garbage    atomic.Int64
 	collecting atomic.Bool
 	gcs        atomic.Uint64
+	headroom   int64 // a max frame: what the next request may allocate before a collection ends
 }
 
 // errBusyMemory answers a request the budget refused.
@@ -105,14 +106,16 @@ func (b *memBudget) release(n int64) {
 // budget live plus up to as much again in garbage (issue 13, row M2: 4
 // DELTAs of 60 MiB kept the server ~350 MiB over its 256 MiB budget
 // after they stopped sitting in gnet's inbound buffer). So once the bytes
-// dropped since the last collection plus those still reserved reach the
-// limit, with at least a quarter of it dropped, a collection runs in the
+// dropped since the last collection plus those still reserved come within
+// a max frame of the limit, a collection runs in the
 // background: live client memory plus its garbage stays about the budget.
-// The quarter keeps a budget held near full by slow senders from
-// collecting on every small release.
+// The threshold leaves a max frame of headroom (headroom), since the next
+// large request allocates its buffer before a collection started then has
+// ended; a floor of a sixteenth of the limit keeps a budget held near full
+// from collecting on every small release.
 func (b *memBudget) freed(n int64) {
 	g := b.garbage.Add(n)
-	if g < b.limit/4 || g+b.used.Load() < b.limit || !b.collecting.CompareAndSwap(false, true) {
+	if g < b.limit/16 || g+b.used.Load()+b.headroom < b.limit || !b.collecting.CompareAndSwap(false, true) {
 		return
 	}
 	b.garbage.Add(-g)
@@ -121,6 +124,30 @@ func (b *memBudget) freed(n int64) {
 		runtime.GC()
 		b.collecting.Store(false)
 	}()
+}
+
+// force charges n bytes that are allocated already (gnet's buffers of a
+// connection), past the limit if need be; see over.
+func (b *memBudget) force(n int64) {
+	for x := b; x != nil; x = x.parent {
+		u := x.used.Add(n)
+		for {
+			p := x.peak.Load()
+			if u <= p || x.peak.CompareAndSwap(p, u) {
+				break
+			}
+		}
+	}
+}
+
+// over reports whether the budget or its parent holds more than its limit.
+func (b *memBudget) over() bool {
+	for x := b; x != nil; x = x.parent {
+		if x.used.Load() > x.limit {
+			return true
+		}
+	}
+	return false
 }
 
 // Reserve and Release make the budget a protocol.Budget.

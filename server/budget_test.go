@@ -482,3 +482,64 @@ func TestSlowFramesCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadRepliesCharged is open issue 10 of issue 13: replies a client
+// does not read sat in gnet's outbound buffers outside the budget (40
+// connections pipelining SELECTs without reading grew the heap 133 MiB
+// with a 3 MiB budget at 0 used). What gnet holds for a connection is now
+// charged to the budget after every round and write, and a connection
+// holding more than 64 KiB when the budget is over its limit is closed as
+// a slow consumer. Eight connections each pipeline 1,000 SELECTs of a
+// 16,000-byte scroll (16 MB of replies each) and never read: their replies
+// show in the budget (on the old code it stays at 0), they are closed,
+// a client that reads is served meanwhile, and everything is given back.
+func TestUnreadRepliesCharged(t *testing.T) {
+	const maxFrame = 1 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 3 * maxFrame}})
+	bob := h.dial(t, "bob")
+	scroll := bytes.Repeat([]byte("s"), 16000)
+	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "r", c9(1), scroll)
+	mal := h.dial(t, "mallory")
+	mal.must(t, protocol.StatusOK, protocol.OpUpdate, "r", c9(1), scroll)
+	var batch []byte
+	for i := range 1000 {
+		batch = protocol.AppendRequest(batch, protocol.OpSelect, uint32(i+1), []byte("r"), c9(1), nil)
+	}
+	var readers []*pconn
+	for range 8 {
+		c := h.dial(t, "mallory")
+		if _, err := c.nc.Write(batch); err != nil {
+			t.Fatal(err)
+		}
+		readers = append(readers, c)
+	}
+	// bob reads his replies meanwhile and is served.
+	for range 20 {
+		if got := bob.must(t, protocol.StatusOK, protocol.OpSelect, "r", c9(1), nil); !bytes.Equal(got, scroll) {
+			t.Fatal("bob's SELECT")
+		}
+	}
+	var closedN atomic.Int32
+	var wg sync.WaitGroup
+	for _, c := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.closedWithin(20 * time.Second) {
+				closedN.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	m := h.srv.Memory()
+	t.Logf("8 connections not reading 16 MB of replies each: %d closed; budget peak %.1f MiB of %d MiB", closedN.Load(), float64(m.Peak)/mib, 3*maxFrame/mib)
+	if m.Peak < 1*mib {
+		t.Fatalf("unread replies are not in the budget: its peak is %d bytes", m.Peak)
+	}
+	if closedN.Load() != 8 {
+		t.Fatalf("%d of 8 connections that never read were closed", closedN.Load())
+	}
+	sqtest.CheckFor(t, 10*time.Second, "the budget given back", func() bool { return h.srv.Memory().Used == 0 })
+	bob.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+}

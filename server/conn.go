@@ -86,8 +86,14 @@ type connState struct {
 	// sweep (slowFrames).
 	arrivingA atomic.Int64
 	bigGot    atomic.Int64
-	skip      int
-	held      hold
+	// bufCharged is what gnet holds for this connection (unsent replies,
+	// unparsed input) as last charged to mem (loop, see chargeBuffers);
+	// bufChargedA mirrors it for the OnTick sweep, which wakes the loop to
+	// recount once the socket has taken the replies.
+	bufCharged  int64
+	bufChargedA atomic.Int64
+	skip        int
+	held        hold
 	// mem is the budget this connection charges: its tenant's share once
 	// HELLO authenticated it, else the server's. Set on the loop before
 	// any reservation and never changed after, so every release goes to
@@ -197,6 +203,9 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	cs.mem.release(cs.arriving) // a frame that never fully arrived
 	cs.arriving, cs.big = 0, nil
+	cs.mem.release(cs.bufCharged)
+	cs.bufCharged = 0
+	cs.bufChargedA.Store(0)
 	cs.closeWatches()
 	cs.arrivingA.Store(0)
 	s.unregisterConn(cs)
@@ -217,7 +226,9 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	now := time.Now().UnixNano()
-	cs.lastActive.Store(now)
+	if c.InboundBuffered() > 0 { // not a wake-up to recount buffers (OnTick)
+		cs.lastActive.Store(now)
+	}
 	queued := false
 	var fastOut *bytebufferpool.ByteBuffer
 	logged := false // this round made its one loop log write (see fast)
@@ -263,6 +274,14 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if !cs.overQueue() && cs.blocked.Swap(false) {
 				continue
 			}
+			break
+		}
+		if fastOut != nil && len(fastOut.B) >= maxBatchReply {
+			// Replies built on the loop are bounded per round, as the
+			// worker's are: a round of 64 KiB of SELECTs could otherwise
+			// build hundreds of MiB of replies before any check. Go on in
+			// the next round.
+			c.Wake(nil)
 			break
 		}
 		hdr, err := c.Peek(4)
@@ -348,10 +367,39 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	if queued {
 		cs.kick()
 	}
+	cs.chargeBuffers(c)
 	if c.OutboundBuffered() > s.opts.MaxOutbound {
 		cs.closeWith(closeSlowConsumer)
 	}
 	return gnet.None
+}
+
+// chargeBuffers keeps the bytes gnet holds for the connection, its unsent
+// replies and its unparsed input, in the client memory budget (issue 13,
+// open issue 10): per connection they are bounded (MaxOutbound, the
+// in-flight stop), but summed over thousands of connections they were in
+// no count. They are allocated already, so they are charged without
+// refusal (further large requests get BUSY); when that takes the tenant's
+// share or the server budget over its limit and this connection holds
+// more than a large frame's worth, it is closed as a slow consumer, the
+// way Redis' maxmemory-clients evicts clients, and its buffers go back at
+// close. Loop only: at the end of each round and after each worker write.
+func (cs *connState) chargeBuffers(c gnet.Conn) {
+	n := int64(c.OutboundBuffered() + c.InboundBuffered())
+	d := n - cs.bufCharged
+	if d == 0 {
+		return
+	}
+	cs.bufCharged = n
+	cs.bufChargedA.Store(n)
+	if d < 0 {
+		cs.mem.release(-d)
+		return
+	}
+	cs.mem.force(d)
+	if n > bigFrame && cs.mem.over() {
+		cs.closeWith(closeSlowConsumer)
+	}
 }
 
 // flushFast writes the replies built on the loop in one write (gnet copies
@@ -586,6 +634,10 @@ func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 		case s.opts.IdleTimeout > 0 && cs.inflight.Load() == 0 && !cs.watching() &&
 			nowN-cs.lastActive.Load() > int64(s.opts.IdleTimeout):
 			cs.closeWith(closeIdleTimeout)
+		case cs.bufChargedA.Load() > 0:
+			// Recount what gnet holds: the socket may have taken the
+			// replies since (see chargeBuffers).
+			cs.c.Wake(nil)
 		}
 	}
 	s.slowFrames(conns, nowN)

@@ -123,8 +123,11 @@ func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
 		cs.mem.release(held)
 		protocol.PutBuffer(out)
 		s.asyncPending.Add(-1)
-		if c != nil && c.OutboundBuffered() > s.opts.MaxOutbound {
-			cs.closeWith(closeSlowConsumer)
+		if c != nil {
+			cs.chargeBuffers(c)
+			if c.OutboundBuffered() > s.opts.MaxOutbound {
+				cs.closeWith(closeSlowConsumer)
+			}
 		}
 		cs.written(n)
 		return nil

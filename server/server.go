@@ -276,6 +276,7 @@ func New(st *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 	}
 	s.auth.init(o.AuthFailBudget)
 	s.mem.limit = o.MaxClientMemory
+	s.mem.headroom = int64(o.MaxFrame)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
