@@ -263,13 +263,18 @@ func (p *pfile) logBatch(b *batch) error {
 		}
 	}
 	items := p.items[:0]
+	off := 0
+	if base := p.baseItem(); base != nil {
+		items = append(items, logItem{kind: opCkpt, payload: base, base: true})
+		off = 1
+	}
 	for i := range b.recs {
 		r := &b.recs[i]
 		items = append(items, logItem{kind: r.kind, c: r.c, payload: b.buf[r.lo:r.hi]})
 	}
 	last, gen, err := p.t.s.wlog.commit(p.t.dir, p.key, items, b.always)
-	for i := range items {
-		b.recs[i].lsn = items[i].lsn
+	for i := range b.recs {
+		b.recs[i].lsn = items[i+off].lsn
 	}
 	clear(items)
 	p.items = items[:0]

@@ -154,7 +154,7 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 		return scratch, true
 	}
 	// Durability order as in writeBatch: logged, then applied.
-	lsn, gen, logged, err := t.s.wlog.tryAppend(t.dir, p.key, logItem{kind: o.kind, c: o.c, payload: o.text})
+	lsn, gen, logged, err := t.s.wlog.tryAppend(t.dir, p.key, p.baseItem(), logItem{kind: o.kind, c: o.c, payload: o.text})
 	if !logged {
 		if g > 0 {
 			t.reserved.Add(-g)

@@ -339,6 +339,9 @@ type logGroup struct {
 	done chan struct{}
 	gen  uint64 // the generation it was written to (set before done)
 	err  error  // set before done is closed
+	// writers: data writers in the group; each calls pfile.logged (which
+	// calls commitLog.accounted) once its commit succeeded.
+	writers int
 }
 
 // commitLog is one log writer: today the worker log, written by whichever
@@ -364,6 +367,12 @@ type commitLog struct {
 	// torn: a failed write could not be cut back; the file takes nothing
 	// more (the logs are suspect until a rotation replaces it).
 	torn atomic.Bool
+
+	// inflight counts, per generation, data records written there whose
+	// phext has not yet recorded it (pfile.logged): a rotation keeps those
+	// generations (neededGen), so an acknowledged write's generation is
+	// never deleted between its write and its accounting.
+	inflight map[uint64]int
 
 	// wgen counts writes, sgen the last one known durable: the log is dirty
 	// while wgen > sgen. Counting lets a close or rotation that races the
@@ -399,7 +408,14 @@ type logItem struct {
 	c       phext.Coordinate
 	payload []byte
 	lsn     uint64
+	// base: a checkpoint record naming the snapshot the phext's next
+	// records are written against (see pfile.baseItem); commit sets its
+	// covered LSN to its own LSN.
+	base bool
 }
+
+// setBaseLSN fills in the covered LSN of a base checkpoint payload.
+func setBaseLSN(payload []byte, lsn uint64) { binary.BigEndian.PutUint64(payload[16:], lsn) }
 
 // commit logs items of phext name (data dir dir) with one group commit and
 // returns the LSN of the last one and the generation it went to, once the
@@ -439,9 +455,15 @@ func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool
 		it := &items[i]
 		last = l.s.lsn.Add(1)
 		it.lsn = last
+		if it.base {
+			setBaseLSN(it.payload, last)
+		}
 		g.buf = appendLogRecord(g.buf, it.kind, last, id, name, it.c, it.payload)
 	}
 	g.sync = g.sync || sync
+	if !repair {
+		g.writers++
+	}
 	if l.writing {
 		l.mu.Unlock()
 		<-g.done
@@ -485,12 +507,50 @@ func (l *commitLog) run(mine *logGroup) {
 		l.mu.Lock()
 		if err == nil {
 			l.size += int64(len(g.buf))
+			l.addInflight(gen, g.writers)
 		} else {
 			l.redefine = true
 		}
 		g.gen, g.err = gen, err
 		close(g.done)
 	}
+}
+
+// addInflight counts n writers whose records went to generation gen (mu
+// held).
+func (l *commitLog) addInflight(gen uint64, n int) {
+	if n == 0 {
+		return
+	}
+	if l.inflight == nil {
+		l.inflight = map[uint64]int{}
+	}
+	l.inflight[gen] += n
+}
+
+// accounted: a writer whose records went to gen recorded it (pfile.logged).
+func (l *commitLog) accounted(gen uint64) {
+	l.mu.Lock()
+	if n := l.inflight[gen]; n > 1 {
+		l.inflight[gen] = n - 1
+	} else {
+		delete(l.inflight, gen)
+	}
+	l.mu.Unlock()
+}
+
+// oldestInflight returns the oldest generation with unaccounted records
+// (0: none).
+func (l *commitLog) oldestInflight() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var o uint64
+	for g := range l.inflight {
+		if o == 0 || g < o {
+			o = g
+		}
+	}
+	return o
 }
 
 func isClosed(c chan struct{}) bool {
@@ -541,7 +601,10 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
 // tryAppend logs one record of phext name with its own write() if the log
 // is idle (no group being written or queued), for a caller that must not
 // wait (an event loop). ok=false: busy, nothing done.
-func (l *commitLog) tryAppend(dir, name string, it logItem) (lsn, gen uint64, ok bool, err error) {
+//
+// base, when not nil, is the phext's base checkpoint payload (see
+// pfile.baseItem): logged first, in the same write.
+func (l *commitLog) tryAppend(dir, name string, base []byte, it logItem) (lsn, gen uint64, ok bool, err error) {
 	if !l.mu.TryLock() {
 		return 0, 0, false, nil
 	}
@@ -556,6 +619,11 @@ func (l *commitLog) tryAppend(dir, name string, it logItem) (lsn, gen uint64, ok
 		l.redefine = false
 	}
 	id := l.dirIDLocked(&buf, dir)
+	if base != nil {
+		blsn := l.s.lsn.Add(1)
+		setBaseLSN(base, blsn)
+		buf = appendLogRecord(buf, opCkpt, blsn, id, name, phext.Coordinate{}, base)
+	}
 	lsn = l.s.lsn.Add(1)
 	buf = appendLogRecord(buf, it.kind, lsn, id, name, it.c, it.payload)
 	f, pre, gen := l.f, l.size, l.gen
@@ -564,6 +632,7 @@ func (l *commitLog) tryAppend(dir, name string, it logItem) (lsn, gen uint64, ok
 	l.mu.Lock()
 	if err == nil {
 		l.size += int64(len(buf))
+		l.addInflight(gen, 1)
 	} else {
 		l.redefine = true
 	}

@@ -147,12 +147,27 @@ func (p *pfile) heldGen() uint64 {
 // logged records that p's records up to LSN last went to generation gen
 // (fmu held).
 func (p *pfile) logged(last, gen uint64, n int) {
+	defer p.t.s.wlog.accounted(gen)
 	p.lastLSN = last
 	p.logBytes.Add(int64(n))
 	if p.oldestGen == 0 {
 		p.oldestGen = gen
 		p.t.s.markDirty(p)
 	}
+}
+
+// baseItem returns, when p has no records in the logs and no checkpoint
+// running (fmu held), the checkpoint record naming the snapshot on disk,
+// to be logged before p's next record in the same group: recovery then
+// knows which snapshot the records were written against, also when the
+// file was restored, replaced or deleted while the phext was closed (an
+// older checkpoint record of it would name another file, or an older state
+// of it). nil when p is dirty: its base is logged already.
+func (p *pfile) baseItem() []byte {
+	if p.oldestGen != 0 || p.ckptHold != 0 {
+		return nil
+	}
+	return ckptPayload(0, 0, 0, p.snapID, p.snapID)
 }
 
 func (p *pfile) unmap() {

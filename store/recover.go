@@ -82,10 +82,22 @@ func (s *Store) openLogs() error {
 	l := s.wlog
 	f, path, err := l.startGen(s.gen.Add(1))
 	if err != nil {
+		s.removeRecoveryTmps()
 		s.unlockLogDir()
 		return err
 	}
 	l.switchTo(f, path, s.gen.Load())
+	// The recovery's checkpoint records are in the new generation only:
+	// the old files (gen below it) always go before it does, so a later
+	// generation never names a snapshot that has been replaced since.
+	l.mu.Lock()
+	s.recCkpts = nil
+	l.mu.Unlock()
+	// Only now that the new generation (durable) says what each rewritten
+	// snapshot covers may the snapshots be replaced: a crash before this
+	// point finds the old snapshots and the old records (the checkpoint
+	// record's "previous" identity), a crash after it the new ones.
+	s.finishRecovery()
 	if s.keepOld && len(old) > 0 {
 		// A damaged record of some phext: the old files stay for an
 		// operator (and the next Open), like a damaged WAL used to.
@@ -94,12 +106,53 @@ func (s *Store) openLogs() error {
 	}
 	// Everything in the old files is now in snapshots (or carried into
 	// the new one): drop them.
-	if s.removeLogs(old) {
-		l.mu.Lock()
-		s.recCkpts = nil
-		l.mu.Unlock()
-	}
+	s.removeLogs(old)
 	return nil
+}
+
+// recoveredSnap is a snapshot recovery rewrote (tmp written and fsynced)
+// or found up to date; finishRecovery renames it into place once the new
+// generation holding its checkpoint record is durable.
+type recoveredSnap struct {
+	dir, name, key string
+	tmp, path      string // tmp == "": nothing to rename, only the dir fsync
+}
+
+// finishRecovery renames the snapshots recovery rewrote and fsyncs their
+// data dirs. A phext whose rename or dir fsync fails refuses to open and
+// the old logs stay (they still hold its records) until the next Open.
+func (s *Store) finishRecovery() {
+	for _, r := range s.recSnaps {
+		var err error
+		if r.tmp != "" {
+			if err = s.fs.Rename(r.tmp, r.path); err != nil {
+				_ = s.fs.Remove(r.tmp)
+			}
+		}
+		if err == nil {
+			if err = s.fs.SyncDir(r.dir); err != nil {
+				err = fmt.Errorf("fsync dir %s: %w", r.dir, err)
+			}
+		}
+		if err != nil {
+			s.log.Error("store: cannot finish restoring a phext from the commit log; the old logs are kept and it refuses to open until the store is reopened",
+				"dir", r.dir, "phext", r.name, "err", err)
+			s.unrecovered[r.key] = fmt.Errorf("store: phext %q of %s could not be restored from the commit log at open (its records are kept; reopen the store to retry): %w", r.name, r.dir, err)
+			s.keepOld = true
+		}
+	}
+	s.recSnaps = nil
+}
+
+// removeRecoveryTmps deletes the snapshots recovery wrote but could not
+// put into place (Open failed).
+func (s *Store) removeRecoveryTmps() {
+	for _, r := range s.recSnaps {
+		if r.tmp != "" {
+			_ = s.fs.Remove(r.tmp)
+		}
+	}
+	s.recSnaps = nil
 }
 
 func (s *Store) unlockLogDir() {
@@ -118,8 +171,11 @@ func (s *Store) removeLogs(files []logFile) (ok bool) {
 	ok = true
 	for _, lf := range files {
 		if err := s.fs.Remove(lf.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			// Oldest first, and stop at the first failure: a generation
+			// goes only when every older one went.
 			s.log.Warn("store: removing an old log", "path", lf.path, "err", err)
 			ok = false
+			break
 		}
 	}
 	if err := s.fs.SyncDir(s.logDir); err != nil {
@@ -195,13 +251,27 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 		// A record carried into a new generation while its old file was
 		// kept appears twice: once is enough.
 		g.recs = slices.CompactFunc(g.recs, func(a, b logRec) bool { return a.lsn == b.lsn })
-		dev, ino, covers, id, known, err := s.recoverPhext(g.dir, g.name, g.recs)
-		ck := carriedRec{kind: opCkpt, dir: g.dir, name: g.name, payload: ckptPayload(dev, ino, covers, id, id)}
+		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(g.dir, g.name, g.recs)
+		if errors.Is(err, errDirGone) {
+			// design14: a dir that no longer exists: its records are
+			// dropped, never replayed into a tenant created later on the
+			// same path.
+			s.log.Warn("store: the data dir of records in the commit log no longer exists; its records are dropped",
+				"dir", g.dir, "phext", g.name, "records", len(g.recs))
+			s.droppedRecs.Add(uint64(len(g.recs)))
+			continue
+		}
 		if err == nil && known {
-			// The new generation says what the snapshot covers, so that
-			// an old file that could not be removed is never applied twice.
+			// The new generation says what the snapshot covers (and which
+			// one it replaces), so that neither a crash before the rename
+			// nor an old file that could not be removed applies a record
+			// twice.
+			ck := carriedRec{kind: opCkpt, dir: g.dir, name: g.name, payload: ckptPayload(dev, ino, covers, id, prev)}
 			ck.lsn = s.lsn.Add(1)
 			s.recCkpts = append(s.recCkpts, ck)
+			t := &Tenant{s: s, dir: g.dir}
+			path, _, _ := t.filePaths(g.name)
+			s.recSnaps = append(s.recSnaps, recoveredSnap{dir: g.dir, name: g.name, key: k, tmp: tmp, path: path})
 		}
 		if err != nil {
 			s.log.Error("store: cannot restore a phext from the commit log; its records are kept and it refuses to open",
@@ -218,13 +288,6 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 				}
 				s.carried = append(s.carried, carriedRec{kind: r.kind, lsn: r.lsn, dir: r.dir, name: r.name, c: r.c,
 					payload: append([]byte(nil), r.payload...)})
-			}
-			if known {
-				// The snapshot was replaced (its directory fsync then
-				// failed): say what it covers, or the next Open would
-				// apply the records to it a second time.
-				ck.lsn = s.lsn.Add(1)
-				s.carried = append(s.carried, ck)
 			}
 		}
 	}
@@ -257,26 +320,36 @@ func fileIdentity(fi os.FileInfo) (dev, ino uint64) {
 	return 0, 0
 }
 
-// recoverPhext brings the snapshot of phext name in dir up to date with
-// recs (all its records in the logs, in LSN order) and makes it durable.
+// recoverPhext computes the snapshot of phext name in dir brought up to
+// date with recs (all its records in the logs, in LSN order): when records
+// apply, the new document is written to the phext's temp file and fsynced
+// (tmp); the caller logs its checkpoint record durably before renaming it
+// into place (finishRecovery), as a checkpoint does.
 //
 // Coverage: the covered LSN of the latest checkpoint record whose snapshot
 // identity (size, xxh3-64) is the snapshot on disk now: identical bytes
-// are an identical state, whichever checkpoint wrote them (and a copied or
-// restored data dir keeps its coverage). Otherwise 0, every record in the
-// logs applies, when there is no checkpoint record (a new phext) or the
-// snapshot is the one a checkpoint record replaces (a crash between the
-// record and the rename; that older snapshot's own record, if gone, went
-// with a generation older than every record still in the logs). Any other
-// snapshot → ErrCorrupt: the file was replaced or damaged, and applying
-// records to an unknown base would write a wrong document.
+// are an identical state, whichever checkpoint wrote them. A phext logs
+// such a record (its base) with its first record after an open or a
+// checkpoint, so a snapshot restored or replaced while the phext was
+// closed is named by a later record than any older one. Otherwise 0, every
+// record in the logs applies, when there is no checkpoint record (a new
+// phext) or the snapshot is the one a checkpoint record replaces (a crash
+// between the record and the rename). Any other snapshot → ErrCorrupt: the
+// file was replaced or damaged, and applying records to an unknown base
+// would write a wrong document.
 //
-// It returns the identity of the snapshot it leaves and what it covers
-// (known false: no snapshot matched or was written).
-func (s *Store) recoverPhext(dir, name string, recs []logRec) (dev, ino, covers uint64, id walID, known bool, err error) {
-	fail := func(err error) (uint64, uint64, uint64, walID, bool, error) { return 0, 0, 0, walID{}, false, err }
+// It returns the identity of the resulting snapshot, what it covers and
+// the identity on disk now (known false: no snapshot matched or was
+// written). A missing data dir is errDirGone.
+func (s *Store) recoverPhext(dir, name string, recs []logRec) (dev, ino, covers uint64, id, prev walID, tmp string, known bool, err error) {
+	fail := func(err error) (uint64, uint64, uint64, walID, walID, string, bool, error) {
+		return 0, 0, 0, walID{}, walID{}, "", false, err
+	}
 	fi, err := os.Stat(dir)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fail(errDirGone)
+		}
 		return fail(fmt.Errorf("store: data dir: %w", err))
 	}
 	if !fi.IsDir() {
@@ -327,27 +400,19 @@ func (s *Store) recoverPhext(dir, name string, recs []logRec) (dev, ino, covers 
 		if err != nil {
 			return fail(err)
 		}
-		if err := s.fs.Rename(p.tmpPath, p.path); err != nil {
-			_ = s.fs.Remove(p.tmpPath)
-			return fail(fmt.Errorf("store: %w", err))
-		}
-		dev, ino, id = ndev, nino, nid
+		dev, ino, id, tmp = ndev, nino, nid, p.tmpPath
 	} else if !matched {
 		return fail(nil) // nothing but checkpoint records: nothing to do or say
 	}
 	// Also when nothing was applied: a checkpoint renamed this snapshot
 	// but its directory fsync may have failed; the logs that describe the
-	// old snapshot are about to go.
+	// old snapshot are about to go (finishRecovery fsyncs the dir).
 	covers = recs[len(recs)-1].lsn
-	if err := s.fs.SyncDir(dir); err != nil {
-		err = fmt.Errorf("store: fsync dir %s: %w", dir, err)
-		if len(todo) == 0 {
-			return fail(err)
-		}
-		return dev, ino, covers, id, true, err
-	}
-	return dev, ino, covers, id, true, nil
+	return dev, ino, covers, id, cur, tmp, true, nil
 }
+
+// errDirGone: the data dir of records in the logs does not exist.
+var errDirGone = errors.New("store: data dir no longer exists")
 
 // logHealthy returns the error that makes the logs refuse writes: a failed
 // fsync or cut-back, until a repair checkpointed every phext with records
@@ -427,6 +492,14 @@ func (s *Store) rotate() error { return s.rotateIf(nil) }
 func (s *Store) rotateIf(need func() bool) error {
 	s.rotMu.Lock()
 	defer s.rotMu.Unlock()
+	// A closed store rotates nothing: its log dir lock is released and a
+	// new Store may be using the dir.
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
 	if need != nil && !need() {
 		return nil
 	}
@@ -479,6 +552,9 @@ func (s *Store) rotateIf(need func() bool) error {
 // none does).
 func (s *Store) neededGen(cur uint64) uint64 {
 	need := cur
+	if g := s.wlog.oldestInflight(); g != 0 {
+		need = min(need, g)
+	}
 	s.dmu.Lock()
 	if s.pinGen != 0 {
 		need = min(need, s.pinGen)
@@ -565,6 +641,9 @@ func (s *Store) unrecoveredErr(dir, key string) error {
 // pinned), a new empty generation holding the LSN counter (and any carried
 // records) replaces the old ones, so the next Open has nothing to replay.
 func (s *Store) closeLogs() error {
+	// A rotation still running (a writer's repair) finishes first.
+	s.rotMu.Lock()
+	defer s.rotMu.Unlock()
 	l := s.wlog
 	l.acquire()
 	defer func() {

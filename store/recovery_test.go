@@ -111,17 +111,15 @@ func TestRecoveryEveryOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The data records after the checkpoint record.
+	// The data records after the last checkpoint record (the base record
+	// logged with the first record after the checkpoint).
 	var offs []int64
-	seenCkpt := false
 	for _, r := range w.recs {
 		if r.kind == opCkpt {
-			seenCkpt = true
+			offs = offs[:0]
 			continue
 		}
-		if seenCkpt {
-			offs = append(offs, r.off)
-		}
+		offs = append(offs, r.off)
 	}
 	if len(offs) != 20 || w.end != int64(len(log)) {
 		t.Fatalf("records after the checkpoint %d, end %d, len %d", len(offs), w.end, len(log))

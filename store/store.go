@@ -130,21 +130,23 @@ type Store struct {
 	rewrites        atomic.Uint64 // phexts checkpointed from memory after a failed log fsync
 
 	// The commit log (log.go, recover.go).
-	logDir     string
-	tmpLogDir  bool // LogDir was a temporary directory: removed by Close
-	lockF      *os.File
-	wlog       *commitLog
-	lsn        atomic.Uint64 // the last LSN handed out
-	gen        atomic.Uint64 // the current generation
-	suspect    atomic.Pointer[error]
-	suspectSeq atomic.Uint64
-	syncRounds atomic.Uint64 // everysec syncer rounds (a test seam)
-	rotMu      sync.Mutex    // serializes rotations
-	rotating   atomic.Bool
-	carried    []carriedRec // records of phexts recovery could not restore (wlog.mu)
-	recCkpts   []carriedRec // checkpoint records of what recovery restored, until the old logs are gone (wlog.mu)
-	keepOld    bool         // recovery met a damaged record: the old logs stay
-	umu        sync.Mutex   // guards unrecovered
+	logDir      string
+	tmpLogDir   bool // LogDir was a temporary directory: removed by Close
+	lockF       *os.File
+	wlog        *commitLog
+	lsn         atomic.Uint64 // the last LSN handed out
+	gen         atomic.Uint64 // the current generation
+	suspect     atomic.Pointer[error]
+	suspectSeq  atomic.Uint64
+	syncRounds  atomic.Uint64 // everysec syncer rounds (a test seam)
+	rotMu       sync.Mutex    // serializes rotations
+	rotating    atomic.Bool
+	carried     []carriedRec    // records of phexts recovery could not restore (wlog.mu)
+	recCkpts    []carriedRec    // checkpoint records of what recovery restored, for the first generation (wlog.mu)
+	recSnaps    []recoveredSnap // snapshots recovery rewrote, renamed once recCkpts are durable (Open only)
+	droppedRecs atomic.Uint64   // records dropped at Open because their data dir no longer exists
+	keepOld     bool            // recovery met a damaged record: the old logs stay
+	umu         sync.Mutex      // guards unrecovered
 	// unrecovered: phexts (dir + "\x00" + name) that refuse to open until
 	// the next Open restores them from the logs.
 	unrecovered map[string]error

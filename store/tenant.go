@@ -584,7 +584,12 @@ func (t *Tenant) Sync() error {
 	if err := t.s.logHealthy(); err != nil {
 		return err
 	}
-	return t.s.wlog.sync()
+	if err := t.s.wlog.sync(); err != nil {
+		return err
+	}
+	// A rotation or Close may have closed the file under the fsync (it
+	// fsyncs the file itself): success only if that fsync did not fail.
+	return t.s.logHealthy()
 }
 
 // Insert appends text to the scroll at c of phext name. It returns len(text)

@@ -1,0 +1,322 @@
+package store_test
+
+// Issue 14 review findings (shared commit log): each test failed on 5b9942c.
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/store"
+)
+
+// readdVictim registers the victim tenant again after RemoveTenant (what
+// an admin "enable" does after a "disable").
+func (p *pair) readdVictim(d store.Durability) {
+	p.t.Helper()
+	v, err := p.s.AddTenant(store.TenantConfig{Name: "victim", DataDir: p.dir("victim"), Durability: d})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.victim = v
+}
+
+// Review 14, finding 1. A disabled tenant's data dir is self-contained (the docs say
+// it may be backed up, restored or moved). Restore an older backup of a
+// phext while the tenant is disabled, enable it, write (always: fsynced and
+// acknowledged), crash. The log still holds the CHECKPOINT record the
+// disable wrote, naming the snapshot identity that the restore replaced:
+// recovery calls the restored snapshot "none of those its checkpoint
+// records name", refuses the phext with ErrCorrupt and carries its records
+// (and that stale CHECKPOINT record) into every new generation, so the
+// phext never opens again and the acknowledged write is unreachable.
+func TestRestoredSnapshotWhileDisabledThenCrash(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("live")); err != nil {
+		t.Fatal(err)
+	}
+	// Disable: the phext is checkpointed, its dir self-contained.
+	if err := p.s.RemoveTenant("victim"); err != nil {
+		t.Fatal(err)
+	}
+	// Restore a backup (or a document edited with another phext tool):
+	// a snapshot no checkpoint record of this log names.
+	snap := filepath.Join(p.dir("victim"), "f.phext")
+	if err := os.WriteFile(snap, []byte("restored"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	p.readdVictim(store.DurabilityAlways)
+	if got := get(t, p.victim, "f"); got != "restored" {
+		t.Fatalf("restored phext reads %q", got)
+	}
+	if _, err := p.victim.Insert([]byte("f"), c9(3), []byte("acked")); err != nil {
+		t.Fatal(err)
+	}
+	p.crashAndReopen()
+	b, err := p.victim.AppendGet(nil, []byte("f"))
+	if err != nil {
+		t.Fatalf("after the crash the restored phext refuses to open (an fsynced, acknowledged write unreachable): %v", err)
+	}
+	if string(b) != "restored\x17\x17acked" {
+		t.Fatalf("after the crash got %q", b)
+	}
+	// And it must not stay refused across further restarts.
+	p.reopen()
+	if _, err := p.victim.AppendGet(nil, []byte("f")); err != nil {
+		t.Fatalf("second reopen: %v", err)
+	}
+}
+
+// Review 14, finding 1c. The restored backup is a snapshot an earlier checkpoint
+// wrote: recovery takes that old checkpoint's coverage and applies every
+// record after it, so a write the restore removed ("b") comes back after
+// a crash, merged into the restored document.
+func TestRestoredOlderCheckpointResurrectsWrites(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.victim.Compact([]byte("f")); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(p.dir("victim"), "f.phext")
+	backup, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.s.RemoveTenant("victim"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(snap, backup, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	p.readdVictim(store.DurabilityAlways)
+	if _, err := p.victim.Insert([]byte("f"), c9(3), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	want := get(t, p.victim, "f") // "a\x17\x17c": b went with the restore
+	p.crashAndReopen()
+	if got := get(t, p.victim, "f"); got != want {
+		t.Fatalf("after the crash got %q, acknowledged state was %q", got, want)
+	}
+}
+
+// Review 14, finding 1b. Same with the phext deleted while the tenant was disabled
+// (e.g. a tenant move that dropped it): the first write recreates an empty
+// snapshot, the crash makes the phext refuse to open for good.
+func TestDeletedSnapshotWhileDisabledThenCrash(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.s.RemoveTenant("victim"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(p.dir("victim"), "f.phext")); err != nil {
+		t.Fatal(err)
+	}
+	p.readdVictim(store.DurabilityAlways)
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
+		t.Fatal(err)
+	}
+	p.crashAndReopen()
+	b, err := p.victim.AppendGet(nil, []byte("f"))
+	if err != nil {
+		t.Fatalf("after the crash: %v", err)
+	}
+	if string(b) != "acked" {
+		t.Fatalf("after the crash got %q, want %q", b, "acked")
+	}
+}
+
+// Review 14, finding 5. A tenant's data dir is deleted after a crash (the tenant was
+// removed from the config; design14: "a dir that no longer exists: skip
+// its records with a warning"). Recovery instead carries its records into
+// every new generation, forever, and remembers the phext as unrecovered.
+// When the path is used again (a new tenant, a recycled name), the new
+// tenant's phext refuses to open; after the next restart the deleted
+// tenant's records are replayed into the new tenant's phext: its data
+// leaks into another tenant.
+func TestDeletedDirRecordsLeakIntoNewTenant(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("old tenant's secret")); err != nil {
+		t.Fatal(err)
+	}
+	store.Crash(p.s)
+	p.s = nil
+	if err := os.RemoveAll(p.dir("victim")); err != nil {
+		t.Fatal(err)
+	}
+	// The store restarts without that tenant...
+	o := p.opts
+	o.FS, o.LogDir, o.Logger = p.fs, p.dir("log"), quiet()
+	s, err := store.Open(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ...and later a new tenant gets the same path.
+	nt, err := s.AddTenant(store.TenantConfig{Name: "new", DataDir: p.dir("victim")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rerr := nt.Insert([]byte("f"), c9(1), []byte("mine"))
+	if err := s.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	p.open() // victim is re-added on the same path: "the new tenant" now
+	got, err := p.victim.AppendGet(nil, []byte("f"))
+	if rerr != nil || err != nil || string(got) != "mine" {
+		t.Fatalf("new tenant on a reused path: write err %v; after a restart reads %q (err %v), want %q", rerr, got, err, "mine")
+	}
+}
+
+// Review 14, finding 10 (docs/API). Tenant.Sync promises "every write of the tenant
+// acknowledged so far durable". When a rotation closes the file while Sync
+// is in its fsync and the rotation's own fsync of that file failed (and the
+// repair cannot finish), Sync's "file already closed" is returned as
+// success: the caller is told its writes are durable when they are not.
+func TestTenantSyncClosedFileIsNotSuccess(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityEverySec, SyncInterval: time.Hour})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Base(p.logFiles()[0])
+	g := p.fs.gateSync(cur)
+	syncErr := make(chan error, 1)
+	go func() { syncErr <- p.victim.Sync() }()
+	<-g.entered
+	p.fs.arm("rename", "victim", syscall.ENOSPC) // the repair's checkpoint fails
+	p.fs.armOnce("sync", cur, syscall.EIO)       // the rotation's fsync of the old file fails
+	_ = store.Rotate(p.s)
+	close(g.release)
+	if err := <-syncErr; err == nil {
+		t.Fatal("Tenant.Sync returned nil although the fsync of the file holding the write failed")
+	}
+}
+
+// Review 14, finding 11. Recovery rewrites each touched snapshot (rename, dir fsync)
+// before the new generation that says what those snapshots cover exists
+// (openLogs: recoverLogs, then startGen). A crash (or, here, a failure) in
+// between leaves the old logs with the new snapshots and no CHECKPOINT
+// record naming them: the next Open applies every record a second time
+// (a phext without CHECKPOINT records: coverage 0), so an INSERT is
+// duplicated; a phext with CHECKPOINT records refuses to open instead.
+func TestCrashDuringRecoveryAppliesTwice(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("once")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.bystander.Insert([]byte("g"), c9(1), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.bystander.Compact([]byte("g")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.bystander.Insert([]byte("g"), c9(1), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	store.Crash(p.s)
+	p.s = nil
+	// Recovery gets as far as rewriting the snapshots, then the new
+	// generation cannot be created (ENOSPC; a kill -9 at that point is
+	// the same).
+	p.fs.arm("open", "0000000000000002-w.log", syscall.ENOSPC)
+	o := p.opts
+	o.FS, o.LogDir, o.Logger = p.fs, p.dir("log"), quiet()
+	if s, err := store.Open(&o); err == nil {
+		s.Close()
+		t.Fatal("the injected fault did not fail Open")
+	}
+	p.fs.clear()
+	p.open()
+	if got, err := p.victim.AppendGet(nil, []byte("f")); err != nil || string(got) != "once" {
+		t.Errorf("victim after a failed recovery and a second Open: %q, %v (want %q)", got, err, "once")
+	}
+	if got, err := p.bystander.AppendGet(nil, []byte("g")); err != nil || string(got) != "bc" {
+		t.Errorf("bystander after a failed recovery and a second Open: %q, %v (want %q)", got, err, "bc")
+	}
+}
+
+// Review 14, finding 14. Tenant.write calls Store.repair before anything else, also
+// on a closed Store: a write after Close while the log is suspect runs a
+// whole rotation on the closed store (creates a log file in a log dir whose
+// lock Close released, leaks its descriptor, deletes older generations).
+// A second Store opened on that dir meanwhile would have its current file
+// truncated (same generation number, O_TRUNC).
+func TestWriteAfterCloseRotates(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	p.fs.arm("rename", "victim", syscall.ENOSPC)
+	p.fs.armOnce("sync", logMatch, syscall.EIO)
+	if _, err := p.bystander.Insert([]byte("g"), c9(1), []byte("y")); err == nil {
+		t.Fatal("no fsync failure")
+	}
+	s := p.s
+	_ = s.Close()
+	p.s = nil
+	before := p.logFiles()
+	if _, err := p.bystander.Insert([]byte("g"), c9(1), []byte("after close")); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
+	if after := p.logFiles(); !slices.Equal(before, after) {
+		t.Fatalf("a write after Close changed the log dir: %q → %q", before, after)
+	}
+}
+
+// Review 14, finding 15. If Open cannot delete the old logs (here: the log dir's
+// fsync after the removal fails once), the recovery's CHECKPOINT records
+// (s.recCkpts) are kept in memory and written again at the start of every
+// later generation, naming the snapshot recovery wrote. Once the phext was
+// checkpointed again and the generation holding that newer record was
+// deleted, the stale record is the only one left: after the next crash
+// recovery calls the (correct) snapshot "none of those its checkpoint
+// records name" and the phext refuses to open.
+func TestStaleRecoveryCheckpointOutlivesItsSnapshot(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	store.Crash(p.s)
+	p.s = nil
+	r := p.fs.armOnce("syncdir", p.dir("log"), syscall.EIO)
+	p.fs.mu.Lock()
+	r.after = 1 // the new generation's own dir fsync passes; the one after removing the old logs fails
+	p.fs.mu.Unlock()
+	o := p.opts
+	o.FS, o.LogDir, o.Logger = p.fs, p.dir("log"), quiet()
+	s, err := store.Open(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.s = s
+	if p.victim, err = s.AddTenant(store.TenantConfig{Name: "victim", DataDir: p.dir("victim")}); err != nil {
+		t.Fatal(err)
+	}
+	if p.bystander, err = s.AddTenant(store.TenantConfig{Name: "bystander", DataDir: p.dir("bystander")}); err != nil {
+		t.Fatal(err)
+	}
+	if p.fs.hits(r) != 1 {
+		t.Fatal("the log dir fsync after removing the old logs did not fail")
+	}
+	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.victim.Compact([]byte("f")); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Rotate(p.s); err != nil {
+		t.Fatal(err)
+	}
+	p.crashAndReopen()
+	if got, err := p.victim.AppendGet(nil, []byte("f")); err != nil || string(got) != "a\x17b" {
+		t.Fatalf("after the crash: %q, %v (want %q)", got, err, "a\x17b")
+	}
+}
