@@ -1,153 +1,20 @@
 package server
 
+// Request execution: the connection's worker (queue.go) runs each queued
+// frame here, decoding it (handle), running a run of pipelined writes as
+// one group commit (handleWrites), and calling the store for every
+// operation (exec); errors become statuses through statusOf (errors.go).
+// The event loop's own cheap answers are in fastpath.go.
+
 import (
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-	"github.com/valyala/bytebufferpool"
-
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
-
-// work is a connection's worker goroutine: it takes queued frames in
-// batches, runs them against the store in order, and sends each batch's
-// replies with one AsyncWrite. At most one runs per connection; it exits
-// when the queue is empty.
-func (s *Server) work(cs *connState) {
-	defer s.workers.Add(-1)
-	for {
-		cs.mu.Lock()
-		if len(cs.frames) == 0 {
-			fatal := cs.fatal
-			cs.fatal = nil
-			cs.running = false
-			// An idle connection keeps no large buffers: thousands of
-			// mostly idle connections must stay cheap.
-			if cap(cs.spareArena) > idleSpare {
-				cs.spareArena = nil
-			}
-			if cap(cs.arena) > idleSpare {
-				cs.arena = nil
-			}
-			cs.dec.Release() // before running=false is visible to the loop
-			cs.mu.Unlock()
-			if fatal != nil {
-				s.asyncPending.Add(1)
-				err := cs.c.AsyncWrite(fatal, func(c gnet.Conn, _ error) error {
-					s.asyncPending.Add(-1)
-					if c != nil {
-						c.Close()
-					}
-					return nil
-				})
-				if err != nil {
-					s.asyncPending.Add(-1)
-				}
-			}
-			return
-		}
-		frames, arena := cs.frames, cs.arena
-		cs.frames, cs.arena = cs.spareFrames[:0], cs.spareArena[:0]
-		cs.spareFrames, cs.spareArena = nil, nil
-		cs.mu.Unlock()
-
-		var bytes int64
-		out := protocol.GetBuffer()
-		done := 0 // frames whose replies are in out
-		for i := 0; i < len(frames); {
-			if cs.gone.Load() {
-				// The connection is closed or closing (slow consumer,
-				// timeout, reload):
-				// the rest of the batch is not run and not acknowledged.
-				for ; i < len(frames); i++ {
-					bytes += int64(len(frames[i]))
-					cs.releaseFrame(frames[i])
-					frames[i] = nil
-					done++
-				}
-				break
-			}
-			j := s.writeRun(cs, frames, i)
-			if j-i > 1 {
-				out.B = s.handleWrites(cs, frames[i:j], out.B)
-			} else {
-				out.B = s.handle(cs, frames[i], out.B)
-				j = i + 1
-			}
-			for ; i < j; i++ {
-				bytes += int64(len(frames[i]))
-				cs.releaseFrame(frames[i])
-				frames[i] = nil // a big frame can be collected once done
-				done++
-			}
-			if len(out.B) >= maxBatchReply && i < len(frames) {
-				// Send what is built so a batch of large replies is not
-				// held in memory whole; the write's callback checks
-				// MaxOutbound.
-				s.send(cs, out, done)
-				out, done = protocol.GetBuffer(), 0
-			}
-		}
-
-		cs.mu.Lock()
-		cs.spareFrames = frames[:0]
-		if cap(arena) <= maxSpare {
-			cs.spareArena = arena[:0]
-		}
-		cs.mu.Unlock()
-		cs.queuedBytes.Add(-bytes)
-		s.send(cs, out, done)
-	}
-}
-
-// maxBatchReply is the reply bytes a worker builds before it sends them.
-const maxBatchReply = 1 << 20
-
-// send hands out (the replies of n frames) to the connection's loop. The
-// in-flight count drops only once the replies are on the socket (the
-// callback runs on the loop after the write): the loop answers cheap reads
-// itself only when inflight is 0, which must mean no earlier reply is
-// still waiting to be written. A client that does not read its replies is
-// closed once more than MaxOutbound bytes wait for it.
-func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
-	// What the replies reserved goes back once gnet has them (written, or
-	// copied into its outbound buffer, which MaxOutbound bounds).
-	held := cs.held.n
-	cs.held.n = 0
-	s.asyncPending.Add(1)
-	err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
-		cs.mem.release(held)
-		protocol.PutBuffer(out)
-		s.asyncPending.Add(-1)
-		if c != nil {
-			cs.chargeBuffers(c)
-			if c.OutboundBuffered() > s.opts.MaxOutbound {
-				cs.closeWith(closeSlowConsumer)
-			}
-		}
-		cs.written(n)
-		return nil
-	})
-	if err != nil {
-		cs.mem.release(held)
-		protocol.PutBuffer(out)
-		s.asyncPending.Add(-1)
-		cs.written(n)
-	}
-}
-
-// written records that the replies of n frames left, and resumes reading
-// a connection that was paused at its in-flight limit.
-func (cs *connState) written(n int) {
-	cs.inflight.Add(-int64(n))
-	if !cs.overQueue() && cs.blocked.Swap(false) {
-		cs.c.Wake(nil)
-	}
-}
 
 // maxWriteRun bounds the writes sent to the store as one WriteMany.
 const maxWriteRun = 64

@@ -1,0 +1,239 @@
+package server
+
+// The loop↔worker queue of a connection. The event loop appends whole
+// frames (enqueue, enqueueOwned, enqueueBusy) and starts the worker (kick);
+// the worker takes them in batches (work), runs them (dispatch.go) and
+// hands the replies back to the loop with one AsyncWrite per batch (send),
+// whose callback lowers the in-flight count (written) and resumes a
+// connection paused at its limit (overQueue). See LOCKS.md for who owns
+// which field.
+
+import (
+	"encoding/binary"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/phext/sq/protocol"
+)
+
+// overQueue reports whether the connection has as many requests in flight
+// as it may (MaxInFlight), or a frame's worth of bytes queued: either way
+// the loop stops reading it, so one connection's memory stays bounded by
+// about two max frames plus gnet's inbound buffer.
+func (cs *connState) overQueue() bool {
+	return cs.inflight.Load() >= int64(cs.s.opts.MaxInFlight) ||
+		cs.queuedBytes.Load() >= int64(cs.s.opts.queueBytes())
+}
+
+// enqueue copies one whole small frame (≤ bigFrame) into the worker
+// queue's arena (the peeked bytes are only valid until Discard).
+func (cs *connState) enqueue(frame []byte) {
+	cs.inflight.Add(1)
+	cs.queuedBytes.Add(int64(len(frame)))
+	cs.mu.Lock()
+	start := len(cs.arena)
+	cs.arena = append(cs.arena, frame...)
+	cs.frames = append(cs.frames, cs.arena[start:len(cs.arena):len(cs.arena)])
+	cs.mu.Unlock()
+}
+
+// enqueueOwned queues a large frame received into its own buffer (cs.big),
+// without copying it: the queue owns it from here.
+func (cs *connState) enqueueOwned(frame []byte) {
+	cs.inflight.Add(1)
+	cs.queuedBytes.Add(int64(len(frame)))
+	cs.mu.Lock()
+	cs.frames = append(cs.frames, frame)
+	cs.mu.Unlock()
+}
+
+// enqueueBusy queues a BUSY answer for the frame whose header is hdr, in
+// order with the connection's other replies. It is queued as a stub: the
+// 10-byte header with length 0 and flags 0xFF, which no delimited frame
+// has (see busyStub).
+func (cs *connState) enqueueBusy(hdr []byte) {
+	var stub [protocol.HeaderSize]byte
+	copy(stub[:], hdr)
+	binary.BigEndian.PutUint32(stub[:4], 0)
+	stub[5] = 0xFF
+	cs.enqueue(stub[:])
+}
+
+// busyStub reports whether a queued frame is enqueueBusy's stub.
+func busyStub(f []byte) bool {
+	return len(f) == protocol.HeaderSize && f[5] == 0xFF && binary.BigEndian.Uint32(f) == 0
+}
+
+// releaseFrame returns what a large frame reserved at its header; called
+// once the frame is answered or dropped.
+func (cs *connState) releaseFrame(f []byte) {
+	if len(f) > bigFrame {
+		cs.mem.release(bigFrameCost(len(f)))
+	}
+}
+
+// bigFrameCost is what a large frame of size bytes is charged: the one
+// exact-size buffer it is received into, which the worker queue then owns
+// (gnet's inbound buffer holds at most one read of it at a time).
+func bigFrameCost(size int) int64 { return int64(size) }
+
+// queueFatal queues an error reply to go out after everything already
+// queued; the connection is then closed.
+func (cs *connState) queueFatal(reply []byte, r closeReason) {
+	cs.closing.Store(true)
+	cs.s.stats.closed[r].Add(1)
+	cs.mu.Lock()
+	cs.fatal = reply
+	cs.mu.Unlock()
+	cs.kick()
+}
+
+// kick starts the worker goroutine if it is not running.
+func (cs *connState) kick() {
+	cs.mu.Lock()
+	if cs.running {
+		cs.mu.Unlock()
+		return
+	}
+	cs.running = true
+	cs.s.workers.Add(1)
+	cs.mu.Unlock()
+	go cs.s.work(cs)
+}
+
+// work is a connection's worker goroutine: it takes queued frames in
+// batches, runs them against the store in order, and sends each batch's
+// replies with one AsyncWrite. At most one runs per connection; it exits
+// when the queue is empty.
+func (s *Server) work(cs *connState) {
+	defer s.workers.Add(-1)
+	for {
+		cs.mu.Lock()
+		if len(cs.frames) == 0 {
+			fatal := cs.fatal
+			cs.fatal = nil
+			cs.running = false
+			// An idle connection keeps no large buffers: thousands of
+			// mostly idle connections must stay cheap.
+			if cap(cs.spareArena) > idleSpare {
+				cs.spareArena = nil
+			}
+			if cap(cs.arena) > idleSpare {
+				cs.arena = nil
+			}
+			cs.dec.Release() // before running=false is visible to the loop
+			cs.mu.Unlock()
+			if fatal != nil {
+				s.asyncPending.Add(1)
+				err := cs.c.AsyncWrite(fatal, func(c gnet.Conn, _ error) error {
+					s.asyncPending.Add(-1)
+					if c != nil {
+						c.Close()
+					}
+					return nil
+				})
+				if err != nil {
+					s.asyncPending.Add(-1)
+				}
+			}
+			return
+		}
+		frames, arena := cs.frames, cs.arena
+		cs.frames, cs.arena = cs.spareFrames[:0], cs.spareArena[:0]
+		cs.spareFrames, cs.spareArena = nil, nil
+		cs.mu.Unlock()
+
+		var bytes int64
+		out := protocol.GetBuffer()
+		done := 0 // frames whose replies are in out
+		for i := 0; i < len(frames); {
+			if cs.gone.Load() {
+				// The connection is closed or closing (slow consumer,
+				// timeout, reload):
+				// the rest of the batch is not run and not acknowledged.
+				for ; i < len(frames); i++ {
+					bytes += int64(len(frames[i]))
+					cs.releaseFrame(frames[i])
+					frames[i] = nil
+					done++
+				}
+				break
+			}
+			j := s.writeRun(cs, frames, i)
+			if j-i > 1 {
+				out.B = s.handleWrites(cs, frames[i:j], out.B)
+			} else {
+				out.B = s.handle(cs, frames[i], out.B)
+				j = i + 1
+			}
+			for ; i < j; i++ {
+				bytes += int64(len(frames[i]))
+				cs.releaseFrame(frames[i])
+				frames[i] = nil // a big frame can be collected once done
+				done++
+			}
+			if len(out.B) >= maxBatchReply && i < len(frames) {
+				// Send what is built so a batch of large replies is not
+				// held in memory whole; the write's callback checks
+				// MaxOutbound.
+				s.send(cs, out, done)
+				out, done = protocol.GetBuffer(), 0
+			}
+		}
+
+		cs.mu.Lock()
+		cs.spareFrames = frames[:0]
+		if cap(arena) <= maxSpare {
+			cs.spareArena = arena[:0]
+		}
+		cs.mu.Unlock()
+		cs.queuedBytes.Add(-bytes)
+		s.send(cs, out, done)
+	}
+}
+
+// maxBatchReply is the reply bytes a worker builds before it sends them.
+const maxBatchReply = 1 << 20
+
+// send hands out (the replies of n frames) to the connection's loop. The
+// in-flight count drops only once the replies are on the socket (the
+// callback runs on the loop after the write): the loop answers cheap reads
+// itself only when inflight is 0, which must mean no earlier reply is
+// still waiting to be written. A client that does not read its replies is
+// closed once more than MaxOutbound bytes wait for it.
+func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
+	// What the replies reserved goes back once gnet has them (written, or
+	// copied into its outbound buffer, which MaxOutbound bounds).
+	held := cs.held.n
+	cs.held.n = 0
+	s.asyncPending.Add(1)
+	err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
+		cs.mem.release(held)
+		protocol.PutBuffer(out)
+		s.asyncPending.Add(-1)
+		if c != nil {
+			cs.chargeBuffers(c)
+			if c.OutboundBuffered() > s.opts.MaxOutbound {
+				cs.closeWith(closeSlowConsumer)
+			}
+		}
+		cs.written(n)
+		return nil
+	})
+	if err != nil {
+		cs.mem.release(held)
+		protocol.PutBuffer(out)
+		s.asyncPending.Add(-1)
+		cs.written(n)
+	}
+}
+
+// written records that the replies of n frames left, and resumes reading
+// a connection that was paused at its in-flight limit.
+func (cs *connState) written(n int) {
+	cs.inflight.Add(-int64(n))
+	if !cs.overQueue() && cs.blocked.Swap(false) {
+		cs.c.Wake(nil)
+	}
+}
