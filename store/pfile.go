@@ -119,7 +119,10 @@ func (p *pfile) open() error {
 		}
 	}
 	if err := p.t.s.unrecoveredErr(p.t.dir, p.key); err != nil {
-		return err
+		// A failed close (a transient fault) is retried now.
+		if p.t.s.retryPinned(p.t.dir, p.key) != nil {
+			return err
+		}
 	}
 	p.ov = make(map[phext.Coordinate][]byte)
 	if err := p.loadSnapshot(); err != nil {

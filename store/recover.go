@@ -101,7 +101,11 @@ func (s *Store) openLogs() error {
 	if s.keepOld && len(old) > 0 {
 		// A damaged record of some phext: the old files stay for an
 		// operator (and the next Open), like a damaged WAL used to.
-		s.pinGen = old[0].gen
+		// Those files only: later generations go as usual (the damaged
+		// phext's good records are carried into each of them).
+		s.dmu.Lock()
+		s.keptOld = s.gen.Load()
+		s.dmu.Unlock()
 		return nil
 	}
 	// Everything in the old files is now in snapshots (or carried into
@@ -556,8 +560,8 @@ func (s *Store) neededGen(cur uint64) uint64 {
 		need = min(need, g)
 	}
 	s.dmu.Lock()
-	if s.pinGen != 0 {
-		need = min(need, s.pinGen)
+	for _, g := range s.pins {
+		need = min(need, g)
 	}
 	ps := make([]*pfile, 0, len(s.dirtyP))
 	for p := range s.dirtyP {
@@ -582,9 +586,12 @@ func (s *Store) dropOldGens(cur uint64) {
 		s.log.Warn("store: listing logs", "err", err)
 		return
 	}
+	s.dmu.Lock()
+	kept := s.keptOld
+	s.dmu.Unlock()
 	var drop []logFile
 	for _, lf := range files {
-		if lf.gen < need {
+		if lf.gen < need && lf.gen >= kept {
 			drop = append(drop, lf)
 		}
 	}
@@ -619,15 +626,92 @@ func (s *Store) dirtyList() []*pfile {
 // phext refuse to open until then: a close whose checkpoint failed leaves
 // its latest records only in the logs.
 func (s *Store) pin(p *pfile, gen uint64, err error) {
+	k := p.t.dir + "\x00" + p.key
 	s.dmu.Lock()
-	if s.pinGen == 0 || gen < s.pinGen {
-		s.pinGen = gen
+	if s.pins == nil {
+		s.pins = map[string]uint64{}
+	}
+	if g, ok := s.pins[k]; !ok || gen < g {
+		s.pins[k] = gen
 	}
 	delete(s.dirtyP, p)
 	s.dmu.Unlock()
 	s.umu.Lock()
 	s.unrecovered[p.t.dir+"\x00"+p.key] = fmt.Errorf("store: %s: closing it failed to checkpoint (%w); its records stay in the commit log until the store is reopened", p.path, err)
 	s.umu.Unlock()
+}
+
+// retryPinned restores a phext whose close failed to checkpoint (Store.pin)
+// from the logs, as recovery would at Open: its records (none were added
+// since: it refused to open) are read from the current log files, applied
+// onto its snapshot, and the result checkpointed (temp file, CHECKPOINT
+// record logged durably, rename, dir fsync). On success the pin goes and
+// the phext opens; on error it stays refused.
+func (s *Store) retryPinned(dir, key string) error {
+	k := dir + "\x00" + key
+	s.dmu.Lock()
+	_, pinned := s.pins[k]
+	s.dmu.Unlock()
+	if !pinned {
+		return errors.New("not pinned")
+	}
+	s.rotMu.Lock() // no generation goes while the files are read
+	defer s.rotMu.Unlock()
+	files, err := s.listLogs()
+	if err != nil {
+		return err
+	}
+	var recs []logRec
+	for _, lf := range files {
+		data, err := readAll(s.fs, lf.path)
+		if err != nil {
+			return err
+		}
+		w, err := scanLog(data, lf.path)
+		if err != nil {
+			return err
+		}
+		for _, r := range w.recs {
+			if r.dir == dir && r.name == key {
+				recs = append(recs, r)
+			}
+		}
+	}
+	slices.SortStableFunc(recs, func(a, b logRec) int { return cmp.Compare(a.lsn, b.lsn) })
+	recs = slices.CompactFunc(recs, func(a, b logRec) bool { return a.lsn == b.lsn })
+	if len(recs) > 0 {
+		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(dir, key, recs)
+		if err != nil {
+			return err
+		}
+		if known {
+			if _, _, err := s.wlog.commitCkpt(dir, key, ckptPayload(dev, ino, covers, id, prev)); err != nil {
+				if tmp != "" {
+					_ = s.fs.Remove(tmp)
+				}
+				return err
+			}
+			if tmp != "" {
+				t := &Tenant{s: s, dir: dir}
+				path, _, _ := t.filePaths(key)
+				if err := s.fs.Rename(tmp, path); err != nil {
+					_ = s.fs.Remove(tmp)
+					return err
+				}
+			}
+			if err := s.fs.SyncDir(dir); err != nil {
+				return err
+			}
+		}
+	}
+	s.dmu.Lock()
+	delete(s.pins, k)
+	s.dmu.Unlock()
+	s.umu.Lock()
+	delete(s.unrecovered, k)
+	s.umu.Unlock()
+	s.log.Info("store: phext restored from the commit log after a failed close", "dir", dir, "phext", key)
+	return nil
 }
 
 // unrecoveredErr returns why phext key of dir may not open, or nil.
@@ -656,7 +740,7 @@ func (s *Store) closeLogs() error {
 	}()
 	cerr := l.closeFile()
 	s.dmu.Lock()
-	clean := s.pinGen == 0 && len(s.dirtyP) == 0
+	clean := len(s.pins) == 0 && len(s.dirtyP) == 0 && s.keptOld == 0
 	s.dmu.Unlock()
 	if !clean || cerr != nil || s.suspect.Load() != nil {
 		return cerr // the next Open replays the logs

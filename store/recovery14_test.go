@@ -320,3 +320,20 @@ func TestStaleRecoveryCheckpointOutlivesItsSnapshot(t *testing.T) {
 		t.Fatalf("after the crash: %q, %v (want %q)", got, err, "a\x17b")
 	}
 }
+
+// Review 14, finding 13. One transient directory-fsync failure while a phext is
+// closed (LRU eviction, disable/reload) makes that phext refuse to open for
+// the rest of the process (days, until a restart), although the fault is
+// gone and the records it needs are in the log.
+func TestTransientCloseFailureRefusesUntilRestart(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
+		t.Fatal(err)
+	}
+	p.fs.armOnce("syncdir", "victim", syscall.EIO)
+	_ = p.s.RemoveTenant("victim") // its close's checkpoint fails once
+	p.readdVictim(store.DurabilityAlways)
+	if got, err := p.victim.AppendGet(nil, []byte("f")); err != nil || string(got) != "acked" {
+		t.Fatalf("after a transient fault during close the phext reads %q, %v", got, err)
+	}
+}

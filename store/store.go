@@ -150,9 +150,10 @@ type Store struct {
 	// unrecovered: phexts (dir + "\x00" + name) that refuse to open until
 	// the next Open restores them from the logs.
 	unrecovered map[string]error
-	dmu         sync.Mutex // guards dirtyP and pinGen
+	dmu         sync.Mutex // guards dirtyP, pins and keptOld
 	dirtyP      map[*pfile]struct{}
-	pinGen      uint64 // the oldest generation a failed close left records in (0: none)
+	pins        map[string]uint64 // phexts (dir + "\x00" + key) a failed close left records of, from that generation on
+	keptOld     uint64            // recovery met a damaged record: log files below this generation stay (for an operator)
 
 	lmu      sync.Mutex // guards open, evicting (leaf lock)
 	open     map[*pfile]struct{}
