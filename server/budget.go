@@ -60,7 +60,7 @@ var errBusyMemory = &protocol.Error{Status: protocol.StatusBusy,
 // tryReserve reserves n bytes, or reserves nothing and returns false when
 // they do not fit.
 func (b *memBudget) tryReserve(n int64) bool {
-	if n <= 0 {
+	if n <= 0 || b.limit < 0 { // a negative limit: no budget (Options.MaxClientMemory)
 		return true
 	}
 	u := b.used.Add(n)
@@ -88,7 +88,7 @@ func (b *memBudget) tryReserve(n int64) bool {
 
 // release returns n reserved bytes (to the parent too).
 func (b *memBudget) release(n int64) {
-	if n > 0 {
+	if n > 0 && b.limit >= 0 {
 		b.used.Add(-n)
 		root := b
 		if b.parent != nil {
@@ -129,7 +129,7 @@ func (b *memBudget) freed(n int64) {
 // force charges n bytes that are allocated already (gnet's buffers of a
 // connection), past the limit if need be; see over.
 func (b *memBudget) force(n int64) {
-	for x := b; x != nil; x = x.parent {
+	for x := b; x != nil && x.limit >= 0; x = x.parent {
 		u := x.used.Add(n)
 		for {
 			p := x.peak.Load()
@@ -143,7 +143,7 @@ func (b *memBudget) force(n int64) {
 // over reports whether the budget or its parent holds more than its limit.
 func (b *memBudget) over() bool {
 	for x := b; x != nil; x = x.parent {
-		if x.used.Load() > x.limit {
+		if x.limit >= 0 && x.used.Load() > x.limit {
 			return true
 		}
 	}

@@ -543,3 +543,23 @@ func TestUnreadRepliesCharged(t *testing.T) {
 	sqtest.CheckFor(t, 10*time.Second, "the budget given back", func() bool { return h.srv.Memory().Used == 0 })
 	bob.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 }
+
+// TestMemoryBudgetOff: a negative MaxClientMemory turns the accounting off
+// (to measure its cost, bench/RESULTS.md): nothing is reserved or refused
+// and large requests are served.
+func TestMemoryBudgetOff(t *testing.T) {
+	const maxFrame = 1 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: -1}})
+	c := h.dial(t, "mallory")
+	payload := bytes.Repeat([]byte("o"), maxFrame-64)
+	for i := range 4 {
+		c.must(t, protocol.StatusOK, protocol.OpUpdate, "off", c9(uint16(i+1)), payload)
+	}
+	if got := c.must(t, protocol.StatusOK, protocol.OpGet, "off", phext.Origin, nil); len(got) < len(payload) {
+		t.Fatalf("GET: %d bytes", len(got))
+	}
+	if m := h.srv.Memory(); m.Limit != -1 || m.Used != 0 || m.Peak != 0 || m.Refused != 0 {
+		t.Fatalf("accounting off: %+v", m)
+	}
+}

@@ -575,6 +575,9 @@ const (
 // for 30 s). Which of the stalled senders are closed is arbitrary; frames
 // that arrive on pace are never counted.
 func (s *Server) slowFrames(conns []*connState, nowN int64) {
+	if s.opts.MaxSlowFrameMemory < 0 {
+		return // no budget
+	}
 	var slow int64
 	for _, cs := range conns {
 		a, since := cs.arrivingA.Load(), cs.partialSince.Load()

@@ -84,7 +84,9 @@ type Options struct {
 	// summed over all connections and REST requests: frames above 64 KiB
 	// from their header on, decompressed bodies, GET/TOC/DELTA replies
 	// and REST bodies (see budget.go). A request that does not fit is
-	// answered BUSY, not queued (default 1 GiB, at least 3 × MaxFrame).
+	// answered BUSY, not queued (default 1 GiB, at least 3 × MaxFrame;
+	// negative: no budget, no per-tenant share, no slow-frame cap, which
+	// is only for measuring what the accounting costs).
 	// A large frame is charged its size: it is received into one
 	// exact-size buffer, never held in gnet's inbound buffer.
 	MaxClientMemory int64
@@ -207,7 +209,12 @@ func (o *Options) withDefaults() Options {
 	if r.WatchLinger <= 0 {
 		r.WatchLinger = 2 * time.Minute
 	}
-	if r.MaxClientMemory <= 0 {
+	if r.MaxClientMemory < 0 {
+		// No budget at all: for measuring what the accounting costs.
+		r.MaxClientMemory, r.MaxClientMemoryPerTenant, r.MaxSlowFrameMemory = -1, -1, -1
+		return r
+	}
+	if r.MaxClientMemory == 0 {
 		r.MaxClientMemory = 1 << 30
 	}
 	// One max frame and its reply must fit, or such a request could never

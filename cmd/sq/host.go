@@ -61,7 +61,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logDir, "log-dir", "", "directory of the commit log shared by all tenants (default: sq-log beside --config, or log under --data with the embedded dev config); one server at a time")
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
-	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame); requests past it are answered BUSY (see below)")
+	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame; -1: no budget, only to measure its cost); requests past it are answered BUSY (see below)")
 	fs.Int64Var(&c.maxClientMemoryPerTenant, "max-client-memory-per-tenant", 0, "most of --max-client-memory one tenant's requests may hold at once, in bytes (0 = a quarter of it; at least 3 × --max-frame)")
 	fs.Int64Var(&c.maxSlowFrameMemory, "max-slow-frame-memory", 0, "most of --max-client-memory that stalled large frames (arriving for over 1 s, slower than their size per 10 s) may hold in all, in bytes (0 = half of it); stalled senders past it are closed")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
