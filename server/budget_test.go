@@ -9,6 +9,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
@@ -489,8 +490,8 @@ func TestSlowFramesCapped(t *testing.T) {
 // with a 3 MiB budget at 0 used). What gnet holds for a connection is now
 // charged to the budget after every round and write, and a connection
 // holding more than 64 KiB when the budget is over its limit is closed as
-// a slow consumer. Eight connections each pipeline 1,000 SELECTs of a
-// 16,000-byte scroll (16 MB of replies each) and never read: their replies
+// a slow consumer. Eight connections each pipeline 3,000 SELECTs of a
+// 16,000-byte scroll (48 MB of replies each) and never read: their replies
 // show in the budget (on the old code it stays at 0), they are closed,
 // a client that reads is served meanwhile, and everything is given back.
 func TestUnreadRepliesCharged(t *testing.T) {
@@ -503,7 +504,7 @@ func TestUnreadRepliesCharged(t *testing.T) {
 	mal := h.dial(t, "mallory")
 	mal.must(t, protocol.StatusOK, protocol.OpUpdate, "r", c9(1), scroll)
 	var batch []byte
-	for i := range 1000 {
+	for i := range 3000 { // 48 MB of replies: more than the socket buffers take
 		batch = protocol.AppendRequest(batch, protocol.OpSelect, uint32(i+1), []byte("r"), c9(1), nil)
 	}
 	var readers []*pconn
@@ -533,7 +534,7 @@ func TestUnreadRepliesCharged(t *testing.T) {
 	}
 	wg.Wait()
 	m := h.srv.Memory()
-	t.Logf("8 connections not reading 16 MB of replies each: %d closed; budget peak %.1f MiB of %d MiB", closedN.Load(), float64(m.Peak)/mib, 3*maxFrame/mib)
+	t.Logf("8 connections not reading 48 MB of replies each: %d closed; budget peak %.1f MiB of %d MiB", closedN.Load(), float64(m.Peak)/mib, 3*maxFrame/mib)
 	if m.Peak < 1*mib {
 		t.Fatalf("unread replies are not in the budget: its peak is %d bytes", m.Peak)
 	}
@@ -554,9 +555,9 @@ func TestMemoryBudgetOff(t *testing.T) {
 	c := h.dial(t, "mallory")
 	payload := bytes.Repeat([]byte("o"), maxFrame-64)
 	for i := range 4 {
-		c.must(t, protocol.StatusOK, protocol.OpUpdate, "off", c9(uint16(i+1)), payload)
+		c.must(t, protocol.StatusOK, protocol.OpUpdate, fmt.Sprint("off", i), c9(1), payload)
 	}
-	if got := c.must(t, protocol.StatusOK, protocol.OpGet, "off", phext.Origin, nil); len(got) < len(payload) {
+	if got := c.must(t, protocol.StatusOK, protocol.OpGet, "off0", phext.Origin, nil); len(got) < len(payload) {
 		t.Fatalf("GET: %d bytes", len(got))
 	}
 	if m := h.srv.Memory(); m.Limit != -1 || m.Used != 0 || m.Peak != 0 || m.Refused != 0 {
