@@ -99,10 +99,11 @@ type Options struct {
 	MaxSnapshot int64
 }
 
-// FDsPerOpenPhext is the most file descriptors an open phext holds (its
-// WAL; the snapshot is mapped and its descriptor closed), for sizing
-// MaxOpenPhexts against the open-file limit.
-const FDsPerOpenPhext = 1
+// FDsPerOpenPhext is the most file descriptors an open phext holds, for
+// sizing MaxOpenPhexts against the open-file limit: none since the commit
+// log is shared (the snapshot is mapped and its descriptor closed; a
+// checkpoint holds one for its duration).
+const FDsPerOpenPhext = 0
 
 // closeParallelism bounds the tenants Store.Close closes at once.
 const closeParallelism = 16

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/phext/sq/store"
 )
 
 // TestAutoMaxOpen: the default open-phext cap is a quarter of the
@@ -35,7 +37,7 @@ func TestFDPlanReport(t *testing.T) {
 	if p.soft != p.hard {
 		t.Errorf("soft limit %d not raised to the hard limit %d", p.soft, p.hard)
 	}
-	if p.maxOpen < 256 || p.need != 10+uint64(p.maxOpen)*17/16+fdReserve {
+	if p.maxOpen < 256 || p.need != 10+uint64(p.maxOpen)*17/16*store.FDsPerOpenPhext+fdReserve {
 		t.Errorf("plan %+v", p)
 	}
 	var buf bytes.Buffer

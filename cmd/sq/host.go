@@ -448,10 +448,11 @@ func (p fdPlan) report(log *slog.Logger, tenants int) {
 // of it, leaving the rest for connections, within 256..16384 (with the
 // common default limit of 1024 that is 256). Not more on a host with more
 // tenants: measured at 10,000 tenants writing with a limit of 20,000, a cap
-// of 8,929 (what one connection per tenant leaves) served no more (5,278
-// ops/s against 5,711 with 5,000, one run each on a loaded box), and
-// Close, which fsyncs and compacts every open phext that was written, no
-// longer finished within 30 s of SIGTERM.
+// of 8,929 (what one connection per tenant left when each open phext held
+// its WAL) served no more (5,278 ops/s against 5,711 with 5,000, one run
+// each on a loaded box), and Close, which writes back every open phext
+// that was written, no longer finished within 30 s of SIGTERM; with the
+// shared commit log a cap of 10,700 did the same (docs/OPERATIONS.md §7).
 func autoMaxOpen(limit uint64) int {
 	return int(min(max(limit/4, 256), 16384))
 }
