@@ -3,10 +3,9 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/phext/sq/config"
 	"io"
 	"net"
 	"os"
@@ -25,12 +24,6 @@ type Tenant struct {
 	DataDir string
 }
 
-// configEntry is a tenant in the SQ tenants.json format.
-type configEntry struct {
-	Name    string `json:"name"`
-	DataDir string `json:"data_dir"`
-}
-
 // NewTenants makes n tenants named tenant-001 … with data dirs under dir
 // and random tokens pmb-v1-NNN-<24 hex> (NNN counts from 001; it keeps
 // growing past 999).
@@ -39,14 +32,14 @@ func NewTenants(dir string, n int) ([]Tenant, error) {
 		return nil, fmt.Errorf("%w: tenant count %d", ErrUsage, n)
 	}
 	ts := make([]Tenant, n)
-	var rnd [12]byte
 	for i := range ts {
-		if _, err := rand.Read(rnd[:]); err != nil {
+		tok, err := config.GenerateToken(i + 1)
+		if err != nil {
 			return nil, err
 		}
 		num := fmt.Sprintf("%03d", i+1)
 		ts[i] = Tenant{
-			Token:   "pmb-v1-" + num + "-" + hex.EncodeToString(rnd[:]),
+			Token:   tok,
 			Name:    "tenant-" + num,
 			DataDir: filepath.Join(dir, "tenant-"+num),
 		}
@@ -55,32 +48,15 @@ func NewTenants(dir string, n int) ([]Tenant, error) {
 }
 
 // WriteConfig writes tenants as a tenants.json in the SQ format
-// {"tenants": {"<token>": {"name": …, "data_dir": …}}} to path, through a
-// temporary file and a rename so a server reloading it never reads half a
-// file.
+// {"tenants": {"<token>": {"name": …, "data_dir": …}}} to path with
+// config.WriteFile (through a temporary file and a rename, so a server
+// reloading it never reads half a file).
 func WriteConfig(path string, tenants []Tenant) error {
-	m := make(map[string]configEntry, len(tenants))
+	c := &config.Config{Tenants: make(map[string]config.TenantEntry, len(tenants))}
 	for _, t := range tenants {
-		m[t.Token] = configEntry{Name: t.Name, DataDir: t.DataDir}
+		c.Tenants[t.Token] = config.TenantEntry{Name: t.Name, DataDir: t.DataDir}
 	}
-	data, err := json.MarshalIndent(map[string]any{"tenants": m}, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tenants-*.json")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return config.WriteFile(path, c)
 }
 
 // ReadConfigTokens reads the tokens of an SQ tenants.json, sorted by
@@ -90,19 +66,15 @@ func ReadConfigTokens(path string) ([]Tenant, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c struct {
-		Tenants map[string]struct {
-			Name    string `json:"name"`
-			DataDir string `json:"data_dir"`
-			Enabled *bool  `json:"enabled"`
-		} `json:"tenants"`
-	}
+	// Decoded, not validated (config.Parse would refuse what a server
+	// refuses): bench only needs the enabled tenants' tokens.
+	var c config.Config
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var ts []Tenant
 	for tok, e := range c.Tenants {
-		if e.Enabled != nil && !*e.Enabled {
+		if !e.IsEnabled() {
 			continue
 		}
 		ts = append(ts, Tenant{Token: tok, Name: e.Name, DataDir: e.DataDir})
