@@ -639,8 +639,20 @@ func (l *commitLog) tryAppend(dir, name string, base []byte, it logItem) (lsn, g
 	if cap(buf) <= maxPooledBatch {
 		l.scratch = buf[:0]
 	}
-	// Writers that queued meanwhile wait for a leader: this is it.
-	l.run(nil)
+	if l.cur == nil {
+		l.writing = false
+		l.cond.Broadcast()
+		l.mu.Unlock()
+		return lsn, gen, true, err
+	}
+	// Writers queued meanwhile wait for a leader. The caller is an event
+	// loop, which must not write (or fsync, in mode always) their group:
+	// a new goroutine leads, keeping the write side.
+	l.mu.Unlock()
+	go func() {
+		l.mu.Lock()
+		l.run(nil)
+	}()
 	return lsn, gen, true, err
 }
 
