@@ -192,7 +192,13 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 		replyText(w, code, err.Error())
 		return
 	}
-	defer hub.remove(sub)
+	defer func() {
+		// Once out of the hub nothing is queued any more: give back what
+		// is still queued (a client that went away mid-stream).
+		hub.remove(sub)
+		_, charged, _ := k.take(nil)
+		t.mem.release(charged)
+	}()
 	h.record(t, routeWatch, http.StatusOK, protocol.StatusOK, 0, 0, start)
 	rc := http.NewResponseController(w)
 	hd := w.Header()
