@@ -126,6 +126,7 @@ type serverStats struct {
 	watchEvents  atomic.Uint64
 	watchDropped atomic.Uint64
 	watchResyncs atomic.Uint64
+	watchLat     latHist // sq_watch_delivery_seconds
 	// opLat are the request-duration histograms of each operation over
 	// all tenants.
 	opLat [numOpSlots]latHist

@@ -227,6 +227,10 @@ func (h *httpAPI) appendMetrics(e *expo) {
 		}
 	}
 
+	e.family("sq_watch_delivery_seconds", "histogram",
+		"Time a change event waited in the server: from its commit (publish) to the watcher's event loop handing it to the socket; per write of a watcher's queue, the oldest event's wait.")
+	e.hist(&s.stats.watchLat, "sq_watch_delivery_seconds")
+
 	tab := s.table.Load()
 	ts := make([]scrapeTenant, 0, len(tab.byName))
 	for _, tn := range tab.byName {

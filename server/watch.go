@@ -346,6 +346,7 @@ type connWatch struct {
 	spare     []byte
 	charged   int64 // bytes of out reserved from the budget
 	scheduled bool  // a flush is queued on the loop
+	since     int64 // unix nanos when the oldest event in out was queued (0: none)
 }
 
 // connSink is the sink of a binary-protocol connection.
@@ -377,6 +378,9 @@ func (k connSink) deliver(sub *watchSub, ev *feedEvent) bool {
 		return false
 	}
 	w.charged += int64(size)
+	if len(w.out) == 0 {
+		w.since = time.Now().UnixNano()
+	}
 	w.out = protocol.AppendChangeEvent(w.out, sub.id, ev.pos, uint8(ev.op), []byte(ev.phext), ev.coord,
 		uint64(ev.n), sum, textAt, text)
 	cs.s.stats.watchEvents.Add(1)
@@ -448,11 +452,14 @@ func (cs *connState) flushWatch(c gnet.Conn, _ error) error {
 		cs.dropWatches(protocol.ResyncSlow)
 	}
 	w.wmu.Lock()
-	buf, charged := w.out, w.charged
-	w.out, w.spare, w.charged, w.scheduled = w.spare[:0], nil, 0, false
+	buf, charged, since := w.out, w.charged, w.since
+	w.out, w.spare, w.charged, w.scheduled, w.since = w.spare[:0], nil, 0, false, 0
 	w.wmu.Unlock()
 	if c != nil && len(buf) > 0 && !cs.gone.Load() {
 		c.Write(buf) // gnet copies what the socket does not take now
+		if since != 0 {
+			cs.s.stats.watchLat.add(uint64(max(time.Now().UnixNano()-since, 0) / 1000))
+		}
 	}
 	cs.mem.release(charged)
 	if cap(buf) <= maxSpare {

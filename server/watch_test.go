@@ -196,6 +196,9 @@ func TestWatchOrderPrefixIsolation(t *testing.T) {
 			if r := w.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w.events) != 0 {
 				t.Fatalf("extra events: %+v", w.events)
 			}
+			if histCount(&e.srv.stats.watchLat) == 0 {
+				t.Fatal("no delivery latency recorded")
+			}
 			// beta's watcher saw nothing of alpha: its first event is beta's.
 			if ev := beta.next(); ev.Kind != protocol.EventChange || ev.Coord != phext.Origin || ev.Len != uint64(len("beta-marker")) {
 				t.Fatalf("beta watcher: %+v", ev)
