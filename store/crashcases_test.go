@@ -86,7 +86,6 @@ func TestCrashCheckpointDirFsyncFailedThenRotation(t *testing.T) {
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("acked")); err != nil {
 		t.Fatal(err)
 	}
-	old := p.logFiles()
 	p.fs.armOnce("syncdir", "victim", syscall.EIO)
 	if err := p.victim.Compact([]byte("f")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("compact: %v", err)
@@ -97,9 +96,9 @@ func TestCrashCheckpointDirFsyncFailedThenRotation(t *testing.T) {
 	if err := store.Rotate(p.s); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("rotate: %v", err)
 	}
-	if _, err := os.Stat(old[0]); err != nil {
-		t.Fatalf("the generation holding records of a phext whose checkpoint is not durable was deleted: %v", err)
-	}
+	// The old generation may go only because the phext's records in it
+	// were carried into the current one (review 14, F8): the crash below
+	// checks that nothing was lost.
 	if _, err := p.victim.Insert([]byte("f"), c9(2), []byte("next")); err != nil {
 		t.Fatal(err)
 	}

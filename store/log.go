@@ -474,6 +474,41 @@ func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool
 	return last, g.gen, g.err
 }
 
+// commitRaw logs recs (records of phext name read back from an older
+// generation, with their own LSNs) durably, and returns the generation they
+// went to. Recovery sorts a phext's records by LSN and drops duplicates, so
+// a record carried while its old file stays is applied once.
+func (l *commitLog) commitRaw(dir, name string, recs []logRec) (gen uint64, err error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, errLogClosed
+	}
+	if err := l.s.logHealthy(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	g := l.cur
+	if g == nil {
+		g = &logGroup{done: make(chan struct{})}
+		l.cur = g
+	}
+	id := l.dirIDLocked(&g.buf, dir)
+	for i := range recs {
+		r := &recs[i]
+		g.buf = appendLogRecord(g.buf, r.kind, r.lsn, id, name, r.c, r.payload)
+	}
+	g.sync = true
+	if l.writing {
+		l.mu.Unlock()
+		<-g.done
+		return g.gen, g.err
+	}
+	l.writing = true
+	l.run(g)
+	return g.gen, g.err
+}
+
 // run writes pending groups until mine is done (mu held, writing owned;
 // returns with mu released). Later groups are handed to a new goroutine so
 // the leader's reply is not delayed by writers that came after it.

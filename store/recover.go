@@ -524,7 +524,10 @@ func (s *Store) rotateIf(need func() bool) error {
 		s.log.Error("store: closing the previous log generation", "err", cerr)
 	}
 	old := gen - 1
-	var errs []error
+	var (
+		errs   []error
+		failed []*pfile
+	)
 	for _, p := range s.dirtyList() {
 		p.fmu.Lock()
 		h := p.heldGen()
@@ -535,21 +538,84 @@ func (s *Store) rotateIf(need func() bool) error {
 		did, err := p.checkpoint()
 		if err != nil && !errors.Is(err, errPfileClosed) {
 			errs = append(errs, err)
+			failed = append(failed, p)
 		}
 		if did && err == nil && seq > 0 {
 			s.rewrites.Add(1)
 		}
 		p.countCompaction(did, err)
 	}
+	if len(failed) > 0 && s.suspect.Load() == nil {
+		// One tenant's failing checkpoints (its disk full or read-only)
+		// must not keep the shared log's old generations for everyone:
+		// its records there are written again into the current one.
+		if err := s.carryOver(failed, old); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.dropOldGens(gen)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	s.dropOldGens(gen)
 	if s.suspect.Load() != nil && s.suspectSeq.Load() == seq && s.neededGen(gen) >= gen {
 		s.suspect.Store(nil)
 		s.log.Info("store: commit log repaired; writes accepted again")
 	}
 	return nil
+}
+
+// carryOver writes the records that phexts ps (whose checkpoint failed)
+// have in generations up to old into the current generation, read back from
+// those (closed, fsynced) files, so that the old generations can go. A
+// phext with a checkpoint running, or whose records could not be carried,
+// keeps holding its generations.
+func (s *Store) carryOver(ps []*pfile, old uint64) error {
+	files, err := s.listLogs()
+	if err != nil {
+		return err
+	}
+	want := make(map[string][]logRec, len(ps))
+	for _, p := range ps {
+		want[p.t.dir+"\x00"+p.key] = nil
+	}
+	for _, lf := range files {
+		if lf.gen > old {
+			continue
+		}
+		data, err := readAll(s.fs, lf.path)
+		if err != nil {
+			return err
+		}
+		w, err := scanLog(data, lf.path)
+		if err != nil {
+			return err
+		}
+		for _, r := range w.recs {
+			k := r.dir + "\x00" + r.name
+			if rs, ok := want[k]; ok && r.kind != opBad {
+				want[k] = append(rs, r)
+			}
+		}
+	}
+	var errs []error
+	for _, p := range ps {
+		recs := want[p.t.dir+"\x00"+p.key]
+		slices.SortStableFunc(recs, func(a, b logRec) int { return cmp.Compare(a.lsn, b.lsn) })
+		recs = slices.CompactFunc(recs, func(a, b logRec) bool { return a.lsn == b.lsn })
+		p.fmu.Lock()
+		if p.state.Load() == stateClosed || p.ckptHold != 0 || p.oldestGen == 0 || p.oldestGen > old {
+			p.fmu.Unlock()
+			continue
+		}
+		g, err := s.wlog.commitRaw(p.t.dir, p.key, recs)
+		if err == nil {
+			p.oldestGen = g
+		} else {
+			errs = append(errs, err)
+		}
+		p.fmu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // neededGen returns the oldest generation some phext still needs (cur when

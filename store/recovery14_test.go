@@ -337,3 +337,26 @@ func TestTransientCloseFailureRefusesUntilRestart(t *testing.T) {
 		t.Fatalf("after a transient fault during close the phext reads %q, %v", got, err)
 	}
 }
+
+// Review 14, finding 8. One tenant whose checkpoints fail (its data dir's disk is
+// full or read-only: a per-tenant fault, the others are healthy) holds the
+// oldest generation, and generations are deleted only below the oldest one
+// any phext holds (and not at all when a rotation's checkpoint failed): the
+// shared log then grows without bound for every tenant, each rotation
+// adding a file, until the log disk is full and every tenant's writes fail.
+func TestOneTenantsFailingCheckpointsGrowTheSharedLog(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityEverySec})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	p.fs.arm("rename", "victim", syscall.ENOSPC) // its checkpoints fail from now on
+	for i := range 10 {
+		if _, err := p.bystander.Insert([]byte("g"), c9(uint16(i+1)), []byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		_ = store.Rotate(p.s)
+	}
+	if fs := p.logFiles(); len(fs) > 3 {
+		t.Fatalf("%d log files after 10 rotations: one tenant's failing checkpoint keeps the whole shared log", len(fs))
+	}
+}
