@@ -22,14 +22,17 @@ const (
 	// DurabilityDefault inherits: a tenant with it uses the Store's mode, a
 	// Store with it uses DurabilityEverySec.
 	DurabilityDefault Durability = iota
-	// DurabilityAlways acknowledges a write only after its WAL record was
-	// fsynced. Concurrent writers to one phext share one fsync.
+	// DurabilityAlways acknowledges a write only after its commit log
+	// record was fsynced. Concurrent writers of all tenants share one fsync.
 	DurabilityAlways
-	// DurabilityEverySec fsyncs dirty WALs at least once per SyncInterval; a
-	// crash may lose about that much of acknowledged writes, never a partial
-	// record.
+	// DurabilityEverySec acknowledges after the record's write(); the
+	// shared commit log is fsynced at least once per SyncInterval, so a power
+	// loss may lose about that much of acknowledged writes, never a partial
+	// record (kill -9 loses nothing written).
 	DurabilityEverySec
-	// DurabilityNo never fsyncs the WAL except on Sync, compaction and Close.
+	// DurabilityNo acknowledges after the record's write() and asks for no
+	// fsync; the commit log is shared, so its records are fsynced with the
+	// others' (the syncer, Sync, checkpoints, Close) all the same.
 	DurabilityNo
 )
 
@@ -71,11 +74,13 @@ type Options struct {
 	// (default DurabilityEverySec).
 	Durability Durability
 	// MaxOpenPhexts caps the phexts open at once over all tenants (default
-	// 256); past it the least recently used one is closed. Each open phext
-	// holds at most one file descriptor (its WAL) and one mapping.
+	// 256); past it the least recently used one is closed (checkpointed
+	// first when the commit log holds records of it). An open phext holds
+	// one mapping and no file descriptor.
 	MaxOpenPhexts int
-	// CompactMinWAL is the WAL size past which a phext is compacted, when the
-	// WAL is also larger than half the snapshot (default 4 MiB).
+	// CompactMinWAL is the size of a phext's records in the commit log past
+	// which it is checkpointed, when they are also larger than half the
+	// snapshot (default 4 MiB).
 	CompactMinWAL int64
 	// SyncInterval is the everysec fsync period (default 1s).
 	SyncInterval time.Duration

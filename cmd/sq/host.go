@@ -246,6 +246,9 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if logDir == "" {
 		logDir = defaultLogDir(c.config, c.data)
 	}
+	if err := checkLegacyLogDir(c.config, logDir); err != nil {
+		return out.fail(1, "store", err)
+	}
 	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir})
 	if err != nil {
 		return out.fail(1, "store", err)
@@ -477,10 +480,33 @@ func setMemoryLimit(budget int64, maxFrame int) {
 
 // defaultLogDir is where the commit log lives without --log-dir: sq-log
 // beside the config file, or log under the data root of the embedded dev
-// config.
+// config. The systemd unit passes --log-dir /var/lib/sq/log (the data's
+// file system, not /etc's).
 func defaultLogDir(config, data string) string {
 	if config != "" {
 		return filepath.Join(filepath.Dir(config), "sq-log")
 	}
 	return filepath.Join(data, "log")
+}
+
+// checkLegacyLogDir refuses to start when --log-dir names another dir than
+// the default with --config (sq-log beside the config file) while that one
+// still holds records (e.g. the systemd unit moved the log to
+// /var/lib/sq/log): starting on another log dir would not replay them. A
+// clean stop leaves only header-only files (32 bytes), which are fine.
+func checkLegacyLogDir(config, logDir string) error {
+	if config == "" {
+		return nil
+	}
+	old := filepath.Join(filepath.Dir(config), "sq-log")
+	if a, b := filepath.Clean(old), filepath.Clean(logDir); a == b {
+		return nil
+	}
+	files, _ := filepath.Glob(filepath.Join(old, "sq-*.log"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 32 {
+			return fmt.Errorf("the commit log in %s (the default of an earlier version) holds records that %s would not replay: start with --log-dir %s (or stop the server cleanly with it first)", old, logDir, old)
+		}
+	}
+	return nil
 }
