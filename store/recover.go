@@ -545,23 +545,69 @@ func (s *Store) rotateIf(need func() bool) error {
 		}
 		p.countCompaction(did, err)
 	}
-	if len(failed) > 0 && s.suspect.Load() == nil {
+	if len(failed) > 0 {
 		// One tenant's failing checkpoints (its disk full or read-only)
-		// must not keep the shared log's old generations for everyone:
-		// its records there are written again into the current one.
-		if err := s.carryOver(failed, old); err != nil {
+		// must not keep the shared log's old generations, or the repair
+		// after a failed log fsync, for everyone: its records there are
+		// written again into the current one; after a failed fsync, from
+		// memory (the page cache of the old files is not trusted).
+		var err error
+		if s.suspect.Load() == nil {
+			err = s.carryOver(failed, old)
+		} else {
+			err = s.carryFromMemory(failed, old)
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 	s.dropOldGens(gen)
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
 	if s.suspect.Load() != nil && s.suspectSeq.Load() == seq && s.neededGen(gen) >= gen {
 		s.suspect.Store(nil)
 		s.log.Info("store: commit log repaired; writes accepted again")
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// carryFromMemory logs, for each phext of ps that still holds a generation
+// up to old, its whole document from memory as one PUT record (a fresh
+// LSN, fsynced) in the current generation: recovery applies a PUT onto
+// whatever snapshot it finds, so the phext no longer needs the old
+// generations. A document larger than MaxRecord keeps holding them.
+func (s *Store) carryFromMemory(ps []*pfile, old uint64) error {
+	var errs []error
+	for _, p := range ps {
+		p.fmu.Lock()
+		if p.state.Load() == stateClosed || p.ckptHold != 0 || p.oldestGen == 0 || p.oldestGen > old {
+			p.fmu.Unlock()
+			continue
+		}
+		var doc []byte
+		prev := phext.Origin
+		p.mu.RLock()
+		p.walk(func(c phext.Coordinate, text []byte) {
+			doc = phext.AppendDelimiters(doc, prev, c)
+			doc = append(doc, text...)
+			prev = c
+		})
+		p.mu.RUnlock()
+		if len(doc) > MaxRecord {
+			p.fmu.Unlock()
+			errs = append(errs, fmt.Errorf("store: %s: document too large to log from memory", p.path))
+			continue
+		}
+		if doc == nil {
+			doc = []byte{}
+		}
+		last, g, err := s.wlog.commitX(p.t.dir, p.key, []logItem{{kind: opPut, payload: doc}}, true, true)
+		if err == nil {
+			p.oldestGen, p.lastLSN = g, last
+		} else {
+			errs = append(errs, err)
+		}
+		p.fmu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // carryOver writes the records that phexts ps (whose checkpoint failed)

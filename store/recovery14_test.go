@@ -360,3 +360,28 @@ func TestOneTenantsFailingCheckpointsGrowTheSharedLog(t *testing.T) {
 		t.Fatalf("%d log files after 10 rotations: one tenant's failing checkpoint keeps the whole shared log", len(fs))
 	}
 }
+
+// Review 14, finding 9. After one failed log fsync (a transient fault of the log's
+// disk) writes are refused store-wide until the repair checkpointed every
+// dirty phext; a phext whose own data dir refuses the checkpoint (another
+// tenant's full disk) keeps the repair failing, so every tenant's writes
+// stay refused although the log's disk is healthy again.
+func TestRepairBlockedByOneTenantsDisk(t *testing.T) {
+	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
+	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	p.fs.arm("rename", "victim", syscall.ENOSPC) // the victim's disk is full
+	p.fs.armOnce("sync", logMatch, syscall.EIO)  // one transient log fault
+	if _, err := p.bystander.Insert([]byte("g"), c9(1), []byte("lost")); err == nil {
+		t.Fatal("the injected fsync failure was not reported")
+	}
+	var err error
+	for range 20 {
+		if _, err = p.bystander.Insert([]byte("g"), c9(1), []byte("y")); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("bystander's writes still refused after the log's fault cleared, because another tenant's checkpoint fails: %v", err)
+}
