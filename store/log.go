@@ -530,6 +530,15 @@ func (l *commitLog) run(mine *logGroup) {
 			return
 		}
 		l.cur = nil
+		if l.torn.Load() {
+			// A failed write could not be cut back: nothing more goes
+			// into this file (recovery would see the torn bytes followed
+			// by records). Groups queued meanwhile fail; nothing of them
+			// was applied.
+			g.gen, g.err = l.gen, fmt.Errorf("%w: %s holds a torn write", errLogSuspect, l.path)
+			close(g.done)
+			continue
+		}
 		if l.redefine {
 			// An earlier write failed and may have taken dir records
 			// with it: define every dir again before this group.
