@@ -161,7 +161,7 @@ func (h *httpAPI) adminMethod(w http.ResponseWriter, r *http.Request, m string) 
 func liveTenant(a *AdminTenant, tn *tenant, withOps bool) {
 	a.Enabled = true
 	a.Connections = tn.conns.Load()
-	if u, err := tn.st.Usage(); err == nil {
+	if u, err := tn.store.Usage(); err == nil {
 		a.Bytes, a.Scrolls, a.Phexts = u.Bytes, u.Scrolls, u.Phexts
 	}
 	if withOps {

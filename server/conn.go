@@ -504,15 +504,15 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	return gnet.None, true
 }
 
-// authFail answers a failed HELLO with status st and closes the
+// authFail answers a failed HELLO with status and closes the
 // connection. Past the address's budget the answer is delayed, so guessing
 // tokens from one address is slow.
-func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, st protocol.Status, msg string) {
+func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol.Status, msg string) {
 	s.stats.authFailures.Add(1)
 	cs.closing.Store(true)
 	s.stats.closed[closeAuth].Add(1)
 	c.Discard(c.InboundBuffered())
-	reply := protocol.AppendError(nil, id, st, msg)
+	reply := protocol.AppendError(nil, id, status, msg)
 	delay := s.auth.fail(cs.ip, time.Now())
 	if delay <= 0 {
 		c.Write(reply)

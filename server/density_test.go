@@ -58,13 +58,13 @@ func TestIdleTenantMemory(t *testing.T) {
 	const n = 10000
 	root := tmpfsDir(t)
 	cfg := densityConfig(root, n)
-	st, err := store.Open(&store.Options{Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer db.Close()
 	before := heapAlloc()
-	srv, err := New(st, cfg, &Options{Logger: quietLogger()})
+	srv, err := New(db, cfg, &Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,12 +95,12 @@ func TestStartSummaryAndReloadCost(t *testing.T) {
 	}
 	var logBuf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	st, err := store.Open(&store.Options{Logger: log})
+	db, err := store.Open(&store.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	srv, err := New(st, cfg, &Options{Logger: log})
+	defer db.Close()
+	srv, err := New(db, cfg, &Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestStartSummaryAndReloadCost(t *testing.T) {
 			t.Fatalf("tenant %s replaced by a reload that changed only its quota or nothing", name)
 		}
 	}
-	if got := tab.byName[changed].st; got == nil {
+	if got := tab.byName[changed].store; got == nil {
 		t.Fatal("changed tenant lost its store handle")
 	}
 }
@@ -150,12 +150,12 @@ func BenchmarkReloadOneOf10K(b *testing.B) {
 	const n = 10000
 	root := tmpfsDir(b)
 	cfg := densityConfig(root, n)
-	st, err := store.Open(&store.Options{Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
-	srv, err := New(st, cfg, &Options{Logger: quietLogger()})
+	defer db.Close()
+	srv, err := New(db, cfg, &Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -188,15 +188,15 @@ func BenchmarkStart10K(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		st, err := store.Open(&store.Options{Logger: quietLogger()})
+		db, err := store.Open(&store.Options{Logger: quietLogger()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := New(st, cfg, &Options{Logger: quietLogger()}); err != nil {
+		if _, err := New(db, cfg, &Options{Logger: quietLogger()}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		st.Close()
+		db.Close()
 		b.StartTimer()
 	}
 }
@@ -230,18 +230,18 @@ func BenchmarkStartPerTenant(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := store.Open(&store.Options{Logger: quietLogger()})
+		db, err := store.Open(&store.Options{Logger: quietLogger()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := New(st, c, &Options{Logger: quietLogger()}); err != nil {
+		if _, err := New(db, c, &Options{Logger: quietLogger()}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
 		runtime.ReadMemStats(&ms1)
 		mallocs += ms1.Mallocs - ms0.Mallocs
 		bytes += ms1.TotalAlloc - ms0.TotalAlloc
-		st.Close()
+		db.Close()
 	}
 	per := float64(b.N * n)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per, "ns/tenant")
@@ -256,12 +256,12 @@ func BenchmarkMetricsScrape10K(b *testing.B) {
 	const n = 10000
 	root := tmpfsDir(b)
 	cfg := densityConfig(root, n)
-	st, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
-	srv, err := New(st, cfg, &Options{Logger: quietLogger()})
+	defer db.Close()
+	srv, err := New(db, cfg, &Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -61,23 +61,23 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 		}
 		ws = append(ws, writeOf(&req))
 	}
-	t.st.WriteMany(ws)
+	t.store.WriteMany(ws)
 	d := time.Since(start)
 	for i, f := range frames {
 		h := protocol.ParseHeader(f)
 		op := protocol.Op(h.Op)
 		pos := len(out)
-		st := protocol.StatusOK
+		status := protocol.StatusOK
 		if err := ws[i].Err; err != nil {
 			req := protocol.Request{Op: op, ID: h.ID, Name: ws[i].Name}
 			var msg string
-			st, msg = s.errReply(t, &req, err)
-			out = protocol.AppendError(out, h.ID, st, msg)
+			status, msg = s.errReply(t, &req, err)
+			out = protocol.AppendError(out, h.ID, status, msg)
 		} else {
 			out = protocol.AppendResponseHeader(out, h.ID, protocol.StatusOK, 4)
 			out = protocol.AppendCount(out, uint32(ws[i].N))
 		}
-		t.stats.record(op, st, len(f), len(out)-pos, d)
+		t.stats.record(op, status, len(f), len(out)-pos, d)
 		ws[i] = store.Write{} // drop the views into the frames
 	}
 	cs.writes = ws[:0]
@@ -101,20 +101,20 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		return protocol.AppendError(out, h.ID, protocol.StatusBusy, errBusyMemory.Msg)
 	}
 	if err := cs.dec.Decode(frame, &req); err != nil {
-		st := protocol.StatusOf(err)
-		out = protocol.AppendError(out, req.ID, st, err.Error())
-		s.record(cs, req.Op, st, len(frame), 0, start)
+		status := protocol.StatusOf(err)
+		out = protocol.AppendError(out, req.ID, status, err.Error())
+		s.record(cs, req.Op, status, len(frame), 0, start)
 		return out
 	}
 	pos := len(out)
-	st, out := s.exec(cs, &req, out)
-	s.record(cs, req.Op, st, len(frame), len(out)-pos, start)
+	status, out := s.exec(cs, &req, out)
+	s.record(cs, req.Op, status, len(frame), len(out)-pos, start)
 	return out
 }
 
-func (s *Server) record(cs *connState, op protocol.Op, st protocol.Status, in, out int, start time.Time) {
+func (s *Server) record(cs *connState, op protocol.Op, status protocol.Status, in, out int, start time.Time) {
 	if cs.tenant != nil {
-		cs.tenant.stats.record(op, st, in, out, time.Since(start))
+		cs.tenant.stats.record(op, status, in, out, time.Since(start))
 	}
 }
 
@@ -146,38 +146,38 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	switch req.Op {
 	case protocol.OpPing:
 	case protocol.OpSelect:
-		out, err = t.st.AppendSelect(out, req.Name, req.Coord)
+		out, err = t.store.AppendSelect(out, req.Name, req.Coord)
 	case protocol.OpInsert:
 		var n int
-		if n, err = t.st.Insert(req.Name, req.Coord, req.Payload); err == nil {
+		if n, err = t.store.Insert(req.Name, req.Coord, req.Payload); err == nil {
 			out = protocol.AppendCount(out, uint32(n))
 		}
 	case protocol.OpUpdate:
 		var n int
-		if n, err = t.st.Update(req.Name, req.Coord, req.Payload); err == nil {
+		if n, err = t.store.Update(req.Name, req.Coord, req.Payload); err == nil {
 			out = protocol.AppendCount(out, uint32(n))
 		}
 	case protocol.OpDelete:
 		var n int
-		if n, err = t.st.Delete(req.Name, req.Coord); err == nil {
+		if n, err = t.store.Delete(req.Name, req.Coord); err == nil {
 			out = protocol.AppendCount(out, uint32(n))
 		}
 	case protocol.OpTOC:
-		out, err = t.st.AppendTOCLimit(out, req.Name, s.replyLimit(cs))
+		out, err = t.store.AppendTOCLimit(out, req.Name, s.replyLimit(cs))
 	case protocol.OpGet:
-		out, err = t.st.AppendGetLimit(out, req.Name, s.replyLimit(cs))
+		out, err = t.store.AppendGetLimit(out, req.Name, s.replyLimit(cs))
 	case protocol.OpPut:
 		// The log batch copies the document once more while it is written.
 		if err = cs.held.reserve(len(req.Payload)); err == nil {
 			var n int
-			if n, err = t.st.Put(req.Name, req.Payload); err == nil {
+			if n, err = t.store.Put(req.Name, req.Payload); err == nil {
 				out = protocol.AppendCount(out, uint32(n))
 			}
 		}
 	case protocol.OpChecksum:
-		out, err = t.st.AppendChecksum(out, req.Name)
+		out, err = t.store.AppendChecksum(out, req.Name)
 	case protocol.OpDelta:
-		out, err = t.st.AppendDeltaLimit(out, req.Name, req.Payload, s.replyLimit(cs))
+		out, err = t.store.AppendDeltaLimit(out, req.Name, req.Payload, s.replyLimit(cs))
 	case protocol.OpWhere:
 		algo, limit, text, derr := protocol.DecodeWherePayload(req.Payload)
 		if err = derr; err == nil {
@@ -188,12 +188,12 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 		}
 	case protocol.OpList:
 		var names []string
-		if names, err = t.st.List(); err == nil {
+		if names, err = t.store.List(); err == nil {
 			out = protocol.AppendList(out, names)
 		}
 	case protocol.OpStatus:
 		var u store.Usage
-		if u, err = t.st.Usage(); err == nil {
+		if u, err = t.store.Usage(); err == nil {
 			out = protocol.AppendStatusInfo(out, protocol.StatusInfo{
 				Phexts: uint32(u.Phexts), Scrolls: uint64(u.Scrolls),
 				Bytes: uint64(u.Bytes), Quota: uint64(u.QuotaBytes)})
@@ -201,7 +201,7 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	case protocol.OpVersion:
 		out = append(out, "sq "+Version...)
 	case protocol.OpCompact:
-		err = t.st.Compact(req.Name)
+		err = t.store.Compact(req.Name)
 	case protocol.OpWatch:
 		out, err = s.execWatch(cs, req, out)
 	case protocol.OpUnwatch:
@@ -219,8 +219,8 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 		err = &protocol.Error{Status: protocol.StatusUnknownOp, Msg: "unknown operation " + req.Op.String()}
 	}
 	if err != nil {
-		st, msg := s.errReply(t, req, err)
-		return st, protocol.AppendError(out[:pos], req.ID, st, msg)
+		status, msg := s.errReply(t, req, err)
+		return status, protocol.AppendError(out[:pos], req.ID, status, msg)
 	}
 	body := out[pos+protocol.HeaderSize:]
 	if len(body)+6 > s.opts.MaxFrame {
@@ -256,20 +256,20 @@ func (s *Server) compressReply(out []byte, pos int, id uint32, codec uint8) []by
 // routine (a tenant closing during a reload), and a log line per request
 // would let a client flood the log.
 func (s *Server) errReply(t *tenant, req *protocol.Request, err error) (protocol.Status, string) {
-	st, expected := statusOf(err)
+	status, expected := statusOf(err)
 	var pe *protocol.Error
 	if errors.As(err, &pe) {
-		return st, pe.Msg
+		return status, pe.Msg
 	}
 	if expected {
-		return st, err.Error()
+		return status, err.Error()
 	}
 	name := ""
 	if t != nil {
 		name = t.name
 	}
 	s.log.Warn("request failed", "tenant", name, "op", req.Op.String(), "phext", string(req.Name), "err", err)
-	return st, "internal error: " + err.Error()
+	return status, "internal error: " + err.Error()
 }
 
 // writeOf is the store write an INSERT, UPDATE or DELETE request asks for.

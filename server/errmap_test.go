@@ -43,7 +43,7 @@ func TestClosingTenantIsShuttingDownEverywhere(t *testing.T) {
 	c.ok(protocol.OpInsert, "", a, []byte("kept"))
 	// The store tenant closes under the server's table, as when a reload
 	// removes it while requests run.
-	if err := e.st.RemoveTenant("alpha"); err != nil {
+	if err := e.store.RemoveTenant("alpha"); err != nil {
 		t.Fatal(err)
 	}
 	for _, op := range []protocol.Op{protocol.OpSelect, protocol.OpInsert, protocol.OpGet, protocol.OpTOC, protocol.OpStatus} {

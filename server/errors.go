@@ -23,7 +23,7 @@ var errForbidden = errors.New("reload needs the admin token (or a loopback conne
 // moved the tenant under the request, or the store is shutting down) is
 // SHUTTING_DOWN, the retryable answer, never INTERNAL: it is routine during
 // a reload and logs nothing.
-func statusOf(err error) (st protocol.Status, expected bool) {
+func statusOf(err error) (status protocol.Status, expected bool) {
 	var pe *protocol.Error
 	switch {
 	case err == nil:
@@ -54,8 +54,8 @@ func statusOf(err error) (st protocol.Status, expected bool) {
 // httpCode is the HTTP status code of the REST answer for a protocol
 // status. SHUTTING_DOWN and BUSY are 503 and carry Retry-After
 // (retryAfter).
-func httpCode(st protocol.Status) int {
-	switch st {
+func httpCode(status protocol.Status) int {
+	switch status {
 	case protocol.StatusOK:
 		return http.StatusOK
 	case protocol.StatusBadFrame, protocol.StatusBadCoord, protocol.StatusBadScroll:

@@ -58,7 +58,7 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 	out.B = append(out.B, make([]byte, protocol.HeaderSize)...)
 	switch op {
 	case protocol.OpSelect:
-		b, ok := t.st.TryAppendSelect(out.B, req.Name, req.Coord, maxFastReply)
+		b, ok := t.store.TryAppendSelect(out.B, req.Name, req.Coord, maxFastReply)
 		if !ok {
 			out.B = out.B[:pos]
 			return out, false
@@ -107,7 +107,7 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 	w := writeOf(&req)
 	scratch := protocol.GetBuffer()
 	var ok bool
-	scratch.B, ok = t.st.TryWrite(&w, scratch.B)
+	scratch.B, ok = t.store.TryWrite(&w, scratch.B)
 	protocol.PutBuffer(scratch)
 	if !ok {
 		return out, false
@@ -117,15 +117,15 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 		out = protocol.GetBuffer()
 	}
 	pos := len(out.B)
-	st := protocol.StatusOK
+	status := protocol.StatusOK
 	if w.Err != nil {
 		var msg string
-		st, msg = s.errReply(t, &req, w.Err)
-		out.B = protocol.AppendError(out.B, req.ID, st, msg)
+		status, msg = s.errReply(t, &req, w.Err)
+		out.B = protocol.AppendError(out.B, req.ID, status, msg)
 	} else {
 		out.B = protocol.AppendResponseHeader(out.B, req.ID, protocol.StatusOK, 4)
 		out.B = protocol.AppendCount(out.B, uint32(w.N))
 	}
-	t.stats.record(req.Op, st, len(frame), len(out.B)-pos, time.Since(start))
+	t.stats.record(req.Op, status, len(frame), len(out.B)-pos, time.Since(start))
 	return out, true
 }

@@ -75,6 +75,6 @@ func TestReadyzFailsWhileDraining(t *testing.T) {
 	if c := code(); c != http.StatusServiceUnavailable {
 		t.Fatalf("readyz after shutdown began: %d", c)
 	}
-	e.st.Close()
+	e.store.Close()
 	e.srv = nil
 }

@@ -27,7 +27,7 @@ type testEnv struct {
 	dir     string
 	cfgPath string
 	cfg     *config.Config
-	st      *store.Store
+	store   *store.Store
 	srv     *Server
 	tokens  map[string]string // tenant name → token
 }
@@ -61,11 +61,11 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 	if dur == store.DurabilityDefault {
 		dur = store.DurabilityAlways
 	}
-	st, err := store.Open(&store.Options{Durability: dur, Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Durability: dur, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.st = st
+	e.store = db
 	o := eo.opts
 	o.Listen = "127.0.0.1:0"
 	if o.EventLoops == 0 {
@@ -75,9 +75,9 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 		o.Logger = quietLogger()
 	}
 	o.LoadConfig = func() (*config.Config, error) { return config.Load(e.cfgPath) }
-	srv, err := Start(st, e.cfg, &o)
+	srv, err := Start(db, e.cfg, &o)
 	if err != nil {
-		st.Close()
+		db.Close()
 		t.Fatal(err)
 	}
 	e.srv = srv
@@ -94,7 +94,7 @@ func (e *testEnv) stop() {
 	if err := e.srv.Shutdown(ctx); err != nil {
 		e.t.Errorf("shutdown: %v", err)
 	}
-	if err := e.st.Close(); err != nil {
+	if err := e.store.Close(); err != nil {
 		e.t.Errorf("store close: %v", err)
 	}
 	e.srv = nil
@@ -237,12 +237,12 @@ func mustCoord(t testing.TB, s string) phext.Coordinate {
 // reopenStore opens alpha's data dir in a fresh store after e stopped.
 func reopenStore(t testing.TB, e *testEnv) *store.Tenant {
 	t.Helper()
-	st, err := store.Open(&store.Options{Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	tn, err := st.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
+	t.Cleanup(func() { db.Close() })
+	tn, err := db.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
 	if err != nil {
 		t.Fatal(err)
 	}

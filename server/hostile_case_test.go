@@ -36,12 +36,12 @@ func TestCaseOnlyNames(t *testing.T) {
 	r2, _ := c.do(protocol.OpInsert, "notes", c9(3), []byte("again"))
 	h.stop()
 	// After a restart the single file must hold every acknowledged write.
-	st, err := store.Open(&store.Options{FS: foldFS{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	db, err := store.Open(&store.Options{FS: foldFS{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	ten, err := st.AddTenant(store.TenantConfig{Name: "mallory", DataDir: filepath.Join(h.dir, "data", "mallory")})
+	defer db.Close()
+	ten, err := db.AddTenant(store.TenantConfig{Name: "mallory", DataDir: filepath.Join(h.dir, "data", "mallory")})
 	if err != nil {
 		t.Fatal(err)
 	}

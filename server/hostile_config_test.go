@@ -30,9 +30,9 @@ func TestTwoTenantsOneDirConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "eve") {
 		t.Fatalf("validate: %v", err)
 	}
-	st, _ := store.Open(&store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	defer st.Close()
-	if _, err := server.New(st, bad, &server.Options{Listen: "127.0.0.1:0"}); err == nil {
+	db, _ := store.Open(&store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer db.Close()
+	if _, err := server.New(db, bad, &server.Options{Listen: "127.0.0.1:0"}); err == nil {
 		t.Fatal("a server started with two tenants on one data dir")
 	}
 	a := h.dial(t, "alice")

@@ -41,9 +41,9 @@ func TestHelloFlood(t *testing.T) {
 				c.id++
 				c.nc.Write(protocol.AppendHello(nil, c.id, []byte(fmt.Sprintf("pmb-v1-%03d-%024d", g, i)), 0))
 				r, err := c.recv(time.Second)
-				st := r.Status
+				status := r.Status
 				c.nc.Close()
-				if err == nil && st == protocol.StatusAuth {
+				if err == nil && status == protocol.StatusAuth {
 					answered.Add(1)
 					if time.Since(t0) < 50*time.Millisecond {
 						fast.Add(1)
@@ -64,10 +64,10 @@ func TestHelloFlood(t *testing.T) {
 			t.Fatalf("dial from 127.0.0.2: %v", err)
 		}
 		c := newPconn(nc)
-		st, body, err := c.hello(h.tokens["alice"])
+		status, body, err := c.hello(h.tokens["alice"])
 		nc.Close()
-		if err != nil || st != protocol.StatusOK {
-			t.Fatalf("good HELLO during the flood: %v %v %s", err, st, body)
+		if err != nil || status != protocol.StatusOK {
+			t.Fatalf("good HELLO during the flood: %v %v %s", err, status, body)
 		}
 		goodLat.d = append(goodLat.d, time.Since(t0))
 		goodN++

@@ -70,12 +70,12 @@ func TestManyTinyScrolls(t *testing.T) {
 	// Restart: close and reopen the store (compaction on close folds it).
 	h.stop()
 	t1 = time.Now()
-	st, err := store.Open(&store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	db, err := store.Open(&store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	ten, err := st.AddTenant(store.TenantConfig{Name: "alice", DataDir: filepath.Join(h.dir, "data", "alice")})
+	defer db.Close()
+	ten, err := db.AddTenant(store.TenantConfig{Name: "alice", DataDir: filepath.Join(h.dir, "data", "alice")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ type hostile struct {
 	dir      string
 	cfgPath  string
 	cfg      *config.Config
-	st       *store.Store
+	store    *store.Store
 	srv      *server.Server
 	hs       *http.Server
 	httpAddr string
@@ -123,11 +123,11 @@ func startHostile(t testing.TB, ho hostileOpts) *hostile {
 	if dur == store.DurabilityDefault {
 		dur = store.DurabilityAlways
 	}
-	st, err := store.Open(&store.Options{Durability: dur, Logger: log, FS: ho.fs})
+	db, err := store.Open(&store.Options{Durability: dur, Logger: log, FS: ho.fs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.st = st
+	h.store = db
 	o := ho.opts
 	o.Listen = "127.0.0.1:0"
 	if o.EventLoops == 0 {
@@ -135,9 +135,9 @@ func startHostile(t testing.TB, ho hostileOpts) *hostile {
 	}
 	o.Logger = log
 	o.LoadConfig = func() (*config.Config, error) { return config.Load(h.cfgPath) }
-	srv, err := server.Start(st, h.cfg, &o)
+	srv, err := server.Start(db, h.cfg, &o)
 	if err != nil {
-		st.Close()
+		db.Close()
 		t.Fatal(err)
 	}
 	h.srv = srv
@@ -171,7 +171,7 @@ func (h *hostile) stop() {
 	if err := h.srv.Shutdown(ctx); err != nil {
 		h.t.Errorf("shutdown: %v", err)
 	}
-	if err := h.st.Close(); err != nil {
+	if err := h.store.Close(); err != nil {
 		h.t.Logf("store close: %v", err)
 	}
 	h.srv = nil
@@ -208,8 +208,8 @@ func (h *hostile) dial(t testing.TB, name string) *pconn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.nc.Close() })
-	if st, body, err := c.hello(h.tokens[name]); err != nil || st != protocol.StatusOK {
-		t.Fatalf("HELLO as %s: %v %v %s", name, err, st, body)
+	if status, body, err := c.hello(h.tokens[name]); err != nil || status != protocol.StatusOK {
+		t.Fatalf("HELLO as %s: %v %v %s", name, err, status, body)
 	}
 	return c
 }

@@ -65,10 +65,10 @@ func TestTokensNeverLeak(t *testing.T) {
 		case 2:
 			tok = h.tokens["mallory"] + h.tokens["alice"]
 		}
-		st, body, err := c.hello(tok)
+		status, body, err := c.hello(tok)
 		c.nc.Close()
-		if err == nil && st != protocol.StatusAuth {
-			t.Fatalf("near-miss token accepted: %v", st)
+		if err == nil && status != protocol.StatusAuth {
+			t.Fatalf("near-miss token accepted: %v", status)
 		}
 		record(body)
 	}
@@ -84,8 +84,8 @@ func TestTokensNeverLeak(t *testing.T) {
 	must(t, os.WriteFile(h.cfgPath, data, 0o600))
 	adm, err := dialP(h.srv.Addr())
 	must(t, err)
-	if st, body, err := adm.hello("admin-token-very-secret-0001"); err != nil || st != protocol.StatusOK {
-		t.Fatalf("admin HELLO: %v %v %s", err, st, body)
+	if status, body, err := adm.hello("admin-token-very-secret-0001"); err != nil || status != protocol.StatusOK {
+		t.Fatalf("admin HELLO: %v %v %s", err, status, body)
 	}
 	r, err := adm.do(protocol.OpReload, "", phext.Origin, nil)
 	must(t, err)

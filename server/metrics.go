@@ -80,7 +80,7 @@ func (s *Server) initTenantStats(ts *tenantStats) {
 // op returns the counters of slot i, or nil if it has served no request.
 func (ts *tenantStats) op(i int) *OpStats { return ts.ops[i].Load() }
 
-func (ts *tenantStats) record(op protocol.Op, st protocol.Status, in, out int, d time.Duration) {
+func (ts *tenantStats) record(op protocol.Op, status protocol.Status, in, out int, d time.Duration) {
 	slot := opSlots[op]
 	s := ts.ops[slot].Load()
 	if s == nil {
@@ -91,8 +91,8 @@ func (ts *tenantStats) record(op protocol.Op, st protocol.Status, in, out int, d
 	s.Requests.Add(1)
 	s.BytesIn.Add(uint64(in))
 	s.BytesOut.Add(uint64(out))
-	if int(st) < numStatuses {
-		s.Status[st].Add(1)
+	if int(status) < numStatuses {
+		s.Status[status].Add(1)
 	}
 	us := uint64(d / time.Microsecond)
 	s.LatSum.Add(us)

@@ -190,7 +190,7 @@ func (h *httpAPI) appendMetrics(e *expo) {
 		draining = 1
 	}
 	e.one("sq_draining", "gauge", "1 while the server drains for shutdown.", draining)
-	ss := s.st.Stats()
+	ss := s.store.Stats()
 	e.one("sq_fsyncs_total", "counter", "Successful fsyncs of the commit log, snapshots and directories.", ss.Fsyncs)
 	e.family("sq_compactions_total", "counter", "Snapshot rewrites, by result.")
 	e.uint(ss.Compactions, "sq_compactions_total", "result", "ok")
@@ -289,13 +289,13 @@ func (h *httpAPI) appendMetrics(e *expo) {
 			if o == nil {
 				continue
 			}
-			for st := range o.Status {
-				if st == int(protocol.StatusOK) {
+			for code := range o.Status {
+				if code == int(protocol.StatusOK) {
 					continue
 				}
-				if v := o.Status[st].Load(); v > 0 {
+				if v := o.Status[code].Load(); v > 0 {
 					e.uint(v, "sq_request_errors_total", "tenant", t.tn.name, "op", opSlotName(i),
-						"status", protocol.Status(st).String())
+						"status", protocol.Status(code).String())
 				}
 			}
 		}
@@ -340,7 +340,7 @@ func histCount(h *latHist) uint64 {
 
 // usageOf returns the tenant's store usage.
 func usageOf(tn *tenant) (store.Usage, bool) {
-	u, err := tn.st.Usage()
+	u, err := tn.store.Usage()
 	return u, err == nil
 }
 

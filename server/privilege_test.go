@@ -63,11 +63,11 @@ func helloStatus(t *testing.T, h *hostile, tok string) protocol.Status {
 		t.Fatal(err)
 	}
 	defer c.nc.Close()
-	st, _, err := c.hello(tok)
+	status, _, err := c.hello(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return status
 }
 
 // TestNoPrivilegeFromLoopback: in the default configuration a loopback
@@ -85,8 +85,8 @@ func TestNoPrivilegeFromLoopback(t *testing.T) {
 	t.Run("binary RELOAD with a tenant token", func(t *testing.T) {
 		a := h.dial(t, "alice")
 		a.must(t, protocol.StatusAuth, protocol.OpReload, "", phext.Origin, nil)
-		if st := helloStatus(t, h, newTok); st != protocol.StatusAuth {
-			t.Fatalf("a tenant's RELOAD applied the config: newcomer HELLO %v", st)
+		if status := helloStatus(t, h, newTok); status != protocol.StatusAuth {
+			t.Fatalf("a tenant's RELOAD applied the config: newcomer HELLO %v", status)
 		}
 		// The tenant connection itself is fine.
 		a.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
@@ -97,8 +97,8 @@ func TestNoPrivilegeFromLoopback(t *testing.T) {
 				t.Fatalf("reload with %q: %d %q", auth, code, body)
 			}
 		}
-		if st := helloStatus(t, h, newTok); st != protocol.StatusAuth {
-			t.Fatalf("REST reload without the admin token applied the config: %v", st)
+		if status := helloStatus(t, h, newTok); status != protocol.StatusAuth {
+			t.Fatalf("REST reload without the admin token applied the config: %v", status)
 		}
 	})
 	t.Run("metrics", func(t *testing.T) {
@@ -130,12 +130,12 @@ func TestNoPrivilegeFromLoopback(t *testing.T) {
 		adm, err := dialP(h.srv.Addr())
 		must(t, err)
 		t.Cleanup(func() { adm.nc.Close() })
-		if st, body, err := adm.hello(privAdminToken); err != nil || st != protocol.StatusOK {
-			t.Fatalf("admin HELLO: %v %v %s", err, st, body)
+		if status, body, err := adm.hello(privAdminToken); err != nil || status != protocol.StatusOK {
+			t.Fatalf("admin HELLO: %v %v %s", err, status, body)
 		}
 		adm.must(t, protocol.StatusOK, protocol.OpReload, "", phext.Origin, nil)
-		if st := helloStatus(t, h, newTok); st != protocol.StatusOK {
-			t.Fatalf("newcomer after the admin's RELOAD: %v", st)
+		if status := helloStatus(t, h, newTok); status != protocol.StatusOK {
+			t.Fatalf("newcomer after the admin's RELOAD: %v", status)
 		}
 	})
 }
@@ -151,8 +151,8 @@ func TestTrustLoopbackOptIn(t *testing.T) {
 	if body := a.must(t, protocol.StatusOK, protocol.OpReload, "", phext.Origin, nil); !strings.Contains(string(body), "reloaded") {
 		t.Fatalf("RELOAD answer %q", body)
 	}
-	if st := helloStatus(t, h, newTok); st != protocol.StatusOK {
-		t.Fatalf("newcomer after a trusted RELOAD: %v", st)
+	if status := helloStatus(t, h, newTok); status != protocol.StatusOK {
+		t.Fatalf("newcomer after a trusted RELOAD: %v", status)
 	}
 	if code, body := httpDo(t, h.httpAddr, "POST", "/api/v2/reload", ""); code != 200 {
 		t.Fatalf("trusted REST reload: %d %q", code, body)

@@ -136,7 +136,7 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 	}
 
 	p = &plan{t: t, entries: map[*tenant]config.TenantEntry{}}
-	place := func(c change, st *store.Tenant) {
+	place := func(c change, storeTenant *store.Tenant) {
 		var tn *tenant
 		if c.prev != nil && old.byKey[c.key] == c.prev {
 			tn = c.prev // same token, name and dir: keep it
@@ -144,7 +144,7 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 				p.entries[tn] = c.e
 			}
 		} else {
-			tn = s.newTenant(c.e, st)
+			tn = s.newTenant(c.e, storeTenant)
 			if prev := old.byName[c.e.Name]; prev != nil {
 				tn.stats = prev.stats // the name's counters go on
 			}
@@ -158,43 +158,43 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 	var updated []*tenant
 	undo := func() {
 		for _, name := range added {
-			if err := s.st.RemoveTenant(name); err != nil {
+			if err := s.store.RemoveTenant(name); err != nil {
 				s.log.Warn("reload rollback: closing tenant", "tenant", name, "err", err)
 			}
 		}
 		added = nil
 		for _, prev := range updated {
 			if sc, err := storeConfig(prev.entry()); err == nil {
-				s.st.AddTenant(sc) // back to the old quota and durability
+				s.store.AddTenant(sc) // back to the old quota and durability
 			}
 		}
 	}
 	for _, c := range reuses {
-		if psc, err := storeConfig(c.prev.entry()); err == nil && psc == c.sc && s.st.Tenant(c.e.Name) == c.prev.st {
+		if psc, err := storeConfig(c.prev.entry()); err == nil && psc == c.sc && s.store.Tenant(c.e.Name) == c.prev.store {
 			// Unchanged and still the store's: no store call, so a
 			// reload costs O(changes) in store work.
-			place(c, c.prev.st)
+			place(c, c.prev.store)
 			continue
 		}
 		t.storeCalls++
-		st, err := s.st.AddTenant(c.sc)
-		if err == nil && st != c.prev.st {
+		storeTenant, err := s.store.AddTenant(c.sc)
+		if err == nil && storeTenant != c.prev.store {
 			// The store lost the tenant (a failed reopen): not a reuse.
 			err = fmt.Errorf("store tenant %q is not the one serving", c.e.Name)
-			s.st.RemoveTenant(c.e.Name)
+			s.store.RemoveTenant(c.e.Name)
 		}
 		if err != nil {
 			undo()
 			return nil, nil, fmt.Errorf("tenant %q: %w", c.e.Name, err)
 		}
 		updated = append(updated, c.prev)
-		place(c, st)
+		place(c, storeTenant)
 	}
 	openFailed := func(c change, err error) error {
 		return fmt.Errorf("tenant %q (data_dir %s): %w", c.e.Name, c.e.DataDir, err)
 	}
-	opened := func(c change, st *store.Tenant) {
-		if st.CreatedDir() {
+	opened := func(c change, storeTenant *store.Tenant) {
+		if storeTenant.CreatedDir() {
 			// New tenants start this way; for an existing one it means its
 			// data dir vanished: the count is in the start or reload
 			// summary line, the names at debug level.
@@ -202,15 +202,15 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 			s.log.Debug("data dir missing; created it empty", "tenant", c.e.Name, "data_dir", c.e.DataDir)
 		}
 		added = append(added, c.e.Name)
-		place(c, st)
+		place(c, storeTenant)
 	}
 	open := func(c change) error {
 		t.storeCalls++
-		st, err := s.st.AddTenant(c.sc)
+		storeTenant, err := s.store.AddTenant(c.sc)
 		if err != nil {
 			return openFailed(c, err)
 		}
-		opened(c, st)
+		opened(c, storeTenant)
 		return nil
 	}
 	if len(adds) > 0 {
@@ -219,10 +219,10 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 		for i, c := range adds {
 			scs[i] = c.sc
 		}
-		sts, err := s.st.AddTenants(scs)
+		sts, err := s.store.AddTenants(scs)
 		t.storeCalls += min(len(sts)+1, len(adds))
-		for i, st := range sts {
-			opened(adds[i], st)
+		for i, storeTenant := range sts {
+			opened(adds[i], storeTenant)
 		}
 		if err != nil {
 			undo()
@@ -239,7 +239,7 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 	sort.Slice(closedOld, func(i, j int) bool { return closedOld[i].name < closedOld[j].name })
 	for i, prev := range closedOld {
 		t.storeCalls++
-		if err := s.st.RemoveTenant(prev.name); err != nil {
+		if err := s.store.RemoveTenant(prev.name); err != nil {
 			// RemoveTenant unregisters the tenant even when its final
 			// flush fails: reopen it with the others.
 			err = fmt.Errorf("tenant %q: closing %s: %w", prev.name, prev.entry().DataDir, err)
@@ -260,7 +260,7 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 	for name, prev := range old.byName {
 		// The store keys tenants by name, so only the new tenant of the
 		// same name can still use prev's store tenant.
-		if cur := t.byName[name]; (cur == nil || cur.st != prev.st) && !closing[prev] {
+		if cur := t.byName[name]; (cur == nil || cur.store != prev.store) && !closing[prev] {
 			p.release = append(p.release, name)
 		}
 	}
@@ -277,11 +277,11 @@ type tenantAlloc struct {
 	conf  config.TenantEntry
 }
 
-// newTenant is a fresh *tenant for entry e over the store tenant st.
-func (s *Server) newTenant(e config.TenantEntry, st *store.Tenant) *tenant {
+// newTenant is a fresh *tenant for entry e over the store tenant storeTenant.
+func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant) *tenant {
 	a := &tenantAlloc{conf: e}
 	tn := &a.t
-	tn.name, tn.st, tn.stats = e.Name, st, &a.stats
+	tn.name, tn.store, tn.stats = e.Name, storeTenant, &a.stats
 	s.initTenantStats(tn.stats)
 	tn.conf.Store(&a.conf)
 	// Keep the memory share of the tenant this one replaces: what its
@@ -314,12 +314,12 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 		if err != nil {
 			continue
 		}
-		st, err := s.st.AddTenant(sc)
+		storeTenant, err := s.store.AddTenant(sc)
 		if err != nil {
 			s.log.Error("reload rollback: reopening tenant failed; it is unavailable", "tenant", prev.name, "err", err)
 			continue
 		}
-		f := s.newTenant(prev.entry(), st)
+		f := s.newTenant(prev.entry(), storeTenant)
 		f.stats = prev.stats
 		f.mem = prev.mem
 		fresh[prev] = f
@@ -404,7 +404,7 @@ func (s *Server) reload(cfg *config.Config, start time.Time) (string, error) {
 		return "tenant " + g.name + " was disabled, removed or renamed by a config reload; connection closed"
 	})
 	for _, name := range p.release {
-		if err := s.st.RemoveTenant(name); err != nil {
+		if err := s.store.RemoveTenant(name); err != nil {
 			s.log.Warn("reload: closing tenant", "tenant", name, "err", err)
 		}
 	}

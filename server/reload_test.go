@@ -73,18 +73,18 @@ func TestReloadRenameAndReuseName(t *testing.T) {
 				if _, err := e.reloadCfg(cfg); err != nil {
 					t.Fatalf("reload %d: %v", round, err)
 				}
-				c, st, name := e.helloAs(newTok)
-				if st != protocol.StatusOK || name != "alpha" {
-					t.Fatalf("reload %d: new alpha HELLO %v %q", round, st, name)
+				c, status, name := e.helloAs(newTok)
+				if status != protocol.StatusOK || name != "alpha" {
+					t.Fatalf("reload %d: new alpha HELLO %v %q", round, status, name)
 				}
 				want := map[int]string{1: "", 2: "new alpha"}[round]
 				if got := c.do(protocol.OpSelect, "", phext.Origin, nil); got.Status != protocol.StatusOK || string(got.Body) != want {
 					t.Fatalf("reload %d: new alpha SELECT %v %q, want OK %q", round, got.Status, got.Body, want)
 				}
 				c.ok(protocol.OpUpdate, "", phext.Origin, []byte("new alpha"))
-				c, st, name = e.helloAs(e.tokens["alpha"])
-				if st != protocol.StatusOK || name != tc.renameTo {
-					t.Fatalf("reload %d: renamed HELLO %v %q", round, st, name)
+				c, status, name = e.helloAs(e.tokens["alpha"])
+				if status != protocol.StatusOK || name != tc.renameTo {
+					t.Fatalf("reload %d: renamed HELLO %v %q", round, status, name)
 				}
 				if got := c.ok(protocol.OpSelect, "", phext.Origin, nil); string(got) != "old alpha" {
 					t.Fatalf("reload %d: renamed tenant reads %q", round, got)
@@ -108,9 +108,9 @@ func TestReloadRenameAndReuseName(t *testing.T) {
 			t.Fatal(err)
 		}
 		for tok, want := range map[string]string{e.tokens["alpha"]: "A", e.tokens["beta"]: "B"} {
-			c, st, _ := e.helloAs(tok)
-			if st != protocol.StatusOK {
-				t.Fatalf("HELLO %v", st)
+			c, status, _ := e.helloAs(tok)
+			if status != protocol.StatusOK {
+				t.Fatalf("HELLO %v", status)
 			}
 			if got := c.ok(protocol.OpSelect, "", phext.Origin, nil); string(got) != want {
 				t.Fatalf("reads %q, want %q", got, want)
@@ -325,16 +325,16 @@ func TestReloadModel(t *testing.T) {
 		// Every token, against the model.
 		for _, tok := range tokens {
 			en, ok := m.live[tok]
-			c, st, name := e.helloAs(tok)
+			c, status, name := e.helloAs(tok)
 			if !ok {
-				if st != protocol.StatusAuth {
-					t.Fatalf("step %d (%s): token %s of no enabled tenant: HELLO %v as %q", step, desc, tok, st, name)
+				if status != protocol.StatusAuth {
+					t.Fatalf("step %d (%s): token %s of no enabled tenant: HELLO %v as %q", step, desc, tok, status, name)
 				}
 				c.nc.Close()
 				continue
 			}
-			if st != protocol.StatusOK || name != en.Name {
-				t.Fatalf("step %d (%s): token %s: HELLO %v as %q, want %s", step, desc, tok, st, name, en.Name)
+			if status != protocol.StatusOK || name != en.Name {
+				t.Fatalf("step %d (%s): token %s: HELLO %v as %q, want %s", step, desc, tok, status, name, en.Name)
 			}
 			dir := filepath.Clean(en.DataDir)
 			if r := c.do(protocol.OpSelect, "", phext.Origin, nil); r.Status != protocol.StatusOK || string(r.Body) != m.data[dir] {
@@ -355,7 +355,7 @@ func TestReloadModel(t *testing.T) {
 			want[en.Name] = true
 		}
 		for _, n := range append(names, "n0") {
-			if got := e.st.Tenant(n) != nil; got != want[n] {
+			if got := e.store.Tenant(n) != nil; got != want[n] {
 				t.Fatalf("step %d (%s): store tenant %s open=%v, want %v", step, desc, n, got, want[n])
 			}
 		}

@@ -479,10 +479,10 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 
 	out := protocol.GetBuffer()
 	defer func() { protocol.PutBuffer(out) }()
-	code, st, msg := h.exec(rt, t, name, q, body, out, lim)
+	code, status, msg := h.exec(rt, t, name, q, body, out, lim)
 	in := len(q) + len(body)
 	if code != http.StatusOK {
-		h.record(t, rt, code, st, in, len(msg), start)
+		h.record(t, rt, code, status, in, len(msg), start)
 		if code == http.StatusServiceUnavailable {
 			w.Header()["Retry-After"] = retryAfter
 		}
@@ -493,7 +493,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	if rt == routeJSONExport {
 		ctype = appJSON
 	}
-	h.record(t, rt, code, st, in, len(out.B), start)
+	h.record(t, rt, code, status, in, len(out.B), start)
 	reply(w, http.StatusOK, ctype, out.B)
 }
 
@@ -505,10 +505,10 @@ func (h *httpAPI) tooLarge(w http.ResponseWriter, t *tenant, rt route, n int64, 
 
 // record updates the tenant's operation counters (shared with the binary
 // protocol) and the handler's HTTP counters.
-func (h *httpAPI) record(t *tenant, rt route, code int, st protocol.Status, in, out int, start time.Time) {
+func (h *httpAPI) record(t *tenant, rt route, code int, status protocol.Status, in, out int, start time.Time) {
 	h.count(rt, code)
 	if t != nil && rt != routeUnknown {
-		t.stats.record(routeOps[rt], st, in, out, time.Since(start))
+		t.stats.record(routeOps[rt], status, in, out, time.Since(start))
 	}
 }
 
@@ -523,7 +523,7 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 	case routeLoad:
 		// The store always serves the current state; load only checks the
 		// phext can be read (SQ re-reads the file).
-		if out.B, err = t.st.AppendChecksum(out.B, name); err == nil {
+		if out.B, err = t.store.AppendChecksum(out.B, name); err == nil {
 			out.B = appendPhextFile(append(out.B[:0], "Loaded "...), name)
 		}
 	case routeSelect, routeInsert, routeUpdate, routeDelete:
@@ -539,11 +539,11 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 	case routeStatus:
 		err = h.status(t, name, out)
 	case routeChecksum:
-		out.B, err = t.st.AppendChecksum(out.B, name)
+		out.B, err = t.store.AppendChecksum(out.B, name)
 	case routeTOC:
-		out.B, err = t.st.AppendTOCLimit(out.B, name, lim)
+		out.B, err = t.store.AppendTOCLimit(out.B, name, lim)
 	case routeGet:
-		out.B, err = t.st.AppendGetLimit(out.B, name, lim)
+		out.B, err = t.store.AppendGetLimit(out.B, name, lim)
 	case routeDelta:
 		req := scrollArg(out, q, body)
 		// SQ reads the request lossily; it only selects what to return.
@@ -553,7 +553,7 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 			req = append([]byte(nil), req...)
 			out.B = out.B[:0]
 		}
-		out.B, err = t.st.AppendDeltaLimit(out.B, name, req, lim)
+		out.B, err = t.store.AppendDeltaLimit(out.B, name, req, lim)
 	case routeJSONExport:
 		err = h.jsonExport(t, name, out, lim)
 	case routeWhere:
@@ -573,20 +573,20 @@ func (h *httpAPI) execScroll(rt route, t *tenant, name []byte, c phext.Coordinat
 	var err error
 	switch rt {
 	case routeSelect:
-		out.B, err = t.st.AppendSelect(out.B, name, c)
+		out.B, err = t.store.AppendSelect(out.B, name, c)
 		return err
 	case routeInsert:
 		text := scrollArg(out, q, body)
-		if n, err = t.st.Insert(name, c, text); err == nil {
+		if n, err = t.store.Insert(name, c, text); err == nil {
 			out.B = appendCountMsg(out.B[:0], "Inserted ", n, " bytes")
 		}
 	case routeUpdate:
 		text := scrollArg(out, q, body)
-		if n, err = t.st.Update(name, c, text); err == nil {
+		if n, err = t.store.Update(name, c, text); err == nil {
 			out.B = appendCountMsg(out.B[:0], "Updated ", n, " bytes")
 		}
 	case routeDelete:
-		if n, err = t.st.Delete(name, c); err == nil {
+		if n, err = t.store.Delete(name, c); err == nil {
 			out.B = appendCountMsg(out.B[:0], "Removed ", n, " bytes")
 		}
 	}
@@ -622,7 +622,7 @@ func appendPhextFile(dst, name []byte) []byte {
 // id (always 0 in SQ's multi-tenant mode), serialized size and scrolls.
 // The document is measured, not built.
 func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
-	size, scrolls, err := t.st.DocSize(name)
+	size, scrolls, err := t.store.DocSize(name)
 	if err != nil {
 		return err
 	}
@@ -642,7 +642,7 @@ func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer)
 func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) error {
 	// The text alone is a lower bound: refuse a large export at once,
 	// without walking it.
-	text, scrolls, err := t.st.TextSize(name)
+	text, scrolls, err := t.store.TextSize(name)
 	if err != nil {
 		return err
 	}
@@ -660,7 +660,7 @@ func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuf
 		first = false
 		return n
 	}
-	if err := t.st.Walk(name, func(c phext.Coordinate, text []byte) error {
+	if err := t.store.Walk(name, func(c phext.Coordinate, text []byte) error {
 		size += entry(c, text)
 		return nil
 	}); err != nil {
@@ -672,7 +672,7 @@ func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuf
 	out.B = slices.Grow(out.B, int(size))
 	out.B = append(out.B, "[\n"...)
 	first = true
-	err = t.st.Walk(name, func(c phext.Coordinate, text []byte) error {
+	err = t.store.Walk(name, func(c phext.Coordinate, text []byte) error {
 		if !first {
 			out.B = append(out.B, ',')
 		}
@@ -777,30 +777,30 @@ func (h *httpAPI) where(q string, body []byte, out *bytebufferpool.ByteBuffer) (
 // protocol), the status and SQ's text where SQ has one. Only INTERNAL
 // errors are logged.
 func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, protocol.Status, string) {
-	st, expected := statusOf(err)
-	code := httpCode(st)
-	switch st {
+	status, expected := statusOf(err)
+	code := httpCode(status)
+	switch status {
 	case protocol.StatusBadName:
-		return code, st, msgBadPath
+		return code, status, msgBadPath
 	case protocol.StatusBadCoord:
-		return code, st, "Bad Request: coordinate parts must be 1..999, in the form 1.1.1/1.1.1/1.1.1"
+		return code, status, "Bad Request: coordinate parts must be 1..999, in the form 1.1.1/1.1.1/1.1.1"
 	case protocol.StatusBadScroll:
 		if errors.Is(err, store.ErrBadScroll) {
-			return code, st, badScrollMsg(err)
+			return code, status, badScrollMsg(err)
 		}
-		return code, st, "Bad Request: " + err.Error()
+		return code, status, "Bad Request: " + err.Error()
 	case protocol.StatusTooLarge:
-		return code, st, "Payload Too Large: " + err.Error()
+		return code, status, "Payload Too Large: " + err.Error()
 	case protocol.StatusQuota:
-		return code, st, "Insufficient Storage: tenant quota exceeded"
+		return code, status, "Insufficient Storage: tenant quota exceeded"
 	case protocol.StatusShuttingDown:
-		return code, st, msgShuttingDown
+		return code, status, msgShuttingDown
 	}
 	if !expected {
 		h.s.log.Warn("http request failed", "tenant", t.name, "route", routeNames[rt], "phext", string(name), "err", err)
-		return code, st, "Internal Server Error"
+		return code, status, "Internal Server Error"
 	}
-	return code, st, http.StatusText(code) + ": " + err.Error()
+	return code, status, http.StatusText(code) + ": " + err.Error()
 }
 
 // badScrollMsg is the 400 text for a refused scroll: the fixed sentence,

@@ -57,17 +57,17 @@ func startHTTPOnly(t *testing.T, eo envOptions, ho HTTPOptions) *restEnv {
 	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.st = st
+	e.store = db
 	o := eo.opts
 	o.Logger = quietLogger()
 	o.LoadConfig = func() (*config.Config, error) { return config.Load(e.cfgPath) }
-	srv, err := New(st, e.cfg, &o)
+	srv, err := New(db, e.cfg, &o)
 	if err != nil {
-		st.Close()
+		db.Close()
 		t.Fatal(err)
 	}
 	e.srv = srv
@@ -581,13 +581,13 @@ func TestRESTReload(t *testing.T) {
 		e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, Version)
 	})
 	t.Run("no config source", func(t *testing.T) {
-		st, err := store.Open(&store.Options{Logger: quietLogger()})
+		db, err := store.Open(&store.Options{Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer st.Close()
+		defer db.Close()
 		cfg := &config.Config{Tenants: map[string]config.TenantEntry{"tok-1": {Name: "x", DataDir: t.TempDir()}}}
-		s, err := New(st, cfg, &Options{Logger: quietLogger(), TrustLoopback: true})
+		s, err := New(db, cfg, &Options{Logger: quietLogger(), TrustLoopback: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -820,12 +820,12 @@ func benchEnv(b testing.TB, tenants int) *benchServer {
 		cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(dir, name)}
 		be.tokens = append(be.tokens, tok)
 	}
-	st, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { st.Close() })
-	srv, err := New(st, cfg, &Options{Logger: quietLogger()})
+	b.Cleanup(func() { db.Close() })
+	srv, err := New(db, cfg, &Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -940,7 +940,7 @@ func FuzzRESTWrite(f *testing.F) {
 			return // not a request line a client can send
 		}
 		getDoc := func(name []byte) string {
-			doc, err := be.srv.table.Load().lookupString(tok).st.AppendGet(nil, name)
+			doc, err := be.srv.table.Load().lookupString(tok).store.AppendGet(nil, name)
 			if err != nil {
 				return "error: " + err.Error()
 			}

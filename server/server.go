@@ -235,9 +235,9 @@ func (o *Options) withDefaults() Options {
 // Create it with New, run it with Serve (or Start), stop it with Shutdown.
 // The caller owns the store and closes it after Serve returns.
 type Server struct {
-	opts Options
-	st   *store.Store
-	log  *slog.Logger
+	opts  Options
+	store *store.Store
+	log   *slog.Logger
 
 	table    atomic.Pointer[tenantTable]
 	reloadMu sync.Mutex // serializes reloads; never taken on an event loop
@@ -267,14 +267,14 @@ type Server struct {
 	executing    atomic.Int64 // requests between the draining check and their store call's end
 }
 
-// New validates cfg, opens every enabled tenant in st (creating data dirs)
+// New validates cfg, opens every enabled tenant in db (creating data dirs)
 // and returns a server ready to Serve. A tenant that cannot be opened is
 // refused with an error naming it.
-func New(st *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
+func New(db *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 	o := opts.withDefaults()
 	s := &Server{
 		opts:  o,
-		st:    st,
+		store: db,
 		log:   o.Logger,
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
@@ -328,8 +328,8 @@ func (s *Server) Serve() error {
 
 // Start runs Serve in a goroutine and returns once the server listens (or
 // failed to).
-func Start(st *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
-	s, err := New(st, cfg, opts)
+func Start(db *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
+	s, err := New(db, cfg, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -604,7 +604,7 @@ func TestShutdownWithBusyClient(t *testing.T) {
 		t.Fatalf("shutdown took %v", took)
 	}
 	t.Logf("shutdown took %v; %d SHUTTING_DOWN answers seen", took, shuttingDown.Load())
-	if err := e.st.Close(); err != nil {
+	if err := e.store.Close(); err != nil {
 		t.Fatal(err)
 	}
 	e.srv = nil
@@ -753,12 +753,12 @@ func TestWritesAnsweredOnLoop(t *testing.T) {
 				t.Fatalf("%d always-mode writes answered on the loop (before their fsync)", loop)
 			}
 			e.stop()
-			st, err := store.Open(&store.Options{Logger: quietLogger()})
+			db, err := store.Open(&store.Options{Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer st.Close()
-			ten, err := st.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
+			defer db.Close()
+			ten, err := db.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
 			if err != nil {
 				t.Fatal(err)
 			}

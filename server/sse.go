@@ -183,9 +183,9 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 		}
 	}
 	if err != nil {
-		st, _ := statusOf(err)
-		code := httpCode(st)
-		h.record(t, routeWatch, code, st, 0, 0, start)
+		status, _ := statusOf(err)
+		code := httpCode(status)
+		h.record(t, routeWatch, code, status, 0, 0, start)
 		if code == http.StatusServiceUnavailable {
 			w.Header()["Retry-After"] = retryAfter
 		}

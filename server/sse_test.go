@@ -181,7 +181,7 @@ func TestSSEReleasesBudget(t *testing.T) {
 		// The retention ring keeps its charge; the stream's queue and
 		// subscription must be back.
 		e.srv.hubsMu.Lock()
-		h := e.srv.hubs[tn.st]
+		h := e.srv.hubs[tn.store]
 		e.srv.hubsMu.Unlock()
 		h.mu.Lock()
 		ring, subs := h.charged, len(h.subs)

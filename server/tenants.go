@@ -19,8 +19,8 @@ func keyOf(token []byte) tokenKey { return sha256.Sum256(token) }
 // by every connection authenticated as it; its fields are immutable after
 // the table that holds it is published, except the atomics.
 type tenant struct {
-	name string
-	st   *store.Tenant
+	name  string
+	store *store.Tenant
 	// conf is the tenant's config entry. Name and data dir never change
 	// for one *tenant; a reload may change the rest (quota, durability).
 	conf atomic.Pointer[config.TenantEntry]

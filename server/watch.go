@@ -104,9 +104,9 @@ func (sub *watchSub) matches(ev *feedEvent) bool {
 
 // feedHub is one tenant's change feed. All fields are guarded by mu.
 type feedHub struct {
-	s   *Server
-	st  *store.Tenant
-	mem *memBudget
+	s     *Server
+	store *store.Tenant
+	mem   *memBudget
 
 	mu        sync.Mutex
 	floor     uint64 // resume from P is exact iff P ≥ floor
@@ -125,15 +125,15 @@ type feedHub struct {
 func (s *Server) hubFor(t *tenant) *feedHub {
 	s.hubsMu.Lock()
 	defer s.hubsMu.Unlock()
-	if h := s.hubs[t.st]; h != nil {
+	if h := s.hubs[t.store]; h != nil {
 		return h
 	}
-	h := &feedHub{s: s, st: t.st, mem: t.mem, subs: map[*watchSub]struct{}{},
+	h := &feedHub{s: s, store: t.store, mem: t.mem, subs: map[*watchSub]struct{}{},
 		ring: make([]*feedEvent, s.opts.WatchRetainEvents)}
 	h.mu.Lock()
-	h.floor = t.st.SetFeed(h)
+	h.floor = t.store.SetFeed(h)
 	h.mu.Unlock()
-	s.hubs[t.st] = h
+	s.hubs[t.store] = h
 	return h
 }
 
@@ -256,7 +256,7 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 		h.mem.release(watchSubCost)
 		return 0, err
 	}
-	head := h.st.Position()
+	head := h.store.Position()
 	h.subs[sub] = struct{}{}
 	h.idleSince = time.Time{}
 	h.s.stats.watches.Add(1)
@@ -296,11 +296,11 @@ var errShuttingDownFeed = &protocol.Error{Status: protocol.StatusShuttingDown, M
 func (s *Server) sweepHubs(now time.Time) {
 	s.hubsMu.Lock()
 	defer s.hubsMu.Unlock()
-	for st, h := range s.hubs {
+	for storeTenant, h := range s.hubs {
 		h.mu.Lock()
 		if len(h.subs) == 0 && !h.idleSince.IsZero() && now.Sub(h.idleSince) > s.opts.WatchLinger {
 			h.detachLocked()
-			delete(s.hubs, st)
+			delete(s.hubs, storeTenant)
 		}
 		h.mu.Unlock()
 	}
@@ -308,7 +308,7 @@ func (s *Server) sweepHubs(now time.Time) {
 
 // detachLocked stops the feed and frees the ring (mu held).
 func (h *feedHub) detachLocked() {
-	h.st.SetFeed(nil)
+	h.store.SetFeed(nil)
 	h.detached = true
 	for h.n > 0 {
 		h.evictOldest()
@@ -320,7 +320,7 @@ func (h *feedHub) detachLocked() {
 func (s *Server) closeHubs() {
 	s.hubsMu.Lock()
 	defer s.hubsMu.Unlock()
-	for st, h := range s.hubs {
+	for storeTenant, h := range s.hubs {
 		h.mu.Lock()
 		for sub := range h.subs {
 			sub.sink.resync(sub, max(sub.last, h.floor), protocol.ResyncGone, true)
@@ -328,7 +328,7 @@ func (s *Server) closeHubs() {
 		}
 		h.detachLocked()
 		h.mu.Unlock()
-		delete(s.hubs, st)
+		delete(s.hubs, storeTenant)
 	}
 }
 

@@ -367,10 +367,10 @@ func TestWatchLimits(t *testing.T) {
 	e := startEnv(t, envOptions{opts: Options{MaxWatchesPerConn: 2, MaxWatchesPerTenant: 3}})
 	w := e.watcher("alpha")
 	w.watch("a", "", 1, 0, 0)
-	wantStatus := func(r protocol.Response, st protocol.Status) {
+	wantStatus := func(r protocol.Response, status protocol.Status) {
 		t.Helper()
-		if r.Status != st {
-			t.Fatalf("status %v (%s), want %v", r.Status, r.Body, st)
+		if r.Status != status {
+			t.Fatalf("status %v (%s), want %v", r.Status, r.Body, status)
 		}
 	}
 	wantStatus(w.do(protocol.OpWatch, "a", phext.Origin, protocol.AppendWatchPayload(nil, 1, 0, 0, 0)), protocol.StatusBadFrame)
