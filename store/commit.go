@@ -323,34 +323,49 @@ const (
 // stay there until the next Open replays them.
 func (p *pfile) close(how closeHow) error {
 	_ = how
+	p.drain()
+	var err error
+	if p.dirty() {
+		var did bool
+		did, err = p.checkpoint()
+		p.countCompaction(did, err)
+	}
+	return p.finishClose(err)
+}
+
+// drain refuses further writes (closing) and waits until the pending ones
+// were logged and applied (state is stateClosing).
+func (p *pfile) drain() {
 	p.qmu.Lock()
 	p.closing = true
 	for p.flushing {
 		p.idle.Wait()
 	}
 	p.qmu.Unlock()
+}
 
-	var errs []error
+// dirty reports whether the logs hold records of p its snapshot does not
+// cover.
+func (p *pfile) dirty() bool {
 	p.fmu.Lock()
-	dirty := p.oldestGen != 0
-	p.fmu.Unlock()
-	if dirty {
-		did, err := p.checkpoint()
-		p.countCompaction(did, err)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
+	defer p.fmu.Unlock()
+	return p.oldestGen != 0
+}
+
+// finishClose ends a close (drained, checkpointed or not: ckErr is the
+// checkpoint's error): a phext still holding log generations pins them
+// (its records stay until the next Open) and the mapping goes.
+func (p *pfile) finishClose(ckErr error) error {
 	// A running checkpoint reads the mapping without locks: let it finish.
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
 	p.fmu.Lock()
 	defer p.fmu.Unlock()
 	if h := p.heldGen(); h != 0 {
-		if len(errs) == 0 {
-			errs = append(errs, errors.New("records not checkpointed"))
+		if ckErr == nil {
+			ckErr = errors.New("records not checkpointed")
 		}
-		p.t.s.pin(p, h, errors.Join(errs...))
+		p.t.s.pin(p, h, ckErr)
 	} else {
 		p.t.s.markClean(p)
 	}
@@ -361,5 +376,5 @@ func (p *pfile) close(how closeHow) error {
 	p.ov = nil
 	p.state.Store(stateClosed)
 	p.mu.Unlock()
-	return errors.Join(errs...)
+	return ckErr
 }

@@ -22,9 +22,12 @@
 // in them was checkpointed.
 //
 // Phexts are opened on first use and the least recently used ones are
-// closed past Options.MaxOpenPhexts (checkpointed first when the log holds
-// records of theirs, so a closed phext's data dir is self-contained); an
-// open phext holds one mapping and no descriptor.
+// closed past Options.MaxOpenPhexts; only clean ones are closed (no records
+// in the log their snapshot does not cover, so a closed phext's data dir is
+// self-contained and closing costs no I/O). Dirty ones past the cap are
+// checkpointed by the background evictor first, never on a request's path
+// (Store.register states the bound on the excess); an open phext holds one
+// mapping and no descriptor.
 //
 // # Caveats
 //
@@ -126,6 +129,8 @@
 //     writers or readers: they wait only for the freeze and the pointer
 //     swap (memory only).
 //   - At most one background checkpoint goroutine per phext, started when
-//     its records pass the threshold, and at most one rotation goroutine
-//     per Store; Store.Close waits for them.
+//     its records pass the threshold, at most one rotation goroutine per
+//     Store, and at most one evictor per Store (with up to
+//     evictCkptParallel checkpoints of its own at a time), running while
+//     more phexts are open than the cap; Store.Close waits for them.
 package store

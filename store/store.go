@@ -74,9 +74,11 @@ type Options struct {
 	// (default DurabilityEverySec).
 	Durability Durability
 	// MaxOpenPhexts caps the phexts open at once over all tenants (default
-	// 256); past it the least recently used one is closed (checkpointed
-	// first when the commit log holds records of it). An open phext holds
-	// one mapping and no file descriptor.
+	// 256); past it the least recently used clean ones are closed, and
+	// dirty ones (records in the commit log) are checkpointed in the
+	// background first, so the set may exceed the cap by phexts waiting
+	// for that (see Store.register). An open phext holds one mapping and
+	// no file descriptor.
 	MaxOpenPhexts int
 	// CompactMinWAL is the size of a phext's records in the commit log past
 	// which it is checkpointed, when they are also larger than half the
@@ -163,7 +165,7 @@ type Store struct {
 
 	lmu      sync.Mutex // guards open, evicting (leaf lock)
 	open     map[*pfile]struct{}
-	evicting bool          // a background eviction batch is running
+	evicting bool          // the background evictor (evictLoop) runs
 	shutting bool          // Close started: no new eviction goroutines
 	clock    atomic.Uint64 // LRU clock
 	// spare are the least recently used phexts after the last batch's
@@ -496,11 +498,20 @@ func (s *Store) Tenant(name string) *Tenant {
 	return nil
 }
 
-// register adds p to the LRU set. Past MaxOpenPhexts it picks the least
-// recently used phexts, a batch of a sixteenth of the cap at a time so one
-// scan of the set serves many opens, and closes them on a background
-// goroutine: the request that opened p does not wait for other phexts'
-// fsyncs. At most MaxOpenPhexts + max(1, MaxOpenPhexts/16) are open at once.
+// register adds p to the LRU set. Past MaxOpenPhexts the least recently
+// used phexts are closed, but only clean ones (no records in the commit log
+// that their snapshot does not cover): closing those costs no I/O but the
+// munmap. A dirty phext is checkpointed first, by the background evictor
+// (evictLoop), which never makes a request wait: the checkpoint runs from
+// a frozen view while the phext stays open, and a phext used meanwhile is
+// not closed. So no opener and no writer ever waits for another phext's
+// checkpoint.
+//
+// The bound: an opener past the cap plus one batch (a sixteenth of the
+// cap) closes a clean victim itself, so the open set exceeds cap + batch
+// only by dirty phexts waiting for their checkpoint (evictCkptParallel at
+// a time). Those are phexts written since the last log rotation, whose
+// records the log holds: see docs/OPERATIONS.md for what they cost.
 func (s *Store) register(p *pfile) {
 	p.touch()
 	s.lmu.Lock()
@@ -516,53 +527,164 @@ func (s *Store) register(p *pfile) {
 		s.lmu.Unlock()
 		return
 	}
-	if s.evicting {
-		if over <= max(1, s.opts.MaxOpenPhexts/16) {
+	if !s.evicting {
+		s.evicting = true
+		s.wg.Add(1)
+		go s.evictLoop()
+	}
+	if over <= evictBatch(s.opts.MaxOpenPhexts) {
+		s.lmu.Unlock()
+		return
+	}
+	// The evictor is behind: close one clean phext here (a few tries;
+	// dirty ones are left to the evictor).
+	var cands []*pfile
+	for len(cands) < openerTries {
+		v := s.lruVictim(p)
+		if v == nil {
+			break
+		}
+		v.victim = true
+		cands = append(cands, v)
+	}
+	s.lmu.Unlock()
+	closed := false
+	for _, v := range cands {
+		if !closed && v.t.closeIfClean(v) {
+			closed = true
+		}
+	}
+	s.unmark(cands)
+}
+
+// openerTries is how many least recently used phexts an opener past the
+// cap plus one batch looks at for a clean one to close.
+const openerTries = 4
+
+// evictCkptParallel bounds the checkpoints the evictor runs at once.
+const evictCkptParallel = 4
+
+// evictBatch is the eviction batch for a cap of n: a sixteenth of it.
+func evictBatch(n int) int { return max(1, n/16) }
+
+// evictLoop is the background evictor: while more phexts are open than
+// MaxOpenPhexts it takes the least recently used ones (at least a batch),
+// closes the clean ones and checkpoints the dirty ones (evictCkptParallel
+// at a time), closing each afterwards unless it was used meanwhile. It
+// ends when the set is back at the cap or the store closes.
+func (s *Store) evictLoop() {
+	defer s.wg.Done()
+	for {
+		s.lmu.Lock()
+		over := len(s.open) - s.opts.MaxOpenPhexts
+		if over <= 0 || s.shutting {
+			s.evicting = false
+			s.spare = nil
 			s.lmu.Unlock()
 			return
 		}
-		// The background batch is behind: this opener closes the least
-		// recently used phext itself, so the set never grows past the cap
-		// plus one batch.
-		v := s.lruVictim(p)
-		if v != nil {
-			v.victim = true // concurrent openers pick different victims
+		victims := s.lruBatch(nil, over)
+		uses := make([]uint64, len(victims))
+		for i, v := range victims {
+			v.victim = true
+			uses[i] = v.lastUse.Load()
 		}
 		s.lmu.Unlock()
-		if v != nil {
-			s.evict([]*pfile{v})
+		if len(victims) == 0 {
+			// Every open phext is picked by an opener or opening: let them.
+			if !s.evictPause() {
+				return
+			}
+			continue
 		}
-		return
+		progress := s.evictRound(victims, uses)
+		s.unmark(victims)
+		if !progress && !s.evictPause() {
+			// Nothing could be closed (every checkpoint failed, or every
+			// victim was used meanwhile): wait before trying again.
+			return
+		}
 	}
-	victims := s.lruBatch(p, over)
-	if len(victims) == 0 {
-		s.lmu.Unlock()
-		return
-	}
-	for _, v := range victims {
-		v.victim = true
-	}
-	// Past the cap plus one batch, this opener closes the excess itself;
-	// the rest of the batch closes in the background.
-	now := victims[:min(max(0, over-max(1, s.opts.MaxOpenPhexts/16)), len(victims))]
-	later := victims[len(now):]
-	if len(later) > 0 {
-		s.evicting = true
-		s.wg.Add(1)
-	}
-	s.lmu.Unlock()
-	s.evict(now)
-	if len(later) == 0 {
-		return
-	}
-	go func() {
-		defer s.wg.Done()
-		s.evict(later)
+}
+
+// evictPause waits a little before the evictor's next round; false when
+// the store is closing (the evictor has ended: evicting is cleared).
+func (s *Store) evictPause() bool {
+	t := time.NewTimer(evictRetry)
+	defer t.Stop()
+	select {
+	case <-s.stop:
 		s.lmu.Lock()
 		s.evicting = false
-		s.spare = nil // the next batch sorts again
+		s.spare = nil
 		s.lmu.Unlock()
-	}()
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// evictRetry is how long the evictor waits after a round that closed
+// nothing.
+const evictRetry = 50 * time.Millisecond
+
+// evictRound closes the clean victims and checkpoints the dirty ones, then
+// closes those of them that are clean and unused since they were picked
+// (uses[i] is victims[i]'s lastUse then). It reports whether it closed any.
+func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
+	closed := 0
+	var dirty []int
+	for i, v := range victims {
+		if v.t.closeIfClean(v) {
+			closed++
+		} else if v.state.Load() == stateReady {
+			dirty = append(dirty, i)
+		}
+	}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, evictCkptParallel)
+	)
+	for _, i := range dirty {
+		v := victims[i]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			did, err := v.checkpoint()
+			v.countCompaction(did, err)
+			if err != nil {
+				if err != errPfileClosed {
+					s.log.Warn("store: checkpoint before closing a least recently used phext", "path", v.path, "err", err)
+				}
+				return
+			}
+			if v.lastUse.Load() != uses[i] {
+				return // used since it was picked: keep it open
+			}
+			if v.t.closeIfClean(v) {
+				mu.Lock()
+				closed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return closed > 0
+}
+
+// unmark clears the victim marks of ps.
+func (s *Store) unmark(ps []*pfile) {
+	if len(ps) == 0 {
+		return
+	}
+	s.lmu.Lock()
+	for _, v := range ps {
+		v.victim = false // one that could not be closed may be picked again
+	}
+	s.lmu.Unlock()
 }
 
 // spareVictim is an entry of Store.spare.
@@ -576,7 +698,7 @@ type spareVictim struct {
 // and keeps the rest of the sorted set in s.spare (lmu held).
 func (s *Store) lruBatch(p *pfile, over int) []*pfile {
 	cands := s.lruSorted(p)
-	k := min(max(over, s.opts.MaxOpenPhexts/16), len(cands))
+	k := min(max(over, evictBatch(s.opts.MaxOpenPhexts)), len(cands))
 	victims := make([]*pfile, k)
 	for i := range victims {
 		victims[i] = cands[i].p
@@ -623,20 +745,6 @@ func (s *Store) lruVictim(p *pfile) *pfile {
 		}
 		s.spare = s.lruSorted(p)
 	}
-}
-
-// evict closes victims (picked by register) and clears their marks.
-func (s *Store) evict(victims []*pfile) {
-	for _, v := range victims {
-		if err := v.t.closeFile(v, closeEvict); err != nil {
-			s.log.Warn("store: closing least recently used phext", "path", v.path, "err", err)
-		}
-	}
-	s.lmu.Lock()
-	for _, v := range victims {
-		v.victim = false // one that could not be closed may be picked again
-	}
-	s.lmu.Unlock()
 }
 
 func (s *Store) unregister(p *pfile) {

@@ -228,6 +228,40 @@ func (t *Tenant) closeFile(p *pfile, how closeHow) error {
 		return nil
 	}
 	err := p.close(how)
+	t.forget(p)
+	return err
+}
+
+// closeIfClean closes p if it is clean: its snapshot covers everything it
+// holds (no records in the log it needs, none queued or being logged, no
+// checkpoint running), so the close does no I/O but the munmap. It
+// reports whether it closed p; false leaves p as it was.
+func (t *Tenant) closeIfClean(p *pfile) bool {
+	// fmu: no record is logged (TryWrite, a flush) while it is checked;
+	// qmu: none is queued, and closing refuses the next ones.
+	p.fmu.Lock()
+	p.qmu.Lock()
+	ok := p.oldestGen == 0 && p.ckptHold == 0 && !p.flushing && p.cur == nil && !p.closing &&
+		p.state.CompareAndSwap(stateReady, stateClosing)
+	if ok {
+		p.closing = true
+	}
+	p.qmu.Unlock()
+	p.fmu.Unlock()
+	if !ok {
+		return false
+	}
+	if err := p.finishClose(nil); err != nil {
+		t.s.log.Warn("store: closing a clean phext", "path", p.path, "err", err)
+	}
+	t.forget(p)
+	return true
+}
+
+// forget drops a closed p from the LRU set and the tenant's map, keeps its
+// byte count as the phext's share while it is closed, and wakes the
+// goroutines waiting for it to go.
+func (t *Tenant) forget(p *pfile) {
 	t.s.unregister(p)
 	t.mu.Lock()
 	if t.files[p.key] == p {
@@ -240,7 +274,6 @@ func (t *Tenant) closeFile(p *pfile, how closeHow) error {
 	}
 	t.mu.Unlock()
 	close(p.gone)
-	return err
 }
 
 // shutdown closes every phext of the tenant; later calls return ErrClosed.
