@@ -303,17 +303,12 @@ func (p *pfile) createSnapshot() error {
 	return nil
 }
 
-// closeHow says how much work a close does.
+// closeHow says why a phext is closed (today every close does the same
+// work).
 type closeHow uint8
 
-const (
-	// closeEvict: LRU eviction.
-	closeEvict closeHow = iota
-	// closeSync: RemoveTenant.
-	closeSync
-	// closeCompact: Store.Close.
-	closeCompact
-)
+// closeEvict: LRU eviction, or a reopen after a failure.
+const closeEvict closeHow = 0
 
 // close flushes pending writes, checkpoints the phext when the logs hold
 // records its snapshot does not cover (so that a closed phext is always

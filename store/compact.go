@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/phext/sq/phext"
 	"github.com/zeebo/xxh3"
@@ -75,10 +76,21 @@ func (w *snapWriter) flush() {
 	w.buf = w.buf[:0]
 }
 
+// snapBufs recycles snapshot write buffers: Close writes thousands of
+// small snapshots, and a fresh 1 MiB buffer each was gigabytes of
+// allocation.
+var snapBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
 // writeDoc writes the document walk produces to path, fsyncs and closes
 // it, and returns its identity (size and xxh3-64) and its device and inode.
 // On failure the file is removed.
 func (p *pfile) writeDoc(path string, walk func(func(phext.Coordinate, []byte))) (id walID, dev, ino uint64, err error) {
+	return p.writeDocX(path, walk, true)
+}
+
+// writeDocX is writeDoc; fsync false leaves the fsync to the caller (a
+// batch that syncs the whole file system once).
+func (p *pfile) writeDocX(path string, walk func(func(phext.Coordinate, []byte)), fsync bool) (id walID, dev, ino uint64, err error) {
 	fs := p.t.s.fs
 	f, err := fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o640)
 	if err != nil {
@@ -89,7 +101,9 @@ func (p *pfile) writeDoc(path string, walk func(func(phext.Coordinate, []byte)))
 		_ = fs.Remove(path)
 		return walID{}, 0, 0, fmt.Errorf("store: compact %s: %w", p.path, err)
 	}
-	w := snapWriter{f: f, buf: make([]byte, 0, 1<<20), h: xxh3.New()}
+	bp := snapBufs.Get().(*[]byte)
+	defer func() { *bp = (*bp)[:0]; snapBufs.Put(bp) }()
+	w := snapWriter{f: f, buf: (*bp)[:0], h: xxh3.New()}
 	var scratch []byte
 	prev := phext.Origin
 	walk(func(c phext.Coordinate, text []byte) {
@@ -102,8 +116,10 @@ func (p *pfile) writeDoc(path string, walk func(func(phext.Coordinate, []byte)))
 	if w.err != nil {
 		return fail(w.err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if fsync {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
 	}
 	fi, err := f.Stat()
 	if err != nil {

@@ -236,3 +236,11 @@ func (f noSyncFS) OpenFile(name string, flag int, perm os.FileMode) (File, error
 }
 
 func (noSyncFS) SyncDir(string) error { return nil }
+
+// OpenFSSync: no syncfs either.
+func (noSyncFS) OpenFSSync(string) (FSSync, error) { return noFSSync{}, nil }
+
+type noFSSync struct{}
+
+func (noFSSync) Sync() error  { return nil }
+func (noFSSync) Close() error { return nil }

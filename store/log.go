@@ -474,6 +474,45 @@ func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool
 	return last, g.gen, g.err
 }
 
+// ckptItem is one checkpoint record of a batch (commitCkpts).
+type ckptItem struct {
+	dir, name string
+	payload   []byte
+}
+
+// commitCkpts logs the checkpoint records of many phexts in one group with
+// one fsync (Close's batched checkpoints). Like commitCkpt it is taken
+// while the logs are suspect (unless the file holds a torn write).
+func (l *commitLog) commitCkpts(items []ckptItem) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errLogClosed
+	}
+	if err := l.s.logHealthy(); err != nil && l.torn.Load() {
+		l.mu.Unlock()
+		return err
+	}
+	g := l.cur
+	if g == nil {
+		g = &logGroup{done: make(chan struct{})}
+		l.cur = g
+	}
+	for _, it := range items {
+		id := l.dirIDLocked(&g.buf, it.dir)
+		g.buf = appendLogRecord(g.buf, opCkpt, l.s.lsn.Add(1), id, it.name, phext.Coordinate{}, it.payload)
+	}
+	g.sync = true
+	if l.writing {
+		l.mu.Unlock()
+		<-g.done
+		return g.err
+	}
+	l.writing = true
+	l.run(g)
+	return g.err
+}
+
 // commitRaw logs recs (records of phext name read back from an older
 // generation, with their own LSNs) durably, and returns the generation they
 // went to. Recovery sorts a phext's records by LSN and drops duplicates, so

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"sync/atomic"
 )
@@ -53,6 +54,36 @@ func (f statFS) SyncDir(dir string) error {
 	err := f.FS.SyncDir(dir)
 	if err == nil {
 		f.n.Add(1)
+	}
+	return err
+}
+
+// OpenFSSync forwards to the FS when it is an FSSyncer (counted like an
+// fsync); errNoFSSync otherwise.
+func (f statFS) OpenFSSync(dir string) (FSSync, error) {
+	fs, ok := f.FS.(FSSyncer)
+	if !ok {
+		return nil, errNoFSSync
+	}
+	h, err := fs.OpenFSSync(dir)
+	if err != nil {
+		return nil, err
+	}
+	return statFSSync{FSSync: h, n: f.n}, nil
+}
+
+// errNoFSSync: the store's FS cannot sync a whole file system.
+var errNoFSSync = errors.New("store: the file system seam has no syncfs")
+
+type statFSSync struct {
+	FSSync
+	n *atomic.Uint64
+}
+
+func (h statFSSync) Sync() error {
+	err := h.FSSync.Sync()
+	if err == nil {
+		h.n.Add(1)
 	}
 	return err
 }

@@ -112,7 +112,8 @@ type Options struct {
 // checkpoint holds one for its duration).
 const FDsPerOpenPhext = 0
 
-// closeParallelism bounds the tenants Store.Close closes at once.
+// closeParallelism bounds the goroutines of a batched close (snapshot
+// writes, directory fsyncs).
 const closeParallelism = 16
 
 // Store owns tenants and their phexts. All methods are safe for concurrent
@@ -281,27 +282,16 @@ func (s *Store) Close() error {
 	s.shutting = true // before Wait: no eviction goroutine starts after it
 	s.lmu.Unlock()
 	close(s.stop)
-	// Tenants close in parallel (bounded) so that their fsyncs overlap.
-	var (
-		errs []error
-		emu  sync.Mutex
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, closeParallelism)
-	)
+	// Every phext of every tenant closes in one batch: one sync per step
+	// for all their checkpoints (closeMany).
+	var ps []*pfile
 	for _, t := range ts {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := t.shutdown(closeCompact); err != nil {
-				emu.Lock()
-				errs = append(errs, err)
-				emu.Unlock()
-			}
-		}()
+		ps = append(ps, t.closeAll()...)
 	}
-	wg.Wait()
+	var errs []error
+	if err := s.closeMany(ps); err != nil {
+		errs = append(errs, err)
+	}
 	s.wg.Wait()
 	if err := s.closeLogs(); err != nil {
 		errs = append(errs, err)
@@ -476,7 +466,7 @@ func (s *Store) RemoveTenant(name string) error {
 	// the same files meanwhile.
 	t.removing = true
 	s.mu.Unlock()
-	err := t.shutdown(closeSync)
+	err := t.shutdown()
 	s.mu.Lock()
 	if s.tenants[name] == t {
 		delete(s.tenants, name)

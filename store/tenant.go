@@ -276,25 +276,23 @@ func (t *Tenant) forget(p *pfile) {
 	close(p.gone)
 }
 
-// shutdown closes every phext of the tenant; later calls return ErrClosed.
-func (t *Tenant) shutdown(how closeHow) error {
+// shutdown closes every phext of the tenant (one batch: closeMany); later
+// calls return ErrClosed.
+func (t *Tenant) shutdown() error {
+	return t.s.closeMany(t.closeAll())
+}
+
+// closeAll marks the tenant closed (no phext opens any more) and returns
+// its phexts.
+func (t *Tenant) closeAll() []*pfile {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.closed = true
 	ps := make([]*pfile, 0, len(t.files))
 	for _, p := range t.files {
 		ps = append(ps, p)
 	}
-	t.mu.Unlock()
-	var errs []error
-	for _, p := range ps {
-		if p.state.Load() == stateOpening {
-			<-p.opened
-		}
-		if err := t.closeFile(p, how); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return ps
 }
 
 // reader returns p read-locked, reopening as needed. The caller must
