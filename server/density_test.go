@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
@@ -265,28 +265,28 @@ func BenchmarkMetricsScrape10K(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := srv.HTTPHandler()
-	for tok := range cfg.Tenants {
-		for _, target := range []string{"/api/v2/insert?c=1.1.1/1.1.1/1.1.1&s=hello", "/api/v2/select?c=1.1.1/1.1.1/1.1.1"} {
-			w := &discardWriter{h: http.Header{}}
-			h.ServeHTTP(w, newRequest(b, "GET", target, tok, nil))
-			if w.code != 200 {
-				b.Fatalf("%s: %d", target, w.code)
-			}
+	// One write and one read per tenant, counted as the REST API counts
+	// them (the HTTP API's own benchmarks live in server/httpapi).
+	for _, tn := range srv.Tenants() {
+		n, err := tn.Store().Insert(nil, phext.Origin, []byte("hello"))
+		if err != nil {
+			b.Fatal(err)
 		}
+		tn.Record(protocol.OpInsert, protocol.StatusOK, 5, n, time.Microsecond)
+		out, err := tn.Store().AppendSelect(nil, nil, phext.Origin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tn.Record(protocol.OpSelect, protocol.StatusOK, 0, len(out), time.Microsecond)
 	}
-	api := h.(*httpAPI)
-	buf := protocol.GetBuffer()
-	defer protocol.PutBuffer(buf)
-	api.writeMetrics(buf)
-	b.SetBytes(int64(len(buf.B)))
+	buf := srv.AppendMetrics(nil, HTTPMetrics{})
+	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		buf.Reset()
-		api.writeMetrics(buf)
+		buf = srv.AppendMetrics(buf[:0], HTTPMetrics{})
 	}
 	// After the loop: ResetTimer drops metrics reported before it.
-	b.ReportMetric(float64(len(buf.B))/1e6, "MB/scrape")
-	b.ReportMetric(float64(bytes.Count(buf.B, []byte{'\n'})), "lines/scrape")
+	b.ReportMetric(float64(len(buf))/1e6, "MB/scrape")
+	b.ReportMetric(float64(bytes.Count(buf, []byte{'\n'})), "lines/scrape")
 }

@@ -3,7 +3,7 @@ package server
 // Request execution: the connection's worker (queue.go) runs each queued
 // frame here, decoding it (handle), running a run of pipelined writes as
 // one group commit (handleWrites), and calling the store for every
-// operation (exec); errors become statuses through statusOf (errors.go).
+// operation (exec); errors become statuses through StatusOf (errors.go).
 // The event loop's own cheap answers are in fastpath.go.
 
 import (
@@ -251,12 +251,12 @@ func (s *Server) compressReply(out []byte, pos int, id uint32, codec uint8) []by
 	return append(out[:pos], buf.B...)
 }
 
-// errReply is the status and message of a failed request (statusOf).
+// errReply is the status and message of a failed request (StatusOf).
 // Only INTERNAL answers are logged: the others are the client's doing, or
 // routine (a tenant closing during a reload), and a log line per request
 // would let a client flood the log.
 func (s *Server) errReply(t *tenant, req *protocol.Request, err error) (protocol.Status, string) {
-	status, expected := statusOf(err)
+	status, expected := StatusOf(err)
 	var pe *protocol.Error
 	if errors.As(err, &pe) {
 		return status, pe.Msg

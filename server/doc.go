@@ -11,7 +11,10 @@
 //
 // Entry points: New/Start build a Server over a store.Store and a
 // config.Config (package config reads the tenants.json format); Serve runs it;
-// Reload swaps the tenant table; Shutdown drains it.
+// Reload swaps the tenant table; Shutdown drains it. The HTTP front end is
+// package server/httpapi, which reaches the engine only through the
+// methods of front.go, watch_stream.go (Watch) and metrics_expo.go
+// (AppendMetrics).
 //
 // # Caveats
 //

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"net/http"
 
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
@@ -14,16 +13,17 @@ import (
 // (RELOAD) without the admin token and without trusted loopback.
 var errForbidden = errors.New("reload needs the admin token (or a loopback connection when the server trusts loopback)")
 
-// statusOf is the one mapping from an error of the store, protocol or
-// phext packages to the status a client gets, for the binary protocol and
-// (through httpCode) the REST API alike. expected is false for errors that
+// StatusOf is the one mapping from an error of the store, protocol,
+// phext or config packages (or of this one) to the status a client gets,
+// for the binary protocol and the REST API alike (server/httpapi turns the
+// status into an HTTP code). expected is false for errors that
 // are a server-side failure (INTERNAL): only those are worth a log line.
 //
 // A phext or tenant that is closing (store.ErrClosed: a reload removed or
 // moved the tenant under the request, or the store is shutting down) is
 // SHUTTING_DOWN, the retryable answer, never INTERNAL: it is routine during
 // a reload and logs nothing.
-func statusOf(err error) (status protocol.Status, expected bool) {
+func StatusOf(err error) (status protocol.Status, expected bool) {
 	var pe *protocol.Error
 	switch {
 	case err == nil:
@@ -50,32 +50,3 @@ func statusOf(err error) (status protocol.Status, expected bool) {
 	}
 	return protocol.StatusInternal, false
 }
-
-// httpCode is the HTTP status code of the REST answer for a protocol
-// status. SHUTTING_DOWN and BUSY are 503 and carry Retry-After
-// (retryAfter).
-func httpCode(status protocol.Status) int {
-	switch status {
-	case protocol.StatusOK:
-		return http.StatusOK
-	case protocol.StatusBadFrame, protocol.StatusBadCoord, protocol.StatusBadScroll:
-		return http.StatusBadRequest
-	case protocol.StatusUnknownOp:
-		return http.StatusNotFound
-	case protocol.StatusAuth:
-		return http.StatusUnauthorized
-	case protocol.StatusBadName:
-		return http.StatusForbidden // SQ's answer to a bad phext path
-	case protocol.StatusTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case protocol.StatusQuota:
-		return http.StatusInsufficientStorage
-	case protocol.StatusBusy, protocol.StatusShuttingDown:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
-// retryAfter is the Retry-After value (seconds) of a 503 answer: a reload
-// or a restart takes about that long.
-var retryAfter = []string{"1"}

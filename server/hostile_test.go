@@ -35,6 +35,7 @@ import (
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
+	"github.com/phext/sq/server/httpapi"
 	"github.com/phext/sq/store"
 )
 
@@ -142,7 +143,7 @@ func startHostile(t testing.TB, ho hostileOpts) *hostile {
 	}
 	h.srv = srv
 	if ho.http {
-		hs, ln, err := srv.StartHTTP("127.0.0.1:0", &server.HTTPOptions{ConfigPath: h.cfgPath})
+		hs, ln, err := httpapi.Start(srv, "127.0.0.1:0", &httpapi.Options{ConfigPath: h.cfgPath})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -80,6 +80,14 @@ func (s *Server) initTenantStats(ts *tenantStats) {
 // op returns the counters of slot i, or nil if it has served no request.
 func (ts *tenantStats) op(i int) *OpStats { return ts.ops[i].Load() }
 
+// opSlotName names the counter slot i of tenantStats.ops.
+func opSlotName(i int) string {
+	if i == 0 || i > len(countedOps) {
+		return "OTHER"
+	}
+	return countedOps[i-1].String()
+}
+
 func (ts *tenantStats) record(op protocol.Op, status protocol.Status, in, out int, d time.Duration) {
 	slot := opSlots[op]
 	s := ts.ops[slot].Load()

@@ -433,8 +433,21 @@ func (s *Server) ReloadFromSource() (string, error) {
 	if s.opts.LoadConfig == nil {
 		return "", fmt.Errorf("%w: no config source (the server runs without --config reload support)", config.ErrInvalid)
 	}
+	return s.reloadFrom(s.opts.LoadConfig)
+}
+
+// ReloadFile is Reload of the configuration file at path (config.Load):
+// the admin API's reload after it edited the file, and REST reload when
+// the server has no Options.LoadConfig. A file that cannot be read or
+// parsed is refused, counted and logged like any failed reload.
+func (s *Server) ReloadFile(path string) (string, error) {
+	return s.reloadFrom(func() (*config.Config, error) { return config.Load(path) })
+}
+
+// reloadFrom is Reload of the configuration load returns.
+func (s *Server) reloadFrom(load func() (*config.Config, error)) (string, error) {
 	start := time.Now()
-	cfg, err := s.opts.LoadConfig()
+	cfg, err := load()
 	if err != nil {
 		s.log.Error("reload refused; keeping the old config", "err", err)
 		s.stats.reloadsFailed.Add(1)

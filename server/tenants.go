@@ -56,6 +56,26 @@ func (t *tenantTable) lookup(token []byte) *tenant {
 	return t.byKey[keyOf(token)]
 }
 
+// lookupString is lookup for a string token (REST); a tenant being
+// removed by a reload counts as absent.
+func (t *tenantTable) lookupString(token string) *tenant {
+	if token == "" {
+		return nil
+	}
+	// Tokens are at most 255 bytes (Config.Validate); a stack copy keeps
+	// the conversion from allocating.
+	var kb [256]byte
+	if len(token) > len(kb) {
+		return nil
+	}
+	n := copy(kb[:], token)
+	tn := t.byKey[keyOf(kb[:n])]
+	if tn == nil || tn.closed.Load() {
+		return nil
+	}
+	return tn
+}
+
 func (t *tenantTable) isAdmin(token []byte) bool {
 	return t.hasAdm && keyOf(token) == t.admin
 }

@@ -10,7 +10,7 @@ import (
 
 // BenchmarkFeedPublish: the memory work of publishing one change (what a
 // writer pays, under the phext's locks) to n subscriptions whose sinks
-// encode it (SSE sinks: no socket). The socket write happens later on the
+// encode it (stream sinks writing event frames: no socket). The socket write happens later on the
 // watcher's own goroutine or loop and is not included.
 func BenchmarkFeedPublish(b *testing.B) {
 	for _, n := range []int{0, 1, 2, 16} {
@@ -18,10 +18,10 @@ func BenchmarkFeedPublish(b *testing.B) {
 			s := &Server{opts: (&Options{}).withDefaults()}
 			mem := &memBudget{limit: 1 << 40}
 			h := &feedHub{s: s, mem: mem, subs: map[*watchSub]struct{}{}, ring: make([]*feedEvent, s.opts.WatchRetainEvents)}
-			var sinks []*sseSink
+			var sinks []*streamSink
 			var spares [][]byte
 			for i := 0; i < n; i++ {
-				k := &sseSink{mem: mem, max: 1 << 30, wake: make(chan struct{}, 1)}
+				k := &streamSink{mem: mem, max: 1 << 30, enc: frameEncoder{}, wake: make(chan struct{}, 1)}
 				sinks = append(sinks, k)
 				spares = append(spares, nil)
 				h.subs[&watchSub{id: uint32(i), phext: "p", text: true, sink: k}] = struct{}{}

@@ -18,6 +18,7 @@ import (
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/server"
+	"github.com/phext/sq/server/httpapi"
 	"github.com/phext/sq/store"
 )
 
@@ -83,7 +84,7 @@ func startTestServerWith(t *testing.T, withHTTP bool, names ...string) *testServ
 	var hs *http.Server
 	if withHTTP {
 		var ln net.Listener
-		hs, ln, err = srv.StartHTTP("127.0.0.1:0", &server.HTTPOptions{ConfigPath: ts.cfgPath})
+		hs, ln, err = httpapi.Start(srv, "127.0.0.1:0", &httpapi.Options{ConfigPath: ts.cfgPath})
 		if err != nil {
 			t.Fatal(err)
 		}

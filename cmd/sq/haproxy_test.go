@@ -18,6 +18,7 @@ import (
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server/httpapi"
 )
 
 // freeLoopbackPort returns a port on 127.0.0.1 that was free a moment ago.
@@ -127,7 +128,7 @@ func TestHAProxyRoutesByHelloToken(t *testing.T) {
 	// Each host's HTTP API, where HAProxy checks GET /readyz.
 	var health []int
 	for _, ts := range []*testServer{h1, h2} {
-		hs, ln, err := ts.srv.StartHTTP("127.0.0.1:0", nil)
+		hs, ln, err := httpapi.Start(ts.srv, "127.0.0.1:0", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
+	"github.com/phext/sq/server/httpapi"
 	"github.com/phext/sq/store"
 )
 
@@ -301,7 +302,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	var hs *http.Server
 	if httpLn != nil {
 		var ln net.Listener
-		hs, ln = srv.StartHTTPOn(httpLn, &server.HTTPOptions{ConfigPath: cfgPath})
+		hs, ln = httpapi.StartOn(srv, httpLn, &httpapi.Options{ConfigPath: cfgPath})
 		httpLn = nil // the HTTP server owns it now
 		out.note("REST API on http://"+ln.Addr().String(), "REST API", "addr", ln.Addr().String())
 	}

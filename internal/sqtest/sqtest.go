@@ -4,6 +4,8 @@
 package sqtest
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 	"time"
 )
@@ -41,4 +43,26 @@ func CheckForErr(t testing.TB, within time.Duration, cond func() error) {
 		}
 		time.Sleep(pollEvery)
 	}
+}
+
+// LogBuffer is a log destination that goroutines may write concurrently
+// (a slog handler over a server that logs from loops and workers) while
+// the test reads what was written.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 )
 
 // startFront starts the binary engine and StartHTTP (with its front) on
@@ -20,7 +21,7 @@ import (
 func startFront(t *testing.T) (*testEnv, string) {
 	t.Helper()
 	e := startEnv(t, envOptions{})
-	hs, ln, err := e.srv.StartHTTP("127.0.0.1:0", &HTTPOptions{ConfigPath: e.cfgPath})
+	hs, ln, err := Start(e.srv, "127.0.0.1:0", &Options{ConfigPath: e.cfgPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestBinaryClientAtRESTPortFailsFast(t *testing.T) {
 		t.Fatalf("message %q does not say REST port and name %s", se.Msg, e.srv.Addr())
 	}
 	// The REST port still serves HTTP afterwards.
-	if code, body := rawHTTP(t, restAddr, "GET /api/v2/version HTTP/1.1\r\nHost: x\r\nX-SQ-API-Key: "+e.tokens["alpha"]+"\r\n\r\n"); code != 200 || body != Version {
+	if code, body := rawHTTP(t, restAddr, "GET /api/v2/version HTTP/1.1\r\nHost: x\r\nX-SQ-API-Key: "+e.tokens["alpha"]+"\r\n\r\n"); code != 200 || body != server.Version {
 		t.Fatalf("version: %d %q", code, body)
 	}
 }

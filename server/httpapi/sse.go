@@ -1,13 +1,13 @@
-package server
+package httpapi
 
 import (
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
 )
 
@@ -27,102 +27,42 @@ const sseHeartbeat = 15 * time.Second
 // would end every stream after it).
 const sseWriteTimeout = 30 * time.Second
 
-// sseSink is one SSE stream's queue: events are encoded on the publishing
-// goroutine (under the hub's mu) and written by the handler's goroutine.
-type sseSink struct {
-	mem *memBudget
-	max int
+// sseEncoder writes change events as SSE text (server.StreamEncoder).
+type sseEncoder struct{}
 
-	mu      sync.Mutex
-	buf     []byte
-	charged int64
-	sub     *watchSub
-	over    bool          // the subscription ended
-	wake    chan struct{} // capacity 1
+func (sseEncoder) AppendChange(dst []byte, c *store.Change, withText, omitted bool) []byte {
+	return appendSSEChange(dst, c, withText, omitted)
 }
 
-func (k *sseSink) notify() {
-	select {
-	case k.wake <- struct{}{}:
-	default:
-	}
+func (sseEncoder) AppendResync(dst []byte, pos uint64, reason uint8, ended bool) []byte {
+	return appendSSEResync(dst, pos, reason, ended)
 }
 
-func (k *sseSink) deliver(sub *watchSub, ev *feedEvent) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.over {
-		return true
-	}
-	start := len(k.buf)
-	k.buf = appendSSEChange(k.buf, sub, ev)
-	n := len(k.buf) - start
-	if len(k.buf) > k.max || !k.mem.tryReserve(int64(n)) {
-		k.buf = k.buf[:start]
-		return false
-	}
-	k.charged += int64(n)
-	k.notify()
-	return true
-}
-
-func (k *sseSink) resync(sub *watchSub, pos uint64, reason uint8, ended bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.buf = appendSSEResync(k.buf, pos, reason, ended)
-	k.notify()
-}
-
-func (k *sseSink) add(sub *watchSub) error {
-	k.mu.Lock()
-	k.sub = sub
-	k.mu.Unlock()
-	return nil
-}
-
-func (k *sseSink) ended(sub *watchSub) {
-	// Called with the hub's mu held, possibly under store locks: only
-	// mark, the handler returns once it has written what is queued.
-	k.mu.Lock()
-	k.over = true
-	k.mu.Unlock()
-	k.notify()
-}
-
-// take returns what is queued and whether the stream is over.
-func (k *sseSink) take(spare []byte) (buf []byte, charged int64, over bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	buf, charged, over = k.buf, k.charged, k.over
-	k.buf, k.charged = spare[:0], 0
-	return buf, charged, over
-}
-
-func appendSSEChange(dst []byte, sub *watchSub, ev *feedEvent) []byte {
+func appendSSEChange(dst []byte, c *store.Change, withText, omitted bool) []byte {
 	dst = append(dst, "id: "...)
-	dst = strconv.AppendUint(dst, ev.pos, 10)
+	dst = strconv.AppendUint(dst, c.Pos, 10)
 	dst = append(dst, "\nevent: change\ndata: {\"pos\":"...)
-	dst = strconv.AppendUint(dst, ev.pos, 10)
+	dst = strconv.AppendUint(dst, c.Pos, 10)
 	dst = append(dst, ",\"op\":\""...)
-	dst = append(dst, protocol.ChangeOpName(uint8(ev.op))...)
+	dst = append(dst, protocol.ChangeOpName(uint8(c.Op))...)
 	dst = append(dst, "\",\"phext\":"...)
-	dst = appendJSONString(dst, []byte(ev.phext))
+	dst = appendJSONString(dst, []byte(c.Phext))
 	dst = append(dst, ",\"coord\":\""...)
-	dst = ev.coord.AppendText(dst)
+	dst = c.Coord.AppendText(dst)
 	dst = append(dst, "\",\"len\":"...)
-	dst = strconv.AppendInt(dst, ev.n, 10)
-	if ev.hasSum {
+	dst = strconv.AppendInt(dst, c.Len, 10)
+	if c.HasSum {
 		dst = append(dst, ",\"checksum\":\""...)
-		dst = append(dst, ev.sum[:]...)
+		dst = append(dst, c.Sum[:]...)
 		dst = append(dst, '"')
 	}
-	if sub.text {
+	if withText {
 		switch {
-		case ev.omitted:
+		case omitted:
 			dst = append(dst, ",\"text_omitted\":true"...)
-		case ev.op != store.ChangeDelete && ev.op != store.ChangePut && ev.op != store.ChangeCompact:
+		case c.Op != store.ChangeDelete && c.Op != store.ChangePut && c.Op != store.ChangeCompact:
 			dst = append(dst, ",\"text\":"...)
-			dst = appendJSONString(dst, ev.text)
+			dst = appendJSONString(dst, c.Text)
 		}
 	}
 	return append(dst, "}\n\n"...)
@@ -148,7 +88,7 @@ func appendSSEResync(dst []byte, pos uint64, reason uint8, ended bool) []byte {
 }
 
 // serveWatch streams the change feed of phext name of tenant t.
-func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, name []byte, start time.Time) {
+func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t server.Tenant, name []byte, start time.Time) {
 	q := r.URL.Query()
 	prefix, d, err := phext.ParsePrefix(q.Get("c"))
 	depth := uint8(d)
@@ -171,19 +111,9 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 		}
 		wq.Flags, wq.From = protocol.WatchFrom, p
 	}
-	k := &sseSink{mem: t.mem, max: h.s.opts.WatchQueueBytes, wake: make(chan struct{}, 1)}
-	sub := &watchSub{phext: string(name), prefix: prefix, depth: depth,
-		text: q.Get("text") == "1" || q.Get("text") == "true", sink: k}
-	var head uint64
-	var hub *feedHub
-	for {
-		hub = h.s.hubFor(t)
-		if head, err = hub.subscribe(sub, &wq); err != errShuttingDownFeed || h.s.draining.Load() {
-			break
-		}
-	}
+	ws, err := h.s.Watch(t, name, &wq, q.Get("text") == "1" || q.Get("text") == "true", sseEncoder{})
 	if err != nil {
-		status, _ := statusOf(err)
+		status, _ := server.StatusOf(err)
 		code := httpCode(status)
 		h.record(t, routeWatch, code, status, 0, 0, start)
 		if code == http.StatusServiceUnavailable {
@@ -192,13 +122,7 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 		replyText(w, code, err.Error())
 		return
 	}
-	defer func() {
-		// Once out of the hub nothing is queued any more: give back what
-		// is still queued (a client that went away mid-stream).
-		hub.remove(sub)
-		_, charged, _ := k.take(nil)
-		t.mem.release(charged)
-	}()
+	defer ws.Close()
 	h.record(t, routeWatch, http.StatusOK, protocol.StatusOK, 0, 0, start)
 	rc := http.NewResponseController(w)
 	hd := w.Header()
@@ -206,9 +130,8 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 	hd["Content-Type"] = []string{"text/event-stream"}
 	hd["Cache-Control"] = noStore
 	hd["X-Accel-Buffering"] = []string{"no"}
-	hd["X-Sq-Position"] = []string{strconv.FormatUint(head, 10)}
+	hd["X-Sq-Position"] = []string{strconv.FormatUint(ws.Head(), 10)}
 	w.WriteHeader(http.StatusOK)
-	var spare []byte
 	write := func(b []byte) bool {
 		rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 		if _, err := w.Write(b); err != nil {
@@ -236,14 +159,11 @@ func (h *httpAPI) serveWatch(w http.ResponseWriter, r *http.Request, t *tenant, 
 				return
 			}
 			continue
-		case <-k.wake:
+		case <-ws.Ready():
 		}
-		buf, charged, over := k.take(spare)
+		buf, over := ws.Take()
 		ok := len(buf) == 0 || write(buf)
-		t.mem.release(charged)
-		if cap(buf) <= maxSpare {
-			spare = buf
-		}
+		ws.Written(buf)
 		if !ok || over {
 			return
 		}

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 )
 
 // The admin API answers JSON and needs the config's admin_token
@@ -63,9 +64,8 @@ type adminError struct {
 }
 
 func (h *httpAPI) isAdmin(r *http.Request) bool {
-	tab := h.s.table.Load()
 	for _, v := range r.Header["Authorization"] {
-		if tok := bearer(v); tok != "" && tab.isAdmin([]byte(tok)) {
+		if h.s.IsAdminToken(bearer(v)) {
 			return true
 		}
 	}
@@ -77,9 +77,8 @@ func (h *httpAPI) mayReadMetrics(r *http.Request) bool {
 	if h.trusted(r) {
 		return true
 	}
-	tab := h.s.table.Load()
 	for _, v := range r.Header["Authorization"] {
-		if tok := bearer(v); tok != "" && (tab.isMetrics([]byte(tok)) || tab.isAdmin([]byte(tok))) {
+		if tok := bearer(v); h.s.IsMetricsToken(tok) || h.s.IsAdminToken(tok) {
 			return true
 		}
 	}
@@ -158,28 +157,24 @@ func (h *httpAPI) adminMethod(w http.ResponseWriter, r *http.Request, m string) 
 }
 
 // liveTenant fills the live fields of a from the running tenant tn.
-func liveTenant(a *AdminTenant, tn *tenant, withOps bool) {
+func liveTenant(a *AdminTenant, tn server.Tenant, withOps bool) {
 	a.Enabled = true
-	a.Connections = tn.conns.Load()
-	if u, err := tn.store.Usage(); err == nil {
+	a.Connections = tn.Connections()
+	if u, err := tn.Store().Usage(); err == nil {
 		a.Bytes, a.Scrolls, a.Phexts = u.Bytes, u.Scrolls, u.Phexts
 	}
 	if withOps {
 		a.Ops = map[string]AdminOpStats{}
 	}
-	for i := range tn.stats.ops {
-		o := tn.stats.op(i)
-		if o == nil {
-			continue
-		}
+	tn.EachOp(func(name string, o *server.OpStats) {
 		n := o.Requests.Load()
 		if n == 0 {
-			continue
+			return
 		}
 		a.Requests += n
 		a.Errors += n - o.Status[protocol.StatusOK].Load()
 		if !withOps {
-			continue
+			return
 		}
 		st := AdminOpStats{Requests: n, BytesIn: o.BytesIn.Load(), BytesOut: o.BytesOut.Load(),
 			LatencySumMicros: o.LatSum.Load(), Statuses: map[string]uint64{}}
@@ -188,23 +183,18 @@ func liveTenant(a *AdminTenant, tn *tenant, withOps bool) {
 				st.Statuses[protocol.Status(s).String()] = v
 			}
 		}
-		a.Ops[opSlotName(i)] = st
-	}
-}
-
-// opSlotName names the counter slot i of tenantStats.ops.
-func opSlotName(i int) string {
-	if i == 0 || i > len(countedOps) {
-		return "OTHER"
-	}
-	return countedOps[i-1].String()
+		a.Ops[name] = st
+	})
 }
 
 // adminList returns every tenant sorted by name: the running ones, plus the
 // disabled ones of the config file when ConfigPath is set.
 func (h *httpAPI) adminList() ([]AdminTenant, error) {
-	tab := h.s.table.Load()
-	seen := make(map[string]bool, len(tab.byName))
+	running := map[string]server.Tenant{}
+	for _, tn := range h.s.Tenants() {
+		running[tn.Name()] = tn
+	}
+	seen := make(map[string]bool, len(running))
 	var out []AdminTenant
 	if h.o.ConfigPath != "" {
 		cfg, err := config.Load(h.o.ConfigPath)
@@ -214,19 +204,19 @@ func (h *httpAPI) adminList() ([]AdminTenant, error) {
 		for _, tok := range cfg.SortedTokens() {
 			e := cfg.Tenants[tok]
 			a := AdminTenant{Name: e.Name, DataDir: e.DataDir, QuotaBytes: e.QuotaBytes()}
-			if tn := tab.byName[e.Name]; tn != nil && e.IsEnabled() {
-				a.DataDir, a.QuotaBytes = tn.entry().DataDir, tn.entry().QuotaBytes()
+			if tn, ok := running[e.Name]; ok && e.IsEnabled() {
+				a.DataDir, a.QuotaBytes = tn.Entry().DataDir, tn.Entry().QuotaBytes()
 				liveTenant(&a, tn, false)
 			}
 			seen[e.Name] = true
 			out = append(out, a)
 		}
 	}
-	for name, tn := range tab.byName {
+	for name, tn := range running {
 		if seen[name] {
 			continue
 		}
-		a := AdminTenant{Name: name, DataDir: tn.entry().DataDir, QuotaBytes: tn.entry().QuotaBytes()}
+		a := AdminTenant{Name: name, DataDir: tn.Entry().DataDir, QuotaBytes: tn.Entry().QuotaBytes()}
 		liveTenant(&a, tn, false)
 		out = append(out, a)
 	}
@@ -235,8 +225,8 @@ func (h *httpAPI) adminList() ([]AdminTenant, error) {
 }
 
 func (h *httpAPI) adminOne(w http.ResponseWriter, name string) {
-	if tn := h.s.table.Load().byName[name]; tn != nil {
-		a := AdminTenant{Name: name, DataDir: tn.entry().DataDir, QuotaBytes: tn.entry().QuotaBytes()}
+	if tn, ok := h.s.TenantByName(name); ok {
+		a := AdminTenant{Name: name, DataDir: tn.Entry().DataDir, QuotaBytes: tn.Entry().QuotaBytes()}
 		liveTenant(&a, tn, true)
 		h.adminJSON(w, http.StatusOK, a)
 		return
@@ -318,22 +308,17 @@ func (h *httpAPI) setEnabled(name string, enable bool) (AdminChange, error) {
 	if err := config.WriteFile(path, cfg); err != nil {
 		return res, err
 	}
-	cfgAbs, err := config.Load(path)
-	if err == nil {
-		res.Reload, err = h.s.Reload(cfgAbs)
-	} else {
-		h.s.stats.reloadsFailed.Add(1)
-	}
+	res.Reload, err = h.s.ReloadFile(path)
 	if err != nil {
 		// Put the old file back so that file and running config agree.
 		if old, perr := config.Parse(data); perr == nil {
 			if werr := config.WriteFile(path, old); werr != nil {
-				h.s.log.Error("admin: restoring the config file failed", "path", path, "err", werr)
+				h.log.Error("admin: restoring the config file failed", "path", path, "err", werr)
 			}
 		}
 		return res, fmt.Errorf("reload failed, change undone: %w", err)
 	}
 	res.Changed = true
-	h.s.log.Info("admin: tenant enabled flag changed", "tenant", name, "enabled", enable)
+	h.log.Info("admin: tenant enabled flag changed", "tenant", name, "enabled", enable)
 	return res, nil
 }

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"errors"
@@ -16,15 +16,15 @@ import (
 
 	"github.com/valyala/bytebufferpool"
 
-	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
 )
 
-// HTTPOptions configure the HTTP API served by HTTPHandlerWith and
-// StartHTTP. The zero value of each field means its default.
-type HTTPOptions struct {
+// Options configure the HTTP API served by Handler, Start and StartOn.
+// The zero value of each field means its default.
+type Options struct {
 	// ConfigPath is the tenant configuration file that the admin API
 	// edits to enable or disable a tenant (atomically, then reloaded).
 	// Empty: those two calls answer 503 and the tenant list shows the
@@ -42,73 +42,67 @@ type HTTPOptions struct {
 	PublicMetrics bool
 }
 
-// HTTPHandler returns the HTTP API with default options: SQ's REST routes
-// under /api/v2/, GET /metrics and the admin API under /admin/ (see
-// docs/COMPATIBILITY.md). It runs requests against the same store and
-// tenant table as the binary protocol and may be called more than once;
-// each handler keeps its own HTTP counters.
-func (s *Server) HTTPHandler() http.Handler { return s.HTTPHandlerWith(HTTPOptions{}) }
-
-// HTTPHandlerWith is HTTPHandler with options.
-func (s *Server) HTTPHandlerWith(o HTTPOptions) http.Handler {
+// Handler returns the HTTP API over the engine e: SQ's REST routes under
+// /api/v2/, GET /metrics, the health probes and the admin API under
+// /admin/ (see docs/COMPATIBILITY.md). It runs requests against the same
+// store and tenant table as the binary protocol and may be called more
+// than once; each handler keeps its own HTTP counters.
+func Handler(e Engine, o Options) http.Handler {
+	so := e.Options()
 	if o.MaxBody <= 0 {
-		o.MaxBody = s.opts.MaxFrame
+		o.MaxBody = so.MaxFrame
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 512
 	}
-	return &httpAPI{s: s, o: o, stop: make(chan struct{})}
+	return &httpAPI{s: e, o: o, so: so, log: so.Logger, stop: make(chan struct{})}
 }
 
-// StartHTTP listens on addr (host:port; port 0 picks a free port, see the
-// returned listener's Addr) and serves HTTPHandlerWith(o) on it in a new
+// Start listens on addr (host:port; port 0 picks a free port, see the
+// returned listener's Addr) and serves Handler(e, o) on it in a new
 // goroutine. A nil o means defaults. Stop it with the returned server's
-// Shutdown before calling s.Shutdown, so that no REST request is still
+// Shutdown before the engine's Shutdown, so that no REST request is still
 // running when the store closes.
-func (s *Server) StartHTTP(addr string, o *HTTPOptions) (*http.Server, net.Listener, error) {
-	var opts HTTPOptions
-	if o != nil {
-		opts = *o
-	}
+func Start(e Engine, addr string, o *Options) (*http.Server, net.Listener, error) {
 	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	hs, ln := s.StartHTTPOn(tl, &opts)
+	hs, ln := StartOn(e, tl, o)
 	return hs, ln, nil
 }
 
-// StartHTTPOn is StartHTTP on a listener the caller opened (sq host binds
-// --http before the binary port, so that a bad address fails before
-// anything serves). The returned listener wraps tl; closing the server
+// StartOn is Start on a listener the caller opened (sq host binds --http
+// before the binary port, so that a bad address fails before anything
+// serves). The returned listener wraps tl (front.go); closing the server
 // closes it.
-func (s *Server) StartHTTPOn(tl net.Listener, o *HTTPOptions) (*http.Server, net.Listener) {
-	var opts HTTPOptions
+func StartOn(e Engine, tl net.Listener, o *Options) (*http.Server, net.Listener) {
+	var opts Options
 	if o != nil {
 		opts = *o
 	}
-	ln := &frontListener{Listener: tl, binaryAddr: s.Addr()}
+	so := e.Options()
+	ln := &frontListener{Listener: tl, binaryAddr: e.Addr()}
+	api := Handler(e, opts).(*httpAPI)
 	hs := &http.Server{
-		Handler:           s.HTTPHandlerWith(opts),
+		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		// The slowloris guard of the binary protocol, applied to the
 		// whole request (SQ: 30 s read timeout).
-		ReadTimeout:    s.opts.FrameTimeout,
-		WriteTimeout:   2 * s.opts.FrameTimeout,
+		ReadTimeout:    so.FrameTimeout,
+		WriteTimeout:   2 * so.FrameTimeout,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 1 << 20,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(so.Logger.Handler(), slog.LevelWarn),
 	}
-	if api, ok := hs.Handler.(*httpAPI); ok {
-		// Shutdown waits for handlers to finish: end the SSE streams.
-		hs.RegisterOnShutdown(api.stopStreams)
-	}
+	// Shutdown waits for handlers to finish: end the SSE streams.
+	hs.RegisterOnShutdown(api.stopStreams)
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+			so.Logger.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	s.log.Info("sq http listening", "addr", ln.Addr().String())
+	so.Logger.Info("sq http listening", "addr", ln.Addr().String())
 	return hs, ln
 }
 
@@ -206,14 +200,17 @@ func codeSlot(code int) int {
 	return len(httpCodes) - 1
 }
 
-// httpAPI is the handler behind HTTPHandler. Its fields are immutable after
+// httpAPI is the handler behind Handler. Its fields are immutable after
 // creation except the atomics and what adminMu guards.
 type httpAPI struct {
-	s *Server
-	o HTTPOptions
+	s   Engine
+	o   Options
+	so  server.Options // the engine's, read once
+	log *slog.Logger
 
 	// adminMu serializes admin edits of the config file. Lock order: it is
-	// taken before Server.reloadMu (inside Reload), never while holding it.
+	// taken before the server's reload lock (inside a reload), never while
+	// holding it (server/LOCKS.md).
 	adminMu sync.Mutex
 
 	inflight atomic.Int64
@@ -384,7 +381,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		h.serveReload(w, r)
 		return
 	}
-	if h.s.draining.Load() {
+	if h.s.Draining() {
 		h.count(rt, http.StatusServiceUnavailable)
 		w.Header()["Retry-After"] = retryAfter
 		replyText(w, http.StatusServiceUnavailable, msgShuttingDown)
@@ -392,8 +389,8 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	}
 	// Auth before taking an in-flight slot: a delayed bad-token answer
 	// must not hold a slot that real requests need.
-	t, tried := h.tenantOf(r)
-	if t == nil {
+	t, ok, tried := h.tenantOf(r)
+	if !ok {
 		if tried {
 			h.authFailed(r)
 		}
@@ -440,9 +437,9 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	var bodyBuf *bytebufferpool.ByteBuffer
 	// What this request reserves of the client memory budget (body,
 	// reply), released once the reply is written.
-	mem := hold{b: t.mem}
-	defer mem.done()
-	lim := store.Limit{Max: h.s.opts.MaxFrame - 6, Reserve: mem.reserve}
+	mem := t.Hold()
+	defer mem.Done()
+	lim := store.Limit{Max: h.so.MaxFrame - 6, Reserve: mem.Reserve}
 	if post && r.Method == http.MethodPost {
 		if r.ContentLength > int64(h.o.MaxBody) {
 			h.tooLarge(w, t, rt, r.ContentLength, start)
@@ -455,10 +452,10 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength < 0 {
 			want = int64(h.o.MaxBody) + 1
 		}
-		if mem.reserve(int(want)) != nil {
+		if err := mem.Reserve(int(want)); err != nil {
 			h.record(t, rt, http.StatusServiceUnavailable, protocol.StatusBusy, len(q), 0, start)
 			w.Header()["Retry-After"] = retryAfter
-			replyText(w, http.StatusServiceUnavailable, errBusyMemory.Msg)
+			replyText(w, http.StatusServiceUnavailable, msgOf(err))
 			return
 		}
 		bodyBuf = protocol.GetBuffer()
@@ -497,7 +494,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, ctype, out.B)
 }
 
-func (h *httpAPI) tooLarge(w http.ResponseWriter, t *tenant, rt route, n int64, start time.Time) {
+func (h *httpAPI) tooLarge(w http.ResponseWriter, t server.Tenant, rt route, n int64, start time.Time) {
 	h.record(t, rt, http.StatusRequestEntityTooLarge, protocol.StatusTooLarge, 0, 0, start)
 	replyText(w, http.StatusRequestEntityTooLarge, "body too large: "+strconv.FormatInt(n, 10)+
 		" bytes (max "+strconv.Itoa(h.o.MaxBody)+")")
@@ -505,25 +502,25 @@ func (h *httpAPI) tooLarge(w http.ResponseWriter, t *tenant, rt route, n int64, 
 
 // record updates the tenant's operation counters (shared with the binary
 // protocol) and the handler's HTTP counters.
-func (h *httpAPI) record(t *tenant, rt route, code int, status protocol.Status, in, out int, start time.Time) {
+func (h *httpAPI) record(t server.Tenant, rt route, code int, status protocol.Status, in, out int, start time.Time) {
 	h.count(rt, code)
-	if t != nil && rt != routeUnknown {
-		t.stats.record(routeOps[rt], status, in, out, time.Since(start))
+	if rt != routeUnknown {
+		t.Record(routeOps[rt], status, in, out, time.Since(start))
 	}
 }
 
 // exec runs one SQ command for tenant t and appends the answer to out.B. On
 // failure it returns the HTTP code, the matching protocol status and the
 // message; out is then unused.
-func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) (int, protocol.Status, string) {
+func (h *httpAPI) exec(rt route, t server.Tenant, name []byte, q string, body []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) (int, protocol.Status, string) {
 	var err error
 	switch rt {
 	case routeVersion:
-		out.B = append(out.B, Version...)
+		out.B = append(out.B, server.Version...)
 	case routeLoad:
 		// The store always serves the current state; load only checks the
 		// phext can be read (SQ re-reads the file).
-		if out.B, err = t.store.AppendChecksum(out.B, name); err == nil {
+		if out.B, err = t.Store().AppendChecksum(out.B, name); err == nil {
 			out.B = appendPhextFile(append(out.B[:0], "Loaded "...), name)
 		}
 	case routeSelect, routeInsert, routeUpdate, routeDelete:
@@ -539,11 +536,11 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 	case routeStatus:
 		err = h.status(t, name, out)
 	case routeChecksum:
-		out.B, err = t.store.AppendChecksum(out.B, name)
+		out.B, err = t.Store().AppendChecksum(out.B, name)
 	case routeTOC:
-		out.B, err = t.store.AppendTOCLimit(out.B, name, lim)
+		out.B, err = t.Store().AppendTOCLimit(out.B, name, lim)
 	case routeGet:
-		out.B, err = t.store.AppendGetLimit(out.B, name, lim)
+		out.B, err = t.Store().AppendGetLimit(out.B, name, lim)
 	case routeDelta:
 		req := scrollArg(out, q, body)
 		// SQ reads the request lossily; it only selects what to return.
@@ -553,7 +550,7 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 			req = append([]byte(nil), req...)
 			out.B = out.B[:0]
 		}
-		out.B, err = t.store.AppendDeltaLimit(out.B, name, req, lim)
+		out.B, err = t.Store().AppendDeltaLimit(out.B, name, req, lim)
 	case routeJSONExport:
 		err = h.jsonExport(t, name, out, lim)
 	case routeWhere:
@@ -568,25 +565,25 @@ func (h *httpAPI) exec(rt route, t *tenant, name []byte, q string, body []byte, 
 }
 
 // execScroll runs select, insert, update and delete at c.
-func (h *httpAPI) execScroll(rt route, t *tenant, name []byte, c phext.Coordinate, q string, body []byte, out *bytebufferpool.ByteBuffer) error {
+func (h *httpAPI) execScroll(rt route, t server.Tenant, name []byte, c phext.Coordinate, q string, body []byte, out *bytebufferpool.ByteBuffer) error {
 	var n int
 	var err error
 	switch rt {
 	case routeSelect:
-		out.B, err = t.store.AppendSelect(out.B, name, c)
+		out.B, err = t.Store().AppendSelect(out.B, name, c)
 		return err
 	case routeInsert:
 		text := scrollArg(out, q, body)
-		if n, err = t.store.Insert(name, c, text); err == nil {
+		if n, err = t.Store().Insert(name, c, text); err == nil {
 			out.B = appendCountMsg(out.B[:0], "Inserted ", n, " bytes")
 		}
 	case routeUpdate:
 		text := scrollArg(out, q, body)
-		if n, err = t.store.Update(name, c, text); err == nil {
+		if n, err = t.Store().Update(name, c, text); err == nil {
 			out.B = appendCountMsg(out.B[:0], "Updated ", n, " bytes")
 		}
 	case routeDelete:
-		if n, err = t.store.Delete(name, c); err == nil {
+		if n, err = t.Store().Delete(name, c); err == nil {
 			out.B = appendCountMsg(out.B[:0], "Removed ", n, " bytes")
 		}
 	}
@@ -621,8 +618,8 @@ func appendPhextFile(dst, name []byte) []byte {
 // status writes SQ's status text for phext name: its file, the connection
 // id (always 0 in SQ's multi-tenant mode), serialized size and scrolls.
 // The document is measured, not built.
-func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
-	size, scrolls, err := t.store.DocSize(name)
+func (h *httpAPI) status(t server.Tenant, name []byte, out *bytebufferpool.ByteBuffer) error {
+	size, scrolls, err := t.Store().DocSize(name)
 	if err != nil {
 		return err
 	}
@@ -639,10 +636,10 @@ func (h *httpAPI) status(t *tenant, name []byte, out *bytebufferpool.ByteBuffer)
 // proper JSON string escapes (SQ escapes only '"' and newlines, in hash
 // order, so its output can be invalid JSON). The export is measured first
 // (a walk that builds nothing) and refused past lim before it is built.
-func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) error {
+func (h *httpAPI) jsonExport(t server.Tenant, name []byte, out *bytebufferpool.ByteBuffer, lim store.Limit) error {
 	// The text alone is a lower bound: refuse a large export at once,
 	// without walking it.
-	text, scrolls, err := t.store.TextSize(name)
+	text, scrolls, err := t.Store().TextSize(name)
 	if err != nil {
 		return err
 	}
@@ -660,7 +657,7 @@ func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuf
 		first = false
 		return n
 	}
-	if err := t.store.Walk(name, func(c phext.Coordinate, text []byte) error {
+	if err := t.Store().Walk(name, func(c phext.Coordinate, text []byte) error {
 		size += entry(c, text)
 		return nil
 	}); err != nil {
@@ -672,7 +669,7 @@ func (h *httpAPI) jsonExport(t *tenant, name []byte, out *bytebufferpool.ByteBuf
 	out.B = slices.Grow(out.B, int(size))
 	out.B = append(out.B, "[\n"...)
 	first = true
-	err = t.store.Walk(name, func(c phext.Coordinate, text []byte) error {
+	err = t.Store().Walk(name, func(c phext.Coordinate, text []byte) error {
 		if !first {
 			out.B = append(out.B, ',')
 		}
@@ -773,11 +770,11 @@ func (h *httpAPI) where(q string, body []byte, out *bytebufferpool.ByteBuffer) (
 }
 
 // errorOf turns a store error into the REST answer: the HTTP code of
-// its status (statusOf, httpCode: the same mapping as the binary
-// protocol), the status and SQ's text where SQ has one. Only INTERNAL
+// its status (server.StatusOf, then httpCode: the same mapping as the
+// binary protocol), the status and SQ's text where SQ has one. Only INTERNAL
 // errors are logged.
-func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, protocol.Status, string) {
-	status, expected := statusOf(err)
+func (h *httpAPI) errorOf(t server.Tenant, rt route, name []byte, err error) (int, protocol.Status, string) {
+	status, expected := server.StatusOf(err)
 	code := httpCode(status)
 	switch status {
 	case protocol.StatusBadName:
@@ -797,7 +794,7 @@ func (h *httpAPI) errorOf(t *tenant, rt route, name []byte, err error) (int, pro
 		return code, status, msgShuttingDown
 	}
 	if !expected {
-		h.s.log.Warn("http request failed", "tenant", t.name, "route", routeNames[rt], "phext", string(name), "err", err)
+		h.log.Warn("http request failed", "tenant", t.Name(), "route", routeNames[rt], "phext", string(name), "err", err)
 		return code, status, "Internal Server Error"
 	}
 	return code, status, http.StatusText(code) + ": " + err.Error()
@@ -820,41 +817,20 @@ func badScrollMsg(err error) string {
 // tenantOf finds the tenant named by the request's token, accepted like
 // SQ: "Authorization: Bearer <token>", a bare "Authorization: <token>", or
 // "X-SQ-API-Key: <token>". tried reports whether any token was sent.
-func (h *httpAPI) tenantOf(r *http.Request) (t *tenant, tried bool) {
-	tab := h.s.table.Load()
+func (h *httpAPI) tenantOf(r *http.Request) (t server.Tenant, ok, tried bool) {
 	for _, v := range r.Header["Authorization"] {
 		tried = true
-		if t := tab.lookupString(bearer(v)); t != nil {
-			return t, true
+		if t, ok := h.s.TenantByToken(bearer(v)); ok {
+			return t, true, true
 		}
 	}
 	for _, v := range r.Header["X-Sq-Api-Key"] {
 		tried = true
-		if t := tab.lookupString(strings.TrimSpace(v)); t != nil {
-			return t, true
+		if t, ok := h.s.TenantByToken(strings.TrimSpace(v)); ok {
+			return t, true, true
 		}
 	}
-	return nil, tried
-}
-
-// lookupString is lookup for a string token; a tenant being removed by a
-// reload counts as absent.
-func (t *tenantTable) lookupString(token string) *tenant {
-	if token == "" {
-		return nil
-	}
-	// Tokens are at most 255 bytes (Config.Validate); a stack copy keeps
-	// the conversion from allocating.
-	var kb [256]byte
-	if len(token) > len(kb) {
-		return nil
-	}
-	n := copy(kb[:], token)
-	tn := t.byKey[keyOf(kb[:n])]
-	if tn == nil || tn.closed.Load() {
-		return nil
-	}
-	return tn
+	return t, false, tried
 }
 
 // bearer strips an optional, case-insensitive "Bearer " prefix.
@@ -869,9 +845,7 @@ func bearer(v string) string {
 // authFailed counts a bad token and, past the address's budget, delays the
 // answer like a failed HELLO (the same per-IP limiter).
 func (h *httpAPI) authFailed(r *http.Request) {
-	h.s.stats.authFailures.Add(1)
-	ip := remoteIP(r)
-	if d := h.s.auth.fail(ip, time.Now()); d > 0 {
+	if d := h.s.AuthFailed(remoteIP(r)); d > 0 {
 		tm := time.NewTimer(d)
 		select {
 		case <-tm.C:
@@ -897,7 +871,7 @@ func isLoopback(r *http.Request) bool {
 // trusted reports whether the request comes from loopback and the server
 // trusts loopback (Options.TrustLoopback; off by default).
 func (h *httpAPI) trusted(r *http.Request) bool {
-	return h.s.opts.TrustLoopback && isLoopback(r)
+	return h.so.TrustLoopback && isLoopback(r)
 }
 
 // serveReload answers POST /api/v2/reload: with the admin token, or from
@@ -913,7 +887,7 @@ func (h *httpAPI) serveReload(w http.ResponseWriter, r *http.Request) {
 		replyText(w, http.StatusForbidden, msgReloadForbidden)
 		return
 	}
-	if h.s.opts.LoadConfig == nil && h.o.ConfigPath == "" {
+	if h.so.LoadConfig == nil && h.o.ConfigPath == "" {
 		h.count(routeReload, http.StatusServiceUnavailable)
 		replyText(w, http.StatusServiceUnavailable, "Reload not available in this mode")
 		return
@@ -930,26 +904,13 @@ func (h *httpAPI) serveReload(w http.ResponseWriter, r *http.Request) {
 	replyText(w, http.StatusOK, "Config reload triggered\n"+msg)
 }
 
-// reload re-reads the configuration (Options.LoadConfig, else ConfigPath)
-// and applies it. The caller holds adminMu.
+// reload re-reads the configuration (the server's Options.LoadConfig, else
+// ConfigPath) and applies it. The caller holds adminMu.
 func (h *httpAPI) reload() (string, error) {
-	var msg string
-	var err error
-	if h.s.opts.LoadConfig != nil {
-		msg, err = h.s.ReloadFromSource()
-	} else {
-		var cfg *config.Config
-		if cfg, err = config.Load(h.o.ConfigPath); err == nil {
-			msg, err = h.s.Reload(cfg)
-		} else {
-			h.s.log.Error("reload refused; keeping the old config", "err", err)
-			h.s.stats.reloadsFailed.Add(1)
-		}
+	if h.so.LoadConfig != nil {
+		return h.s.ReloadFromSource()
 	}
-	if err != nil {
-		return "", err
-	}
-	return msg, nil
+	return h.s.ReloadFile(h.o.ConfigPath)
 }
 
 // sqParam returns the value of the last key=value pair of the raw query

@@ -2,50 +2,20 @@ package server
 
 import (
 	"math"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/valyala/bytebufferpool"
-
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
 
-// GET /metrics exposes the server in the Prometheus text format (see
-// docs/COMPATIBILITY.md for the list of families). The request hot paths only bump the
-// atomics they always bump (tenantStats, serverStats, httpAPI.codes); every
-// value here is read at scrape time.
-
-// serveMetrics answers GET /metrics: with the metrics or the admin token,
-// from loopback when the server trusts it, or to anyone when PublicMetrics
-// is set.
-func (h *httpAPI) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		h.count(routeMetrics, http.StatusMethodNotAllowed)
-		replyText(w, http.StatusMethodNotAllowed, "Method Not Allowed")
-		return
-	}
-	if !h.o.PublicMetrics && !h.mayReadMetrics(r) {
-		h.count(routeMetrics, http.StatusUnauthorized)
-		replyText(w, http.StatusUnauthorized, msgUnauthorized)
-		return
-	}
-	buf := protocol.GetBuffer()
-	defer protocol.PutBuffer(buf)
-	h.writeMetrics(buf)
-	h.count(routeMetrics, http.StatusOK)
-	hd := w.Header()
-	hd["Content-Type"] = []string{"text/plain; version=0.0.4; charset=utf-8"}
-	hd["Content-Length"] = []string{strconv.Itoa(len(buf.B))}
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		w.Write(buf.B)
-	}
-}
+// AppendMetrics writes the server's counters in the Prometheus text format
+// for GET /metrics (served by server/httpapi; docs/COMPATIBILITY.md lists
+// the families). The request hot paths only bump the atomics they always
+// bump (tenantStats, serverStats, the HTTP API's counters); every value
+// here is read at scrape time.
 
 // expo writes the Prometheus text exposition format (version 0.0.4) to a
 // byte slice: every family once, as "# HELP", "# TYPE" and then all its
@@ -160,15 +130,32 @@ type scrapeTenant struct {
 	sizesOK bool
 }
 
-// writeMetrics appends every family to buf.
-func (h *httpAPI) writeMetrics(buf *bytebufferpool.ByteBuffer) {
-	e := expo{b: buf.B}
-	h.appendMetrics(&e)
-	buf.B = e.b
+// HTTPMetrics are the HTTP API's own counters, which the exposition shows
+// among the server's (families sq_http_requests_in_flight and
+// sq_http_requests_total).
+type HTTPMetrics struct {
+	// InFlight is the number of REST requests being served.
+	InFlight int64
+	// Requests are the answered requests by route and status code (Code
+	// "other" for codes without a counter of their own), zeros left out.
+	Requests []HTTPCount
 }
 
-func (h *httpAPI) appendMetrics(e *expo) {
-	s := h.s
+// HTTPCount is one series of sq_http_requests_total.
+type HTTPCount struct {
+	Route, Code string
+	N           uint64
+}
+
+// AppendMetrics appends every family of the exposition to dst: the
+// server's, http's and the process's. Safe from any goroutine.
+func (s *Server) AppendMetrics(dst []byte, http HTTPMetrics) []byte {
+	e := expo{b: dst}
+	s.appendMetrics(&e, &http)
+	return e.b
+}
+
+func (s *Server) appendMetrics(e *expo, http *HTTPMetrics) {
 	e.family("sq_build_info", "gauge", "Always 1; the version label is the server's.")
 	e.uint(1, "sq_build_info", "version", Version)
 	e.one("sq_connections", "gauge", "Open binary-protocol connections.", uint64(max(s.stats.conns.Load(), 0)))
@@ -206,18 +193,10 @@ func (h *httpAPI) appendMetrics(e *expo) {
 	e.uint(s.stats.reloadsOK.Load(), "sq_reloads_total", "result", "ok")
 	e.uint(s.stats.reloadsFailed.Load(), "sq_reloads_total", "result", "failed")
 
-	e.one("sq_http_requests_in_flight", "gauge", "REST requests being served.", uint64(max(h.inflight.Load(), 0)))
+	e.one("sq_http_requests_in_flight", "gauge", "REST requests being served.", uint64(max(http.InFlight, 0)))
 	e.family("sq_http_requests_total", "counter", "REST requests answered, by route and status code.")
-	for rt := range h.codes {
-		for c := range h.codes[rt] {
-			if v := h.codes[rt][c].Load(); v > 0 {
-				code := "other"
-				if httpCodes[c] != 0 {
-					code = strconv.Itoa(httpCodes[c])
-				}
-				e.uint(v, "sq_http_requests_total", "route", routeNames[rt], "code", code)
-			}
-		}
+	for _, c := range http.Requests {
+		e.uint(c.N, "sq_http_requests_total", "route", c.Route, "code", c.Code)
 	}
 	e.family("sq_request_duration_seconds", "histogram",
 		"Time from decoding a request to its reply, binary and REST, over all tenants, by operation.")

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"bufio"
@@ -7,14 +7,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
 )
 
@@ -66,7 +67,7 @@ func parseExposition(t *testing.T, body string) map[string]float64 {
 }
 
 func TestMetricsExposition(t *testing.T) {
-	e := startREST(t, envOptions{}, HTTPOptions{})
+	e := startREST(t, envOptions{}, Options{})
 	const c = "1.1.1/1.1.1/1.1.1"
 	for i := 0; i < 3; i++ {
 		e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c="+c, "12345"), 200, "Inserted 5 bytes")
@@ -89,7 +90,7 @@ func TestMetricsExposition(t *testing.T) {
 		`sq_tenant_quota_bytes{tenant="beta"}`:                                    0,
 		`sq_connections`:                                                          1,
 		`sq_tenants`:                                                              2,
-		`sq_build_info{version="` + Version + `"}`:                                1,
+		`sq_build_info{version="` + server.Version + `"}`:                         1,
 		`sq_connections_closed_total{reason="slow_consumer"}`:                     0,
 		`sq_reloads_total{result="ok"}`:                                           0,
 		`sq_request_duration_seconds_bucket{op="SELECT",le="4.194304"}`:           1,
@@ -120,9 +121,24 @@ func TestMetricsExposition(t *testing.T) {
 		t.Error("no compaction counter")
 	}
 	// Buckets are cumulative.
+	const bucket = `sq_request_duration_seconds_bucket{op="INSERT",le="`
+	var les []float64
+	for k := range m {
+		if le, ok := strings.CutPrefix(k, bucket); ok {
+			f, err := strconv.ParseFloat(strings.TrimSuffix(le, `"}`), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", k, err)
+			}
+			les = append(les, f)
+		}
+	}
+	if len(les) < 2 {
+		t.Fatalf("%d INSERT buckets", len(les))
+	}
+	slices.Sort(les)
 	prev := -1.0
-	for i := 0; i < latencyBucket; i++ {
-		v := m[`sq_request_duration_seconds_bucket{op="INSERT",le="`+latencyBounds[i]+`"}`]
+	for i, le := range les {
+		v := m[bucket+strconv.FormatFloat(le, 'g', -1, 64)+`"}`]
 		if v < prev {
 			t.Fatalf("bucket %d: %v < %v", i, v, prev)
 		}
@@ -137,7 +153,7 @@ func TestMetricsExposition(t *testing.T) {
 // TestMetricsTenantDetail: TenantDetailMetrics adds per-tenant latency
 // histograms and file sizes.
 func TestMetricsTenantDetail(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{opts: Options{TenantDetailMetrics: true}}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{opts: server.Options{TenantDetailMetrics: true}}, Options{})
 	const c = "1.1.1/1.1.1/1.1.1"
 	for i := 0; i < 3; i++ {
 		e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c="+c, "12345"), 200, "Inserted 5 bytes")
@@ -253,7 +269,7 @@ func checkFamilies(t *testing.T, body string) {
 // TestMetricsFamilies: every family has help text and a type; request
 // durations are one typed histogram per operation, not per tenant.
 func TestMetricsFamilies(t *testing.T) {
-	e := startREST(t, envOptions{}, HTTPOptions{})
+	e := startREST(t, envOptions{}, Options{})
 	e.want(e.as("alpha", "POST", "/api/v2/insert?p=m&c=1.1.1/1.1.1/1.1.1", "12345"), 200, "Inserted 5 bytes")
 	e.as("beta", "GET", "/api/v2/select?p=m&c=1.1.1/1.1.1/1.1.1", "")
 	e.as("beta", "POST", "/api/v2/insert?p=m&c=1.1.1/1.1.1/1.1.1", "bad\x17")
@@ -278,7 +294,7 @@ func TestMetricsFamilies(t *testing.T) {
 }
 
 func TestMetricsLabelEscaping(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{tenants: []string{`we"ird\name`, "multi\nline"}}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{tenants: []string{`we"ird\name`, "multi\nline"}}, Options{})
 	e.as(`we"ird\name`, "GET", "/api/v2/version", "")
 	m := scrape(t, e) // validates every line
 	if m[`sq_requests_total{tenant="we\"ird\\name",op="VERSION"}`] != 1 {
@@ -300,7 +316,7 @@ func TestMetricsAccess(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		return rec.Code
 	}
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	e.rewriteConfig(func(c *config.Config) { c.AdminToken = "metrics-admin-token" })
 	tests := []struct {
 		name   string
@@ -316,7 +332,7 @@ func TestMetricsAccess(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := e.srv.HTTPHandlerWith(HTTPOptions{PublicMetrics: tc.public})
+			h := Handler(e.srv, Options{PublicMetrics: tc.public})
 			if got := remote(h, tc.hdr...); got != tc.code {
 				t.Fatalf("code %d, want %d", got, tc.code)
 			}
@@ -335,25 +351,9 @@ func TestMetricsAccess(t *testing.T) {
 	})
 }
 
-func TestDirSizes(t *testing.T) {
-	dir := t.TempDir()
-	for name, n := range map[string]int{"a.phext": 10, "a.phext.wal": 7, ".phext": 3, ".phext.wal": 2, "x.json": 100, "b.phext.tmp": 50} {
-		if err := writeFile(filepath.Join(dir, name), strings.Repeat("x", n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	snap, wal, ok := dirSizes(dir)
-	if !ok || snap != 13 || wal != 9 {
-		t.Fatalf("snap %d wal %d ok %v", snap, wal, ok)
-	}
-	if _, _, ok := dirSizes(filepath.Join(dir, "missing")); ok {
-		t.Fatal("missing dir reported")
-	}
-}
-
 func BenchmarkMetricsScrape(b *testing.B) {
 	e := benchEnv(b, 50)
-	h := e.srv.HTTPHandler().(*httpAPI)
+	h := Handler(e.srv, Options{}).(*httpAPI)
 	buf := protocol.GetBuffer()
 	defer protocol.PutBuffer(buf)
 	h.writeMetrics(buf)

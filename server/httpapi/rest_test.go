@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"bufio"
@@ -20,6 +20,7 @@ import (
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
 )
 
@@ -31,56 +32,27 @@ type restEnv struct {
 	hs  *httptest.Server
 }
 
-func startREST(t *testing.T, eo envOptions, ho HTTPOptions) *restEnv {
+func startREST(t *testing.T, eo envOptions, ho Options) *restEnv {
 	t.Helper()
 	return restOver(t, startEnv(t, eo), ho)
 }
 
-// startHTTPOnly is startREST without the gnet engine (New, not Start): for
-// tests that use only the HTTP API, it saves the engine's stop time.
-func startHTTPOnly(t *testing.T, eo envOptions, ho HTTPOptions) *restEnv {
+// startHTTPOnly is startREST without the gnet engine (server.New, not
+// Start): for tests that use only the HTTP API, it saves the engine's stop
+// time.
+func startHTTPOnly(t *testing.T, eo envOptions, ho Options) *restEnv {
 	t.Helper()
-	if len(eo.tenants) == 0 {
-		eo.tenants = []string{"alpha", "beta"}
-	}
-	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
-	e.cfg = &config.Config{Tenants: map[string]config.TenantEntry{}, MetricsToken: testMetricsToken}
-	for i, name := range eo.tenants {
-		tok, err := config.GenerateToken(i + 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.tokens[name] = tok
-		e.cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
-	}
-	e.cfgPath = filepath.Join(e.dir, "tenants.json")
-	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(&store.Options{Durability: store.DurabilityNo, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.store = db
-	o := eo.opts
-	o.Logger = quietLogger()
-	o.LoadConfig = func() (*config.Config, error) { return config.Load(e.cfgPath) }
-	srv, err := New(db, e.cfg, &o)
-	if err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	e.srv = srv
-	t.Cleanup(e.stop)
-	return restOver(t, e, ho)
+	eo.noEngine = true
+	eo.opts.Logger = nil
+	return restOver(t, startEnv(t, eo), ho)
 }
 
-func restOver(t *testing.T, e *testEnv, ho HTTPOptions) *restEnv {
+func restOver(t *testing.T, e *testEnv, ho Options) *restEnv {
 	t.Helper()
 	if ho.ConfigPath == "" {
 		ho.ConfigPath = e.cfgPath
 	}
-	api := e.srv.HTTPHandlerWith(ho).(*httpAPI)
+	api := Handler(e.srv, ho).(*httpAPI)
 	hs := httptest.NewServer(api)
 	t.Cleanup(hs.Close)
 	return &restEnv{testEnv: e, api: api, hs: hs}
@@ -146,7 +118,7 @@ func (e *restEnv) want(a answer, code int, body string) {
 }
 
 func TestRESTEveryRoute(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	const c1, c2 = "1.1.1/1.1.1/1.1.1", "1.1.1/1.1.1/1.1.2"
 	q := func(s string) string { return url.QueryEscape(s) }
 	steps := []struct {
@@ -157,7 +129,7 @@ func TestRESTEveryRoute(t *testing.T) {
 		code   int
 		want   string
 	}{
-		{name: "version", method: "GET", target: "/api/v2/version", code: 200, want: Version},
+		{name: "version", method: "GET", target: "/api/v2/version", code: 200, want: server.Version},
 		{name: "select empty", method: "GET", target: "/api/v2/select?p=notes&c=" + c1, code: 200, want: ""},
 		{name: "insert GET s", method: "GET", target: "/api/v2/insert?p=notes&c=" + c1 + "&s=hello+world", code: 200, want: "Inserted 11 bytes"},
 		{name: "insert POST body", method: "POST", target: "/api/v2/insert?p=notes&c=" + c1, body: ", again", code: 200, want: "Inserted 7 bytes"},
@@ -226,7 +198,7 @@ func mustWhere(t *testing.T, text, algo string, limit int) phext.Coordinate {
 }
 
 func TestRESTAuthForms(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	tok := e.tokenOf("alpha")
 	e.rewriteConfig(func(c *config.Config) { c.AdminToken = "admin-secret-token-0001" })
 	tests := []struct {
@@ -270,7 +242,7 @@ func TestRESTAuthForms(t *testing.T) {
 }
 
 func TestRESTErrors(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{MaxBody: 1024})
+	e := startHTTPOnly(t, envOptions{}, Options{MaxBody: 1024})
 	const c1 = "1.1.1/1.1.1/1.1.1"
 	e.want(e.as("alpha", "POST", "/api/v2/insert?p=keep&c="+c1, "kept"), 200, "Inserted 4 bytes")
 	before := e.as("alpha", "GET", "/api/v2/get?p=keep", "").body
@@ -350,23 +322,23 @@ func TestRESTErrors(t *testing.T) {
 		}
 		e.want(e.as("alpha", "GET", "/api/v2/get?p=big", ""), 200, "")
 	})
-	t.Run("draining", func(t *testing.T) {
-		e.srv.draining.Store(true)
-		defer e.srv.draining.Store(false)
-		a := e.as("alpha", "GET", "/api/v2/version", "")
-		if a.code != 503 {
-			t.Fatalf("got %d %q", a.code, a.body)
-		}
-	})
 	t.Run("busy", func(t *testing.T) {
 		e.api.inflight.Add(int64(e.api.o.MaxInFlight))
 		defer e.api.inflight.Add(-int64(e.api.o.MaxInFlight))
 		e.want(e.as("alpha", "GET", "/api/v2/version", ""), 503, msgBusy)
 	})
+	// Last: a drained server stays draining.
+	t.Run("draining", func(t *testing.T) {
+		e.drain()
+		a := e.as("alpha", "GET", "/api/v2/version", "")
+		if a.code != 503 {
+			t.Fatalf("got %d %q", a.code, a.body)
+		}
+	})
 }
 
 func TestRESTPreflight(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	for _, path := range []string{"/api/v2/insert", "/api/v2/nope", "/"} {
 		a := e.call("OPTIONS", path, "", "Origin", "https://notepad.example", "Access-Control-Request-Method", "POST")
 		if a.code != 204 || a.body != "" {
@@ -389,7 +361,7 @@ func TestRESTPreflight(t *testing.T) {
 // scripts with Bearer and a text body; Phext Notepad with X-SQ-API-Key) on
 // a raw connection and checks SQ's answers.
 func TestRESTCompatReplay(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	tok := e.tokenOf("alpha")
 	host := strings.TrimPrefix(e.hs.URL, "http://")
 	nc, err := net.Dial("tcp", host)
@@ -464,7 +436,7 @@ func TestRESTCompatReplay(t *testing.T) {
 // TestRESTBinaryEquivalence writes through one protocol and reads through
 // the other, live and after reopening the data dir.
 func TestRESTBinaryEquivalence(t *testing.T) {
-	e := startREST(t, envOptions{}, HTTPOptions{})
+	e := startREST(t, envOptions{}, Options{})
 	bin := e.dial("alpha")
 	coords := []string{"1.1.1/1.1.1/1.1.1", "1.1.1/1.1.1/1.1.7", "1.1.1/1.1.2/1.1.1", "3.1.4/1.5.9/2.6.5", "9.9.9/9.9.9/9.9.9"}
 
@@ -524,7 +496,7 @@ func TestRESTBinaryEquivalence(t *testing.T) {
 func itoa(n int) string { return string(appendCountMsg(nil, "", n, "")) }
 
 func TestRESTReload(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	// A new tenant appears in the file; the reload makes it usable.
 	tok, _ := config.GenerateToken(9)
 	e.cfg.Tenants[tok] = config.TenantEntry{Name: "gamma", DataDir: filepath.Join(e.dir, "gamma")}
@@ -543,7 +515,7 @@ func TestRESTReload(t *testing.T) {
 	if _, err := e.srv.ReloadFromSource(); err != nil { // the operator's SIGHUP
 		t.Fatal(err)
 	}
-	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, Version)
+	e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, server.Version)
 	a := e.call("POST", "/api/v2/reload", "", "Authorization", "Bearer the-admin-token-123")
 	if a.code != 200 || !strings.HasPrefix(a.body, "Config reload triggered") {
 		t.Fatalf("reload: %d %q", a.code, a.body)
@@ -578,7 +550,7 @@ func TestRESTReload(t *testing.T) {
 		if a.code != 500 {
 			t.Fatalf("%d %q", a.code, a.body)
 		}
-		e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, Version)
+		e.want(e.call("GET", "/api/v2/version", "", "Authorization", "Bearer "+tok), 200, server.Version)
 	})
 	t.Run("no config source", func(t *testing.T) {
 		db, err := store.Open(&store.Options{Logger: quietLogger()})
@@ -587,14 +559,14 @@ func TestRESTReload(t *testing.T) {
 		}
 		defer db.Close()
 		cfg := &config.Config{Tenants: map[string]config.TenantEntry{"tok-1": {Name: "x", DataDir: t.TempDir()}}}
-		s, err := New(db, cfg, &Options{Logger: quietLogger(), TrustLoopback: true})
+		s, err := server.New(db, cfg, &server.Options{Logger: quietLogger(), TrustLoopback: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("POST", "/api/v2/reload", nil)
 		req.RemoteAddr = "127.0.0.1:5555"
-		s.HTTPHandler().ServeHTTP(rec, req)
+		Handler(s, Options{}).ServeHTTP(rec, req)
 		if rec.Code != 503 || rec.Body.String() != "Reload not available in this mode" {
 			t.Fatalf("%d %q", rec.Code, rec.Body.String())
 		}
@@ -606,16 +578,16 @@ func writeFile(path, data string) error {
 }
 
 func TestRESTCountsTenantStats(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
-	tn := e.srv.table.Load().byName["alpha"]
-	if tn.stats.op(int(opSlots[protocol.OpInsert])) != nil {
+	e := startHTTPOnly(t, envOptions{}, Options{})
+	tn, _ := e.srv.TenantByName("alpha")
+	if tn.OpStats(protocol.OpInsert) != nil {
 		t.Fatal("INSERT counters exist before the first INSERT")
 	}
 	e.as("alpha", "POST", "/api/v2/insert?c=1.1.1/1.1.1/1.1.1", "abc")
 	e.as("alpha", "POST", "/api/v2/insert?c=1.1.1/1.1.1/1.1.1", "a\x17")
 	e.as("alpha", "GET", "/api/v2/select?c=1.1.1/1.1.1/1.1.1", "")
-	ins := tn.stats.op(int(opSlots[protocol.OpInsert]))
-	sel := tn.stats.op(int(opSlots[protocol.OpSelect]))
+	ins := tn.OpStats(protocol.OpInsert)
+	sel := tn.OpStats(protocol.OpSelect)
 	if d := ins.Requests.Load(); d != 2 {
 		t.Fatalf("insert requests +%d, want +2", d)
 	}
@@ -631,7 +603,7 @@ func TestRESTCountsTenantStats(t *testing.T) {
 }
 
 func TestRESTAuthFailuresSlowDown(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{opts: Options{AuthFailBudget: 1}}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{opts: server.Options{AuthFailBudget: 1}}, Options{})
 	bad := []string{"Authorization", "Bearer wrong"}
 	e.call("GET", "/api/v2/version", "", bad...) // within budget
 	start := time.Now()
@@ -744,7 +716,7 @@ func newRequest(t testing.TB, method, target, token string, body []byte) *http.R
 // the token digest, the query parse and the store read allocate nothing;
 // only the Content-Length header value does.
 func TestRESTSelectAllocs(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	e.want(e.as("alpha", "POST", "/api/v2/update?c=1.1.1/1.1.1/1.1.1", strings.Repeat("z", 1000)), 200, "Updated 1000 bytes")
 	req := newRequest(t, "GET", "/api/v2/select?p=&c=1.1.1/1.1.1/1.1.1", e.tokenOf("alpha"), nil)
 	w := &discardWriter{h: http.Header{}}
@@ -802,7 +774,7 @@ func hasBarePair(raw string) bool {
 
 // benchServer is a server without the engine, for handler benchmarks.
 type benchServer struct {
-	srv    *Server
+	srv    *server.Server
 	tokens []string
 }
 
@@ -825,13 +797,13 @@ func benchEnv(b testing.TB, tenants int) *benchServer {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	srv, err := New(db, cfg, &Options{Logger: quietLogger()})
+	srv, err := server.New(db, cfg, &server.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	be.srv = srv
 	// Give every tenant some traffic so that scrapes write every series.
-	h := srv.HTTPHandler()
+	h := Handler(srv, Options{})
 	for _, tok := range be.tokens {
 		for _, target := range []string{"/api/v2/insert?c=1.1.1/1.1.1/1.1.1&s=hello", "/api/v2/select?c=1.1.1/1.1.1/1.1.1", "/api/v2/toc"} {
 			w := &discardWriter{h: http.Header{}}
@@ -848,7 +820,7 @@ func benchEnv(b testing.TB, tenants int) *benchServer {
 // select: the REST layer's own cost over the store.
 func BenchmarkRESTSelect1K(b *testing.B) {
 	be := benchEnv(b, 1)
-	h := be.srv.HTTPHandler()
+	h := Handler(be.srv, Options{})
 	w := &discardWriter{h: http.Header{}}
 	h.ServeHTTP(w, newRequest(b, "POST", "/api/v2/update?c=1.1.1/1.1.1/1.1.2", be.tokens[0], bytes.Repeat([]byte("x"), 1024)))
 	req := newRequest(b, "GET", "/api/v2/select?c=1.1.1/1.1.1/1.1.2", be.tokens[0], nil)
@@ -868,7 +840,7 @@ func BenchmarkRESTSelect1K(b *testing.B) {
 // (durability no, so the WAL append is the store's part).
 func BenchmarkRESTInsert1K(b *testing.B) {
 	be := benchEnv(b, 1)
-	h := be.srv.HTTPHandler()
+	h := Handler(be.srv, Options{})
 	w := &discardWriter{h: http.Header{}}
 	body := bytes.Repeat([]byte("y"), 1024)
 	rd := bytes.NewReader(body)
@@ -892,7 +864,7 @@ func BenchmarkRESTInsert1K(b *testing.B) {
 // keep-alive with net/http's client: what a curl-like client sees.
 func BenchmarkRESTSelectHTTP(b *testing.B) {
 	be := benchEnv(b, 1)
-	hs := httptest.NewServer(be.srv.HTTPHandler())
+	hs := httptest.NewServer(Handler(be.srv, Options{}))
 	defer hs.Close()
 	req, _ := http.NewRequest("GET", hs.URL+"/api/v2/select?c=1.1.1/1.1.1/1.1.1", nil)
 	req.Header.Set("Authorization", "Bearer "+be.tokens[0])
@@ -919,7 +891,7 @@ func BenchmarkRESTSelectHTTP(b *testing.B) {
 // leaves the phext as it was.
 func FuzzRESTWrite(f *testing.F) {
 	be := benchEnv(f, 1)
-	h := be.srv.HTTPHandler()
+	h := Handler(be.srv, Options{})
 	for _, seed := range []struct {
 		route, query, body string
 	}{
@@ -940,7 +912,8 @@ func FuzzRESTWrite(f *testing.F) {
 			return // not a request line a client can send
 		}
 		getDoc := func(name []byte) string {
-			doc, err := be.srv.table.Load().lookupString(tok).store.AppendGet(nil, name)
+			tn, _ := be.srv.TenantByToken(tok)
+			doc, err := tn.Store().AppendGet(nil, name)
 			if err != nil {
 				return "error: " + err.Error()
 			}
@@ -988,8 +961,8 @@ func raceBuild() bool {
 }
 
 func TestStartHTTP(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
-	hs, ln, err := e.srv.StartHTTP("127.0.0.1:0", &HTTPOptions{ConfigPath: e.cfgPath})
+	e := startHTTPOnly(t, envOptions{}, Options{})
+	hs, ln, err := Start(e.srv, "127.0.0.1:0", &Options{ConfigPath: e.cfgPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1001,7 +974,7 @@ func TestStartHTTP(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != Version {
+	if resp.StatusCode != 200 || string(b) != server.Version {
 		t.Fatalf("%d %q", resp.StatusCode, b)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -1012,7 +985,7 @@ func TestStartHTTP(t *testing.T) {
 	if _, err := http.DefaultClient.Do(req); err == nil {
 		t.Fatal("still serving after Shutdown")
 	}
-	if _, _, err := e.srv.StartHTTP("127.0.0.1:-1", nil); err == nil {
+	if _, _, err := Start(e.srv, "127.0.0.1:-1", nil); err == nil {
 		t.Fatal("bad address accepted")
 	}
 }
@@ -1024,7 +997,7 @@ func TestStartHTTP(t *testing.T) {
 // now read into one buffer of its length plus one byte. A body with a
 // delimiter in it is refused after it is read, so the store keeps nothing.
 func TestRESTBodyReadExactly(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	const size = 2 << 20 // above protocol's maxPooledBuffer: every request allocates its buffer
 	body := strings.Repeat("b", size-1) + string(rune(phext.ScrollBreak))
 	target := "/api/v2/insert?p=big&c=1.1.1/1.1.1/1.1.1"

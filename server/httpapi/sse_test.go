@@ -1,9 +1,8 @@
-package server
+package httpapi
 
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 )
 
@@ -95,7 +93,7 @@ func (s *sseStream) next() sseEvent {
 // Last-Event-ID gets exactly the changes missed; an unknown id gets one
 // resync event; another tenant's stream sees nothing of it.
 func TestSSEWatchLastEventID(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
+	e := startHTTPOnly(t, envOptions{}, Options{})
 	write := func(coord, text string) {
 		t.Helper()
 		a := e.as("alpha", http.MethodGet, "/api/v2/insert?p=n&c="+url.QueryEscape(coord)+"&s="+url.QueryEscape(text), "")
@@ -160,35 +158,4 @@ func TestSSEWatchLastEventID(t *testing.T) {
 	if a := e.call(http.MethodGet, "/api/v2/watch?p=n", ""); a.code != http.StatusUnauthorized {
 		t.Fatalf("no token: %d", a.code)
 	}
-}
-
-// TestSSEReleasesBudget: a stream whose client goes away gives back its
-// subscription's charge and whatever of its queue was charged (events
-// still queued when the handler returns are released after the
-// subscription left the hub; this run usually has none queued by then).
-func TestSSEReleasesBudget(t *testing.T) {
-	e := startHTTPOnly(t, envOptions{}, HTTPOptions{})
-	s := e.stream("alpha", "p=n&text=1")
-	tn := e.srv.table.Load().byName["alpha"]
-	base := tn.mem.used.Load()
-	for i := 0; i < 20; i++ {
-		if a := e.as("alpha", http.MethodGet, "/api/v2/insert?p=n&c=1.1.1/1.1.1/1.1.1&s=x", ""); a.code != http.StatusOK {
-			t.Fatal(a.body)
-		}
-	}
-	s.resp.Body.Close()
-	sqtest.CheckForErr(t, 5e9, func() error {
-		// The retention ring keeps its charge; the stream's queue and
-		// subscription must be back.
-		e.srv.hubsMu.Lock()
-		h := e.srv.hubs[tn.store]
-		e.srv.hubsMu.Unlock()
-		h.mu.Lock()
-		ring, subs := h.charged, len(h.subs)
-		h.mu.Unlock()
-		if got := tn.mem.used.Load(); subs != 0 || got != base-watchSubCost+ring {
-			return fmt.Errorf("budget %d, want %d (base %d, ring %d), %d subscriptions", got, base-watchSubCost+ring, base, ring, subs)
-		}
-		return nil
-	})
 }

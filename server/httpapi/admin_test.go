@@ -1,6 +1,7 @@
-package server
+package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
@@ -8,9 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
 )
 
@@ -20,9 +23,9 @@ func startAdmin(t *testing.T, binary bool) *restEnv {
 	t.Helper()
 	var e *restEnv
 	if binary {
-		e = startREST(t, envOptions{}, HTTPOptions{})
+		e = startREST(t, envOptions{}, Options{})
 	} else {
-		e = startHTTPOnly(t, envOptions{}, HTTPOptions{})
+		e = startHTTPOnly(t, envOptions{}, Options{})
 	}
 	e.rewriteConfig(func(c *config.Config) { c.AdminToken = testAdminToken })
 	return e
@@ -134,11 +137,10 @@ func TestAdminDisableEnable(t *testing.T) {
 	}
 	e.want(e.as("alpha", "GET", "/api/v2/version", ""), 401, "Unauthorized")
 	bin.expectClosed(5e9)
-	c := dialRaw(t, e.srv.Addr())
-	if r := c.hello(tok, 0); r.Status != protocol.StatusAuth {
-		t.Fatalf("HELLO of a disabled tenant: %v", r.Status)
+	if _, err := client.Dial(context.Background(), e.srv.Addr(), tok); client.StatusOf(err) != protocol.StatusAuth {
+		t.Fatalf("HELLO of a disabled tenant: %v", err)
 	}
-	e.want(e.as("beta", "GET", "/api/v2/version", ""), 200, Version)
+	e.want(e.as("beta", "GET", "/api/v2/version", ""), 200, server.Version)
 
 	// The list shows it disabled; disabling again changes nothing.
 	list := decodeJSON[struct{ Tenants []AdminTenant }](t, e.admin("GET", "/admin/tenants"))
@@ -234,7 +236,7 @@ func TestAdminRollbackOnFailedReload(t *testing.T) {
 	if err != nil || pa.Tenants[tok].IsEnabled() || len(pa.Tenants) != len(pb.Tenants) {
 		t.Fatalf("config not restored: %s", after)
 	}
-	e.want(e.as("alpha", "GET", "/api/v2/version", ""), 200, Version)
+	e.want(e.as("alpha", "GET", "/api/v2/version", ""), 200, server.Version)
 	if m := scrape(t, e); m[`sq_reloads_total{result="failed"}`] != 1 {
 		t.Fatalf("failed reloads %v", m[`sq_reloads_total{result="failed"}`])
 	}
@@ -242,7 +244,7 @@ func TestAdminRollbackOnFailedReload(t *testing.T) {
 
 func TestAdminWithoutConfigPath(t *testing.T) {
 	e := startAdmin(t, false)
-	h := e.srv.HTTPHandlerWith(HTTPOptions{}) // no ConfigPath
+	h := Handler(e.srv, Options{}) // no ConfigPath
 	do := func(method, path string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(method, path, nil)
 		req.Header.Set("Authorization", "Bearer "+testAdminToken)
@@ -258,5 +260,5 @@ func TestAdminWithoutConfigPath(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list.Tenants) != 2 || !list.Tenants[0].Enabled {
 		t.Fatalf("list without a config path: %d %s", rec.Code, rec.Body)
 	}
-	e.want(e.as("alpha", "GET", "/api/v2/version", ""), 200, Version)
+	e.want(e.as("alpha", "GET", "/api/v2/version", ""), 200, server.Version)
 }

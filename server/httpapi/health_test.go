@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 // while it drains, /healthz does not; other methods get 405.
 func TestHealthEndpoints(t *testing.T) {
 	e := startEnv(t, envOptions{})
-	h := e.srv.HTTPHandler()
+	h := Handler(e.srv, Options{})
 	get := func(method, path string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
@@ -58,7 +58,7 @@ func TestHealthEndpoints(t *testing.T) {
 // begins it is not, before the engine stops.
 func TestReadyzFailsWhileDraining(t *testing.T) {
 	e := startEnv(t, envOptions{})
-	h := e.srv.HTTPHandler()
+	h := Handler(e.srv, Options{})
 	code := func() int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))

@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/phext/sq/config"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+)
+
+// Engine is all the HTTP API uses of the server (server/front.go): the
+// tenant table, the auth limiter, the drain state, reloads, the change
+// feed and the metrics exposition. A tenant's store calls go through
+// server.Tenant.Store, its memory budget through server.Tenant.Hold and
+// its counters through server.Tenant.Record; errors become statuses
+// through server.StatusOf. *server.Server implements it.
+type Engine interface {
+	// TenantByToken is the tenant of a token (false: none, or being
+	// removed); TenantByName and Tenants serve the admin API.
+	TenantByToken(token string) (server.Tenant, bool)
+	TenantByName(name string) (server.Tenant, bool)
+	Tenants() []server.Tenant
+	IsAdminToken(token string) bool
+	IsMetricsToken(token string) bool
+	// AuthFailed counts a bad token from ip and says how long to delay
+	// the answer.
+	AuthFailed(ip string) time.Duration
+
+	// Options are the server's options (limits, TrustLoopback,
+	// LoadConfig, Logger); Addr is the binary protocol's address.
+	Options() server.Options
+	Addr() string
+	Draining() bool
+	ReadyForTraffic() bool
+
+	Reload(cfg *config.Config) (string, error)
+	ReloadFromSource() (string, error)
+	ReloadFile(path string) (string, error)
+
+	// Watch subscribes an SSE stream to the change feed.
+	Watch(t server.Tenant, name []byte, w *protocol.Watch, text bool, enc server.StreamEncoder) (*server.WatchStream, error)
+	// AppendMetrics writes the /metrics exposition, the HTTP counters
+	// included.
+	AppendMetrics(dst []byte, http server.HTTPMetrics) []byte
+}
+
+var _ Engine = (*server.Server)(nil)
