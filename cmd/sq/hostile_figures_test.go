@@ -13,7 +13,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -84,32 +83,6 @@ func p99(d []time.Duration) time.Duration {
 	return s[len(s)*99/100]
 }
 
-// rawHello opens a raw connection and authenticates, accepting codecs.
-func rawHello(t testing.TB, addr, token string, codecs uint8) net.Conn {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nc.Write(protocol.AppendHello(nil, 1, []byte(token), codecs)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFrame(nc); err != nil {
-		t.Fatal(err)
-	}
-	return nc
-}
-
-func readFrame(r io.Reader) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	f := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
-	copy(f, hdr[:])
-	_, err := io.ReadFull(r, f[4:])
-	return f, err
-}
-
 func TestHostileTenantFigures(t *testing.T) {
 	if os.Getenv("SQ_RELIABILITY") != "long" {
 		t.Skip("long form only (SQ_RELIABILITY=long)")
@@ -175,8 +148,12 @@ func TestHostileTenantFigures(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					nc := rawHello(t, h.addr, tokens["mallory"], protocol.AcceptZstd|protocol.AcceptS2)
-					defer nc.Close()
+					rc, err := client.DialRaw(ctx, h.addr, tokens["mallory"], client.WithCodecs(protocol.AcceptZstd|protocol.AcceptS2))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer rc.Close()
 					var batch []byte
 					for j := range 50 {
 						body := binary.BigEndian.AppendUint32(nil, protocol.DefaultMaxFrame-6)
@@ -186,9 +163,12 @@ func TestHostileTenantFigures(t *testing.T) {
 						batch = binary.BigEndian.AppendUint32(batch, uint32(j+2))
 						batch = append(batch, body...)
 					}
-					nc.Write(batch)
+					if rc.WriteFrames(batch) != nil || rc.Flush() != nil {
+						return
+					}
+					var r protocol.Response
 					for range 50 {
-						if _, err := readFrame(nc); err != nil {
+						if rc.Recv(&r) != nil {
 							return
 						}
 					}
