@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,16 +83,10 @@ func ReadConfigTokens(path string) ([]Tenant, error) {
 	if len(ts) == 0 {
 		return nil, fmt.Errorf("%w: %s has no enabled tenants", ErrUsage, path)
 	}
-	sortTenants(ts)
+	// A server requires unique names (config.Validate), so any sort gives
+	// the same order (this was an insertion sort: O(n²) at 10,000 tenants).
+	slices.SortFunc(ts, func(a, b Tenant) int { return strings.Compare(a.Name, b.Name) })
 	return ts, nil
-}
-
-func sortTenants(ts []Tenant) {
-	for i := 1; i < len(ts); i++ {
-		for j := i; j > 0 && ts[j].Name < ts[j-1].Name; j-- {
-			ts[j], ts[j-1] = ts[j-1], ts[j]
-		}
-	}
 }
 
 // FreePort returns a 127.0.0.1 address with a port that was free a moment
