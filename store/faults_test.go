@@ -47,21 +47,44 @@ type faultyFS struct {
 	gates []*gate
 }
 
-// gate blocks the first Sync of a file whose path contains match until
-// release is closed; entered is closed when that Sync arrived.
+// gate blocks the first op ("sync" or "write") on a file whose path
+// contains match until release is closed; entered is closed when that call
+// arrived. A write that is gated also meets the armed rules after the gate.
 type gate struct {
+	op      string
 	match   string
 	used    bool
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (f *faultyFS) gateSync(match string) *gate {
+func (f *faultyFS) gateSync(match string) *gate { return f.addGate("sync", match) }
+
+func (f *faultyFS) gateWrite(match string) *gate { return f.addGate("write", match) }
+
+func (f *faultyFS) addGate(op, match string) *gate {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	g := &gate{match: match, entered: make(chan struct{}), release: make(chan struct{})}
+	g := &gate{op: op, match: match, entered: make(chan struct{}), release: make(chan struct{})}
 	f.gates = append(f.gates, g)
 	return g
+}
+
+// wait holds an op on path at its gate, if one is armed for it.
+func (f *faultyFS) wait(op, path string) {
+	f.mu.Lock()
+	var g *gate
+	for _, x := range f.gates {
+		if !x.used && x.op == op && strings.Contains(path, x.match) {
+			x.used, g = true, x
+			break
+		}
+	}
+	f.mu.Unlock()
+	if g != nil {
+		close(g.entered)
+		<-g.release
+	}
 }
 
 // traced returns the operations recorded since the last resetTrace.
@@ -170,6 +193,7 @@ type faultyFile struct {
 
 // Write fails like a full disk does: part of the buffer may land first.
 func (f *faultyFile) Write(p []byte) (int, error) {
+	f.fs.wait("write", f.path)
 	if err := f.fs.check("write", f.path); err != nil {
 		n, _ := f.File.Write(p[:len(p)/3])
 		return n, err
@@ -178,19 +202,7 @@ func (f *faultyFile) Write(p []byte) (int, error) {
 }
 
 func (f *faultyFile) Sync() error {
-	f.fs.mu.Lock()
-	var g *gate
-	for _, x := range f.fs.gates {
-		if !x.used && strings.Contains(f.path, x.match) {
-			x.used, g = true, x
-			break
-		}
-	}
-	f.fs.mu.Unlock()
-	if g != nil {
-		close(g.entered)
-		<-g.release
-	}
+	f.fs.wait("sync", f.path)
 	if err := f.fs.check("sync", f.path); err != nil {
 		return err
 	}

@@ -3,105 +3,12 @@ package store_test
 import (
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/phext/sq/store"
 )
-
-// gatedFS is an OS file system whose next log Write and next log Sync can
-// be held at a gate (armed by the test).
-type gatedFS struct {
-	mu        sync.Mutex
-	writeGate *gate
-	syncGate  *gate
-	// writeFail: the next log write lands a third of its bytes and fails
-	// with ENOSPC; truncFail: the next log truncate fails with EIO.
-	writeFail, truncFail bool
-}
-
-func (g *gatedFS) take(p **gate) *gate {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	x := *p
-	*p = nil
-	return x
-}
-
-func newGate() *gate { return &gate{entered: make(chan struct{}), release: make(chan struct{})} }
-
-func (g *gatedFS) OpenFile(name string, flag int, perm os.FileMode) (store.File, error) {
-	f, err := os.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &gatedFile{File: f, fs: g, log: strings.HasSuffix(name, ".log")}, nil
-}
-
-func (g *gatedFS) Rename(o, n string) error { return os.Rename(o, n) }
-
-func (g *gatedFS) Remove(name string) error { return os.Remove(name) }
-
-func (g *gatedFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
-
-func (g *gatedFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-type gatedFile struct {
-	*os.File
-	fs  *gatedFS
-	log bool
-}
-
-func (f *gatedFile) Write(p []byte) (int, error) {
-	if f.log {
-		if x := f.fs.take(&f.fs.writeGate); x != nil {
-			close(x.entered)
-			<-x.release
-		}
-		f.fs.mu.Lock()
-		fail := f.fs.writeFail
-		f.fs.writeFail = false
-		f.fs.mu.Unlock()
-		if fail {
-			n, _ := f.File.Write(p[:len(p)/3])
-			return n, syscall.ENOSPC
-		}
-	}
-	return f.File.Write(p)
-}
-
-func (f *gatedFile) Truncate(n int64) error {
-	if f.log {
-		f.fs.mu.Lock()
-		fail := f.fs.truncFail
-		f.fs.truncFail = false
-		f.fs.mu.Unlock()
-		if fail {
-			return syscall.EIO
-		}
-	}
-	return f.File.Truncate(n)
-}
-
-func (f *gatedFile) Sync() error {
-	if f.log {
-		if x := f.fs.take(&f.fs.syncGate); x != nil {
-			close(x.entered)
-			<-x.release
-		}
-	}
-	return f.File.Sync()
-}
 
 // copyTree copies the regular files under src to dst (a point-in-time
 // image of the disk for a crash).
@@ -134,7 +41,7 @@ func copyTree(t *testing.T, src, dst string) {
 // the torn record followed by whole ones: Open fails for every tenant (or
 // the acknowledged group is skipped as part of the torn record).
 func TestQueuedGroupWrittenAfterTornWrite(t *testing.T) {
-	gfs := &gatedFS{}
+	gfs := &faultyFS{}
 	root := t.TempDir()
 	o := store.Options{FS: gfs, LogDir: filepath.Join(root, "log"), Logger: quiet(), SyncInterval: time.Hour}
 	s, err := store.Open(&o)
@@ -149,10 +56,12 @@ func TestQueuedGroupWrittenAfterTornWrite(t *testing.T) {
 	if _, err := b.Insert([]byte("g"), c9(1), []byte("b1")); err != nil {
 		t.Fatal(err)
 	}
-	wg := newGate()
-	gfs.mu.Lock()
-	gfs.writeGate, gfs.writeFail, gfs.truncFail = wg, true, true
-	gfs.mu.Unlock()
+	// The next log write is held at a gate, then lands a third of its
+	// bytes and fails with ENOSPC; the next log truncate (its cut-back)
+	// fails with EIO.
+	wg := gfs.gateWrite(".log")
+	gfs.armOnce("write", ".log", syscall.ENOSPC)
+	gfs.armOnce("truncate", ".log", syscall.EIO)
 	aErr := make(chan error, 1)
 	go func() {
 		_, err := a.Insert([]byte("f"), c9(2), []byte("a write that fails with ENOSPC, long enough to be cut"))
@@ -166,10 +75,7 @@ func TestQueuedGroupWrittenAfterTornWrite(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond) // b's group queues behind a's write
 	// Hold the repair's rotation at its first fsync (the new log file).
-	sg := newGate()
-	gfs.mu.Lock()
-	gfs.syncGate = sg
-	gfs.mu.Unlock()
+	sg := gfs.gateSync(".log")
 	close(wg.release)
 	if err := <-aErr; err == nil {
 		t.Fatal("the injected ENOSPC was not reported")
