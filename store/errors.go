@@ -25,13 +25,14 @@ var ErrBadScroll = errors.New("store: bad scroll text")
 var ErrQuota = errors.New("store: tenant quota exceeded")
 
 // ErrTooLarge is returned when one write (a scroll, or a document for Put)
-// is larger than a WAL record may be (MaxRecord), or a snapshot is larger
+// is larger than a commit-log record may be (MaxRecord), or a snapshot is larger
 // than 4 GiB - 1.
 var ErrTooLarge = errors.New("store: too large")
 
-// ErrCorrupt is returned when a snapshot or WAL is damaged: a WAL record in
-// the middle of the log whose length or CRC32C does not check, a bad WAL
-// header, a WAL that belongs to another snapshot, or a snapshot that is not
+// ErrCorrupt is returned when a snapshot, the commit log or a legacy
+// per-phext WAL being replayed (wal.go) is damaged: a record in the middle
+// of a log whose length or CRC32C does not check, a bad log header, a
+// legacy WAL that belongs to another snapshot, or a snapshot that is not
 // valid UTF-8. It is always wrapped with the file name and byte offset; the
 // files are left untouched for an operator and the phext refuses to open.
 var ErrCorrupt = errors.New("store: corrupt data")

@@ -7,8 +7,9 @@ import (
 )
 
 // FS is the file-system seam used for every write the store makes, so tests
-// can inject ENOSPC or EIO at named steps. Reads of snapshots (mmap) and WAL
-// replay go through files opened with FS.OpenFile too. A nil FS in Options
+// can inject ENOSPC or EIO at named steps. Reads of snapshots (mmap) and
+// log replay (the commit log, legacy per-phext WALs) go through files
+// opened with FS.OpenFile too. A nil FS in Options
 // means the operating system.
 type FS interface {
 	// OpenFile opens a file like os.OpenFile.

@@ -160,7 +160,7 @@ type logScan struct {
 	end      int64 // where the valid log ends; < len(data) when the tail is torn
 }
 
-// scanLog parses a whole log file. As for the per-phext WAL (scanWAL), a
+// scanLog parses a whole log file. As for a legacy per-phext WAL (scanWAL), a
 // torn tail (a record cut short by a crash, or a damaged record followed
 // only by zeros: a batch written with one write() whose later pages never
 // reached the disk) ends the log; any other damage is ErrCorrupt naming
@@ -748,8 +748,6 @@ func (l *commitLog) synced(w uint64) {
 		}
 	}
 }
-
-func (l *commitLog) dirty() bool { return l.wgen.Load() > l.sgen.Load() }
 
 // sync fsyncs the log if it was written since its last fsync (the everysec
 // syncer, Tenant.Sync). It runs without the write side, so writers keep

@@ -30,8 +30,9 @@ type entry struct {
 }
 
 // pfile is one open phext: a base document (the mmapped snapshot, or the
-// document of the last Put) indexed by coordinate, an overlay of changed
-// scrolls, and the WAL. See doc.go for its locks.
+// document of the last Put) indexed by coordinate and an overlay of the
+// scrolls changed since, whose records are in the store's commit log
+// (log.go) until the next checkpoint. See doc.go for its locks.
 type pfile struct {
 	t                      *Tenant
 	key                    string
@@ -107,12 +108,15 @@ func newPfile(t *Tenant, key string) *pfile {
 
 func (p *pfile) touch() { p.lastUse.Store(p.t.s.clock.Add(1)) }
 
-// open loads the snapshot and replays the WAL. On error nothing on disk
-// was changed.
+// open loads the snapshot, which holds every logged change of the phext
+// (recovery at Open and the checkpoint at close put them there; a close
+// that failed is retried first, retryPinned), and replays a per-phext WAL
+// an earlier version left, if any (upgradeLegacyWAL). On error nothing on
+// disk was changed.
 func (p *pfile) open() error {
 	fs := p.t.s.fs
 	// A temp file left by a compaction that crashed before its rename holds
-	// nothing the snapshot and WAL do not.
+	// nothing the snapshot and the logs do not.
 	for _, tmp := range []string{p.tmpPath, p.path + rwTmpExt} {
 		if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("store: %w", err)
@@ -384,7 +388,7 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte) (n in
 			nv := make([]byte, 0, len(old)+len(payload))
 			v = append(nv, old...)
 			// Counted towards compaction: small inserts into big scrolls
-			// grow memory much faster than the WAL.
+			// grow memory much faster than the log.
 			p.copied += int64(len(old))
 		}
 		if len(v) == 0 {
@@ -422,8 +426,9 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte) (n in
 		doc := bytes.Clone(payload)
 		idx, err := indexDoc(doc, "", false)
 		if err != nil {
-			// Unreachable: Put documents are validated before logging and
-			// WAL records are checked by scanWAL.
+			// Unreachable: Put documents are validated before logging, and
+			// records read back are checked by scanLog (legacy WALs:
+			// scanWAL).
 			panic("store: put record does not index: " + err.Error())
 		}
 		before := p.bytes

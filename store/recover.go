@@ -485,14 +485,11 @@ func (s *Store) repair() {
 	}
 }
 
-// rotate starts a new generation of the logs, checkpoints every phext with
-// records in the older ones, and deletes the generations no phext needs
-// any more. It also repairs suspect logs: it clears the suspect state when
-// every phext with records in the old generations was checkpointed.
-func (s *Store) rotate() error { return s.rotateIf(nil) }
-
-// rotateIf is rotate when need (checked once the rotation lock is held) is
-// nil or says so.
+// rotateIf, when need (checked once the rotation lock is held) is nil or
+// says so, starts a new generation of the logs, checkpoints every phext
+// with records in the older ones, and deletes the generations no phext
+// needs any more. It also repairs suspect logs: it clears the suspect state
+// when every phext with records in the old generations was checkpointed.
 func (s *Store) rotateIf(need func() bool) error {
 	s.rotMu.Lock()
 	defer s.rotMu.Unlock()

@@ -12,7 +12,8 @@ type Stats struct {
 	// directories.
 	Fsyncs uint64
 	// Compactions counts snapshots rewritten; CompactionFailures the
-	// attempts that failed (the phext kept its old snapshot and WAL).
+	// attempts that failed (the phext kept its old snapshot and its
+	// records in the commit log).
 	Compactions        uint64
 	CompactionFailures uint64
 	// Rewrites counts phexts checkpointed from memory by the repair after

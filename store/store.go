@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// Durability says when a write is acknowledged relative to fsync of its WAL.
+// Durability says when a write is acknowledged relative to the fsync of
+// the commit log.
 type Durability uint8
 
 const (
@@ -428,8 +429,8 @@ func (s *Store) addTenant(cfg TenantConfig, dir string, look *dirLookup) (*Tenan
 	if !l.isDir {
 		return nil, fmt.Errorf("store: tenant %s: data dir %s is not a directory", cfg.Name, dir)
 	}
-	// Two tenants on one data dir would write the same WALs through two
-	// independent phexts and corrupt them.
+	// Two tenants on one data dir would write the same snapshots through
+	// two independent phexts and corrupt them.
 	s.dirProbes++
 	if o := s.dirs[l.id]; o != nil {
 		return nil, fmt.Errorf("store: tenant %s: data dir %s is already used by tenant %s", cfg.Name, dir, o.name)

@@ -160,8 +160,8 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 			switch p.state.Load() {
 			case stateReady:
 				if p.broken.Load() {
-					// A WAL write or fsync failed: reopen so that the
-					// state is what the disk holds.
+					// A commit-log write or fsync failed: reopen so that
+					// the state is what the disk holds.
 					if err := t.closeFile(p, closeEvict); err != nil {
 						t.s.log.Warn("store: closing phext after WAL failure", "path", p.path, "err", err)
 					}
@@ -586,7 +586,8 @@ func (t *Tenant) Usage() (Usage, error) {
 	return u, nil
 }
 
-// Compact merges the WAL of phext name into a new snapshot now.
+// Compact checkpoints phext name now: its document becomes a new snapshot,
+// so its records in the commit log are no longer needed.
 func (t *Tenant) Compact(name []byte) error {
 	if !phext.ValidName(name) {
 		return ErrBadName
@@ -730,7 +731,8 @@ func (t *Tenant) write(name []byte, o *op) (int, error) {
 	}
 }
 
-// filePaths returns the snapshot, WAL and temp paths of phext key.
+// filePaths returns the snapshot, legacy per-phext WAL (wal.go) and temp
+// paths of phext key.
 func (t *Tenant) filePaths(key string) (snap, wal, tmp string) {
 	snap = filepath.Join(t.dir, key+snapExt)
 	return snap, snap + walExt, snap + tmpExt

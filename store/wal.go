@@ -64,15 +64,6 @@ type walID struct {
 	hash uint64
 }
 
-func appendWALHeader(dst []byte, id walID) []byte {
-	start := len(dst)
-	dst = append(dst, walMagic...)
-	dst = binary.BigEndian.AppendUint64(dst, id.size)
-	dst = binary.BigEndian.AppendUint64(dst, id.hash)
-	dst = binary.BigEndian.AppendUint32(dst, 0)
-	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
-}
-
 // appendRecord appends one encoded WAL record.
 func appendRecord(dst []byte, kind byte, c phext.Coordinate, payload []byte) []byte {
 	start := len(dst)
