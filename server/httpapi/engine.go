@@ -3,7 +3,6 @@ package httpapi
 import (
 	"time"
 
-	"github.com/phext/sq/config"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
 )
@@ -33,7 +32,8 @@ type Engine interface {
 	Draining() bool
 	ReadyForTraffic() bool
 
-	Reload(cfg *config.Config) (string, error)
+	// ReloadFromSource and ReloadFile re-read the tenant configuration
+	// (the server's LoadConfig, or a file) and apply it.
 	ReloadFromSource() (string, error)
 	ReloadFile(path string) (string, error)
 
