@@ -104,6 +104,10 @@
 //     goroutine writes and fsyncs without the mutex.
 //   - pfile.cmu serializes checkpoints and close; held across a
 //     checkpoint's serialization and fsyncs, which writers never wait for.
+//     A batch (checkpointBatch) holds the cmu of each of its phexts: a
+//     close's batch takes them (they are its own, closing, phexts), the
+//     evictor's only tries them and skips a busy one, so two batches never
+//     wait for each other.
 //   - pfile.fmu serializes one phext's log commits and applies (so its
 //     records reach the log in LSN order) and guards its log bookkeeping.
 //     It is held across the group commit's write() (and fsync in mode
@@ -130,7 +134,8 @@
 //     swap (memory only).
 //   - At most one background checkpoint goroutine per phext, started when
 //     its records pass the threshold, at most one rotation goroutine per
-//     Store, and at most one evictor per Store (with up to
-//     evictCkptParallel checkpoints of its own at a time), running while
-//     more phexts are open than the cap; Store.Close waits for them.
+//     Store, and at most one evictor per Store (checkpointing batches of
+//     up to evictCkptBatch dirty phexts, evictCkptParallel goroutines
+//     writing them), running while more phexts are open than the cap;
+//     Store.Close waits for them.
 package store

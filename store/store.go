@@ -552,7 +552,7 @@ func (s *Store) register(p *pfile) {
 // cap plus one batch looks at for a clean one to close.
 const openerTries = 4
 
-// evictCkptParallel bounds the checkpoints the evictor runs at once.
+// evictCkptParallel bounds the goroutines writing the evictor's snapshots.
 const evictCkptParallel = 4
 
 // evictBatch is the eviction batch for a cap of n: a sixteenth of it.
@@ -619,51 +619,55 @@ func (s *Store) evictPause() bool {
 // nothing.
 const evictRetry = 50 * time.Millisecond
 
-// evictRound closes the clean victims and checkpoints the dirty ones, then
-// closes those of them that are clean and unused since they were picked
-// (uses[i] is victims[i]'s lastUse then). It reports whether it closed any.
+// evictRound closes the clean victims and checkpoints the dirty ones in
+// batches (checkpointBatch: one syncfs per step, one log fsync a batch),
+// then closes those of them that are clean and unused since they were
+// picked (uses[i] is victims[i]'s lastUse then). It reports whether it
+// closed any.
 func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 	closed := 0
-	var dirty []int
+	var dirty []*pfile
+	var dirtyUses []uint64
 	for i, v := range victims {
 		if v.t.closeIfClean(v) {
 			closed++
 		} else if v.state.Load() == stateReady {
-			dirty = append(dirty, i)
+			dirty = append(dirty, v)
+			dirtyUses = append(dirtyUses, uses[i])
 		}
 	}
-	var (
-		mu  sync.Mutex
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, evictCkptParallel)
-	)
-	for _, i := range dirty {
-		v := victims[i]
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			did, err := v.checkpoint()
-			v.countCompaction(did, err)
-			if err != nil {
-				if err != errPfileClosed {
+	for len(dirty) > 0 {
+		n := min(len(dirty), evictCkptBatch)
+		did, errs := s.checkpointBatch(dirty[:n], batchOpen)
+		s.countBatch(did, errs)
+		for i, v := range dirty[:n] {
+			if err := errs[v]; err != nil {
+				if err != errPfileClosed && err != errCkptBusy {
 					s.log.Warn("store: checkpoint before closing a least recently used phext", "path", v.path, "err", err)
 				}
-				return
+				continue
 			}
-			if v.lastUse.Load() != uses[i] {
-				return // used since it was picked: keep it open
-			}
-			if v.t.closeIfClean(v) {
-				mu.Lock()
+			// Used since it was picked: keep it open.
+			if v.lastUse.Load() == dirtyUses[i] && v.t.closeIfClean(v) {
 				closed++
-				mu.Unlock()
 			}
-		}()
+		}
+		dirty, dirtyUses = dirty[n:], dirtyUses[n:]
+		if s.isShutting() {
+			break
+		}
 	}
-	wg.Wait()
 	return closed > 0
+}
+
+// evictCkptBatch is the most phexts the evictor checkpoints in one batch.
+const evictCkptBatch = 256
+
+// isShutting reports whether Close started.
+func (s *Store) isShutting() bool {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	return s.shutting
 }
 
 // unmark clears the victim marks of ps.
