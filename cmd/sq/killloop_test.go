@@ -32,7 +32,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime/metrics"
+	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,7 +66,68 @@ func TestKillLoopHostChild(t *testing.T) {
 	if args == "" {
 		t.Skip("only run as the kill loop's server child")
 	}
+	if dir := os.Getenv("SQ_HOST_DIAG"); dir != "" {
+		go hostDiag(dir)
+	}
 	os.Exit(runHost(strings.Split(args, "\x1f"), os.Stdout, os.Stderr))
+}
+
+// hostDiag serves SIGUSR1 in a server child when SQ_HOST_DIAG names a
+// directory (a diagnostic aid for latency figures): the first signal starts
+// an execution trace (DIR/trace-N.out) and a CPU profile (DIR/cpu-N.out), the next stops them and prints the
+// server's goroutine run-queue waits (p50/p99/max), its GC cycles and the
+// CPU the GC used meanwhile to stderr.
+func hostDiag(dir string) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	names := []string{"/sched/latencies:seconds", "/gc/cycles/total:gc-cycles",
+		"/cpu/classes/gc/total:cpu-seconds", "/cpu/classes/gc/mark/assist:cpu-seconds",
+		"/cpu/classes/user:cpu-seconds", "/sched/pauses/total/gc:seconds"}
+	read := func() []metrics.Sample {
+		s := make([]metrics.Sample, len(names))
+		for i, n := range names {
+			s[i].Name = n
+		}
+		metrics.Read(s)
+		return s
+	}
+	var f, pf *os.File
+	var before []metrics.Sample
+	for n := 0; ; n++ {
+		<-sig
+		if f == nil {
+			f, _ = os.Create(filepath.Join(dir, fmt.Sprintf("trace-%d.out", n/2)))
+			pf, _ = os.Create(filepath.Join(dir, fmt.Sprintf("cpu-%d.out", n/2)))
+			pprof.StartCPUProfile(pf)
+			trace.Start(f)
+			before = read()
+			continue
+		}
+		trace.Stop()
+		pprof.StopCPUProfile()
+		f.Close()
+		pf.Close()
+		f = nil
+		after := read()
+		q := func(k int, p float64) float64 {
+			a, b := before[k].Value.Float64Histogram(), after[k].Value.Float64Histogram()
+			var total, seen uint64
+			for i := range b.Counts {
+				total += b.Counts[i] - a.Counts[i]
+			}
+			for i := range b.Counts {
+				seen += b.Counts[i] - a.Counts[i]
+				if total > 0 && float64(seen) >= p*float64(total) {
+					return b.Buckets[i+1] * 1e3
+				}
+			}
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "diag: run-queue wait ms p50 %.3f p99 %.3f p999 %.3f max %.3f; gc cycles %d, gc cpu %.3f s (assist %.3f s), gc pauses ms p99 %.3f max %.3f\n",
+			q(0, 0.5), q(0, 0.99), q(0, 0.999), q(0, 1), after[1].Value.Uint64()-before[1].Value.Uint64(),
+			after[2].Value.Float64()-before[2].Value.Float64(), after[3].Value.Float64()-before[3].Value.Float64(),
+			q(5, 0.99), q(5, 1))
+	}
 }
 
 func longForm() bool { return os.Getenv("SQ_RELIABILITY") == "long" }
