@@ -72,6 +72,9 @@ func TestTenantMemoryShareSurvivesReload(t *testing.T) {
 	if nw.mem != old.mem {
 		t.Fatal("the reload gave alpha a fresh budget: reservations of its old connections would be uncounted")
 	}
+	if nw.heavy == nil || nw.heavy != old.heavy {
+		t.Fatal("the reload gave alpha a fresh heavy turn: its old and new connections could run heavy requests at once")
+	}
 	if g := tab.byName["gamma"]; g.mem == nil || g.mem == old.mem || g.mem.parent != &e.srv.mem {
 		t.Fatalf("gamma's share: %+v", g.mem)
 	}

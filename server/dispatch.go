@@ -52,6 +52,12 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 	if s.draining.Load() || t.closed.Load() {
 		return s.handleEach(cs, frames, out)
 	}
+	for _, f := range frames {
+		if heavyFrame(f) {
+			defer s.heavyTurn(t)()
+			break
+		}
+	}
 	start := time.Now()
 	ws := cs.writes[:0]
 	var req protocol.Request
@@ -100,11 +106,18 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		s.record(cs, protocol.Op(h.Op), protocol.StatusBusy, 0, 0, start)
 		return protocol.AppendError(out, h.ID, protocol.StatusBusy, errBusyMemory.Msg)
 	}
+	heavy := cs.tenant != nil && !cs.admin && heavyFrame(frame)
+	if heavy {
+		defer s.heavyTurn(cs.tenant)()
+	}
 	if err := cs.dec.Decode(frame, &req); err != nil {
 		status := protocol.StatusOf(err)
 		out = protocol.AppendError(out, req.ID, status, err.Error())
 		s.record(cs, req.Op, status, len(frame), 0, start)
 		return out
+	}
+	if !heavy && cs.tenant != nil && !cs.admin && wholePhext(req.Op) && heavyPhext(cs.tenant, req.Name) {
+		defer s.heavyTurn(cs.tenant)()
 	}
 	pos := len(out)
 	status, out := s.exec(cs, &req, out)

@@ -288,12 +288,13 @@ func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant) *ten
 	// connections hold stays counted against the name.
 	if old := s.table.Load(); old != nil {
 		if prev := old.byName[e.Name]; prev != nil {
-			tn.mem = prev.mem
+			tn.mem, tn.heavy = prev.mem, prev.heavy
 		}
 	}
 	if tn.mem == nil {
 		a.mem = memBudget{limit: s.opts.MaxClientMemoryPerTenant, parent: &s.mem}
 		tn.mem = &a.mem
+		tn.heavy = newHeavyGate(1)
 	}
 	return tn
 }
@@ -321,7 +322,7 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 		}
 		f := s.newTenant(prev.entry(), storeTenant)
 		f.stats = prev.stats
-		f.mem = prev.mem
+		f.mem, f.heavy = prev.mem, prev.heavy
 		fresh[prev] = f
 	}
 	closed := map[*tenant]bool{}

@@ -253,6 +253,10 @@ type Server struct {
 	stats serverStats
 	auth  authLimiter
 	mem   memBudget // client memory (budget.go)
+	heavy heavyGate // server-wide turns for heavy requests (heavy.go)
+	// heavyHook, when set (tests), runs at the start of every heavy
+	// request's turn.
+	heavyHook atomic.Pointer[func(*tenant)]
 
 	connsMu sync.Mutex // guards conns; held only for map updates and copies
 	conns   map[*connState]struct{}
@@ -284,6 +288,7 @@ func New(db *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 	s.auth.init(o.AuthFailBudget)
 	s.mem.limit = o.MaxClientMemory
 	s.mem.headroom = int64(o.MaxFrame)
+	s.heavy = newHeavyGate(heavySlots())
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -33,6 +33,9 @@ type tenant struct {
 	// mem is the tenant's share of the client memory budget (budget.go);
 	// shared by the *tenant values of one name across reloads.
 	mem *memBudget
+	// heavy is the tenant's turn for heavy requests (heavy.go); shared
+	// like mem by the *tenant values of one name across reloads.
+	heavy heavyGate
 }
 
 // tenantTable is one immutable generation of the token map. Reload builds a

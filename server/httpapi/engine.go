@@ -37,6 +37,12 @@ type Engine interface {
 	ReloadFromSource() (string, error)
 	ReloadFile(path string) (string, error)
 
+	// HeavyTurn waits for t's turn for a heavy request (one per tenant,
+	// all Ps but one in the server; server/heavy.go) when a request of
+	// input bytes, or one whose work is that of the whole phext name, is
+	// heavy; the func it returns ends the turn.
+	HeavyTurn(t server.Tenant, input int, whole bool, name []byte) (done func())
+
 	// Watch subscribes an SSE stream to the change feed.
 	Watch(t server.Tenant, name []byte, w *protocol.Watch, text bool, enc server.StreamEncoder) (*server.WatchStream, error)
 	// AppendMetrics writes the /metrics exposition, the HTTP counters

@@ -476,7 +476,11 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 
 	out := protocol.GetBuffer()
 	defer func() { protocol.PutBuffer(out) }()
+	// The turn ends before the reply is written: a slow reader must not
+	// hold it.
+	done := h.s.HeavyTurn(t, len(q)+len(body), wholeRoute(rt), name)
 	code, status, msg := h.exec(rt, t, name, q, body, out, lim)
+	done()
 	in := len(q) + len(body)
 	if code != http.StatusOK {
 		h.record(t, rt, code, status, in, len(msg), start)
@@ -507,6 +511,16 @@ func (h *httpAPI) record(t server.Tenant, rt route, code int, status protocol.St
 	if rt != routeUnknown {
 		t.Record(routeOps[rt], status, in, out, time.Since(start))
 	}
+}
+
+// wholeRoute reports whether rt's work is that of a whole phext
+// (Engine.HeavyTurn).
+func wholeRoute(rt route) bool {
+	switch rt {
+	case routeGet, routeTOC, routeChecksum, routeDelta, routeJSONExport, routeLoad:
+		return true
+	}
+	return false
 }
 
 // exec runs one SQ command for tenant t and appends the answer to out.B. On
