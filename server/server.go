@@ -263,6 +263,9 @@ type Server struct {
 
 	hubsMu sync.Mutex // guards hubs (watch.go); never held across I/O
 	hubs   map[*store.Tenant]*feedHub
+	// loopFeeds: gnet.EventLoop → *loopFeed, each loop's watcher flush
+	// list (watch.go).
+	loopFeeds sync.Map
 
 	// workers counts running per-connection workers. (Not a WaitGroup:
 	// workers start while Shutdown waits, which WaitGroup forbids.)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,44 @@ type feedHub struct {
 	subs      map[*watchSub]struct{}
 	idleSince time.Time // when the last subscription left (zero while any)
 	detached  bool
+	// slab and arena hand out retained events and their texts in chunks
+	// (newEvent, keep), so that a publish allocates nothing in the steady
+	// state; a chunk is freed by the GC once the ring no longer holds any
+	// event in it.
+	slab  []feedEvent
+	arena []byte
+}
+
+// Chunk sizes of the hub's slab and arena; texts above arenaMaxText get an
+// allocation of their own (a big text would pin a mostly evicted chunk).
+const (
+	slabEvents   = 64
+	arenaChunk   = 32 << 10
+	arenaMaxText = 2 << 10
+)
+
+// newEvent returns a zeroed event from the slab (mu held).
+func (h *feedHub) newEvent() *feedEvent {
+	if len(h.slab) == 0 {
+		h.slab = make([]feedEvent, slabEvents)
+	}
+	ev := &h.slab[0]
+	h.slab = h.slab[1:]
+	return ev
+}
+
+// keep returns the hub's own copy of b (mu held): b is a view into the
+// store, valid only during Publish.
+func (h *feedHub) keep(b []byte) []byte {
+	if len(b) > arenaMaxText {
+		return append([]byte(nil), b...)
+	}
+	if cap(h.arena)-len(h.arena) < len(b) {
+		h.arena = make([]byte, 0, arenaChunk)
+	}
+	start := len(h.arena)
+	h.arena = append(h.arena, b...)
+	return h.arena[start:len(h.arena):len(h.arena)]
 }
 
 // hubFor returns the tenant's hub, attaching a new one to the store
@@ -139,20 +178,24 @@ func (s *Server) hubFor(t *tenant) *feedHub {
 
 // Publish records a committed change and queues it to every matching
 // subscription (store.Feed; see the comment at the top of this file).
+// Steady state: no allocation; per matching subscription one encode into
+// its connection's queue and, when that connection has no flush pending,
+// one entry in its event loop's flush list.
 func (h *feedHub) Publish(c *store.Change) {
-	ev := &feedEvent{pos: c.Pos, op: c.Op, phext: c.Phext, coord: c.Coord, n: c.Len,
-		sum: c.Sum, hasSum: c.HasSum}
-	if len(c.Text) > protocol.MaxEventText {
-		ev.omitted = true
-	} else if len(c.Text) > 0 {
-		ev.text = append([]byte(nil), c.Text...)
-	}
-	ev.cost = eventCost + int64(len(ev.phext)+len(ev.text))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.detached {
 		return
 	}
+	ev := h.newEvent()
+	*ev = feedEvent{pos: c.Pos, op: c.Op, phext: c.Phext, coord: c.Coord, n: c.Len,
+		sum: c.Sum, hasSum: c.HasSum}
+	if len(c.Text) > protocol.MaxEventText {
+		ev.omitted = true
+	} else if len(c.Text) > 0 {
+		ev.text = h.keep(c.Text)
+	}
+	ev.cost = eventCost + int64(len(ev.phext)+len(ev.text))
 	h.retain(ev)
 	var drop []*watchSub
 	for sub := range h.subs {
@@ -335,8 +378,9 @@ func (s *Server) closeHubs() {
 // connWatch is a connection's side of the feed: its subscriptions and its
 // queue of encoded event frames, written by its own event loop.
 //
-// hub is set by the worker (WATCH) and read by the loop; subs is guarded by the hub's mu (a connection watches one tenant, so one
-// hub); out, charged and scheduled by wmu (taken after the hub's mu).
+// hub is set by the worker (WATCH) and read by the loop; subs is guarded by
+// the hub's mu (a connection watches one tenant, so one hub); out, spare,
+// charged, scheduled, since and loop by wmu (taken after the hub's mu).
 type connWatch struct {
 	hub  atomic.Pointer[feedHub]
 	subs map[uint32]*watchSub
@@ -344,10 +388,80 @@ type connWatch struct {
 	wmu       sync.Mutex
 	out       []byte
 	spare     []byte
-	charged   int64 // bytes of out reserved from the budget
-	scheduled bool  // a flush is queued on the loop
-	since     int64 // unix nanos when the oldest event in out was queued (0: none)
+	charged   int64     // bytes of out reserved from the budget
+	scheduled bool      // listed in loop's flush list
+	since     int64     // unix nanos when the oldest event in out was queued (0: none)
+	loop      *loopFeed // the connection's event loop (set before its first WATCH)
 }
+
+// loopFeed is one event loop's list of watcher connections with events to
+// write. Publishers (any goroutine, under the hub's and a connection's wmu)
+// add a connection once per flush and start one task on the loop for the
+// whole list; the task writes each connection's queue with one Write. So a
+// burst of events costs one wake-up per loop, not one per watcher, and
+// nothing per event but the encode into the queue.
+type loopFeed struct {
+	s  *Server
+	el gnet.EventLoop
+
+	mu        sync.Mutex // guards the fields below; taken after a wmu
+	dirty     []*connState
+	spare     []*connState
+	scheduled bool // a Run is queued on el
+}
+
+// loopFeedFor returns the flush list of el, creating it on first use.
+func (s *Server) loopFeedFor(el gnet.EventLoop) *loopFeed {
+	if lf, ok := s.loopFeeds.Load(el); ok {
+		return lf.(*loopFeed)
+	}
+	lf, _ := s.loopFeeds.LoadOrStore(el, &loopFeed{s: s, el: el})
+	return lf.(*loopFeed)
+}
+
+// add lists cs for the next flush and queues the flush task when none is.
+func (lf *loopFeed) add(cs *connState) {
+	lf.mu.Lock()
+	lf.dirty = append(lf.dirty, cs)
+	start := !lf.scheduled
+	lf.scheduled = true
+	lf.mu.Unlock()
+	if !start {
+		return
+	}
+	lf.s.asyncPending.Add(1)
+	if err := lf.el.Execute(context.Background(), lf); err != nil {
+		// The engine is shutting down: its connections are closed and
+		// closeWatches releases what they hold.
+		lf.s.asyncPending.Add(-1)
+		lf.mu.Lock()
+		lf.scheduled = false
+		lf.mu.Unlock()
+	}
+}
+
+// Run is the flush task (gnet.Runnable): it runs on the loop and writes the
+// queue of every listed connection.
+func (lf *loopFeed) Run(context.Context) error {
+	lf.s.asyncPending.Add(-1)
+	lf.mu.Lock()
+	list := lf.dirty
+	lf.dirty, lf.spare, lf.scheduled = lf.spare, nil, false
+	lf.mu.Unlock()
+	for i, cs := range list {
+		cs.flushWatch()
+		list[i] = nil
+	}
+	lf.mu.Lock()
+	if lf.spare == nil && cap(list) <= maxLoopDirty {
+		lf.spare = list[:0]
+	}
+	lf.mu.Unlock()
+	return nil
+}
+
+// maxLoopDirty: a larger flush list is not kept for the next round.
+const maxLoopDirty = 64 << 10
 
 // connSink is the sink of a binary-protocol connection.
 type connSink struct{ cs *connState }
@@ -423,43 +537,42 @@ func (k connSink) ended(sub *watchSub) {
 	k.cs.nwatch.Store(int64(len(k.cs.watch.subs)))
 }
 
-// scheduleLocked asks the connection's loop to write the queue (wmu held).
-// One flush is queued at a time; events queued meanwhile join it.
+// scheduleLocked lists the connection for its loop's next flush (wmu held).
+// Events queued before that flush runs join it.
 func (k connSink) scheduleLocked() {
-	cs := k.cs
-	w := &cs.watch
-	if w.scheduled {
+	w := &k.cs.watch
+	if w.scheduled || w.loop == nil {
 		return
 	}
 	w.scheduled = true
-	cs.s.asyncPending.Add(1)
-	// Wake, not AsyncWrite: the callback writes the queue itself, and an
-	// AsyncWrite of nothing would cost an empty write(2) first.
-	if err := cs.c.Wake(cs.flushWatch); err != nil {
-		cs.s.asyncPending.Add(-1)
-		w.scheduled = false
-	}
+	w.loop.add(k.cs)
 }
 
-// flushWatch runs on the connection's event loop (a Wake callback):
-// it writes the queued events with one Write. A connection whose socket
-// holds more than WatchQueueBytes unsent (a watcher that does not read)
-// gets resync events instead and its subscriptions end.
-func (cs *connState) flushWatch(c gnet.Conn, _ error) error {
-	cs.s.asyncPending.Add(-1)
+// flushWatch runs on the connection's event loop (loopFeed.Run): it writes
+// the queued events with one Write. A connection whose socket holds more
+// than WatchQueueBytes unsent (a watcher that does not read) gets resync
+// events instead and its subscriptions end.
+func (cs *connState) flushWatch() {
 	w := &cs.watch
-	if c != nil && !cs.gone.Load() && c.OutboundBuffered() > cs.s.opts.WatchQueueBytes {
+	// On the loop, gone is false until OnClose ran: c is open.
+	open := !cs.gone.Load()
+	c := cs.c
+	if open && c.OutboundBuffered() > cs.s.opts.WatchQueueBytes {
 		cs.dropWatches(protocol.ResyncSlow)
 	}
 	w.wmu.Lock()
 	buf, charged, since := w.out, w.charged, w.since
 	w.out, w.spare, w.charged, w.scheduled, w.since = w.spare[:0], nil, 0, false, 0
 	w.wmu.Unlock()
-	if c != nil && len(buf) > 0 && !cs.gone.Load() {
+	if open && len(buf) > 0 {
 		c.Write(buf) // gnet copies what the socket does not take now
 		if since != 0 {
 			cs.s.stats.watchLat.add(uint64(max(time.Now().UnixNano()-since, 0) / 1000))
 		}
+		// What the socket did not take stays in gnet's buffer: charged
+		// like unsent replies (and a slow consumer closed) as OnTraffic
+		// does at the end of a round.
+		cs.chargeBuffers(c)
 	}
 	cs.mem.release(charged)
 	if cap(buf) <= maxSpare {
@@ -469,7 +582,6 @@ func (cs *connState) flushWatch(c gnet.Conn, _ error) error {
 		}
 		w.wmu.Unlock()
 	}
-	return nil
 }
 
 // dropWatches ends every subscription of the connection with a resync.
@@ -521,6 +633,13 @@ func (s *Server) execWatch(cs *connState, req *protocol.Request, out []byte) ([]
 	}
 	sub := &watchSub{id: w.Sub, phext: string(req.Name), prefix: w.Prefix, depth: w.Depth,
 		text: w.Flags&protocol.WatchText != 0, sink: connSink{cs}}
+	if cs.watch.loop == nil {
+		// Only this worker sets it; publishers read it under wmu.
+		lf := s.loopFeedFor(cs.c.EventLoop())
+		cs.watch.wmu.Lock()
+		cs.watch.loop = lf
+		cs.watch.wmu.Unlock()
+	}
 	var head uint64
 	for {
 		h := s.hubFor(cs.tenant)
