@@ -75,6 +75,7 @@ type Subscription struct {
 
 	c      *Conn
 	id     uint32
+	name   string // the phext watched: events reuse it instead of a copy each
 	ch     chan Event
 	mu     sync.Mutex
 	closed bool
@@ -108,7 +109,7 @@ func (c *Conn) Watch(ctx context.Context, name string, o WatchOptions) (*Subscri
 	if o.Buffer <= 0 {
 		o.Buffer = 1024
 	}
-	s := &Subscription{c: c, ch: make(chan Event, o.Buffer)}
+	s := &Subscription{c: c, name: name, ch: make(chan Event, o.Buffer)}
 	s.C = s.ch
 	w := &c.watch
 	w.smu.Lock()
@@ -199,7 +200,10 @@ func (c *Conn) onEvent(body []byte) error {
 		}
 	} else {
 		ev.Op = protocol.ChangeOpName(pe.Op)
-		ev.Phext = string(pe.Phext)
+		ev.Phext = s.name
+		if string(pe.Phext) != s.name {
+			ev.Phext = string(pe.Phext)
+		}
 		ev.Coord = pe.Coord
 		ev.Len = pe.Len
 		ev.Checksum = string(pe.Sum)
