@@ -5,13 +5,16 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/phext/sq/client"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -92,4 +95,42 @@ func (foldFS) SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// TestCaseOnlyNamesWatch: on a case-insensitive data dir "Notes" and
+// "notes" are one phext (the store folds names), so a watcher of either
+// spelling gets the changes written under both. The feed compared the
+// watched name as sent with the store's folded name and delivered nothing.
+func TestCaseOnlyNamesWatch(t *testing.T) {
+	h := startHostile(t, hostileOpts{fs: foldFS{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wc, err := client.Dial(ctx, h.srv.Addr(), h.tokens["mallory"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	upper, err := wc.Watch(ctx, "Notes", client.WatchOptions{Text: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lower, err := wc.Watch(ctx, "notes", client.WatchOptions{Text: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.dial(t, "mallory")
+	c.must(t, protocol.StatusOK, protocol.OpInsert, "Notes", c9(1), []byte("upper "))
+	c.must(t, protocol.StatusOK, protocol.OpInsert, "notes", c9(1), []byte("lower"))
+	for _, sub := range []*client.Subscription{upper, lower} {
+		for _, want := range []string{"upper ", "upper lower"} {
+			select {
+			case ev := <-sub.C:
+				if ev.Resync || string(ev.Text) != want || ev.Op != "insert" {
+					t.Fatalf("event %+v, want an insert with text %q", ev, want)
+				}
+			case <-ctx.Done():
+				t.Fatalf("no event with text %q: the watcher missed a change of its phext", want)
+			}
+		}
+	}
 }

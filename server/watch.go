@@ -284,6 +284,13 @@ var (
 // gone; then live changes. It returns the position "now" (the WATCH
 // reply): a client that saw every event up to it may resume from it.
 func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
+	// Changes carry the name the store keeps the phext under (folded on a
+	// case-insensitive data dir), so the subscription matches by it too.
+	name, err := h.store.FeedName([]byte(sub.phext))
+	if err != nil {
+		return 0, err
+	}
+	sub.phext = name
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.detached {

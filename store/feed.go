@@ -90,6 +90,22 @@ func (t *Tenant) SetFeed(f Feed) uint64 {
 	return t.s.lsn.Add(1) // an LSN no record gets
 }
 
+// FeedName returns the name the feed gives the changes of phext name
+// (Change.Phext): name itself, or on a case-insensitive data dir the
+// lower-case name the store keeps it under (see Tenant.key). A watcher of
+// "Notes" there must match the changes written as "notes" and as "Notes".
+// The first call for a tenant may probe its data dir (Tenant.prepare).
+func (t *Tenant) FeedName(name []byte) (string, error) {
+	if !phext.ValidName(name) {
+		return "", ErrBadName
+	}
+	if err := t.prepare(); err != nil {
+		return "", err
+	}
+	var buf [phext.MaxNameLen]byte
+	return string(t.key(name, &buf)), nil
+}
+
 // Position returns the highest position (LSN) drawn so far, store-wide:
 // every change published later has a larger one.
 func (t *Tenant) Position() uint64 { return t.s.lsn.Load() }

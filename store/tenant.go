@@ -130,6 +130,24 @@ func (t *Tenant) durability() Durability {
 	return t.s.opts.Durability
 }
 
+// key returns the name phext name is known by in the tenant (prepared):
+// name itself, or on a case-insensitive data dir its lower-case form, in
+// buf. "Notes" and "notes" are one file there, so they must be one pfile
+// (and one phext for the change feed). Names are ASCII, so ASCII folding
+// is exact.
+func (t *Tenant) key(name []byte, buf *[phext.MaxNameLen]byte) []byte {
+	if !t.fold {
+		return name
+	}
+	n := copy(buf[:], name)
+	for i := range n {
+		if c := buf[i]; 'A' <= c && c <= 'Z' {
+			buf[i] = c + ('a' - 'A')
+		}
+	}
+	return buf[:n]
+}
+
 // get returns the open phext called name, opening it on first use. The
 // fast path takes only the tenant's read lock and does not allocate.
 func (t *Tenant) get(name []byte) (*pfile, error) {
@@ -137,17 +155,7 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 		return nil, err
 	}
 	var folded [phext.MaxNameLen]byte
-	if t.fold {
-		// A case-insensitive data dir: "Notes" and "notes" are one file, so
-		// they must be one pfile. Names are ASCII, so ASCII folding is exact.
-		n := copy(folded[:], name)
-		for i := range n {
-			if c := folded[i]; 'A' <= c && c <= 'Z' {
-				folded[i] = c + ('a' - 'A')
-			}
-		}
-		name = folded[:n]
-	}
+	name = t.key(name, &folded)
 	for {
 		t.mu.RLock()
 		if t.closed {
