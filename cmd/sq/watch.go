@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/phext/sq/client"
+	"github.com/phext/sq/phext"
 )
 
 const watchAbout = `Prints every committed change of the phext (under --prefix, e.g. 1.1.1/1.1.1/1.2)
@@ -39,6 +40,9 @@ type watchLine struct {
 }
 
 func cmdWatch(ctx context.Context, r *cmdRun) error {
+	if _, _, err := phext.ParsePrefix(r.x.prefix); err != nil {
+		return usagef("bad --prefix %q: %v", r.x.prefix, err)
+	}
 	o := client.WatchOptions{Prefix: r.x.prefix, Text: r.x.text, Resume: r.x.from > 0, From: r.x.from}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the feed's goroutine and connection

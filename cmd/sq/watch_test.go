@@ -71,7 +71,14 @@ func TestWatchCommand(t *testing.T) {
 		t.Fatalf("plain: %d %q %s", r.code, r.stdout, r.stderr)
 	}
 
-	if r := runCLI(vars, "", "watch", "--prefix", "1.x"); r.code == 0 {
-		t.Fatal("bad prefix accepted")
+	// A bad --prefix is a usage error (exit 2, like a bad coordinate),
+	// found before anything is dialled.
+	for _, bad := range []string{"1.x", "0", "1.1.1/1.1.1/1.1.1/1", "1000"} {
+		if r := runCLI(vars, "", "watch", "--prefix", bad); r.code != 2 || !strings.Contains(r.stderr, "prefix") {
+			t.Errorf("--prefix %q: exit %d, stderr %q; want 2 and a word on the prefix", bad, r.code, r.stderr)
+		}
+	}
+	if r := runCLI(map[string]string{"SQ_ADDR": "127.0.0.1:1", "SQ_TOKEN": "x"}, "", "watch", "--prefix", "1.x"); r.code != 2 {
+		t.Errorf("--prefix 1.x with no server: exit %d, want 2 (refused before dialling)", r.code)
 	}
 }
