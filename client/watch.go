@@ -28,13 +28,16 @@ type Event struct {
 	Resync bool
 	Reason string
 	// Op is "insert", "update", "delete", "put" or "compact" (a change).
-	Op       string
-	Phext    string
-	Coord    phext.Coordinate
-	Len      uint64 // the scroll's length after the change (put: the phext's text bytes)
-	Checksum string // 32 hex (xxh3-128 of the scroll's new text); empty for put
-	// Text is the scroll's new text when the watch asked for it; nil for
-	// delete and put. TextOmitted: it is above 64 KiB, Select it.
+	Op    string
+	Phext string
+	Coord phext.Coordinate
+	Len   uint64 // the scroll's length after the change (put, compact: the phext's text bytes)
+	// Checksum is 32 hex: xxh3-128 of the scroll's new text (as Delta
+	// uses); for put and compact the whole phext's, as Checksum answers.
+	Checksum string
+	// Text is the scroll's new text when the watch asked for it (for put
+	// and compact the serialized phext, as Get answers); nil for delete.
+	// TextOmitted: it is above 64 KiB, Select (or Get) it.
 	Text        []byte
 	TextOmitted bool
 	// Err, on the last event of a Watch channel, says why it stopped

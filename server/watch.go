@@ -93,6 +93,19 @@ type watchSub struct {
 	last   uint64 // highest position queued to it (hub.mu)
 }
 
+// textFor says what text ev carries for sub: none when sub did not ask
+// or the change is a delete; omitted above protocol.MaxEventText; else
+// the scroll's new text (for put and compact the serialized phext).
+func (ev *feedEvent) textFor(sub *watchSub) (textAt uint8, text []byte) {
+	switch {
+	case !sub.text || ev.op == store.ChangeDelete:
+		return protocol.TextNone, nil
+	case ev.omitted:
+		return protocol.TextOmitted, nil
+	}
+	return protocol.TextHere, ev.text
+}
+
 func (sub *watchSub) matches(ev *feedEvent) bool {
 	if ev.phext != sub.phext {
 		return false
@@ -190,7 +203,7 @@ func (h *feedHub) Publish(c *store.Change) {
 	ev := h.newEvent()
 	*ev = feedEvent{pos: c.Pos, op: c.Op, phext: c.Phext, coord: c.Coord, n: c.Len,
 		sum: c.Sum, hasSum: c.HasSum}
-	if len(c.Text) > protocol.MaxEventText {
+	if c.TextOmitted || len(c.Text) > protocol.MaxEventText {
 		ev.omitted = true
 	} else if len(c.Text) > 0 {
 		ev.text = h.keep(c.Text)
@@ -478,15 +491,7 @@ func (k connSink) deliver(sub *watchSub, ev *feedEvent) bool {
 	if cs.gone.Load() {
 		return true // OnClose removes its subscriptions
 	}
-	textAt, text := protocol.TextNone, []byte(nil)
-	if sub.text {
-		switch {
-		case ev.omitted:
-			textAt = protocol.TextOmitted
-		case ev.op != store.ChangeDelete && ev.op != store.ChangePut && ev.op != store.ChangeCompact:
-			textAt, text = protocol.TextHere, ev.text
-		}
-	}
+	textAt, text := ev.textFor(sub)
 	var sum []byte
 	if ev.hasSum {
 		sum = ev.sum[:]

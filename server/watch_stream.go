@@ -19,9 +19,10 @@ import (
 // methods run with the hub's mu held, possibly on an event loop under the
 // store's phext locks: memory work only, appending to dst.
 type StreamEncoder interface {
-	// AppendChange appends the event of c. withText: the subscriber
-	// asked for texts; c.Text is the hub's copy of the text (nil when the
-	// change has none, or when omitted: above protocol.MaxEventText).
+	// AppendChange appends the event of c. withText: the event carries
+	// c.Text (the subscriber asked for texts and the change is not a
+	// delete; for put and compact it is the serialized phext); omitted:
+	// it was asked for but is above protocol.MaxEventText (c.Text nil).
 	AppendChange(dst []byte, c *store.Change, withText, omitted bool) []byte
 	// AppendResync appends a resync event (reason: protocol.Resync*;
 	// ended: the subscription ends with it).
@@ -132,9 +133,10 @@ func (k *streamSink) deliver(sub *watchSub, ev *feedEvent) bool {
 		return true
 	}
 	start := len(k.buf)
+	textAt, text := ev.textFor(sub)
 	c := store.Change{Pos: ev.pos, Phext: ev.phext, Op: ev.op, Coord: ev.coord, Len: ev.n,
-		Sum: ev.sum, HasSum: ev.hasSum, Text: ev.text}
-	k.buf = k.enc.AppendChange(k.buf, &c, sub.text, ev.omitted)
+		Sum: ev.sum, HasSum: ev.hasSum, Text: text}
+	k.buf = k.enc.AppendChange(k.buf, &c, textAt == protocol.TextHere, textAt == protocol.TextOmitted)
 	n := len(k.buf) - start
 	if len(k.buf) > k.max || !k.mem.tryReserve(int64(n)) {
 		k.buf = k.buf[:start]

@@ -429,6 +429,9 @@ func TestChangeOpsMatchWire(t *testing.T) {
 			t.Errorf("store op %d is wire op %d", s, w)
 		}
 	}
+	if store.MaxDocText != protocol.MaxEventText {
+		t.Errorf("store.MaxDocText %d, protocol.MaxEventText %d", store.MaxDocText, protocol.MaxEventText)
+	}
 }
 
 // TestWatchShutdown: a server shutting down ends subscriptions with a
@@ -498,5 +501,36 @@ func TestFeedDeliverAllocs(t *testing.T) {
 	one := protocol.AppendChangeEvent(nil, 1, 1, 2, []byte("p"), phext.Origin, uint64(len(f.c.Text)), f.c.Sum[:], protocol.TextHere, f.c.Text)
 	if want := int(f.c.Pos) * len(one); f.conns[0].written != want {
 		t.Errorf("written %d bytes, want %d", f.conns[0].written, want)
+	}
+}
+
+// TestWatchPutCarriesDocument: a put event carries, like a scroll change,
+// a checksum (the phext's, as CHECKSUM answers) and, when asked, the text
+// (the serialized phext, as GET answers); it carried neither.
+func TestWatchPutCarriesDocument(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	w := e.watcher("alpha")
+	w.watch("n", "1.1.1/1.1.1/1.2", 1, protocol.WatchText, 0) // a put matches every prefix
+	w.watch("n", "", 2, 0, 0)
+	wr := e.dial("alpha")
+	wr.ok(protocol.OpPut, "n", phext.Origin, []byte("first\x17second\x18third"))
+	get := string(wr.ok(protocol.OpGet, "n", phext.Origin, nil))
+	sum := string(wr.ok(protocol.OpChecksum, "n", phext.Origin, nil))
+	for range 2 {
+		ev := w.next()
+		if ev.Kind != protocol.EventChange || ev.Op != protocol.ChangePut || ev.name != "n" || ev.Coord != phext.Origin ||
+			ev.Len != uint64(len("firstsecondthird")) || ev.sum != sum {
+			t.Fatalf("put event %+v (checksum %q), want checksum %q", ev.Event, ev.sum, sum)
+		}
+		switch ev.Sub {
+		case 1:
+			if ev.TextAt != protocol.TextHere || ev.text != get {
+				t.Errorf("put event text %d %q, want the document %q", ev.TextAt, ev.text, get)
+			}
+		case 2:
+			if ev.TextAt != protocol.TextNone {
+				t.Errorf("text %d for a subscription without the text flag", ev.TextAt)
+			}
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/hex"
+
 	"github.com/phext/sq/phext"
 )
 
@@ -35,12 +37,22 @@ const (
 	ChangeUpdate ChangeOp = 2 // the scroll replaced (empty text removes it)
 	ChangeDelete ChangeOp = 3 // the scroll removed
 	ChangePut    ChangeOp = 4 // the whole phext replaced
-	// ChangeCompact is a rewrite of the whole phext by a checkpoint. A
-	// checkpoint never changes what the phext holds, so none is published
-	// today; a log that rewrites a phext's content in a checkpoint record
-	// publishes it, and watchers treat it like ChangePut.
+	// ChangeCompact is the whole phext written again as one record of the
+	// commit log, with a new position, without changing what it holds:
+	// the repair after a failed log fsync logs from memory each phext
+	// whose checkpoint failed (Store.carryFromMemory). Watchers treat it
+	// like ChangePut. (A checkpoint that succeeds logs no data record and
+	// publishes nothing.)
 	ChangeCompact ChangeOp = 5
 )
+
+// MaxDocText is the largest serialized phext a whole-phext change
+// (ChangePut, ChangeCompact) carries as its Text; above it Text is nil and
+// TextOmitted is set. It is the change feed's limit on an event's text
+// (protocol.MaxEventText; the server checks that they agree): copying a
+// larger document for every change that replaces it would cost watchers
+// that do not ask for texts, and writers, a document's size each time.
+const MaxDocText = 64 << 10
 
 // Change is one committed change, as passed to Feed.Publish.
 type Change struct {
@@ -50,20 +62,23 @@ type Change struct {
 	// Phext is the phext's name ("" for the tenant's default phext).
 	Phext string
 	Op    ChangeOp
-	// Coord is the scroll changed; phext.Origin for ChangePut.
+	// Coord is the scroll changed; phext.Origin for a whole-phext change
+	// (ChangePut, ChangeCompact).
 	Coord phext.Coordinate
-	// Len is the scroll's length in bytes after the change; for ChangePut
-	// the text bytes of the whole phext.
+	// Len is the scroll's length in bytes after the change; for a
+	// whole-phext change the text bytes of the whole phext.
 	Len int64
-	// Sum is the xxh3-128 checksum (32 lowercase hex, as CHECKSUM and
-	// DELTA use) of the scroll's text after the change. Empty (HasSum
-	// false) for ChangePut: hashing the document would cost its size.
+	// Sum is the xxh3-128 checksum (32 lowercase hex) of the scroll's text
+	// after the change, as DELTA uses; for a whole-phext change that of
+	// the serialized phext, as CHECKSUM returns. HasSum is always set.
 	Sum    [32]byte
 	HasSum bool
-	// Text is the scroll's text after the change: a view into the store,
-	// valid only during Publish (copy what must outlive it); nil for
-	// ChangeDelete and ChangePut.
-	Text []byte
+	// Text is the scroll's text after the change (nil for ChangeDelete);
+	// for a whole-phext change the serialized phext, as GET returns it,
+	// unless it is above MaxDocText (then nil, and TextOmitted is set).
+	// It is valid only during Publish (copy what must outlive it).
+	Text        []byte
+	TextOmitted bool
 }
 
 // Feed receives a tenant's committed changes. See the comment at the top
@@ -133,7 +148,8 @@ func (p *pfile) publishTo(f Feed, kind byte, c phext.Coordinate, lsn uint64) {
 	case opDelete:
 		ch.Op = ChangeDelete
 	case opPut:
-		ch.Op, ch.Coord, ch.Len = ChangePut, phext.Origin, p.bytes
+		ch.Op = ChangePut
+		p.wholeDoc(&ch, nil)
 		f.Publish(&ch)
 		return
 	default:
@@ -147,4 +163,41 @@ func (p *pfile) publishTo(f Feed, kind byte, c phext.Coordinate, lsn uint64) {
 		ch.Text = text
 	}
 	f.Publish(&ch)
+}
+
+// publishCompact tells the tenant's feed, if any, that p's whole document
+// doc (serialized, as GET returns it) was logged again as record lsn
+// without changing (p.fmu held, p.mu not held: taken here for reading).
+func (p *pfile) publishCompact(doc []byte, lsn uint64) {
+	h := p.t.feed.Load()
+	if h == nil {
+		return
+	}
+	ch := Change{Pos: lsn, Phext: p.key, Op: ChangeCompact}
+	p.mu.RLock()
+	p.wholeDoc(&ch, doc)
+	h.f.Publish(&ch)
+	p.mu.RUnlock()
+}
+
+// wholeDoc fills in a whole-phext change from p's current document (p.mu
+// held): the text bytes, the document's checksum (what CHECKSUM returns)
+// and, up to MaxDocText, the serialized document: doc when the caller has
+// it, else serialized here.
+func (p *pfile) wholeDoc(ch *Change, doc []byte) {
+	ch.Coord, ch.Len, ch.HasSum = phext.Origin, p.bytes, true
+	if doc != nil {
+		phext.AppendChecksum(ch.Sum[:0], doc)
+	} else {
+		sum := p.docHash().Sum128().Bytes()
+		hex.AppendEncode(ch.Sum[:0], sum[:])
+		if p.docSize() <= MaxDocText {
+			doc = p.appendDoc(make([]byte, 0, MaxDocText/4))
+		}
+	}
+	if doc == nil || len(doc) > MaxDocText {
+		ch.TextOmitted = true
+		return
+	}
+	ch.Text = doc
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"sync"
 	"testing"
 
@@ -76,7 +77,9 @@ func TestFeedPublishesEveryPath(t *testing.T) {
 		{"n", ChangeUpdate, coord(3), "loop", 4},
 		{"n", ChangeInsert, coord(4), "m1", 2},
 		{"n", ChangeInsert, coord(4), "m1m2", 4},
-		{"other", ChangePut, phext.Origin, "", 4},
+		// A put carries the serialized phext (GET's answer) and its
+		// checksum (CHECKSUM's answer); len counts scroll bytes.
+		{"other", ChangePut, phext.Origin, "p1\x17p2", 4},
 	}
 	got := f.all()
 	if len(got) != len(wants) {
@@ -93,18 +96,27 @@ func TestFeedPublishesEveryPath(t *testing.T) {
 			t.Errorf("change %d: position %d not above %d", i, g.Pos, last)
 		}
 		last = g.Pos
-		if w.op == ChangePut {
-			if g.HasSum {
-				t.Errorf("put carries a checksum")
-			}
-			continue
-		}
 		if sum := phext.Checksum([]byte(w.text)); !g.HasSum || string(g.Sum[:]) != sum {
 			t.Errorf("change %d: checksum %q, want %q", i, g.Sum[:], sum)
 		}
 	}
 	if ten.Position() != last {
 		t.Errorf("Position %d, last published %d", ten.Position(), last)
+	}
+	docSum, err := ten.AppendChecksum(nil, []byte("other"))
+	if err != nil || string(got[len(got)-1].Sum[:]) != string(docSum) {
+		t.Errorf("put checksum %q, CHECKSUM says %q (%v)", got[len(got)-1].Sum[:], docSum, err)
+	}
+
+	// A document above MaxDocText: its checksum, no text (omitted).
+	big := bytes.Repeat(append(bytes.Repeat([]byte("x"), 4095), '\x17'), MaxDocText/4096+1)
+	mustOK(ten.Put([]byte("big"), big))
+	got = f.all()
+	g := got[len(got)-1]
+	docSum, _ = ten.AppendChecksum(nil, []byte("big"))
+	if g.Op != ChangePut || g.Text != nil || !g.TextOmitted || !g.HasSum || string(g.Sum[:]) != string(docSum) ||
+		g.Len != int64(4095*(MaxDocText/4096+1)) {
+		t.Errorf("big put: op %d, %d text bytes, omitted %v, checksum %q (CHECKSUM %q), len %d", g.Op, len(g.Text), g.TextOmitted, g.Sum[:], docSum, g.Len)
 	}
 }
 

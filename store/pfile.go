@@ -351,6 +351,18 @@ func walkDoc(base []byte, index []entry, top, mid map[phext.Coordinate][]byte, f
 }
 
 // docHash streams the serialized document into an xxh3 hasher.
+// appendDoc appends the serialized document (what GET returns) to dst
+// (mu held).
+func (p *pfile) appendDoc(dst []byte) []byte {
+	prev := phext.Origin
+	p.walk(func(c phext.Coordinate, text []byte) {
+		dst = phext.AppendDelimiters(dst, prev, c)
+		dst = append(dst, text...)
+		prev = c
+	})
+	return dst
+}
+
 func (p *pfile) docHash() *xxh3.Hasher {
 	h := xxh3.New()
 	var scratch [64]byte

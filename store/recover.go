@@ -579,14 +579,8 @@ func (s *Store) carryFromMemory(ps []*pfile, old uint64) error {
 			p.fmu.Unlock()
 			continue
 		}
-		var doc []byte
-		prev := phext.Origin
 		p.mu.RLock()
-		p.walk(func(c phext.Coordinate, text []byte) {
-			doc = phext.AppendDelimiters(doc, prev, c)
-			doc = append(doc, text...)
-			prev = c
-		})
+		doc := p.appendDoc(nil)
 		p.mu.RUnlock()
 		if len(doc) > MaxRecord {
 			p.fmu.Unlock()
@@ -599,6 +593,9 @@ func (s *Store) carryFromMemory(ps []*pfile, old uint64) error {
 		last, g, err := s.wlog.commitX(p.t.dir, p.key, []logItem{{kind: opPut, payload: doc}}, true, true)
 		if err == nil {
 			p.oldestGen, p.lastLSN = g, last
+			// A new position for the same content: watchers are told
+			// (a compact change), so that a resume sees no silent gap.
+			p.publishCompact(doc, last)
 		} else {
 			errs = append(errs, err)
 		}

@@ -360,14 +360,7 @@ func (t *Tenant) AppendGetLimit(dst, name []byte, l Limit) ([]byte, error) {
 	if err := l.Check(n); err != nil {
 		return dst, err
 	}
-	dst = slices.Grow(dst, int(n))
-	var prev = phext.Origin
-	p.walk(func(c phext.Coordinate, text []byte) {
-		dst = phext.AppendDelimiters(dst, prev, c)
-		dst = append(dst, text...)
-		prev = c
-	})
-	return dst, nil
+	return p.appendDoc(slices.Grow(dst, int(n))), nil
 }
 
 // AppendTOC appends SQ's table of contents of the current state: the

@@ -71,7 +71,7 @@ func cmdWatch(ctx context.Context, r *cmdRun) error {
 				switch {
 				case ev.TextOmitted:
 					text += " (text above 64 KiB omitted)"
-				case ev.Op != "delete" && ev.Op != "put":
+				case ev.Op != "delete":
 					text += " " + strconv.Quote(t)
 				}
 			}

@@ -56,14 +56,12 @@ func appendSSEChange(dst []byte, c *store.Change, withText, omitted bool) []byte
 		dst = append(dst, c.Sum[:]...)
 		dst = append(dst, '"')
 	}
-	if withText {
-		switch {
-		case omitted:
-			dst = append(dst, ",\"text_omitted\":true"...)
-		case c.Op != store.ChangeDelete && c.Op != store.ChangePut && c.Op != store.ChangeCompact:
-			dst = append(dst, ",\"text\":"...)
-			dst = appendJSONString(dst, c.Text)
-		}
+	switch {
+	case omitted:
+		dst = append(dst, ",\"text_omitted\":true"...)
+	case withText:
+		dst = append(dst, ",\"text\":"...)
+		dst = appendJSONString(dst, c.Text)
 	}
 	return append(dst, "}\n\n"...)
 }
