@@ -292,3 +292,37 @@ func restoreTree(t *testing.T, root string, m map[string][]byte) {
 		}
 	}
 }
+
+// BenchmarkClose10KDirty: Store.Close of 10,000 tenants with one dirty
+// phext each (20 scrolls of 1 KiB, written since their last checkpoint),
+// the shutdown of `sq bench --tenants 10000`. SQ_BENCH_BIG=1.
+func BenchmarkClose10KDirty(b *testing.B) {
+	if !bigEnabled() {
+		b.Skip("set SQ_BENCH_BIG=1")
+	}
+	const n = 10000
+	val := []byte(strings.Repeat("x", 1024))
+	for range b.N {
+		b.StopTimer()
+		root := b.TempDir()
+		s, err := Open(&Options{Logger: discardLogger(), LogDir: filepath.Join(root, "log"), MaxOpenPhexts: 2 * n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range n {
+			ten, err := s.AddTenant(TenantConfig{Name: "t" + strconv.Itoa(i), DataDir: filepath.Join(root, "d"+strconv.Itoa(i))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for k := range 20 {
+				if _, err := ten.Update(nil, coord(uint16(k+1)), val); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.StartTimer()
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
