@@ -129,12 +129,14 @@ type serverStats struct {
 	// while frames are drained, since a large frame is moved out of it.
 	inboundPeak atomic.Int64
 	// The change feed (watch.go): subscriptions now, events queued to
-	// watchers, subscriptions ended for a slow watcher, resyncs at WATCH.
-	watches      atomic.Int64
-	watchEvents  atomic.Uint64
-	watchDropped atomic.Uint64
-	watchResyncs atomic.Uint64
-	watchLat     latHist // sq_watch_delivery_seconds
+	// watchers, subscriptions ended for a slow watcher, resyncs at WATCH,
+	// resumes served from the commit log.
+	watches         atomic.Int64
+	watchEvents     atomic.Uint64
+	watchDropped    atomic.Uint64
+	watchResyncs    atomic.Uint64
+	watchLogResumes atomic.Uint64
+	watchLat        latHist // sq_watch_delivery_seconds
 	// opLat are the request-duration histograms of each operation over
 	// all tenants.
 	opLat [numOpSlots]latHist

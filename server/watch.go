@@ -304,6 +304,16 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 		return 0, err
 	}
 	sub.phext = name
+	var back *logBack
+	if w.Flags&protocol.WatchFrom != 0 && h.needsLog(w.From) {
+		// Older than the retention: read the changes back from the commit
+		// log (I/O, so before the hub is locked). Its memory is charged
+		// until they are queued.
+		if h.mem.tryReserve(watchBackBytes) {
+			defer h.mem.release(watchBackBytes)
+			back = h.readBack(name, w.From)
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.detached {
@@ -327,27 +337,95 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 	if w.Flags&protocol.WatchFrom == 0 {
 		return head, nil
 	}
-	if w.From < h.floor || w.From > head {
+	from := w.From
+	if from < h.floor && back != nil && back.cut >= h.floor {
+		// The log gave every change up to back.cut, the ring holds every
+		// one above h.floor ≤ back.cut: together, all of them.
+		sub.last = from
+		for i := range back.events {
+			if !h.replay(sub, &back.events[i], from) {
+				return head, nil
+			}
+		}
+		from = max(from, back.cut)
+		h.s.stats.watchLogResumes.Add(1)
+	}
+	if from < h.floor || from > head {
 		h.s.stats.watchResyncs.Add(1)
 		sub.sink.resync(sub, head, protocol.ResyncGap, false)
 		return head, nil
 	}
-	sub.last = w.From
+	sub.last = max(sub.last, w.From)
 	for i := 0; i < h.n; i++ {
 		ev := h.ring[(h.first+i)%len(h.ring)]
-		if ev.pos <= w.From || !sub.matches(ev) {
+		if ev.pos <= from {
 			continue
 		}
-		if !sub.sink.deliver(sub, ev) {
-			h.s.stats.watchDropped.Add(1)
-			sub.sink.resync(sub, w.From, protocol.ResyncSlow, true)
-			h.removeLocked(sub)
+		if !h.replay(sub, ev, w.From) {
 			return head, nil
 		}
-		sub.last = max(sub.last, ev.pos)
 	}
 	sub.last = max(sub.last, head)
 	return head, nil
+}
+
+// replay queues a past change ev to the new subscription sub if it
+// concerns it (mu held). false: the queue overflowed, sub got a resync and
+// is gone.
+func (h *feedHub) replay(sub *watchSub, ev *feedEvent, from uint64) bool {
+	if !sub.matches(ev) {
+		return true
+	}
+	if !sub.sink.deliver(sub, ev) {
+		h.s.stats.watchDropped.Add(1)
+		sub.sink.resync(sub, max(sub.last, from), protocol.ResyncSlow, true)
+		h.removeLocked(sub)
+		return false
+	}
+	sub.last = max(sub.last, ev.pos)
+	return true
+}
+
+// watchBackBytes bounds what one resume reads back from the commit log:
+// the phext's records there, charged to the tenant's memory budget while
+// it runs. (The changes it gives are queued like any replay, within
+// WatchQueueBytes.)
+const watchBackBytes = 8 << 20
+
+// logBack is a resume's changes read back from the commit log: every
+// change of the phext with a position in (from, cut].
+type logBack struct {
+	events []feedEvent
+	cut    uint64
+}
+
+// needsLog reports whether a resume from position from needs changes the
+// hub no longer (or never) held.
+func (h *feedHub) needsLog(from uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.detached && from < h.floor
+}
+
+// readBack reads the changes of phext name above from back from the
+// commit log; nil when the log cannot give them all (see
+// store.ReadChanges), and the resume gets a resync.
+func (h *feedHub) readBack(name string, from uint64) *logBack {
+	chs, cut, err := h.store.ReadChanges(name, from, watchBackBytes)
+	if err != nil {
+		return nil
+	}
+	back := &logBack{events: make([]feedEvent, len(chs)), cut: cut}
+	for i := range chs {
+		c := &chs[i]
+		ev := &back.events[i]
+		*ev = feedEvent{pos: c.Pos, op: c.Op, phext: c.Phext, coord: c.Coord, n: c.Len,
+			sum: c.Sum, hasSum: c.HasSum, text: c.Text}
+		if c.TextOmitted || len(c.Text) > protocol.MaxEventText {
+			ev.omitted, ev.text = true, nil
+		}
+	}
+	return back
 }
 
 var errShuttingDownFeed = &protocol.Error{Status: protocol.StatusShuttingDown, Msg: "change feed closing; retry"}

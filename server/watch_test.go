@@ -1,11 +1,14 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/phext/sq/client"
 	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
@@ -247,16 +250,56 @@ func TestWatchResume(t *testing.T) {
 	lastSeen := ev.Pos
 	w2.nc.Close()
 
-	// A gap: more changes than the retention holds.
+	// More changes than the retention holds: the ones it evicted are read
+	// back from the commit log, exactly (it answered a resync before).
 	for i := 0; i < 40; i++ {
 		wr.ok(protocol.OpInsert, "", phext.Origin, []byte("g"))
 	}
+	t.Run("evicted, read back from the log", func(t *testing.T) {
+		// Every change after the first one ("a" at the origin): the ten
+		// inserts, the update, the forty inserts.
+		type change struct {
+			op   uint8
+			c    phext.Coordinate
+			text string
+		}
+		var want []change
+		model := map[phext.Coordinate]string{phext.Origin: "a"}
+		for i := 0; i < 10; i++ {
+			model[coordN(i)] += string(rune('b' + i))
+			want = append(want, change{protocol.ChangeInsert, coordN(i), model[coordN(i)]})
+		}
+		want = append(want, change{protocol.ChangeUpdate, phext.Origin, "live"})
+		text := "live"
+		for i := 0; i < 40; i++ {
+			text += "g"
+			want = append(want, change{protocol.ChangeInsert, phext.Origin, text})
+		}
+		w := e.watcher("alpha")
+		now := w.watch("", "", 4, protocol.WatchFrom|protocol.WatchText, lastSeen)
+		last := lastSeen
+		for i, c := range want {
+			ev := w.next()
+			if ev.Kind != protocol.EventChange || ev.Op != c.op || ev.Pos <= last || ev.Pos > now || ev.Coord != c.c ||
+				ev.text != c.text || ev.sum != phext.Checksum([]byte(c.text)) || ev.Len != uint64(len(c.text)) {
+				t.Fatalf("resumed event %d: %+v %q (last %d, now %d), want %+v", i, ev.Event, ev.text, last, now, c)
+			}
+			last = ev.Pos
+		}
+		wr.ok(protocol.OpInsert, "", phext.Origin, []byte("h"))
+		if ev := w.next(); ev.Kind != protocol.EventChange || ev.Pos <= now || ev.text != text+"h" {
+			t.Fatalf("live after the log: %+v %q", ev.Event, ev.text)
+		}
+		if r := w.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w.events) != 0 {
+			t.Fatalf("duplicates after resume: %+v", w.events)
+		}
+		w.nc.Close()
+	})
 	for _, tc := range []struct {
 		name string
 		from uint64
 	}{
-		{name: "evicted", from: lastSeen},
-		{name: "before the feed (earlier run)", from: 1},
+		{name: "before the log (an earlier run)", from: 1},
 		{name: "future", from: 1 << 62},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -532,5 +575,128 @@ func TestWatchPutCarriesDocument(t *testing.T) {
 				t.Errorf("text %d for a subscription without the text flag", ev.TextAt)
 			}
 		}
+	}
+}
+
+// TestWatchLogResumeWhileWriting: watchers resuming from positions the
+// feed's memory (8 changes) no longer holds, while a writer keeps writing
+// to the phext, get from the commit log and then live exactly the changes
+// a watcher subscribed from the start saw after that position (or, when
+// the read back cannot vouch for them, one resync first: never a gap or a
+// wrong text).
+func TestWatchLogResumeWhileWriting(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec, opts: Options{WatchRetainEvents: 8}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dial := func() *client.Conn {
+		c, err := client.Dial(ctx, e.srv.Addr(), e.tokens["alpha"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	opts := client.WatchOptions{Text: true, Buffer: 4096}
+	ref, err := dial().Watch(ctx, "n", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writes = 300
+	var (
+		mu  sync.Mutex
+		got []client.Event
+	)
+	refDone := make(chan struct{})
+	go func() {
+		defer close(refDone)
+		for ev := range ref.C {
+			mu.Lock()
+			got = append(got, ev)
+			n := len(got)
+			mu.Unlock()
+			if n == writes {
+				return
+			}
+		}
+	}()
+	werr := make(chan error, 1)
+	go func() {
+		wc := dial()
+		for i := 0; i < writes; i++ {
+			var err error
+			if i%7 == 6 {
+				_, err = wc.Update(ctx, "n", coordN(i%5), []byte(fmt.Sprint("u", i)))
+			} else {
+				_, err = wc.Insert(ctx, "n", coordN(i%5), []byte(fmt.Sprint(i, ";")))
+			}
+			if err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	var resumes []*client.Subscription
+	var froms []uint64
+	for len(resumes) < 8 {
+		mu.Lock()
+		n := len(got)
+		var from uint64
+		if n > 20 {
+			from = got[n-20].Pos // older than the feed's memory of 8
+		}
+		mu.Unlock()
+		if from == 0 || (len(froms) > 0 && from == froms[len(froms)-1]) {
+			time.Sleep(2 * time.Millisecond)
+			if n == writes {
+				break
+			}
+			continue
+		}
+		o := opts
+		o.Resume, o.From = true, from
+		sub, err := dial().Watch(ctx, "n", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumes, froms = append(resumes, sub), append(froms, from)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	<-refDone
+	exact := 0
+	for k, sub := range resumes {
+		var want []client.Event
+		for _, ev := range got {
+			if ev.Pos > froms[k] {
+				want = append(want, ev)
+			}
+		}
+		for i := 0; i < len(want); i++ {
+			var ev client.Event
+			select {
+			case ev = <-sub.C:
+			case <-ctx.Done():
+				t.Fatalf("resume %d from %d: event %d of %d never came", k, froms[k], i, len(want))
+			}
+			if i == 0 && ev.Resync {
+				if ev.Reason != "gap" {
+					t.Fatalf("resume %d: resync %+v", k, ev)
+				}
+				break // allowed: the read back could not vouch (then live)
+			}
+			w := want[i]
+			if ev.Resync || ev.Pos != w.Pos || ev.Op != w.Op || ev.Coord != w.Coord || string(ev.Text) != string(w.Text) || ev.Checksum != w.Checksum {
+				t.Fatalf("resume %d from %d, event %d: got %+v %q, want %+v %q", k, froms[k], i, ev, ev.Text, w, w.Text)
+			}
+			if i == len(want)-1 {
+				exact++
+			}
+		}
+	}
+	t.Logf("%d of %d resumes exact, %d from the log", exact, len(resumes), e.srv.stats.watchLogResumes.Load())
+	if exact == 0 || e.srv.stats.watchLogResumes.Load() == 0 {
+		t.Fatalf("no resume was served from the log (%d exact, %d log resumes)", exact, e.srv.stats.watchLogResumes.Load())
 	}
 }

@@ -47,6 +47,14 @@ var ErrClosed = errors.New("store: closed")
 // errors.Is(err, ErrOverflow) and errors.Is(err, phext.ErrOverflow) hold.
 var ErrOverflow = errors.New("store: coordinate part past 999")
 
+// ErrNotInLog is returned by Tenant.ReadChanges when it cannot read back
+// every change asked for from the commit log: older generations were
+// dropped, the phext's records there are above the size asked for, a write
+// failed meanwhile, another read back is running, or a change's content
+// cannot be derived from the records. A change feed answers it with a
+// resync.
+var ErrNotInLog = errors.New("store: changes not (all) in the commit log")
+
 // errPfileClosed: the phext was closed (evicted) under the caller; get it
 // again.
 var errPfileClosed = errors.New("store: phext closed meanwhile")

@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -28,23 +30,33 @@ func (f *recFeed) all() []Change {
 	return append([]Change(nil), f.cs...)
 }
 
-// TestFeedPublishesEveryPath: the worker path (Insert, Update, Delete,
-// Put, WriteMany) and the loop path (TryWrite) each publish once per
-// committed change, in order, with the scroll's new length, checksum and
-// text; refused writes and no-op deletes publish nothing.
-func TestFeedPublishesEveryPath(t *testing.T) {
+// watchedTenant opens a store whose tenant publishes its changes to a
+// recording feed, and returns the position the feed starts after.
+func watchedTenant(t *testing.T) (*testDB, *Tenant, *recFeed, uint64) {
 	db := MustOpen(t, nil)
-	ten := db.ten
 	f := &recFeed{}
-	ten.SetFeed(f)
-	name := []byte("n")
-	head := ten.Position()
-	mustOK := func(_ int, err error) {
+	db.ten.SetFeed(f)
+	return db, db.ten, f, db.ten.Position()
+}
+
+// mustWrite returns a check for a write's result.
+func mustWrite(t *testing.T) func(int, error) {
+	return func(_ int, err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestFeedPublishesEveryPath: the worker path (Insert, Update, Delete,
+// Put, WriteMany) and the loop path (TryWrite) each publish once per
+// committed change, in order, with the scroll's new length, checksum and
+// text; refused writes and no-op deletes publish nothing.
+func TestFeedPublishesEveryPath(t *testing.T) {
+	_, ten, f, head := watchedTenant(t)
+	name := []byte("n")
+	mustOK := mustWrite(t)
 	mustOK(ten.Insert(name, coord(1), []byte("ab")))
 	mustOK(ten.Insert(name, coord(1), []byte("cd")))
 	mustOK(ten.Update(name, coord(2), []byte("x")))
@@ -216,5 +228,99 @@ func TestFeedConcurrentPerPhextOrder(t *testing.T) {
 	}
 	if lens["p0"]+lens["p1"] != writers*per {
 		t.Fatalf("lens %v, want %d in all", lens, writers*per)
+	}
+}
+
+// TestReadChanges: the changes read back from the commit log are the
+// changes the feed was given (position, op, coordinate, length, checksum,
+// text), for every write path and from any position; an insert's state is
+// derived forwards from an earlier record of its scroll or backwards from
+// the phext's state now; what cannot be vouched for is ErrNotInLog.
+func TestReadChanges(t *testing.T) {
+	db, ten, f, head := watchedTenant(t)
+	name := []byte("n")
+	mustOK := mustWrite(t)
+	mustOK(ten.Insert(name, coord(1), []byte("a")))
+	mustOK(ten.Insert(name, coord(1), []byte("b")))
+	mustOK(ten.Update(name, coord(2), []byte("x")))
+	mustOK(ten.Insert(name, coord(2), []byte("y")))
+	mustOK(ten.Insert([]byte("other"), coord(2), []byte("not n")))
+	mustOK(ten.Delete(name, coord(1)))
+	mustOK(ten.Insert(name, coord(1), []byte("z")))
+	mustOK(ten.Put(name, []byte("p1\x17p2\x17\x17")))
+	mustOK(ten.Insert(name, coord(1), []byte("q"))) // onto the put's scroll
+	w := Write{Kind: WriteUpdate, Name: name, Coord: coord(3), Text: []byte("loop")}
+	if _, ok := ten.TryWrite(&w, nil); !ok || w.Err != nil {
+		t.Fatalf("TryWrite ok %v err %v", ok, w.Err)
+	}
+	ten.WriteMany([]Write{{Kind: WriteInsert, Name: name, Coord: coord(4), Text: []byte("m1")},
+		{Kind: WriteInsert, Name: name, Coord: coord(4), Text: []byte("m2")}})
+
+	published := func() []Change {
+		var out []Change
+		for _, c := range f.all() {
+			if c.Phext == "n" {
+				if len(c.Text) == 0 {
+					c.Text = nil
+				}
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	check := func(from uint64, want []Change) {
+		t.Helper()
+		got, cut, err := ten.ReadChanges("n", from, 1<<20)
+		if err != nil {
+			t.Fatalf("ReadChanges from %d: %v", from, err)
+		}
+		if cut < ten.Position() {
+			t.Errorf("cut %d below the position now %d", cut, ten.Position())
+		}
+		if len(got) != len(want) {
+			t.Fatalf("from %d: %d changes, want %d:\n got %+v\nwant %+v", from, len(got), len(want), got, want)
+		}
+		for i := range want {
+			if fmt.Sprintf("%+v", got[i]) != fmt.Sprintf("%+v", want[i]) {
+				t.Errorf("from %d, change %d:\n got %+v (%q)\nwant %+v (%q)", from, i, got[i], got[i].Text, want[i], want[i].Text)
+			}
+		}
+	}
+	all := published()
+	if len(all) != 11 {
+		t.Fatalf("published %d changes of n", len(all))
+	}
+	check(head, all)
+	for i := range all {
+		check(all[i].Pos, all[i+1:])
+	}
+
+	// A new generation, the old one dropped (the phext checkpointed): the
+	// changes before it are gone; inserts on scrolls the new generation has
+	// no earlier record of come from the state now.
+	if err := db.rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ten.ReadChanges("n", head, 1<<20); !errors.Is(err, ErrNotInLog) {
+		t.Fatalf("from before the dropped generation: %v, want ErrNotInLog", err)
+	}
+	mark := ten.Position()
+	mustOK(ten.Insert(name, coord(1), []byte("r")))
+	mustOK(ten.Insert(name, coord(1), []byte("s")))
+	mustOK(ten.Insert(name, coord(4), []byte("m3")))
+	check(mark, published()[len(all):])
+
+	// An insert followed by an update of the same scroll, nothing before
+	// it in the log: its state cannot be derived.
+	mustOK(ten.Update(name, coord(1), []byte("u")))
+	if _, _, err := ten.ReadChanges("n", mark, 1<<20); !errors.Is(err, ErrNotInLog) {
+		t.Fatalf("underivable insert: %v, want ErrNotInLog", err)
+	}
+	after := published()
+	check(after[len(after)-2].Pos, after[len(after)-1:]) // from after it: fine
+
+	// Bounded: the phext's records above maxBytes.
+	if _, _, err := ten.ReadChanges("n", mark, 100); !errors.Is(err, ErrNotInLog) {
+		t.Fatalf("maxBytes 100: %v, want ErrNotInLog", err)
 	}
 }

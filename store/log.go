@@ -378,6 +378,13 @@ type commitLog struct {
 	// while wgen > sgen. Counting lets a close or rotation that races the
 	// syncer see its own fsync as needed.
 	wgen, sgen atomic.Uint64
+
+	// faults counts failed writes and fsyncs, each counted before its
+	// bytes are cut back: a reader of the files (Tenant.ReadChanges) that
+	// sees it unchanged across its read saw no record that failed.
+	faults atomic.Uint64
+	// readBack lets one Tenant.ReadChanges read the files at a time.
+	readBack sync.Mutex
 }
 
 func newCommitLog(s *Store, writer string) *commitLog {
@@ -656,6 +663,7 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
+		l.faults.Add(1)
 		if terr := f.Truncate(pre); terr != nil {
 			l.torn.Store(true)
 			l.s.logFailed(fmt.Errorf("store: cut back %s: %w", l.path, terr))
@@ -670,6 +678,7 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
 		// After a failed fsync the kernel may have dropped dirty pages:
 		// never pretend durability. This batch is cut back (nothing of it
 		// was applied) and the logs become suspect.
+		l.faults.Add(1)
 		if terr := f.Truncate(pre); terr != nil {
 			l.torn.Store(true)
 		}
