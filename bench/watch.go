@@ -38,6 +38,10 @@ type WatchOptions struct {
 	// Pause between phases: longer than the server's --watch-linger plus
 	// a tick, so that a phase without watchers runs without feeds.
 	Pause time.Duration
+	// Rate paces the writers to this many writes per second in all (an
+	// open loop: latencies then measure the feed, not the queueing of a
+	// saturated machine); 0 lets each write as fast as it can.
+	Rate float64
 }
 
 // WatchPhase is one measured phase.
@@ -125,7 +129,7 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 				}
 			}
 			var ph WatchPhase
-			ph, err = watchPhase(ctx, o, writers, seq, n, d, opts)
+			ph, err = watchPhase(ctx, o, writers, seq, n, d, w.Rate, opts)
 			res.Phases = append(res.Phases, ph)
 			if err != nil {
 				break
@@ -191,7 +195,7 @@ func (l latSamples) into(h *hdrhistogram.Histogram) {
 }
 
 func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64, nWatch int,
-	d time.Duration, opts []client.Option) (WatchPhase, error) {
+	d time.Duration, rate float64, opts []client.Option) (WatchPhase, error) {
 	ph := WatchPhase{Watchers: nWatch * len(o.Tokens)}
 	var subs []*client.Subscription
 	var conns []*client.Conn
@@ -240,6 +244,10 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 	var wlat []latSamples
 	var hmu sync.Mutex
 	start := time.Now()
+	var interval time.Duration // per writer, when paced
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(len(writers)*len(writers[0])) / rate)
+	}
 	var wg sync.WaitGroup
 	for ti := range writers {
 		for wi, c := range writers[ti] {
@@ -249,7 +257,22 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 				var lat latSamples
 				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
 				buf := make([]byte, 0, 64)
+				// Paced writers start spread over one interval.
+				next := start.Add(time.Duration(uint64(ti*len(writers[ti])+wi) * uint64(interval) / uint64(max(len(writers)*len(writers[ti]), 1))))
 				for pctx.Err() == nil {
+					if interval > 0 {
+						if wait := time.Until(next); wait > 0 {
+							select {
+							case <-pctx.Done():
+								continue
+							case <-time.After(wait):
+							}
+						}
+						next = next.Add(interval)
+						if now := time.Now(); next.Before(now) {
+							next = now // behind (a slow reply): no burst to catch up
+						}
+					}
 					s := seq[ti][wi] + 1
 					t0 := time.Now()
 					buf = watchText(buf[:0], ti, wi, s, t0.UnixNano())

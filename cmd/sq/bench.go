@@ -64,6 +64,7 @@ type benchFlags struct {
 	tenants, conns, pipeline, scrolls, phexts     int
 	idleConns, serverPID                          int
 	watchWriters, watchers, watchRounds           int
+	watchRate                                     float64
 	duration, warmup, idlePing, reloadEvery       time.Duration
 	ops                                           int64
 	seed                                          uint64
@@ -109,6 +110,7 @@ func benchFlagSet(out io.Writer, f *benchFlags) *flag.FlagSet {
 	fs.IntVar(&f.watchWriters, "watch-writers", 1, "watch scenario: writer connections per tenant")
 	fs.IntVar(&f.watchers, "watchers", 2, "watch scenario: watcher connections per tenant")
 	fs.IntVar(&f.watchRounds, "watch-rounds", 2, "watch scenario: pairs of phases (with watchers, without)")
+	fs.Float64Var(&f.watchRate, "watch-rate", 0, "watch scenario: total writes per second, paced (0: every writer as fast as it can, a closed loop)")
 	fs.StringVar(&f.growth, "growth", "1KB,10KB,100KB,1MB,10MB,100MB", "big-phext scenario: phext sizes to measure at")
 	fs.StringVar(&f.progress, "progress", "auto", "auto (bar on a terminal, else lines), bar, lines or off")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON on stdout")
@@ -528,7 +530,7 @@ func (b *benchRun) scenario(ctx context.Context) error {
 			pause = 2500 * time.Millisecond // our child runs with --watch-linger 1s
 		}
 		res, err := bench.RunWatch(ctx, o, bench.WatchOptions{Writers: b.f.watchWriters, Watchers: b.f.watchers,
-			Rounds: b.f.watchRounds, Pause: pause})
+			Rounds: b.f.watchRounds, Pause: pause, Rate: b.f.watchRate})
 		b.rep.Watch = res
 		return err
 	case "reload":
