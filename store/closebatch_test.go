@@ -139,8 +139,16 @@ func TestCloseBatchesCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := s.Stats()
-	if n := st.Fsyncs - before; n > 8 {
-		t.Errorf("Close made %d fsyncs for %d dirty phexts, want a constant few", n, tenants*per)
+	// Where syncfs is not trusted (an old kernel, overlayfs: see
+	// syncfsTrusted) the batch fsyncs each file.
+	h, err := osFS{}.OpenFSSync(root)
+	if err == nil {
+		h.Close()
+		if n := st.Fsyncs - before; n > 8 {
+			t.Errorf("Close made %d fsyncs for %d dirty phexts, want a constant few", n, tenants*per)
+		}
+	} else {
+		t.Logf("no syncfs on %s (%v): the batch fsyncs each file", root, err)
 	}
 	if st.Compactions != tenants*per || st.CompactionFailures != 0 {
 		t.Errorf("checkpoints %d (failed %d), want %d", st.Compactions, st.CompactionFailures, tenants*per)

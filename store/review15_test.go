@@ -1,0 +1,66 @@
+package store
+
+// Review 15: tests that try to break the background evictor and the
+// batched close checkpoints.
+
+import (
+	"syscall"
+	"testing"
+)
+
+// TestSyncfsTrusted: syncfs stands for the fsyncs of a batch only
+// where it reports every error (Linux 5.17 on) and reaches the
+// storage (local file systems); elsewhere the batch fsyncs each file.
+func TestSyncfsTrusted(t *testing.T) {
+	const (
+		ext4    = 0xEF53
+		xfs     = 0x58465342
+		fuse    = 0x65735546
+		smb2    = 0xFE534D42
+		overlay = 0x794C7630
+		nfs     = 0x6969
+	)
+	for _, c := range []struct {
+		release string
+		fsType  int64
+		want    bool
+	}{
+		{"6.18.44-fc-v769", ext4, true},
+		{"5.17.0", xfs, true},
+		{"6.1.0-13-amd64", ext4, true},
+		{"5.15.0-91-generic", ext4, false}, // syncfs drops ->sync_fs errors
+		{"5.8.0", xfs, false},
+		{"5.4.0-150-generic", ext4, false}, // syncfs reports no write-back error
+		{"4.19.0", xfs, false},
+		{"3.10.0-1160.el7.x86_64", ext4, false},
+		{"6.8.0", fuse, false}, // syncfs does not reach the FUSE server
+		{"6.8.0", smb2, false},
+		{"6.8.0", overlay, false},
+		{"6.8.0", nfs, false},
+		{"", ext4, false},
+		{"garbage", ext4, false},
+	} {
+		if got := syncfsTrusted(c.release, c.fsType); got != c.want {
+			t.Errorf("syncfsTrusted(%q, %#x) = %v, want %v", c.release, c.fsType, got, c.want)
+		}
+	}
+	// The OS seam declines (the batch falls back to fsyncs) exactly when
+	// the predicate does for the running kernel and the dir's file system.
+	dir := t.TempDir()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	h, err := osFS{}.OpenFSSync(dir)
+	if trusted := syncfsTrusted(kernelRelease(), int64(st.Type)); trusted != (err == nil) {
+		t.Fatalf("OpenFSSync(%s) on f_type %#x: %v, trusted %v", dir, st.Type, err, trusted)
+	}
+	if err == nil {
+		if err := h.Sync(); err != nil {
+			t.Error(err)
+		}
+		h.Close()
+	} else if err != errNoFSSync {
+		t.Fatal(err)
+	}
+}
