@@ -21,14 +21,14 @@ func (s *Store) closeMany(ps []*pfile) error {
 			others = append(others, p)
 		}
 	}
-	var dirty []*pfile
 	for _, p := range mine {
 		p.drain()
-		if p.dirty() {
-			dirty = append(dirty, p)
-		}
 	}
-	did, ckErrs := s.checkpointBatch(dirty, batchClosing)
+	// Every one goes to the batch, whose freeze tells the dirty ones under
+	// their checkpoint lock: a phext whose checkpoint (Compact, the
+	// evictor's batch) is running looks clean until it ends, and if it
+	// fails its records are back and this batch must take them.
+	did, ckErrs := s.checkpointBatch(mine, batchClosing)
 	s.countBatch(did, ckErrs)
 	var errs []error
 	for i, p := range mine {
