@@ -45,6 +45,10 @@ type pfile struct {
 	lastUse atomic.Uint64
 	victim  bool        // picked for a background eviction batch (Store.lmu)
 	broken  atomic.Bool // open state unusable: reopen before next use (kept for callers; set by nothing today)
+	// evictFail is the evictor's backoff after this phext's checkpoint
+	// failed (0: none) and evictAfter (unix ns) when it may try again:
+	// only the evictor touches them, one goroutine per phext at a time.
+	evictFail, evictAfter atomic.Int64
 
 	// mu guards the document state below. Readers hold it shared for as
 	// long as they touch base; remap and munmap happen under it exclusive.

@@ -1,17 +1,70 @@
 package store
 
-// Review 15: tests that try to break the background evictor and the
-// batched close checkpoints.
-
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// Review 15: tests that try to break the background evictor and the
+// batched close checkpoints.
+
+// failTmpFS is the OS whose snapshot temp files cannot be created while
+// fail is set (the data dir's disk full): every checkpoint fails at once.
+// attempts counts the temp files the store tried to create.
+type failTmpFS struct {
+	osFS
+	fail     atomic.Bool
+	attempts atomic.Int64
+}
+
+func (f *failTmpFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	if strings.HasSuffix(name, tmpExt) {
+		f.attempts.Add(1)
+		if f.fail.Load() {
+			return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
+		}
+	}
+	return f.osFS.OpenFile(name, flag, perm)
+}
+
+// TestEvictorBacksOffFailingCheckpoints: dirty phexts past the cap whose checkpoints
+// keep failing (disk full) are retried by the evictor, but not every
+// 50 ms: each try serializes the whole phext into a temp file (up to
+// MaxSnapshot) and logs a warning. Once the disk has room again the set
+// shrinks back to the cap and nothing is lost.
+func TestEvictorBacksOffFailingCheckpoints(t *testing.T) {
+	const capN, n = 2, 6
+	fs := &failTmpFS{}
+	fs.fail.Store(true)
+	db := MustOpen(t, &Options{MaxOpenPhexts: capN, Durability: DurabilityEverySec, FS: fs})
+	for i := range n {
+		if _, err := db.ten.Insert([]byte("p"+strconv.Itoa(i)), coord(1), []byte("v"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	tries := fs.attempts.Load()
+	// n-capN phexts waiting; one try each per round. A round every 50 ms
+	// is 40 rounds in 2 s; backing off (doubling the pause) is about 6.
+	if limit := int64(12 * (n - capN)); tries > limit {
+		t.Errorf("%d checkpoint attempts of %d failing phexts in 2 s, want at most %d (a retry storm: a whole snapshot write and a warning each)",
+			tries, n-capN, limit)
+	}
+	fs.fail.Store(false)
+	waitOpenAtMost(t, db.Store, capN)
+	db.MustReopen()
+	for i := range n {
+		if got := mustSelect(t, db.ten, "p"+strconv.Itoa(i), coord(1)); got != "v"+strconv.Itoa(i) {
+			t.Errorf("p%d: %q", i, got)
+		}
+	}
+}
 
 // failOnceGateFS is the OS where the next fsync of a snapshot temp file
 // (armed) waits until release is closed and then fails with EIO.

@@ -616,8 +616,14 @@ func (s *Store) evictPause() bool {
 }
 
 // evictRetry is how long the evictor waits after a round that closed
-// nothing.
-const evictRetry = 50 * time.Millisecond
+// nothing, and the first wait before it checkpoints again a phext whose
+// checkpoint failed; that wait doubles with each failure up to
+// evictRetryMax (each try writes the whole phext: a disk that stays full
+// must not see one every round).
+const (
+	evictRetry    = 50 * time.Millisecond
+	evictRetryMax = 5 * time.Second
+)
 
 // evictRound closes the clean victims and checkpoints the dirty ones in
 // batches (checkpointBatch: one syncfs per step, one log fsync a batch),
@@ -628,10 +634,11 @@ func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 	closed := 0
 	var dirty []*pfile
 	var dirtyUses []uint64
+	now := time.Now().UnixNano()
 	for i, v := range victims {
 		if v.t.closeIfClean(v) {
 			closed++
-		} else if v.state.Load() == stateReady {
+		} else if v.state.Load() == stateReady && now >= v.evictAfter.Load() {
 			dirty = append(dirty, v)
 			dirtyUses = append(dirtyUses, uses[i])
 		}
@@ -643,10 +650,15 @@ func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 		for i, v := range dirty[:n] {
 			if err := errs[v]; err != nil {
 				if err != errPfileClosed && err != errCkptBusy {
+					b := min(max(2*v.evictFail.Load(), int64(evictRetry)), int64(evictRetryMax))
+					v.evictFail.Store(b)
+					v.evictAfter.Store(time.Now().UnixNano() + b)
 					s.log.Warn("store: checkpoint before closing a least recently used phext", "path", v.path, "err", err)
 				}
 				continue
 			}
+			v.evictFail.Store(0)
+			v.evictAfter.Store(0)
 			// Used since it was picked: keep it open.
 			if v.lastUse.Load() == dirtyUses[i] && v.t.closeIfClean(v) {
 				closed++
