@@ -1,8 +1,11 @@
 package server
 
 import (
-	"github.com/phext/sq/config"
 	"testing"
+	"time"
+
+	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 )
 
 // TestMemBudgetParent: a tenant's share reserves in itself and in the
@@ -77,5 +80,42 @@ func TestTenantMemoryShareSurvivesReload(t *testing.T) {
 	}
 	if g := tab.byName["gamma"]; g.mem == nil || g.mem == old.mem || g.mem.parent != &e.srv.mem {
 		t.Fatalf("gamma's share: %+v", g.mem)
+	}
+}
+
+// TestUncollectedGarbageCounts: bytes released to the server budget count
+// against it until the collection that took them has run: a reservation
+// that fits only without them is refused (and starts a collection), and
+// fits once the collection has run.
+func TestUncollectedGarbageCounts(t *testing.T) {
+	srv := &memBudget{limit: 100 << 20, headroom: 10 << 20}
+	share := &memBudget{limit: 80 << 20, parent: srv}
+	if !share.tryReserve(60 << 20) {
+		t.Fatal("a reservation within the budget refused")
+	}
+	srv.collecting.Store(true) // a collection is running: none starts now
+	share.release(60 << 20)
+	if g := srv.garbage.Load(); g != 60<<20 {
+		t.Fatalf("garbage %d after a release, want %d", g, 60<<20)
+	}
+	if share.tryReserve(60 << 20) {
+		t.Fatal("60 MiB reserved over 60 MiB of uncollected garbage in a 100 MiB budget")
+	}
+	if !share.tryReserve(30 << 20) {
+		t.Fatal("30 MiB refused: it fits with the garbage")
+	}
+	share.release(30 << 20)
+	srv.collecting.Store(false)
+	if share.tryReserve(60 << 20) { // refused again, and starts a collection
+		t.Fatal("reserved before any collection ran")
+	}
+	sqtest.CheckFor(t, 10*time.Second, "the collection to take the garbage", func() bool {
+		return srv.garbage.Load() == 0 && !srv.collecting.Load()
+	})
+	if !share.tryReserve(60 << 20) {
+		t.Fatal("refused after the collection")
+	}
+	if srv.gcs.Load() == 0 {
+		t.Fatal("no collection counted")
 	}
 }
