@@ -113,6 +113,7 @@ type streamSink struct {
 
 	mu      sync.Mutex
 	buf     []byte
+	change  store.Change // deliver's argument to enc (mu)
 	charged int64
 	sub     *watchSub
 	over    bool          // the subscription ended
@@ -134,9 +135,12 @@ func (k *streamSink) deliver(sub *watchSub, ev *feedEvent) bool {
 	}
 	start := len(k.buf)
 	textAt, text := ev.textFor(sub)
-	c := store.Change{Pos: ev.pos, Phext: ev.phext, Op: ev.op, Coord: ev.coord, Len: ev.n,
+	// The change goes to the encoder through an interface: a local would
+	// escape (an allocation per event); k.change is reused under mu.
+	k.change = store.Change{Pos: ev.pos, Phext: ev.phext, Op: ev.op, Coord: ev.coord, Len: ev.n,
 		Sum: ev.sum, HasSum: ev.hasSum, Text: text}
-	k.buf = k.enc.AppendChange(k.buf, &c, textAt == protocol.TextHere, textAt == protocol.TextOmitted)
+	k.buf = k.enc.AppendChange(k.buf, &k.change, textAt == protocol.TextHere, textAt == protocol.TextOmitted)
+	k.change.Text = nil // the hub's copy: not kept past the encode
 	n := len(k.buf) - start
 	if len(k.buf) > k.max || !k.mem.tryReserve(int64(n)) {
 		k.buf = k.buf[:start]
