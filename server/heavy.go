@@ -45,6 +45,10 @@ import (
 // received into their own reserved buffer (bigFrame).
 const heavyBytes = bigFrame
 
+// HeavyBytes is heavyBytes for the HTTP API, which asks for a turn
+// (HeavyTurn) only for requests with more input or whole-phext work.
+const HeavyBytes = heavyBytes
+
 // heavyGate is a counting semaphore.
 type heavyGate chan struct{}
 

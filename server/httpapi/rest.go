@@ -478,7 +478,13 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	defer func() { protocol.PutBuffer(out) }()
 	// The turn ends before the reply is written: a slow reader must not
 	// hold it.
-	done := h.s.HeavyTurn(t, len(q)+len(body), wholeRoute(rt), name)
+	done := func() {}
+	if whole := wholeRoute(rt); whole || len(q)+len(body) > server.HeavyBytes {
+		// A copy: name passed through the interface would escape, and
+		// move every request's name buffer to the heap (select's
+		// allocation budget, TestRESTSelectAllocs).
+		done = h.s.HeavyTurn(t, len(q)+len(body), whole, slices.Clone(name))
+	}
 	code, status, msg := h.exec(rt, t, name, q, body, out, lim)
 	done()
 	in := len(q) + len(body)
