@@ -104,6 +104,13 @@ type connState struct {
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
+	// The writes answered on the loop in this OnTraffic round (loop):
+	// their records wait in round until endRound writes them; roundAt are
+	// the offsets of their replies in the round's reply buffer, roundExec
+	// says the round counts in Server.executing.
+	round     store.LoopRound
+	roundAt   []int
+	roundExec bool
 
 	watch  connWatch    // the change feed (watch.go)
 	nwatch atomic.Int64 // subscriptions held (OnTick's idle check)
@@ -216,9 +223,11 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	return gnet.None
 }
 
-// OnTraffic frames every complete request buffered on the connection and
-// queues them, in one batch, for the connection's worker. It never touches
-// the disk and never waits.
+// OnTraffic frames every complete request buffered on the connection,
+// answers what it can on the loop (fast) and queues the rest, in one batch,
+// for the connection's worker. Its only disk I/O is the round's one
+// commit-log write() of the writes it applied (endRound), before their
+// replies; it never fsyncs and never waits for a lock.
 func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	cs := c.Context().(*connState)
 	if cs.closing.Load() {
@@ -231,7 +240,6 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	queued := false
 	var fastOut *bytebufferpool.ByteBuffer
-	logged := false // this round made its one loop log write (see fast)
 	for {
 		if !cs.authed {
 			if a, done := s.hello(cs, c); !done {
@@ -296,7 +304,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if b, err2 := c.Peek(protocol.HeaderSize); err2 == nil {
 				id = binary.BigEndian.Uint32(b[6:10])
 			}
-			flushFast(c, fastOut)
+			flushFast(c, s.endRound(cs, fastOut))
 			cs.queueFatal(protocol.AppendError(nil, id, protocol.StatusOf(err), err.Error()), closeProtocol)
 			c.Discard(c.InboundBuffered())
 			return gnet.None
@@ -337,7 +345,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		// is queued (so replies stay in order); everything else, and
 		// everything after the first queued frame, goes to the worker.
 		if !queued && cs.inflight.Load() == 0 {
-			if out, ok := s.fast(cs, frame, fastOut, &logged); ok {
+			if out, ok := s.fast(cs, frame, fastOut); ok {
 				fastOut = out
 				c.Discard(size)
 				continue
@@ -347,7 +355,8 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		queued = true
 		c.Discard(size)
 	}
-	flushFast(c, fastOut)
+	// One log write for the round's writes, before any of its replies.
+	flushFast(c, s.endRound(cs, fastOut))
 	if cs.blocked.Load() && c.InboundBuffered() > s.opts.MaxFrame+s.opts.queueBytes() {
 		// gnet keeps reading a connection we stopped parsing; a client that
 		// ignores MaxInFlight (sent in HELLO) would grow this buffer

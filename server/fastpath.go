@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/valyala/bytebufferpool"
@@ -13,19 +14,14 @@ import (
 const maxFastReply = 16 << 10
 
 // fast answers frame on the event loop when that cannot block: PING,
-// VERSION, and a SELECT of a small scroll of an already open phext whose
-// locks are free (store.TryAppendSelect). It returns ok=false, having
-// appended nothing, for anything else, and the frame goes to the worker.
-// Measured (BenchmarkPipelined, bench/RESULTS.md): at pipeline depth 1 the
-// worker hand-off (goroutine start, AsyncWrite, loop wake-up) costs more
-// than the SELECT itself; answering on the loop gave ~1.4× the requests/s.
-//
-// logged says this OnTraffic call already made its one log write: a loop
-// makes at most one per round (as Redis writes its AOF once per loop
-// iteration), so a later write in the same round goes to the worker,
-// whose WriteMany commits the rest of the batch with one write. A write
-// answered here sets it.
-func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffer, logged *bool) (*bytebufferpool.ByteBuffer, bool) {
+// VERSION, a SELECT of a small scroll of an already open phext whose
+// locks are free (store.TryAppendSelect), and INSERT, UPDATE and DELETE
+// (fastWrite). It returns ok=false, having appended nothing, for anything
+// else, and the frame goes to the worker. Measured (BenchmarkPipelined,
+// bench/RESULTS.md): at pipeline depth 1 the worker hand-off (goroutine
+// start, AsyncWrite, loop wake-up) costs more than the SELECT itself;
+// answering on the loop gave ~1.4× the requests/s.
+func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffer) (*bytebufferpool.ByteBuffer, bool) {
 	if s.opts.NoLoopReads || len(frame) < protocol.HeaderSize || frame[5] != 0 || cs.admin || s.draining.Load() {
 		return out, false
 	}
@@ -33,12 +29,7 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 	switch op {
 	case protocol.OpPing, protocol.OpSelect, protocol.OpVersion:
 	case protocol.OpInsert, protocol.OpUpdate, protocol.OpDelete:
-		if *logged {
-			return out, false
-		}
-		out, ok := s.fastWrite(cs, frame, out)
-		*logged = ok
-		return out, ok
+		return s.fastWrite(cs, frame, out)
 	default:
 		return out, false
 	}
@@ -79,12 +70,14 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 }
 
 // fastWrite answers an INSERT, UPDATE or DELETE on the event loop when the
-// store can take it without waiting (store.TryWrite): the record is in the
-// kernel (one write() to the WAL, no fsync) before the reply is built, so a
-// crash of the process loses nothing acknowledged, as on the worker path.
-// Tenants in mode "always", big texts, phexts not open yet and busy locks
-// go to the worker. Measured in bench/RESULTS.md (issue 14): the worker
-// hand-off made UPDATE's p99 1.6x SELECT's.
+// store can take it without waiting (store.TryApply): validated, applied
+// in memory and its record appended to the round's log buffer. Its reply
+// is built now but leaves only after endRound wrote the round's records
+// with one write() (no fsync), so a crash of the process loses nothing
+// acknowledged, as on the worker path; every write of a pipelined batch
+// shares that write. Tenants in mode "always", big texts, phexts not open
+// yet and busy locks go to the worker. Measured in bench/RESULTS.md (issue
+// 14): the worker hand-off made UPDATE's p99 1.6x SELECT's.
 func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.ByteBuffer) (*bytebufferpool.ByteBuffer, bool) {
 	if s.opts.NoLoopWrites {
 		return out, false
@@ -93,11 +86,15 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 	if t == nil || t.closed.Load() {
 		return out, false
 	}
-	// Counted like exec, so Shutdown never closes the store under a write.
-	s.executing.Add(1)
-	defer s.executing.Add(-1)
-	if s.draining.Load() {
-		return out, false
+	if !cs.roundExec {
+		// Counted like exec until endRound, so Shutdown never closes the
+		// store under a round.
+		s.executing.Add(1)
+		if s.draining.Load() {
+			s.executing.Add(-1)
+			return out, false
+		}
+		cs.roundExec = true
 	}
 	start := time.Now()
 	var req protocol.Request
@@ -105,10 +102,7 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 		return out, false
 	}
 	w := writeOf(&req)
-	scratch := protocol.GetBuffer()
-	var ok bool
-	scratch.B, ok = t.store.TryWrite(&w, scratch.B)
-	protocol.PutBuffer(scratch)
+	ok, logged := t.store.TryApply(&cs.round, &w)
 	if !ok {
 		return out, false
 	}
@@ -123,9 +117,51 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 		status, msg = s.errReply(t, &req, w.Err)
 		out.B = protocol.AppendError(out.B, req.ID, status, msg)
 	} else {
+		if logged {
+			cs.roundAt = append(cs.roundAt, pos)
+		}
 		out.B = protocol.AppendResponseHeader(out.B, req.ID, protocol.StatusOK, 4)
 		out.B = protocol.AppendCount(out.B, uint32(w.N))
 	}
 	t.stats.record(req.Op, status, len(frame), len(out.B)-pos, time.Since(start))
 	return out, true
+}
+
+// endRound ends the connection's loop round: the records of the writes it
+// applied go to the log with one write() (store.LoopRound.Flush) before
+// any reply of the round leaves. If that write fails, the replies of those
+// writes become errors (the writes were applied in memory; the store
+// refuses writes until it checkpointed them from memory); the other
+// replies stand. Call it before out is written.
+func (s *Server) endRound(cs *connState, out *bytebufferpool.ByteBuffer) *bytebufferpool.ByteBuffer {
+	if !cs.roundExec {
+		return out
+	}
+	if cs.round.Records() > 0 {
+		s.stats.loopLogWrites.Add(1)
+	}
+	err := cs.round.Flush()
+	cs.roundExec = false
+	s.executing.Add(-1)
+	if err != nil && len(cs.roundAt) > 0 {
+		s.log.Error("log write of a loop round failed", "writes", len(cs.roundAt), "err", err)
+		out.B = failReplies(out.B, cs.roundAt, err)
+	}
+	cs.roundAt = cs.roundAt[:0]
+	return out
+}
+
+// failReplies replaces the replies at offsets at (each a whole reply frame
+// in b, in order) with INTERNAL errors carrying err. Rare: allocates.
+func failReplies(b []byte, at []int, err error) []byte {
+	msg := "internal error: " + err.Error()
+	out := make([]byte, 0, len(b)+len(at)*(protocol.HeaderSize+len(msg)))
+	prev := 0
+	for _, off := range at {
+		end := off + 4 + int(binary.BigEndian.Uint32(b[off:]))
+		out = append(out, b[prev:off]...)
+		out = protocol.AppendError(out, binary.BigEndian.Uint32(b[off+6:]), protocol.StatusInternal, msg)
+		prev = end
+	}
+	return append(out, b[prev:]...)
 }

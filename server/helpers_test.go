@@ -36,6 +36,7 @@ type envOptions struct {
 	tenants    []string
 	opts       Options
 	durability store.Durability
+	fs         store.FS // the store's file system (nil: the OS)
 }
 
 func startEnv(t testing.TB, eo envOptions) *testEnv {
@@ -61,7 +62,7 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 	if dur == store.DurabilityDefault {
 		dur = store.DurabilityAlways
 	}
-	db, err := store.Open(&store.Options{Durability: dur, Logger: quietLogger()})
+	db, err := store.Open(&store.Options{Durability: dur, Logger: quietLogger(), FS: eo.fs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ package server_test
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,7 +14,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -151,5 +155,75 @@ func TestCorruptPhextOverTheWire(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "bad.phext.wal")); !bytes.HasPrefix(b, []byte("SQWAL001 but")) {
 		t.Error("the corrupt WAL was changed")
+	}
+}
+
+// TestLoopRoundFaultOverTheWire: in mode everysec a pipelined batch of
+// writes is applied on the event loop and logged with one write(); when
+// that write fails (ENOSPC on the shared log) every write of the batch is
+// answered INTERNAL naming the fault, and the reads between them are
+// answered in order. Those writes stay applied in memory (as Redis's do
+// after a failed AOF write; docs/STORAGE.md): the log refuses every write
+// until the store has checkpointed them from memory, after which writes
+// succeed again and the state on disk is the state the readers saw.
+func TestLoopRoundFaultOverTheWire(t *testing.T) {
+	ffs := &faultFS{match: "-w.log", err: syscall.ENOSPC}
+	h := startHostile(t, hostileOpts{fs: ffs, durability: store.DurabilityEverySec})
+	a := h.dial(t, "alice")
+	a.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(1), []byte("before")) // creates the phext
+	a.must(t, protocol.StatusOK, protocol.OpInsert, "", c9(1), []byte(" x"))
+	ffs.armed.Store(true)
+	for i := 0; i < 3; i++ {
+		if err := a.send(protocol.OpInsert, "", c9(1), []byte(" lost")); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.send(protocol.OpSelect, "", c9(1), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 6; i++ {
+		r, err := a.recv(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			if r.Status != protocol.StatusOK {
+				t.Fatalf("reply %d (SELECT): %v %s", i, r.Status, r.Body)
+			}
+			continue
+		}
+		if r.Status != protocol.StatusInternal || !strings.Contains(string(r.Body), syscall.ENOSPC.Error()) {
+			t.Fatalf("reply %d (INSERT under the fault): %v %q", i, r.Status, r.Body)
+		}
+	}
+	if !strings.Contains(h.logs.String(), "log write of a loop round failed") {
+		t.Fatal("the writes were not answered on the loop")
+	}
+	seen := string(a.must(t, protocol.StatusOK, protocol.OpSelect, "", c9(1), nil))
+	if !strings.HasPrefix(seen, "before x") {
+		t.Fatalf("acknowledged data gone: %q", seen)
+	}
+	ffs.armed.Store(false)
+	sqtest.CheckFor(t, 20*time.Second, "writes accepted after the fault cleared", func() bool {
+		r, err := a.do(protocol.OpInsert, "", c9(1), []byte(" after"))
+		return err == nil && r.Status == protocol.StatusOK
+	})
+	want := seen + " after"
+	if got := string(a.must(t, protocol.StatusOK, protocol.OpSelect, "", c9(1), nil)); got != want {
+		t.Fatalf("after the repair: %q, want %q", got, want)
+	}
+	h.stop()
+	// A clean close checkpointed everything: a fresh log dir will do.
+	db, err := store.Open(&store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ten, err := db.AddTenant(store.TenantConfig{Name: "alice", DataDir: filepath.Join(h.dir, "data", "alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ten.AppendSelect(nil, nil, c9(1)); err != nil || string(got) != want {
+		t.Fatalf("after restart: %q %v, want %q", got, err, want)
 	}
 }

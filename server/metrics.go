@@ -124,6 +124,9 @@ type serverStats struct {
 	closed        [numCloseReasons]atomic.Uint64
 	// loopWrites counts writes answered on the event loop (fastWrite).
 	loopWrites atomic.Uint64
+	// loopLogWrites counts the log writes of loop rounds (endRound): one
+	// per round that applied writes, whatever their number.
+	loopLogWrites atomic.Uint64
 	// inboundPeak is the most bytes gnet held unread for one connection
 	// at the end of an OnTraffic (noteInbound): bounded by the read buffer
 	// while frames are drained, since a large frame is moved out of it.

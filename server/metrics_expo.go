@@ -184,6 +184,7 @@ func (s *Server) appendMetrics(e *expo, http *HTTPMetrics) {
 	e.uint(ss.CompactionFailures, "sq_compactions_total", "result", "failed")
 	e.one("sq_rewrites_total", "counter", "Phexts checkpointed from memory after an fsync of the commit log failed.", ss.Rewrites)
 	e.one("sq_loop_writes_total", "counter", "Writes answered on the event loop (no worker hop).", s.stats.loopWrites.Load())
+	e.one("sq_loop_log_writes_total", "counter", "Commit log writes made by event loops (one per round that applied writes).", s.stats.loopLogWrites.Load())
 	e.one("sq_watch_subscriptions", "gauge", "Change-feed subscriptions now (WATCH and REST streams).", uint64(max(s.stats.watches.Load(), 0)))
 	e.one("sq_watch_events_total", "counter", "Change events queued to binary-protocol watchers.", s.stats.watchEvents.Load())
 	e.one("sq_watch_dropped_total", "counter", "Subscriptions ended with a resync because the watcher fell behind.", s.stats.watchDropped.Load())

@@ -33,10 +33,21 @@
 //
 //   - Every method blocks on disk I/O (open, log append, fsync,
 //     checkpoint): call them from worker goroutines, never from an event
-//     loop. The exceptions are TryAppendSelect and TryWrite, which only try
-//     locks and decline (ok=false, nothing changed) instead of waiting;
-//     TryWrite makes one write() to the log when it is idle and never
-//     fsyncs, creates files or checkpoints.
+//     loop. The exceptions are TryAppendSelect and TryApply (with
+//     LoopRound.Flush), which only try locks and decline (ok=false,
+//     nothing changed) instead of waiting: TryApply applies a write in
+//     memory and appends its record to the loop round's buffer, and Flush
+//     writes the round's records with one write() (never an fsync, a file
+//     creation or a checkpoint). A round owns the log's write side from
+//     its first write to its Flush; the caller sends no reply of the round
+//     before Flush returned (the records are then in the kernel).
+//   - A write applied by TryApply is visible to readers (and change-feed
+//     watchers) before its round's Flush, as Redis serves a write from
+//     memory before its AOF write(): a reader may see a write that a crash
+//     of the process then loses (its writer was never answered). If the
+//     Flush fails, the round's writes stay applied in memory but are
+//     answered with the error; the log file takes nothing more and the
+//     logs are suspect until the repair checkpointed them from memory.
 //   - The Append* methods copy into dst under the phext's read lock; no
 //     slice returned by this package points into a mapping.
 //   - A snapshot that is not valid UTF-8 is refused with ErrCorrupt naming
@@ -82,6 +93,8 @@
 //	Store.mu → Tenant.mu
 //	Store.rotMu → pfile.cmu → pfile.fmu → pfile.mu → pfile.qmu
 //	pfile.fmu → commitLog.mu
+//	(an event loop's LoopRound: the log's write side → pfile.fmu → pfile.mu
+//	→ pfile.qmu, Store.dmu → commitLog.mu; every one only tried)
 //
 // Store.lmu, Store.dmu, Store.umu and commitLog.mu are leaves (commitLog.mu
 // is taken under fmu only to queue records, never across I/O). Tenant.mu is
@@ -100,8 +113,12 @@
 //     held only for map operations, never across I/O.
 //   - commitLog.mu guards the queued group, the dir table and the file
 //     pointer; the "writing" flag it guards gives one goroutine at a time
-//     (the group commit's leader, TryWrite, a rotation) the file, and that
-//     goroutine writes and fsyncs without the mutex.
+//     (the group commit's leader, an event loop's LoopRound, a rotation)
+//     the file, and that goroutine writes and fsyncs without the mutex. A
+//     loop round takes it (only when nothing is queued) at its first write
+//     and gives it back at Flush, so groups queued meanwhile go to the
+//     file after the round's records; it never writes those groups itself
+//     (a new goroutine leads them).
 //   - pfile.cmu serializes checkpoints and close; held across a
 //     checkpoint's serialization and fsyncs, which writers never wait for.
 //     A batch (checkpointBatch) holds the cmu of each of its phexts: a

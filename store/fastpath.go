@@ -47,31 +47,52 @@ func (t *Tenant) TryAppendSelect(dst, name []byte, c phext.Coordinate, maxLen in
 	return dst, true
 }
 
-// MaxLoopWrite is the largest scroll text TryWrite takes: bigger writes
+// MaxLoopWrite is the largest scroll text TryApply takes: bigger writes
 // copy too much for an event loop and go through the blocking path.
 const MaxLoopWrite = 64 << 10
 
-// TryWrite runs one Insert, Update or Delete for a caller that must never
-// wait: an event loop. It logs the write with one write() to the WAL (no
-// fsync: the everysec syncer or Sync does that), applies it, and stores the
-// result in w.N and w.Err, exactly as the blocking method would; ok=true
-// then. Validation errors (name, coordinate, scroll, quota) are results
-// too. It returns ok=false, with no side effect, whenever answering would
-// mean waiting: the tenant is in mode "always" (its writers share a
-// blocking fsync), the phext is not open or has no WAL yet (creating files
-// fsyncs), a group commit or compaction of it is running, a lock is busy,
-// the text is above MaxLoopWrite, or the phext needs repair; the caller
-// then takes the blocking path. scratch is a buffer for the encoded record,
-// returned for reuse.
+// TryWrite is TryApply for one write in a round of its own, flushed
+// before it returns: the result in w is final (logged) when ok. scratch is
+// returned unchanged (kept for callers of the earlier signature).
+func (t *Tenant) TryWrite(w *Write, scratch []byte) ([]byte, bool) {
+	var r LoopRound
+	ok, logged := t.TryApply(&r, w)
+	if err := r.Flush(); err != nil && logged {
+		w.N, w.Err = 0, err
+	}
+	return scratch, ok
+}
+
+// TryApply runs one Insert, Update or Delete for a caller that must never
+// wait: an event loop. It validates the write, applies it in memory and
+// appends its record to the commit log's buffer for round r, storing the
+// result in w.N and w.Err exactly as the blocking method would; ok=true
+// then. Validation errors (name, coordinate, scroll, quota, size) are
+// results too (logged=false). logged=true means the result holds only once
+// r.Flush returned nil, which writes the round's records with one write():
+// the caller sends no reply of the round before that, and answers each
+// logged write with Flush's error if it fails. Readers (and change-feed
+// watchers) may see a logged write before Flush, as Redis serves writes
+// from memory before its AOF write; a crash of the process before Flush
+// loses only writes nobody was answered for.
 //
-// Locks are only tried, never waited for: the phext's WAL lock and its
-// document lock are held (in that order) across the write() so that the
-// record reaches the log before any reader sees it.
-func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
+// It returns ok=false, with no side effect, whenever answering would mean
+// waiting: the tenant is in mode "always" (its writers share a blocking
+// fsync), the phext is not open or has no snapshot file yet (creating
+// files fsyncs), a group commit or compaction of it is running, a lock or
+// the log is busy, the round's buffer is full, the text is above
+// MaxLoopWrite, or the logs are suspect; the caller then takes the
+// blocking path (and keeps the request order: nothing of the same client
+// after it may be answered in the round).
+//
+// Locks are only tried, never waited for, and none of the phext's is held
+// across a write(): the record is appended and applied under fmu and mu,
+// and r holds the log's write side (not a phext lock) until Flush.
+func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 	// Unprepared (no request yet): fold is not known and the first
 	// request's directory read belongs on a worker.
 	if !t.prepared.Load() || t.fold || len(w.Text) > MaxLoopWrite || t.durability() == DurabilityAlways {
-		return scratch, false
+		return false, false
 	}
 	var o op
 	var verr error
@@ -90,100 +111,114 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) (buf []byte, ok bool) {
 		}
 		o = op{kind: opDelete, c: w.Coord}
 	default:
-		return scratch, false
+		return false, false
 	}
 	if verr != nil {
 		w.N, w.Err = 0, verr
-		return scratch, true
+		return true, false
 	}
 	if !t.mu.TryRLock() {
-		return scratch, false
+		return false, false
 	}
 	if t.closed {
 		t.mu.RUnlock()
-		return scratch, false
+		return false, false
 	}
 	p := t.files[string(w.Name)]
 	t.mu.RUnlock()
 	if p == nil || p.state.Load() != stateReady || p.broken.Load() || !p.snapExists.Load() {
-		return scratch, false
+		return false, false
+	}
+	s := t.s
+	if !r.take(s.wlog) {
+		return false, false
 	}
 	if !p.fmu.TryLock() {
-		return scratch, false
+		return false, false
 	}
 	if p.state.Load() != stateReady || p.broken.Load() {
 		p.fmu.Unlock()
-		return scratch, false
+		return false, false
 	}
 	if !p.mu.TryLock() {
 		p.fmu.Unlock()
-		return scratch, false
+		return false, false
 	}
 	if !p.qmu.TryLock() {
 		p.mu.Unlock()
 		p.fmu.Unlock()
-		return scratch, false
+		return false, false
 	}
 	if p.flushing || p.cur != nil || p.closing {
 		// Writes are queued for a group commit: this one must follow them.
 		p.qmu.Unlock()
 		p.mu.Unlock()
 		p.fmu.Unlock()
-		return scratch, false
+		return false, false
 	}
 	if err := p.checkSnapshotSize(&o); err != nil {
 		p.qmu.Unlock()
 		p.mu.Unlock()
 		p.fmu.Unlock()
 		w.N, w.Err = 0, err
-		return scratch, true
+		return true, false
 	}
 	g := max(p.growth(&o), 0)
 	p.qmu.Unlock()
-	// From here the write is answered on the loop.
 	if o.kind == opDelete && len(p.lookup(o.c)) == 0 {
 		p.mu.Unlock()
 		p.fmu.Unlock()
 		w.N, w.Err = 0, nil
-		return scratch, true
+		return true, false
 	}
 	if err := t.reserve(g); err != nil {
 		p.mu.Unlock()
 		p.fmu.Unlock()
 		w.N, w.Err = 0, err
-		return scratch, true
+		return true, false
 	}
-	// Durability order as in writeBatch: logged, then applied.
-	lsn, gen, logged, err := t.s.wlog.tryAppend(t.dir, p.key, p.baseItem(), logItem{kind: o.kind, c: o.c, payload: o.text})
-	if !logged {
-		if g > 0 {
-			t.reserved.Add(-g)
-		}
+	// The first record since a checkpoint puts the phext in the store's
+	// dirty set (rotations checkpoint it): dmu is tried too.
+	first := p.oldestGen == 0
+	if first && !s.dmu.TryLock() {
+		t.reserved.Add(-g)
 		p.mu.Unlock()
 		p.fmu.Unlock()
-		return scratch, false
+		return false, false
 	}
-	n := 0
-	if err == nil {
-		p.logged(lsn, gen, logRecHeader+logFixed+len(p.key)+len(o.text))
-		var d int64
-		n, d = p.apply(o.kind, o.c, o.text)
-		t.used.Add(d)
-		p.publish(o.kind, o.c, lsn)
+	lsn, gen, appended := r.appendLoop(t.dir, p.key, p.baseItem(), &logItem{kind: o.kind, c: o.c, payload: o.text})
+	if !appended {
+		if first {
+			s.dmu.Unlock()
+		}
+		t.reserved.Add(-g)
+		p.mu.Unlock()
+		p.fmu.Unlock()
+		return false, false
 	}
+	// From here the write is applied; the round's Flush logs it (or fails
+	// it, and the repair checkpoints it from memory). No rotation runs
+	// before the Flush (r holds the write side), so gen is where it goes.
+	if first {
+		p.oldestGen = gen
+		s.dirtyP[p] = struct{}{}
+		s.dmu.Unlock()
+	}
+	p.lastLSN = lsn
+	p.logBytes.Add(int64(logRecHeader + logFixed + len(p.key) + len(o.text)))
+	n, d := p.apply(o.kind, o.c, o.text)
+	t.used.Add(d)
+	p.publish(o.kind, o.c, lsn)
 	if g > 0 {
 		t.reserved.Add(-g)
 	}
-	need := err == nil && p.needCompact()
+	need := p.needCompact()
 	p.mu.Unlock()
 	p.fmu.Unlock()
 	if need {
 		p.compactAsync()
 	}
-	if err == nil {
-		t.s.maybeRotate()
-	}
 	p.touch()
-	w.N, w.Err = n, err
-	return scratch, true
+	w.N, w.Err = n, nil
+	return true, true
 }

@@ -83,7 +83,9 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 	// write of p is in flight, so its state is every record of it logged
 	// so far applied; they must all be among recs (lastLSN, 0 when p was
 	// not written since it was opened), and no record of recs may be one
-	// whose write failed and was cut back after the read (faults).
+	// whose write failed and was cut back after the read (faults). A
+	// write an event loop applied whose round has not written it yet
+	// (LoopRound) is missing from recs: lastLSN differs, and it retries.
 	p.fmu.Lock()
 	p.mu.RLock()
 	switch {

@@ -360,11 +360,14 @@ type commitLog struct {
 	cur     *logGroup // records waiting for the next write
 	writing bool      // a goroutine is writing to f (only it touches f and size)
 	closed  bool
-	scratch []byte // tryAppend's buffer (mu)
+	// loopBuf holds the records of the event loop round that owns the
+	// write side (LoopRound): only that owner touches it.
+	loopBuf []byte
 	// redefine: a write failed (and may have dropped dir records): the
 	// next write starts with the whole dir table again.
 	redefine bool
-	// torn: a failed write could not be cut back; the file takes nothing
+	// torn: a failed write could not be cut back, or a loop round's
+	// write failed after its records were applied; the file takes nothing
 	// more (the logs are suspect until a rotation replaces it).
 	torn atomic.Bool
 
@@ -581,7 +584,10 @@ func (l *commitLog) run(mine *logGroup) {
 			// into this file (recovery would see the torn bytes followed
 			// by records). Groups queued meanwhile fail; nothing of them
 			// was applied.
-			g.gen, g.err = l.gen, fmt.Errorf("%w: %s holds a torn write", errLogSuspect, l.path)
+			g.gen, g.err = l.gen, l.s.logHealthy()
+			if g.err == nil {
+				g.err = fmt.Errorf("%w: %s holds a torn write", errLogSuspect, l.path)
+			}
 			close(g.done)
 			continue
 		}
@@ -688,64 +694,6 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
 	}
 	l.synced(w)
 	return nil
-}
-
-// tryAppend logs one record of phext name with its own write() if the log
-// is idle (no group being written or queued), for a caller that must not
-// wait (an event loop). ok=false: busy, nothing done.
-//
-// base, when not nil, is the phext's base checkpoint payload (see
-// pfile.baseItem): logged first, in the same write.
-func (l *commitLog) tryAppend(dir, name string, base []byte, it logItem) (lsn, gen uint64, ok bool, err error) {
-	if !l.mu.TryLock() {
-		return 0, 0, false, nil
-	}
-	if l.writing || l.cur != nil || l.closed || l.s.logHealthy() != nil {
-		l.mu.Unlock()
-		return 0, 0, false, nil
-	}
-	l.writing = true
-	buf := l.scratch[:0]
-	if l.redefine {
-		buf = l.dirTableLocked(buf)
-		l.redefine = false
-	}
-	id := l.dirIDLocked(&buf, dir)
-	if base != nil {
-		blsn := l.s.lsn.Add(1)
-		setBaseLSN(base, blsn)
-		buf = appendLogRecord(buf, opCkpt, blsn, id, name, phext.Coordinate{}, base)
-	}
-	lsn = l.s.lsn.Add(1)
-	buf = appendLogRecord(buf, it.kind, lsn, id, name, it.c, it.payload)
-	f, pre, gen := l.f, l.size, l.gen
-	l.mu.Unlock()
-	err = l.writeOut(f, pre, buf, false)
-	l.mu.Lock()
-	if err == nil {
-		l.size += int64(len(buf))
-		l.addInflight(gen, 1)
-	} else {
-		l.redefine = true
-	}
-	if cap(buf) <= maxPooledBatch {
-		l.scratch = buf[:0]
-	}
-	if l.cur == nil {
-		l.writing = false
-		l.cond.Broadcast()
-		l.mu.Unlock()
-		return lsn, gen, true, err
-	}
-	// Writers queued meanwhile wait for a leader. The caller is an event
-	// loop, which must not write (or fsync, in mode always) their group:
-	// a new goroutine leads, keeping the write side.
-	l.mu.Unlock()
-	go func() {
-		l.mu.Lock()
-		l.run(nil)
-	}()
-	return lsn, gen, true, err
 }
 
 // synced records that writes up to w are durable.
@@ -895,4 +843,186 @@ func (l *commitLog) switchTo(f File, path string, gen uint64) {
 		l.size = fi.Size()
 	}
 	l.mu.Unlock()
+}
+
+// LoopRound is the writes an event loop applied in one round
+// (Tenant.TryApply): their records wait in the commit log's loop buffer,
+// and Flush writes them with one write(). While a round has records it
+// owns the log's write side, so nothing else reaches the file before them
+// (group commits queue behind it, and a rotation or close waits): a
+// phext's records are in the file in LSN order, and whatever of the file
+// survives a crash is a prefix of every phext's records. The zero value is
+// ready; a LoopRound belongs to one goroutine.
+type LoopRound struct {
+	l       *commitLog // the log whose write side the round holds (nil: none)
+	records int        // data records in the loop buffer
+}
+
+// maxLoopRound bounds the bytes one round buffers: later writes of the
+// round are declined (they take the blocking path).
+const maxLoopRound = 1 << 20
+
+// Held reports whether the round owns a log's write side: Flush must be
+// called before the replies of its writes go out.
+func (r *LoopRound) Held() bool { return r.l != nil }
+
+// Records is the number of data records waiting for Flush.
+func (r *LoopRound) Records() int { return r.records }
+
+// take makes r own l's write side (mu tried, never waited for). false:
+// the log is busy (written, a group queued), closed or suspect.
+func (r *LoopRound) take(l *commitLog) bool {
+	if r.l != nil {
+		return r.l == l && len(l.loopBuf) < maxLoopRound
+	}
+	if !l.mu.TryLock() {
+		return false
+	}
+	if l.writing || l.cur != nil || l.closed || l.torn.Load() || l.s.logHealthy() != nil {
+		l.mu.Unlock()
+		return false
+	}
+	l.writing = true
+	buf := l.loopBuf[:0]
+	if l.redefine {
+		// An earlier write failed and may have taken dir records with
+		// it: define every dir again first.
+		buf = l.dirTableLocked(buf)
+		l.redefine = false
+	}
+	l.loopBuf = buf
+	l.mu.Unlock()
+	r.l = l
+	return true
+}
+
+// appendLoop appends a record of phext name (after base, its base
+// checkpoint payload, when not nil) to the round's buffer and returns its
+// LSN and the generation it goes to. The caller holds the phext's fmu, so
+// its LSNs grow in buffer order. ok=false (mu busy): nothing appended.
+func (r *LoopRound) appendLoop(dir, name string, base []byte, it *logItem) (lsn, gen uint64, ok bool) {
+	l := r.l
+	if !l.mu.TryLock() {
+		return 0, 0, false
+	}
+	buf := l.loopBuf
+	id := l.dirIDLocked(&buf, dir)
+	if base != nil {
+		blsn := l.s.lsn.Add(1)
+		setBaseLSN(base, blsn)
+		buf = appendLogRecord(buf, opCkpt, blsn, id, name, phext.Coordinate{}, base)
+	}
+	lsn = l.s.lsn.Add(1)
+	buf = appendLogRecord(buf, it.kind, lsn, id, name, it.c, it.payload)
+	l.loopBuf = buf
+	gen = l.gen
+	l.mu.Unlock()
+	r.records++
+	return lsn, gen, true
+}
+
+// Flush writes the round's records with one write() (no fsync: the
+// syncer does that) and gives the log's write side back; groups queued
+// meanwhile are handed to a new goroutine, never written here. Replies to
+// the round's writes may go out once it returned nil: their records are
+// in the kernel. On error the round's writes, applied in memory already,
+// must be answered with it; the log file takes nothing more and the
+// logs are suspect, so the repair checkpoints those phexts from memory
+// (see doc.go). Flush never waits for a lock and never fsyncs; the cut-
+// back of a failed write runs on its own goroutine.
+func (r *LoopRound) Flush() error {
+	l := r.l
+	if l == nil {
+		return nil
+	}
+	n := r.records
+	r.l, r.records = nil, 0
+	buf := l.loopBuf
+	if n == 0 {
+		// Only a dir table (redefine) or nothing: write it with the next
+		// group instead.
+		l.loopDone(0, len(buf) > 0)
+		return nil
+	}
+	// The write side is ours: f, size and path change only under it.
+	f, pre := l.f, l.size
+	w, err := f.Write(buf)
+	if err == nil && w != len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		err = fmt.Errorf("store: append to %s: %w", l.path, err)
+		l.faults.Add(1) // before the cut-back (see Tenant.ReadChanges)
+		l.resetLoopBuf()
+		go l.loopFailed(f, pre, err)
+		return err
+	}
+	l.wgen.Add(1)
+	l.loopDone(int64(len(buf)), false)
+	return nil
+}
+
+func (l *commitLog) resetLoopBuf() {
+	if cap(l.loopBuf) > maxPooledBatch {
+		l.loopBuf = nil
+	} else {
+		l.loopBuf = l.loopBuf[:0]
+	}
+}
+
+// loopDone gives the write side back after a round that wrote n bytes
+// (redefine: the dir table it started with was not written). mu is only
+// tried: when busy, a goroutine finishes.
+func (l *commitLog) loopDone(n int64, redefine bool) {
+	l.resetLoopBuf()
+	if !l.mu.TryLock() {
+		go func() {
+			l.mu.Lock()
+			l.finishLoop(n, redefine)
+		}()
+		return
+	}
+	l.finishLoop(n, redefine)
+}
+
+// finishLoop (mu held, write side owned; returns with mu released).
+func (l *commitLog) finishLoop(n int64, redefine bool) {
+	l.size += n
+	if redefine {
+		l.redefine = true
+	}
+	big := l.size > l.s.opts.LogRotateBytes
+	if l.cur == nil {
+		l.writing = false
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	} else {
+		// Writers queued meanwhile wait for a leader; an event loop must
+		// not write (or, in mode always, fsync) their group.
+		l.mu.Unlock()
+		go func() {
+			l.mu.Lock()
+			l.run(nil)
+		}()
+	}
+	if big && !l.s.rotating.Load() {
+		go l.s.kickRotate()
+	}
+}
+
+// loopFailed finishes a loop round whose write failed (write side owned,
+// on its own goroutine). Its records are applied in memory already, and
+// records queued behind them may depend on them: the file takes nothing
+// more (torn; queued groups fail, nothing of them applied) and the logs
+// become suspect, so the repair checkpoints every dirty phext, the
+// round's included, from memory.
+func (l *commitLog) loopFailed(f File, pre int64, err error) {
+	l.s.logFailed(err)
+	l.torn.Store(true)
+	if terr := f.Truncate(pre); terr != nil {
+		l.s.log.Error("store: cut back after a failed loop write", "path", l.path, "err", terr)
+	}
+	l.mu.Lock()
+	l.redefine = true
+	l.run(nil)
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,12 +13,16 @@ import (
 )
 
 // leadFS runs onWrite before the next write of the log, and blocks fsyncs
-// of the log while gate is set.
+// of the log while gate is set. It counts the log's write() calls
+// (writes) and fails the next one with ENOSPC, a third of it landed, when
+// fail is set.
 type leadFS struct {
 	osFS
 	mu      sync.Mutex
 	onWrite func()
 	gate    chan struct{}
+	writes  atomic.Int64
+	fail    atomic.Bool
 }
 
 type leadFile struct {
@@ -41,6 +47,11 @@ func (f *leadFile) Write(p []byte) (int, error) {
 		f.fs.mu.Unlock()
 		if hook != nil {
 			hook()
+		}
+		f.fs.writes.Add(1)
+		if f.fs.fail.Swap(false) {
+			n, _ := f.File.Write(p[:len(p)/3])
+			return n, syscall.ENOSPC
 		}
 	}
 	return f.File.Write(p)
