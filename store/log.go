@@ -363,6 +363,8 @@ type commitLog struct {
 	// loopBuf holds the records of the event loop round that owns the
 	// write side (LoopRound): only that owner touches it.
 	loopBuf []byte
+	// spare is the buffer of the last group written, for the next one.
+	spare []byte
 	// redefine: a write failed (and may have dropped dir records): the
 	// next write starts with the whole dir table again.
 	redefine bool
@@ -457,7 +459,7 @@ func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool
 	}
 	g := l.cur
 	if g == nil {
-		g = &logGroup{done: make(chan struct{})}
+		g = l.newGroupLocked()
 		l.cur = g
 	}
 	id := l.dirIDLocked(&g.buf, dir)
@@ -505,7 +507,7 @@ func (l *commitLog) commitCkpts(items []ckptItem) error {
 	}
 	g := l.cur
 	if g == nil {
-		g = &logGroup{done: make(chan struct{})}
+		g = l.newGroupLocked()
 		l.cur = g
 	}
 	for _, it := range items {
@@ -539,7 +541,7 @@ func (l *commitLog) commitRaw(dir, name string, recs []logRec) (gen uint64, err 
 	}
 	g := l.cur
 	if g == nil {
-		g = &logGroup{done: make(chan struct{})}
+		g = l.newGroupLocked()
 		l.cur = g
 	}
 	id := l.dirIDLocked(&g.buf, dir)
@@ -608,8 +610,22 @@ func (l *commitLog) run(mine *logGroup) {
 			l.redefine = true
 		}
 		g.gen, g.err = gen, err
+		if cap(g.buf) <= maxPooledBatch {
+			// Only the writer touches a group's buffer: its waiters read
+			// gen and err.
+			l.spare = g.buf[:0]
+		}
+		g.buf = nil
 		close(g.done)
 	}
+}
+
+// newGroupLocked starts a group (mu held) on the spare buffer of an
+// earlier one, so group commits do not grow a fresh buffer each time.
+func (l *commitLog) newGroupLocked() *logGroup {
+	g := &logGroup{done: make(chan struct{}), buf: l.spare}
+	l.spare = nil
+	return g
 }
 
 // addInflight counts n writers whose records went to generation gen (mu
