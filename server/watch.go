@@ -22,18 +22,21 @@ import (
 // whichever goroutine committed the change (an event loop for a write
 // answered on the loop, a worker otherwise), so Publish does memory work
 // only: it records the change, encodes one event per matching
-// subscription into that subscriber's bounded queue (a sink) and asks the
-// subscriber's own event loop to write it (a gnet Wake callback).
+// subscription into that subscriber's bounded queue (a sink) and lists
+// the subscriber's connection for its event loop's next flush (loopFeed:
+// one task per loop and wake-up writes every listed queue).
 // Nothing in it waits for a socket or another loop, so a slow watcher
 // never slows a writer: when its queue is full, it gets one resync event
 // and its subscription ends.
 //
 // Positions: a change's position comes from the store (store.Change.Pos).
-// A subscription that resumes from position P gets exactly the retained
-// changes above P when every change above P was retained (P ≥ floor),
-// else one resync event: never a silent gap. floor starts at the position
-// SetFeed drew when the hub was attached (changes before it were never
-// published) and rises as the ring evicts.
+// A subscription that resumes from position P gets exactly the changes
+// above P: from the ring when every change above P was retained (P ≥
+// floor), else read back from the commit log up to a cut ≥ floor and the
+// ring above it (store.Tenant.ReadChanges); when neither can vouch for
+// them, one resync event: never a silent gap. floor starts at the
+// position SetFeed drew when the hub was attached (changes before it were
+// never published) and rises as the ring evicts.
 //
 // Memory: the ring (events, names, texts) and each connection's queued
 // event bytes are charged to the tenant's share of the client memory
