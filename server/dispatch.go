@@ -43,8 +43,11 @@ func (s *Server) writeRun(cs *connState, frames [][]byte, i int) int {
 
 // handleWrites runs a run of pipelined writes with one store.WriteMany, so
 // they share one group commit (one log write, one fsync in always mode),
-// and appends their replies in order. A run with a frame that does not
-// decode, or while draining, goes frame by frame.
+// and appends their replies in order. Each frame is decoded once: one that
+// does not decode is answered with its error and writes nothing, and the
+// writes on each side of it go to the store as their own WriteMany, in
+// order. While draining the run goes frame by frame (handle answers
+// SHUTTING_DOWN).
 func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte {
 	t := cs.tenant
 	s.executing.Add(1)
@@ -63,17 +66,40 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 	var req protocol.Request
 	for _, f := range frames {
 		if err := cs.dec.Decode(f, &req); err != nil {
-			return s.handleEach(cs, frames, out)
+			// Kind 0 marks a frame that did not decode (writeOf never
+			// makes one): not sent to the store, answered with err.
+			ws = append(ws, store.Write{Err: err})
+			continue
 		}
 		ws = append(ws, writeOf(&req))
 	}
-	t.store.WriteMany(ws)
+	for i := 0; i < len(ws); {
+		if ws[i].Kind == 0 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(ws) && ws[j].Kind != 0 {
+			j++
+		}
+		t.store.WriteMany(ws[i:j])
+		i = j
+	}
 	d := time.Since(start)
 	for i, f := range frames {
 		h := protocol.ParseHeader(f)
 		op := protocol.Op(h.Op)
 		pos := len(out)
 		status := protocol.StatusOK
+		if ws[i].Kind == 0 {
+			// As handle answers a frame that does not decode.
+			err := ws[i].Err
+			status = protocol.StatusOf(err)
+			out = protocol.AppendError(out, h.ID, status, err.Error())
+			t.stats.record(op, status, len(f), 0, d)
+			ws[i] = store.Write{}
+			continue
+		}
 		if err := ws[i].Err; err != nil {
 			req := protocol.Request{Op: op, ID: h.ID, Name: ws[i].Name}
 			var msg string
