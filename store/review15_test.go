@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -191,5 +192,58 @@ func TestSyncfsTrusted(t *testing.T) {
 		h.Close()
 	} else if err != errNoFSSync {
 		t.Fatal(err)
+	}
+}
+
+// failSyncfsFS is the OS with a syncfs handle whose Sync number failAt
+// (1: after the temp files, 2: after the renames) fails with EIO.
+type failSyncfsFS struct {
+	osFS
+	failAt int
+	n      atomic.Int32
+}
+
+type failSyncfs struct {
+	FSSync
+	fs *failSyncfsFS
+}
+
+func (f *failSyncfsFS) OpenFSSync(dir string) (FSSync, error) {
+	h, err := osFS{}.OpenFSSync(dir)
+	if err == errNoFSSync {
+		h, err = noFSSync{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return failSyncfs{FSSync: h, fs: f}, nil
+}
+
+func (h failSyncfs) Sync() error {
+	if int(h.fs.n.Add(1)) == h.fs.failAt {
+		return &os.PathError{Op: "syncfs", Err: syscall.EIO}
+	}
+	return h.FSSync.Sync()
+}
+
+// TestCloseBatchSyncfsFails: a failed syncfs (of the temp files, or of
+// the renames) fails every phext of the batch on that file system: Close
+// reports it, the records stay, no temp file is left, and the next Open
+// restores every phext.
+func TestCloseBatchSyncfsFails(t *testing.T) {
+	for _, failAt := range []int{1, 2} {
+		t.Run(strconv.Itoa(failAt), func(t *testing.T) {
+			const tenants, per = 3, 4
+			root := t.TempDir()
+			s := dirtyWorld(t, root, &failSyncfsFS{failAt: failAt}, tenants, per)
+			err := s.Close()
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("close: %v, want the syncfs EIO", err)
+			}
+			if st := s.Stats(); st.CompactionFailures != tenants*per {
+				t.Errorf("checkpoint failures %d, want %d", st.CompactionFailures, tenants*per)
+			}
+			checkWorld(t, root, tenants, per)
+		})
 	}
 }
