@@ -94,25 +94,12 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 	if !t.prepared.Load() || t.fold || len(w.Text) > MaxLoopWrite || t.durability() == DurabilityAlways {
 		return false, false
 	}
-	var o op
-	var verr error
 	switch w.Kind {
-	case WriteInsert, WriteUpdate:
-		verr = checkScrollWrite(w.Name, w.Coord, w.Text)
-		o = op{kind: opInsert, c: w.Coord, text: w.Text}
-		if w.Kind == WriteUpdate {
-			o.kind = opUpdate
-		}
-	case WriteDelete:
-		if !phext.ValidName(w.Name) {
-			verr = ErrBadName
-		} else if !w.Coord.Valid() {
-			verr = ErrBadCoord
-		}
-		o = op{kind: opDelete, c: w.Coord}
+	case WriteInsert, WriteUpdate, WriteDelete:
 	default:
 		return false, false
 	}
+	o, verr := w.check()
 	if verr != nil {
 		w.N, w.Err = 0, verr
 		return true, false

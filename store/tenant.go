@@ -646,11 +646,8 @@ func (t *Tenant) Update(name []byte, c phext.Coordinate, text []byte) (int, erro
 // Delete removes the scroll at c of phext name and returns the number of
 // bytes removed (0 when it was absent).
 func (t *Tenant) Delete(name []byte, c phext.Coordinate) (int, error) {
-	if !phext.ValidName(name) {
-		return 0, ErrBadName
-	}
-	if !c.Valid() {
-		return 0, ErrBadCoord
+	if err := checkScrollWrite(name, c, nil); err != nil {
+		return 0, err
 	}
 	return t.write(name, &op{kind: opDelete, c: c})
 }
@@ -681,7 +678,9 @@ func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
 	return t.write(name, o)
 }
 
-// checkScrollWrite validates name, coordinate and text, in that order.
+// checkScrollWrite validates name, coordinate and text, in that order (a
+// delete passes no text). Every scroll write is checked here once
+// (Write.check for WriteMany and TryApply).
 func checkScrollWrite(name []byte, c phext.Coordinate, text []byte) error {
 	if !phext.ValidName(name) {
 		return ErrBadName

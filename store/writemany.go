@@ -29,6 +29,23 @@ type Write struct {
 	Err error
 }
 
+// check validates w and returns the op it asks for. It is the one
+// validation of a scroll write (WriteMany, TryApply; Insert, Update and
+// Delete call checkScrollWrite, which it uses): name, coordinate and, for
+// an insert or update, text, in that order, with the errors those methods
+// return; an unknown Kind is ErrBadScroll.
+func (w *Write) check() (op, error) {
+	switch w.Kind {
+	case WriteInsert:
+		return op{kind: opInsert, c: w.Coord, text: w.Text}, checkScrollWrite(w.Name, w.Coord, w.Text)
+	case WriteUpdate:
+		return op{kind: opUpdate, c: w.Coord, text: w.Text}, checkScrollWrite(w.Name, w.Coord, w.Text)
+	case WriteDelete:
+		return op{kind: opDelete, c: w.Coord}, checkScrollWrite(w.Name, w.Coord, nil)
+	}
+	return op{}, ErrBadScroll
+}
+
 // maxGroup bounds the writes queued in one group before they are flushed:
 // the per-call bookkeeping lives in a fixed array.
 const maxGroup = 64
@@ -57,25 +74,8 @@ func (t *Tenant) writeGroup(ws []Write) {
 	}
 	for i := range ws {
 		w := &ws[i]
-		w.N, w.Err = 0, nil
-		switch w.Kind {
-		case WriteInsert, WriteUpdate:
-			w.Err = checkScrollWrite(w.Name, w.Coord, w.Text)
-			kind := byte(opInsert)
-			if w.Kind == WriteUpdate {
-				kind = opUpdate
-			}
-			ops[i] = op{kind: kind, c: w.Coord, text: w.Text}
-		case WriteDelete:
-			if !phext.ValidName(w.Name) {
-				w.Err = ErrBadName
-			} else if !w.Coord.Valid() {
-				w.Err = ErrBadCoord
-			}
-			ops[i] = op{kind: opDelete, c: w.Coord}
-		default:
-			w.Err = ErrBadScroll
-		}
+		w.N = 0
+		ops[i], w.Err = w.check()
 	}
 	t.s.repair()
 	var lead *batch
