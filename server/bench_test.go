@@ -104,3 +104,45 @@ func BenchmarkPipelined(b *testing.B) {
 		})
 	}
 }
+
+// TestLoopWriteRoundAllocs: a loop round of 16 pipelined UPDATEs (fast →
+// fastWrite → store.TryApply, then endRound's one log write) allocates
+// nothing once its buffers have grown.
+func TestLoopWriteRoundAllocs(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec})
+	c := e.dial("alpha")
+	text := make([]byte, 1024)
+	for i := range text {
+		text[i] = 'a' + byte(i%26)
+	}
+	var frames [][]byte
+	for i := 0; i < 16; i++ {
+		co := phext.Origin
+		co[phext.LevelScroll] = uint16(i + 1)
+		c.ok(protocol.OpUpdate, "", co, text) // opens the phext, puts the scrolls in the overlay
+		frames = append(frames, protocol.AppendRequest(nil, protocol.OpUpdate, uint32(i), nil, co, text))
+	}
+	tn := e.srv.table.Load().byName["alpha"]
+	cs := &connState{s: e.srv, tenant: tn}
+	cs.loopDec = protocol.Decoder{MaxFrame: e.srv.opts.MaxFrame}
+	out := protocol.GetBuffer()
+	defer protocol.PutBuffer(out)
+	round := func() {
+		out.B = out.B[:0]
+		for _, f := range frames {
+			var ok bool
+			if out, ok = e.srv.fast(cs, f, out); !ok {
+				e.srv.endRound(cs, out)
+				t.Fatal("a write was not answered on the loop")
+			}
+		}
+		out = e.srv.endRound(cs, out)
+	}
+	round()
+	if a := testing.AllocsPerRun(100, round); a != 0 {
+		t.Fatalf("%.1f allocs per round of 16 loop writes, want 0", a)
+	}
+	if len(out.B) != 16*(protocol.HeaderSize+4) {
+		t.Fatalf("replies: %d bytes", len(out.B))
+	}
+}
