@@ -83,7 +83,10 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 		return out, false
 	}
 	t := cs.tenant
-	if t == nil || t.closed.Load() {
+	// A tenant whose writes the store never takes on a loop (mode always,
+	// first request not served yet) goes to the worker before the frame is
+	// decoded: the worker decodes it, once.
+	if t == nil || t.closed.Load() || !t.store.LoopWrites() {
 		return out, false
 	}
 	if !cs.roundExec {

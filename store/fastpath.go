@@ -63,6 +63,16 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) ([]byte, bool) {
 	return scratch, ok
 }
 
+// LoopWrites reports whether TryApply may take writes of t at all: not
+// when the tenant is in mode "always", nor before its first request (its
+// case folding is not known yet, and that request's directory read belongs
+// on a worker), nor on a case-folding data dir. An event loop asks before
+// decoding a write, so that a write TryApply would decline anyway is
+// decoded once, by the worker.
+func (t *Tenant) LoopWrites() bool {
+	return t.prepared.Load() && !t.fold && t.durability() != DurabilityAlways
+}
+
 // TryApply runs one Insert, Update or Delete for a caller that must never
 // wait: an event loop. It validates the write, applies it in memory and
 // appends its record to the commit log's buffer for round r, storing the
@@ -89,9 +99,7 @@ func (t *Tenant) TryWrite(w *Write, scratch []byte) ([]byte, bool) {
 // across a write(): the record is appended and applied under fmu and mu,
 // and r holds the log's write side (not a phext lock) until Flush.
 func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
-	// Unprepared (no request yet): fold is not known and the first
-	// request's directory read belongs on a worker.
-	if !t.prepared.Load() || t.fold || len(w.Text) > MaxLoopWrite || t.durability() == DurabilityAlways {
+	if !t.LoopWrites() || len(w.Text) > MaxLoopWrite {
 		return false, false
 	}
 	switch w.Kind {

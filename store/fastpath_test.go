@@ -145,8 +145,14 @@ func TestTryWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	decline("the tenant is in mode always")
+	if ten.LoopWrites() {
+		t.Fatal("LoopWrites in mode always (a loop would decode writes TryApply declines)")
+	}
 	if _, err := db.AddTenant(TenantConfig{Name: "t1", DataDir: db.dir(), Durability: DurabilityEverySec}); err != nil {
 		t.Fatal(err)
+	}
+	if !ten.LoopWrites() {
+		t.Fatal("no LoopWrites in mode everysec")
 	}
 
 	// Quota: refused as the blocking Insert would be.
