@@ -33,7 +33,8 @@
 //
 //   - Every method blocks on disk I/O (open, log append, fsync,
 //     checkpoint): call them from worker goroutines, never from an event
-//     loop. The exceptions are TryAppendSelect and TryApply (with
+//     loop. The exceptions are LoopWrites (atomic loads: may TryApply take
+//     this tenant's writes at all), TryAppendSelect and TryApply (with
 //     LoopRound.Flush), which only try locks and decline (ok=false,
 //     nothing changed) instead of waiting: TryApply applies a write in
 //     memory and appends its record to the loop round's buffer, and Flush
