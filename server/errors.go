@@ -22,7 +22,8 @@ var errForbidden = errors.New("reload needs the admin token (or a loopback conne
 // A phext or tenant that is closing (store.ErrClosed: a reload removed or
 // moved the tenant under the request, or the store is shutting down) is
 // SHUTTING_DOWN, the retryable answer, never INTERNAL: it is routine during
-// a reload and logs nothing.
+// a reload and logs nothing. Too many phexts open (store.ErrBusy) is BUSY,
+// retryable too.
 func StatusOf(err error) (status protocol.Status, expected bool) {
 	var pe *protocol.Error
 	switch {
@@ -38,6 +39,8 @@ func StatusOf(err error) (status protocol.Status, expected bool) {
 		return protocol.StatusBadCoord, true
 	case errors.Is(err, store.ErrBadScroll), errors.Is(err, store.ErrOverflow), errors.Is(err, phext.ErrOverflow):
 		return protocol.StatusBadScroll, true
+	case errors.Is(err, store.ErrBusy):
+		return protocol.StatusBusy, true
 	case errors.Is(err, store.ErrQuota):
 		return protocol.StatusQuota, true
 	case errors.Is(err, store.ErrTooLarge):

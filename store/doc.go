@@ -26,7 +26,9 @@
 // in the log their snapshot does not cover, so a closed phext's data dir is
 // self-contained and closing costs no I/O). Dirty ones past the cap are
 // checkpointed by the background evictor first, never on a request's path
-// (Store.register states the bound on the excess); an open phext holds one
+// (Store.register states the bound on the excess), up to a hard ceiling
+// past which an opener of a phext not open yet waits (Options.OpenWait)
+// and then gets ErrBusy (store/openlimit.go); an open phext holds one
 // mapping and no descriptor.
 //
 // # Caveats

@@ -37,6 +37,13 @@ var ErrTooLarge = errors.New("store: too large")
 // files are left untouched for an operator and the phext refuses to open.
 var ErrCorrupt = errors.New("store: corrupt data")
 
+// ErrBusy is returned when a phext that is not open yet cannot be opened
+// within Options.OpenWait because as many phexts are open as the store
+// allows (the hard ceiling of MaxOpenPhexts: checkpoints of the dirty
+// ones are behind, typically a full or failing disk). Nothing changed;
+// retry later.
+var ErrBusy = errors.New("store: too many phexts open (checkpoints behind); try again")
+
 // ErrClosed is returned by every method after the Store was closed or the
 // Tenant removed.
 var ErrClosed = errors.New("store: closed")

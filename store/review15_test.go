@@ -381,3 +381,66 @@ func reloadRacesEvictor(t *testing.T, fs *failTmpFS, flaky bool) {
 	}
 	t.Logf("%d acknowledged, %d lost", len(acks), lost)
 }
+
+// TestReview15OpenSetBounded: with every checkpoint stalled on the disk
+// and a stream of writes to distinct phexts, the open set stops at the
+// hard ceiling: the opener past it waits OpenWait and gets ErrBusy
+// (nothing written), and once checkpoints go again the writes go through
+// and the set shrinks back to the cap.
+func TestReview15OpenSetBounded(t *testing.T) {
+	const capN, n, wait = 8, 300, 100 * time.Millisecond
+	fs, release := newCkptGate()
+	defer release() // before the test's Close, which checkpoints
+	db := MustOpen(t, &Options{MaxOpenPhexts: capN, Durability: DurabilityEverySec, FS: fs, OpenWait: wait})
+	ceil := db.Store.openCeil
+	if want := openCeiling(capN, readMaxMapCount(maxMapCountPath)); ceil != want || ceil > 2*capN+256 {
+		t.Fatalf("ceiling %d, want %d", ceil, want)
+	}
+	busyAt := -1
+	for i := range n {
+		start := time.Now()
+		_, err := db.ten.Insert([]byte("p"+strconv.Itoa(i)), coord(1), []byte("x"))
+		if errors.Is(err, ErrBusy) {
+			if d := time.Since(start); d < wait {
+				t.Errorf("ErrBusy after %v, before OpenWait %v", d, wait)
+			}
+			busyAt = i
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.lmu.Lock()
+	open := len(db.Store.open)
+	db.lmu.Unlock()
+	if open > ceil {
+		t.Errorf("%d phexts open with cap %d, ceiling %d", open, capN, ceil)
+	}
+	if busyAt < 0 {
+		if n > ceil {
+			t.Fatalf("%d phexts written past a ceiling of %d with checkpoints stalled, no ErrBusy", n, ceil)
+		}
+		busyAt = n
+	}
+	release()
+	// ErrBusy is retryable: the evictor catches up and the writes go in.
+	deadline := time.Now().Add(20 * time.Second)
+	for i := busyAt; i < n; i++ {
+		_, err := db.ten.Insert([]byte("p"+strconv.Itoa(i)), coord(1), []byte("x"))
+		if errors.Is(err, ErrBusy) && time.Now().Before(deadline) {
+			i--
+			continue
+		}
+		if err != nil {
+			t.Fatalf("p%d after checkpoints resumed: %v", i, err)
+		}
+	}
+	waitOpenAtMost(t, db.Store, capN)
+	db.MustReopen()
+	for i := range n {
+		if got := mustSelect(t, db.ten, "p"+strconv.Itoa(i), coord(1)); got != "x" {
+			t.Errorf("p%d: %q", i, got)
+		}
+	}
+}

@@ -78,9 +78,17 @@ type Options struct {
 	// 256); past it the least recently used clean ones are closed, and
 	// dirty ones (records in the commit log) are checkpointed in the
 	// background first, so the set may exceed the cap by phexts waiting
-	// for that (see Store.register). An open phext holds one mapping and
-	// no file descriptor.
+	// for that (see Store.register), up to a hard ceiling of
+	// max(2 × cap, cap + 256) and never above half of vm.max_map_count
+	// (read at Open; a cap too high for it is lowered to half the
+	// ceiling). At the ceiling an opener of a phext not open yet waits
+	// up to OpenWait for the evictor to close one, then gets ErrBusy.
+	// An open phext holds one mapping and no file descriptor.
 	MaxOpenPhexts int
+	// OpenWait is how long an opener of a phext not open yet waits at
+	// the ceiling of open phexts (see MaxOpenPhexts) before ErrBusy
+	// (default 2s). Phexts already open never wait.
+	OpenWait time.Duration
 	// CompactMinWAL is the size of a phext's records in the commit log past
 	// which it is checkpointed, when they are also larger than half the
 	// snapshot (default 4 MiB).
@@ -176,6 +184,12 @@ type Store struct {
 	// from here instead of scanning the whole open set.
 	spare    []spareVictim
 	lruScans uint64 // full scans of the open set for one victim (lmu; a test seam)
+	// openCeil is the hard ceiling of open phexts (see openCeiling):
+	// len(open) + opening never passes it.
+	openCeil  int
+	opening   int           // phexts being opened under a reservation (lmu)
+	freed     chan struct{} // closed when an open slot frees, if anyone waits (lmu)
+	openWaits atomic.Uint64 // openers that waited at the ceiling (a test seam)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // syncer and background compactions
@@ -214,7 +228,17 @@ func Open(opts *Options) (*Store, error) {
 	if o.LogRotateBytes <= 0 {
 		o.LogRotateBytes = defaultLogRotate
 	}
+	if o.OpenWait <= 0 {
+		o.OpenWait = defaultOpenWait
+	}
+	ceil := openCeiling(o.MaxOpenPhexts, readMaxMapCount(maxMapCountPath))
+	if low := max(1, ceil/2); o.MaxOpenPhexts+evictBatch(o.MaxOpenPhexts) >= ceil && low < o.MaxOpenPhexts {
+		o.Logger.Warn("store: MaxOpenPhexts lowered: each open phext is a mapping and vm.max_map_count leaves room for fewer",
+			"asked", o.MaxOpenPhexts, "cap", low, "ceiling", ceil)
+		o.MaxOpenPhexts = low
+	}
 	s := &Store{
+		openCeil:    ceil,
 		opts:        o,
 		fs:          statFS{FS: o.FS, n: new(atomic.Uint64)},
 		log:         o.Logger,
@@ -502,13 +526,18 @@ func (s *Store) Tenant(name string) *Tenant {
 // cap) closes a clean victim itself, so the open set exceeds cap + batch
 // only by dirty phexts waiting for their checkpoint (evictCkptParallel at
 // a time). Those are phexts written since the last log rotation, whose
-// records the log holds: see docs/OPERATIONS.md for what they cost.
+// records the log holds: see docs/OPERATIONS.md for what they cost. When
+// checkpoints stall (a full disk) that excess is stopped by the hard
+// ceiling (reserveOpen), which p's opener reserved a slot under: register
+// turns the reservation into p's entry.
 func (s *Store) register(p *pfile) {
 	p.touch()
 	s.lmu.Lock()
+	s.opening--
 	if p.state.Load() != stateReady || s.shutting {
 		// Closed before it was registered (closeFile's unregister already
 		// ran), or the store is closing: nothing to track or evict.
+		s.wakeOpeners()
 		s.lmu.Unlock()
 		return
 	}
@@ -518,17 +547,30 @@ func (s *Store) register(p *pfile) {
 		s.lmu.Unlock()
 		return
 	}
-	if !s.evicting {
-		s.evicting = true
-		s.wg.Add(1)
-		go s.evictLoop()
-	}
+	s.startEvictor()
 	if over <= evictBatch(s.opts.MaxOpenPhexts) {
 		s.lmu.Unlock()
 		return
 	}
 	// The evictor is behind: close one clean phext here (a few tries;
 	// dirty ones are left to the evictor).
+	cands := s.pickClean(p)
+	s.lmu.Unlock()
+	s.closeOneClean(cands)
+}
+
+// startEvictor starts the background evictor unless it runs (lmu held).
+func (s *Store) startEvictor() {
+	if !s.evicting {
+		s.evicting = true
+		s.wg.Add(1)
+		go s.evictLoop()
+	}
+}
+
+// pickClean picks up to openerTries least recently used phexts other than
+// p for closeOneClean and marks them victims (lmu held).
+func (s *Store) pickClean(p *pfile) []*pfile {
 	var cands []*pfile
 	for len(cands) < openerTries {
 		v := s.lruVictim(p)
@@ -538,7 +580,12 @@ func (s *Store) register(p *pfile) {
 		v.victim = true
 		cands = append(cands, v)
 	}
-	s.lmu.Unlock()
+	return cands
+}
+
+// closeOneClean closes the first clean phext of cands (picked by
+// pickClean), unmarks them all and reports whether it closed one.
+func (s *Store) closeOneClean(cands []*pfile) bool {
 	closed := false
 	for _, v := range cands {
 		if !closed && v.t.closeIfClean(v) {
@@ -546,6 +593,7 @@ func (s *Store) register(p *pfile) {
 		}
 	}
 	s.unmark(cands)
+	return closed
 }
 
 // openerTries is how many least recently used phexts an opener past the
@@ -756,7 +804,10 @@ func (s *Store) lruVictim(p *pfile) *pfile {
 
 func (s *Store) unregister(p *pfile) {
 	s.lmu.Lock()
-	delete(s.open, p)
+	if _, ok := s.open[p]; ok {
+		delete(s.open, p)
+		s.wakeOpeners()
+	}
 	s.lmu.Unlock()
 }
 

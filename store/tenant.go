@@ -189,13 +189,19 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 			}
 		}
 		key := string(name)
+		// A slot under the ceiling of open phexts (may wait, no lock held).
+		if err := t.s.reserveOpen(); err != nil {
+			return nil, err
+		}
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
+			t.s.releaseOpen()
 			return nil, ErrClosed
 		}
 		if t.files[key] != nil {
 			t.mu.Unlock()
+			t.s.releaseOpen()
 			continue
 		}
 		p = newPfile(t, key)
@@ -221,6 +227,7 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 		close(p.opened)
 		t.mu.Unlock()
 		if err != nil {
+			t.s.releaseOpen()
 			return nil, err
 		}
 		t.s.register(p)
