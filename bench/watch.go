@@ -116,6 +116,12 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 	for ti := range seq {
 		seq[ti] = make([]int64, w.Writers)
 	}
+	// Unmeasured: each writer writes once, so that the first phase does
+	// not also open (create) the 500 phexts; it measured their creation
+	// (write and delivery p99 of tens of ms) beside the feed.
+	if err := watchWarm(ctx, o, writers, seq); err != nil {
+		return nil, err
+	}
 	var err error
 	for r := 0; r < w.Rounds && err == nil; r++ {
 		for _, n := range []int{w.Watchers, 0} {
@@ -155,6 +161,32 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 	return res, err
 }
 
+// watchWarm writes the next seq of every writer once, all writers at once.
+func watchWarm(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64) error {
+	var wg sync.WaitGroup
+	var werr atomic.Pointer[error]
+	for ti := range writers {
+		for wi, c := range writers[ti] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := seq[ti][wi] + 1
+				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
+				if _, err := c.Update(ctx, o.Phext, coord, watchText(nil, ti, wi, s, time.Now().UnixNano())); err != nil {
+					werr.CompareAndSwap(nil, &err)
+					return
+				}
+				seq[ti][wi] = s
+			}()
+		}
+	}
+	wg.Wait()
+	if e := werr.Load(); e != nil {
+		return fmt.Errorf("bench: watch: warm-up write: %w", *e)
+	}
+	return nil
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -175,24 +207,67 @@ type watcherState struct {
 	lastPos uint64
 	events  int64
 	resyncs int64
-	lat     latSamples
+	lat     latRecorder
 	err     error
 }
 
-// latSamples collects latencies (µs) during a phase; they go into a
-// histogram after it. A histogram per watcher and writer (1,500 of them,
-// ~170 KiB each) made the load generator spend a tenth of its CPU on
-// first-touch page faults and cache misses in RecordValue, charged to the
-// phases it measures; a flat slice costs an append.
-type latSamples []int32
+// latRecorder records one goroutine's latencies (µs) of a phase into a
+// histogram shared by the phase: a fixed batch of samples, merged under
+// the histogram's lock when full and at the end. Memory stays bounded by
+// the batch whatever the duration or event rate (flat per-watcher slices
+// grew with both), and the one histogram of the phase is touched in
+// batches, not per sample (per-watcher hdr histograms, 1,500 of ~170 KiB,
+// cost a tenth of the load generator's CPU in page faults and cache
+// misses).
+type latRecorder struct {
+	h   *sharedHist
+	n   int
+	buf [256]int32
+}
 
-func (l *latSamples) add(us int64) { *l = append(*l, int32(min(max(us, histMin), math.MaxInt32))) }
+// sharedHist is a phase's histogram and its lock.
+type sharedHist struct {
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+}
 
-func (l latSamples) into(h *hdrhistogram.Histogram) {
-	for _, us := range l {
-		_ = h.RecordValue(int64(us))
+func newSharedHist() *sharedHist { return &sharedHist{h: newHist()} }
+
+func (l *latRecorder) add(us int64) {
+	l.buf[l.n] = int32(min(max(us, histMin), math.MaxInt32))
+	l.n++
+	if l.n == len(l.buf) {
+		l.flush()
 	}
 }
+
+// flush merges the batch into the shared histogram.
+func (l *latRecorder) flush() {
+	if l.n == 0 || l.h == nil {
+		l.n = 0
+		return
+	}
+	l.h.mu.Lock()
+	for _, us := range l.buf[:l.n] {
+		_ = l.h.h.RecordValue(int64(us))
+	}
+	l.h.mu.Unlock()
+	l.n = 0
+}
+
+// watcherConnOptions are the watchers' client options on top of the
+// bench's: a small read buffer (an event frame is ~130 bytes; 1,000
+// watcher connections with the default 64 KiB buffers hold 64 MiB).
+func watcherConnOptions(opts []client.Option) []client.Option {
+	return append(opts[:len(opts):len(opts)], func(o *client.Options) { o.ReadBufferSize = 4 << 10 })
+}
+
+// watcherBuffer is the capacity of a watcher's event channel. The bench's
+// consumer only checks and timestamps, so a short channel suffices; the
+// earlier 4096 (an Event is ~200 bytes) made 1,000 watchers hold ~800 MiB
+// of channel buffers per phase, and the load generator's GC marking them
+// for seconds stole the cores the delivery latency is measured on.
+const watcherBuffer = 64
 
 func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64, nWatch int,
 	d time.Duration, rate float64, opts []client.Option) (WatchPhase, error) {
@@ -205,19 +280,22 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 		}
 	}()
 	var states []*watcherState
+	lh := newSharedHist() // send-to-delivery
+	wopts := watcherConnOptions(opts)
 	for ti, tok := range o.Tokens {
 		for i := 0; i < nWatch; i++ {
-			c, err := client.Dial(ctx, o.Addr, tok, opts...)
+			c, err := client.Dial(ctx, o.Addr, tok, wopts...)
 			if err != nil {
 				return ph, fmt.Errorf("bench: watch: dial watcher: %w", err)
 			}
 			conns = append(conns, c)
-			sub, err := c.Watch(ctx, o.Phext, client.WatchOptions{Text: true, Buffer: 4096})
+			sub, err := c.Watch(ctx, o.Phext, client.WatchOptions{Text: true, Buffer: watcherBuffer})
 			if err != nil {
 				return ph, fmt.Errorf("bench: watch: WATCH: %w", err)
 			}
 			subs = append(subs, sub)
 			st := &watcherState{tenant: ti, lastSeq: append([]int64(nil), seq[ti]...)}
+			st.lat.h = lh
 			states = append(states, st)
 		}
 	}
@@ -241,8 +319,7 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 	pctx, cancel := context.WithTimeout(ctx, d)
 	var writes atomic.Int64
 	var werr atomic.Pointer[error]
-	var wlat []latSamples
-	var hmu sync.Mutex
+	wh := newSharedHist() // writes
 	start := time.Now()
 	var interval time.Duration // per writer, when paced
 	if rate > 0 {
@@ -254,7 +331,7 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 			wg.Add(1)
 			go func(ti, wi int, c *client.Conn) {
 				defer wg.Done()
-				var lat latSamples
+				lat := latRecorder{h: wh}
 				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
 				buf := make([]byte, 0, 64)
 				// Paced writers start spread over one interval.
@@ -284,9 +361,7 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 					seq[ti][wi] = s
 					writes.Add(1)
 				}
-				hmu.Lock()
-				wlat = append(wlat, lat)
-				hmu.Unlock()
+				lat.flush()
 			}(ti, wi, c)
 		}
 	}
@@ -304,11 +379,7 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 	ph.Seconds = elapsed.Seconds()
 	ph.Writes = writes.Load()
 	ph.WritesPerSec = float64(ph.Writes) / ph.Seconds
-	wh := newHist()
-	for _, l := range wlat {
-		l.into(wh)
-	}
-	ph.WriteLat = latencyOf(wh)
+	ph.WriteLat = latencyOf(wh.h)
 
 	// Every watcher must see every write of its tenant: wait (bounded)
 	// until each has the last seq of each writer, then end the feeds.
@@ -330,17 +401,16 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 		c.Close()
 	}
 	wwg.Wait()
-	lh := newHist()
 	for _, st := range states {
 		ph.Events += st.events
 		ph.Resyncs += st.resyncs
-		st.lat.into(lh)
+		st.lat.flush()
 		if st.err != nil && verr == nil {
 			verr = st.err
 		}
 	}
 	ph.EventsPerSec = float64(ph.Events) / ph.Seconds
-	ph.Latency = latencyOf(lh)
+	ph.Latency = latencyOf(lh.h)
 	if verr == nil && ph.Resyncs > 0 {
 		verr = fmt.Errorf("%w: %d resync events (watchers fell behind)", ErrVerify, ph.Resyncs)
 	}

@@ -19,3 +19,29 @@ func TestParseWatchText(t *testing.T) {
 		t.Errorf("parseWatchText allocates %v times", a)
 	}
 }
+
+// TestLatRecorder: every sample reaches the shared histogram (batches
+// merged when full and at flush), clamped to the histogram's range, and a
+// recorder holds no more than its batch.
+func TestLatRecorder(t *testing.T) {
+	h := newSharedHist()
+	a, b := latRecorder{h: h}, latRecorder{h: h}
+	for i := range 1000 {
+		a.add(int64(i % 7))
+		b.add(1000)
+	}
+	if a.n >= len(a.buf) || b.n >= len(b.buf) {
+		t.Fatalf("batch not merged when full: %d, %d", a.n, b.n)
+	}
+	a.flush()
+	b.flush()
+	if got := h.h.TotalCount(); got != 2000 {
+		t.Fatalf("histogram holds %d samples, want 2000", got)
+	}
+	if got := h.h.Min(); got != histMin {
+		t.Fatalf("min %d, want %d (0 clamped)", got, histMin)
+	}
+	if got := h.h.Max(); got < 1000 || got > 1001 {
+		t.Fatalf("max %d, want 1000", got)
+	}
+}
