@@ -33,6 +33,9 @@ func TestAllocBudgets(t *testing.T) {
 	var req Request
 	var r Response
 	dc := Decoder{Codec: CodecS2}
+	insCopy := bytes.Clone(ins)
+	var rebased Request
+	_ = d.Decode(ins, &rebased)
 	tests := []struct {
 		name string
 		max  float64
@@ -51,6 +54,7 @@ func TestAllocBudgets(t *testing.T) {
 			buf = AppendCompressedResponse(buf[:0], 1, StatusOK, kib, CodecZstd)
 		}},
 		{name: "FrameSize", fn: func() { _, _ = FrameSize(ins, 0) }},
+		{name: "Rebase INSERT 1KiB", fn: func() { rebased.Rebase(insCopy) }},
 		{name: "pooled buffer", max: poolBudget, fn: func() {
 			b := GetBuffer()
 			b.B = AppendRequest(b.B, OpInsert, 2, name, phext.Origin, kib)

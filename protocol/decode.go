@@ -171,6 +171,27 @@ func (d *Decoder) Decode(frame []byte, req *Request) error {
 	return nil
 }
 
+// Rebase re-points req's Name and Payload at frame, a byte-for-byte copy
+// of the uncompressed request frame that Decode decoded into req without
+// error, so that req outlives the bytes it was decoded from (an event loop
+// decodes in the network library's buffer, then queues a copy for a
+// worker). The other fields are values and stay as they are. It allocates
+// nothing.
+//
+// It panics if frame is shorter than the layout req describes. Do not call
+// it for a compressed frame: its views are in the Decoder's scratch, not
+// in the frame.
+func (req *Request) Rebase(frame []byte) {
+	body := frame[HeaderSize:]
+	if req.Op == OpHello {
+		req.Payload = body
+		return
+	}
+	n := len(req.Name)
+	req.Name = body[1 : 1+n]
+	req.Payload = body[1+n+CoordSize:]
+}
+
 // DecodeResponse decodes one whole response frame into resp, decompressing
 // a compressed body into d's scratch. It accepts any status byte (a newer
 // server may send codes this version does not name). Body is a view valid

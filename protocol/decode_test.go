@@ -188,6 +188,60 @@ func TestRoundTripRequests(t *testing.T) {
 	}
 }
 
+// TestRebase: a request decoded from one buffer and re-pointed at a copy
+// of the frame reads the same fields, all from the copy: the original
+// buffer can be overwritten (an event loop queues a copy of its frame for
+// a worker, with the decoding it made).
+func TestRebase(t *testing.T) {
+	kib := bytes.Repeat([]byte("k"), 1024)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{name: "select", frame: AppendRequest(nil, OpSelect, 1, []byte("lib-1.notes"), c123, nil)},
+		{name: "default phext", frame: AppendRequest(nil, OpPing, 2, nil, c123, nil)},
+		{name: "insert 1KiB", frame: AppendRequest(nil, OpInsert, 3, []byte("n"), c123, kib)},
+		{name: "max name", frame: AppendRequest(nil, OpUpdate, 4, bytes.Repeat([]byte("n"), phext.MaxNameLen), c123, []byte("x"))},
+		{name: "hello", frame: AppendHello(nil, 5, []byte("pmb-v1-001-abc"), 3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := bytes.Clone(tc.frame)
+			var d Decoder
+			var want, req Request
+			if err := d.Decode(bytes.Clone(tc.frame), &want); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Decode(orig, &req); err != nil {
+				t.Fatal(err)
+			}
+			cp := bytes.Clone(orig)
+			req.Rebase(cp)
+			for i := range orig {
+				orig[i] = 0xEE // the loop's buffer, reused
+			}
+			if req.Op != want.Op || req.Flags != want.Flags || req.ID != want.ID || req.Coord != want.Coord ||
+				!bytes.Equal(req.Name, want.Name) || !bytes.Equal(req.Payload, want.Payload) {
+				t.Fatalf("rebased %+v, want %+v", req, want)
+			}
+			for _, v := range [][]byte{req.Name, req.Payload} {
+				if len(v) > 0 && !within(v, cp) {
+					t.Fatalf("a view of %d bytes is not in the copy", len(v))
+				}
+			}
+		})
+	}
+}
+
+// within reports whether v is a subslice of b.
+func within(v, b []byte) bool {
+	for i := range b {
+		if &b[i] == &v[0] {
+			return len(b)-i >= len(v)
+		}
+	}
+	return false
+}
+
 func TestRoundTripResponses(t *testing.T) {
 	big := []byte(strings.Repeat("scroll text ", 1000))
 	random := make([]byte, 6000) // incompressible: must go out raw

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/bytebufferpool"
+
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -144,5 +146,91 @@ func TestLoopWriteRoundAllocs(t *testing.T) {
 	}
 	if len(out.B) != 16*(protocol.HeaderSize+4) {
 		t.Fatalf("replies: %d bytes", len(out.B))
+	}
+}
+
+// missEnv is a connection state of tenant alpha as HELLO leaves it, and
+// frames the fast path decodes and cannot answer: a SELECT whose scroll is
+// above maxFastReply, and a SELECT with a bad name (a decode error).
+func missEnv(tb testing.TB) (*testEnv, *connState, map[string][]byte) {
+	tb.Helper()
+	e := startEnv(tb, envOptions{durability: store.DurabilityEverySec})
+	c := e.dial("alpha")
+	big := make([]byte, maxFastReply+1)
+	for i := range big {
+		big[i] = 'a' + byte(i%26)
+	}
+	c.ok(protocol.OpUpdate, "", phext.Origin, big)
+	tn := e.srv.table.Load().byName["alpha"]
+	cs := &connState{s: e.srv, tenant: tn, mem: tn.mem}
+	cs.held.b = cs.mem
+	cs.dec = protocol.Decoder{MaxFrame: e.srv.opts.MaxFrame, Budget: cs.mem}
+	cs.loopDec = protocol.Decoder{MaxFrame: e.srv.opts.MaxFrame}
+	return e, cs, map[string][]byte{
+		"select-big": protocol.AppendRequest(nil, protocol.OpSelect, 7, nil, phext.Origin, nil),
+		"bad-name":   protocol.AppendRequest(nil, protocol.OpSelect, 8, []byte("../x"), phext.Origin, nil),
+	}
+}
+
+// missRound is what OnTraffic and the worker do for a frame the fast path
+// cannot answer: fast (decodes, misses), enqueue (copies the frame out of
+// gnet's buffer), then the worker's batch (handle) and the queue reset.
+// fastOut is the loop's reply buffer of the round (nothing is appended to
+// it on a miss).
+func missRound(tb testing.TB, s *Server, cs *connState, frame []byte, fastOut *bytebufferpool.ByteBuffer, out []byte) []byte {
+	if _, ok := s.fast(cs, frame, fastOut); ok {
+		tb.Fatal("the frame was answered on the loop")
+	}
+	cs.enqueue(frame)
+	cs.mu.Lock()
+	frames := cs.frames
+	cs.mu.Unlock()
+	out = s.handle(cs, frames[0], out)
+	cs.mu.Lock()
+	cs.frames, cs.arena = cs.frames[:0], cs.arena[:0]
+	cs.mu.Unlock()
+	cs.inflight.Add(-1)
+	cs.queuedBytes.Add(-int64(len(frame)))
+	return out
+}
+
+// BenchmarkFastMiss: a frame the fast path decodes and cannot answer, from
+// the loop's decode to the worker's reply (issue 17: such a frame was
+// decoded on both sides).
+func BenchmarkFastMiss(b *testing.B) {
+	e, cs, frames := missEnv(b)
+	for _, name := range []string{"select-big", "bad-name"} {
+		b.Run(name, func(b *testing.B) {
+			frame := frames[name]
+			out := make([]byte, 0, 64<<10)
+			fastOut := protocol.GetBuffer()
+			defer protocol.PutBuffer(fastOut)
+			out = missRound(b, e.srv, cs, frame, fastOut, out[:0])
+			b.ReportAllocs()
+			b.SetBytes(int64(len(frame)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				out = missRound(b, e.srv, cs, frame, fastOut, out[:0])
+			}
+		})
+	}
+}
+
+// TestFastMissAllocs: a frame the fast path cannot answer, from the loop's
+// decode through the queue to the worker's reply, allocates nothing once
+// the queue's buffers have grown (the loop's part: decode, the failed try,
+// the copy into the queue and re-pointing the decoding into it).
+func TestFastMissAllocs(t *testing.T) {
+	e, cs, frames := missEnv(t)
+	frame := frames["select-big"]
+	out := make([]byte, 0, 64<<10)
+	fastOut := protocol.GetBuffer()
+	defer protocol.PutBuffer(fastOut)
+	out = missRound(t, e.srv, cs, frame, fastOut, out[:0])
+	if a := testing.AllocsPerRun(200, func() { out = missRound(t, e.srv, cs, frame, fastOut, out[:0]) }); a != 0 {
+		t.Fatalf("%.1f allocs per miss, want 0", a)
+	}
+	if r := protocol.ParseHeader(out); protocol.Status(r.Op) != protocol.StatusOK || int(r.Length) != 6+maxFastReply+1 {
+		t.Fatalf("reply: %v, %d bytes", protocol.Status(r.Op), r.Length)
 	}
 }

@@ -104,6 +104,15 @@ type connState struct {
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
+	// pre is the fast path's decoding of a frame it could not answer, so
+	// that the worker does not decode the frame again (queue.go). Written
+	// on the loop (fast, then enqueue under mu, which re-points it into the
+	// queued copy) only while nothing of the connection is in flight, so
+	// no worker batch is reading it; then the worker's (decode), until its
+	// batch's replies are written. missed says fast has just filled it for
+	// the frame OnTraffic enqueues next (loop).
+	pre    decodedFrame
+	missed bool
 	// The writes answered on the loop in this OnTraffic round (loop):
 	// their records wait in round until endRound writes them; roundAt are
 	// the offsets of their replies in the round's reply buffer, roundExec

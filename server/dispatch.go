@@ -1,7 +1,8 @@
 package server
 
 // Request execution: the connection's worker (queue.go) runs each queued
-// frame here, decoding it (handle), running a run of pipelined writes as
+// frame here, decoding it unless the event loop did (handle, through
+// connState.decode), running a run of pipelined writes as
 // one group commit (handleWrites), and calling the store for every
 // operation (exec); errors become statuses through StatusOf (errors.go).
 // The event loop's own cheap answers are in fastpath.go.
@@ -65,7 +66,7 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 	ws := cs.writes[:0]
 	var req protocol.Request
 	for _, f := range frames {
-		if err := cs.dec.Decode(f, &req); err != nil {
+		if err := cs.decode(f, &req); err != nil {
 			// Kind 0 marks a frame that did not decode (writeOf never
 			// makes one): not sent to the store, answered with err.
 			ws = append(ws, store.Write{Err: err})
@@ -136,7 +137,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	if heavy {
 		defer s.heavyTurn(cs.tenant)()
 	}
-	if err := cs.dec.Decode(frame, &req); err != nil {
+	if err := cs.decode(frame, &req); err != nil {
 		status := protocol.StatusOf(err)
 		out = protocol.AppendError(out, req.ID, status, err.Error())
 		s.record(cs, req.Op, status, len(frame), 0, start)

@@ -40,7 +40,8 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 	start := time.Now()
 	var req protocol.Request
 	if err := cs.loopDec.Decode(frame, &req); err != nil {
-		return out, false // the worker answers with the error
+		cs.miss(frame, &req, err) // the worker answers with the error
+		return out, false
 	}
 	if out == nil {
 		out = protocol.GetBuffer()
@@ -52,6 +53,7 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 		b, ok := t.store.TryAppendSelect(out.B, req.Name, req.Coord, maxFastReply)
 		if !ok {
 			out.B = out.B[:pos]
+			cs.miss(frame, &req, nil)
 			return out, false
 		}
 		out.B = b
@@ -62,11 +64,23 @@ func (s *Server) fast(cs *connState, frame []byte, out *bytebufferpool.ByteBuffe
 	if cs.codec != protocol.CodecNone && body >= protocol.CompressThreshold {
 		// Compression is for workers.
 		out.B = out.B[:pos]
+		cs.miss(frame, &req, nil)
 		return out, false
 	}
 	protocol.AppendResponseHeader(out.B[:pos], req.ID, protocol.StatusOK, body)
 	t.stats.record(op, protocol.StatusOK, len(frame), len(out.B)-pos, time.Since(start))
 	return out, true
+}
+
+// miss records what fast decoded of a frame it leaves to the worker (req,
+// or the decode error err): OnTraffic enqueues that frame next, and the
+// decoding goes with it (cs.pre), so the frame is decoded once. The fast
+// path decodes only uncompressed frames, which the loop's decoder and the
+// worker's decode alike (same MaxFrame; the codec and budget are for
+// compressed bodies only).
+func (cs *connState) miss(frame []byte, req *protocol.Request, err error) {
+	cs.pre = decodedFrame{frame: frame, req: *req, err: err}
+	cs.missed = true
 }
 
 // fastWrite answers an INSERT, UPDATE or DELETE on the event loop when the
@@ -102,11 +116,13 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 	start := time.Now()
 	var req protocol.Request
 	if err := cs.loopDec.Decode(frame, &req); err != nil {
+		cs.miss(frame, &req, err)
 		return out, false
 	}
 	w := writeOf(&req)
 	ok, logged := t.store.TryApply(&cs.round, &w)
 	if !ok {
+		cs.miss(frame, &req, nil)
 		return out, false
 	}
 	s.stats.loopWrites.Add(1)

@@ -1,8 +1,10 @@
 package server
 
 // The loop↔worker queue of a connection. The event loop appends whole
-// frames (enqueue, enqueueOwned, enqueueBusy) and starts the worker (kick);
-// the worker takes them in batches (work), runs them (dispatch.go) and
+// frames (enqueue, enqueueOwned, enqueueBusy), with its decoding of a
+// frame the fast path left to the worker (decode takes it: a frame is
+// decoded once), and starts the worker (kick); the worker takes them in
+// batches (work), runs them (dispatch.go) and
 // hands the replies back to the loop with one AsyncWrite per batch (send),
 // whose callback lowers the in-flight count (written) and resumes a
 // connection paused at its limit (overQueue). See LOCKS.md for who owns
@@ -26,16 +28,52 @@ func (cs *connState) overQueue() bool {
 		cs.queuedBytes.Load() >= int64(cs.s.opts.queueBytes())
 }
 
+// decodedFrame is a frame and what Decode made of it: req, whose views
+// point into frame, or the decode error err.
+type decodedFrame struct {
+	frame []byte
+	req   protocol.Request
+	err   error
+}
+
 // enqueue copies one whole small frame (≤ bigFrame) into the worker
-// queue's arena (the peeked bytes are only valid until Discard).
+// queue's arena (the peeked bytes are only valid until Discard). When the
+// fast path has just decoded this frame and left it to the worker
+// (cs.missed), its decoding is re-pointed into the copy and goes with it
+// (cs.pre, taken by decode).
 func (cs *connState) enqueue(frame []byte) {
 	cs.inflight.Add(1)
 	cs.queuedBytes.Add(int64(len(frame)))
 	cs.mu.Lock()
 	start := len(cs.arena)
 	cs.arena = append(cs.arena, frame...)
-	cs.frames = append(cs.frames, cs.arena[start:len(cs.arena):len(cs.arena)])
+	cp := cs.arena[start:len(cs.arena):len(cs.arena)]
+	cs.frames = append(cs.frames, cp)
+	if cs.missed {
+		cs.missed = false
+		if p := &cs.pre; len(p.frame) == len(frame) && &p.frame[0] == &frame[0] {
+			if p.err == nil {
+				p.req.Rebase(cp)
+			}
+			p.frame = cp
+		} else {
+			*p = decodedFrame{} // not this frame's: the worker decodes it
+		}
+	}
 	cs.mu.Unlock()
+}
+
+// decode decodes the queued frame f into req for the worker, or takes the
+// decoding the event loop made of it already (cs.pre, see enqueue): each
+// frame is decoded once.
+func (cs *connState) decode(f []byte, req *protocol.Request) error {
+	if p := &cs.pre; p.frame != nil && len(f) == len(p.frame) && &f[0] == &p.frame[0] {
+		*req = p.req
+		err := p.err
+		*p = decodedFrame{}
+		return err
+	}
+	return cs.dec.Decode(f, req)
 }
 
 // enqueueOwned queues a large frame received into its own buffer (cs.big),
@@ -182,6 +220,12 @@ func (s *Server) work(cs *connState) {
 			}
 		}
 
+		if cs.pre.frame != nil {
+			// Its frame was not run (the connection went): the decoding
+			// must not outlive the batch. The loop writes pre again only
+			// once the batch's replies are written (inflight 0).
+			cs.pre = decodedFrame{}
+		}
 		cs.mu.Lock()
 		cs.spareFrames = frames[:0]
 		if cap(arena) <= maxSpare {
