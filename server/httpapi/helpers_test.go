@@ -2,16 +2,13 @@ package httpapi
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/internal/sqtest"
+	"github.com/phext/sq/internal/testenv"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -23,11 +20,13 @@ import (
 // a temp dir; the binary side is the Go client.
 
 // testMetricsToken is the metrics_token of every test env's config.
-const testMetricsToken = "metrics-token-for-tests"
+const testMetricsToken = testenv.MetricsToken
 
-// testEnv is a server over a store in a temp dir.
+// testEnv is a server over a store in a temp dir (a testenv.Env, whose
+// fields it names as the tests use them).
 type testEnv struct {
 	t       testing.TB
+	env     *testenv.Env
 	dir     string
 	cfgPath string
 	cfg     *config.Config
@@ -47,52 +46,30 @@ type envOptions struct {
 
 func startEnv(t testing.TB, eo envOptions) *testEnv {
 	t.Helper()
-	if len(eo.tenants) == 0 {
-		eo.tenants = []string{"alpha", "beta"}
-	}
-	e := &testEnv{t: t, dir: t.TempDir(), tokens: map[string]string{}}
-	e.cfg = &config.Config{Tenants: map[string]config.TenantEntry{}, MetricsToken: testMetricsToken}
-	for i, name := range eo.tenants {
-		tok, err := config.GenerateToken(i + 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.tokens[name] = tok
-		e.cfg.Tenants[tok] = config.TenantEntry{Name: name, DataDir: filepath.Join(e.dir, name)}
-	}
-	e.cfgPath = filepath.Join(e.dir, "tenants.json")
-	if err := config.WriteFile(e.cfgPath, e.cfg); err != nil {
-		t.Fatal(err)
-	}
 	dur := eo.durability
-	if dur == store.DurabilityDefault {
-		dur = store.DurabilityAlways
-		if eo.noEngine {
-			dur = store.DurabilityNo
-		}
+	if dur == store.DurabilityDefault && eo.noEngine {
+		dur = store.DurabilityNo
 	}
-	db, err := store.Open(&store.Options{Durability: dur, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.store = db
+	env := testenv.Open(t, testenv.Options{Tenants: eo.tenants, Durability: dur})
+	e := &testEnv{t: t, env: env, dir: env.Dir, cfgPath: env.CfgPath, cfg: env.Cfg, store: env.Store, tokens: env.Tokens}
 	o := eo.opts
 	if o.Logger == nil {
 		o.Logger = quietLogger()
 	}
-	o.LoadConfig = func() (*config.Config, error) { return config.Load(e.cfgPath) }
+	o.LoadConfig = env.LoadConfig
 	var srv *server.Server
+	var err error
 	if eo.noEngine {
-		srv, err = server.New(db, e.cfg, &o)
+		srv, err = server.New(env.Store, env.Cfg, &o)
 	} else {
 		o.Listen = "127.0.0.1:0"
 		if o.EventLoops == 0 {
 			o.EventLoops = 2
 		}
-		srv, err = server.Start(db, e.cfg, &o)
+		srv, err = server.Start(env.Store, env.Cfg, &o)
 	}
 	if err != nil {
-		db.Close()
+		env.Store.Close()
 		t.Fatal(err)
 	}
 	e.srv = srv
@@ -104,14 +81,7 @@ func (e *testEnv) stop() {
 	if e.srv == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.srv.Shutdown(ctx); err != nil {
-		e.t.Errorf("shutdown: %v", err)
-	}
-	if err := e.store.Close(); err != nil {
-		e.t.Errorf("store close: %v", err)
-	}
+	e.env.Stop(e.t, e.srv)
 	e.srv = nil
 }
 
@@ -126,12 +96,7 @@ func (e *testEnv) drain() {
 	}
 }
 
-func quietLogger() *slog.Logger {
-	if os.Getenv("SQ_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+var quietLogger = testenv.QuietLogger
 
 // binConn is a binary-protocol connection of one tenant (the Go client).
 type binConn struct {
@@ -171,26 +136,7 @@ func (b *binConn) expectClosed(within time.Duration) {
 	sqtest.CheckFor(b.t, within, "the server closing the connection", b.c.Broken)
 }
 
-func mustCoord(t testing.TB, s string) phext.Coordinate {
-	t.Helper()
-	c, err := phext.ParseCoordinate(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+var mustCoord = testenv.MustCoord
 
 // reopenStore opens alpha's data dir in a fresh store after e stopped.
-func reopenStore(t testing.TB, e *testEnv) *store.Tenant {
-	t.Helper()
-	db, err := store.Open(&store.Options{Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	tn, err := db.AddTenant(store.TenantConfig{Name: "alpha", DataDir: filepath.Join(e.dir, "alpha")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tn
-}
+func reopenStore(t testing.TB, e *testEnv) *store.Tenant { return e.env.ReopenTenant(t, "alpha") }
