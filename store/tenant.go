@@ -316,6 +316,12 @@ func (t *Tenant) reader(name []byte) (*pfile, error) {
 	if !phext.ValidName(name) {
 		return nil, ErrBadName
 	}
+	return t.readerOf(name)
+}
+
+// readerOf is reader for a name the caller has checked already (a method
+// that must report a bad name before its other checks).
+func (t *Tenant) readerOf(name []byte) (*pfile, error) {
 	for {
 		p, err := t.get(name)
 		if err != nil {
@@ -339,7 +345,7 @@ func (t *Tenant) AppendSelect(dst, name []byte, c phext.Coordinate) ([]byte, err
 	if !c.Valid() {
 		return dst, ErrBadCoord
 	}
-	p, err := t.reader(name)
+	p, err := t.readerOf(name)
 	if err != nil {
 		return dst, err
 	}
@@ -458,7 +464,7 @@ func (t *Tenant) AppendDeltaLimit(dst, name, request []byte, l Limit) ([]byte, e
 		return dst, err
 	}
 	r := phext.ParseDeltaRequest(request)
-	p, err := t.reader(name)
+	p, err := t.readerOf(name)
 	if err != nil {
 		return dst, err
 	}
