@@ -96,8 +96,19 @@ func (b *memBudget) tryReserve(n int64) bool {
 	}
 }
 
-// release returns n reserved bytes (to the parent too).
+// release returns n reserved bytes (to the parent too), which the Go GC
+// has yet to collect (see freed).
 func (b *memBudget) release(n int64) {
+	b.releaseAs(n, true)
+}
+
+// releaseUnmapped returns n reserved bytes whose memory went back to the
+// system already (a mapped frame buffer, framebuf.go): no garbage.
+func (b *memBudget) releaseUnmapped(n int64) {
+	b.releaseAs(n, false)
+}
+
+func (b *memBudget) releaseAs(n int64, garbage bool) {
 	if n > 0 && b.limit >= 0 {
 		b.used.Add(-n)
 		root := b
@@ -105,7 +116,9 @@ func (b *memBudget) release(n int64) {
 			b.parent.used.Add(-n)
 			root = b.parent
 		}
-		root.freed(n)
+		if garbage {
+			root.freed(n)
+		}
 	}
 }
 
@@ -126,11 +139,10 @@ func (b *memBudget) release(n int64) {
 //
 // A collection also runs once half a max frame of them is garbage,
 // however full the budget: until it does, every new large buffer is fresh
-// memory whose pages the kernel faults in one by one as make zeroes them
-// (~1 GB/s here: ~50 ms for a 60 MiB frame, on the event loop that
-// receives it, stalling every connection of that loop; 0.68 s of 3.6 s
-// server CPU under row M2's DELTAs). Collected, the next frame reuses the
-// freed, still resident pages.
+// memory whose pages the kernel faults in one by one. Frames of a MiB
+// and more no longer come from the heap (framebuf.go: mapped, unmapped
+// once answered, released with releaseUnmapped, never garbage); decoded
+// bodies and replies still do.
 //
 // Until the collection that took them has run, dropped bytes count
 // against the server budget (tryReserve): the collection runs in the
@@ -228,10 +240,16 @@ type MemoryStats struct {
 	// because client buffers dropped since the last one, plus those still
 	// reserved, reached the limit (see freed).
 	Collections uint64
+	// FramesMapped counts the large frames received into mapped memory
+	// (framebuf.go); FrameBytesMapped is the memory of those not yet
+	// unmapped.
+	FramesMapped     uint64
+	FrameBytesMapped int64
 }
 
 // Memory returns the client memory budget's counters.
 func (s *Server) Memory() MemoryStats {
 	return MemoryStats{Used: s.mem.used.Load(), Peak: s.mem.peak.Load(), Limit: s.mem.limit,
-		Refused: s.mem.refused.Load(), InboundPeak: s.stats.inboundPeak.Load(), Collections: s.mem.gcs.Load()}
+		Refused: s.mem.refused.Load(), InboundPeak: s.stats.inboundPeak.Load(), Collections: s.mem.gcs.Load(),
+		FramesMapped: s.stats.framesMapped.Load(), FrameBytesMapped: s.stats.frameBytesMapped.Load()}
 }

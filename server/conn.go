@@ -217,7 +217,15 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	if !cs.closing.Swap(true) {
 		s.stats.closed[closeClient].Add(1)
 	}
-	cs.mem.release(cs.arriving) // a frame that never fully arrived
+	if cs.big != nil {
+		// A frame that never fully arrived: unmapping the pages it
+		// touched is work in proportion to them, so it is not done here
+		// on the loop.
+		big, reserved := cs.big, cs.arriving
+		go cs.releaseBig(big, reserved)
+	} else {
+		cs.mem.release(cs.arriving)
+	}
 	cs.arriving, cs.big = 0, nil
 	cs.mem.release(cs.bufCharged)
 	cs.bufCharged = 0
@@ -329,7 +337,15 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if c.InboundBuffered() < protocol.HeaderSize {
 				break
 			}
-			if !cs.mem.tryReserve(bigFrameCost(size)) {
+			var big []byte
+			ok := cs.mem.tryReserve(bigFrameCost(size))
+			if ok {
+				// Never a make of the whole frame here (framebuf.go).
+				if big, ok = s.newFrameBuf(size); !ok {
+					cs.mem.release(bigFrameCost(size))
+				}
+			}
+			if !ok {
 				b, _ := c.Peek(protocol.HeaderSize)
 				cs.enqueueBusy(b)
 				queued = true
@@ -340,7 +356,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			cs.arrivingA.Store(cs.arriving)
 			cs.bigGot.Store(0)
 			cs.partialSince.Store(now) // FrameTimeout and slowFrames time it from its header
-			cs.big = make([]byte, 0, size)
+			cs.big = big
 			continue
 		}
 		if c.InboundBuffered() < size {

@@ -131,6 +131,10 @@ type serverStats struct {
 	// at the end of an OnTraffic (noteInbound): bounded by the read buffer
 	// while frames are drained, since a large frame is moved out of it.
 	inboundPeak atomic.Int64
+	// framesMapped counts large frames received into mapped memory,
+	// frameBytesMapped the bytes of those not unmapped yet (framebuf.go).
+	framesMapped     atomic.Uint64
+	frameBytesMapped atomic.Int64
 	// The change feed (watch.go): subscriptions now, events queued to
 	// watchers, subscriptions ended for a slow watcher, resyncs at WATCH,
 	// resumes served from the commit log.

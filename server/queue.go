@@ -103,11 +103,22 @@ func busyStub(f []byte) bool {
 	return len(f) == protocol.HeaderSize && f[5] == 0xFF && binary.BigEndian.Uint32(f) == 0
 }
 
-// releaseFrame returns what a large frame reserved at its header; called
-// once the frame is answered or dropped.
+// releaseFrame frees a large frame's buffer (framebuf.go) and returns what
+// it reserved at its header; called once the frame is answered or
+// dropped, after which nothing may use f.
 func (cs *connState) releaseFrame(f []byte) {
 	if len(f) > bigFrame {
-		cs.mem.release(bigFrameCost(len(f)))
+		cs.releaseBig(f, bigFrameCost(len(f)))
+	}
+}
+
+// releaseBig frees the buffer b of a large frame and returns reserved,
+// what it held in the budget.
+func (cs *connState) releaseBig(b []byte, reserved int64) {
+	if cs.s.freeFrameBuf(b) {
+		cs.mem.releaseUnmapped(reserved)
+	} else {
+		cs.mem.release(reserved)
 	}
 }
 

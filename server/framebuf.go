@@ -1,0 +1,65 @@
+package server
+
+// Large frames are received into a buffer of their own (conn.go), sized
+// at the frame's header and reserved in the memory budget first. For a
+// frame of mappedFrame bytes or more that buffer is anonymous memory
+// mapped for it alone (framebuf_linux.go) instead of a make on the Go
+// heap, and unmapped once the frame is answered (issue 13, a good
+// tenant's latency under attack):
+//
+//   - a make of a large []byte zeroes it before returning, in one step on
+//     the event loop that read the header: the execution trace of row M2
+//     (4 connections × 60 MiB DELTAs) showed 50–55 ms inside
+//     mallocgcLarge's memclr for one frame (its pages had been returned
+//     to the OS by the scavenger and were faulted back in by the clear;
+//     ~6 ms when they were resident), and every connection of that loop
+//     waited for it;
+//   - a mapping costs one mmap call (no page is touched); its pages are
+//     faulted in, zeroed by the kernel, as the frame's bytes are copied
+//     into them, 64 KiB per read (gnet's read buffer), so the cost is
+//     spread over the reads that deliver the frame;
+//   - munmap gives the pages back at once: a mapped frame is never heap
+//     garbage, so it neither waits for a collection nor counts as
+//     uncollected garbage in the budget (budget.go, freed), and the
+//     collections the budget starts (each with its stop-the-world
+//     pauses) are no longer driven by large frames.
+//
+// The one rule a mapped frame adds: nothing may use a slice into it after
+// it is released (releaseFrame). Every request path already copies what
+// it keeps (the store clones texts and documents, the change feed copies
+// event texts, replies are appended into their own buffers), which the
+// frames packed into a connection's reused arena depend on too.
+
+// mappedFrame is the size from which a large frame is received into
+// mapped memory; below it a make zeroes at most 1 MiB (≤ ~1 ms even on
+// pages faulted in by the clear).
+const mappedFrame = 1 << 20
+
+// newFrameBuf returns the buffer (length 0, capacity size) a large frame
+// of size bytes is received into. ok is false when memory could not be
+// mapped; the caller answers BUSY.
+func (s *Server) newFrameBuf(size int) (b []byte, ok bool) {
+	if size < mappedFrame {
+		return make([]byte, 0, size), true
+	}
+	b, err := mapFrame(size)
+	if err != nil {
+		s.log.Warn("cannot map memory for a large frame", "bytes", size, "err", err)
+		return nil, false
+	}
+	s.stats.framesMapped.Add(1)
+	s.stats.frameBytesMapped.Add(int64(size))
+	return b[:0], true
+}
+
+// freeFrameBuf gives back a buffer newFrameBuf returned (any length; its
+// capacity says how it was made) and reports whether its memory went back
+// to the system at once (unmapped) rather than to the Go GC. The caller
+// must hold no other slice into b.
+func (s *Server) freeFrameBuf(b []byte) (unmapped bool) {
+	if cap(b) < mappedFrame {
+		return false
+	}
+	s.stats.frameBytesMapped.Add(-int64(cap(b)))
+	return unmapFrame(b[:cap(b)])
+}
