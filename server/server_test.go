@@ -860,3 +860,76 @@ func (f *logWriteFile) Write(p []byte) (int, error) {
 	f.fs.writes.Add(1)
 	return f.File.Write(p)
 }
+
+// TestFastMissesUnderLoad: connections pipeline requests the event loop
+// decodes and then leaves to the worker (a SELECT above maxFastReply, a
+// SELECT with a bad name, the first UPDATE of each new phext) beside
+// requests it answers itself, so the loop's decodings are handed to the
+// workers while loops and workers run (under -race: connState.pre's
+// hand-off). The first request of each round is the one the loop decodes
+// (nothing is in flight then), and each kind takes its turn first. Every
+// reply comes in order with the status and text its request asks for.
+func TestFastMissesUnderLoad(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityNo})
+	big := bytes.Repeat([]byte("b"), maxFastReply+1)
+	e.dial("alpha").ok(protocol.OpUpdate, "", phext.Origin, big)
+	type want struct {
+		status protocol.Status
+		body   string
+	}
+	type req struct {
+		op         protocol.Op
+		name, text []byte
+		want       want
+	}
+	const conns, rounds = 4, 150
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for k := 0; k < conns; k++ {
+		c := e.dial("alpha")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			id := uint32(0)
+			for i := 0; i < rounds; i++ {
+				name := []byte(fmt.Sprintf("c%d-p%d", k, i/10))
+				text := []byte(fmt.Sprintf("%d/%d", k, i))
+				reqs := []req{
+					{op: protocol.OpSelect, want: want{status: protocol.StatusOK, body: string(big)}},
+					{op: protocol.OpUpdate, name: name, text: text, want: want{status: protocol.StatusOK, body: string(binary.BigEndian.AppendUint32(nil, uint32(len(text))))}},
+					{op: protocol.OpSelect, name: []byte("../x"), want: want{status: protocol.StatusBadName}},
+				}
+				n := i % len(reqs)
+				reqs = append(reqs[n:], reqs[:n]...)
+				reqs = append(reqs, req{op: protocol.OpSelect, name: name, want: want{status: protocol.StatusOK, body: string(text)}})
+				buf = buf[:0]
+				for j, q := range reqs {
+					buf = protocol.AppendRequest(buf, q.op, id+uint32(j), q.name, phext.Origin, q.text)
+				}
+				if _, err := c.nc.Write(buf); err != nil {
+					errs <- err
+					return
+				}
+				for _, q := range reqs {
+					r, err := c.read()
+					if err != nil {
+						errs <- err
+						return
+					}
+					w := q.want
+					if r.ID != id || r.Status != w.status || (w.status == protocol.StatusOK && string(r.Body) != w.body) {
+						errs <- fmt.Errorf("conn %d reply %d: id %d %v %.40q, want %v %.40q", k, id, r.ID, r.Status, r.Body, w.status, w.body)
+						return
+					}
+					id++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
