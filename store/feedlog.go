@@ -36,12 +36,17 @@ const readBackRetries = 3
 // commit log, with the content Publish gives them (a put as a put, also
 // when it was a compact), and the position cut up to which the list is
 // complete: every change of the phext with a position in (from, cut] is
-// in it. maxBytes bounds the phext's log records it keeps in memory.
+// in it. maxBytes bounds the phext's log records it keeps in memory. A
+// name that breaks the name rule is ErrBadName, before any file is
+// touched, as for every other method that takes a name.
 //
 // ErrNotInLog when that cannot be vouched for (see its doc). One call
 // reads the log files at a time (others get ErrNotInLog): call it from a
 // goroutine that may wait for I/O, never from an event loop.
 func (t *Tenant) ReadChanges(name string, from uint64, maxBytes int64) ([]Change, uint64, error) {
+	if !phext.ValidName([]byte(name)) {
+		return nil, 0, ErrBadName
+	}
 	l := t.s.wlog
 	if !l.readBack.TryLock() {
 		return nil, 0, ErrNotInLog
