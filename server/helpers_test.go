@@ -1,13 +1,13 @@
 package server
 
 import (
-	"errors"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/internal/testenv"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
@@ -166,22 +166,12 @@ func (c *rawConn) ok(op protocol.Op, name string, coord phext.Coordinate, payloa
 }
 
 // expectClosed requires the server to close the connection (EOF or reset)
-// within the deadline, after any replies it sends first.
+// within the deadline, after any replies it sends first (read past rc's
+// buffer: only the close matters).
 func (c *rawConn) expectClosed(within time.Duration) {
 	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(within))
-	// Bytes read here bypass rc's buffer: only the close matters.
-	buf := make([]byte, 4096)
-	for {
-		_, err := c.nc.Read(buf)
-		if err == nil {
-			continue
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			c.t.Fatalf("connection still open after %v", within)
-		}
-		return
+	if !sqtest.ClosedWithin(c.nc, within) {
+		c.t.Fatalf("connection still open after %v", within)
 	}
 }
 

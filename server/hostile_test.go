@@ -14,7 +14,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -272,19 +272,7 @@ func (c *pconn) must(t testing.TB, want protocol.Status, op protocol.Op, name st
 }
 
 // closedWithin reports whether the server closes c within d.
-func (c *pconn) closedWithin(d time.Duration) bool {
-	c.nc.SetReadDeadline(time.Now().Add(d))
-	// Bytes read here bypass rc's buffer: only the close matters.
-	buf := make([]byte, 4096)
-	for {
-		_, err := c.nc.Read(buf)
-		if err == nil {
-			continue
-		}
-		var ne net.Error
-		return !(errors.As(err, &ne) && ne.Timeout())
-	}
-}
+func (c *pconn) closedWithin(d time.Duration) bool { return sqtest.ClosedWithin(c.nc, d) }
 
 func c9(parts ...uint16) phext.Coordinate {
 	c := phext.Origin

@@ -5,6 +5,8 @@ package sqtest
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -65,4 +67,20 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// ClosedWithin reports whether the peer closes nc (EOF or reset) within d,
+// reading and dropping whatever it sends first (replies before the close
+// do not matter). It sets nc's read deadline.
+func ClosedWithin(nc net.Conn, d time.Duration) bool {
+	nc.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 4096)
+	for {
+		_, err := nc.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		return !(errors.As(err, &ne) && ne.Timeout())
+	}
 }

@@ -3,6 +3,7 @@ package sqtest
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -51,5 +52,23 @@ func TestCheckForFailsAfterTheDeadline(t *testing.T) {
 	})
 	if r.failed != "still broken" {
 		t.Fatalf("CheckForErr failed with %q, want the last error", r.failed)
+	}
+}
+
+// TestClosedWithin: a peer that answers and then closes is closed; one
+// that stays open is not, once the deadline passed.
+func TestClosedWithin(t *testing.T) {
+	a, b := net.Pipe()
+	go func() {
+		b.Write([]byte("a reply first"))
+		b.Close()
+	}()
+	if !ClosedWithin(a, 5*time.Second) {
+		t.Fatal("a closed peer reported open")
+	}
+	c, d := net.Pipe()
+	defer d.Close()
+	if ClosedWithin(c, 50*time.Millisecond) {
+		t.Fatal("an open peer reported closed")
 	}
 }
