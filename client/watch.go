@@ -240,8 +240,9 @@ func safeSend(ch chan Event, ev Event) {
 // connection it dials again (backing off from 50 ms to 5 s) and resumes
 // from the last position it delivered, so the caller gets exactly the
 // changes it missed (from the server's memory of recent changes, or its
-// commit log), or one resync event (Reason "gap") when the server no
-// longer holds them (after a server restart, or a long outage). A watcher
+// commit log and the log files it keeps for the feed, also across a server
+// restart), or one resync event (Reason "gap") when the server no longer
+// holds them (a long outage: older than sq host --log-keep). A watcher
 // that falls behind gets a resync (Reason "slow") and is subscribed again
 // from that position. After any resync, read the phext again (Delta or
 // Get) before applying further events.

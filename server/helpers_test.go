@@ -25,6 +25,7 @@ type testEnv struct {
 	store   *store.Store
 	srv     *Server
 	tokens  map[string]string // tenant name → token
+	opts    Options           // the server's, for restart
 }
 
 type envOptions struct {
@@ -32,11 +33,12 @@ type envOptions struct {
 	opts       Options
 	durability store.Durability
 	fs         store.FS // the store's file system (nil: the OS)
+	logKeep    int64    // testenv.Options.LogKeep: a commit log restart reopens
 }
 
 func startEnv(t testing.TB, eo envOptions) *testEnv {
 	t.Helper()
-	env := testenv.Open(t, testenv.Options{Tenants: eo.tenants, Durability: eo.durability, FS: eo.fs})
+	env := testenv.Open(t, testenv.Options{Tenants: eo.tenants, Durability: eo.durability, FS: eo.fs, LogKeep: eo.logKeep})
 	e := &testEnv{t: t, env: env, dir: env.Dir, cfgPath: env.CfgPath, cfg: env.Cfg, store: env.Store, tokens: env.Tokens}
 	o := eo.opts
 	o.Listen = "127.0.0.1:0"
@@ -47,6 +49,7 @@ func startEnv(t testing.TB, eo envOptions) *testEnv {
 		o.Logger = quietLogger()
 	}
 	o.LoadConfig = env.LoadConfig
+	e.opts = o
 	srv, err := Start(env.Store, env.Cfg, &o)
 	if err != nil {
 		env.Store.Close()
@@ -63,6 +66,23 @@ func (e *testEnv) stop() {
 	}
 	e.env.Stop(e.t, e.srv)
 	e.srv = nil
+}
+
+// restart stops the server and closes the store cleanly, then opens both
+// again on the same dirs (envOptions.logKeep: the same commit log) with
+// the store's LogKeepBytes set to logKeep.
+func (e *testEnv) restart(logKeep int64) {
+	e.t.Helper()
+	e.stop()
+	e.env.ReopenStore(e.t, logKeep)
+	e.store = e.env.Store
+	o := e.opts
+	srv, err := Start(e.store, e.cfg, &o)
+	if err != nil {
+		e.store.Close()
+		e.t.Fatal(err)
+	}
+	e.srv = srv
 }
 
 var quietLogger = testenv.QuietLogger

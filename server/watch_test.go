@@ -700,3 +700,70 @@ func TestWatchLogResumeWhileWriting(t *testing.T) {
 		t.Fatalf("no resume was served from the log (%d exact, %d log resumes)", exact, e.srv.stats.watchLogResumes.Load())
 	}
 }
+
+// TestWatchResumeAcrossRestart: a watcher that resumes after a clean
+// restart from the last position it saw gets exactly the changes it
+// missed, before and after the restart, in order, then live ones (the
+// store's feed history keeps the generations the restart retired); when
+// the history no longer holds them, one resync event and then live ones.
+func TestWatchResumeAcrossRestart(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec, logKeep: store.DefaultLogKeep})
+	wr := e.dial("alpha")
+	w := e.watcher("alpha")
+	w.watch("", "", 1, protocol.WatchText, 0)
+	wr.ok(protocol.OpInsert, "", phext.Origin, []byte("a"))
+	last := w.next().Pos
+	w.nc.Close()
+	text := "a"
+	var want []string
+	for i := 0; i < 5; i++ {
+		c := []byte{'b' + byte(i)}
+		wr.ok(protocol.OpInsert, "", phext.Origin, c)
+		text += string(c)
+		want = append(want, text)
+	}
+	wr.nc.Close()
+	e.restart(store.DefaultLogKeep)
+	wr = e.dial("alpha")
+	for i := 0; i < 2; i++ {
+		c := []byte{'x' + byte(i)}
+		wr.ok(protocol.OpInsert, "", phext.Origin, c)
+		text += string(c)
+		want = append(want, text)
+	}
+	w = e.watcher("alpha")
+	now := w.watch("", "", 2, protocol.WatchText|protocol.WatchFrom, last)
+	for i, txt := range want {
+		ev := w.next()
+		if ev.Kind != protocol.EventChange || ev.Op != protocol.ChangeInsert || ev.Pos <= last || ev.Pos > now || ev.text != txt {
+			t.Fatalf("resumed event %d: %+v %q (last %d, now %d), want %q", i, ev.Event, ev.text, last, now, txt)
+		}
+		last = ev.Pos
+	}
+	wr.ok(protocol.OpInsert, "", phext.Origin, []byte("!"))
+	if ev := w.next(); ev.Kind != protocol.EventChange || ev.Pos <= now || ev.text != text+"!" {
+		t.Fatalf("live after the resume: %+v %q", ev.Event, ev.text)
+	}
+	if r := w.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w.events) != 0 {
+		t.Fatalf("duplicates after resume: %+v", w.events)
+	}
+	seen := last
+	w.nc.Close()
+	wr.nc.Close()
+
+	// Restarted without a history: the changes before it are gone.
+	e.restart(-1)
+	w = e.watcher("alpha")
+	now = w.watch("", "", 3, protocol.WatchText|protocol.WatchFrom, seen)
+	if ev := w.next(); ev.Kind != protocol.EventResync || ev.Reason != protocol.ResyncGap || ev.Ended || ev.Pos != now {
+		t.Fatalf("want one resync (gap) at %d, got %+v", now, ev.Event)
+	}
+	wr = e.dial("alpha")
+	wr.ok(protocol.OpInsert, "", phext.Origin, []byte("?"))
+	if ev := w.next(); ev.Kind != protocol.EventChange || ev.Pos <= now || ev.text != text+"!?" {
+		t.Fatalf("live after the resync: %+v %q", ev.Event, ev.text)
+	}
+	if r := w.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w.events) != 0 {
+		t.Fatalf("more than one resync: %+v", w.events)
+	}
+}

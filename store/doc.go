@@ -98,7 +98,7 @@
 //	pfile.fmu → commitLog.mu
 //	(an event loop's LoopRound: the log's write side → pfile.fmu → pfile.mu
 //	→ pfile.qmu, Store.dmu → commitLog.mu; every one only tried)
-//	commitLog.readBack → pfile.fmu → pfile.mu (Tenant.ReadChanges)
+//	commitLog.readBack → pfile.cmu → pfile.fmu → pfile.mu (Tenant.ReadChanges)
 //
 // Store.lmu, Store.dmu, Store.umu and commitLog.mu are leaves (commitLog.mu
 // is taken under fmu only to queue records, never across I/O). Tenant.mu is
@@ -131,8 +131,9 @@
 //     wait for each other.
 //   - commitLog.readBack lets one Tenant.ReadChanges read the log files at
 //     a time (others do not wait: ErrNotInLog); it reads them holding no
-//     other lock, then holds the phext's fmu and mu (shared) for memory
-//     work only, to compare what it read with the state.
+//     other lock, then holds the phext's cmu (waiting for a running
+//     checkpoint: the snapshot identity settled), fmu and mu (shared) for
+//     memory work only, to compare what it read with the state.
 //   - pfile.fmu serializes one phext's log commits and applies (so its
 //     records reach the log in LSN order) and guards its log bookkeeping.
 //     It is held across the group commit's write() (and fsync in mode

@@ -39,6 +39,42 @@ func watchedTenant(t *testing.T) (*testDB, *Tenant, *recFeed, uint64) {
 	return db, db.ten, f, db.ten.Position()
 }
 
+// of returns the changes of phext name published to f (an empty text as
+// nil, as ReadChanges gives it).
+func (f *recFeed) of(name string) []Change {
+	var out []Change
+	for _, c := range f.all() {
+		if c.Phext == name {
+			if len(c.Text) == 0 {
+				c.Text = nil
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// checkReadChanges checks that ReadChanges of phext name from position
+// from gives exactly want, complete up to the position now.
+func checkReadChanges(t *testing.T, ten *Tenant, name string, from uint64, want []Change) {
+	t.Helper()
+	got, cut, err := ten.ReadChanges(name, from, 1<<20)
+	if err != nil {
+		t.Fatalf("ReadChanges from %d: %v", from, err)
+	}
+	if cut < ten.Position() {
+		t.Errorf("cut %d below the position now %d", cut, ten.Position())
+	}
+	if len(got) != len(want) {
+		t.Fatalf("from %d: %d changes, want %d:\n got %+v\nwant %+v", from, len(got), len(want), got, want)
+	}
+	for i := range want {
+		if fmt.Sprintf("%+v", got[i]) != fmt.Sprintf("%+v", want[i]) {
+			t.Errorf("from %d, change %d:\n got %+v (%q)\nwant %+v (%q)", from, i, got[i], got[i].Text, want[i], want[i].Text)
+		}
+	}
+}
+
 // mustWrite returns a check for a write's result.
 func mustWrite(t *testing.T) func(int, error) {
 	return func(_ int, err error) {
@@ -256,35 +292,10 @@ func TestReadChanges(t *testing.T) {
 	ten.WriteMany([]Write{{Kind: WriteInsert, Name: name, Coord: coord(4), Text: []byte("m1")},
 		{Kind: WriteInsert, Name: name, Coord: coord(4), Text: []byte("m2")}})
 
-	published := func() []Change {
-		var out []Change
-		for _, c := range f.all() {
-			if c.Phext == "n" {
-				if len(c.Text) == 0 {
-					c.Text = nil
-				}
-				out = append(out, c)
-			}
-		}
-		return out
-	}
+	published := func() []Change { return f.of("n") }
 	check := func(from uint64, want []Change) {
 		t.Helper()
-		got, cut, err := ten.ReadChanges("n", from, 1<<20)
-		if err != nil {
-			t.Fatalf("ReadChanges from %d: %v", from, err)
-		}
-		if cut < ten.Position() {
-			t.Errorf("cut %d below the position now %d", cut, ten.Position())
-		}
-		if len(got) != len(want) {
-			t.Fatalf("from %d: %d changes, want %d:\n got %+v\nwant %+v", from, len(got), len(want), got, want)
-		}
-		for i := range want {
-			if fmt.Sprintf("%+v", got[i]) != fmt.Sprintf("%+v", want[i]) {
-				t.Errorf("from %d, change %d:\n got %+v (%q)\nwant %+v (%q)", from, i, got[i], got[i].Text, want[i], want[i].Text)
-			}
-		}
+		checkReadChanges(t, ten, "n", from, want)
 	}
 	all := published()
 	if len(all) != 11 {

@@ -70,19 +70,18 @@ func (t *Tenant) ReadChanges(name string, from uint64, maxBytes int64) ([]Change
 func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64) (_ []Change, cut uint64, retry bool, err error) {
 	l := t.s.wlog
 	faults := l.faults.Load()
-	recs, err := t.s.logRecordsOf(t.dir, name, from, maxBytes)
+	recs, last, err := t.s.logRecordsOf(t.dir, name, from, maxBytes)
 	if err != nil {
 		return nil, 0, false, err
-	}
-	var last uint64
-	for i := range recs {
-		if recs[i].kind != opCkpt {
-			last = recs[i].lsn
-		}
 	}
 	d := newDeriver(recs)
 	if err := d.forward(); err != nil {
 		return nil, 0, false, err
+	}
+	if d.brk > from {
+		// The snapshot changed outside the log after from (see forward):
+		// a change no record holds.
+		return nil, 0, false, ErrNotInLog
 	}
 	// The phext's state now, for the backward pass: with fmu held no
 	// write of p is in flight, so its state is every record of it logged
@@ -91,19 +90,34 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 	// whose write failed and was cut back after the read (faults). A
 	// write an event loop applied whose round has not written it yet
 	// (LoopRound) is missing from recs: lastLSN differs, and it retries.
+	//
+	// cmu (no checkpoint running) makes snapID the snapshot the last
+	// checkpoint record of p names, or the one p opened: a p with no
+	// record since its last checkpoint or open must be on the snapshot the
+	// log's last checkpoint record names, else the file was replaced
+	// outside the log (restored while the server was stopped) after every
+	// record.
+	p.cmu.Lock()
 	p.fmu.Lock()
 	p.mu.RLock()
+	replaced := false
 	switch {
 	case p.state.Load() != stateReady, l.faults.Load() != faults, p.lastLSN != 0 && p.lastLSN != last:
 		retry = true
+	case p.oldestGen == 0 && d.idKnown && p.snapID != d.lastID:
+		replaced = true
 	default:
 		cut = t.s.lsn.Load()
 		d.now(p.lookup)
 	}
 	p.mu.RUnlock()
 	p.fmu.Unlock()
+	p.cmu.Unlock()
 	if retry {
 		return nil, 0, true, nil
+	}
+	if replaced {
+		return nil, 0, false, ErrNotInLog
 	}
 	if err := d.backward(); err != nil {
 		return nil, 0, false, err
@@ -113,28 +127,38 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 }
 
 // logRecordsOf returns the data records (insert, update, delete, put) of
-// phext name of data dir dir in the log files, in LSN order, with their
-// payloads copied, after checking that the files hold every record with an
-// LSN above from: generations are dropped oldest first, and every record
-// of a dropped generation has an LSN below the first LSN of the oldest one
-// left (its header's).
-func (s *Store) logRecordsOf(dir, name string, from uint64, maxBytes int64) ([]logRec, error) {
-	files, err := s.listLogs()
+// phext name of data dir dir in the log files (the live log and the
+// feed's history, loghist.go), in LSN order, with their payloads copied,
+// with its checkpoint records (the snapshot identities, for forward's
+// check that nothing changed the snapshot outside the log) and an anchor
+// for each empty snapshot, after checking that the files hold every
+// record with an LSN above from: generations go oldest first, and every
+// record of a generation no longer there has an LSN below the first LSN
+// of the oldest one left (its header's).
+//
+// maxBytes bounds what it keeps. Records at or below from only help to
+// derive later inserts' states (backward from the phext's state now
+// derives them too): past maxBytes they are no longer kept, and only
+// when the records above from and the checkpoint records alone exceed it
+// is the answer ErrNotInLog.
+func (s *Store) logRecordsOf(dir, name string, from uint64, maxBytes int64) (_ []logRec, last uint64, _ error) {
+	files, err := s.feedLogFiles()
 	if err != nil || len(files) == 0 {
-		return nil, ErrNotInLog
+		return nil, 0, ErrNotInLog
 	}
 	var recs []logRec
 	var kept int64
+	dropOld := false
 	for i, lf := range files {
 		// One file in memory at a time (a generation is up to its rotation
 		// size); only this phext's records are kept.
-		data, err := readAll(s.fs, lf.path)
+		data, err := s.readLogFile(lf)
 		if err != nil {
-			return nil, ErrNotInLog // dropped by a rotation meanwhile
+			return nil, 0, ErrNotInLog // dropped from the history meanwhile
 		}
 		w, err := scanLog(data, lf.path)
 		if err != nil || (i == 0 && (!w.hdrOK || w.firstLSN > from+1)) {
-			return nil, ErrNotInLog
+			return nil, 0, ErrNotInLog
 		}
 		for _, r := range w.recs {
 			if r.dir != dir || r.name != name {
@@ -142,24 +166,37 @@ func (s *Store) logRecordsOf(dir, name string, from uint64, maxBytes int64) ([]l
 			}
 			switch r.kind {
 			case opInsert, opUpdate, opDelete, opPut:
+				last = max(last, r.lsn)
+				if dropOld && r.lsn <= from {
+					continue
+				}
 			case opCkpt:
 				// An empty snapshot that holds every record up to covers:
 				// the phext was empty there (a new phext's first record
 				// names it), which anchors its scrolls' states.
-				covers, id, _ := r.ckpt()
-				if id.size != 0 {
-					continue
+				if covers, id, _ := r.ckpt(); id.size == 0 {
+					recs = append(recs, logRec{kind: opCkpt, lsn: covers, dir: r.dir, name: r.name})
+					kept += 64
 				}
-				r.lsn, r.payload = covers, nil
 			default:
 				continue
 			}
 			kept += int64(len(r.payload)) + 64
-			if kept > maxBytes {
-				return nil, ErrNotInLog
-			}
 			r.payload = bytes.Clone(r.payload)
 			recs = append(recs, r)
+			if kept > maxBytes && !dropOld {
+				dropOld = true
+				recs = slices.DeleteFunc(recs, func(r logRec) bool {
+					if r.kind != opCkpt && r.lsn <= from {
+						kept -= int64(len(r.payload)) + 64
+						return true
+					}
+					return false
+				})
+			}
+			if kept > maxBytes {
+				return nil, 0, ErrNotInLog
+			}
 		}
 	}
 	// Carried records appear twice (their old file and the new one). An
@@ -168,11 +205,13 @@ func (s *Store) logRecordsOf(dir, name string, from uint64, maxBytes int64) ([]l
 		return cmp.Or(cmp.Compare(a.lsn, b.lsn), cmp.Compare(isAnchor(a), isAnchor(b)))
 	}
 	slices.SortStableFunc(recs, order)
-	return slices.CompactFunc(recs, func(a, b logRec) bool { return order(a, b) == 0 }), nil
+	return slices.CompactFunc(recs, func(a, b logRec) bool { return order(a, b) == 0 }), last, nil
 }
 
+// isAnchor: an empty snapshot's anchor (a checkpoint record proper keeps
+// its payload).
 func isAnchor(r logRec) int {
-	if r.kind == opCkpt {
+	if r.kind == opCkpt && r.payload == nil {
 		return 1
 	}
 	return 0
@@ -191,10 +230,21 @@ type deriver struct {
 	post  []scrollState // per record: a scroll op's state after it
 	index [][]entry     // per put record: its document's index
 	cur   map[phext.Coordinate]scrollState
+	// The snapshot identity the checkpoint records name, in order: each
+	// names the snapshot it replaces (a phext's first record after an
+	// open or a checkpoint names the one it starts from), which must be
+	// the one named before. Where it is not (brk: the last such record),
+	// the snapshot changed outside the log (replaced while the server was
+	// stopped, or restored after a crash that lost a rename): what the
+	// phext held before brk says nothing about after it.
+	lastID  walID
+	idKnown bool
+	brk     uint64
+	brks    []bool // per record: a break
 }
 
 func newDeriver(recs []logRec) *deriver {
-	return &deriver{recs: recs, post: make([]scrollState, len(recs)), index: make([][]entry, len(recs))}
+	return &deriver{recs: recs, post: make([]scrollState, len(recs)), index: make([][]entry, len(recs)), brks: make([]bool, len(recs))}
 }
 
 // forward derives states from earlier records.
@@ -231,9 +281,19 @@ func (d *deriver) forward() error {
 		case opDelete:
 			d.post[i] = scrollState{known: true}
 			state[r.c] = d.post[i]
-		case opCkpt: // an empty-snapshot anchor
-			base, putSeen = nil, true
-			clear(state)
+		case opCkpt:
+			if r.payload == nil { // an empty-snapshot anchor
+				base, putSeen = nil, true
+				clear(state)
+				continue
+			}
+			_, id, prev := r.ckpt()
+			if d.idKnown && prev != d.lastID {
+				d.brk, d.brks[i] = r.lsn, true
+				base, putSeen = nil, false
+				clear(state)
+			}
+			d.lastID, d.idKnown = id, true
 		case opPut:
 			idx, err := indexDoc(r.payload, "", false)
 			if err != nil {
@@ -271,8 +331,11 @@ func (d *deriver) now(lookup func(phext.Coordinate) []byte) {
 func (d *deriver) backward() error {
 	for i := len(d.recs) - 1; i >= 0; i-- {
 		r := &d.recs[i]
-		if r.kind == opPut || r.kind == opCkpt {
-			return nil // nothing before a put (or an anchor) is known from after it
+		if r.kind == opPut || (r.kind == opCkpt && (r.payload == nil || d.brks[i])) {
+			return nil // nothing before a put (an anchor, a break) is known from after it
+		}
+		if r.kind == opCkpt {
+			continue
 		}
 		s, ok := d.cur[r.c]
 		if !ok || !s.known {

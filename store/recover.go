@@ -166,15 +166,16 @@ func (s *Store) unlockLogDir() {
 	}
 }
 
-// removeLogs deletes the given log files and fsyncs LogDir; ok says all
-// of it succeeded.
+// removeLogs takes the given log files out of the live log (retireLog:
+// into the change feed's history, loghist.go), bounds the history and
+// fsyncs LogDir; ok says all of it succeeded.
 func (s *Store) removeLogs(files []logFile) (ok bool) {
 	if len(files) == 0 {
 		return true
 	}
 	ok = true
 	for _, lf := range files {
-		if err := s.fs.Remove(lf.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.retireLog(lf); err != nil {
 			// Oldest first, and stop at the first failure: a generation
 			// goes only when every older one went.
 			s.log.Warn("store: removing an old log", "path", lf.path, "err", err)
@@ -182,6 +183,7 @@ func (s *Store) removeLogs(files []logFile) (ok bool) {
 			break
 		}
 	}
+	s.pruneHist(s.gen.Load())
 	if err := s.fs.SyncDir(s.logDir); err != nil {
 		s.log.Warn("store: fsync log dir", "dir", s.logDir, "err", err)
 		ok = false

@@ -108,6 +108,14 @@ type Options struct {
 	// and the old one is truncated away once every phext with records in
 	// it was checkpointed (default 256 MiB).
 	LogRotateBytes int64
+	// LogKeepBytes bounds the change feed's history (loghist.go): log
+	// files the store no longer needs (dropped after a rotation, at a
+	// clean Close or after recovery at Open) are kept, renamed out of
+	// recovery's way, oldest dropped first past this many bytes, so that
+	// a watcher can resume from a position older than the live log, also
+	// across a restart. 0 or negative: none, every such file is deleted
+	// (sq host keeps DefaultLogKeep unless told otherwise).
+	LogKeepBytes int64
 	// MaxSnapshot is the largest serialized document a phext may reach
 	// (default and maximum 4 GiB − 1, what the snapshot index can map);
 	// a write that could take it further is refused with ErrTooLarge and

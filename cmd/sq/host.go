@@ -28,6 +28,7 @@ import (
 type hostConfig struct {
 	listen, config, data, durability string
 	logDir                           string
+	logKeep                          int64
 	httpAddr, cpuProfile             string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
@@ -59,6 +60,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1338", "address of the SQ-compatible REST API, /metrics and /admin (\"\" = off)")
 	fs.StringVar(&c.config, "config", "", "tenants.json in the Rust SQ v0.5.5 format (default: the embedded dev config under --data)")
 	fs.StringVar(&c.data, "data", "sq-data", "root of the embedded default config and its dev tenant (used without --config)")
+	fs.Int64Var(&c.logKeep, "log-keep", store.DefaultLogKeep, "bytes of commit-log files no longer needed that are kept for change-feed watchers resuming from older positions, also across a restart (0: none; see PROTOCOL.md §2.10)")
 	fs.StringVar(&c.logDir, "log-dir", "", "directory of the commit log shared by all tenants (default: sq-log beside --config, or log under --data with the embedded dev config); one server at a time")
 	fs.StringVar(&c.durability, "durability", "everysec", "fsync policy: always | everysec | no (per tenant overridable in the config)")
 	fs.IntVar(&c.maxFrame, "max-frame", protocol.DefaultMaxFrame, "largest frame accepted, in bytes")
@@ -250,7 +252,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if err := checkLegacyLogDir(c.config, logDir); err != nil {
 		return out.fail(1, "store", err)
 	}
-	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir})
+	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir, LogKeepBytes: c.logKeep})
 	if err != nil {
 		return out.fail(1, "store", err)
 	}

@@ -37,6 +37,9 @@ type Options struct {
 	Durability store.Durability
 	// FS is the store's file system (nil: the OS).
 	FS store.FS
+	// LogKeep, when set, puts the commit log in Dir/log (so that
+	// ReopenStore finds it) and is the store's LogKeepBytes.
+	LogKeep int64
 }
 
 // Env is a tenants file and an open store in a temp dir.
@@ -46,6 +49,7 @@ type Env struct {
 	Cfg     *config.Config    // the tenants and MetricsToken
 	Store   *store.Store      // closed by Stop
 	Tokens  map[string]string // tenant name → token
+	sopts   store.Options     // what Open opened Store with
 }
 
 // Open writes the tenants file and opens the store; it fails t on error.
@@ -73,12 +77,31 @@ func Open(t testing.TB, o Options) *Env {
 	if dur == store.DurabilityDefault {
 		dur = store.DurabilityAlways
 	}
-	db, err := store.Open(&store.Options{Durability: dur, Logger: QuietLogger(), FS: o.FS})
+	e.sopts = store.Options{Durability: dur, Logger: QuietLogger(), FS: o.FS}
+	if o.LogKeep != 0 {
+		e.sopts.LogDir, e.sopts.LogKeepBytes = filepath.Join(e.Dir, "log"), o.LogKeep
+	}
+	so := e.sopts
+	db, err := store.Open(&so)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.Store = db
 	return e
+}
+
+// ReopenStore opens the store again after Stop, on the same dirs (with
+// Options.LogKeep: the same commit log), with LogKeepBytes logKeep: a
+// restart.
+func (e *Env) ReopenStore(t testing.TB, logKeep int64) {
+	t.Helper()
+	e.sopts.LogKeepBytes = logKeep
+	so := e.sopts
+	db, err := store.Open(&so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Store = db
 }
 
 // LoadConfig reads the tenants file again (a server's Options.LoadConfig,
