@@ -588,6 +588,10 @@ func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 			// replies since (see chargeBuffers).
 			cs.c.Wake(nil)
 		}
+		if cs.watch.backlogs.Load() > 0 {
+			// A backlog waits for its socket to drain: look again.
+			connSink{cs}.kick()
+		}
 	}
 	s.slowFrames(conns, nowN)
 	return s.tickInterval(), gnet.None

@@ -143,7 +143,8 @@ type serverStats struct {
 	watchDropped    atomic.Uint64
 	watchResyncs    atomic.Uint64
 	watchLogResumes atomic.Uint64
-	watchLat        latHist // sq_watch_delivery_seconds
+	watchBacklogs   atomic.Uint64 // sq_watch_backlogs_total
+	watchLat        latHist       // sq_watch_delivery_seconds
 	// opLat are the request-duration histograms of each operation over
 	// all tenants.
 	opLat [numOpSlots]latHist

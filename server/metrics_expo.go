@@ -190,6 +190,7 @@ func (s *Server) appendMetrics(e *expo, http *HTTPMetrics) {
 	e.one("sq_watch_dropped_total", "counter", "Subscriptions ended with a resync because the watcher fell behind.", s.stats.watchDropped.Load())
 	e.one("sq_watch_resyncs_total", "counter", "WATCHes from a position whose changes were gone, answered with a resync.", s.stats.watchResyncs.Load())
 	e.one("sq_watch_log_resumes_total", "counter", "WATCHes from a position older than the feed's memory, replayed from the commit log.", s.stats.watchLogResumes.Load())
+	e.one("sq_watch_backlogs_total", "counter", "Resumes whose replay did not fit the watcher's queue and went on as it drained (instead of a resync).", s.stats.watchBacklogs.Load())
 	e.one("sq_open_phexts", "gauge", "Phexts open (mapped) now over all tenants.", uint64(ss.OpenPhexts))
 	e.family("sq_reloads_total", "counter", "Configuration reloads (SIGHUP, RELOAD, REST, admin), by result.")
 	e.uint(s.stats.reloadsOK.Load(), "sq_reloads_total", "result", "ok")

@@ -34,7 +34,10 @@ import (
 // above P: from the ring when every change above P was retained (P ≥
 // floor), else read back from the commit log up to a cut ≥ floor and the
 // ring above it (store.Tenant.ReadChanges); when neither can vouch for
-// them, one resync event: never a silent gap. floor starts at the
+// them, one resync event: never a silent gap. A replay larger than the
+// subscriber's queue waits in the subscription's backlog, with the live
+// changes published meanwhile behind it, and is queued as the queue drains
+// (refill), so a resume from far back makes progress. floor starts at the
 // position SetFeed drew when the hub was attached (changes before it were
 // never published) and rises as the ring evicts.
 //
@@ -83,6 +86,12 @@ type sink interface {
 	add(sub *watchSub) error
 	// ended tells the sink that sub is no longer in the hub.
 	ended(sub *watchSub)
+	// catchingUp counts the sink's subscriptions with a backlog (delta
+	// +1 when one starts, -1 when it is queued or the subscription ends).
+	catchingUp(delta int32)
+	// kick makes the sink's writer call feedHub.refill soon (a backlog
+	// waits and its queue may have room).
+	kick()
 }
 
 // watchSub is one subscription.
@@ -94,6 +103,24 @@ type watchSub struct {
 	text   bool
 	sink   sink
 	last   uint64 // highest position queued to it (hub.mu)
+
+	// backlog holds, in order, the changes a resume replays that did not
+	// fit the sink's queue and the live changes published since: they are
+	// queued as the queue drains (refill), so a resume larger than the
+	// queue makes progress instead of overflowing (hub.mu).
+	backlog []pendingEvent
+	// liveBytes is what the live changes in backlog are charged; past
+	// WatchQueueBytes the subscriber is too slow (resync, dropped), as
+	// with a full queue. heldBack is the read back's reservation
+	// (watchBackBytes) its changes in backlog keep.
+	liveBytes int64
+	heldBack  int64
+}
+
+// pendingEvent is a change waiting in a subscription's backlog.
+type pendingEvent struct {
+	ev   *feedEvent
+	live bool // published after the subscription began (charged)
 }
 
 // textFor says what text ev carries for sub: none when sub did not ask
@@ -218,6 +245,13 @@ func (h *feedHub) Publish(c *store.Change) {
 		if !sub.matches(ev) {
 			continue
 		}
+		if len(sub.backlog) > 0 {
+			// Catching up: after the backlog, in order.
+			if !h.backlogLive(sub, ev) {
+				drop = append(drop, sub)
+			}
+			continue
+		}
 		if !sub.sink.deliver(sub, ev) {
 			drop = append(drop, sub)
 			continue
@@ -270,6 +304,7 @@ func (h *feedHub) removeLocked(sub *watchSub) {
 		return
 	}
 	delete(h.subs, sub)
+	h.endBacklog(sub)
 	sub.sink.ended(sub)
 	h.mem.release(watchSubCost)
 	h.s.stats.watches.Add(-1)
@@ -308,12 +343,14 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 	}
 	sub.phext = name
 	var back *logBack
+	var held int64 // reserved for back until its changes are queued
+	defer func() { h.mem.release(held) }()
 	if w.Flags&protocol.WatchFrom != 0 && h.needsLog(w.From) {
 		// Older than the retention: read the changes back from the commit
 		// log (I/O, so before the hub is locked). Its memory is charged
-		// until they are queued.
+		// until they are queued (a backlog keeps it).
 		if h.mem.tryReserve(watchBackBytes) {
-			defer h.mem.release(watchBackBytes)
+			held = watchBackBytes
 			back = h.readBack(name, w.From)
 		}
 	}
@@ -346,9 +383,10 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 		// one above h.floor ≤ back.cut: together, all of them.
 		sub.last = from
 		for i := range back.events {
-			if !h.replay(sub, &back.events[i], from) {
-				return head, nil
-			}
+			h.replay(sub, &back.events[i])
+		}
+		if len(sub.backlog) > 0 {
+			sub.heldBack, held = held, 0
 		}
 		from = max(from, back.cut)
 		h.s.stats.watchLogResumes.Add(1)
@@ -364,29 +402,79 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 		if ev.pos <= from {
 			continue
 		}
-		if !h.replay(sub, ev, w.From) {
-			return head, nil
-		}
+		h.replay(sub, ev)
 	}
-	sub.last = max(sub.last, head)
+	if len(sub.backlog) == 0 {
+		sub.last = max(sub.last, head)
+	}
 	return head, nil
 }
 
 // replay queues a past change ev to the new subscription sub if it
-// concerns it (mu held). false: the queue overflowed, sub got a resync and
-// is gone.
-func (h *feedHub) replay(sub *watchSub, ev *feedEvent, from uint64) bool {
+// concerns it, or adds it to sub's backlog when the queue is full (or a
+// backlog already waits) (mu held).
+func (h *feedHub) replay(sub *watchSub, ev *feedEvent) {
 	if !sub.matches(ev) {
-		return true
+		return
 	}
-	if !sub.sink.deliver(sub, ev) {
-		h.s.stats.watchDropped.Add(1)
-		sub.sink.resync(sub, max(sub.last, from), protocol.ResyncSlow, true)
-		h.removeLocked(sub)
+	if len(sub.backlog) == 0 {
+		if sub.sink.deliver(sub, ev) {
+			sub.last = max(sub.last, ev.pos)
+			return
+		}
+		sub.sink.catchingUp(1)
+		h.s.stats.watchBacklogs.Add(1)
+	}
+	sub.backlog = append(sub.backlog, pendingEvent{ev: ev})
+}
+
+// backlogLive adds a live change to sub's backlog (hub mu held); false:
+// the backlog's live changes passed WatchQueueBytes (or the budget): sub
+// is too slow, as with a full queue.
+func (h *feedHub) backlogLive(sub *watchSub, ev *feedEvent) bool {
+	if sub.liveBytes+ev.cost > int64(h.s.opts.WatchQueueBytes) || !h.mem.tryReserve(ev.cost) {
 		return false
 	}
-	sub.last = max(sub.last, ev.pos)
+	sub.liveBytes += ev.cost
+	sub.backlog = append(sub.backlog, pendingEvent{ev: ev, live: true})
+	sub.sink.kick()
 	return true
+}
+
+// refill queues from sub's backlog, in order, what its sink's queue takes,
+// up to about room bytes (mu held), and returns the room left. An emptied
+// backlog ends: live changes go to the queue again.
+func (h *feedHub) refill(sub *watchSub, room int) int {
+	n := 0
+	for n < len(sub.backlog) && room > 0 {
+		p := sub.backlog[n]
+		if !sub.sink.deliver(sub, p.ev) {
+			break
+		}
+		sub.last = max(sub.last, p.ev.pos)
+		room -= int(p.ev.cost)
+		if p.live {
+			sub.liveBytes -= p.ev.cost
+			h.mem.release(p.ev.cost)
+		}
+		n++
+	}
+	clear(sub.backlog[:n])
+	sub.backlog = sub.backlog[n:]
+	if len(sub.backlog) == 0 {
+		h.endBacklog(sub)
+	}
+	return room
+}
+
+// endBacklog drops what sub's backlog holds and charges (mu held).
+func (h *feedHub) endBacklog(sub *watchSub) {
+	if sub.backlog == nil {
+		return
+	}
+	h.mem.release(sub.liveBytes + sub.heldBack)
+	sub.liveBytes, sub.heldBack, sub.backlog = 0, 0, nil
+	sub.sink.catchingUp(-1)
 }
 
 // watchBackBytes bounds what one resume reads back from the commit log:
@@ -485,6 +573,9 @@ func (s *Server) closeHubs() {
 type connWatch struct {
 	hub  atomic.Pointer[feedHub]
 	subs map[uint32]*watchSub
+	// backlogs counts subscriptions with a backlog (watchSub.backlog):
+	// flushWatch refills them, OnTick kicks a flush while any waits.
+	backlogs atomic.Int32
 
 	wmu       sync.Mutex
 	out       []byte
@@ -625,6 +716,15 @@ func (k connSink) add(sub *watchSub) error {
 	return nil
 }
 
+func (k connSink) catchingUp(delta int32) { k.cs.watch.backlogs.Add(delta) }
+
+func (k connSink) kick() {
+	w := &k.cs.watch
+	w.wmu.Lock()
+	k.scheduleLocked()
+	w.wmu.Unlock()
+}
+
 func (k connSink) ended(sub *watchSub) {
 	delete(k.cs.watch.subs, sub.id)
 	k.cs.nwatch.Store(int64(len(k.cs.watch.subs)))
@@ -675,6 +775,29 @@ func (cs *connState) flushWatch() {
 		}
 		w.wmu.Unlock()
 	}
+	if open && w.backlogs.Load() > 0 {
+		cs.refillWatches()
+	}
+}
+
+// refillWatches queues from the connection's backlogs while its socket
+// holds less than half of WatchQueueBytes unsent (on its event loop): each
+// refill's events schedule the next flush, which refills again, so a
+// watcher that reads takes its backlog at its own pace. When the socket
+// is fuller, the next published change or OnTick kicks a flush.
+func (cs *connState) refillWatches() {
+	room := cs.s.opts.WatchQueueBytes/2 - cs.c.OutboundBuffered()
+	h := cs.watch.hub.Load()
+	if room <= 0 || h == nil {
+		return
+	}
+	h.mu.Lock()
+	for _, sub := range cs.watch.subs {
+		if len(sub.backlog) > 0 && room > 0 {
+			room = h.refill(sub, room)
+		}
+	}
+	h.mu.Unlock()
 }
 
 // dropWatches ends every subscription of the connection with a resync.

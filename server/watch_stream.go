@@ -92,6 +92,13 @@ func (ws *WatchStream) Written(buf []byte) {
 	if cap(buf) <= maxSpare {
 		ws.spare = buf
 	}
+	// The queue is empty: a backlog (a resume larger than the queue)
+	// goes on.
+	ws.hub.mu.Lock()
+	if len(ws.sub.backlog) > 0 {
+		ws.hub.refill(ws.sub, ws.k.max/2)
+	}
+	ws.hub.mu.Unlock()
 }
 
 // Close ends the subscription and releases what is still queued for it.
@@ -164,6 +171,11 @@ func (k *streamSink) add(sub *watchSub) error {
 	k.mu.Unlock()
 	return nil
 }
+
+func (k *streamSink) catchingUp(int32) {}
+
+// kick wakes the stream's handler: its Written refills the backlog.
+func (k *streamSink) kick() { k.notify() }
 
 func (k *streamSink) ended(sub *watchSub) {
 	// Called with the hub's mu held, possibly under store locks: only

@@ -767,3 +767,100 @@ func TestWatchResumeAcrossRestart(t *testing.T) {
 		t.Fatalf("more than one resync: %+v", w.events)
 	}
 }
+
+// TestWatchResumeLargerThanQueue: a resume whose replay is larger than the
+// watcher's queue (from the feed's memory, and read back from the commit
+// log) is delivered whole, in order, with the changes published meanwhile
+// after it and no resync: the rest waits in the subscription's backlog and
+// is queued as the watcher reads (it got a resync, slow and ended, for each
+// queue's worth before).
+func TestWatchResumeLargerThanQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		retain int
+	}{{"from memory", 4096}, {"from the log", 16}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEnv(t, envOptions{durability: store.DurabilityEverySec,
+				opts: Options{WatchQueueBytes: 8 << 10, WatchRetainEvents: tc.retain, WatchRetainBytes: 1 << 20}})
+			wr := e.dial("alpha")
+			w := e.watcher("alpha")
+			from := w.watch("", "", 1, 0, 0)
+			w.nc.Close()
+			text := strings.Repeat("x", 90)
+			const n = 300 // ~40 KiB of events with their texts
+			for i := 0; i < n; i++ {
+				wr.ok(protocol.OpUpdate, "", coordN(i), []byte(fmt.Sprintf("%03d%s", i, text)))
+			}
+			w = e.watcher("alpha")
+			w.watch("", "", 2, protocol.WatchText|protocol.WatchFrom, from)
+			for i := 0; i < 20; i++ { // live, while the backlog waits
+				wr.ok(protocol.OpUpdate, "", coordN(n+i), []byte(fmt.Sprintf("%03d%s", n+i, text)))
+			}
+			last := from
+			for i := 0; i < n+20; i++ {
+				ev := w.next()
+				if ev.Kind != protocol.EventChange || ev.Pos <= last || !strings.HasPrefix(ev.text, fmt.Sprintf("%03d", i)) {
+					t.Fatalf("event %d: %+v %.3q (last %d)", i, ev.Event, ev.text, last)
+				}
+				last = ev.Pos
+			}
+			if r := w.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(w.events) != 0 {
+				t.Fatalf("more events than changes: %+v", w.events)
+			}
+			wr.ok(protocol.OpUpdate, "", phext.Origin, []byte("live"))
+			if ev := w.next(); ev.Kind != protocol.EventChange || ev.Pos <= last || ev.text != "live" {
+				t.Fatalf("live after the backlog: %+v %q", ev.Event, ev.text)
+			}
+			if got := e.srv.stats.watchBacklogs.Load(); got != 1 {
+				t.Fatalf("sq_watch_backlogs_total %d, want 1", got)
+			}
+
+		})
+	}
+}
+
+// TestWatchBacklogSlowWatcherDropped: a watcher that resumes with a
+// backlog (the replay larger than its queue) and then does not read is
+// bounded like any slow watcher: once the live changes waiting behind its
+// backlog pass its queue's size it gets one resync (slow, ended) after the
+// changes it got, in order, and the writer is never held up.
+func TestWatchBacklogSlowWatcherDropped(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec, opts: Options{WatchQueueBytes: 64 << 10}})
+	wr := e.dial("alpha")
+	w := e.watcher("alpha")
+	from := w.watch("", "", 1, 0, 0)
+	w.nc.Close()
+	text := []byte(strings.Repeat("s", 8<<10))
+	for i := 0; i < 300; i++ { // 2.4 MB: read back from the log, > the 64 KiB queue
+		wr.ok(protocol.OpUpdate, "", coordN(i), text)
+	}
+	slow := e.watcher("alpha")
+	slow.watch("", "", 2, protocol.WatchText|protocol.WatchFrom, from)
+	for i := 0; i < 3000; i++ { // 24 MB more: past the kernel's socket buffers
+		wr.ok(protocol.OpUpdate, "", phext.Origin, text)
+	}
+	last, n := from, 0
+	for {
+		ev := slow.next()
+		if ev.Kind == protocol.EventResync {
+			if ev.Reason != protocol.ResyncSlow || !ev.Ended || ev.Pos < last {
+				t.Fatalf("resync %+v (last %d)", ev.Event, last)
+			}
+			break
+		}
+		if ev.Pos <= last {
+			t.Fatalf("event %d %+v after %d", n, ev.Event, last)
+		}
+		last = ev.Pos
+		n++
+	}
+	if n < 300 || n >= 3300 {
+		t.Fatalf("%d changes before the resync, want the backlog's 300 and some", n)
+	}
+	if r := slow.do(protocol.OpPing, "", phext.Origin, nil); r.Status != protocol.StatusOK || len(slow.events) != 0 {
+		t.Fatalf("events after the ended resync: %+v", slow.events)
+	}
+	if got := e.srv.stats.watchBacklogs.Load(); got != 1 {
+		t.Fatalf("sq_watch_backlogs_total %d, want 1", got)
+	}
+}
