@@ -17,6 +17,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
 )
 
 // The watch scenario (issue 18): W writer connections and N watcher
@@ -262,18 +263,76 @@ func watcherConnOptions(opts []client.Option) []client.Option {
 	return append(opts[:len(opts):len(opts)], func(o *client.Options) { o.ReadBufferSize = 4 << 10 })
 }
 
-// watcherBuffer is the capacity of a watcher's event channel. The bench's
-// consumer only checks and timestamps, so a short channel suffices; the
-// earlier 4096 (an Event is ~200 bytes) made 1,000 watchers hold ~800 MiB
-// of channel buffers per phase, and the load generator's GC marking them
-// for seconds stole the cores the delivery latency is measured on.
-const watcherBuffer = 64
+// dialWatcher connects a watcher and subscribes it to phext name with
+// texts (WATCH, subscription 1). The watchers read their frames with
+// client.RawConn on one goroutine each, decoding events in place:
+// client.Conn's Watch hands each event from its reader goroutine through a
+// channel to the consumer's (two goroutine wake-ups and an Event with
+// strings per event), on the same 2 cores as the server being measured;
+// and (before) 1,000 channels of 4,096 Events held ~800 MiB whose GC took
+// seconds of those cores.
+func dialWatcher(ctx context.Context, addr, token, name string, opts []client.Option, st *watcherState) (*client.RawConn, error) {
+	rc, err := client.DialRaw(ctx, addr, token, opts...)
+	if err != nil {
+		return nil, err
+	}
+	id, err := rc.Send(protocol.OpWatch, []byte(name), phext.Origin, protocol.AppendWatchPayload(nil, 1, 0, protocol.WatchText, 0))
+	if err == nil {
+		err = rc.Flush()
+	}
+	var resp protocol.Response
+	for err == nil {
+		if err = rc.Recv(&resp); err != nil {
+			break
+		}
+		if protocol.IsEvent(&resp) {
+			err = st.event(resp.Body)
+			continue
+		}
+		if resp.ID != id || resp.Status != protocol.StatusOK {
+			err = fmt.Errorf("WATCH answered id %d %v: %s", resp.ID, resp.Status, resp.Body)
+		}
+		break
+	}
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return rc, nil
+}
+
+// follow reads st's watcher's events until its connection is closed.
+func (st *watcherState) follow(rc *client.RawConn) {
+	var resp protocol.Response
+	for rc.Recv(&resp) == nil {
+		if !protocol.IsEvent(&resp) {
+			continue
+		}
+		if err := st.event(resp.Body); err != nil {
+			st.mu.Lock()
+			if st.err == nil {
+				st.err = err
+			}
+			st.mu.Unlock()
+			return
+		}
+	}
+}
+
+// event decodes one event frame's body and observes it.
+func (st *watcherState) event(body []byte) error {
+	var ev protocol.Event
+	if err := protocol.DecodeEvent(body, &ev); err != nil {
+		return fmt.Errorf("%w: event: %w", ErrVerify, err)
+	}
+	st.observe(ev.Kind == protocol.EventResync, ev.Pos, ev.Text)
+	return nil
+}
 
 func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64, nWatch int,
 	d time.Duration, rate float64, opts []client.Option) (WatchPhase, error) {
 	ph := WatchPhase{Watchers: nWatch * len(o.Tokens)}
-	var subs []*client.Subscription
-	var conns []*client.Conn
+	var conns []*client.RawConn
 	defer func() {
 		for _, c := range conns {
 			c.Close()
@@ -284,30 +343,23 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 	wopts := watcherConnOptions(opts)
 	for ti, tok := range o.Tokens {
 		for i := 0; i < nWatch; i++ {
-			c, err := client.Dial(ctx, o.Addr, tok, wopts...)
-			if err != nil {
-				return ph, fmt.Errorf("bench: watch: dial watcher: %w", err)
-			}
-			conns = append(conns, c)
-			sub, err := c.Watch(ctx, o.Phext, client.WatchOptions{Text: true, Buffer: watcherBuffer})
-			if err != nil {
-				return ph, fmt.Errorf("bench: watch: WATCH: %w", err)
-			}
-			subs = append(subs, sub)
 			st := &watcherState{tenant: ti, lastSeq: append([]int64(nil), seq[ti]...)}
 			st.lat.h = lh
+			c, err := dialWatcher(ctx, o.Addr, tok, o.Phext, wopts, st)
+			if err != nil {
+				return ph, fmt.Errorf("bench: watch: watcher: %w", err)
+			}
+			conns = append(conns, c)
 			states = append(states, st)
 		}
 	}
 	var wwg sync.WaitGroup
-	for i := range subs {
+	for i := range conns {
 		wwg.Add(1)
-		go func(sub *client.Subscription, st *watcherState) {
+		go func(rc *client.RawConn, st *watcherState) {
 			defer wwg.Done()
-			for ev := range sub.C {
-				st.observe(&ev)
-			}
-		}(subs[i], states[i])
+			st.follow(rc)
+		}(conns[i], states[i])
 	}
 
 	var cpu0 float64
@@ -428,25 +480,25 @@ func watchText(dst []byte, tenant, writer int, seq, nanos int64) []byte {
 	return strconv.AppendInt(dst, nanos, 10)
 }
 
-func (st *watcherState) observe(ev *client.Event) {
+func (st *watcherState) observe(resync bool, pos uint64, text []byte) {
 	now := time.Now().UnixNano()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if ev.Resync {
+	if resync {
 		st.resyncs++
 		return
 	}
 	if st.err != nil {
 		return
 	}
-	if ev.Pos <= st.lastPos {
-		st.err = fmt.Errorf("%w: position %d after %d", ErrVerify, ev.Pos, st.lastPos)
+	if pos <= st.lastPos {
+		st.err = fmt.Errorf("%w: position %d after %d", ErrVerify, pos, st.lastPos)
 		return
 	}
-	st.lastPos = ev.Pos
-	ti, wi, s, sent, ok := parseWatchText(ev.Text)
+	st.lastPos = pos
+	ti, wi, s, sent, ok := parseWatchText(text)
 	if !ok {
-		st.err = fmt.Errorf("%w: event text %q is not the bench's", ErrVerify, ev.Text)
+		st.err = fmt.Errorf("%w: event text %q is not the bench's", ErrVerify, text)
 		return
 	}
 	if ti != st.tenant {

@@ -2,6 +2,10 @@ package bench
 
 import (
 	"testing"
+	"time"
+
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
 )
 
 func TestParseWatchText(t *testing.T) {
@@ -43,5 +47,28 @@ func TestLatRecorder(t *testing.T) {
 	}
 	if got := h.h.Max(); got < 1000 || got > 1001 {
 		t.Fatalf("max %d, want 1000", got)
+	}
+}
+
+// TestWatcherEvent: a watcher decodes and checks an event frame in place,
+// allocating nothing (it runs for every event, on the machine measured).
+func TestWatcherEvent(t *testing.T) {
+	st := &watcherState{tenant: 3, lastSeq: []int64{0}, lat: latRecorder{h: newSharedHist()}}
+	text := watchText(nil, 3, 0, 1, time.Now().UnixNano())
+	frame := protocol.AppendChangeEvent(nil, 1, 10, protocol.ChangeUpdate, nil, phext.Origin, uint64(len(text)),
+		[]byte(phext.Checksum(text)), protocol.TextHere, text)
+	body := frame[protocol.HeaderSize:]
+	if err := st.event(body); err != nil || st.err != nil || st.events != 1 || st.lastSeq[0] != 1 {
+		t.Fatalf("event: %v, state err %v, events %d, seq %v", err, st.err, st.events, st.lastSeq)
+	}
+	st.lastSeq[0], st.lastPos = 0, 0
+	if a := testing.AllocsPerRun(100, func() {
+		st.lastSeq[0], st.lastPos = 0, 0
+		_ = st.event(body)
+	}); a != 0 {
+		t.Errorf("a watcher's event allocates %v times", a)
+	}
+	if err := st.event(body[:5]); err == nil {
+		t.Error("a truncated event body is accepted")
 	}
 }
