@@ -1,5 +1,7 @@
 package server
 
+import "unsafe"
+
 // Large frames are received into a buffer of their own (conn.go), sized
 // at the frame's header and reserved in the memory budget first. For a
 // frame of mappedFrame bytes or more that buffer is anonymous memory
@@ -35,6 +37,27 @@ package server
 // pages faulted in by the clear).
 const mappedFrame = 1 << 20
 
+// From hugeFrame on, a frame's mapping is rounded up to whole huge pages
+// (hugePage). The kernel aligns an anonymous mapping to 2 MiB only when
+// its length is a multiple of 2 MiB; an unaligned one leaves up to 2 MiB
+// at each end in 4 KiB pages (~500 faults, ~7 ms here, for a 60 MiB
+// frame: 58 of its 60 MiB were huge pages, against all of them rounded).
+// The budget charges the rounded length (bigFrameCost): at most 2 MiB
+// over the frame's size, and from 4 MiB on at most half of it.
+const (
+	hugePage  = 2 << 20
+	hugeFrame = 4 << 20
+)
+
+// frameMapLen is the length of the memory a frame of size bytes is
+// received into.
+func frameMapLen(size int) int {
+	if size >= hugeFrame {
+		return (size + hugePage - 1) &^ (hugePage - 1)
+	}
+	return size
+}
+
 // newFrameBuf returns the buffer (length 0, capacity size) a large frame
 // of size bytes is received into. ok is false when memory could not be
 // mapped; the caller answers BUSY.
@@ -42,24 +65,26 @@ func (s *Server) newFrameBuf(size int) (b []byte, ok bool) {
 	if size < mappedFrame {
 		return make([]byte, 0, size), true
 	}
-	b, err := mapFrame(size)
+	n := frameMapLen(size)
+	b, err := mapFrame(n)
 	if err != nil {
-		s.log.Warn("cannot map memory for a large frame", "bytes", size, "err", err)
+		s.log.Warn("cannot map memory for a large frame", "bytes", n, "err", err)
 		return nil, false
 	}
 	s.stats.framesMapped.Add(1)
-	s.stats.frameBytesMapped.Add(int64(size))
-	return b[:0], true
+	s.stats.frameBytesMapped.Add(int64(n))
+	return b[:0:size], true
 }
 
 // freeFrameBuf gives back a buffer newFrameBuf returned (any length; its
-// capacity says how it was made) and reports whether its memory went back
-// to the system at once (unmapped) rather than to the Go GC. The caller
-// must hold no other slice into b.
+// capacity, the frame's size, says how it was made) and reports whether
+// its memory went back to the system at once (unmapped) rather than to
+// the Go GC. The caller must hold no other slice into b.
 func (s *Server) freeFrameBuf(b []byte) (unmapped bool) {
 	if cap(b) < mappedFrame {
 		return false
 	}
-	s.stats.frameBytesMapped.Add(-int64(cap(b)))
-	return unmapFrame(b[:cap(b)])
+	n := frameMapLen(cap(b))
+	s.stats.frameBytesMapped.Add(-int64(n))
+	return unmapFrame(unsafe.Slice(unsafe.SliceData(b), n))
 }

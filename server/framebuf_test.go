@@ -27,10 +27,11 @@ func heapAllocs() uint64 {
 // frame of at least a MiB is now received into memory mapped for it
 // alone: while half of a 12 MiB UPDATE has arrived the Go heap has
 // allocated far less than the frame (on the old code: at least its 12
-// MiB), the mapping is counted, the update is stored intact (the store
-// copied it before the mapping went), and once it is answered the
-// mapping is gone and the budget back to 0; a frame cut off by a close
-// is unmapped too.
+// MiB), the mapping is counted, whole huge pages (so the kernel can back
+// all of it with them) and charged as such, the update is stored intact
+// (the store copied it before the mapping went), and once it is answered
+// the mapping is gone and the budget back to 0; a frame cut off by a
+// close is unmapped too.
 func TestLargeFrameMapped(t *testing.T) {
 	const maxFrame = 16 * mib
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
@@ -39,20 +40,23 @@ func TestLargeFrameMapped(t *testing.T) {
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 12*mib/16)
 	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), payload)
 	half := len(frame) / 2
+	const hugePage = 2 * mib
+	mapped := int64((len(frame) + hugePage - 1) / hugePage * hugePage)
 
 	before := heapAllocs()
 	if _, err := c.nc.Write(frame[:half]); err != nil {
 		t.Fatal(err)
 	}
 	sqtest.CheckFor(t, 10*time.Second, "the frame reserved at its header", func() bool {
-		return h.srv.Memory().Used >= int64(len(frame))
+		return h.srv.Memory().Used >= mapped
 	})
 	// Received into its buffer, not only reserved: gnet's read buffer is
 	// 64 KiB, so a moment for the inbound buffer to drain is enough.
 	time.Sleep(100 * time.Millisecond)
 	grew := heapAllocs() - before
-	if m := h.srv.Memory(); m.FrameBytesMapped != int64(len(frame)) {
-		t.Errorf("%d bytes mapped while the frame arrives, want %d", m.FrameBytesMapped, len(frame))
+	if m := h.srv.Memory(); m.FrameBytesMapped != mapped || m.Used < mapped {
+		t.Errorf("%d bytes mapped and %d charged while a %d-byte frame arrives, want %d (whole huge pages)",
+			m.FrameBytesMapped, m.Used, len(frame), mapped)
 	}
 	t.Logf("half of a %d MiB frame received: Go heap allocated %d KiB meanwhile", len(frame)/mib, grew>>10)
 	if grew >= uint64(len(frame))/4 {
@@ -79,7 +83,7 @@ func TestLargeFrameMapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	sqtest.CheckFor(t, 10*time.Second, "the second frame mapped", func() bool {
-		return h.srv.Memory().FrameBytesMapped == int64(len(frame))
+		return h.srv.Memory().FrameBytesMapped == mapped
 	})
 	c2.nc.Close()
 	sqtest.CheckFor(t, 10*time.Second, "the cut-off frame unmapped and its reservation released", func() bool {

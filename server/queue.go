@@ -123,9 +123,10 @@ func (cs *connState) releaseBig(b []byte, reserved int64) {
 }
 
 // bigFrameCost is what a large frame of size bytes is charged: the one
-// exact-size buffer it is received into, which the worker queue then owns
+// buffer it is received into (its size, or from hugeFrame on its mapping
+// rounded to huge pages, framebuf.go), which the worker queue then owns
 // (gnet's inbound buffer holds at most one read of it at a time).
-func bigFrameCost(size int) int64 { return int64(size) }
+func bigFrameCost(size int) int64 { return int64(frameMapLen(size)) }
 
 // queueFatal queues an error reply to go out after everything already
 // queued; the connection is then closed.
