@@ -91,8 +91,17 @@ func hostDiag(dir string) {
 		metrics.Read(s)
 		return s
 	}
+	// minflt is this process's minor page faults (/proc/self/stat field 10).
+	minflt := func() int64 {
+		b, _ := os.ReadFile("/proc/self/stat")
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		n, _ := strconv.ParseInt(f[7], 10, 64)
+		return n
+	}
 	var f, pf *os.File
 	var before []metrics.Sample
+	var flt0 int64
+	var delay0 time.Duration
 	for n := 0; ; n++ {
 		<-sig
 		if f == nil {
@@ -101,6 +110,8 @@ func hostDiag(dir string) {
 			pprof.StartCPUProfile(pf)
 			trace.Start(f)
 			before = read()
+			flt0 = minflt()
+			delay0 = runDelay(os.Getpid())
 			continue
 		}
 		trace.Stop()
@@ -123,11 +134,30 @@ func hostDiag(dir string) {
 			}
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "diag: run-queue wait ms p50 %.3f p99 %.3f p999 %.3f max %.3f; gc cycles %d, gc cpu %.3f s (assist %.3f s), gc pauses ms p99 %.3f max %.3f\n",
+		fmt.Fprintf(os.Stderr, "diag: run-queue wait ms p50 %.3f p99 %.3f p999 %.3f max %.3f; gc cycles %d, gc cpu %.3f s (assist %.3f s), gc pauses ms p99 %.3f max %.3f; minor faults %d; threads' kernel run-queue wait %.3f s\n",
 			q(0, 0.5), q(0, 0.99), q(0, 0.999), q(0, 1), after[1].Value.Uint64()-before[1].Value.Uint64(),
 			after[2].Value.Float64()-before[2].Value.Float64(), after[3].Value.Float64()-before[3].Value.Float64(),
-			q(5, 0.99), q(5, 1))
+			q(5, 0.99), q(5, 1), minflt()-flt0, (runDelay(os.Getpid()) - delay0).Seconds())
 	}
+}
+
+// runDelay sums the time the threads of process pid have waited on a
+// kernel run queue (/proc/PID/task/*/schedstat, second field): CPU the
+// machine did not give them while they were runnable.
+func runDelay(pid int) time.Duration {
+	ts, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum int64
+	for _, p := range ts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += n
+		}
+	}
+	return time.Duration(sum)
 }
 
 func longForm() bool { return os.Getenv("SQ_RELIABILITY") == "long" }
