@@ -342,7 +342,8 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if ok {
 				// Never a make of the whole frame here (framebuf.go).
 				if big, ok = s.newFrameBuf(size); !ok {
-					cs.mem.release(bigFrameCost(size))
+					// Nothing was allocated: no garbage to collect.
+					cs.mem.releaseUnmapped(bigFrameCost(size))
 				}
 			}
 			if !ok {

@@ -58,16 +58,33 @@ func frameMapLen(size int) int {
 	return size
 }
 
+// maxMappedFrames bounds the frames mapped at once. Each mapping is one of
+// the process's vm.max_map_count (65,530 by default), of which the store
+// takes up to half for its open phexts (store.Options.MaxOpenPhexts) and
+// the Go runtime and the commit log need theirs; a mapping refused there
+// fails a phext's open for every tenant, and the Go runtime dies when its
+// own mmap is refused. The memory budget alone bounds mapped frames only
+// to MaxClientMemory / mappedFrame (1,024 by default, but 32,768 with a
+// 32 GiB budget, and none without a budget), so past this count a large
+// frame is answered BUSY, as when the mmap fails. A var for tests.
+var maxMappedFrames int64 = 4096
+
 // newFrameBuf returns the buffer (length 0, capacity size) a large frame
 // of size bytes is received into. ok is false when memory could not be
-// mapped; the caller answers BUSY.
+// mapped (or maxMappedFrames are mapped already); nothing was allocated
+// then, and the caller answers BUSY.
 func (s *Server) newFrameBuf(size int) (b []byte, ok bool) {
 	if size < mappedFrame {
 		return make([]byte, 0, size), true
 	}
+	if s.stats.framesMappedNow.Add(1) > maxMappedFrames {
+		s.stats.framesMappedNow.Add(-1)
+		return nil, false
+	}
 	n := frameMapLen(size)
 	b, err := mapFrame(n)
 	if err != nil {
+		s.stats.framesMappedNow.Add(-1)
 		s.log.Warn("cannot map memory for a large frame", "bytes", n, "err", err)
 		return nil, false
 	}
@@ -85,6 +102,8 @@ func (s *Server) freeFrameBuf(b []byte) (unmapped bool) {
 		return false
 	}
 	n := frameMapLen(cap(b))
+	unmapped = unmapFrame(unsafe.Slice(unsafe.SliceData(b), n))
 	s.stats.frameBytesMapped.Add(-int64(n))
-	return unmapFrame(unsafe.Slice(unsafe.SliceData(b), n))
+	s.stats.framesMappedNow.Add(-1)
+	return unmapped
 }

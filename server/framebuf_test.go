@@ -97,3 +97,50 @@ func TestLargeFrameMapped(t *testing.T) {
 		t.Fatalf("a 200 KiB frame was mapped (%d mapped in all)", m.FramesMapped)
 	}
 }
+
+// TestMappedFramesBounded: each frame of a MiB or more is a mapping of its
+// own, and mappings count against vm.max_map_count, half of which the
+// store may take for open phexts; the memory budget bounds them only to
+// MaxClientMemory / 1 MiB (none without a budget). Past maxMappedFrames
+// (1 here) a large frame is answered BUSY, as when its mmap fails: nothing
+// is mapped for it, its reservation goes back (the budget holds the one
+// mapped frame only), and once that frame is answered and unmapped the
+// same request is mapped and served.
+func TestMappedFramesBounded(t *testing.T) {
+	t.Cleanup(server.SetMaxMappedFrames(1))
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: 8 * mib, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib}})
+	a := h.dial(t, "mallory")
+	b := h.dial(t, "mallory")
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 2*mib/16)
+	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 99, []byte("big"), c9(1), payload)
+	half := len(frame) / 2
+	if _, err := a.nc.Write(frame[:half]); err != nil {
+		t.Fatal(err)
+	}
+	sqtest.CheckFor(t, 10*time.Second, "a's frame mapped", func() bool {
+		return h.srv.Memory().FrameBytesMapped == int64(len(frame))
+	})
+	if r, err := b.do(protocol.OpUpdate, "big", c9(2), payload); err != nil || r.Status != protocol.StatusBusy {
+		t.Fatalf("a second large frame while one is mapped (the most): %v %v %.80s, want BUSY", err, r.Status, r.Body)
+	}
+	if m := h.srv.Memory(); m.FramesMapped != 1 || m.FrameBytesMapped != int64(len(frame)) {
+		t.Fatalf("after the BUSY: %d frames mapped, %d bytes mapped; want 1 and %d", m.FramesMapped, m.FrameBytesMapped, len(frame))
+	}
+	if _, err := a.nc.Write(frame[half:]); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.recv(30 * time.Second); err != nil || r.Status != protocol.StatusOK {
+		t.Fatalf("a's UPDATE: %v %v %s", err, r.Status, r.Body)
+	}
+	b.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(2), payload)
+	for _, c := range []uint16{1, 2} {
+		if got := b.must(t, protocol.StatusOK, protocol.OpSelect, "big", c9(c), nil); !bytes.Equal(got, payload) {
+			t.Fatalf("scroll %d: %d bytes, want the %d written", c, len(got), len(payload))
+		}
+	}
+	sqtest.CheckFor(t, 10*time.Second, "every frame unmapped and the budget freed", func() bool {
+		m := h.srv.Memory()
+		return m.FramesMapped == 2 && m.FrameBytesMapped == 0 && m.Used == 0
+	})
+}

@@ -135,6 +135,7 @@ type serverStats struct {
 	// frameBytesMapped the bytes of those not unmapped yet (framebuf.go).
 	framesMapped     atomic.Uint64
 	frameBytesMapped atomic.Int64
+	framesMappedNow  atomic.Int64 // mapped and not unmapped yet (maxMappedFrames)
 	// The change feed (watch.go): subscriptions now, events queued to
 	// watchers, subscriptions ended for a slow watcher, resyncs at WATCH,
 	// resumes served from the commit log.
