@@ -200,11 +200,26 @@ func (s *loopHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		}
 	}
 	cs.lastActive.Store(now)
+	cs.round.SetLoop(s.loopIndex(c.EventLoop()))
 	c.SetContext(cs)
 	s.registerConn(cs)
 	s.stats.conns.Add(1)
 	s.stats.accepted.Add(1)
 	return nil, gnet.None
+}
+
+// loopIndex numbers the event loops in the order they first open a
+// connection (0, 1, …): a connection's loop rounds write that loop's log
+// (store.LoopRound.SetLoop), which no other loop writes.
+func (s *Server) loopIndex(el gnet.EventLoop) int {
+	if el == nil {
+		return 0
+	}
+	if v, ok := s.loopIdx.Load(el); ok {
+		return v.(int)
+	}
+	v, _ := s.loopIdx.LoadOrStore(el, int(s.loopCount.Add(1)-1))
+	return v.(int)
 }
 
 // OnClose releases the connection's tenant slot.

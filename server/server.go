@@ -266,6 +266,10 @@ type Server struct {
 	// loopFeeds: gnet.EventLoop → *loopFeed, each loop's watcher flush
 	// list (watch.go).
 	loopFeeds sync.Map
+	// loopIdx: gnet.EventLoop → int, each loop's number (loopIndex), which
+	// picks the store's loop log its rounds write.
+	loopIdx   sync.Map
+	loopCount atomic.Int64
 
 	// workers counts running per-connection workers. (Not a WaitGroup:
 	// workers start while Shutdown waits, which WaitGroup forbids.)

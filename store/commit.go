@@ -262,6 +262,9 @@ func (p *pfile) logBatch(b *batch) error {
 			return err
 		}
 	}
+	if err := p.awaitLoopRound(b.always); err != nil {
+		return err
+	}
 	items := p.items[:0]
 	off := 0
 	if base := p.baseItem(); base != nil {
@@ -272,7 +275,7 @@ func (p *pfile) logBatch(b *batch) error {
 		r := &b.recs[i]
 		items = append(items, logItem{kind: r.kind, c: r.c, payload: b.buf[r.lo:r.hi]})
 	}
-	last, gen, err := p.t.s.wlog.commit(p.t.dir, p.key, items, b.always)
+	last, gen, err := p.t.s.wlog.commit(p.t.dir, p.key, items, b.always, p.lastLSN)
 	for i := range b.recs {
 		b.recs[i].lsn = items[i+off].lsn
 	}
@@ -281,7 +284,28 @@ func (p *pfile) logBatch(b *batch) error {
 	if err != nil {
 		return err
 	}
+	p.llog, p.lround = p.t.s.wlog, 0
 	p.logged(last, gen, len(b.buf))
+	return nil
+}
+
+// awaitLoopRound (fmu held) waits until the event loop round holding p's
+// latest record, in another log than the worker's, has written it, so
+// that p's next record never reaches a file before it (a crash of the
+// process could otherwise keep the later record and lose the earlier).
+// sync (mode always: a tenant switched from everysec): that log is made
+// durable too, so that the acknowledged write never follows a record a
+// power loss may take (recovery would stop the phext there, chainCut).
+func (p *pfile) awaitLoopRound(sync bool) error {
+	q := p.llog
+	if q == nil || q == p.t.s.wlog {
+		// The worker log: records queue behind a round holding it.
+		return nil
+	}
+	q.awaitRound(p.lround)
+	if sync {
+		return q.sync()
+	}
 	return nil
 }
 

@@ -1,5 +1,6 @@
 // Package store is SQ's storage engine: per-tenant directories of phext
-// snapshots (mmapped) plus one commit log shared by all tenants.
+// snapshots (mmapped) plus commit logs shared by all tenants: the worker
+// log and one per event loop (Options.LoopLogs).
 //
 // A Store owns tenants; a Tenant owns phexts named by [A-Za-z0-9_-][A-Za-z0-9._-]*
 // (the empty name is the default phext, the file ".phext"). Phext
@@ -41,9 +42,15 @@
 //     nothing changed) instead of waiting: TryApply applies a write in
 //     memory and appends its record to the loop round's buffer, and Flush
 //     writes the round's records with one write() (never an fsync, a file
-//     creation or a checkpoint). A round owns the log's write side from
-//     its first write to its Flush; the caller sends no reply of the round
-//     before Flush returned (the records are then in the kernel).
+//     creation or a checkpoint). A round owns its loop's log's write side
+//     (LoopRound.SetLoop; the worker log without loop logs) from its first
+//     write to its Flush; the caller sends no reply of the round before
+//     Flush returned (the records are then in the kernel). A phext whose
+//     latest record waits in one loop's round is declined by the others
+//     until that round ended, and a worker's write of it waits for that.
+//   - Each log is fsynced on its own: after a power loss recovery applies
+//     a phext's records only up to the first whose predecessor (each data
+//     record names the previous LSN of its phext) is missing (chainCut).
 //   - A write applied by TryApply is visible to readers (and change-feed
 //     watchers) before its round's Flush, as Redis serves a write from
 //     memory before its AOF write(): a reader may see a write that a crash
@@ -69,7 +76,7 @@
 //     trusted: writes of every tenant are refused until a repair (a new log
 //     generation, and every phext with records in the old ones checkpointed
 //     from memory) succeeded; the syncer and every writer retry it.
-//   - The log is shared: a log fault (ENOSPC, EIO) fails the writes of
+//   - The logs are shared: a log fault (ENOSPC, EIO) fails the writes of
 //     every tenant, as one AOF does in Redis; reads go on. A damaged
 //     record that names its phext makes only that phext refuse to open;
 //     damage that names none (a bad length or head) makes Open refuse.
@@ -95,8 +102,11 @@
 //
 //	Store.mu → Tenant.mu
 //	Store.rotMu → pfile.cmu → pfile.fmu → pfile.mu → pfile.qmu
-//	pfile.fmu → commitLog.mu
-//	(an event loop's LoopRound: the log's write side → pfile.fmu → pfile.mu
+//	pfile.fmu → commitLog.mu (also waiting on commitLog.cond for a loop
+//	log's round: awaitLoopRound, never on an event loop)
+//	write sides (rotation, Close): the worker log's → each loop log's, in
+//	order
+//	(an event loop's LoopRound: its log's write side → pfile.fmu → pfile.mu
 //	→ pfile.qmu, Store.dmu → commitLog.mu; every one only tried)
 //	commitLog.readBack → pfile.cmu → pfile.fmu → pfile.mu (Tenant.ReadChanges)
 //
@@ -152,9 +162,9 @@
 //     done, then hands further batches to a new flusher goroutine; in the
 //     log, the flusher that finds no leader writes every queued group (all
 //     tenants) until its own is written, then hands the rest on likewise.
-//   - One syncer goroutine per Store fsyncs the log once per SyncInterval
-//     when it was written since (one fsync a second for all tenants), and
-//     retries the repair after a failed fsync.
+//   - One syncer goroutine per Store fsyncs each log once per SyncInterval
+//     when it was written since (one fsync a second per log for all
+//     tenants), and retries the repair after a failed fsync.
 //   - A checkpoint writes a frozen view of the phext without blocking its
 //     writers or readers: they wait only for the freeze and the pointer
 //     swap (memory only).

@@ -19,15 +19,16 @@ func Crash(s *Store) {
 	s.lmu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
-	l := s.wlog
-	l.acquire()
-	l.mu.Lock()
-	l.closed = true
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
+	for _, l := range s.logs {
+		l.acquire()
+		l.mu.Lock()
+		l.closed = true
+		if l.f != nil {
+			l.f.Close()
+			l.f = nil
+		}
+		l.mu.Unlock()
 	}
-	l.mu.Unlock()
 	s.unlockLogDir()
 }
 

@@ -125,13 +125,21 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 		return false, false
 	}
 	s := t.s
-	if !r.take(s.wlog) {
+	l := s.loopLog(r.loop)
+	if !r.take(l) {
 		return false, false
 	}
 	if !p.fmu.TryLock() {
 		return false, false
 	}
 	if p.state.Load() != stateReady || p.broken.Load() {
+		p.fmu.Unlock()
+		return false, false
+	}
+	if q := p.llog; q != nil && q != l && (q.roundDone.Load() < p.lround || s.suspect.Load() != nil) {
+		// The phext's latest record waits in another loop's round: this
+		// one must not reach a file first (nor follow one whose write
+		// failed).
 		p.fmu.Unlock()
 		return false, false
 	}
@@ -181,7 +189,7 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 		p.fmu.Unlock()
 		return false, false
 	}
-	lsn, gen, appended := r.appendLoop(t.dir, p.key, p.baseItem(), &logItem{kind: o.kind, c: o.c, payload: o.text})
+	lsn, gen, appended := r.appendLoop(t.dir, p.key, p.baseItem(), &logItem{kind: o.kind, c: o.c, payload: o.text}, p.lastLSN)
 	if !appended {
 		if first {
 			s.dmu.Unlock()
@@ -200,6 +208,7 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 		s.dmu.Unlock()
 	}
 	p.lastLSN = lsn
+	p.llog, p.lround = l, r.seq
 	p.logBytes.Add(int64(logRecHeader + logFixed + len(p.key) + len(o.text)))
 	n, d := p.apply(o.kind, o.c, o.text)
 	t.used.Add(d)

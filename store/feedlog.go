@@ -68,8 +68,7 @@ func (t *Tenant) ReadChanges(name string, from uint64, maxBytes int64) ([]Change
 // readChanges is one attempt of ReadChanges; retry says that p was
 // written or closed meanwhile.
 func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64) (_ []Change, cut uint64, retry bool, err error) {
-	l := t.s.wlog
-	faults := l.faults.Load()
+	faults := t.s.logFaults()
 	recs, last, err := t.s.logRecordsOf(t.dir, name, from, maxBytes)
 	if err != nil {
 		return nil, 0, false, err
@@ -102,7 +101,7 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 	p.mu.RLock()
 	replaced := false
 	switch {
-	case p.state.Load() != stateReady, l.faults.Load() != faults, p.lastLSN != 0 && p.lastLSN != last:
+	case p.state.Load() != stateReady, t.s.logFaults() != faults, p.lastLSN != 0 && p.lastLSN != last:
 		retry = true
 	case p.oldestGen == 0 && d.idKnown && p.snapID != d.lastID:
 		replaced = true

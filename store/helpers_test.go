@@ -55,6 +55,9 @@ func (db *testDB) open() {
 	if o.LogDir == "" {
 		o.LogDir = filepath.Join(db.root, "log")
 	}
+	if n, _ := strconv.Atoi(os.Getenv("SQ_TEST_LOOPLOGS")); n > 0 && o.LoopLogs == 0 {
+		o.LoopLogs = n
+	}
 	s, err := Open(&o)
 	if err != nil {
 		db.tb.Fatalf("open: %v", err)

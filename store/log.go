@@ -25,20 +25,25 @@ import (
 // Log layout (see docs/STORAGE.md). All integers big-endian.
 //
 //	file:   <LogDir>/sq-<generation, 16 hex digits>-<writer>.log
-//	header: "SQLOG001" | u64 generation | u64 first LSN | u32 0 |
+//	header: "SQLOG002" | u64 generation | u64 first LSN | u32 0 |
 //	        u32 CRC32C of bytes 0..27                           (32 bytes)
 //	record: u32 body length L | u32 CRC32C(length field, body) |
 //	        u32 CRC32C(length field, body[:14+n]) (the head: who it is for) |
 //	        body = u8 op | u64 LSN | u32 dir id | u8 name length n |
-//	               name | 9 x u16 coordinate | payload
+//	               name | 9 x u16 coordinate | u64 previous LSN | payload
+//
+// Version 1 ("SQLOG001", read only) has no previous LSN field.
 const (
-	logMagic      = "SQLOG001"
+	logMagic      = "SQLOG002"
+	logMagicV1    = "SQLOG001"
 	logHeaderSize = 32
-	logFixed      = 1 + 8 + 4 + 1 + 18 // body bytes besides name and payload
-	logRecHeader  = 12                 // length, CRC of the body, CRC of the head
+	logFixed      = 1 + 8 + 4 + 1 + 18 + 8 // body bytes besides name and payload
+	logFixedV1    = logFixed - 8           // version 1: no previous LSN
+	logRecHeader  = 12                     // length, CRC of the body, CRC of the head
 	logPrefix     = "sq-"
 	logSuffix     = ".log"
-	// workerLog names the log of the blocking (worker) path.
+	// workerLog names the log of the blocking (worker) path; loop logs are
+	// "l0", "l1", … (loopLogName).
 	workerLog = "w"
 	// defaultLogRotate: the logs start a new generation past this size.
 	defaultLogRotate = 256 << 20
@@ -59,6 +64,9 @@ const (
 	// matches) whose content is invalid; payload = the error text.
 	opBad byte = 0xFF
 )
+
+// loopLogName names event loop i's log.
+func loopLogName(i int) string { return "l" + strconv.Itoa(i) }
 
 // logName returns the file name of writer's log of generation gen.
 func logName(gen uint64, writer string) string {
@@ -90,8 +98,16 @@ func appendLogHeader(dst []byte, gen, firstLSN uint64) []byte {
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
-// appendLogRecord appends one encoded log record.
+// appendLogRecord appends one encoded log record without a previous LSN
+// (dir and checkpoint records, and data records that need none).
 func appendLogRecord(dst []byte, kind byte, lsn uint64, dir uint32, name string, c phext.Coordinate, payload []byte) []byte {
+	return appendLogRecordP(dst, kind, lsn, 0, dir, name, c, payload)
+}
+
+// appendLogRecordP appends one encoded log record; prev is the LSN of the
+// phext's previous data record (0: none that recovery must find, see
+// chainCut).
+func appendLogRecordP(dst []byte, kind byte, lsn, prev uint64, dir uint32, name string, c phext.Coordinate, payload []byte) []byte {
 	start := len(dst)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(logFixed+len(name)+len(payload)))
 	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -104,6 +120,7 @@ func appendLogRecord(dst []byte, kind byte, lsn uint64, dir uint32, name string,
 	for _, v := range c {
 		dst = binary.BigEndian.AppendUint16(dst, v)
 	}
+	dst = binary.BigEndian.AppendUint64(dst, prev)
 	dst = append(dst, payload...)
 	crc0 := crc32.Update(0, castagnoli, dst[start:start+4])
 	hcrc := crc32.Update(crc0, castagnoli, dst[start+logRecHeader:head])
@@ -136,6 +153,7 @@ func ckptPayload(dev, ino, covers uint64, id, prev walID) []byte {
 type logRec struct {
 	kind    byte
 	lsn     uint64
+	prev    uint64 // the phext's previous data record (0: none to find; version 1)
 	dir     string // the data dir (resolved from the file's dir table)
 	name    string
 	c       phext.Coordinate
@@ -177,7 +195,11 @@ func scanLog(data []byte, path string) (logScan, error) {
 		return w, nil
 	}
 	h := data[:logHeaderSize]
-	if string(h[:8]) != logMagic || binary.BigEndian.Uint32(h[28:]) != crc32.Checksum(h[:28], castagnoli) {
+	fixed := logFixed
+	if string(h[:8]) == logMagicV1 {
+		fixed = logFixedV1
+	}
+	if (string(h[:8]) != logMagic && fixed == logFixed) || binary.BigEndian.Uint32(h[28:]) != crc32.Checksum(h[:28], castagnoli) {
 		return w, corruptErr(path, 0, "bad log header")
 	}
 	w.hdrOK = true
@@ -191,7 +213,7 @@ func scanLog(data []byte, path string) (logScan, error) {
 			break // torn length/CRC
 		}
 		l := int(binary.BigEndian.Uint32(rest))
-		if l < logFixed || l > logFixed+phext.MaxNameLen+MaxRecord {
+		if l < fixed || l > fixed+phext.MaxNameLen+MaxRecord {
 			if allZero(rest) {
 				break // zero-filled tail after a crash
 			}
@@ -201,7 +223,7 @@ func scanLog(data []byte, path string) (logScan, error) {
 			break // torn record: the append never finished
 		}
 		body := rest[logRecHeader : logRecHeader+l]
-		n := min(int(body[13]), l-logFixed)
+		n := min(int(body[13]), l-fixed)
 		hcrc := crc32.Update(crc32.Update(0, castagnoli, rest[:4]), castagnoli, body[:14+n])
 		crc := crc32.Update(hcrc, castagnoli, body[14+n:])
 		if crc != binary.BigEndian.Uint32(rest[4:]) {
@@ -212,7 +234,7 @@ func scanLog(data []byte, path string) (logScan, error) {
 				// The head checks: the length and whose record it is are
 				// known, only its content is damaged. That phext refuses to
 				// open; the log goes on.
-				r, _ := decodeLogBody(body[:14+n:14+n], dirs, true)
+				r, _ := decodeLogBody(body[:14+n:14+n], dirs, true, fixed)
 				if r.dir != "" && r.kind != opDir {
 					r.off = int64(off)
 					r.kind, r.payload = opBad, fmt.Appendf(nil, "%s at offset %d: record CRC mismatch", path, off)
@@ -227,7 +249,7 @@ func scanLog(data []byte, path string) (logScan, error) {
 		if hcrc != binary.BigEndian.Uint32(rest[8:]) {
 			return w, corruptErr(path, int64(off), "record head CRC mismatch")
 		}
-		r, why := decodeLogBody(body, dirs, false)
+		r, why := decodeLogBody(body, dirs, false, fixed)
 		r.off = int64(off)
 		if why != "" {
 			if r.dir == "" {
@@ -270,8 +292,8 @@ const headOnlyMark = 0xFFFF
 
 // decodeLogBody decodes and checks one record body; why != "" on damage.
 // headOnly: body is only the head (op, LSN, dir, name): decode who the
-// record is for, nothing more.
-func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool) (logRec, string) {
+// record is for, nothing more. fixed is the format's logFixed.
+func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool, fixed int) (logRec, string) {
 	var r logRec
 	r.kind = body[0]
 	r.lsn = binary.BigEndian.Uint64(body[1:])
@@ -284,7 +306,7 @@ func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool) (logRec, 
 		}
 		return r, ""
 	}
-	if n > phext.MaxNameLen || logFixed+n > len(body) {
+	if n > phext.MaxNameLen || fixed+n > len(body) {
 		return r, "bad name length in record"
 	}
 	name := body[14 : 14+n]
@@ -292,7 +314,10 @@ func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool) (logRec, 
 	for i := range r.c {
 		r.c[i] = binary.BigEndian.Uint16(cs[2*i:])
 	}
-	r.payload = body[logFixed+n:]
+	if fixed == logFixed {
+		r.prev = binary.BigEndian.Uint64(cs[18:])
+	}
+	r.payload = body[fixed+n:]
 	if r.kind == opDir {
 		if r.lsn != 0 || n != 0 || r.c != (phext.Coordinate{}) || len(r.payload) == 0 ||
 			!filepath.IsAbs(string(r.payload)) || !utf8.Valid(r.payload) {
@@ -344,8 +369,9 @@ type logGroup struct {
 	writers int
 }
 
-// commitLog is one log writer: today the worker log, written by whichever
-// goroutine leads the group commit. See doc.go for its lock.
+// commitLog is one log writer: the worker log ("w"), written by whichever
+// goroutine leads the group commit, or an event loop's ("l0", "l1", …),
+// written only by that loop's rounds (LoopRound). See doc.go for its lock.
 type commitLog struct {
 	s      *Store
 	writer string
@@ -363,6 +389,13 @@ type commitLog struct {
 	// loopBuf holds the records of the event loop round that owns the
 	// write side (LoopRound): only that owner touches it.
 	loopBuf []byte
+	// round numbers the loop rounds that took the write side (only the
+	// owner touches it); roundDone is the last one whose Flush ended
+	// (written, or failed with the logs marked suspect). A phext whose
+	// latest record is in round n of this log (pfile.llog, lround) gets no
+	// record in another log before roundDone >= n (cond is broadcast).
+	round     uint64
+	roundDone atomic.Uint64
 	// spare is the buffer of the last group written, for the next one.
 	spare []byte
 	// redefine: a write failed (and may have dropped dir records): the
@@ -432,18 +465,20 @@ func setBaseLSN(payload []byte, lsn uint64) { binary.BigEndian.PutUint64(payload
 // commit logs items of phext name (data dir dir) with one group commit and
 // returns the LSN of the last one and the generation it went to, once the
 // bytes are in the kernel (sync: on the disk). Callers serialize commits of
-// one phext (its fmu), so its records reach the log in LSN order.
-func (l *commitLog) commit(dir, name string, items []logItem, sync bool) (last, gen uint64, err error) {
-	return l.commitX(dir, name, items, sync, false)
+// one phext (its fmu), so its records reach the log in LSN order. prev is
+// the LSN of the phext's last data record (pfile.lastLSN): each data
+// record carries its predecessor's (chainCut).
+func (l *commitLog) commit(dir, name string, items []logItem, sync bool, prev uint64) (last, gen uint64, err error) {
+	return l.commitX(dir, name, items, sync, false, prev)
 }
 
 // commitCkpt logs a checkpoint record durably. Unlike data records it is
 // taken while the logs are suspect: checkpoints are the repair.
 func (l *commitLog) commitCkpt(dir, name string, payload []byte) (last, gen uint64, err error) {
-	return l.commitX(dir, name, []logItem{{kind: opCkpt, payload: payload}}, true, true)
+	return l.commitX(dir, name, []logItem{{kind: opCkpt, payload: payload}}, true, true, 0)
 }
 
-func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool) (last, gen uint64, err error) {
+func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool, prev uint64) (last, gen uint64, err error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -467,10 +502,15 @@ func (l *commitLog) commitX(dir, name string, items []logItem, sync, repair bool
 		it := &items[i]
 		last = l.s.lsn.Add(1)
 		it.lsn = last
-		if it.base {
-			setBaseLSN(it.payload, last)
+		if it.kind == opCkpt {
+			if it.base {
+				setBaseLSN(it.payload, last)
+			}
+			g.buf = appendLogRecord(g.buf, it.kind, last, id, name, it.c, it.payload)
+			continue
 		}
-		g.buf = appendLogRecord(g.buf, it.kind, last, id, name, it.c, it.payload)
+		g.buf = appendLogRecordP(g.buf, it.kind, last, prev, id, name, it.c, it.payload)
+		prev = last
 	}
 	g.sync = g.sync || sync
 	if !repair {
@@ -547,7 +587,7 @@ func (l *commitLog) commitRaw(dir, name string, recs []logRec) (gen uint64, err 
 	id := l.dirIDLocked(&g.buf, dir)
 	for i := range recs {
 		r := &recs[i]
-		g.buf = appendLogRecord(g.buf, r.kind, r.lsn, id, name, r.c, r.payload)
+		g.buf = appendLogRecordP(g.buf, r.kind, r.lsn, r.prev, id, name, r.c, r.payload)
 	}
 	g.sync = true
 	if l.writing {
@@ -793,18 +833,19 @@ func (l *commitLog) closeFile() error {
 }
 
 // startGen creates the file of generation gen (write side owned, or the
-// log not yet shared): header, the dir table so far (groups queued before
-// the switch use its ids), and for the worker log the records carried
-// over for phexts recovery could not restore; fsynced, and LogDir too.
-// The caller switches to it (switchTo).
-func (l *commitLog) startGen(gen uint64) (File, string, error) {
+// log not yet shared): header (first LSN first), the dir table so far
+// (groups queued before the switch use its ids), and for the worker log
+// the records carried over for phexts recovery could not restore;
+// fsynced. The caller fsyncs LogDir (startGens) and switches to it
+// (switchTo).
+func (l *commitLog) startGen(gen, first uint64) (File, string, error) {
 	path := filepath.Join(l.s.logDir, logName(gen, l.writer))
 	fs := l.s.fs
 	f, err := fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND|noFollow, 0o640)
 	if err != nil {
 		return nil, "", fmt.Errorf("store: create log %s: %w", path, err)
 	}
-	buf := appendLogHeader(make([]byte, 0, 4096), gen, l.s.lsn.Load()+1)
+	buf := appendLogHeader(make([]byte, 0, 4096), gen, first)
 	l.mu.Lock()
 	if l.dirs == nil {
 		l.dirs = map[string]uint32{}
@@ -816,7 +857,7 @@ func (l *commitLog) startGen(gen uint64) (File, string, error) {
 			for i := range rs {
 				r := &rs[i]
 				id := l.dirIDLocked(&buf, r.dir)
-				buf = appendLogRecord(buf, r.kind, r.lsn, id, r.name, r.c, r.payload)
+				buf = appendLogRecordP(buf, r.kind, r.lsn, r.prev, id, r.name, r.c, r.payload)
 			}
 		}
 	}
@@ -832,12 +873,41 @@ func (l *commitLog) startGen(gen uint64) (File, string, error) {
 	if err := f.Sync(); err != nil {
 		return fail(err)
 	}
-	// The new file's directory entry is durable before any record in it
-	// is acknowledged, whatever the tenants' modes.
-	if err := fs.SyncDir(l.s.logDir); err != nil {
-		return fail(err)
-	}
 	return f, path, nil
+}
+
+// newGen is one log's file of a new generation (startGens).
+type newGen struct {
+	f    File
+	path string
+}
+
+// startGens creates generation gen's file of every log in ls (their write
+// sides owned, or the logs not yet shared) with one first LSN, above every
+// LSN written to an older generation (chainFloor), and fsyncs LogDir: the
+// new files' directory entries are durable before any record in them is
+// acknowledged, whatever the tenants' modes. On error none is left.
+func (s *Store) startGens(ls []*commitLog, gen uint64) ([]newGen, error) {
+	first := s.lsn.Load() + 1
+	out := make([]newGen, 0, len(ls))
+	undo := func(err error) ([]newGen, error) {
+		for _, g := range out {
+			g.f.Close()
+			_ = s.fs.Remove(g.path)
+		}
+		return nil, err
+	}
+	for _, l := range ls {
+		f, path, err := l.startGen(gen, first)
+		if err != nil {
+			return undo(err)
+		}
+		out = append(out, newGen{f, path})
+	}
+	if err := s.fs.SyncDir(s.logDir); err != nil {
+		return undo(fmt.Errorf("store: create log generation %d: fsync %s: %w", gen, s.logDir, err))
+	}
+	return out, nil
 }
 
 // dirTableLocked appends a dir record for every dir id (mu held).
@@ -872,7 +942,15 @@ func (l *commitLog) switchTo(f File, path string, gen uint64) {
 type LoopRound struct {
 	l       *commitLog // the log whose write side the round holds (nil: none)
 	records int        // data records in the loop buffer
+	seq     uint64     // the round's number in l (commitLog.round)
+	loop    int        // the event loop: which loop log it writes (SetLoop)
 }
+
+// SetLoop says which event loop runs the round: its writes go to that
+// loop's log (Options.LoopLogs; loop i writes log i modulo their number),
+// which no other loop writes, so two loops' rounds never wait for each
+// other. Call it once, before the round's first write.
+func (r *LoopRound) SetLoop(i int) { r.loop = max(i, 0) }
 
 // maxLoopRound bounds the bytes one round buffers: later writes of the
 // round are declined (they take the blocking path).
@@ -899,6 +977,8 @@ func (r *LoopRound) take(l *commitLog) bool {
 		return false
 	}
 	l.writing = true
+	l.round++
+	r.seq = l.round
 	buf := l.loopBuf[:0]
 	if l.redefine {
 		// An earlier write failed and may have taken dir records with
@@ -914,9 +994,10 @@ func (r *LoopRound) take(l *commitLog) bool {
 
 // appendLoop appends a record of phext name (after base, its base
 // checkpoint payload, when not nil) to the round's buffer and returns its
-// LSN and the generation it goes to. The caller holds the phext's fmu, so
-// its LSNs grow in buffer order. ok=false (mu busy): nothing appended.
-func (r *LoopRound) appendLoop(dir, name string, base []byte, it *logItem) (lsn, gen uint64, ok bool) {
+// LSN and the generation it goes to; prev is the phext's last data LSN.
+// The caller holds the phext's fmu, so its LSNs grow in buffer order.
+// ok=false (mu busy): nothing appended.
+func (r *LoopRound) appendLoop(dir, name string, base []byte, it *logItem, prev uint64) (lsn, gen uint64, ok bool) {
 	l := r.l
 	if !l.mu.TryLock() {
 		return 0, 0, false
@@ -929,7 +1010,7 @@ func (r *LoopRound) appendLoop(dir, name string, base []byte, it *logItem) (lsn,
 		buf = appendLogRecord(buf, opCkpt, blsn, id, name, phext.Coordinate{}, base)
 	}
 	lsn = l.s.lsn.Add(1)
-	buf = appendLogRecord(buf, it.kind, lsn, id, name, it.c, it.payload)
+	buf = appendLogRecordP(buf, it.kind, lsn, prev, id, name, it.c, it.payload)
 	l.loopBuf = buf
 	gen = l.gen
 	l.mu.Unlock()
@@ -951,12 +1032,13 @@ func (r *LoopRound) Flush() error {
 	if l == nil {
 		return nil
 	}
-	n := r.records
+	n, seq := r.records, r.seq
 	r.l, r.records = nil, 0
 	buf := l.loopBuf
 	if n == 0 {
 		// Only a dir table (redefine) or nothing: write it with the next
 		// group instead.
+		l.roundDone.Store(seq)
 		l.loopDone(0, len(buf) > 0)
 		return nil
 	}
@@ -970,12 +1052,32 @@ func (r *LoopRound) Flush() error {
 		err = fmt.Errorf("store: append to %s: %w", l.path, err)
 		l.faults.Add(1) // before the cut-back (see Tenant.ReadChanges)
 		l.resetLoopBuf()
+		// Suspect before the round counts as done: a writer of one of its
+		// phexts waiting for it (or another loop) then sees the logs
+		// refuse writes, and never logs a record after the lost one.
+		l.s.markSuspect(err)
+		l.roundDone.Store(seq)
 		go l.loopFailed(f, pre, err)
 		return err
 	}
 	l.wgen.Add(1)
+	l.roundDone.Store(seq)
 	l.loopDone(int64(len(buf)), false)
 	return nil
+}
+
+// awaitRound waits until round seq of l ended (its Flush returned): a
+// worker about to log a record of a phext whose latest one is in that
+// round (never an event loop: it declines instead).
+func (l *commitLog) awaitRound(seq uint64) {
+	if l.roundDone.Load() >= seq {
+		return
+	}
+	l.mu.Lock()
+	for l.roundDone.Load() < seq {
+		l.cond.Wait()
+	}
+	l.mu.Unlock()
 }
 
 func (l *commitLog) resetLoopBuf() {
@@ -1033,7 +1135,7 @@ func (l *commitLog) finishLoop(n int64, redefine bool) {
 // become suspect, so the repair checkpoints every dirty phext, the
 // round's included, from memory.
 func (l *commitLog) loopFailed(f File, pre int64, err error) {
-	l.s.logFailed(err)
+	l.s.repairSuspect(err) // marked suspect by Flush
 	l.torn.Store(true)
 	if terr := f.Truncate(pre); terr != nil {
 		l.s.log.Error("store: cut back after a failed loop write", "path", l.path, "err", terr)

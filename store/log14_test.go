@@ -33,7 +33,7 @@ func TestRotationDropsGenerationOfAckedWrite(t *testing.T) {
 	// writeBatch/logBatch of Insert(f, 2, "acked"), up to the commit.
 	p.fmu.Lock()
 	items := []logItem{{kind: opInsert, c: coord(2), payload: []byte("acked")}}
-	last, gen, err := s.wlog.commit(p.t.dir, p.key, items, true)
+	last, gen, err := s.wlog.commit(p.t.dir, p.key, items, true, p.lastLSN)
 	if err != nil {
 		t.Fatal(err)
 	}

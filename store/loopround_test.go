@@ -159,8 +159,13 @@ func TestLoopRoundOneWrite(t *testing.T) {
 // after a kill -9 the recovered scroll equals the one in memory, token for
 // token: recovery replays in the order the writes were applied (LSN order,
 // assigned under the phext's lock), whichever writer logged them.
-func TestLoopRoundsRecoverInApplyOrder(t *testing.T) {
-	db := MustOpen(t, &Options{Durability: DurabilityEverySec, SyncInterval: 5 * time.Millisecond})
+func TestLoopRoundsRecoverInApplyOrder(t *testing.T) { recoverInApplyOrder(t, 0, 0) }
+
+// recoverInApplyOrder runs that test with loopLogs loop logs (the loops
+// use 0 and 1) and a rotation every rotateEvery writes of the worker (0:
+// none).
+func recoverInApplyOrder(t *testing.T, loopLogs, rotateEvery int) {
+	db := MustOpen(t, &Options{Durability: DurabilityEverySec, SyncInterval: 5 * time.Millisecond, LoopLogs: loopLogs})
 	name := []byte("f")
 	if _, err := db.ten.Insert(name, coord(1), []byte(">")); err != nil {
 		t.Fatal(err)
@@ -173,6 +178,7 @@ func TestLoopRoundsRecoverInApplyOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var r LoopRound
+			r.SetLoop(g)
 			for i := 0; i < rounds; i++ {
 				for k := 0; k < perRound; k++ {
 					w := Write{Kind: WriteInsert, Name: name, Coord: coord(1), Text: []byte(fmt.Sprintf("L%d.%d.%d;", g, i, k))}
@@ -204,6 +210,11 @@ func TestLoopRoundsRecoverInApplyOrder(t *testing.T) {
 		for i := 0; i < rounds*2; i++ {
 			if _, err := db.ten.Insert(name, coord(1), []byte(fmt.Sprintf("W%d;", i))); err != nil {
 				t.Error(err)
+			}
+			if rotateEvery > 0 && i%rotateEvery == 0 {
+				if err := db.rotate(); err != nil {
+					t.Error(err)
+				}
 			}
 		}
 	}()
@@ -318,9 +329,14 @@ func TestLoopRoundFailedWrite(t *testing.T) {
 // BenchmarkLoopRound: a round of 16 small UPDATEs and its Flush; no
 // allocation once the scrolls are in the overlay (checkpoints and
 // rotations, which run on their own goroutines, are kept out).
-func BenchmarkLoopRound(b *testing.B) {
+func BenchmarkLoopRound(b *testing.B) { benchLoopRound(b, 0) }
+
+// BenchmarkLoopRoundLoopLogs: the same on loop 1's own log.
+func BenchmarkLoopRoundLoopLogs(b *testing.B) { benchLoopRound(b, 2) }
+
+func benchLoopRound(b *testing.B, loopLogs int) {
 	db := MustOpen(b, &Options{Durability: DurabilityEverySec, SyncInterval: time.Hour,
-		CompactMinWAL: 1 << 40, LogRotateBytes: 1 << 40})
+		CompactMinWAL: 1 << 40, LogRotateBytes: 1 << 40, LoopLogs: loopLogs})
 	name := []byte("f")
 	for i := 1; i <= 16; i++ {
 		if _, err := db.ten.Update(name, coord(uint16(i)), []byte("hello world")); err != nil {
@@ -329,6 +345,7 @@ func BenchmarkLoopRound(b *testing.B) {
 	}
 	text := []byte("hello there")
 	var r LoopRound
+	r.SetLoop(1)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -345,10 +362,13 @@ func BenchmarkLoopRound(b *testing.B) {
 	}
 }
 
-// TestLoopRoundAllocs: a round of writes allocates nothing.
+// TestLoopRoundAllocs: a round of writes allocates nothing, on the worker
+// log (no loop logs) as on a loop's own.
 func TestLoopRoundAllocs(t *testing.T) {
-	res := testing.Benchmark(BenchmarkLoopRound)
-	if a := res.AllocsPerOp(); a != 0 {
-		t.Fatalf("%d allocs per round of 16 writes", a)
+	for _, bf := range []func(*testing.B){BenchmarkLoopRound, BenchmarkLoopRoundLoopLogs} {
+		res := testing.Benchmark(bf)
+		if a := res.AllocsPerOp(); a != 0 {
+			t.Fatalf("%d allocs per round of 16 writes", a)
+		}
 	}
 }

@@ -87,8 +87,15 @@ type pfile struct {
 	// does not cover (0: none); ckptHold the one a running checkpoint
 	// took over (until it is durable). Rotation keeps those generations.
 	oldestGen, ckptHold uint64
-	logBytes            atomic.Int64 // log bytes of records since the last checkpoint (compaction trigger, Usage)
-	items               []logItem    // commit scratch (fmu)
+	// llog is the log holding p's latest record (nil: none since open) and
+	// lround the loop round of llog it is in (0: written by the worker
+	// path, so already in the kernel). p's next record goes to another log
+	// only once that round ended (TryApply declines, awaitLoopRound
+	// waits): a phext's records reach the files in LSN order across logs.
+	llog     *commitLog
+	lround   uint64
+	logBytes atomic.Int64 // log bytes of records since the last checkpoint (compaction trigger, Usage)
+	items    []logItem    // commit scratch (fmu)
 
 	// qmu guards the pending batch (leaf lock).
 	qmu        sync.Mutex

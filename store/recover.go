@@ -27,6 +27,7 @@ import (
 type carriedRec struct {
 	kind    byte
 	lsn     uint64
+	prev    uint64
 	dir     string
 	name    string
 	c       phext.Coordinate
@@ -80,13 +81,16 @@ func (s *Store) openLogs() error {
 		return err
 	}
 	l := s.wlog
-	f, path, err := l.startGen(s.gen.Add(1))
+	gen := s.gen.Add(1)
+	ngs, err := s.startGens(s.logs, gen)
 	if err != nil {
 		s.removeRecoveryTmps()
 		s.unlockLogDir()
 		return err
 	}
-	l.switchTo(f, path, s.gen.Load())
+	for i, lg := range s.logs {
+		lg.switchTo(ngs[i].f, ngs[i].path, gen)
+	}
 	// The recovery's checkpoint records are in the new generation only:
 	// the old files (gen below it) always go before it does, so a later
 	// generation never names a snapshot that has been replaced since.
@@ -208,6 +212,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 	}
 	groups := map[string]*group{}
 	var maxGen, maxLSN uint64
+	var firsts []genFirst
 	for _, lf := range files {
 		maxGen = max(maxGen, lf.gen)
 		data, err := readAll(s.fs, lf.path)
@@ -223,6 +228,9 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 		}
 		if w.hdrOK && w.firstLSN > 0 {
 			maxLSN = max(maxLSN, w.firstLSN-1)
+		}
+		if w.hdrOK {
+			firsts = append(firsts, genFirst{lf.gen, w.firstLSN})
 		}
 		maxLSN = max(maxLSN, w.maxLSN)
 		for _, r := range w.recs {
@@ -246,6 +254,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 	}
 	s.lsn.Store(maxLSN)
 	s.gen.Store(maxGen)
+	floor := chainFloor(firsts)
 	keys := make([]string, 0, len(groups))
 	for k := range groups {
 		keys = append(keys, k)
@@ -257,7 +266,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 		// A record carried into a new generation while its old file was
 		// kept appears twice: once is enough.
 		g.recs = slices.CompactFunc(g.recs, func(a, b logRec) bool { return a.lsn == b.lsn })
-		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(g.dir, g.name, g.recs)
+		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(g.dir, g.name, g.recs, floor)
 		if errors.Is(err, errDirGone) {
 			// design14: a dir that no longer exists: its records are
 			// dropped, never replayed into a tenant created later on the
@@ -292,12 +301,64 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 					s.keepOld = true
 					continue
 				}
-				s.carried = append(s.carried, carriedRec{kind: r.kind, lsn: r.lsn, dir: r.dir, name: r.name, c: r.c,
+				s.carried = append(s.carried, carriedRec{kind: r.kind, lsn: r.lsn, prev: r.prev, dir: r.dir, name: r.name, c: r.c,
 					payload: append([]byte(nil), r.payload...)})
 			}
 		}
 	}
 	return files, nil
+}
+
+// genFirst is the first LSN a log file's header names, and its generation.
+type genFirst struct{ gen, first uint64 }
+
+// chainFloor returns the LSN below which the predecessor of a record may
+// be missing from the logs without a loss: the lowest first LSN of the
+// unbroken run of generations that ends with the newest one. Generations
+// go oldest first once every phext's snapshot covers them (only files kept
+// for an operator lie below a gap), and a rotation switches every log at
+// once with one first LSN above every record of the older generations, so
+// a record missing at or above the floor was lost, not truncated away.
+func chainFloor(fs []genFirst) uint64 {
+	if len(fs) == 0 {
+		return 0
+	}
+	slices.SortFunc(fs, func(a, b genFirst) int { return cmp.Compare(b.gen, a.gen) })
+	floor, gen := fs[0].first, fs[0].gen
+	for _, f := range fs {
+		if f.gen+1 < gen {
+			break // a gap: older files were kept, not the chain's
+		}
+		floor, gen = min(floor, f.first), f.gen
+	}
+	return floor
+}
+
+// chainCut returns how many of todo (a phext's data records above what
+// its snapshot covers, in LSN order) recovery may apply: it stops at the
+// first record whose predecessor (prev) should be in the logs and is not
+// among recs (all the phext's records found). Each log is fsynced on its
+// own, so after a power loss one log (an event loop's, or the worker's)
+// may hold a record of a phext whose predecessor, in another log, was
+// lost: applying it would make a state the phext never had. The cut is a
+// power-loss tail, like a torn one, not damage. A PUT needs no
+// predecessor, nor a record that names none (prev 0: the phext's first
+// since it was opened; version 1 logs).
+func chainCut(recs, todo []logRec, covers, floor uint64) int {
+	have := make(map[uint64]struct{}, len(recs))
+	for i := range recs {
+		have[recs[i].lsn] = struct{}{}
+	}
+	for i := range todo {
+		r := &todo[i]
+		if r.kind == opPut || r.prev == 0 || r.prev <= covers || r.prev < floor {
+			continue
+		}
+		if _, ok := have[r.prev]; !ok {
+			return i
+		}
+	}
+	return len(todo)
 }
 
 // readAll reads a whole file through the FS seam.
@@ -347,7 +408,7 @@ func fileIdentity(fi os.FileInfo) (dev, ino uint64) {
 // It returns the identity of the resulting snapshot, what it covers and
 // the identity on disk now (known false: no snapshot matched or was
 // written). A missing data dir is errDirGone.
-func (s *Store) recoverPhext(dir, name string, recs []logRec) (dev, ino, covers uint64, id, prev walID, tmp string, known bool, err error) {
+func (s *Store) recoverPhext(dir, name string, recs []logRec, floor uint64) (dev, ino, covers uint64, id, prev walID, tmp string, known bool, err error) {
 	fail := func(err error) (uint64, uint64, uint64, walID, walID, string, bool, error) {
 		return 0, 0, 0, walID{}, walID{}, "", false, err
 	}
@@ -397,6 +458,12 @@ func (s *Store) recoverPhext(dir, name string, recs []logRec) (dev, ino, covers 
 			todo = append(todo, r)
 		}
 	}
+	if n := chainCut(recs, todo, covers, floor); n < len(todo) {
+		s.log.Warn("store: a phext's records in the commit log stop where a predecessor is missing (lost from another log by a power loss); the later ones are dropped",
+			"dir", dir, "phext", name, "lsn", todo[n].lsn, "missing", todo[n].prev, "dropped", len(todo)-n)
+		s.chainCuts.Add(1)
+		todo = todo[:n]
+	}
 	id = cur
 	if len(todo) > 0 {
 		for _, r := range todo {
@@ -439,8 +506,21 @@ var errLogSuspect = errors.New("store: commit log failed; writes refused until t
 // generation, and a checkpoint from memory of every phext with records in
 // the old ones.
 func (s *Store) logFailed(err error) {
+	s.markSuspect(err)
+	s.repairSuspect(err)
+}
+
+// markSuspect makes the logs refuse writes (atomics only: an event loop's
+// Flush calls it).
+func (s *Store) markSuspect(err error) {
+	e := err
 	s.suspectSeq.Add(1)
-	s.suspect.Store(&err)
+	s.suspect.Store(&e)
+}
+
+// repairSuspect reports a failure markSuspect recorded and starts the
+// repair.
+func (s *Store) repairSuspect(err error) {
 	s.log.Error("store: commit log failed; checkpointing every phext from memory", "err", err)
 	s.kickRotate()
 }
@@ -463,11 +543,7 @@ func (s *Store) kickRotate() {
 		defer s.rotating.Store(false)
 		err := s.rotateIf(func() bool {
 			// Another rotation may have done the work meanwhile.
-			l := s.wlog
-			l.mu.Lock()
-			big := l.size > s.opts.LogRotateBytes
-			l.mu.Unlock()
-			return big || s.suspect.Load() != nil
+			return s.logsBig() || s.suspect.Load() != nil
 		})
 		if err != nil {
 			s.log.Error("store: log rotation failed; old generations kept", "err", err)
@@ -507,19 +583,33 @@ func (s *Store) rotateIf(need func() bool) error {
 		return nil
 	}
 	seq := s.suspectSeq.Load()
-	l := s.wlog
-	l.acquire()
+	// Every log switches at once: with all write sides held no record is
+	// written anywhere, so the new generation's first LSN is above every
+	// LSN of the older ones (chainFloor). The worker log first, then the
+	// loops' in order (their rounds end without waiting for anything).
+	for _, l := range s.logs {
+		l.acquire()
+	}
 	gen := s.gen.Load() + 1
-	f, path, err := l.startGen(gen)
+	ngs, err := s.startGens(s.logs, gen)
 	if err != nil {
-		l.release()
+		for _, l := range s.logs {
+			l.release()
+		}
 		return err
 	}
-	cerr := l.closeFile()
+	var cerrs []error
+	for _, l := range s.logs {
+		if err := l.closeFile(); err != nil {
+			cerrs = append(cerrs, err)
+		}
+	}
 	s.gen.Store(gen)
-	l.switchTo(f, path, gen)
-	l.release()
-	if cerr != nil {
+	for i, l := range s.logs {
+		l.switchTo(ngs[i].f, ngs[i].path, gen)
+		l.release()
+	}
+	if cerr := errors.Join(cerrs...); cerr != nil {
 		s.log.Error("store: closing the previous log generation", "err", cerr)
 	}
 	old := gen - 1
@@ -592,7 +682,7 @@ func (s *Store) carryFromMemory(ps []*pfile, old uint64) error {
 		if doc == nil {
 			doc = []byte{}
 		}
-		last, g, err := s.wlog.commitX(p.t.dir, p.key, []logItem{{kind: opPut, payload: doc}}, true, true)
+		last, g, err := s.wlog.commitX(p.t.dir, p.key, []logItem{{kind: opPut, payload: doc}}, true, true, p.lastLSN)
 		if err == nil {
 			p.oldestGen, p.lastLSN = g, last
 			// A new position for the same content: watchers are told
@@ -770,6 +860,7 @@ func (s *Store) retryPinned(dir, key string) error {
 		return err
 	}
 	var recs []logRec
+	var firsts []genFirst
 	for _, lf := range files {
 		data, err := readAll(s.fs, lf.path)
 		if err != nil {
@@ -778,6 +869,9 @@ func (s *Store) retryPinned(dir, key string) error {
 		w, err := scanLog(data, lf.path)
 		if err != nil {
 			return err
+		}
+		if w.hdrOK {
+			firsts = append(firsts, genFirst{lf.gen, w.firstLSN})
 		}
 		for _, r := range w.recs {
 			if r.dir == dir && r.name == key {
@@ -788,7 +882,7 @@ func (s *Store) retryPinned(dir, key string) error {
 	slices.SortStableFunc(recs, func(a, b logRec) int { return cmp.Compare(a.lsn, b.lsn) })
 	recs = slices.CompactFunc(recs, func(a, b logRec) bool { return a.lsn == b.lsn })
 	if len(recs) > 0 {
-		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(dir, key, recs)
+		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(dir, key, recs, chainFloor(firsts))
 		if err != nil {
 			return err
 		}
@@ -836,17 +930,26 @@ func (s *Store) closeLogs() error {
 	// A rotation still running (a writer's repair) finishes first.
 	s.rotMu.Lock()
 	defer s.rotMu.Unlock()
-	l := s.wlog
-	l.acquire()
+	for _, l := range s.logs {
+		l.acquire()
+	}
 	defer func() {
-		l.mu.Lock()
-		l.closed = true
-		l.writing = false
-		l.cond.Broadcast()
-		l.mu.Unlock()
+		for _, l := range s.logs {
+			l.mu.Lock()
+			l.closed = true
+			l.writing = false
+			l.cond.Broadcast()
+			l.mu.Unlock()
+		}
 		s.unlockLogDir()
 	}()
-	cerr := l.closeFile()
+	var cerrs []error
+	for _, l := range s.logs {
+		if err := l.closeFile(); err != nil {
+			cerrs = append(cerrs, err)
+		}
+	}
+	cerr := errors.Join(cerrs...)
 	s.dmu.Lock()
 	clean := len(s.pins) == 0 && len(s.dirtyP) == 0 && s.keptOld == 0
 	s.dmu.Unlock()
@@ -858,11 +961,11 @@ func (s *Store) closeLogs() error {
 		return err
 	}
 	gen := s.gen.Add(1)
-	f, _, err := l.startGen(gen)
+	ngs, err := s.startGens(s.logs[:1], gen)
 	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
+	if err := ngs[0].f.Close(); err != nil {
 		return err
 	}
 	s.removeLogs(old)

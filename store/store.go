@@ -104,6 +104,13 @@ type Options struct {
 	// temporary directory removed by Close: crash recovery cannot find it,
 	// so only tests leave it empty (`sq host` always sets it).
 	LogDir string
+	// LoopLogs is the number of event loop logs (default 0): an event
+	// loop's rounds (LoopRound, SetLoop) write loop i's log, "l<i>" of
+	// each generation, which no other writer touches, so the loops never
+	// wait for each other's rounds; the worker path keeps the "w" log.
+	// With 0, rounds write the worker log (and hold its write side). The
+	// syncer fsyncs each written log once per SyncInterval.
+	LoopLogs int
 	// LogRotateBytes is the log size past which a new generation starts
 	// and the old one is truncated away once every phext with records in
 	// it was checkpointed (default 256 MiB).
@@ -160,6 +167,8 @@ type Store struct {
 	tmpLogDir   bool // LogDir was a temporary directory: removed by Close
 	lockF       *os.File
 	wlog        *commitLog
+	loopLogs    []*commitLog  // the event loops' logs (Options.LoopLogs)
+	logs        []*commitLog  // wlog, then loopLogs
 	lsn         atomic.Uint64 // the last LSN handed out
 	gen         atomic.Uint64 // the current generation
 	suspect     atomic.Pointer[error]
@@ -171,6 +180,7 @@ type Store struct {
 	recCkpts    []carriedRec    // checkpoint records of what recovery restored, for the first generation (wlog.mu)
 	recSnaps    []recoveredSnap // snapshots recovery rewrote, renamed once recCkpts are durable (Open only)
 	droppedRecs atomic.Uint64   // records dropped at Open because their data dir no longer exists
+	chainCuts   atomic.Uint64   // phexts whose records recovery stopped at a missing predecessor (chainCut)
 	keepOld     bool            // recovery met a damaged record: the old logs stay
 	umu         sync.Mutex      // guards unrecovered
 	// unrecovered: phexts (dir + "\x00" + name) that refuse to open until
@@ -258,6 +268,12 @@ func Open(opts *Options) (*Store, error) {
 		dirtyP:      make(map[*pfile]struct{}),
 	}
 	s.wlog = newCommitLog(s, workerLog)
+	s.logs = []*commitLog{s.wlog}
+	for i := range max(o.LoopLogs, 0) {
+		l := newCommitLog(s, loopLogName(i))
+		s.loopLogs = append(s.loopLogs, l)
+		s.logs = append(s.logs, l)
+	}
 	if o.LogDir == "" {
 		d, err := os.MkdirTemp("", "sq-log-")
 		if err != nil {
@@ -285,13 +301,40 @@ func Open(opts *Options) (*Store, error) {
 // maybeRotate starts a new log generation in the background once the
 // current one passed LogRotateBytes.
 func (s *Store) maybeRotate() {
-	l := s.wlog
-	l.mu.Lock()
-	big := l.size > s.opts.LogRotateBytes
-	l.mu.Unlock()
-	if big {
+	if s.logsBig() {
 		s.kickRotate()
 	}
+}
+
+// logsBig reports whether some log passed LogRotateBytes.
+func (s *Store) logsBig() bool {
+	for _, l := range s.logs {
+		l.mu.Lock()
+		big := l.size > s.opts.LogRotateBytes
+		l.mu.Unlock()
+		if big {
+			return true
+		}
+	}
+	return false
+}
+
+// loopLog returns the log of event loop i (the worker log when there are
+// no loop logs).
+func (s *Store) loopLog(i int) *commitLog {
+	if len(s.loopLogs) == 0 {
+		return s.wlog
+	}
+	return s.loopLogs[i%len(s.loopLogs)]
+}
+
+// logFaults sums the failed writes and fsyncs of every log.
+func (s *Store) logFaults() uint64 {
+	var n uint64
+	for _, l := range s.logs {
+		n += l.faults.Load()
+	}
+	return n
 }
 
 // Close flushes pending writes, checkpoints every phext with records in
@@ -820,9 +863,10 @@ func (s *Store) unregister(p *pfile) {
 }
 
 // syncer is the store-wide everysec goroutine: once per SyncInterval it
-// fsyncs the commit log if it was written since its last fsync: one fsync
-// per second for all tenants, however many there are. After a failed log
-// fsync it retries the repair (rotate) every round until it succeeds.
+// fsyncs each log written since its last fsync: at most one fsync a
+// second per log (the worker's and each event loop's) for all tenants,
+// however many there are. After a failed log fsync it retries the repair
+// (rotate) every round until it succeeds.
 func (s *Store) syncer() {
 	defer s.wg.Done()
 	tk := time.NewTicker(s.opts.SyncInterval)
@@ -838,8 +882,10 @@ func (s *Store) syncer() {
 			s.kickRotate()
 			continue
 		}
-		if err := s.wlog.sync(); err != nil {
-			s.log.Error("store: everysec fsync of the commit log failed", "err", err)
+		for _, l := range s.logs {
+			if err := l.sync(); err != nil {
+				s.log.Error("store: everysec fsync of the commit log failed", "err", err)
+			}
 		}
 	}
 }

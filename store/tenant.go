@@ -618,8 +618,8 @@ func (t *Tenant) Compact(name []byte) error {
 }
 
 // Sync makes every write of the tenant acknowledged so far durable: it
-// fsyncs the commit log (shared by all tenants) if it was written since its
-// last fsync.
+// fsyncs each commit log (shared by all tenants) written since its last
+// fsync.
 func (t *Tenant) Sync() error {
 	t.mu.RLock()
 	closed := t.closed
@@ -630,8 +630,10 @@ func (t *Tenant) Sync() error {
 	if err := t.s.logHealthy(); err != nil {
 		return err
 	}
-	if err := t.s.wlog.sync(); err != nil {
-		return err
+	for _, l := range t.s.logs {
+		if err := l.sync(); err != nil {
+			return err
+		}
 	}
 	// A rotation or Close may have closed the file under the fsync (it
 	// fsyncs the file itself): success only if that fsync did not fail.

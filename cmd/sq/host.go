@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
@@ -252,7 +253,14 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if err := checkLegacyLogDir(c.config, logDir); err != nil {
 		return out.fail(1, "store", err)
 	}
-	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir, LogKeepBytes: c.logKeep})
+	loops := c.loops
+	if loops <= 0 {
+		loops = runtime.NumCPU() // the server's default
+	}
+	// One commit log per event loop: the loops' write rounds never wait
+	// for each other.
+	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir,
+		LogKeepBytes: c.logKeep, LoopLogs: loops})
 	if err != nil {
 		return out.fail(1, "store", err)
 	}

@@ -77,7 +77,8 @@ func Open(t testing.TB, o Options) *Env {
 	if dur == store.DurabilityDefault {
 		dur = store.DurabilityAlways
 	}
-	e.sopts = store.Options{Durability: dur, Logger: QuietLogger(), FS: o.FS}
+	// Two loop logs, one per event loop of the server tests' default.
+	e.sopts = store.Options{Durability: dur, Logger: QuietLogger(), FS: o.FS, LoopLogs: 2}
 	if o.LogKeep != 0 {
 		e.sopts.LogDir, e.sopts.LogKeepBytes = filepath.Join(e.Dir, "log"), o.LogKeep
 	}
