@@ -82,10 +82,12 @@ type connState struct {
 	// (worker).
 	arriving int64
 	big      []byte
-	// arrivingA mirrors arriving, and bigGot len(big), for the OnTick
-	// sweep (slowFrames).
+	// arrivingA mirrors arriving, bigGot len(big) and bigSize cap(big)
+	// (the frame's size, which from hugeFrame on is less than what it is
+	// charged), for the OnTick sweep (slowFrames).
 	arrivingA atomic.Int64
 	bigGot    atomic.Int64
+	bigSize   atomic.Int64
 	// bufCharged is what gnet holds for this connection (unsent replies,
 	// unparsed input) as last charged to mem (loop, see chargeBuffers);
 	// bufChargedA mirrors it for the OnTick sweep, which wakes the loop to
@@ -368,6 +370,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				cs.skip = size
 				continue
 			}
+			cs.bigSize.Store(int64(size)) // before arrivingA: slowFrames reads it once that is set
 			cs.arriving = bigFrameCost(size)
 			cs.arrivingA.Store(cs.arriving)
 			cs.bigGot.Store(0)
@@ -639,7 +642,9 @@ func (s *Server) slowFrames(conns []*connState, nowN int64) {
 		if a == 0 || since == 0 || el < int64(slowFrameGrace) || cs.closing.Load() {
 			continue
 		}
-		if got := cs.bigGot.Load(); float64(got)*float64(slowFramePace) >= float64(a)*float64(el) {
+		// The pace is the frame's own bytes; what it holds (a) may be
+		// more (bigFrameCost).
+		if got := cs.bigGot.Load(); float64(got)*float64(slowFramePace) >= float64(cs.bigSize.Load())*float64(el) {
 			continue // on pace: it arrives within slowFramePace
 		}
 		if slow+a > s.opts.MaxSlowFrameMemory {
