@@ -211,7 +211,7 @@ func (s *Server) hubFor(t *tenant) *feedHub {
 		return h
 	}
 	h := &feedHub{s: s, store: t.store, mem: t.mem, subs: map[*watchSub]struct{}{},
-		ring: make([]*feedEvent, s.opts.WatchRetainEvents)}
+		ring: make([]*feedEvent, min(ringStart, s.opts.WatchRetainEvents))}
 	h.mu.Lock()
 	h.floor = t.store.SetFeed(h)
 	h.mu.Unlock()
@@ -269,6 +269,9 @@ func (h *feedHub) Publish(c *store.Change) {
 // count or byte limits or what the memory budget refuses (mu held).
 func (h *feedHub) retain(ev *feedEvent) {
 	maxBytes := h.s.opts.WatchRetainBytes
+	if h.n == len(h.ring) && len(h.ring) < h.s.opts.WatchRetainEvents && h.bytes+ev.cost <= maxBytes {
+		h.growRing()
+	}
 	for h.n > 0 && (h.n == len(h.ring) || h.bytes+ev.cost > maxBytes) {
 		h.evictOldest()
 	}
@@ -285,6 +288,21 @@ func (h *feedHub) retain(ev *feedEvent) {
 	h.ring[(h.first+h.n)%len(h.ring)] = ev
 	h.n++
 	h.bytes += ev.cost
+}
+
+// ringStart is a new hub's ring size; it doubles up to WatchRetainEvents
+// as changes come (a ring of 4,096 slots per watched tenant from the start
+// was 32 KiB each, 16 MB of garbage and new heap for 500 tenants whose
+// watchers come and go, and GC assists on the event loops).
+const ringStart = 64
+
+// growRing doubles the ring (mu held, the ring full), keeping the order.
+func (h *feedHub) growRing() {
+	ring := make([]*feedEvent, min(2*len(h.ring), h.s.opts.WatchRetainEvents))
+	for i := 0; i < h.n; i++ {
+		ring[i] = h.ring[(h.first+i)%len(h.ring)]
+	}
+	h.ring, h.first = ring, 0
 }
 
 func (h *feedHub) evictOldest() {

@@ -864,3 +864,47 @@ func TestWatchBacklogSlowWatcherDropped(t *testing.T) {
 		t.Fatalf("sq_watch_backlogs_total %d, want 1", got)
 	}
 }
+
+// TestWatchRingGrows: a hub's retention starts small and doubles up to
+// WatchRetainEvents as changes come, in order: a resume from before 150
+// changes is replayed from it whole (not from the log), and it holds no
+// more than WatchRetainEvents.
+func TestWatchRingGrows(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec, opts: Options{WatchRetainEvents: 200}})
+	wr := e.dial("alpha")
+	w := e.watcher("alpha")
+	from := w.watch("", "", 1, 0, 0)
+	w.nc.Close()
+	e.srv.hubsMu.Lock()
+	h := e.srv.hubs[e.srv.table.Load().byName["alpha"].store]
+	e.srv.hubsMu.Unlock()
+	h.mu.Lock()
+	if len(h.ring) != ringStart {
+		t.Fatalf("a new hub's ring has %d slots, want %d", len(h.ring), ringStart)
+	}
+	h.mu.Unlock()
+	for i := 0; i < 150; i++ {
+		wr.ok(protocol.OpUpdate, "", coordN(i), []byte(fmt.Sprintf("%03d", i)))
+	}
+	w = e.watcher("alpha")
+	w.watch("", "", 2, protocol.WatchText|protocol.WatchFrom, from)
+	last := from
+	for i := 0; i < 150; i++ {
+		if ev := w.next(); ev.Pos <= last || ev.text != fmt.Sprintf("%03d", i) {
+			t.Fatalf("event %d: %+v %q", i, ev.Event, ev.text)
+		} else {
+			last = ev.Pos
+		}
+	}
+	if n := e.srv.stats.watchLogResumes.Load(); n != 0 {
+		t.Fatalf("%d resumes read the log back, want the ring's", n)
+	}
+	for i := 0; i < 150; i++ {
+		wr.ok(protocol.OpUpdate, "", coordN(i), []byte("x"))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ring) != 200 || h.n != 200 {
+		t.Fatalf("ring of %d slots holding %d, want 200 and 200", len(h.ring), h.n)
+	}
+}
