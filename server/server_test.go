@@ -822,9 +822,19 @@ func TestOneLoopLogWritePerRound(t *testing.T) {
 	}
 }
 
-// logWriteFS counts write() calls to the commit log.
+// logWriteFS counts write() calls to the commit logs, also per writer
+// ("w", "l0", …).
 type logWriteFS struct {
-	writes atomic.Int64
+	writes   atomic.Int64
+	mu       sync.Mutex
+	byWriter map[string]int
+}
+
+// writerWrites returns the write() calls to writer's log files.
+func (f *logWriteFS) writerWrites(writer string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.byWriter[writer]
 }
 
 func (f *logWriteFS) Rename(o, n string) error                     { return os.Rename(o, n) }
@@ -839,7 +849,8 @@ func (f *logWriteFS) OpenFile(name string, flag int, perm os.FileMode) (store.Fi
 	if !strings.HasSuffix(name, ".log") {
 		return fl, nil
 	}
-	return &logWriteFile{File: fl, fs: f}, nil
+	w := strings.TrimSuffix(name[strings.LastIndexByte(name, '-')+1:], ".log")
+	return &logWriteFile{File: fl, fs: f, writer: w}, nil
 }
 
 func (f *logWriteFS) SyncDir(dir string) error {
@@ -853,12 +864,47 @@ func (f *logWriteFS) SyncDir(dir string) error {
 
 type logWriteFile struct {
 	*os.File
-	fs *logWriteFS
+	fs     *logWriteFS
+	writer string
 }
 
 func (f *logWriteFile) Write(p []byte) (int, error) {
 	f.fs.writes.Add(1)
+	f.fs.mu.Lock()
+	if f.fs.byWriter == nil {
+		f.fs.byWriter = map[string]int{}
+	}
+	f.fs.byWriter[f.writer]++
+	f.fs.mu.Unlock()
 	return f.File.Write(p)
+}
+
+// TestLoopsWriteOwnLogs: connections on both event loops write on the
+// loop, each loop's rounds into its own commit log ("l0", "l1": the
+// connection's round knows its loop from OnOpen), none into the worker's.
+func TestLoopsWriteOwnLogs(t *testing.T) {
+	fs := &logWriteFS{}
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec, fs: fs})
+	var cs []*rawConn
+	for i := range 4 { // gnet spreads new connections over the 2 loops
+		c := e.dial("alpha")
+		c.ok(protocol.OpInsert, fmt.Sprint("p", i), phext.Origin, []byte("x")) // opens the phext
+		cs = append(cs, c)
+	}
+	w0, l0, l1 := fs.writerWrites("w"), fs.writerWrites("l0"), fs.writerWrites("l1")
+	before := e.srv.stats.loopWrites.Load()
+	for k := range 10 {
+		for i, c := range cs {
+			c.ok(protocol.OpUpdate, fmt.Sprint("p", i), phext.Origin, []byte(fmt.Sprint("v", k)))
+		}
+	}
+	if n := e.srv.stats.loopWrites.Load() - before; n != 40 {
+		t.Fatalf("%d of 40 writes answered on the loops", n)
+	}
+	w0, l0, l1 = fs.writerWrites("w")-w0, fs.writerWrites("l0")-l0, fs.writerWrites("l1")-l1
+	if l0 == 0 || l1 == 0 || w0 != 0 || l0+l1 != 40 {
+		t.Fatalf("log writes: w %d, l0 %d, l1 %d; want 40 in l0 and l1, each some", w0, l0, l1)
+	}
 }
 
 // TestFastMissesUnderLoad: connections pipeline requests the event loop
