@@ -204,7 +204,36 @@ func (s *Store) logRecordsOf(dir, name string, from uint64, maxBytes int64) (_ [
 		return cmp.Or(cmp.Compare(a.lsn, b.lsn), cmp.Compare(isAnchor(a), isAnchor(b)))
 	}
 	slices.SortStableFunc(recs, order)
-	return slices.CompactFunc(recs, func(a, b logRec) bool { return order(a, b) == 0 }), last, nil
+	recs = slices.CompactFunc(recs, func(a, b logRec) bool { return order(a, b) == 0 })
+	if !chainWhole(recs, from) {
+		return nil, 0, ErrNotInLog
+	}
+	return recs, last, nil
+}
+
+// chainWhole reports whether every data record above from finds the
+// record before it (its previous LSN, chainCut) among recs, or at or below
+// from (the reader has it). Generation numbers do not show a hole inside
+// a generation: with one log per event loop a generation has several
+// files, and one of them may be missing from the history (its rename
+// failed and it was deleted) while the others are there.
+func chainWhole(recs []logRec, from uint64) bool {
+	have := make(map[uint64]struct{}, len(recs))
+	for i := range recs {
+		if recs[i].kind != opCkpt {
+			have[recs[i].lsn] = struct{}{}
+		}
+	}
+	for i := range recs {
+		r := &recs[i]
+		if r.kind == opCkpt || r.lsn <= from || r.prev == 0 || r.prev <= from {
+			continue
+		}
+		if _, ok := have[r.prev]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // isAnchor: an empty snapshot's anchor (a checkpoint record proper keeps

@@ -615,3 +615,57 @@ func TestLoopLogsFsyncsPerSecond(t *testing.T) {
 	}
 	t.Logf("%d log fsyncs in %d syncer rounds", n, sr)
 }
+
+// TestLoopLogsFeedHoleInGeneration: a generation's file of one writer
+// missing from the change-feed history (its rename failed and it was
+// deleted) while the generation's other files are there: the read back
+// sees the hole through the records' previous LSNs and answers
+// ErrNotInLog (the watcher resyncs) instead of a list without the loop's
+// update.
+func TestLoopLogsFeedHoleInGeneration(t *testing.T) {
+	db := MustOpen(t, &Options{Durability: DurabilityEverySec, SyncInterval: time.Hour, LoopLogs: 2,
+		LogKeepBytes: DefaultLogKeep})
+	if _, err := db.ten.Update([]byte("f"), coord(1), []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	from := db.lsn.Load()
+	var r0 LoopRound
+	r0.SetLoop(0)
+	t.Cleanup(func() { _ = r0.Flush() })
+	w := Write{Kind: WriteUpdate, Name: []byte("f"), Coord: coord(1), Text: []byte("b")}
+	if ok, logged := db.ten.TryApply(&r0, &w); !ok || !logged {
+		t.Fatal("declined")
+	}
+	if err := r0.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ten.Update([]byte("f"), coord(1), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.rotate(); err != nil {
+		t.Fatal(err)
+	}
+	chs, _, err := db.ten.ReadChanges("f", from, 1<<20)
+	if err != nil || len(chs) != 2 {
+		t.Fatalf("whole history: %d changes, %v", len(chs), err)
+	}
+	hs, err := db.listHist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	for _, h := range hs {
+		if h.writer == "l0" && h.size > logHeaderSize+100 {
+			if err := os.Remove(h.path); err != nil {
+				t.Fatal(err)
+			}
+			removed = true
+		}
+	}
+	if !removed {
+		t.Fatalf("no l0 file with records in the history: %v", hs)
+	}
+	if chs, _, err := db.ten.ReadChanges("f", from, 1<<20); !errors.Is(err, ErrNotInLog) {
+		t.Fatalf("read back over a missing l0 file: %d changes, %v; want ErrNotInLog", len(chs), err)
+	}
+}
