@@ -95,21 +95,21 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 	}
 	opts := []client.Option{client.WithCompression(o.Compression)}
 	// Writers stay connected across phases; watchers are new per phase.
-	writers := make([][]*client.Conn, len(o.Tokens))
+	writers := make([][]*watchWriter, len(o.Tokens))
 	defer func() {
 		for _, ws := range writers {
 			for _, c := range ws {
-				c.Close()
+				c.rc.Close()
 			}
 		}
 	}()
 	for ti, tok := range o.Tokens {
 		for i := 0; i < w.Writers; i++ {
-			c, err := client.Dial(ctx, o.Addr, tok, opts...)
+			rc, err := client.DialRaw(ctx, o.Addr, tok, opts...)
 			if err != nil {
 				return nil, fmt.Errorf("bench: watch: dial writer: %w", err)
 			}
-			writers[ti] = append(writers[ti], c)
+			writers[ti] = append(writers[ti], &watchWriter{rc: rc, name: []byte(o.Phext)})
 		}
 	}
 	res := &WatchResult{Tenants: len(o.Tokens), WritersPerTenant: w.Writers, WatchersPerTenant: w.Watchers}
@@ -163,7 +163,7 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 }
 
 // watchWarm writes the next seq of every writer once, all writers at once.
-func watchWarm(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64) error {
+func watchWarm(ctx context.Context, o *Options, writers [][]*watchWriter, seq [][]int64) error {
 	var wg sync.WaitGroup
 	var werr atomic.Pointer[error]
 	for ti := range writers {
@@ -173,7 +173,7 @@ func watchWarm(ctx context.Context, o *Options, writers [][]*client.Conn, seq []
 				defer wg.Done()
 				s := seq[ti][wi] + 1
 				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
-				if _, err := c.Update(ctx, o.Phext, coord, watchText(nil, ti, wi, s, time.Now().UnixNano())); err != nil {
+				if err := c.update(coord, watchText(nil, ti, wi, s, time.Now().UnixNano())); err != nil {
 					werr.CompareAndSwap(nil, &err)
 					return
 				}
@@ -184,6 +184,40 @@ func watchWarm(ctx context.Context, o *Options, writers [][]*client.Conn, seq []
 	wg.Wait()
 	if e := werr.Load(); e != nil {
 		return fmt.Errorf("bench: watch: warm-up write: %w", *e)
+	}
+	return nil
+}
+
+// watchWriter is a writer connection. Each UPDATE is sent and its answer
+// read on the writer's own goroutine (client.RawConn): client.Conn hands
+// every answer from its reader goroutine to the caller's, a wake-up per
+// write on the cores being measured.
+type watchWriter struct {
+	rc   *client.RawConn
+	name []byte
+	resp protocol.Response
+}
+
+// writeTimeout bounds one UPDATE's round trip.
+const writeTimeout = 30 * time.Second
+
+// update writes text to scroll c of the bench phext and waits for the
+// answer.
+func (w *watchWriter) update(c phext.Coordinate, text []byte) error {
+	if err := w.rc.SetDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	if _, err := w.rc.Send(protocol.OpUpdate, w.name, c, text); err != nil {
+		return err
+	}
+	if err := w.rc.Flush(); err != nil {
+		return err
+	}
+	if err := w.rc.Recv(&w.resp); err != nil {
+		return err
+	}
+	if w.resp.Status != protocol.StatusOK {
+		return fmt.Errorf("UPDATE answered %v: %.200s", w.resp.Status, w.resp.Body)
 	}
 	return nil
 }
@@ -329,7 +363,7 @@ func (st *watcherState) event(body []byte) error {
 	return nil
 }
 
-func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [][]int64, nWatch int,
+func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [][]int64, nWatch int,
 	d time.Duration, rate float64, opts []client.Option) (WatchPhase, error) {
 	ph := WatchPhase{Watchers: nWatch * len(o.Tokens)}
 	var conns []*client.RawConn
@@ -381,9 +415,12 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 	for ti := range writers {
 		for wi, c := range writers[ti] {
 			wg.Add(1)
-			go func(ti, wi int, c *client.Conn) {
+			go func(ti, wi int, c *watchWriter) {
 				defer wg.Done()
 				lat := latRecorder{h: wh}
+				pace := time.NewTimer(time.Hour)
+				pace.Stop()
+				defer pace.Stop()
 				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
 				buf := make([]byte, 0, 64)
 				// Paced writers start spread over one interval.
@@ -391,10 +428,11 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 				for pctx.Err() == nil {
 					if interval > 0 {
 						if wait := time.Until(next); wait > 0 {
+							pace.Reset(wait)
 							select {
 							case <-pctx.Done():
 								continue
-							case <-time.After(wait):
+							case <-pace.C:
 							}
 						}
 						next = next.Add(interval)
@@ -405,7 +443,7 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*client.Conn, seq [
 					s := seq[ti][wi] + 1
 					t0 := time.Now()
 					buf = watchText(buf[:0], ti, wi, s, t0.UnixNano())
-					if _, err := c.Update(ctx, o.Phext, coord, buf); err != nil {
+					if err := c.update(coord, buf); err != nil {
 						werr.CompareAndSwap(nil, &err)
 						return
 					}
