@@ -102,7 +102,10 @@ func (s *Server) freeFrameBuf(b []byte) (unmapped bool) {
 		return false
 	}
 	n := frameMapLen(cap(b))
-	unmapped = unmapFrame(unsafe.Slice(unsafe.SliceData(b), n))
+	unmapped, err := unmapFrame(unsafe.Slice(unsafe.SliceData(b), n))
+	if err != nil {
+		s.log.Warn("cannot unmap a large frame's memory: its pages are released, its address range stays mapped", "bytes", n, "err", err)
+	}
 	s.stats.frameBytesMapped.Add(-int64(n))
 	s.stats.framesMappedNow.Add(-1)
 	return unmapped

@@ -27,11 +27,22 @@ func mapFrame(size int) ([]byte, error) {
 	return b, nil
 }
 
-// unmapFrame unmaps b (a whole mapping from mapFrame) and reports true.
-// Every slice into b must be dead.
-func unmapFrame(b []byte) bool {
-	if err := unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b))); err != nil {
-		panic("server: munmap of a frame buffer: " + err.Error()) // a bad argument: a bug
+// unmapFrame unmaps b (a whole mapping from mapFrame) and reports that
+// its memory went back to the system. Every slice into b must be dead.
+//
+// munmap can fail with ENOMEM: frames mapped next to each other merge
+// into one mapping of the kernel's, so unmapping one between two others
+// splits it in two, which the kernel refuses once the process is at
+// vm.max_map_count. That is no reason for the server to die (it was a
+// panic, in a worker: every tenant lost): the frame's pages are then
+// given back with MADV_DONTNEED, which changes no mapping, its address
+// range (no memory) stays mapped, and err says so.
+func unmapFrame(b []byte) (unmapped bool, err error) {
+	if err = unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b))); err == nil {
+		return true, nil
 	}
-	return true
+	if derr := unix.Madvise(b, unix.MADV_DONTNEED); derr != nil {
+		return false, err // the pages stay: nothing else to do with them
+	}
+	return true, err
 }

@@ -6,4 +6,4 @@ package server
 func mapFrame(size int) ([]byte, error) { return make([]byte, size), nil }
 
 // unmapFrame leaves b to the GC.
-func unmapFrame([]byte) bool { return false }
+func unmapFrame([]byte) (bool, error) { return false, nil }
