@@ -293,9 +293,13 @@ func (p *pfile) logBatch(b *batch) error {
 // latest record, in another log than the worker's, has written it, so
 // that p's next record never reaches a file before it (a crash of the
 // process could otherwise keep the later record and lose the earlier).
-// sync (mode always: a tenant switched from everysec): that log is made
-// durable too, so that the acknowledged write never follows a record a
-// power loss may take (recovery would stop the phext there, chainCut).
+// sync (mode always: a tenant switched from everysec): every loop log is
+// made durable too, so that the acknowledged write never follows a record
+// a power loss may take (recovery would stop the phext there, chainCut).
+// Every loop log, not only q: p's earlier records may sit in another loop
+// log (in the kernel, since q's record followed them), and a lost one cuts
+// the chain before q's. Only the first always write after loop writes
+// pays this (later ones find p's latest record in the worker log).
 func (p *pfile) awaitLoopRound(sync bool) error {
 	q := p.llog
 	if q == nil || q == p.t.s.wlog {
@@ -303,8 +307,13 @@ func (p *pfile) awaitLoopRound(sync bool) error {
 		return nil
 	}
 	q.awaitRound(p.lround)
-	if sync {
-		return q.sync()
+	if !sync {
+		return nil
+	}
+	for _, l := range p.t.s.loopLogs {
+		if err := l.sync(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
