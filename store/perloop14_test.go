@@ -347,7 +347,8 @@ type syncCountFS struct {
 	osFS
 	mu     sync.Mutex
 	syncs  map[string]int
-	failL0 atomic.Bool // fail the next write of an l0 log (ENOSPC)
+	size   map[string]int64 // each file's size at its last fsync (powerLoss)
+	failL0 atomic.Bool      // fail the next write of an l0 log (ENOSPC)
 }
 
 type syncCountFile struct {
@@ -367,11 +368,30 @@ func (f *syncCountFS) OpenFile(name string, flag int, perm os.FileMode) (File, e
 func (f *syncCountFile) Sync() error {
 	f.fs.mu.Lock()
 	if f.fs.syncs == nil {
-		f.fs.syncs = map[string]int{}
+		f.fs.syncs, f.fs.size = map[string]int{}, map[string]int64{}
 	}
 	f.fs.syncs[f.path]++
 	f.fs.mu.Unlock()
-	return f.File.Sync()
+	if err := f.File.Sync(); err != nil {
+		return err
+	}
+	if fi, err := f.File.Stat(); err == nil {
+		f.fs.mu.Lock()
+		f.fs.size[f.path] = fi.Size()
+		f.fs.mu.Unlock()
+	}
+	return nil
+}
+
+// powerLoss cuts the files at paths back to their size at their last
+// fsync (the store crashed first).
+func (f *syncCountFS) powerLoss(t *testing.T, paths ...string) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range paths {
+		truncateTo(t, p, f.size[p])
+	}
 }
 
 func (f *syncCountFile) Write(p []byte) (int, error) {

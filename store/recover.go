@@ -855,6 +855,15 @@ func (s *Store) retryPinned(dir, key string) error {
 	}
 	s.rotMu.Lock() // no generation goes while the files are read
 	defer s.rotMu.Unlock()
+	// The phext's latest record may still wait in an event loop's round
+	// (its close does not wait for it): the files are read once every
+	// round holding a log when the phext closed has written (or failed)
+	// its records, or the restored snapshot would miss an acknowledged
+	// write and its checkpoint record would cover it away.
+	for _, l := range s.logs {
+		l.acquire()
+		l.release()
+	}
 	files, err := s.listLogs()
 	if err != nil {
 		return err
