@@ -591,12 +591,25 @@ func TestPowerLoss(t *testing.T) {
 	if os.Getenv("SQ_RELIABILITY") == "long" {
 		cuts = 50
 	}
-	for _, mode := range []store.Durability{store.DurabilityAlways, store.DurabilityEverySec} {
-		t.Run(mode.String(), func(t *testing.T) {
+	// "everysec-loops": half the writers write as event loops do (a round
+	// of one write, TryApply and Flush, on two loop logs; the worker path
+	// when declined), beside blocking writers of the same phexts, so a
+	// phext's records spread over three logs fsynced independently.
+	for _, tc := range []struct {
+		mode  store.Durability
+		loops bool
+	}{{store.DurabilityAlways, false}, {store.DurabilityEverySec, false}, {store.DurabilityEverySec, true}} {
+		mode, loops := tc.mode, tc.loops
+		name := mode.String()
+		if loops {
+			name += "-loops"
+		}
+		t.Run(name, func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
 			rng := rand.New(rand.NewPCG(seed, 1))
 			var maxWindow, maxSyncGap time.Duration
 			var acked, lost, dropped int64
+			var loopAcks atomic.Int64
 			for cut := 0; cut < cuts; cut++ {
 				lfs := newLossyFS()
 				root := t.TempDir()
@@ -608,8 +621,12 @@ func TestPowerLoss(t *testing.T) {
 					minWAL = 0
 				}
 				live, logDir := filepath.Join(root, "live"), filepath.Join(root, "log")
+				loopLogs := 0
+				if loops {
+					loopLogs = 2
+				}
 				s, err := store.Open(&store.Options{Durability: mode, FS: lfs, CompactMinWAL: minWAL, Logger: quiet(),
-					LogDir: logDir, LogRotateBytes: 256 << 10})
+					LogDir: logDir, LogRotateBytes: 256 << 10, LoopLogs: loopLogs})
 				must(t, err)
 				ten, err := s.AddTenant(store.TenantConfig{Name: "p", DataDir: live})
 				must(t, err)
@@ -621,11 +638,27 @@ func TestPowerLoss(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
+						var r store.LoopRound
+						r.SetLoop(w % 2)
+						onLoop := loops && w%4 < 2
 						for i := 0; !stop.Load(); i++ {
 							// Two phexts, so compactions run while the
 							// power is cut.
 							name := []byte{byte('a' + w%2)}
-							if _, err := ten.Insert(name, c9(uint16(w+1)), []byte(strconv.Itoa(i)+";")); err != nil {
+							text := []byte(strconv.Itoa(i) + ";")
+							if onLoop {
+								wr := store.Write{Kind: store.WriteInsert, Name: name, Coord: c9(uint16(w + 1)), Text: text}
+								ok, _ := ten.TryApply(&r, &wr)
+								if err := r.Flush(); err != nil || wr.Err != nil {
+									return
+								}
+								if ok {
+									acks[w] = append(acks[w], time.Now())
+									loopAcks.Add(1)
+									continue
+								}
+							}
+							if _, err := ten.Insert(name, c9(uint16(w+1)), text); err != nil {
 								return
 							}
 							acks[w] = append(acks[w], time.Now())
@@ -692,6 +725,9 @@ func TestPowerLoss(t *testing.T) {
 			}
 			t.Logf("%s: %d power cuts (seed %d): %d writes acknowledged before the cuts, %d lost, %d unsynced bytes dropped, largest loss window %v; longest time the log went without fsync %v",
 				mode, cuts, seed, acked, lost, dropped, maxWindow.Round(time.Millisecond), maxSyncGap.Round(time.Millisecond))
+			if loops && loopAcks.Load() == 0 {
+				t.Error("no write was taken on a loop")
+			}
 			if mode == store.DurabilityAlways && lost > 0 {
 				t.Errorf("always mode lost %d acknowledged writes", lost)
 			}
