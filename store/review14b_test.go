@@ -1,6 +1,11 @@
 package store
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -88,5 +93,69 @@ func TestReviewRetryPinnedAwaitsLoopRound(t *testing.T) {
 	db.MustReopen()
 	if got := mustSelect(t, db.ten, "f", coord(1)); got != "ab" {
 		t.Fatalf("f after a restart: %q, want %q", got, "ab")
+	}
+}
+
+// noNewLogFS is syncCountFS on a log dir that takes no new file while
+// block is set (its disk full): a repair's rotation fails.
+type noNewLogFS struct {
+	*syncCountFS
+	block atomic.Bool
+}
+
+func (f *noNewLogFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	if f.block.Load() && flag&os.O_CREATE != 0 && strings.HasPrefix(filepath.Base(name), logPrefix) {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
+	}
+	return f.syncCountFS.OpenFile(name, flag, perm)
+}
+
+// TestReviewSuspectLogsStillSynced: loop 1 acknowledged a write of g (in
+// the kernel), then loop 0's write failed (the logs suspect) and the
+// repair cannot start a new generation (the log dir's disk full). Writes
+// are refused meanwhile, but the everysec syncer stopped fsyncing every
+// log: g's acknowledged record stayed in the page cache for as long as the
+// repair failed, and a power loss took it, far past the ~1 s everysec
+// allows.
+func TestReviewSuspectLogsStillSynced(t *testing.T) {
+	cfs := &syncCountFS{}
+	fs := &noNewLogFS{syncCountFS: cfs}
+	db := MustOpen(t, &Options{FS: fs, Durability: DurabilityEverySec, SyncInterval: 10 * time.Millisecond, LoopLogs: 2})
+	for _, name := range []string{"f", "g"} {
+		if _, err := db.ten.Insert([]byte(name), coord(1), []byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.ten.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var r0, r1 LoopRound
+	r0.SetLoop(0)
+	r1.SetLoop(1)
+	t.Cleanup(func() { _ = r0.Flush(); _ = r1.Flush() })
+	loopApply(t, db.ten, &r1, "g", "b")
+	if err := r1.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fs.block.Store(true)
+	cfs.failL0.Store(true)
+	loopApply(t, db.ten, &r0, "f", "b")
+	if err := r0.Flush(); err == nil {
+		t.Fatal("loop 0's write did not fail")
+	}
+	time.Sleep(300 * time.Millisecond) // 30 syncer rounds
+	if db.suspect.Load() == nil {
+		t.Fatal("the repair succeeded")
+	}
+	paths := []string{logPath(db.wlog), logPath(db.loopLogs[0]), logPath(db.loopLogs[1])}
+	Crash(db.Store)
+	db.closed = true
+	cfs.powerLoss(t, paths...)
+	nd := &testDB{tb: t, root: db.root, opts: db.opts}
+	nd.opts.FS = nil
+	nd.open()
+	t.Cleanup(func() { nd.Close() })
+	if got := mustSelect(t, nd.ten, "g", coord(1)); got != "ab" {
+		t.Fatalf("g after the power loss: %q, want %q (acknowledged 300 ms before, SyncInterval 10 ms)", got, "ab")
 	}
 }

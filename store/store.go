@@ -865,8 +865,8 @@ func (s *Store) unregister(p *pfile) {
 // syncer is the store-wide everysec goroutine: once per SyncInterval it
 // fsyncs each log written since its last fsync: at most one fsync a
 // second per log (the worker's and each event loop's) for all tenants,
-// however many there are. After a failed log fsync it retries the repair
-// (rotate) every round until it succeeds.
+// however many there are. After a failed log write or fsync it retries
+// the repair (rotate) every round until it succeeds, and still fsyncs.
 func (s *Store) syncer() {
 	defer s.wg.Done()
 	tk := time.NewTicker(s.opts.SyncInterval)
@@ -879,8 +879,13 @@ func (s *Store) syncer() {
 		}
 		s.syncRounds.Add(1)
 		if s.suspect.Load() != nil {
+			// Writes are refused until the repair succeeded, but the
+			// records acknowledged before the failure (in every log, not
+			// only the one that failed) are still fsynced each round: a
+			// repair that keeps failing (its disk full) must not leave
+			// them in the page cache past SyncInterval. A later fsync is
+			// never trusted to undo the failure (only the repair does).
 			s.kickRotate()
-			continue
 		}
 		for _, l := range s.logs {
 			if err := l.sync(); err != nil {
