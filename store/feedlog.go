@@ -36,7 +36,8 @@ const readBackRetries = 3
 // commit log, with the content Publish gives them (a put as a put, also
 // when it was a compact), and the position cut up to which the list is
 // complete: every change of the phext with a position in (from, cut] is
-// in it. maxBytes bounds the phext's log records it keeps in memory. A
+// in it. maxBytes bounds the phext's log records it keeps in memory, and
+// separately the scroll texts it copies from the phext's state. A
 // name that breaks the name rule is ErrBadName, before any file is
 // touched, as for every other method that takes a name.
 //
@@ -99,7 +100,7 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 	p.cmu.Lock()
 	p.fmu.Lock()
 	p.mu.RLock()
-	replaced := false
+	replaced, tooBig := false, false
 	switch {
 	case p.state.Load() != stateReady, t.s.logFaults() != faults, p.lastLSN != 0 && p.lastLSN != last:
 		retry = true
@@ -107,7 +108,7 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 		replaced = true
 	default:
 		cut = t.s.lsn.Load()
-		d.now(p.lookup)
+		tooBig = !d.now(p.lookup, maxBytes)
 	}
 	p.mu.RUnlock()
 	p.fmu.Unlock()
@@ -115,7 +116,7 @@ func (t *Tenant) readChanges(p *pfile, name string, from uint64, maxBytes int64)
 	if retry {
 		return nil, 0, true, nil
 	}
-	if replaced {
+	if replaced || tooBig {
 		return nil, 0, false, ErrNotInLog
 	}
 	if err := d.backward(); err != nil {
@@ -340,18 +341,27 @@ func (d *deriver) forward() error {
 }
 
 // now records the current text of every scroll whose inserts the forward
-// pass left underived (the phext's locks held by the caller).
-func (d *deriver) now(lookup func(phext.Coordinate) []byte) {
+// pass left underived (the phext's locks held by the caller). false: those
+// texts pass maxBytes, and nothing more is copied (a few small inserts
+// into big scrolls must not copy the phext under its locks, beyond what
+// the caller reserved).
+func (d *deriver) now(lookup func(phext.Coordinate) []byte, maxBytes int64) bool {
 	d.cur = map[phext.Coordinate]scrollState{}
+	var copied int64
 	for i := range d.recs {
 		r := &d.recs[i]
 		if r.kind != opInsert || d.post[i].known {
 			continue
 		}
 		if _, ok := d.cur[r.c]; !ok {
-			d.cur[r.c] = scrollState{text: bytes.Clone(lookup(r.c)), known: true}
+			text := lookup(r.c)
+			if copied += int64(len(text)); copied > maxBytes {
+				return false
+			}
+			d.cur[r.c] = scrollState{text: bytes.Clone(text), known: true}
 		}
 	}
+	return true
 }
 
 // backward derives states from the phext's state now (d.now), newest
