@@ -533,6 +533,8 @@ func (h *feedHub) readBack(name string, from uint64) *logBack {
 		if c.TextOmitted || len(c.Text) > protocol.MaxEventText {
 			ev.omitted, ev.text = true, nil
 		}
+		// As Publish's: refill takes a backlog's room by it.
+		ev.cost = eventCost + int64(len(ev.phext)+len(ev.text))
 	}
 	return back
 }
