@@ -206,35 +206,45 @@ func (s *Store) logRecordsOf(dir, name string, from uint64, maxBytes int64) (_ [
 	}
 	slices.SortStableFunc(recs, order)
 	recs = slices.CompactFunc(recs, func(a, b logRec) bool { return order(a, b) == 0 })
-	if !chainWhole(recs, from) {
+	recs, ok := chainWhole(recs, from)
+	if !ok {
 		return nil, 0, ErrNotInLog
 	}
 	return recs, last, nil
 }
 
-// chainWhole reports whether every data record above from finds the
-// record before it (its previous LSN, chainCut) among recs, or at or below
-// from (the reader has it). Generation numbers do not show a hole inside
-// a generation: with one log per event loop a generation has several
-// files, and one of them may be missing from the history (its rename
-// failed and it was deleted) while the others are there.
-func chainWhole(recs []logRec, from uint64) bool {
-	have := make(map[uint64]struct{}, len(recs))
-	for i := range recs {
-		if recs[i].kind != opCkpt {
-			have[recs[i].lsn] = struct{}{}
-		}
-	}
+// chainWhole checks that each data record finds the record before it (its
+// previous LSN, chainCut; 0: none to find) as the phext's data record
+// before it in recs. Generation numbers do not show a hole inside a
+// generation: with one log per event loop a generation has several files,
+// and one of them may be missing from the history (its rename failed and
+// it was deleted) while the others are there. Nor does a record whose
+// write failed and could not be cut back (never applied) show: its
+// successor names the record before it. A predecessor missing above from
+// is a change the list would skip or invent: false. At or below from (the
+// reader has it), the records before the break say nothing of the states
+// after it: only the checkpoint records proper stay (the snapshot chain).
+func chainWhole(recs []logRec, from uint64) ([]logRec, bool) {
+	var prevData uint64
+	gap := 0
 	for i := range recs {
 		r := &recs[i]
-		if r.kind == opCkpt || r.lsn <= from || r.prev == 0 || r.prev <= from {
+		if r.kind == opCkpt {
 			continue
 		}
-		if _, ok := have[r.prev]; !ok {
-			return false
+		if r.prev != 0 && r.prev != prevData && (prevData != 0 || r.prev > from) {
+			if r.prev > from {
+				return nil, false
+			}
+			gap = i
 		}
+		prevData = r.lsn
 	}
-	return true
+	if gap > 0 {
+		before := slices.DeleteFunc(recs[:gap], func(r logRec) bool { return r.kind != opCkpt || r.payload == nil })
+		recs = append(before, recs[gap:]...)
+	}
+	return recs, true
 }
 
 // isAnchor: an empty snapshot's anchor (a checkpoint record proper keeps
