@@ -71,3 +71,70 @@ func TestRefillOfLogBacklogTakesRoom(t *testing.T) {
 		t.Fatalf("backlog %d after %d of %d queued", len(sub.backlog), k.events, n)
 	}
 }
+
+// capSink takes events up to max bytes, then refuses (a full queue).
+type capSink struct {
+	sizeSink
+	max int
+}
+
+func (k *capSink) deliver(sub *watchSub, ev *feedEvent) bool {
+	_, text := ev.textFor(sub)
+	if k.bytes+protocol.ChangeEventSize(len(ev.phext), 32, len(text)) > k.max {
+		return false
+	}
+	return k.sizeSink.deliver(sub, ev)
+}
+
+// TestBacklogOfRetainedEventsCharged (review18b): the retained changes a
+// resume replays into a backlog (its queue full) stay there until the
+// watcher reads; once the ring evicted them they were charged to nobody,
+// so subscriptions that do not read, each resumed from the start of a
+// ring churned in between, held up to WatchRetainBytes each (1 MiB, up to
+// 1,024 subscriptions per tenant) outside the tenant's budget. They are
+// charged while they wait, as the live changes behind them are.
+func TestBacklogOfRetainedEventsCharged(t *testing.T) {
+	e := startEnv(t, envOptions{durability: store.DurabilityEverySec,
+		opts: Options{WatchQueueBytes: 8 << 10, WatchRetainEvents: 4096, WatchRetainBytes: 256 << 10}})
+	wr := e.dial("alpha")
+	w := e.watcher("alpha")
+	from := w.watch("", "", 1, 0, 0)
+	text := strings.Repeat("r", 200)
+	for i := 0; i < 300; i++ {
+		wr.ok(protocol.OpUpdate, "", coordN(i), []byte(text))
+	}
+	ten := e.srv.table.Load().byName["alpha"]
+	h := e.srv.hubFor(ten)
+	name, err := h.store.FeedName(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &capSink{max: 8 << 10}
+	sub := &watchSub{id: 9, phext: name, text: true, sink: k}
+	if _, err := h.subscribe(sub, &protocol.Watch{Flags: protocol.WatchFrom | protocol.WatchText, From: from}); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	var pinned int64
+	for _, p := range sub.backlog {
+		pinned += p.ev.cost
+	}
+	h.mu.Unlock()
+	if pinned < 64<<10 {
+		t.Fatalf("backlog of %d bytes: the test wants a replay larger than the queue", pinned)
+	}
+	for i := 0; i < 3000; i++ { // another phext: the ring evicts the backlog's changes
+		wr.ok(protocol.OpUpdate, "other", coordN(i%100), []byte(text))
+	}
+	h.mu.Lock()
+	outside := ten.mem.used.Load() - h.charged
+	h.mu.Unlock()
+	if outside < pinned {
+		t.Fatalf("a backlog holds %d bytes of evicted changes; the budget holds %d besides the ring", pinned, outside)
+	}
+	before := ten.mem.used.Load()
+	h.remove(sub)
+	if freed := before - ten.mem.used.Load(); freed < pinned {
+		t.Fatalf("ending the subscription freed %d bytes, want at least its backlog's %d", freed, pinned)
+	}
+}

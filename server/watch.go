@@ -112,15 +112,19 @@ type watchSub struct {
 	// liveBytes is what the live changes in backlog are charged; past
 	// WatchQueueBytes the subscriber is too slow (resync, dropped), as
 	// with a full queue. heldBack is the read back's reservation
-	// (watchBackBytes) its changes in backlog keep.
+	// (watchBackBytes) its changes in backlog keep. ringBytes is what the
+	// retained changes it replayed into backlog are charged (the ring may
+	// evict them while they wait).
 	liveBytes int64
 	heldBack  int64
+	ringBytes int64
 }
 
 // pendingEvent is a change waiting in a subscription's backlog.
 type pendingEvent struct {
 	ev   *feedEvent
 	live bool // published after the subscription began (charged)
+	ring bool // a retained change replayed (charged)
 }
 
 // textFor says what text ev carries for sub: none when sub did not ask
@@ -401,7 +405,7 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 		// one above h.floor ≤ back.cut: together, all of them.
 		sub.last = from
 		for i := range back.events {
-			h.replay(sub, &back.events[i])
+			h.replay(sub, &back.events[i], false)
 		}
 		if len(sub.backlog) > 0 {
 			sub.heldBack, held = held, 0
@@ -420,7 +424,13 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 		if ev.pos <= from {
 			continue
 		}
-		h.replay(sub, ev)
+		if !h.replay(sub, ev, true) {
+			// The budget refuses to keep it: too slow, as with a full queue.
+			h.s.stats.watchDropped.Add(1)
+			sub.sink.resync(sub, max(sub.last, from), protocol.ResyncSlow, true)
+			h.removeLocked(sub)
+			return head, nil
+		}
 	}
 	if len(sub.backlog) == 0 {
 		sub.last = max(sub.last, head)
@@ -430,20 +440,29 @@ func (h *feedHub) subscribe(sub *watchSub, w *protocol.Watch) (uint64, error) {
 
 // replay queues a past change ev to the new subscription sub if it
 // concerns it, or adds it to sub's backlog when the queue is full (or a
-// backlog already waits) (mu held).
-func (h *feedHub) replay(sub *watchSub, ev *feedEvent) {
+// backlog already waits) (mu held). ring: ev is a retained change, which
+// the ring may evict while it waits: the backlog charges it; false when
+// the budget refuses.
+func (h *feedHub) replay(sub *watchSub, ev *feedEvent, ring bool) bool {
 	if !sub.matches(ev) {
-		return
+		return true
 	}
 	if len(sub.backlog) == 0 {
 		if sub.sink.deliver(sub, ev) {
 			sub.last = max(sub.last, ev.pos)
-			return
+			return true
 		}
 		sub.sink.catchingUp(1)
 		h.s.stats.watchBacklogs.Add(1)
 	}
-	sub.backlog = append(sub.backlog, pendingEvent{ev: ev})
+	if ring {
+		if !h.mem.tryReserve(ev.cost) {
+			return false
+		}
+		sub.ringBytes += ev.cost
+	}
+	sub.backlog = append(sub.backlog, pendingEvent{ev: ev, ring: ring})
+	return true
 }
 
 // backlogLive adds a live change to sub's backlog (hub mu held); false:
@@ -474,6 +493,9 @@ func (h *feedHub) refill(sub *watchSub, room int) int {
 		if p.live {
 			sub.liveBytes -= p.ev.cost
 			h.mem.release(p.ev.cost)
+		} else if p.ring {
+			sub.ringBytes -= p.ev.cost
+			h.mem.release(p.ev.cost)
 		}
 		n++
 	}
@@ -490,8 +512,8 @@ func (h *feedHub) endBacklog(sub *watchSub) {
 	if sub.backlog == nil {
 		return
 	}
-	h.mem.release(sub.liveBytes + sub.heldBack)
-	sub.liveBytes, sub.heldBack, sub.backlog = 0, 0, nil
+	h.mem.release(sub.liveBytes + sub.heldBack + sub.ringBytes)
+	sub.liveBytes, sub.heldBack, sub.ringBytes, sub.backlog = 0, 0, 0, nil
 	sub.sink.catchingUp(-1)
 }
 
