@@ -293,21 +293,19 @@ func (p *pfile) logBatch(b *batch) error {
 // latest record, in another log than the worker's, has written it, so
 // that p's next record never reaches a file before it (a crash of the
 // process could otherwise keep the later record and lose the earlier).
-// sync (mode always: a tenant switched from everysec): every loop log is
+// sync (mode always: a tenant switched from everysec or no): when p has
+// records in loop logs not known durable (loopRecs), every loop log is
 // made durable too, so that the acknowledged write never follows a record
 // a power loss may take (recovery would stop the phext there, chainCut).
-// Every loop log, not only q: p's earlier records may sit in another loop
-// log (in the kernel, since q's record followed them), and a lost one cuts
-// the chain before q's. Only the first always write after loop writes
-// pays this (later ones find p's latest record in the worker log).
+// Every loop log, not only p's latest one: p's earlier records may sit in
+// another loop log (in the kernel, since the later records followed
+// them), even when its latest record is the worker log's. Only the first
+// always write after loop writes pays this.
 func (p *pfile) awaitLoopRound(sync bool) error {
-	q := p.llog
-	if q == nil || q == p.t.s.wlog {
-		// The worker log: records queue behind a round holding it.
-		return nil
+	if q := p.llog; q != nil && q != p.t.s.wlog {
+		q.awaitRound(p.lround)
 	}
-	q.awaitRound(p.lround)
-	if !sync {
+	if !sync || !p.loopRecs {
 		return nil
 	}
 	for _, l := range p.t.s.loopLogs {
@@ -315,6 +313,7 @@ func (p *pfile) awaitLoopRound(sync bool) error {
 			return err
 		}
 	}
+	p.loopRecs = false
 	return nil
 }
 

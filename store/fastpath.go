@@ -209,6 +209,9 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 	}
 	p.lastLSN = lsn
 	p.llog, p.lround = l, r.seq
+	if l != s.wlog {
+		p.loopRecs = true
+	}
 	p.logBytes.Add(int64(logRecHeader + logFixed + len(p.key) + len(o.text)))
 	n, d := p.apply(o.kind, o.c, o.text)
 	t.used.Add(d)

@@ -92,8 +92,12 @@ type pfile struct {
 	// path, so already in the kernel). p's next record goes to another log
 	// only once that round ended (TryApply declines, awaitLoopRound
 	// waits): a phext's records reach the files in LSN order across logs.
-	llog     *commitLog
-	lround   uint64
+	llog   *commitLog
+	lround uint64
+	// loopRecs: p has records in a loop log (not the worker's) not known
+	// to be on the disk; an always write fsyncs the loop logs first
+	// (awaitLoopRound).
+	loopRecs bool
 	logBytes atomic.Int64 // log bytes of records since the last checkpoint (compaction trigger, Usage)
 	items    []logItem    // commit scratch (fmu)
 

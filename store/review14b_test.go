@@ -261,3 +261,43 @@ func TestReviewPowerLossPrefix(t *testing.T) {
 	}
 	t.Logf("kept %d of %d tokens, %d chain cuts", strings.Count(got, ";"), strings.Count(mem, ";"), nd.chainCuts.Load())
 }
+
+// TestReviewAlwaysAfterLoopThenWorker: f's records went l1 (loop 1, in
+// the kernel), then w (an everysec worker write), then the tenant was
+// switched to always: f's latest record is in the worker log, so the
+// always write found nothing to wait for and fsynced only w. A power loss
+// takes l1's record, recovery cuts f's chain at the worker's everysec
+// record (its predecessor is missing) and drops the acknowledged always
+// write with it.
+func TestReviewAlwaysAfterLoopThenWorker(t *testing.T) {
+	fs := &syncCountFS{}
+	db := loopDB(t, fs)
+	if err := db.ten.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var r1 LoopRound
+	r1.SetLoop(1)
+	t.Cleanup(func() { _ = r1.Flush() })
+	loopApply(t, db.ten, &r1, "f", "b")
+	if err := r1.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ten.Insert([]byte("f"), coord(1), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	db.ten.dur.Store(uint32(DurabilityAlways))
+	if _, err := db.ten.Insert([]byte("f"), coord(1), []byte("d")); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{logPath(db.wlog), logPath(db.loopLogs[0]), logPath(db.loopLogs[1])}
+	Crash(db.Store)
+	db.closed = true
+	fs.powerLoss(t, paths...)
+	nd := &testDB{tb: t, root: db.root, opts: db.opts}
+	nd.opts.FS = nil
+	nd.open()
+	t.Cleanup(func() { nd.Close() })
+	if got := mustSelect(t, nd.ten, "f", coord(1)); got != "abcd" {
+		t.Fatalf("f after the power loss: %q, want %q (the always write was acknowledged)", got, "abcd")
+	}
+}
