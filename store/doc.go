@@ -139,8 +139,9 @@
 //     close's batch takes them (they are its own, closing, phexts), the
 //     evictor's only tries them and skips a busy one, so two batches never
 //     wait for each other.
-//   - commitLog.readBack lets one Tenant.ReadChanges read the log files at
-//     a time (others do not wait: ErrNotInLog); it reads them holding no
+//   - commitLog.readBack (a token, not a mutex) lets one
+//     Tenant.ReadChanges read the log files at a time (others wait their
+//     turn, at most readBackWait, holding no lock, then ErrNotInLog); it reads them holding no
 //     other lock, then holds the phext's cmu (waiting for a running
 //     checkpoint: the snapshot identity settled), fmu and mu (shared) for
 //     memory work only, to compare what it read with the state.

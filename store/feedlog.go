@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"slices"
+	"time"
 
 	"github.com/phext/sq/phext"
 )
@@ -27,6 +28,10 @@ import (
 // before it in the log) cannot be derived: ErrNotInLog, and the feed
 // sends a resync. So does any disagreement between the two ways.
 
+// readBackWait bounds how long a ReadChanges waits for another one's read
+// of the log files to end before it gives up (ErrNotInLog: a resync).
+var readBackWait = 5 * time.Second
+
 // readBackRetries bounds the attempts of ReadChanges when writes to the
 // phext land between its read of the files and its look at the phext.
 const readBackRetries = 3
@@ -42,17 +47,29 @@ const readBackRetries = 3
 // touched, as for every other method that takes a name.
 //
 // ErrNotInLog when that cannot be vouched for (see its doc). One call
-// reads the log files at a time (others get ErrNotInLog): call it from a
-// goroutine that may wait for I/O, never from an event loop.
+// reads the log files at a time (a log file is held in memory while it
+// is read); the others wait their turn, in arrival order, at most
+// readBackWait, then get ErrNotInLog too. So one tenant's resume never
+// turns another's into a resync at once (after a restart, every watcher
+// reconnects together). Call it from a goroutine that may wait, never
+// from an event loop.
 func (t *Tenant) ReadChanges(name string, from uint64, maxBytes int64) ([]Change, uint64, error) {
 	if !phext.ValidName([]byte(name)) {
 		return nil, 0, ErrBadName
 	}
 	l := t.s.wlog
-	if !l.readBack.TryLock() {
-		return nil, 0, ErrNotInLog
+	select {
+	case l.readBack <- struct{}{}:
+	default:
+		tm := time.NewTimer(readBackWait)
+		select {
+		case l.readBack <- struct{}{}:
+			tm.Stop()
+		case <-tm.C:
+			return nil, 0, ErrNotInLog
+		}
 	}
-	defer l.readBack.Unlock()
+	defer func() { <-l.readBack }()
 	for range readBackRetries {
 		p, err := t.get([]byte(name))
 		if err != nil {

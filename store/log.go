@@ -421,12 +421,13 @@ type commitLog struct {
 	// bytes are cut back: a reader of the files (Tenant.ReadChanges) that
 	// sees it unchanged across its read saw no record that failed.
 	faults atomic.Uint64
-	// readBack lets one Tenant.ReadChanges read the files at a time.
-	readBack sync.Mutex
+	// readBack lets one Tenant.ReadChanges read the files at a time
+	// (a token: others wait for it, at most readBackWait, in turn).
+	readBack chan struct{}
 }
 
 func newCommitLog(s *Store, writer string) *commitLog {
-	l := &commitLog{s: s, writer: writer}
+	l := &commitLog{s: s, writer: writer, readBack: make(chan struct{}, 1)}
 	l.cond.L = &l.mu
 	return l
 }
