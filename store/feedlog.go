@@ -32,6 +32,12 @@ import (
 // of the log files to end before it gives up (ErrNotInLog: a resync).
 var readBackWait = 5 * time.Second
 
+// maxReadBackWaiters bounds the ReadChanges calls waiting for their turn;
+// past it a call gets ErrNotInLog at once. A caller reserves memory for
+// its read before the call (the server: 8 MiB of the tenant's budget
+// share), so this bounds what waiting holds reserved (64 MiB).
+const maxReadBackWaiters = 8
+
 // readBackRetries bounds the attempts of ReadChanges when writes to the
 // phext land between its read of the files and its look at the phext.
 const readBackRetries = 3
@@ -48,8 +54,9 @@ const readBackRetries = 3
 //
 // ErrNotInLog when that cannot be vouched for (see its doc). One call
 // reads the log files at a time (a log file is held in memory while it
-// is read); the others wait their turn, in arrival order, at most
-// readBackWait, then get ErrNotInLog too. So one tenant's resume never
+// is read); up to maxReadBackWaiters others wait their turn, in arrival
+// order, at most readBackWait, then get ErrNotInLog too (so do calls past
+// those waiting). So one tenant's resume never
 // turns another's into a resync at once (after a restart, every watcher
 // reconnects together). Call it from a goroutine that may wait, never
 // from an event loop.
@@ -61,6 +68,13 @@ func (t *Tenant) ReadChanges(name string, from uint64, maxBytes int64) ([]Change
 	select {
 	case l.readBack <- struct{}{}:
 	default:
+		// Waiters are few: each may hold its caller's memory reservation
+		// for the read while it waits.
+		if l.readBackWaiters.Add(1) > maxReadBackWaiters {
+			l.readBackWaiters.Add(-1)
+			return nil, 0, ErrNotInLog
+		}
+		defer l.readBackWaiters.Add(-1)
 		tm := time.NewTimer(readBackWait)
 		select {
 		case l.readBack <- struct{}{}:

@@ -423,7 +423,8 @@ type commitLog struct {
 	faults atomic.Uint64
 	// readBack lets one Tenant.ReadChanges read the files at a time
 	// (a token: others wait for it, at most readBackWait, in turn).
-	readBack chan struct{}
+	readBack        chan struct{}
+	readBackWaiters atomic.Int64 // ReadChanges calls waiting for readBack
 }
 
 func newCommitLog(s *Store, writer string) *commitLog {

@@ -54,12 +54,26 @@ func TestReadChangesWaitsItsTurn(t *testing.T) {
 		}
 	}
 
+	// Past maxReadBackWaiters waiting, a call does not wait at all.
+	l.readBack <- struct{}{}
+	l.readBackWaiters.Add(maxReadBackWaiters)
+	start := time.Now()
+	_, _, err := db.ten.ReadChanges("n", head, 1<<20)
+	l.readBackWaiters.Add(-maxReadBackWaiters)
+	<-l.readBack
+	if !errors.Is(err, ErrNotInLog) {
+		t.Fatalf("ReadChanges past %d waiters: err %v, want ErrNotInLog", maxReadBackWaiters, err)
+	}
+	if d := time.Since(start); d > readBackWait/2 {
+		t.Fatalf("ReadChanges past %d waiters waited %v", maxReadBackWaiters, d)
+	}
+
 	// A read back that never ends: the waiter gives up after readBackWait.
 	old := readBackWait
 	readBackWait = 20 * time.Millisecond
 	defer func() { readBackWait = old }()
 	l.readBack <- struct{}{}
-	_, _, err := db.ten.ReadChanges("n", head, 1<<20)
+	_, _, err = db.ten.ReadChanges("n", head, 1<<20)
 	<-l.readBack
 	if !errors.Is(err, ErrNotInLog) {
 		t.Fatalf("ReadChanges past readBackWait: err %v, want ErrNotInLog", err)
