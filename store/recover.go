@@ -213,6 +213,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 	groups := map[string]*group{}
 	var maxGen, maxLSN uint64
 	var firsts []genFirst
+	var spans []fileSpan
 	for _, lf := range files {
 		maxGen = max(maxGen, lf.gen)
 		data, err := readAll(s.fs, lf.path)
@@ -232,6 +233,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 		if w.hdrOK {
 			firsts = append(firsts, genFirst{lf.gen, w.firstLSN})
 		}
+		spans = append(spans, fileSpan{lf.gen, w.maxLSN})
 		maxLSN = max(maxLSN, w.maxLSN)
 		for _, r := range w.recs {
 			k := r.dir + "\x00" + r.name
@@ -254,7 +256,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 	}
 	s.lsn.Store(maxLSN)
 	s.gen.Store(maxGen)
-	floor := chainFloor(firsts)
+	ch := newChainInfo(firsts, spans)
 	keys := make([]string, 0, len(groups))
 	for k := range groups {
 		keys = append(keys, k)
@@ -266,7 +268,7 @@ func (s *Store) recoverLogs() ([]logFile, error) {
 		// A record carried into a new generation while its old file was
 		// kept appears twice: once is enough.
 		g.recs = slices.CompactFunc(g.recs, func(a, b logRec) bool { return a.lsn == b.lsn })
-		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(g.dir, g.name, g.recs, floor)
+		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(g.dir, g.name, g.recs, ch)
 		if errors.Is(err, errDirGone) {
 			// design14: a dir that no longer exists: its records are
 			// dropped, never replayed into a tenant created later on the
@@ -332,6 +334,46 @@ func chainFloor(fs []genFirst) uint64 {
 		floor, gen = min(floor, f.first), f.gen
 	}
 	return floor
+}
+
+// chainInfo is what recovery knows of the log files for chainCut.
+type chainInfo struct {
+	floor  uint64
+	firsts []genFirst
+	spans  []fileSpan
+}
+
+// fileSpan is a log file's generation and the highest LSN of its records
+// (0: none).
+type fileSpan struct{ gen, last uint64 }
+
+func newChainInfo(firsts []genFirst, spans []fileSpan) *chainInfo {
+	return &chainInfo{floor: chainFloor(firsts), firsts: firsts, spans: spans}
+}
+
+// tailLost reports whether a power loss can explain that record lsn is
+// missing: it went to a file of the generation its LSN falls in (or of the
+// next one, for a group queued while a rotation switched the logs), a
+// power loss takes only a tail of a file, and a file's LSNs grow, so that
+// file keeps no record after it. Otherwise the record is missing by damage
+// (a file deleted, a hole in one) and the phext must not be cut silently.
+func (c *chainInfo) tailLost(lsn uint64) bool {
+	var g uint64
+	found := false
+	for _, f := range c.firsts {
+		if f.first <= lsn && (!found || f.gen > g) {
+			g, found = f.gen, true
+		}
+	}
+	if !found {
+		return true
+	}
+	for _, sp := range c.spans {
+		if (sp.gen == g || sp.gen == g+1) && sp.last < lsn {
+			return true
+		}
+	}
+	return false
 }
 
 // chainCut returns how many of todo (a phext's data records above what
@@ -408,7 +450,7 @@ func fileIdentity(fi os.FileInfo) (dev, ino uint64) {
 // It returns the identity of the resulting snapshot, what it covers and
 // the identity on disk now (known false: no snapshot matched or was
 // written). A missing data dir is errDirGone.
-func (s *Store) recoverPhext(dir, name string, recs []logRec, floor uint64) (dev, ino, covers uint64, id, prev walID, tmp string, known bool, err error) {
+func (s *Store) recoverPhext(dir, name string, recs []logRec, ch *chainInfo) (dev, ino, covers uint64, id, prev walID, tmp string, known bool, err error) {
 	fail := func(err error) (uint64, uint64, uint64, walID, walID, string, bool, error) {
 		return 0, 0, 0, walID{}, walID{}, "", false, err
 	}
@@ -458,7 +500,11 @@ func (s *Store) recoverPhext(dir, name string, recs []logRec, floor uint64) (dev
 			todo = append(todo, r)
 		}
 	}
-	if n := chainCut(recs, todo, covers, floor); n < len(todo) {
+	if n := chainCut(recs, todo, covers, ch.floor); n < len(todo) {
+		if !ch.tailLost(todo[n].prev) {
+			return fail(corruptErr(s.logDir, 0, fmt.Sprintf("record %d of phext %q names record %d before it, which no log file can have lost by a power loss (a file missing or damaged)",
+				todo[n].lsn, name, todo[n].prev)))
+		}
 		s.log.Warn("store: a phext's records in the commit log stop where a predecessor is missing (lost from another log by a power loss); the later ones are dropped",
 			"dir", dir, "phext", name, "lsn", todo[n].lsn, "missing", todo[n].prev, "dropped", len(todo)-n)
 		s.chainCuts.Add(1)
@@ -870,6 +916,7 @@ func (s *Store) retryPinned(dir, key string) error {
 	}
 	var recs []logRec
 	var firsts []genFirst
+	var spans []fileSpan
 	for _, lf := range files {
 		data, err := readAll(s.fs, lf.path)
 		if err != nil {
@@ -882,6 +929,7 @@ func (s *Store) retryPinned(dir, key string) error {
 		if w.hdrOK {
 			firsts = append(firsts, genFirst{lf.gen, w.firstLSN})
 		}
+		spans = append(spans, fileSpan{lf.gen, w.maxLSN})
 		for _, r := range w.recs {
 			if r.dir == dir && r.name == key {
 				recs = append(recs, r)
@@ -891,7 +939,7 @@ func (s *Store) retryPinned(dir, key string) error {
 	slices.SortStableFunc(recs, func(a, b logRec) int { return cmp.Compare(a.lsn, b.lsn) })
 	recs = slices.CompactFunc(recs, func(a, b logRec) bool { return a.lsn == b.lsn })
 	if len(recs) > 0 {
-		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(dir, key, recs, chainFloor(firsts))
+		dev, ino, covers, id, prev, tmp, known, err := s.recoverPhext(dir, key, recs, newChainInfo(firsts, spans))
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -299,5 +300,51 @@ func TestReviewAlwaysAfterLoopThenWorker(t *testing.T) {
 	t.Cleanup(func() { nd.Close() })
 	if got := mustSelect(t, nd.ten, "f", coord(1)); got != "abcd" {
 		t.Fatalf("f after the power loss: %q, want %q (the always write was acknowledged)", got, "abcd")
+	}
+}
+
+// TestReviewMissingLogFileIsNotACut: a whole loop log file of the current
+// generation is gone (deleted by hand, lost by the file system): damage,
+// not a power loss (every file of a generation is created, fsynced and its
+// directory entry made durable before any record goes to it). f's record
+// in l1 is missing while both other files of the generation hold records
+// written after it, so no file's lost tail can explain the gap: f refuses
+// to open (ErrCorrupt), it is not cut silently (a Warn, chainCuts) to open
+// without its acknowledged writes.
+func TestReviewMissingLogFileIsNotACut(t *testing.T) {
+	db := loopDB(t, nil)
+	var r0, r1 LoopRound
+	r0.SetLoop(0)
+	r1.SetLoop(1)
+	t.Cleanup(func() { _ = r0.Flush(); _ = r1.Flush() })
+	loopApply(t, db.ten, &r1, "f", "b")
+	if err := r1.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	loopApply(t, db.ten, &r0, "g", "b")
+	if err := r0.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ten.Insert([]byte("f"), coord(1), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ten.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l1 := logPath(db.loopLogs[1])
+	Crash(db.Store)
+	db.closed = true
+	if err := os.Remove(l1); err != nil {
+		t.Fatal(err)
+	}
+	nd := &testDB{tb: t, root: db.root, opts: db.opts}
+	nd.open()
+	t.Cleanup(func() { nd.Close() })
+	got, err := nd.ten.AppendGet(nil, []byte("f"))
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("f after its log file was deleted: %q, %v (chain cuts %d): damage taken for a power loss", got, err, nd.chainCuts.Load())
+	}
+	if got := mustSelect(t, nd.ten, "g", coord(1)); got != "ab" {
+		t.Fatalf("g: %q", got)
 	}
 }
