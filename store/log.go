@@ -933,6 +933,11 @@ func (l *commitLog) switchTo(f File, path string, gen uint64) {
 	l.mu.Unlock()
 }
 
+// MaxLoopLogs bounds Options.LoopLogs: with the worker's log, the syncer
+// fsyncs at most 1 + MaxLoopLogs logs per SyncInterval (16 a second in
+// mode everysec, whatever the host's core count and the tenants).
+const MaxLoopLogs = 15
+
 // LoopRound is the writes an event loop applied in one round
 // (Tenant.TryApply): their records wait in the commit log's loop buffer,
 // and Flush writes them with one write(). While a round has records it

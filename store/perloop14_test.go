@@ -689,3 +689,33 @@ func TestLoopLogsFeedHoleInGeneration(t *testing.T) {
 		t.Fatalf("read back over a missing l0 file: %d changes, %v; want ErrNotInLog", len(chs), err)
 	}
 }
+
+// TestLoopLogsCapped: on a host with more event loops than MaxLoopLogs the
+// store keeps MaxLoopLogs loop logs (the syncer's fsyncs per interval stay
+// at most 1 + MaxLoopLogs whatever the core count), and a loop past them
+// writes log i mod MaxLoopLogs.
+func TestLoopLogsCapped(t *testing.T) {
+	db := MustOpen(t, &Options{Durability: DurabilityEverySec, SyncInterval: time.Hour, LoopLogs: 64})
+	if n := len(db.loopLogs); n != MaxLoopLogs {
+		t.Fatalf("%d loop logs for 64 loops, want %d", n, MaxLoopLogs)
+	}
+	if n := len(db.logs); n != 1+MaxLoopLogs {
+		t.Fatalf("%d logs in all, want %d", n, 1+MaxLoopLogs)
+	}
+	if _, err := db.ten.Update([]byte("f"), coord(1), []byte("a")); err != nil { // opens f
+		t.Fatal(err)
+	}
+	var r LoopRound
+	r.SetLoop(40)
+	t.Cleanup(func() { _ = r.Flush() })
+	w := Write{Kind: WriteUpdate, Name: []byte("f"), Coord: coord(1), Text: []byte("b")}
+	if ok, _ := db.ten.TryApply(&r, &w); !ok {
+		t.Fatal("declined")
+	}
+	if want := db.loopLogs[40%MaxLoopLogs]; r.l != want {
+		t.Fatalf("loop 40 writes %q, want %q", r.l.writer, want.writer)
+	}
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}

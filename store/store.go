@@ -109,7 +109,8 @@ type Options struct {
 	// each generation, which no other writer touches, so the loops never
 	// wait for each other's rounds; the worker path keeps the "w" log.
 	// With 0, rounds write the worker log (and hold its write side). The
-	// syncer fsyncs each written log once per SyncInterval.
+	// syncer fsyncs each written log once per SyncInterval. At most
+	// MaxLoopLogs: loops past it share a log (loop i writes log i mod n).
 	LoopLogs int
 	// LogRotateBytes is the log size past which a new generation starts
 	// and the old one is truncated away once every phext with records in
@@ -269,7 +270,7 @@ func Open(opts *Options) (*Store, error) {
 	}
 	s.wlog = newCommitLog(s, workerLog)
 	s.logs = []*commitLog{s.wlog}
-	for i := range max(o.LoopLogs, 0) {
+	for i := range min(max(o.LoopLogs, 0), MaxLoopLogs) {
 		l := newCommitLog(s, loopLogName(i))
 		s.loopLogs = append(s.loopLogs, l)
 		s.logs = append(s.logs, l)
