@@ -53,7 +53,10 @@ type connState struct {
 	tenant    *tenant // loop, then read by the worker after the mu handoff
 	tenantPtr atomic.Pointer[tenant]
 
-	lastActive   atomic.Int64 // unix nanos of the last read
+	lastActive atomic.Int64 // unix nanos of the last read
+	// discardedAt: unix nanos of the last inbound bytes discarded while
+	// closing (lingerClose waits for them to stop).
+	discardedAt  atomic.Int64
 	openedAt     int64
 	partialSince atomic.Int64 // unix nanos when a partial frame was first seen; 0 if none
 	closing      atomic.Bool  // stop reading: a fatal reply or a close is on its way
@@ -265,6 +268,9 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	cs := c.Context().(*connState)
 	if cs.closing.Load() {
+		if c.InboundBuffered() > 0 {
+			cs.discardedAt.Store(time.Now().UnixNano())
+		}
 		c.Discard(c.InboundBuffered())
 		return gnet.None
 	}

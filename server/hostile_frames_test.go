@@ -110,3 +110,45 @@ func TestMaxFramesFromManyConns(t *testing.T) {
 		t.Errorf("peak heap %.1f MiB is over the bound (+10 %% GC slack)", float64(peak)/mib)
 	}
 }
+
+// TestFatalReplySurvivesTrailingBytes: a client whose oversized frame is
+// still arriving when the server answers TOO_LARGE and closes must still
+// read the replies sent before it and the TOO_LARGE itself: the server
+// stops reading and lingers until the bytes stop (closing a socket with
+// bytes arriving makes the kernel reset it, and the client's kernel then
+// drops the replies it has not read).
+func TestFatalReplySurvivesTrailingBytes(t *testing.T) {
+	const maxFrame = 64 << 10
+	h := startHostile(t, hostileOpts{opts: server.Options{MaxFrame: maxFrame},
+		durability: store.DurabilityNo})
+	c := h.dial(t, "mallory")
+	if err := c.send(protocol.OpUpdate, "doc", c9(1), []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	over := protocol.AppendRequest(nil, protocol.OpUpdate, 99, []byte("doc"), c9(2), bytes.Repeat([]byte("o"), 2*maxFrame))
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(over[:4096]); err != nil {
+		t.Fatal(err)
+	}
+	// Keep sending the body after the server has answered, without
+	// reading yet.
+	for off := 4096; off < len(over) && off < 4096+40*1024; off += 1024 {
+		time.Sleep(10 * time.Millisecond)
+		if _, err := c.nc.Write(over[off : off+1024]); err != nil {
+			break // the server closed: what it sent must still be readable
+		}
+	}
+	want := []protocol.Status{protocol.StatusOK, protocol.StatusTooLarge}
+	for i, st := range want {
+		r, err := c.recv(10 * time.Second)
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if r.Status != st {
+			t.Fatalf("reply %d: status %v (%s), want %v", i, r.Status, r.Body, st)
+		}
+	}
+	if !c.closedWithin(5 * time.Second) {
+		t.Fatal("connection not closed after the TOO_LARGE reply")
+	}
+}

@@ -11,6 +11,8 @@ package server
 // which field.
 
 import (
+	"time"
+
 	"encoding/binary"
 
 	"github.com/panjf2000/gnet/v2"
@@ -139,6 +141,33 @@ func (cs *connState) queueFatal(reply []byte, r closeReason) {
 	cs.kick()
 }
 
+// A connection closed after a fatal reply lingers until its peer has sent
+// nothing for lingerQuiet (at most lingerMax): closing a socket with
+// unread bytes, or with bytes still arriving (the rest of an oversized
+// frame), makes the kernel send a reset, and the peer's kernel may drop
+// the replies it has not read yet, the fatal one included. Reading stopped
+// already (closing); what arrives meanwhile is discarded.
+const (
+	lingerQuiet = 50 * time.Millisecond
+	lingerMax   = 2 * time.Second
+)
+
+// lingerClose closes c once the peer's bytes stopped arriving (see
+// lingerQuiet), from a timer goroutine.
+func (cs *connState) lingerClose(c gnet.Conn) {
+	start := time.Now().UnixNano()
+	var check func()
+	check = func() {
+		now := time.Now().UnixNano()
+		if now-cs.discardedAt.Load() >= int64(lingerQuiet) || now-start >= int64(lingerMax) {
+			c.Close()
+			return
+		}
+		time.AfterFunc(lingerQuiet, check)
+	}
+	time.AfterFunc(lingerQuiet, check)
+}
+
 // kick starts the worker goroutine if it is not running.
 func (cs *connState) kick() {
 	cs.mu.Lock()
@@ -179,7 +208,7 @@ func (s *Server) work(cs *connState) {
 				err := cs.c.AsyncWrite(fatal, func(c gnet.Conn, _ error) error {
 					s.asyncPending.Add(-1)
 					if c != nil {
-						c.Close()
+						cs.lingerClose(c)
 					}
 					return nil
 				})
