@@ -163,8 +163,14 @@ func (r *ckRun) abort() {
 // fsync), mapped and indexed unless the phext is closing.
 func (r *ckRun) write(fsync, mapIt bool) {
 	p := r.p
+	scrolls := 0 // what the new snapshot's index will hold
 	id, dev, ino, err := p.writeDocX(p.tmpPath, func(fn func(phext.Coordinate, []byte)) {
-		walkDoc(r.base, r.index, r.frozen, nil, fn)
+		walkDoc(r.base, r.index, r.frozen, nil, func(c phext.Coordinate, text []byte) {
+			if len(text) > 0 {
+				scrolls++
+			}
+			fn(c, text)
+		})
 	}, fsync)
 	if err != nil {
 		r.fail(err)
@@ -172,7 +178,7 @@ func (r *ckRun) write(fsync, mapIt bool) {
 	}
 	r.id, r.dev, r.ino, r.wrote = id, dev, ino, true
 	if mapIt {
-		r.nbase, r.nmapped, r.nindex, _, err = mapSnapshot(p.t.s.fs, p.tmpPath, false)
+		r.nbase, r.nmapped, r.nindex, _, err = mapSnapshot(p.t.s.fs, p.tmpPath, false, scrolls)
 		if err != nil {
 			r.fail(err)
 		}

@@ -17,6 +17,7 @@ type op struct {
 	text       []byte
 	putScrolls int
 	putBytes   int64
+	putIndex   []entry // a Put's index of text, built before it is queued
 }
 
 // batch is a group of records written with one write() (and one fsync in
@@ -50,6 +51,7 @@ func (b *batch) release() {
 	if cap(b.buf) > maxPooledBatch {
 		return
 	}
+	clear(b.recs) // a Put's index is not kept alive by a pooled batch
 	b.buf, b.recs = b.buf[:0], b.recs[:0]
 	b.always, b.done, b.err = false, nil, nil
 	batchPool.Put(b)
@@ -60,9 +62,10 @@ type brec struct {
 	kind    byte
 	c       phext.Coordinate
 	lo, hi  int
-	reserve int64  // quota held until applied
-	n       int    // result, set when applied
-	lsn     uint64 // its LSN, set when logged
+	reserve int64   // quota held until applied
+	idx     []entry // a Put's index of its payload (op.putIndex)
+	n       int     // result, set when applied
+	lsn     uint64  // its LSN, set when logged
 }
 
 // growth is the quota a write needs, computed against the applied state
@@ -146,7 +149,7 @@ func (p *pfile) enqueue(o *op) (b *batch, idx int, leader, retry bool, n int, er
 	idx = len(b.recs)
 	lo := len(b.buf) + recHeaderSize + recFixed
 	b.buf = appendRecord(b.buf, o.kind, o.c, o.text)
-	b.recs = append(b.recs, brec{kind: o.kind, c: o.c, lo: lo, hi: len(b.buf), reserve: g})
+	b.recs = append(b.recs, brec{kind: o.kind, c: o.c, lo: lo, hi: len(b.buf), reserve: g, idx: o.putIndex})
 	b.always = b.always || always
 	if o.kind == opPut {
 		p.putPending++
@@ -223,7 +226,7 @@ func (p *pfile) writeBatch(b *batch) {
 		p.mu.Lock()
 		for i := range b.recs {
 			r := &b.recs[i]
-			n, d := p.apply(r.kind, r.c, b.buf[r.lo:r.hi])
+			n, d := p.applyIndexed(r.kind, r.c, b.buf[r.lo:r.hi], r.idx)
 			r.n = n
 			t.used.Add(d)
 			p.publish(r.kind, r.c, r.lsn)

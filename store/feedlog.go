@@ -365,7 +365,7 @@ func (d *deriver) forward() error {
 			}
 			d.lastID, d.idKnown = id, true
 		case opPut:
-			idx, err := indexDoc(r.payload, "", false)
+			idx, err := indexDoc(r.payload, "", false, 0)
 			if err != nil {
 				return ErrNotInLog // checked when logged; not expected
 			}

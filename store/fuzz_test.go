@@ -75,7 +75,7 @@ func (r replayed) doc() []byte {
 
 // replayBytes replays a WAL image over a heap base document, in memory.
 func replayBytes(base, wal []byte) (replayed, error) {
-	idx, err := indexDoc(base, "base", true)
+	idx, err := indexDoc(base, "base", true, 0)
 	if err != nil {
 		return replayed{}, err
 	}
@@ -144,7 +144,7 @@ func FuzzLogReplay(f *testing.F) {
 			p := docs[k]
 			if p == nil {
 				base := []byte("base\x17two")
-				idx, _ := indexDoc(base, "base", true)
+				idx, _ := indexDoc(base, "base", true, 0)
 				p = &pfile{base: base, index: idx, ov: map[phext.Coordinate][]byte{}, scrolls: int64(len(idx)), bytes: 7}
 				docs[k] = p
 			}

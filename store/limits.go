@@ -184,7 +184,43 @@ func (p *pfile) newScrollCharge(o *op) int64 {
 // document is indexed, so a document of tiny scrolls that fits the quota
 // by its text alone is refused before it costs memory.
 func putCharge(o *op) int64 {
-	return o.putBytes + ScrollCost*int64(o.putScrolls)
+	return docCharge(o.putBytes, int64(o.putScrolls))
+}
+
+// docCharge is what a document of text bytes in scrolls non-empty
+// scrolls is charged.
+func docCharge(text, scrolls int64) int64 {
+	return text + ScrollCost*scrolls
+}
+
+// putCheckChunk is how much of a Put's document putCheck counts between
+// two looks at its charge: past the quota it has read at most this much
+// too far.
+const putCheckChunk = 64 << 10
+
+// putCheck counts doc's scrolls and text bytes (what Scanner yields, for
+// a document it accepts) and refuses doc with ErrQuota as soon as the
+// part counted is charged more than the tenant's whole quota: whatever
+// the tenant holds, it would hold at least that after the Put. So it reads
+// at most about quota/(1+ScrollCost)×2 bytes of a document of one-byte
+// scrolls before refusing it, whatever its length. The exact check, against the
+// tenant's usage and the phext it replaces, comes when the write is
+// queued (growth). With no quota it counts the whole document.
+func (t *Tenant) putCheck(doc []byte) (phext.Count, error) {
+	var n phext.Count
+	q := t.quota.Load()
+	if q <= 0 {
+		n.Add(doc)
+		return n, nil
+	}
+	for off := 0; off < len(doc); off += putCheckChunk {
+		n.Add(doc[off:min(off+putCheckChunk, len(doc))])
+		if c := docCharge(n.Text, n.Scrolls); c > q {
+			return n, fmt.Errorf("%w: the document is charged more than the quota of %d bytes (%d bytes in its first %d)",
+				ErrQuota, q, c, min(off+putCheckChunk, len(doc)))
+		}
+	}
+	return n, nil
 }
 
 // TextSize returns the scroll text bytes and the non-empty scrolls of

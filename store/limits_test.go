@@ -360,3 +360,47 @@ func TestWriteTinyScrollsQuota(t *testing.T) {
 		})
 	}
 }
+
+// TestPutOverQuotaRefusedFirst: a Put whose document is charged more than
+// the whole quota is refused with ErrQuota after counting a quota's worth
+// of it, before it is validated or parsed (issue 13, M4: a 60 MB document
+// of 30 M one-byte scrolls was checked for UTF-8 and scanned whole to be
+// refused). The document here ends in a byte that is not UTF-8: the old
+// order answered ErrBadScroll, so the refusal had read the whole document.
+// The refusal allocates next to nothing, and the stored phext is unchanged.
+func TestPutOverQuotaRefusedFirst(t *testing.T) {
+	const quota = 1 << 20
+	db := &testDB{tb: t, root: t.TempDir(), quota: quota}
+	db.opts.Durability = DurabilityNo
+	db.open()
+	t.Cleanup(func() { db.Close() })
+	name := []byte("dots")
+	small := tinyScrolls(1000)
+	if _, err := db.ten.Put(name, small); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := db.ten.Usage()
+	doc := append(tinyScrolls(2_000_000), 0xFF) // 4 MB, ~130 MiB charged
+	var err error
+	allocs := testing.AllocsPerRun(20, func() { _, err = db.ten.Put(name, doc) })
+	if !errors.Is(err, ErrQuota) {
+		t.Fatalf("put of 2 M one-byte scrolls in a 1 MiB quota: %v, want ErrQuota", err)
+	}
+	if allocs > 10 {
+		t.Errorf("a refused put made %.0f allocations", allocs)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	db.ten.Put(name, doc)
+	runtime.ReadMemStats(&m1)
+	if b := m1.TotalAlloc - m0.TotalAlloc; b > 4<<10 {
+		t.Errorf("a refused put allocated %d bytes", b)
+	}
+	got, err := db.ten.AppendGet(nil, name)
+	if err != nil || !bytes.Equal(got, small[:len(small)-1]) && !bytes.Equal(got, small) {
+		t.Fatalf("stored phext after the refusals: %d bytes, %v; want the %d of before", len(got), err, len(small))
+	}
+	if after, _ := db.ten.Usage(); after.Bytes != before.Bytes {
+		t.Fatalf("usage %d after the refusals, %d before", after.Bytes, before.Bytes)
+	}
+}

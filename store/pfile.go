@@ -206,8 +206,9 @@ func (p *pfile) unmap() {
 }
 
 // mapSnapshot maps and indexes the snapshot at path. A missing file is an
-// empty document (exists = false).
-func mapSnapshot(fs FS, path string, checkUTF8 bool) (base []byte, mapped bool, index []entry, exists bool, err error) {
+// empty document (exists = false). scrolls, when known, is its number of
+// non-empty scrolls: the index is then allocated once (indexDoc).
+func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int) (base []byte, mapped bool, index []entry, exists bool, err error) {
 	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -231,7 +232,7 @@ func mapSnapshot(fs FS, path string, checkUTF8 bool) (base []byte, mapped bool, 
 	if err != nil {
 		return nil, false, nil, true, fmt.Errorf("store: mmap %s: %w", path, err)
 	}
-	index, err = indexDoc(base, path, checkUTF8)
+	index, err = indexDoc(base, path, checkUTF8, scrolls)
 	if err != nil {
 		_ = munmapFile(base)
 		return nil, false, nil, true, err
@@ -239,8 +240,12 @@ func mapSnapshot(fs FS, path string, checkUTF8 bool) (base []byte, mapped bool, 
 	return base, true, index, true, nil
 }
 
-// indexDoc scans doc into a sorted index.
-func indexDoc(doc []byte, path string, checkUTF8 bool) ([]entry, error) {
+// indexDoc scans doc into a sorted index. scrolls is the number of
+// scrolls expected (0: unknown): an index grown by append from a small
+// start copies itself ~log2(n) times, which for 400 k one-byte scrolls
+// was most of a Put's cost (issue 13, M4: 60–90 ms of growslice and page
+// faults a document).
+func indexDoc(doc []byte, path string, checkUTF8 bool, scrolls int) ([]entry, error) {
 	if checkUTF8 && !utf8.Valid(doc) {
 		// SQ would load this as an empty phext and overwrite it on the next
 		// write; we refuse instead of destroying data.
@@ -248,7 +253,7 @@ func indexDoc(doc []byte, path string, checkUTF8 bool) ([]entry, error) {
 	}
 	var sc phext.Scanner
 	sc.Reset(doc)
-	index := make([]entry, 0, 16)
+	index := make([]entry, 0, max(scrolls, 16))
 	for sc.Next() {
 		index = append(index, entry{c: sc.Coordinate(), start: uint32(sc.Start()), end: uint32(sc.End())})
 	}
@@ -271,7 +276,7 @@ func utf8ValidUpTo(b []byte) int {
 }
 
 func (p *pfile) loadSnapshot() error {
-	base, mapped, index, exists, err := mapSnapshot(p.t.s.fs, p.path, true)
+	base, mapped, index, exists, err := mapSnapshot(p.t.s.fs, p.path, true, 0)
 	if err != nil {
 		return err
 	}
@@ -397,13 +402,19 @@ func (p *pfile) docHash() *xxh3.Hasher {
 // (or owns p during open). Records were validated before they were
 // logged, so apply cannot fail.
 func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, delta int64) {
+	return p.applyIndexed(kind, c, payload, nil)
+}
+
+// applyIndexed is apply with a Put's index of payload when the writer
+// built it (Tenant.Put, outside the locks); nil indexes payload here.
+func (p *pfile) applyIndexed(kind byte, c phext.Coordinate, payload []byte, idx []entry) (n int, delta int64) {
 	scrolls := p.scrolls
-	n, delta = p.applyRecord(kind, c, payload)
+	n, delta = p.applyRecord(kind, c, payload, idx)
 	return n, delta + ScrollCost*(p.scrolls-scrolls)
 }
 
-// applyRecord is apply; its delta counts scroll bytes only.
-func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte) (n int, delta int64) {
+// applyRecord is applyIndexed; its delta counts scroll bytes only.
+func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx []entry) (n int, delta int64) {
 	switch kind {
 	case opInsert:
 		if len(payload) == 0 {
@@ -450,13 +461,16 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte) (n in
 		was := p.remove(c)
 		return was, -int64(was)
 	case opPut:
+		// The index's offsets are the payload's, so they hold in its copy.
 		doc := bytes.Clone(payload)
-		idx, err := indexDoc(doc, "", false)
-		if err != nil {
-			// Unreachable: Put documents are validated before logging, and
-			// records read back are checked by scanLog (legacy WALs:
-			// scanWAL).
-			panic("store: put record does not index: " + err.Error())
+		if idx == nil {
+			var err error
+			if idx, err = indexDoc(doc, "", false, 0); err != nil {
+				// Unreachable: Put documents are validated before logging, and
+				// records read back are checked by scanLog (legacy WALs:
+				// scanWAL).
+				panic("store: put record does not index: " + err.Error())
+			}
 		}
 		before := p.bytes
 		p.unmap()
