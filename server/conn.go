@@ -52,6 +52,11 @@ type connState struct {
 	maxFrame  int     // loop
 	tenant    *tenant // loop, then read by the worker after the mu handoff
 	tenantPtr atomic.Pointer[tenant]
+	// paced is a HELLO whose answer waits for its tenant's schedule of
+	// new connections (loop); pacing says the connection has one, so the
+	// HELLO timeout spares it (OnTick).
+	paced  *pacedHello
+	pacing atomic.Bool
 
 	lastActive atomic.Int64 // unix nanos of the last read
 	// discardedAt: unix nanos of the last inbound bytes discarded while
@@ -345,6 +350,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				id = binary.BigEndian.Uint32(b[6:10])
 			}
 			flushFast(c, s.endRound(cs, fastOut))
+			s.badFrame(cs, protocol.StatusBadFrame) // counted; the connection closes anyway
 			cs.queueFatal(protocol.AppendError(nil, id, protocol.StatusOf(err), err.Error()), closeProtocol)
 			c.Discard(c.InboundBuffered())
 			return gnet.None
@@ -476,6 +482,9 @@ func flushFast(c gnet.Conn, out *bytebufferpool.ByteBuffer) {
 // hello handles the first frame. done=false means stop processing this
 // OnTraffic call and return the action.
 func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
+	if cs.paced != nil {
+		return s.pacedHello(cs, c)
+	}
 	hdr, err := c.Peek(4)
 	if err != nil {
 		return gnet.None, false
@@ -534,6 +543,17 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 			return gnet.None, false
 		}
 		name = t.name
+		// The tenant's schedule of new connections (pace.go): the
+		// answer may wait, the connection counting as open meanwhile.
+		wait, ok := t.pace.admitHello(time.Now().UnixNano(), s.opts.HelloRate, s.opts.HelloBurst, s.opts.helloMaxWait())
+		if wait > 0 {
+			c.Discard(size)
+			s.stats.helloPaced.Add(1)
+			cs.pacing.Store(true)
+			cs.paced = &pacedHello{at: time.Now().Add(wait).UnixNano(), id: id, name: name, codecs: hello.Codecs, version: hello.Version, refuse: !ok}
+			time.AfterFunc(wait, func() { c.Wake(nil) })
+			return gnet.None, false
+		}
 	case tab.isAdmin(hello.Token):
 		cs.admin = true
 		name = "admin"
@@ -541,14 +561,80 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 		s.authFail(cs, c, id, protocol.StatusAuth, "unknown or disabled token")
 		return gnet.None, false
 	}
+	s.welcome(cs, c, id, name, hello.Version, hello.Codecs)
+	c.Discard(size)
+	return gnet.None, true
+}
+
+// pacedHello is a HELLO whose answer waits for its tenant's schedule of
+// new connections (pace.go): at is when it is due (unix nanos); refuse
+// says it is then answered BUSY and closed.
+type pacedHello struct {
+	at      int64
+	id      uint32
+	name    string
+	codecs  uint8
+	version uint8
+	refuse  bool
+}
+
+// maxPacedInbound bounds what a connection may send while its HELLO
+// waits; past it the connection is closed.
+const maxPacedInbound = bigFrame
+
+// pacedHello answers a paced HELLO once it is due (the timer set in hello
+// wakes the loop then); before that it only bounds what the peer sends
+// meanwhile.
+func (s *Server) pacedHello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
+	p := cs.paced
+	if time.Now().UnixNano() < p.at {
+		if c.InboundBuffered() > maxPacedInbound {
+			c.Discard(c.InboundBuffered())
+			c.Write(protocol.AppendError(nil, p.id, protocol.StatusBusy, "too much sent before the HELLO answer"))
+			cs.closing.Store(true)
+			s.stats.closed[closeInboundLimit].Add(1)
+			return gnet.Close, false
+		}
+		return gnet.None, false
+	}
+	cs.paced = nil
+	var msg string
+	reason := closeLimit
+	switch {
+	case s.draining.Load():
+		msg, reason = "server is shutting down", closeShutdown
+	case cs.tenant.closed.Load():
+		s.authFail(cs, c, p.id, protocol.StatusAuth, "unknown or disabled token")
+		return gnet.None, false
+	case p.refuse:
+		msg = "too many new connections for this tenant (sq host --hello-rate); retry later"
+	}
+	if msg != "" {
+		st := protocol.StatusBusy
+		if reason == closeShutdown {
+			st = protocol.StatusShuttingDown
+		}
+		c.Discard(c.InboundBuffered())
+		c.Write(protocol.AppendError(nil, p.id, st, msg))
+		cs.closing.Store(true)
+		s.stats.closed[reason].Add(1)
+		return gnet.Close, false
+	}
+	s.welcome(cs, c, p.id, p.name, p.version, p.codecs)
+	return gnet.None, true
+}
+
+// welcome authenticates the connection (HELLO accepted) and writes the
+// HELLO reply.
+func (s *Server) welcome(cs *connState, c gnet.Conn, id uint32, name string, version, codecs uint8) {
 	cs.authed = true
 	cs.authedA.Store(true)
 	cs.maxFrame = s.opts.MaxFrame
-	cs.codec = protocol.ChooseCodec(hello.Codecs, s.opts.Codecs)
+	cs.codec = protocol.ChooseCodec(codecs, s.opts.Codecs)
 	cs.dec = protocol.Decoder{MaxFrame: s.opts.MaxFrame, Codec: cs.codec, Budget: cs.mem}
 	cs.loopDec = protocol.Decoder{MaxFrame: s.opts.MaxFrame}
 	reply := protocol.HelloReply{
-		Version:           protocol.NegotiateVersion(hello.Version),
+		Version:           protocol.NegotiateVersion(version),
 		Codec:             cs.codec,
 		MaxFrame:          uint32(s.opts.MaxFrame),
 		TenantName:        name,
@@ -559,8 +645,6 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	}
 	var a [256]byte
 	c.Write(protocol.AppendHelloReply(a[:0], id, &reply))
-	c.Discard(size)
-	return gnet.None, true
 }
 
 // authFail answers a failed HELLO with status and closes the
@@ -601,7 +685,7 @@ func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 			continue
 		}
 		switch {
-		case !cs.authedA.Load() && nowN-cs.openedAt > int64(s.opts.HelloTimeout):
+		case !cs.authedA.Load() && !cs.pacing.Load() && nowN-cs.openedAt > int64(s.opts.HelloTimeout):
 			cs.closeWith(closeHelloTimeout)
 		case cs.partialSince.Load() != 0 && nowN-cs.partialSince.Load() > int64(s.opts.FrameTimeout):
 			cs.closeWith(closeSlowFrame)

@@ -99,6 +99,11 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 			out = protocol.AppendError(out, h.ID, status, err.Error())
 			t.stats.record(op, status, len(f), 0, d)
 			ws[i] = store.Write{}
+			if s.badFrame(cs, status) {
+				// The writes before it stand (they are done); its
+				// successors in the run were done too and are answered.
+				cs.badFrameClose()
+			}
 			continue
 		}
 		if err := ws[i].Err; err != nil {
@@ -141,6 +146,9 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		status := protocol.StatusOf(err)
 		out = protocol.AppendError(out, req.ID, status, err.Error())
 		s.record(cs, req.Op, status, len(frame), 0, start)
+		if s.badFrame(cs, status) {
+			cs.badFrameClose()
+		}
 		return out
 	}
 	if !heavy && cs.tenant != nil && !cs.admin && wholePhext(req.Op) && heavyPhext(cs.tenant, req.Name) {

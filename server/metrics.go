@@ -122,6 +122,9 @@ type serverStats struct {
 	reloadsOK     atomic.Uint64
 	reloadsFailed atomic.Uint64
 	closed        [numCloseReasons]atomic.Uint64
+	// helloPaced counts HELLOs whose answer waited for their tenant's
+	// schedule of new connections (pace.go).
+	helloPaced atomic.Uint64
 	// loopWrites counts writes answered on the event loop (fastWrite).
 	loopWrites atomic.Uint64
 	// loopLogWrites counts the log writes of loop rounds (endRound): one
@@ -177,12 +180,14 @@ const (
 	closeLimit      // over a connection limit
 	closeShutdown
 	closeInboundLimit // sent far past MaxInFlight without reading replies
+	closeBadFrames    // the tenant sent malformed frames past its budget (pace.go)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"client", "auth", "protocol", "hello_timeout", "idle_timeout",
 	"slow_frame", "slow_consumer", "tenant_gone", "limit", "shutdown", "inbound_limit",
+	"bad_frames",
 }
 
 func (r closeReason) String() string { return closeReasonNames[r] }

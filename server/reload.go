@@ -274,6 +274,7 @@ type tenantAlloc struct {
 	t     tenant
 	stats tenantStats
 	mem   memBudget
+	pace  pace
 	conf  config.TenantEntry
 }
 
@@ -288,13 +289,14 @@ func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant) *ten
 	// connections hold stays counted against the name.
 	if old := s.table.Load(); old != nil {
 		if prev := old.byName[e.Name]; prev != nil {
-			tn.mem, tn.heavy = prev.mem, prev.heavy
+			tn.mem, tn.heavy, tn.pace = prev.mem, prev.heavy, prev.pace
 		}
 	}
 	if tn.mem == nil {
 		a.mem = memBudget{limit: s.opts.MaxClientMemoryPerTenant, parent: &s.mem}
 		tn.mem = &a.mem
 		tn.heavy = newHeavyGate(1)
+		tn.pace = &a.pace
 	}
 	return tn
 }
@@ -322,7 +324,7 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 		}
 		f := s.newTenant(prev.entry(), storeTenant)
 		f.stats = prev.stats
-		f.mem, f.heavy = prev.mem, prev.heavy
+		f.mem, f.heavy, f.pace = prev.mem, prev.heavy, prev.pace
 		fresh[prev] = f
 	}
 	closed := map[*tenant]bool{}

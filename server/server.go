@@ -63,6 +63,22 @@ type Options struct {
 	// minute at full speed; past it each failure is answered after a delay
 	// (default 10).
 	AuthFailBudget int
+	// HelloRate and HelloBurst pace each tenant's new connections
+	// (pace.go): a tenant's HELLOs past a burst of HelloBurst are answered
+	// at HelloRate per second, each waiting its turn (a connection that
+	// waits costs no CPU and counts as open); one that would wait over
+	// min(5 s, HelloTimeout/2) is answered BUSY after that wait. Defaults
+	// 250 per second and a burst of 1000, so a tenant may open its 2000
+	// connections (MaxConnsPerTenant) at once, the last ones within 4 s; a
+	// negative HelloRate disables pacing. The admin token is never paced.
+	HelloRate  float64
+	HelloBurst int
+	// BadFrameRate is how many malformed frames (answered BAD_FRAME or
+	// TOO_LARGE) one tenant may send per second (a second's worth at
+	// once); past it the connection that sent one is answered, then
+	// closed with BUSY, and the tenant's next HELLO waits at least a
+	// second (pace.go). Default 100; negative: no limit.
+	BadFrameRate float64
 	// Codecs are the compression codecs offered (protocol accept bits;
 	// default zstd and s2). Set NoCompression to offer none.
 	Codecs        uint8
@@ -181,6 +197,15 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.AuthFailBudget <= 0 {
 		r.AuthFailBudget = 10
+	}
+	if r.HelloRate == 0 {
+		r.HelloRate = 250
+	}
+	if r.BadFrameRate == 0 {
+		r.BadFrameRate = 100
+	}
+	if r.HelloBurst <= 0 {
+		r.HelloBurst = 1000
 	}
 	if r.Codecs == 0 {
 		r.Codecs = protocol.AcceptZstd | protocol.AcceptS2
@@ -466,7 +491,10 @@ type Stats struct {
 	Conns        int64
 	Accepted     uint64
 	AuthFailures uint64
-	Closed       map[string]uint64
+	// HelloPaced counts HELLOs whose answer waited for their tenant's
+	// schedule of new connections (Options.HelloRate).
+	HelloPaced uint64
+	Closed     map[string]uint64
 }
 
 // Stats returns the server-wide counters.
@@ -475,6 +503,7 @@ func (s *Server) Stats() Stats {
 		Conns:        s.stats.conns.Load(),
 		Accepted:     s.stats.accepted.Load(),
 		AuthFailures: s.stats.authFailures.Load(),
+		HelloPaced:   s.stats.helloPaced.Load(),
 		Closed:       make(map[string]uint64, numCloseReasons),
 	}
 	for i := range s.stats.closed {

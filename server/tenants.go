@@ -36,6 +36,9 @@ type tenant struct {
 	// heavy is the tenant's turn for heavy requests (heavy.go); shared
 	// like mem by the *tenant values of one name across reloads.
 	heavy heavyGate
+	// pace is the tenant's schedule of new connections (pace.go); shared
+	// like mem by the *tenant values of one name across reloads.
+	pace *pace
 }
 
 // tenantTable is one immutable generation of the token map. Reload builds a

@@ -33,6 +33,9 @@ type hostConfig struct {
 	httpAddr, cpuProfile             string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
+	helloRate                        float64
+	helloBurst                       int
+	badFrameRate                     float64
 	maxInFlight, maxOpen, loops      int
 	helloTimeout, idleTimeout        time.Duration
 	frameTimeout, shutdownTimeout    time.Duration
@@ -70,6 +73,9 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.Int64Var(&c.maxSlowFrameMemory, "max-slow-frame-memory", 0, "most of --max-client-memory that stalled large frames (arriving for over 1 s, slower than their size per 10 s) may hold in all, in bytes (0 = half of it); stalled senders past it are closed")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
+	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
+	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them")
+	fs.Float64Var(&c.badFrameRate, "bad-frame-rate", 100, "malformed frames (answered BAD_FRAME or TOO_LARGE) allowed per second per tenant; past it the connection that sent one is closed with BUSY and the tenant's next new connection waits at least 1 s (0: no limit)")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
 	fs.IntVar(&c.maxOpen, "max-open-phexts", 0, "phext files kept open (mapped, one fd each) at once over all tenants (0 = a quarter of the open-file limit, 256..16384)")
 	fs.IntVar(&c.loops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
@@ -93,6 +99,16 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json")
 	return fs
+}
+
+// rateOption maps --hello-rate and --bad-frame-rate to
+// server.Options.HelloRate and BadFrameRate, whose zero means the
+// default: 0 on the command line turns the limit off.
+func rateOption(r float64) float64 {
+	if r <= 0 {
+		return -1
+	}
+	return r
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -270,6 +286,9 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		MaxFrame:                 c.maxFrame,
 		MaxConns:                 c.maxConns,
 		MaxConnsPerTenant:        c.maxPerTenant,
+		HelloRate:                rateOption(c.helloRate),
+		HelloBurst:               c.helloBurst,
+		BadFrameRate:             rateOption(c.badFrameRate),
 		MaxInFlight:              c.maxInFlight,
 		MaxClientMemory:          c.maxClientMemory,
 		MaxClientMemoryPerTenant: c.maxClientMemoryPerTenant,

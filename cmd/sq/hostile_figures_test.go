@@ -138,22 +138,12 @@ func hostileAttacks(addr, httpAddr string, tokens map[string]string) []hostileAt
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					rc, err := client.DialRaw(ctx, h.addr, tokens["mallory"], client.WithCodecs(protocol.AcceptZstd|protocol.AcceptS2))
+					rc, err := dialBomber(t, h.addr, tokens["mallory"])
 					if err != nil {
-						t.Error(err)
 						return
 					}
 					defer rc.Close()
-					var batch []byte
-					for j := range 50 {
-						body := binary.BigEndian.AppendUint32(nil, protocol.DefaultMaxFrame-6)
-						body = append(body, "\x28\xb5\x2f\xfd garbage, not a body!!"...)
-						batch = binary.BigEndian.AppendUint32(batch, uint32(6+len(body)))
-						batch = append(batch, byte(protocol.OpSelect), protocol.FlagCompressed)
-						batch = binary.BigEndian.AppendUint32(batch, uint32(j+2))
-						batch = append(batch, body...)
-					}
-					if rc.WriteFrames(batch) != nil || rc.Flush() != nil {
+					if rc.WriteFrames(bombBatch()) != nil || rc.Flush() != nil {
 						return
 					}
 					var r protocol.Response
@@ -259,7 +249,66 @@ func hostileAttacks(addr, httpAddr string, tokens map[string]string) []hostileAt
 				t.Errorf("400 k scrolls: %v", err)
 			}
 		}},
+		{name: "compressed size bomb streamed: 64 conns × 50 frames a round trip, redialled when closed, 1 s a round", run: func(t testing.TB) {
+			// The smarter form of the first attack: it keeps its
+			// connections and sends the same garbage frames on them
+			// without end, reconnecting only when the server closes one.
+			end := time.Now().Add(time.Second)
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(end) {
+						rc, err := dialBomber(t, h.addr, tokens["mallory"])
+						if err != nil {
+							continue
+						}
+						var r protocol.Response
+					stream:
+						for time.Now().Before(end) {
+							if rc.WriteFrames(bombBatch()) != nil || rc.Flush() != nil {
+								break
+							}
+							for range 50 {
+								if rc.Recv(&r) != nil {
+									break stream
+								}
+							}
+						}
+						rc.Close()
+					}
+				}()
+			}
+			wg.Wait()
+		}},
 	}
+}
+
+// dialBomber dials the size-bomb attacks' connection. BUSY is the answer
+// of a server that paces the tenant's new connections (sq host
+// --hello-rate, --bad-frame-rate): the attack goes on, it is no failure.
+func dialBomber(t testing.TB, addr, token string) (*client.RawConn, error) {
+	rc, err := client.DialRaw(context.Background(), addr, token, client.WithCodecs(protocol.AcceptZstd|protocol.AcceptS2))
+	if err != nil && client.StatusOf(err) != protocol.StatusBusy {
+		t.Error(err)
+	}
+	return rc, err
+}
+
+// bombBatch is 50 compressed SELECT frames of 40 bytes whose body is
+// garbage declaring 64 MiB.
+func bombBatch() []byte {
+	var batch []byte
+	for j := range 50 {
+		body := binary.BigEndian.AppendUint32(nil, protocol.DefaultMaxFrame-6)
+		body = append(body, "\x28\xb5\x2f\xfd garbage, not a body!!"...)
+		batch = binary.BigEndian.AppendUint32(batch, uint32(6+len(body)))
+		batch = append(batch, byte(protocol.OpSelect), protocol.FlagCompressed)
+		batch = binary.BigEndian.AppendUint32(batch, uint32(j+2))
+		batch = append(batch, body...)
+	}
+	return batch
 }
 
 // attackerChildEnv names the attack (its index in hostileAttacks) the

@@ -1,0 +1,155 @@
+package server_test
+
+// Connection churn and malformed frames of one tenant (issue 13, the
+// compressed size bomb M1): its new connections are paced, its malformed
+// frames past a budget close their connection and delay its next
+// connection, while other tenants are served at once.
+// Part of the live reliability suite; the harness is hostile_test.go.
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/internal/sqtest"
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+)
+
+type helloResult struct {
+	status protocol.Status
+	body   []byte
+	err    error
+	at     time.Time
+}
+
+// helloAsync dials and says HELLO as token in the background.
+func helloAsync(addr, token string) <-chan helloResult {
+	ch := make(chan helloResult, 1)
+	go func() {
+		c, err := dialP(addr)
+		if err != nil {
+			ch <- helloResult{err: err, at: time.Now()}
+			return
+		}
+		defer c.nc.Close()
+		st, body, err := c.hello(token)
+		ch <- helloResult{status: st, body: body, err: err, at: time.Now()}
+	}()
+	return ch
+}
+
+// TestHelloPacedPerTenant: past its burst, a tenant's next HELLO waits for
+// the tenant's schedule (HelloRate 1/s: a second after the first), while
+// another tenant's HELLO is answered at once. Without pacing the third
+// HELLO is answered at once.
+func TestHelloPacedPerTenant(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{HelloRate: 1, HelloBurst: 2}})
+	t0 := time.Now() // before the first HELLO is booked
+	h.dial(t, "mallory")
+	h.dial(t, "mallory")
+	third := helloAsync(h.srv.Addr(), h.tokens["mallory"])
+	sqtest.CheckFor(t, 5*time.Second, "the third HELLO paced", func() bool { return h.srv.Stats().HelloPaced == 1 })
+	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	// The schedule's third slot is one interval (1 s) after the first.
+	pacedAfterAlice(t, third, t0, "mallory's third HELLO")
+}
+
+// pacedAfterAlice checks that the paced HELLO r has not been answered yet
+// (another tenant was served meanwhile), then that it is answered OK at
+// least a second after t0.
+func pacedAfterAlice(t *testing.T, hello <-chan helloResult, t0 time.Time, what string) {
+	t.Helper()
+	select {
+	case r := <-hello:
+		t.Fatalf("%s answered (%v %v) before alice's, %v after t0", what, r.status, r.err, r.at.Sub(t0))
+	default:
+	}
+	r := <-hello
+	if r.err != nil || r.status != protocol.StatusOK {
+		t.Fatalf("%s: %v %v %s", what, r.err, r.status, r.body)
+	}
+	if d := r.at.Sub(t0); d < 990*time.Millisecond {
+		t.Errorf("%s answered %v after t0, want ≥ 1 s", what, d)
+	}
+}
+
+// TestHelloPacedRefusedPastMaxWait: a HELLO whose turn lies past the
+// longest wait (HelloTimeout/2 = 300 ms here) is answered BUSY with a
+// message naming the flag, after that wait, and closed.
+func TestHelloPacedRefusedPastMaxWait(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{HelloRate: 1, HelloBurst: 1, HelloTimeout: 600 * time.Millisecond}})
+	h.dial(t, "mallory")
+	t0 := time.Now()
+	c, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.nc.Close()
+	st, body, err := c.hello(h.tokens["mallory"])
+	if err != nil || st != protocol.StatusBusy || !strings.Contains(string(body), "--hello-rate") {
+		t.Fatalf("HELLO past the longest wait: %v %v %q, want BUSY naming --hello-rate", err, st, body)
+	}
+	if d := time.Since(t0); d < 290*time.Millisecond {
+		t.Errorf("BUSY after %v, want after the 300 ms wait", d)
+	}
+	if !c.closedWithin(5 * time.Second) {
+		t.Error("connection not closed after the BUSY")
+	}
+	// Nothing was booked for it: alice is not affected either way.
+	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+}
+
+// TestBadFramesCloseAndPace: a tenant past its budget of malformed frames
+// (BadFrameRate 10/s) gets the erring frame answered, then a BUSY naming
+// the flag and a close, without answers for the rest of what it sent; its
+// next HELLO waits at least a second, while another tenant's open
+// connection and new HELLO are served at once. Without the budget all 40
+// frames are answered BAD_FRAME and the connection stays open.
+func TestBadFramesCloseAndPace(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{BadFrameRate: 10}})
+	alice := h.dial(t, "alice")
+	m := h.dial(t, "mallory")
+	// 40 SELECT frames with an empty body: each fails to decode.
+	var batch []byte
+	for i := range 40 {
+		batch = binary.BigEndian.AppendUint32(batch, 6)
+		batch = append(batch, byte(protocol.OpSelect), 0)
+		batch = binary.BigEndian.AppendUint32(batch, uint32(100+i))
+	}
+	t0 := time.Now() // before the server sees any of them
+	if _, err := m.nc.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for {
+		r, err := m.recv(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d BAD_FRAME replies: %v, want a BUSY before the close", bad, err)
+		}
+		if r.Status == protocol.StatusBadFrame && r.ID == uint32(100+bad) {
+			bad++
+			continue
+		}
+		if r.Status != protocol.StatusBusy || r.ID != 0 || !strings.Contains(string(r.Body), "--bad-frame-rate") {
+			t.Fatalf("reply %d: %v id %d %q, want BAD_FRAME id %d or BUSY id 0 naming --bad-frame-rate", bad, r.Status, r.ID, r.Body, 100+bad)
+		}
+		break
+	}
+	if bad < 10 || bad >= 40 {
+		t.Errorf("%d BAD_FRAME replies before the BUSY, want the budget's 10 or a few more, not all 40", bad)
+	}
+	if !m.closedWithin(5 * time.Second) {
+		t.Error("mallory's connection not closed after the BUSY")
+	}
+	next := helloAsync(h.srv.Addr(), h.tokens["mallory"])
+	sqtest.CheckFor(t, 5*time.Second, "mallory's next HELLO paced", func() bool { return h.srv.Stats().HelloPaced == 1 })
+	alice.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	pacedAfterAlice(t, next, t0, "mallory's HELLO after her malformed frames")
+	if n := h.srv.Stats().Closed["bad_frames"]; n != 1 {
+		t.Errorf("close reason bad_frames counted %d, want 1", n)
+	}
+}

@@ -1,0 +1,144 @@
+package server
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/phext/sq/protocol"
+)
+
+// Pacing a tenant's new connections (issue 13, the compressed size bomb
+// M1): a tenant that opens connections by the thousand per second costs
+// the server ~280 µs of CPU each (accept, HELLO, its frames, close: all
+// syscalls on the event loops), and a good tenant sharing those loops
+// waits behind them. Each tenant's HELLOs therefore follow a schedule, a
+// token bucket of Options.HelloBurst HELLOs refilled at Options.HelloRate
+// per second: within it a HELLO is answered at once; past it the answer
+// waits until the schedule reaches it. A waiting connection costs no CPU
+// (its answer is a timer's wake-up of its event loop) and counts against
+// the tenant's and the server's connection limits like any other. A HELLO
+// that would wait longer than helloMaxWait is refused with BUSY, after
+// the same wait: an immediate refusal would invite an immediate retry,
+// which costs the server as much as the connection it refused.
+//
+// The schedule is the generic cell rate algorithm: one atomic, the time
+// at which the bucket would be full again (tat). Admitting a HELLO moves
+// tat one interval later; the HELLO waits for whatever of tat lies more
+// than the bucket's depth (burst intervals) in the future.
+
+// pace is a tenant's schedule of new connections, shared by the *tenant
+// values of one name across reloads (like its memory share).
+type pace struct {
+	helloTAT atomic.Int64 // unix nanos
+	badTAT   atomic.Int64 // unix nanos: the budget of malformed frames
+}
+
+// helloMaxWait is the longest a HELLO waits for its tenant's schedule.
+// At most half the HELLO timeout, so that the HELLO timeout never closes
+// a connection that waits for its answer.
+func (o *Options) helloMaxWait() time.Duration {
+	return min(5*time.Second, o.HelloTimeout/2)
+}
+
+// admitHello books a HELLO arriving at now (unix nanos) in the tenant's
+// schedule and returns how long its answer waits. ok=false means the wait
+// would pass maxWait: nothing is booked and the HELLO is refused (after
+// maxWait). A rate ≤ 0 admits everything at once.
+func (p *pace) admitHello(now int64, rate float64, burst int, maxWait time.Duration) (wait time.Duration, ok bool) {
+	if rate <= 0 {
+		return 0, true
+	}
+	interval := int64(float64(time.Second) / rate)
+	depth := int64(burst) * interval
+	for {
+		tat := p.helloTAT.Load()
+		next := max(tat, now) + interval
+		w := next - now - depth
+		if w > int64(maxWait) {
+			return maxWait, false
+		}
+		if p.helloTAT.CompareAndSwap(tat, next) {
+			return time.Duration(max(w, 0)), true
+		}
+	}
+}
+
+// Malformed frames (issue 13, M1 and its variant that keeps its
+// connections open): a frame that fails to decode costs the server a read,
+// a worker's turn and a reply, and no correct client sends one. Each
+// tenant has a budget of Options.BadFrameRate such frames per second (a
+// second's worth at once). Past it, the frame is answered and its
+// connection is closed after a BUSY that says why (close reason
+// bad_frames); the tenant's schedule of new connections is pushed so that
+// its next HELLO waits at least badFramePenalty. So a tenant that streams
+// garbage, on new connections or on open ones, gets about one connection
+// per pending dial per badFramePenalty, each closed at its first frame
+// over the budget.
+const badFramePenalty = time.Second
+
+// admitBadFrame books one malformed frame of the tenant at now (unix
+// nanos) and reports whether it is within the tenant's budget of rate per
+// second. A rate ≤ 0 admits every one.
+func (p *pace) admitBadFrame(now int64, rate float64) bool {
+	if rate <= 0 {
+		return true
+	}
+	interval := int64(float64(time.Second) / rate)
+	depth := int64(max(rate, 1)) * interval
+	for {
+		tat := p.badTAT.Load()
+		next := max(tat, now) + interval
+		if next-now > depth {
+			return false
+		}
+		if p.badTAT.CompareAndSwap(tat, next) {
+			return true
+		}
+	}
+}
+
+// penalize pushes the tenant's schedule of new connections so that its
+// next HELLO waits at least badFramePenalty (never pulling it earlier).
+func (p *pace) penalize(now int64, rate float64, burst int) {
+	if rate <= 0 {
+		return // no pacing of HELLOs to push
+	}
+	interval := int64(float64(time.Second) / rate)
+	want := now + int64(burst)*interval + int64(badFramePenalty)
+	for {
+		tat := p.helloTAT.Load()
+		if tat >= want || p.helloTAT.CompareAndSwap(tat, want) {
+			return
+		}
+	}
+}
+
+// badFrame counts a frame of cs that failed to decode with status (its
+// error reply is out already, or the connection is closing for it)
+// against its tenant's budget when it is malformed: BAD_FRAME (a bad
+// length, flag, body layout or compressed body) or TOO_LARGE (a size past
+// the limits). A bad name, coordinate or opcode is the client's request
+// being refused, not a broken frame, and costs no more than a request
+// that is served. Past the budget it pushes the tenant's HELLO schedule
+// and reports true: the caller closes the connection (badFrameClose)
+// unless it closes anyway. Worker or loop; the admin is never counted.
+func (s *Server) badFrame(cs *connState, status protocol.Status) bool {
+	t := cs.tenant
+	if t == nil || cs.admin || (status != protocol.StatusBadFrame && status != protocol.StatusTooLarge) {
+		return false
+	}
+	now := time.Now().UnixNano()
+	if t.pace.admitBadFrame(now, s.opts.BadFrameRate) {
+		return false
+	}
+	t.pace.penalize(now, s.opts.HelloRate, s.opts.HelloBurst)
+	return true
+}
+
+// badFrameClose closes cs after the replies of its batch being built and a
+// BUSY saying why; the rest of what it sent is not run. Its worker only.
+func (cs *connState) badFrameClose() {
+	cs.gone.Store(true) // the rest of the batch is dropped, unanswered
+	cs.queueFatal(protocol.AppendError(nil, 0, protocol.StatusBusy,
+		"too many malformed frames from this tenant (sq host --bad-frame-rate); closing"), closeBadFrames)
+}
