@@ -171,6 +171,16 @@ func (d *Decoder) Decode(frame []byte, req *Request) error {
 	return nil
 }
 
+// PayloadOffset returns the offset in an uncompressed request frame of
+// its payload, given the name length byte at offset HeaderSize (the
+// frame's first byte after the header): what Decode skips before
+// Payload. ok is false when that length is above phext.MaxNameLen, which
+// Decode refuses. A server can find the payload of a large frame while
+// the rest of it is still arriving.
+func PayloadOffset(nameLen byte) (off int, ok bool) {
+	return RequestSize(int(nameLen), 0), int(nameLen) <= phext.MaxNameLen
+}
+
 // Rebase re-points req's Name and Payload at frame, a byte-for-byte copy
 // of the uncompressed request frame that Decode decoded into req without
 // error, so that req outlives the bytes it was decoded from (an event loop

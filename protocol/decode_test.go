@@ -404,3 +404,24 @@ func sizeName(p []byte) string {
 	}
 	return "big"
 }
+
+// TestPayloadOffset: the offset PayloadOffset gives from a frame's name
+// length byte is where Decode's Payload starts, for every name length
+// Decode accepts; longer names are not ok.
+func TestPayloadOffset(t *testing.T) {
+	var d Decoder
+	for n := 0; n <= phext.MaxNameLen; n++ {
+		frame := AppendRequest(nil, OpPut, 1, bytes.Repeat([]byte("n"), n), phext.Origin, []byte("payload"))
+		var req Request
+		if err := d.Decode(frame, &req); err != nil {
+			t.Fatal(err)
+		}
+		off, ok := PayloadOffset(frame[HeaderSize])
+		if !ok || &frame[off] != &req.Payload[0] {
+			t.Fatalf("name of %d bytes: offset %d (ok %v), Decode's payload at %d", n, off, ok, len(frame)-len(req.Payload))
+		}
+	}
+	if _, ok := PayloadOffset(phext.MaxNameLen + 1); ok {
+		t.Fatal("a name above MaxNameLen is ok")
+	}
+}

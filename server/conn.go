@@ -104,6 +104,15 @@ type connState struct {
 	bufChargedA atomic.Int64
 	skip        int
 	held        hold
+	// putChk checks the document of a large uncompressed PUT being
+	// received into big against its tenant's quota as its bytes arrive
+	// (checkPut), so one charged more than the whole quota is refused
+	// before the rest is received; putOn says it runs, putAt is how much
+	// of big it has counted (0 until the payload's offset is known)
+	// (loop).
+	putChk store.PutCheck
+	putAt  int
+	putOn  bool
 	// mem is the budget this connection charges: its tenant's share once
 	// HELLO authenticated it, else the server's. Set on the loop before
 	// any reservation and never changed after, so every release goes to
@@ -308,9 +317,25 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			n, _ := c.Read(cs.big[len(cs.big):cap(cs.big)])
 			cs.big = cs.big[:len(cs.big)+n]
 			cs.bigGot.Store(int64(len(cs.big)))
+			if cs.putOn {
+				if err := cs.checkPut(); err != nil {
+					// Refused by what has arrived: answer in order, give
+					// the buffer back and drop the rest as it comes.
+					status, _ := StatusOf(err)
+					cs.enqueueRefusal(cs.big, status, err.Error())
+					cs.skip = cap(cs.big) - len(cs.big)
+					cs.releaseBig(cs.big, cs.arriving)
+					cs.big, cs.arriving, cs.putOn = nil, 0, false
+					cs.arrivingA.Store(0)
+					cs.partialSince.Store(0)
+					queued = true
+					continue
+				}
+			}
 			if len(cs.big) < cap(cs.big) {
 				break
 			}
+			cs.putOn = false
 			// Whole: it goes to the worker (never answered on the loop)
 			// with its reservation, released once it is answered (see
 			// releaseFrame).
@@ -382,6 +407,14 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				cs.skip = size
 				continue
 			}
+			// A PUT's document is checked against the quota as it
+			// arrives (a compressed one only once decoded, by the store).
+			hdr, _ := c.Peek(protocol.HeaderSize)
+			cs.putOn, cs.putAt = false, 0
+			if protocol.Op(hdr[4]) == protocol.OpPut && hdr[5]&protocol.FlagCompressed == 0 && cs.tenant != nil && !cs.admin {
+				cs.putChk = cs.tenant.store.PutCheck()
+				cs.putOn = cs.putChk.Active()
+			}
 			cs.bigSize.Store(int64(size)) // before arrivingA: slowFrames reads it once that is set
 			cs.arriving = bigFrameCost(size)
 			cs.arrivingA.Store(cs.arriving)
@@ -437,6 +470,31 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		cs.closeWith(closeSlowConsumer)
 	}
 	return gnet.None
+}
+
+// checkPut counts what has arrived of a large PUT's document (cs.big)
+// with its quota check (store.PutCheck) and returns the check's refusal.
+// It counts each byte once, at most a read buffer (64 KiB) a call, and
+// stops checking a frame whose name length Decode will refuse. Loop only.
+func (cs *connState) checkPut() error {
+	b := cs.big
+	if cs.putAt == 0 {
+		if len(b) <= protocol.HeaderSize {
+			return nil
+		}
+		off, ok := protocol.PayloadOffset(b[protocol.HeaderSize])
+		if !ok {
+			cs.putOn = false // BAD_NAME from the worker's decode
+			return nil
+		}
+		cs.putAt = off
+	}
+	if len(b) <= cs.putAt {
+		return nil
+	}
+	err := cs.putChk.Add(b[cs.putAt:])
+	cs.putAt = len(b)
+	return err
 }
 
 // chargeBuffers keeps the bytes gnet holds for the connection, its unsent

@@ -133,10 +133,10 @@ func (s *Server) handleEach(cs *connState, frames [][]byte, out []byte) []byte {
 func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	start := time.Now()
 	var req protocol.Request
-	if busyStub(frame) {
+	if status, msg, ok := refusalStub(frame); ok {
 		h := protocol.ParseHeader(frame)
-		s.record(cs, protocol.Op(h.Op), protocol.StatusBusy, 0, 0, start)
-		return protocol.AppendError(out, h.ID, protocol.StatusBusy, errBusyMemory.Msg)
+		s.record(cs, protocol.Op(h.Op), status, 0, 0, start)
+		return protocol.AppendError(out, h.ID, status, string(msg))
 	}
 	heavy := cs.tenant != nil && !cs.admin && heavyFrame(frame)
 	if heavy {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
@@ -89,5 +90,61 @@ func TestQuotaAbuse(t *testing.T) {
 	c.must(t, protocol.StatusOK, protocol.OpInsert, "q", c9(1, 1), []byte("fits again"))
 	if got := bob.must(t, protocol.StatusOK, protocol.OpSelect, "", c9(1), nil); len(got) != 50*len("bob writes; ") {
 		t.Fatalf("bob's scroll: %d bytes", len(got))
+	}
+}
+
+// oneByteScrolls is a document of sections × 999 one-byte scrolls
+// (sections ≤ 999).
+func oneByteScrolls(sections int) []byte {
+	sec := append(bytes.Repeat([]byte{'x', phext.ScrollBreak}, 998), 'x', phext.SectionBreak)
+	return bytes.Repeat(sec, sections)
+}
+
+// TestPutOverQuotaRefusedWhileArriving is issue 13's M4 on the wire: a
+// large PUT whose document is charged more than the tenant's whole quota
+// is answered QUOTA as soon as enough of it has arrived, before the
+// client has sent the rest; the rest is dropped as it arrives, the
+// connection goes on, and the stored phext is unchanged. On the old code
+// the server received the whole frame (60 MB in the attack, copied into
+// a mapping on an event loop) before the store refused it, so no reply
+// came while the frame was incomplete. A PUT that fits the quota, in the
+// same large-frame path, is still stored.
+func TestPutOverQuotaRefusedWhileArriving(t *testing.T) {
+	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}})
+	c := h.dial(t, "mallory")
+	// Fits: 200 scrolls of 4,000 bytes (800 KB of text and 12.8 KB of
+	// scroll cost in a 1 MiB quota), a frame above the 64 KiB of the
+	// large-frame path.
+	fits := bytes.Repeat(append(bytes.Repeat([]byte("f"), 4000), phext.ScrollBreak), 200)
+	c.must(t, protocol.StatusOK, protocol.OpPut, "dots", phext.Origin, fits)
+	before := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil)
+
+	// 16 MiB declared; 1 MB of one-byte scrolls (~33 MB charged) sent.
+	const declared = 16 << 20
+	prefix := oneByteScrolls(500)
+	c.id++
+	frame := protocol.AppendRequestHeader(nil, protocol.OpPut, c.id, []byte("dots"), phext.Origin, declared)
+	frame = append(frame, prefix...)
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.recv(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no reply while the rest of the over-quota PUT was unsent: %v", err)
+	}
+	if r.Status != protocol.StatusQuota || r.ID != c.id {
+		t.Fatalf("reply %v id %d (%s), want QUOTA for id %d", r.Status, r.ID, r.Body, c.id)
+	}
+	// The rest of the frame, whatever it holds, is dropped.
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(bytes.Repeat([]byte("x"), declared-len(prefix))); err != nil {
+		t.Fatal(err)
+	}
+	if after := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil); !bytes.Equal(before, after) {
+		t.Fatal("the refused PUT changed the phext")
+	}
+	if got := c.must(t, protocol.StatusOK, protocol.OpGet, "dots", phext.Origin, nil); !bytes.Equal(got, fits[:len(fits)-1]) {
+		t.Fatalf("stored %d bytes, want the %d put before", len(got), len(fits)-1)
 	}
 }

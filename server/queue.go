@@ -1,7 +1,7 @@
 package server
 
 // The loop↔worker queue of a connection. The event loop appends whole
-// frames (enqueue, enqueueOwned, enqueueBusy), with its decoding of a
+// frames (enqueue, enqueueOwned, enqueueRefusal), with its decoding of a
 // frame the fast path left to the worker (decode takes it: a frame is
 // decoded once), and starts the worker (kick); the worker takes them in
 // batches (work), runs them (dispatch.go) and
@@ -89,20 +89,33 @@ func (cs *connState) enqueueOwned(frame []byte) {
 }
 
 // enqueueBusy queues a BUSY answer for the frame whose header is hdr, in
-// order with the connection's other replies. It is queued as a stub: the
-// 10-byte header with length 0 and flags 0xFF, which no delimited frame
-// has (see busyStub).
+// order with the connection's other replies (enqueueRefusal).
 func (cs *connState) enqueueBusy(hdr []byte) {
-	var stub [protocol.HeaderSize]byte
-	copy(stub[:], hdr)
-	binary.BigEndian.PutUint32(stub[:4], 0)
-	stub[5] = 0xFF
-	cs.enqueue(stub[:])
+	cs.enqueueRefusal(hdr, protocol.StatusBusy, errBusyMemory.Msg)
 }
 
-// busyStub reports whether a queued frame is enqueueBusy's stub.
-func busyStub(f []byte) bool {
-	return len(f) == protocol.HeaderSize && f[5] == 0xFF && binary.BigEndian.Uint32(f) == 0
+// enqueueRefusal queues an error answer (status, msg) for the frame whose
+// header is hdr, refused before it was received whole, in order with the
+// connection's other replies. It is queued as a stub: the 10-byte header
+// with length 0 and flags 0xFF, which no delimited frame has, then the
+// status byte and the message (see refusalStub).
+func (cs *connState) enqueueRefusal(hdr []byte, status protocol.Status, msg string) {
+	var a [protocol.HeaderSize + 1 + 256]byte
+	stub := append(a[:0], hdr[:protocol.HeaderSize]...)
+	binary.BigEndian.PutUint32(stub[:4], 0)
+	stub[5] = 0xFF
+	stub = append(stub, byte(status))
+	stub = append(stub, msg[:min(len(msg), 256)]...)
+	cs.enqueue(stub)
+}
+
+// refusalStub reports whether a queued frame is enqueueRefusal's stub and
+// returns its status and message.
+func refusalStub(f []byte) (status protocol.Status, msg []byte, ok bool) {
+	if len(f) <= protocol.HeaderSize || f[5] != 0xFF || binary.BigEndian.Uint32(f) != 0 {
+		return 0, nil, false
+	}
+	return protocol.Status(f[protocol.HeaderSize]), f[protocol.HeaderSize+1:], true
 }
 
 // releaseFrame frees a large frame's buffer (framebuf.go) and returns what

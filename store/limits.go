@@ -198,29 +198,65 @@ func docCharge(text, scrolls int64) int64 {
 // too far.
 const putCheckChunk = 64 << 10
 
-// putCheck counts doc's scrolls and text bytes (what Scanner yields, for
-// a document it accepts) and refuses doc with ErrQuota as soon as the
-// part counted is charged more than the tenant's whole quota: whatever
-// the tenant holds, it would hold at least that after the Put. So it reads
-// at most about quota/(1+ScrollCost)×2 bytes of a document of one-byte
-// scrolls before refusing it, whatever its length. The exact check, against the
-// tenant's usage and the phext it replaces, comes when the write is
-// queued (growth). With no quota it counts the whole document.
+// PutCheck refuses a Put's document with ErrQuota as soon as the part of
+// it seen so far is charged more than the tenant's whole quota (text bytes
+// plus ScrollCost a scroll, counted by phext.Count): whatever the tenant
+// holds, it would hold at least that after the Put. It is the rule Put
+// applies first (putCheck), offered to a server that receives a document
+// in pieces so that it can refuse one before the rest arrives (issue 13,
+// M4: a 60 MB document of 30 M one-byte scrolls in a 30 MiB quota is over
+// it after ~1 MB). The exact check, against the tenant's usage and the
+// phext the Put replaces, is made when the write is queued. Get one from
+// Tenant.PutCheck; it is a value, owned by one goroutine.
+type PutCheck struct {
+	n     phext.Count
+	quota int64 // 0: no quota, Add never refuses
+	seen  int64
+}
+
+// PutCheck returns a check of a Put's document against t's quota as it is
+// now (a reload may change it; Put checks again).
+func (t *Tenant) PutCheck() PutCheck {
+	return PutCheck{quota: max(t.quota.Load(), 0)}
+}
+
+// Active reports whether Add can refuse anything (the tenant has a quota).
+func (c *PutCheck) Active() bool { return c.quota > 0 }
+
+// Add counts b, the next piece of the document, and returns an error
+// wrapping ErrQuota once the pieces added are charged more than the quota
+// (again on every later call). It allocates only that error.
+func (c *PutCheck) Add(b []byte) error {
+	if c.quota <= 0 {
+		return nil
+	}
+	c.n.Add(b)
+	c.seen += int64(len(b))
+	if ch := docCharge(c.n.Text, c.n.Scrolls); ch > c.quota {
+		return fmt.Errorf("%w: the document is charged more than the quota of %d bytes (%d bytes in its first %d)",
+			ErrQuota, c.quota, ch, c.seen)
+	}
+	return nil
+}
+
+// putCheck counts doc's scrolls and text bytes (what Scanner yields, for a
+// document it accepts) and refuses doc with ErrQuota by PutCheck's rule,
+// looking every putCheckChunk bytes: it reads at most about
+// 2×quota/(1+ScrollCost) bytes of a document of one-byte scrolls before
+// refusing it, whatever its length. With no quota it counts the whole
+// document.
 func (t *Tenant) putCheck(doc []byte) (phext.Count, error) {
-	var n phext.Count
-	q := t.quota.Load()
-	if q <= 0 {
-		n.Add(doc)
-		return n, nil
+	c := t.PutCheck()
+	if !c.Active() {
+		c.n.Add(doc)
+		return c.n, nil
 	}
 	for off := 0; off < len(doc); off += putCheckChunk {
-		n.Add(doc[off:min(off+putCheckChunk, len(doc))])
-		if c := docCharge(n.Text, n.Scrolls); c > q {
-			return n, fmt.Errorf("%w: the document is charged more than the quota of %d bytes (%d bytes in its first %d)",
-				ErrQuota, q, c, min(off+putCheckChunk, len(doc)))
+		if err := c.Add(doc[off:min(off+putCheckChunk, len(doc))]); err != nil {
+			return c.n, err
 		}
 	}
-	return n, nil
+	return c.n, nil
 }
 
 // TextSize returns the scroll text bytes and the non-empty scrolls of

@@ -404,3 +404,49 @@ func TestPutOverQuotaRefusedFirst(t *testing.T) {
 		t.Fatalf("usage %d after the refusals, %d before", after.Bytes, before.Bytes)
 	}
 }
+
+// TestPutCheckPieces: PutCheck, fed a document in pieces of any size,
+// refuses it once the part fed is charged more than the quota, and with
+// a scroll cut between pieces counts it once (the same verdict as a
+// document fed whole); without a quota it never refuses.
+func TestPutCheckPieces(t *testing.T) {
+	const quota = 1 << 20
+	db := &testDB{tb: t, root: t.TempDir(), quota: quota}
+	db.opts.Durability = DurabilityNo
+	db.open()
+	t.Cleanup(func() { db.Close() })
+	// 8,000 scrolls of 100 bytes: 800,000 + 8,000 × ScrollCost = 1,312,000
+	// bytes charged, over the quota only in the last fifth.
+	doc := bytes.Repeat(append(bytes.Repeat([]byte("y"), 100), phext.ScrollBreak), 8000)
+	over := 0 // the prefix length past which the charge passes the quota
+	for n := 0; n < 8000; n++ {
+		if docCharge(int64(100*(n+1)), int64(n+1)) > quota {
+			over = n*101 + 1 + (quota - int(docCharge(int64(100*n), int64(n+1))))
+			break
+		}
+	}
+	for _, piece := range []int{1, 7, 101, 4096, 1 << 20} {
+		c := db.ten.PutCheck()
+		if !c.Active() {
+			t.Fatal("no quota")
+		}
+		fed := 0
+		var err error
+		for fed < len(doc) && err == nil {
+			n := min(piece, len(doc)-fed)
+			err = c.Add(doc[fed : fed+n])
+			fed += n
+		}
+		if !errors.Is(err, ErrQuota) || fed < over || fed-piece >= over {
+			t.Fatalf("pieces of %d: refused after %d bytes (%v), want once %d bytes are in", piece, fed, err, over)
+		}
+	}
+	free := &testDB{tb: t, root: t.TempDir()}
+	free.opts.Durability = DurabilityNo
+	free.open()
+	t.Cleanup(func() { free.Close() })
+	c := free.ten.PutCheck()
+	if c.Active() || c.Add(doc) != nil {
+		t.Fatal("a check without a quota refuses")
+	}
+}
