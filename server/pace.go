@@ -139,6 +139,11 @@ func (s *Server) badFrame(cs *connState, status protocol.Status) bool {
 // BUSY saying why; the rest of what it sent is not run. Its worker only.
 func (cs *connState) badFrameClose() {
 	cs.gone.Store(true) // the rest of the batch is dropped, unanswered
+	if cs.closing.Load() {
+		// Closing already (an undelimitable frame, a timeout), with its
+		// own answer and reason.
+		return
+	}
 	cs.queueFatal(protocol.AppendError(nil, 0, protocol.StatusBusy,
 		"too many malformed frames from this tenant (sq host --bad-frame-rate); closing"), closeBadFrames)
 }

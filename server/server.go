@@ -77,7 +77,8 @@ type Options struct {
 	// TOO_LARGE) one tenant may send per second (a second's worth at
 	// once); past it the connection that sent one is answered, then
 	// closed with BUSY, and the tenant's next HELLO waits at least a
-	// second (pace.go). Default 100; negative: no limit.
+	// second (pace.go; with HelloRate negative there is no schedule to
+	// delay, only the close). Default 100; negative: no limit.
 	BadFrameRate float64
 	// Codecs are the compression codecs offered (protocol accept bits;
 	// default zstd and s2). Set NoCompression to offer none.

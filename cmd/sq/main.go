@@ -248,4 +248,15 @@ memory:
   (REST: 413); a write that would take a phext past 4 GiB − 1 serialized
   is TOO_LARGE and writes nothing. The quota counts each scroll's bytes
   plus 64 (the memory a scroll costs), so it bounds memory as well.
+
+new connections:
+  Each tenant's HELLOs are paced: --hello-burst at once, then --hello-rate
+  a second. A HELLO past that is answered when its turn comes (the
+  connection waits without costing CPU and counts as open); one whose turn
+  is more than min(5 s, --hello-timeout/2) away is answered BUSY after that
+  wait. Malformed frames (answered BAD_FRAME or TOO_LARGE) past
+  --bad-frame-rate a second per tenant close the connection that sent
+  one, after its answer and a BUSY saying why, and the tenant's next HELLO
+  waits a second. Correct clients send none; a pool opening its
+  connections at start fits the burst. The admin token is never paced.
 `
