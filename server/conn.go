@@ -324,7 +324,10 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 					status, _ := StatusOf(err)
 					cs.enqueueRefusal(cs.big, status, err.Error())
 					cs.skip = cap(cs.big) - len(cs.big)
-					cs.releaseBig(cs.big, cs.arriving)
+					// Unmapping the pages the frame touched is work in
+					// proportion to them: not on the loop (as in OnClose).
+					big, reserved := cs.big, cs.arriving
+					go cs.releaseBig(big, reserved)
 					cs.big, cs.arriving, cs.putOn = nil, 0, false
 					cs.arrivingA.Store(0)
 					cs.partialSince.Store(0)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -118,6 +119,7 @@ func TestPutOverQuotaRefusedWhileArriving(t *testing.T) {
 	fits := bytes.Repeat(append(bytes.Repeat([]byte("f"), 4000), phext.ScrollBreak), 200)
 	c.must(t, protocol.StatusOK, protocol.OpPut, "dots", phext.Origin, fits)
 	before := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil)
+	memBefore := h.srv.Memory().Used
 
 	// 16 MiB declared; 1 MB of one-byte scrolls (~33 MB charged) sent.
 	const declared = 16 << 20
@@ -147,4 +149,8 @@ func TestPutOverQuotaRefusedWhileArriving(t *testing.T) {
 	if got := c.must(t, protocol.StatusOK, protocol.OpGet, "dots", phext.Origin, nil); !bytes.Equal(got, fits[:len(fits)-1]) {
 		t.Fatalf("stored %d bytes, want the %d put before", len(got), len(fits)-1)
 	}
+	// What the frame reserved at its header (16 MiB) is given back.
+	sqtest.CheckFor(t, 5*time.Second, "the refused frame's reservation released", func() bool {
+		return h.srv.Memory().Used <= memBefore+1<<20
+	})
 }
