@@ -226,28 +226,7 @@ func hostileAttacks(addr, httpAddr string, tokens map[string]string) []hostileAt
 				t.Fatal(err)
 			}
 			defer tiny.Close()
-			doc := func(n int) []byte {
-				d := make([]byte, 0, 2*n)
-				for i := 0; i < n; i++ {
-					d = append(d, 'x')
-					switch {
-					case (i+1)%998001 == 0:
-						d = append(d, phext.ChapterBreak)
-					case (i+1)%999 == 0:
-						d = append(d, phext.SectionBreak)
-					default:
-						d = append(d, phext.ScrollBreak)
-					}
-				}
-				return d
-			}
-			if _, err := tiny.Put(ctx, "dots", doc(30_000_000)); client.StatusOf(err) != protocol.StatusQuota {
-				t.Errorf("30 M scrolls: %v, want QUOTA", err)
-			}
-			// 400 k × (1 + store.ScrollCost) fits 30 MiB; 1 M would not.
-			if _, err := tiny.Put(ctx, "dots", doc(400_000)); err != nil {
-				t.Errorf("400 k scrolls: %v", err)
-			}
+			putTinyScrolls(ctx, t, tiny)
 		}},
 		{name: "compressed size bomb streamed: 64 conns × 50 frames a round trip, redialled when closed, 1 s a round", run: func(t testing.TB) {
 			// The smarter form of the first attack: it keeps its
@@ -282,6 +261,45 @@ func hostileAttacks(addr, httpAddr string, tokens map[string]string) []hostileAt
 			}
 			wg.Wait()
 		}},
+		{name: "PUT of 1-byte scrolls in a 30 MiB quota, compressed (30 M scrolls, then 400 k)", run: func(t testing.TB) {
+			// The smarter form of the PUT attack: the same documents
+			// compressed with the codec agreed in HELLO, so the server
+			// cannot count the document as it arrives (a few MB on the
+			// wire) and must decompress it first.
+			tiny, err := client.Dial(ctx, h.addr, tokens["tiny"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tiny.Close()
+			putTinyScrolls(ctx, t, tiny)
+		}},
+	}
+}
+
+// putTinyScrolls sends one round of the PUT attacks on c: a document of
+// 30 M one-byte scrolls (QUOTA) and one of 400 k (accepted).
+func putTinyScrolls(ctx context.Context, t testing.TB, c *client.Conn) {
+	doc := func(n int) []byte {
+		d := make([]byte, 0, 2*n)
+		for i := 0; i < n; i++ {
+			d = append(d, 'x')
+			switch {
+			case (i+1)%998001 == 0:
+				d = append(d, phext.ChapterBreak)
+			case (i+1)%999 == 0:
+				d = append(d, phext.SectionBreak)
+			default:
+				d = append(d, phext.ScrollBreak)
+			}
+		}
+		return d
+	}
+	if _, err := c.Put(ctx, "dots", doc(30_000_000)); client.StatusOf(err) != protocol.StatusQuota {
+		t.Errorf("30 M scrolls: %v, want QUOTA", err)
+	}
+	// 400 k × (1 + store.ScrollCost) fits 30 MiB; 1 M would not.
+	if _, err := c.Put(ctx, "dots", doc(400_000)); err != nil {
+		t.Errorf("400 k scrolls: %v", err)
 	}
 }
 
