@@ -650,11 +650,11 @@ func (s *Server) pacedHello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	p := cs.paced
 	if time.Now().UnixNano() < p.at {
 		if c.InboundBuffered() > maxPacedInbound {
+			// Answered, then closed once the peer's bytes stop
+			// arriving (lingerClose), so the answer is not lost to a
+			// reset.
 			c.Discard(c.InboundBuffered())
-			c.Write(protocol.AppendError(nil, p.id, protocol.StatusBusy, "too much sent before the HELLO answer"))
-			cs.closing.Store(true)
-			s.stats.closed[closeInboundLimit].Add(1)
-			return gnet.Close, false
+			cs.queueFatal(protocol.AppendError(nil, p.id, protocol.StatusBusy, "too much sent before the HELLO answer"), closeInboundLimit)
 		}
 		return gnet.None, false
 	}
@@ -675,11 +675,11 @@ func (s *Server) pacedHello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 		if reason == closeShutdown {
 			st = protocol.StatusShuttingDown
 		}
+		// As above: what the client pipelined behind its HELLO must not
+		// turn the close into a reset that loses the answer.
 		c.Discard(c.InboundBuffered())
-		c.Write(protocol.AppendError(nil, p.id, st, msg))
-		cs.closing.Store(true)
-		s.stats.closed[reason].Add(1)
-		return gnet.Close, false
+		cs.queueFatal(protocol.AppendError(nil, p.id, st, msg), reason)
+		return gnet.None, false
 	}
 	s.welcome(cs, c, p.id, p.name, p.version, p.codecs)
 	return gnet.None, true

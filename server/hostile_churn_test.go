@@ -153,3 +153,47 @@ func TestBadFramesCloseAndPace(t *testing.T) {
 		t.Errorf("close reason bad_frames counted %d, want 1", n)
 	}
 }
+
+// TestPacedHelloCountsAsOpen: a connection whose HELLO waits for its turn
+// counts against the tenant's connection limit (MaxConnsPerTenant 2: the
+// third HELLO is refused at once while the second waits), and one that
+// sends more than 64 KiB while it waits is answered BUSY and closed before
+// its turn.
+func TestPacedHelloCountsAsOpen(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{HelloRate: 0.5, HelloBurst: 1, MaxConnsPerTenant: 2}})
+	h.dial(t, "mallory")
+	waiting, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.nc.Close()
+	if _, err := waiting.nc.Write(protocol.AppendHello(nil, 7, []byte(h.tokens["mallory"]), 0)); err != nil {
+		t.Fatal(err)
+	}
+	sqtest.CheckFor(t, 5*time.Second, "the second HELLO paced", func() bool { return h.srv.Stats().HelloPaced == 1 })
+	third, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.nc.Close()
+	st, body, err := third.hello(h.tokens["mallory"])
+	if err != nil || st != protocol.StatusBusy || !strings.Contains(string(body), "too many connections") {
+		t.Fatalf("third HELLO while the second waits: %v %v %q, want BUSY too many connections", err, st, body)
+	}
+	// The waiting one floods before its turn (2 s away).
+	t0 := time.Now()
+	waiting.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := waiting.nc.Write(make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := waiting.recv(5 * time.Second)
+	if err != nil || r.Status != protocol.StatusBusy || r.ID != 7 {
+		t.Fatalf("flood while waiting: %v %v id %d %q, want BUSY id 7", err, r.Status, r.ID, r.Body)
+	}
+	if d := time.Since(t0); d > 1500*time.Millisecond {
+		t.Errorf("answered after %v, want before its turn", d)
+	}
+	if !waiting.closedWithin(5 * time.Second) {
+		t.Error("flooding connection not closed")
+	}
+}
