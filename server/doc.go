@@ -26,6 +26,11 @@
 //   - Limits (connections, in-flight, frame size, timeouts) are enforced
 //     per connection; a client that breaks the protocol only loses its
 //     own connection.
+//   - A tenant's new connections are paced and its malformed frames
+//     budgeted per tenant (pace.go, Options.HelloRate, BadFrameRate): a
+//     HELLO may be answered seconds late, and a tenant past its budget of
+//     malformed frames loses the connection that sent one. Pacing is per
+//     tenant, not per address: many hostile tenants need a limit in front.
 //
 // See LOCKS.md for lock order and goroutine ownership.
 package server
