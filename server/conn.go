@@ -613,7 +613,9 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 			cs.pacing.Store(true)
 			cs.paced = &pacedHello{at: time.Now().Add(wait).UnixNano(), id: id, name: name, codecs: hello.Codecs, version: hello.Version, refuse: !ok}
 			time.AfterFunc(wait, func() { c.Wake(nil) })
-			return gnet.None, false
+			// What came with the HELLO is bounded and charged now, not
+			// only once more arrives.
+			return s.pacedHello(cs, c)
 		}
 	case tab.isAdmin(hello.Token):
 		cs.admin = true
@@ -643,19 +645,41 @@ type pacedHello struct {
 // waits; past it the connection is closed.
 const maxPacedInbound = bigFrame
 
+// chargeWaiting charges the n bytes of input a connection whose HELLO
+// waits holds (all gnet holds for it: nothing is written to it before the
+// answer) and reports whether they fit the budget. Unlike a served
+// connection's buffers (chargeBuffers) they are not forced past it: the
+// caller closes the connection instead. Loop only.
+func (cs *connState) chargeWaiting(n int64) bool {
+	d := n - cs.bufCharged
+	if d > 0 && !cs.mem.tryReserve(d) {
+		return false
+	}
+	if d < 0 {
+		cs.mem.release(-d)
+	}
+	cs.bufCharged = n
+	cs.bufChargedA.Store(n)
+	return true
+}
+
 // pacedHello answers a paced HELLO once it is due (the timer set in hello
 // wakes the loop then); before that it only bounds what the peer sends
-// meanwhile.
+// meanwhile: at most maxPacedInbound, charged to the tenant's budget
+// (chargeWaiting) and never past its limit (2,000 waiting connections of a
+// tenant, MaxConnsPerTenant, could otherwise hold 125 MiB out of its sight
+// for 5 s).
 func (s *Server) pacedHello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	p := cs.paced
 	if time.Now().UnixNano() < p.at {
-		if c.InboundBuffered() > maxPacedInbound {
-			// Answered, then closed once the peer's bytes stop
-			// arriving (lingerClose), so the answer is not lost to a
-			// reset.
-			c.Discard(c.InboundBuffered())
-			cs.queueFatal(protocol.AppendError(nil, p.id, protocol.StatusBusy, "too much sent before the HELLO answer"), closeInboundLimit)
+		n := c.InboundBuffered()
+		if n <= maxPacedInbound && cs.chargeWaiting(int64(n)) {
+			return gnet.None, false
 		}
+		// Answered, then closed once the peer's bytes stop arriving
+		// (lingerClose), so the answer is not lost to a reset.
+		c.Discard(n)
+		cs.queueFatal(protocol.AppendError(nil, p.id, protocol.StatusBusy, "too much sent before the HELLO answer"), closeInboundLimit)
 		return gnet.None, false
 	}
 	cs.paced = nil

@@ -8,6 +8,7 @@ package server_test
 
 import (
 	"encoding/binary"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +197,58 @@ func TestPacedHelloCountsAsOpen(t *testing.T) {
 	if !waiting.closedWithin(5 * time.Second) {
 		t.Error("flooding connection not closed")
 	}
+}
+
+// TestPacedHelloInputCharged: what a connection sends while its HELLO
+// waits for its tenant's schedule (at most 64 KiB each, held in gnet's
+// inbound buffer for up to 5 s) is charged to the client memory budget,
+// and a waiting connection whose input does not fit it is closed. Found
+// in review of af207db: paced connections were never charged, so a
+// tenant's 2,000 waiting connections (MaxConnsPerTenant) held 125 MiB out
+// of sight of its share, and the server's 20,000 (MaxConns) 1.25 GiB past
+// the 1 GiB budget. Here 80 connections send 60 KiB each (4.8 MB) into a
+// 3 MiB budget: on the old code the budget stays at 0.
+func TestPacedHelloInputCharged(t *testing.T) {
+	const maxFrame = 1 << 20
+	// HelloRate 0.1/s: every HELLO past the first waits the longest wait
+	// (5 s) and is then refused, so none is welcomed while this looks.
+	h := startHostile(t, hostileOpts{opts: server.Options{HelloRate: 0.1, HelloBurst: 1,
+		MaxFrame: maxFrame, MaxClientMemory: 3 * maxFrame}})
+	h.dial(t, "mallory")
+	const n, each = 80, 60 << 10
+	var ping []byte
+	for len(ping) < each-64 {
+		ping = protocol.AppendRequest(ping, protocol.OpPing, 7, nil, phext.Origin, nil)
+	}
+	var ncs []net.Conn
+	t.Cleanup(func() {
+		for _, nc := range ncs {
+			nc.Close()
+		}
+	})
+	for range n {
+		nc, err := net.Dial("tcp", h.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ncs = append(ncs, nc)
+		if _, err := nc.Write(append(protocol.AppendHello(nil, 1, []byte(h.tokens["mallory"]), 0), ping...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sqtest.CheckFor(t, 4*time.Second, "every HELLO paced", func() bool { return h.srv.Stats().HelloPaced == n })
+	limit := h.srv.Memory().Limit
+	sqtest.CheckFor(t, 4*time.Second, "the waiting connections' input charged up to the budget", func() bool {
+		return h.srv.Memory().Used > limit-2*each
+	})
+	if m := h.srv.Memory(); m.Peak > limit {
+		t.Errorf("budget peak %d, limit %d: paced input taken past it", m.Peak, limit)
+	}
+	if closed := h.srv.Stats().Closed["inbound_limit"]; int64(closed) < (n*each-limit)/each {
+		t.Errorf("%d waiting connections closed; %d send %d bytes over the %d budget", closed, n, n*each-limit, limit)
+	}
+	for _, nc := range ncs {
+		nc.Close()
+	}
+	sqtest.CheckFor(t, 10*time.Second, "the budget given back", func() bool { return h.srv.Memory().Used == 0 })
 }
