@@ -5,6 +5,7 @@ package server_test
 
 import (
 	"bytes"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,4 +154,58 @@ func TestPutOverQuotaRefusedWhileArriving(t *testing.T) {
 	sqtest.CheckFor(t, 5*time.Second, "the refused frame's reservation released", func() bool {
 		return h.srv.Memory().Used <= memBefore+1<<20
 	})
+}
+
+// TestPutRefusedWhileArrivingSplits: the frames around a large PUT that
+// is refused QUOTA while it arrives (feaf87d) are parsed from the right
+// byte wherever the reads cut the stream: a PING before it and one after
+// it are answered in order, for cuts at every offset of the PUT's header,
+// name (64 bytes, the longest) and coordinate, around the point where the
+// quota check refuses it, and at every offset of the boundary with the
+// next frame; the stored phext is unchanged after every refusal. Written
+// in review; it passes on feaf87d.
+func TestPutRefusedWhileArrivingSplits(t *testing.T) {
+	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}})
+	c := h.dial(t, "mallory")
+	name := bytes.Repeat([]byte("n"), phext.MaxNameLen)
+	c.must(t, protocol.StatusOK, protocol.OpPut, string(name), phext.Origin, []byte("kept"))
+	before := c.must(t, protocol.StatusOK, protocol.OpChecksum, string(name), phext.Origin, nil)
+	// 80 KB of one-byte scrolls (above the 64 KiB of the large-frame
+	// path), charged 2.6 MB: refused about 32 KB in.
+	put := protocol.AppendRequest(nil, protocol.OpPut, 2, name, phext.Origin, oneByteScrolls(40))
+	ping1 := protocol.AppendRequest(nil, protocol.OpPing, 1, nil, phext.Origin, nil)
+	ping3 := protocol.AppendRequest(nil, protocol.OpPing, 3, nil, phext.Origin, nil)
+	stream := append(append(append([]byte(nil), ping1...), put...), ping3...)
+	start, end := len(ping1), len(ping1)+len(put)
+	var cuts []int
+	for k := start - 2; k <= start+protocol.RequestSize(len(name), 0)+2; k++ {
+		cuts = append(cuts, k)
+	}
+	for k := 30_000; k <= 36_000; k += 250 { // where the check refuses it
+		cuts = append(cuts, start+k)
+	}
+	for k := end - 3; k <= end+protocol.HeaderSize+2; k++ {
+		cuts = append(cuts, k)
+	}
+	nc := c.nc.(*net.TCPConn)
+	nc.SetNoDelay(true)
+	for _, cut := range cuts {
+		nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := nc.Write(stream[:cut]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // most often read apart
+		if _, err := nc.Write(stream[cut:]); err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []protocol.Status{protocol.StatusOK, protocol.StatusQuota, protocol.StatusOK} {
+			r, err := c.recv(10 * time.Second)
+			if err != nil || r.Status != want || r.ID != uint32(i+1) {
+				t.Fatalf("cut at %d of %d: reply %d: %v %v id %d %q, want %v id %d", cut, len(stream), i, err, r.Status, r.ID, r.Body, want, i+1)
+			}
+		}
+	}
+	if after := c.must(t, protocol.StatusOK, protocol.OpChecksum, string(name), phext.Origin, nil); !bytes.Equal(before, after) {
+		t.Fatal("a refused PUT changed the phext")
+	}
 }
