@@ -658,8 +658,11 @@ func (cs *connState) chargeWaiting(n int64) bool {
 	if d < 0 {
 		cs.mem.release(-d)
 	}
+	// Not mirrored in bufChargedA: the OnTick sweep would wake every
+	// waiting connection each tick to recount what only changes when more
+	// arrives (which runs OnTraffic anyway). chargeBuffers takes over
+	// from this count once the HELLO is answered.
 	cs.bufCharged = n
-	cs.bufChargedA.Store(n)
 	return true
 }
 
