@@ -21,6 +21,10 @@ import (
 // format that must be decoded whole) are first walked without writing, which
 // proves how many bytes they produce, and only then decoded into a buffer of
 // that size. A body that produces more or fewer than U bytes is refused.
+// A request decoded with a PayloadCheck (DecodeChecked) is decompressed
+// in steps of CheckChunk output bytes, s2 included (by a plain-Go block
+// decoder that can stop between steps), and the check sees each step, so
+// it can stop the decoding long before U bytes exist.
 
 // zstdEnc is the process-wide encoder: EncodeAll is safe for concurrent use
 // and pools its own per-call state (bounded by the concurrency option). It is
@@ -165,10 +169,12 @@ const trustedRatio = 8
 
 // decompress decodes a compressed body src (u32 U + data) with d's codec
 // into d.scratch. U must be ≤ limit; the buffer grows only as output is
-// produced (zstd) or once its size is proven (s2), never to U on trust,
-// and each growth is charged to d.Budget first. It returns the U decoded
-// bytes (a view into d.scratch).
-func (d *Decoder) decompress(src []byte, limit int) ([]byte, error) {
+// produced (zstd, or s2 with a check) or once its size is proven (s2),
+// never to U on trust, and each growth is charged to d.Budget first. With
+// chk set, the payload is given to its check as it is produced and the
+// check's error stops the decoding. It returns the U decoded bytes (a
+// view into d.scratch).
+func (d *Decoder) decompress(src []byte, limit int, chk *bodyCheck) ([]byte, error) {
 	if len(src) < 4 {
 		return nil, newError(StatusBadFrame, "compressed body shorter than its 4-byte size")
 	}
@@ -180,7 +186,7 @@ func (d *Decoder) decompress(src []byte, limit int) ([]byte, error) {
 	data := src[4:]
 	switch d.Codec {
 	case CodecZstd:
-		return d.decompressZstd(data, n)
+		return d.decompressZstd(data, n, chk)
 	case CodecS2:
 		dl, derr := s2.DecodedLen(data)
 		if derr != nil {
@@ -189,16 +195,19 @@ func (d *Decoder) decompress(src []byte, limit int) ([]byte, error) {
 		if dl != n {
 			return nil, errn(StatusBadFrame, "s2: decoded size differs from declared", uint64(n))
 		}
+		hl := uvarintLen(data)
 		// The block's own length header is as much a claim as U. A claim
 		// within trustedRatio times the bytes received (plus minGrow) is
 		// bounded by what the peer really sent; a larger one is walked
 		// element by element first (about the cost of decoding it), so a
 		// garbage body is refused before anything is allocated.
 		if n > trustedRatio*len(data)+minGrow {
-			hl := uvarintLen(data)
 			if got, ok := s2Produces(data[hl:], n); !ok || got != n {
 				return nil, errn(StatusBadFrame, "s2: body does not produce its declared size", uint64(n))
 			}
+		}
+		if chk != nil {
+			return d.decompressS2Checked(data[hl:], n, chk)
 		}
 		if cap(d.scratch) < n && !d.growScratch(0, n) {
 			return nil, errBudget
@@ -215,15 +224,219 @@ func (d *Decoder) decompress(src []byte, limit int) ([]byte, error) {
 	return nil, newError(StatusBadFrame, "compressed body but no codec agreed")
 }
 
+// CheckChunk is about how much output a checked decompression
+// (DecodeChecked) produces between two calls of its check: past the point
+// where the check refuses, at most this much more was decoded.
+const CheckChunk = 64 << 10
+
+// bodyCheck feeds the payload part of a request body being decompressed
+// to a PayloadCheck: the body's first byte says how long the name is, and
+// the name and coordinate after it are skipped.
+type bodyCheck struct {
+	c   PayloadCheck
+	off int // the payload's offset in the body; 0 until known
+	fed int // bytes of the body passed to c or skipped
+}
+
+// feed gives c what out, the body produced so far, holds past what was
+// fed before.
+func (b *bodyCheck) feed(out []byte) error {
+	if b.c == nil || len(out) == 0 {
+		return nil
+	}
+	if b.off == 0 {
+		off, ok := PayloadOffset(out[0])
+		if !ok {
+			// Decode refuses this name; nothing to check.
+			b.c = nil
+			return nil
+		}
+		b.off = off - HeaderSize
+		b.fed = b.off
+	}
+	if len(out) <= b.fed {
+		return nil
+	}
+	err := b.c.Add(out[b.fed:])
+	b.fed = len(out)
+	return err
+}
+
+// ensure makes room in d.scratch, which holds out, for need more bytes,
+// growing it (doubling what was produced, never past n) and charging the
+// growth to the Budget first. It returns out, possibly moved.
+func (d *Decoder) ensure(out []byte, need, n int) ([]byte, bool) {
+	if cap(out)-len(out) >= need {
+		return out, true
+	}
+	d.scratch = out
+	if !d.growScratch(len(out), min(max(2*cap(out), minGrow, len(out)+need), n)) {
+		return nil, false
+	}
+	return d.scratch, true
+}
+
+// decompressS2Checked decodes the elements of an s2 block src (after its
+// length header) of n bytes into d.scratch, which grows only as output is
+// produced, and gives chk the payload every CheckChunk bytes of output,
+// splitting long literals and copies to do so: a check that refuses stops
+// it after at most CheckChunk more bytes. It follows the element format
+// of s2's reference decoder (klauspost/compress s2/decode_other.go),
+// repeat codes included, as s2Produces does; it is plain Go, slower than
+// s2.Decode's assembly on long runs, and used only when a check can stop
+// the decoding early.
+func (d *Decoder) decompressS2Checked(src []byte, n int, chk *bodyCheck) ([]byte, error) {
+	out := d.scratch[:0]
+	next := CheckChunk // output length at which chk is fed next
+	s, offset := 0, 0
+	for s < len(src) {
+		var length int
+		lit := false
+		switch src[s] & 0x03 {
+		case 0: // literal
+			x := uint32(src[s] >> 2)
+			switch {
+			case x < 60:
+				s++
+			case x == 60:
+				s += 2
+				if s > len(src) {
+					return nil, errS2Corrupt
+				}
+				x = uint32(src[s-1])
+			case x == 61:
+				s += 3
+				if s > len(src) {
+					return nil, errS2Corrupt
+				}
+				x = uint32(src[s-2]) | uint32(src[s-1])<<8
+			case x == 62:
+				s += 4
+				if s > len(src) {
+					return nil, errS2Corrupt
+				}
+				x = uint32(src[s-3]) | uint32(src[s-2])<<8 | uint32(src[s-1])<<16
+			default: // 63
+				s += 5
+				if s > len(src) {
+					return nil, errS2Corrupt
+				}
+				x = uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24
+			}
+			length = int(x) + 1
+			if length <= 0 || length > len(src)-s || length > n-len(out) {
+				return nil, errS2Corrupt
+			}
+			lit = true
+		case 1: // copy with a 1-byte offset, or a repeat of the last offset
+			s += 2
+			if s > len(src) {
+				return nil, errS2Corrupt
+			}
+			length = int(src[s-2]) >> 2 & 0x7
+			toffset := int(uint32(src[s-2])&0xe0<<3 | uint32(src[s-1]))
+			if toffset == 0 {
+				switch length {
+				case 5:
+					s++
+					if s > len(src) {
+						return nil, errS2Corrupt
+					}
+					length = int(src[s-1]) + 4
+				case 6:
+					s += 2
+					if s > len(src) {
+						return nil, errS2Corrupt
+					}
+					length = int(uint32(src[s-2])|uint32(src[s-1])<<8) + 1<<8
+				case 7:
+					s += 3
+					if s > len(src) {
+						return nil, errS2Corrupt
+					}
+					length = int(uint32(src[s-3])|uint32(src[s-2])<<8|uint32(src[s-1])<<16) + 1<<16
+				}
+			} else {
+				offset = toffset
+			}
+			length += 4
+		case 2: // copy with a 2-byte offset
+			s += 3
+			if s > len(src) {
+				return nil, errS2Corrupt
+			}
+			length = 1 + int(src[s-3])>>2
+			offset = int(uint32(src[s-2]) | uint32(src[s-1])<<8)
+		default: // copy with a 4-byte offset
+			s += 5
+			if s > len(src) {
+				return nil, errS2Corrupt
+			}
+			length = 1 + int(src[s-5])>>2
+			offset = int(uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24)
+		}
+		if !lit && (offset <= 0 || len(out) < offset || length > n-len(out)) {
+			return nil, errS2Corrupt
+		}
+		// Write the element in steps that end at the next check point.
+		for length > 0 {
+			step := min(length, next-len(out))
+			var ok bool
+			if out, ok = d.ensure(out, step, n); !ok {
+				return nil, errBudget
+			}
+			at := len(out)
+			out = out[:at+step]
+			if lit {
+				copy(out[at:], src[s:s+step])
+				s += step
+			} else {
+				// An overlapping copy repeats the last offset bytes:
+				// each pass copies all written since from, which
+				// doubles, so a run of one short pattern takes a
+				// few memmoves, not one per byte.
+				from := at - offset
+				for w := at; w < len(out); {
+					w += copy(out[w:], out[from:w])
+				}
+			}
+			length -= step
+			if len(out) == next {
+				if err := chk.feed(out); err != nil {
+					d.scratch = out
+					return nil, err
+				}
+				next += CheckChunk
+			}
+		}
+	}
+	d.scratch = out
+	if len(out) != n {
+		return nil, errn(StatusBadFrame, "decoded size differs from declared", uint64(n))
+	}
+	if err := chk.feed(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// errS2Corrupt answers an s2 body that breaks the block format.
+var errS2Corrupt = newError(StatusBadFrame, "s2: corrupt input")
+
 // errBudget answers a body whose decompression buffer the Budget refused.
 var errBudget = newError(StatusBusy, "decompressing this body would pass the server's memory budget; retry later")
 
 // decompressZstd stream-decodes data into d.scratch, growing it (at most
 // to n) as the decoder produces bytes, and checks that exactly n come out.
-func (d *Decoder) decompressZstd(data []byte, n int) ([]byte, error) {
+// With chk set it reads at most CheckChunk bytes at a time and gives chk
+// the payload after each read.
+func (d *Decoder) decompressZstd(data []byte, n int, chk *bodyCheck) ([]byte, error) {
 	zd := getZstdStream()
 	defer putZstdStream(zd)
-	if err := zd.Reset(&sliceReader{b: data}); err != nil {
+	// The reader lives in d, so a decode allocates nothing for it.
+	d.zsrc = sliceReader{b: data}
+	defer func() { d.zsrc = sliceReader{} }()
+	if err := zd.Reset(&d.zsrc); err != nil {
 		return nil, newError(StatusBadFrame, "zstd: "+err.Error())
 	}
 	out := d.scratch[:0]
@@ -240,8 +453,18 @@ func (d *Decoder) decompressZstd(data []byte, n int) ([]byte, error) {
 			}
 			out = d.scratch
 		}
-		k, rerr := zd.Read(out[len(out):cap(out)])
+		end := cap(out)
+		if chk != nil {
+			end = min(end, len(out)+CheckChunk)
+		}
+		k, rerr := zd.Read(out[len(out):end])
 		out = out[:len(out)+k]
+		if chk != nil {
+			if err := chk.feed(out); err != nil {
+				d.scratch = out
+				return nil, err
+			}
+		}
 		if rerr == io.EOF {
 			break
 		}

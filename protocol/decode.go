@@ -26,6 +26,8 @@ type Decoder struct {
 	// dropped when it grew above maxKeptScratch.
 	scratch []byte
 	held    int // bytes of scratch charged to Budget
+	// zsrc is the zstd decoder's input while it decodes a body.
+	zsrc sliceReader
 }
 
 // Budget accounts memory that the peer's input makes a Decoder allocate.
@@ -79,7 +81,7 @@ func (d *Decoder) growScratch(keep, n int) bool {
 // flag bits. It returns the header and the (decompressed) body. Once it has
 // read the header, errors come back together with the header so callers can
 // answer with the right id.
-func (d *Decoder) header(frame []byte) (Header, []byte, bool, error) {
+func (d *Decoder) header(frame []byte, check PayloadCheck) (Header, []byte, bool, error) {
 	if len(frame) < HeaderSize {
 		return Header{}, nil, false, errn(StatusBadFrame, "frame shorter than the header:", uint64(len(frame)))
 	}
@@ -106,7 +108,11 @@ func (d *Decoder) header(frame []byte) (Header, []byte, bool, error) {
 	if d.Codec == CodecNone {
 		return h, nil, true, newError(StatusBadFrame, "compressed flag set but no codec agreed")
 	}
-	out, err := d.decompress(body, max-minLength)
+	var bc *bodyCheck
+	if check != nil {
+		bc = &bodyCheck{c: check}
+	}
+	out, err := d.decompress(body, max-minLength, bc)
 	return h, out, true, err
 }
 
@@ -124,8 +130,35 @@ func (d *Decoder) header(frame []byte) (Header, []byte, bool, error) {
 // A well-formed frame with an unknown opcode returns StatusUnknownOp.
 // A HELLO frame is returned with the whole body in Payload (see DecodeHello).
 func (d *Decoder) Decode(frame []byte, req *Request) error {
+	return d.decode(frame, req, nil)
+}
+
+// PayloadCheck sees a request's payload in pieces, in order, while a
+// compressed body is being decompressed (DecodeChecked). Add returns a
+// non-nil error to stop the decompression there. A server passes its
+// quota check of a PUT's document (store.PutCheck), so that a compressed
+// document over the quota is refused after about a quota's worth of it
+// is decompressed, not after all of its declared size.
+type PayloadCheck interface {
+	Add(piece []byte) error
+}
+
+// DecodeChecked is Decode for a request whose payload check should see
+// the payload while a compressed body is decompressed: check.Add is given
+// the payload in pieces of about CheckChunk bytes as the decoder produces
+// them, and its first error stops the decompression and is returned
+// unchanged (not an *Error). The decompression buffer then holds only
+// what was produced so far. An uncompressed frame's payload is not given
+// to check (it is all in the frame already). A body whose name length
+// byte is above phext.MaxNameLen is decompressed unchecked and refused
+// as Decode refuses it.
+func (d *Decoder) DecodeChecked(frame []byte, req *Request, check PayloadCheck) error {
+	return d.decode(frame, req, check)
+}
+
+func (d *Decoder) decode(frame []byte, req *Request, check PayloadCheck) error {
 	*req = Request{}
-	h, body, ok, err := d.header(frame)
+	h, body, ok, err := d.header(frame, check)
 	if ok {
 		req.Op, req.Flags, req.ID = Op(h.Op), h.Flags, h.ID
 	}
@@ -209,7 +242,7 @@ func (req *Request) Rebase(frame []byte) {
 // resp's header fields are set when the header was readable.
 func (d *Decoder) DecodeResponse(frame []byte, resp *Response) error {
 	*resp = Response{}
-	h, body, ok, err := d.header(frame)
+	h, body, ok, err := d.header(frame, nil)
 	if ok {
 		resp.Status, resp.Flags, resp.ID = Status(h.Op), h.Flags, h.ID
 	}

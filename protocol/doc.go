@@ -49,4 +49,9 @@
 //   - A compressed body's declared size is never trusted for an
 //     allocation: zstd output grows as it is produced, an s2 block is
 //     walked (proving its size) before its buffer is made.
+//   - DecodeChecked decompresses in steps and lets a PayloadCheck stop it:
+//     what it costs is then what was produced before the check refused,
+//     not the declared size. Its s2 path is plain Go (slower per byte than
+//     s2.Decode's assembly, which cannot stop part way); a check that
+//     never refuses pays that for the whole body.
 package protocol

@@ -123,6 +123,9 @@ type connState struct {
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
+	// decChk is the quota check of a compressed PUT's document while dec
+	// decompresses it (decode). Worker.
+	decChk store.PutCheck
 	// pre is the fast path's decoding of a frame it could not answer, so
 	// that the worker does not decode the frame again (queue.go). Written
 	// on the loop (fast, then enqueue under mu, which re-points it into the

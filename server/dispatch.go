@@ -143,7 +143,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		defer s.heavyTurn(cs.tenant)()
 	}
 	if err := cs.decode(frame, &req); err != nil {
-		status := protocol.StatusOf(err)
+		status, _ := StatusOf(err)
 		out = protocol.AppendError(out, req.ID, status, err.Error())
 		s.record(cs, req.Op, status, len(frame), 0, start)
 		if s.badFrame(cs, status) {

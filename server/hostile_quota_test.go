@@ -6,6 +6,7 @@ package server_test
 import (
 	"bytes"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
 )
 
@@ -207,5 +209,94 @@ func TestPutRefusedWhileArrivingSplits(t *testing.T) {
 	}
 	if after := c.must(t, protocol.StatusOK, protocol.OpChecksum, string(name), phext.Origin, nil); !bytes.Equal(before, after) {
 		t.Fatal("a refused PUT changed the phext")
+	}
+}
+
+// TestCompressedPutOverQuotaRefusedEarly is issue 13's M4c: the M4 PUT
+// with its document compressed (16 MiB of one-byte scrolls is ~50 bytes
+// of s2), which the event loop cannot count as it arrives. The worker
+// counts the document as it decompresses it and answers QUOTA after
+// about a quota's worth: the decompression buffer it charged to the
+// memory budget and the heap it allocated stay far below the declared
+// 16 MiB (on the old code it decompressed all of it into a fresh 16 MiB
+// buffer before the store refused it). Stored data is unchanged and the
+// connection goes on: a compressed PUT that fits is stored after it.
+// (Before the fix: s2 allocated 33 MiB and peaked the budget at 16 MiB.)
+func TestCompressedPutOverQuotaRefusedEarly(t *testing.T) {
+	const declared = 16 << 20
+	over := oneByteScrolls(declared / (2 * 999))
+	fits := oneByteScrolls(5) // 4,995 scrolls: ~325 KB charged
+	for _, codec := range []struct {
+		name   string
+		accept uint8
+	}{
+		{name: "s2", accept: protocol.AcceptS2},
+		{name: "zstd", accept: protocol.AcceptZstd},
+	} {
+		t.Run(codec.name, func(t *testing.T) {
+			h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, opts: server.Options{Codecs: codec.accept}})
+			c, agreed := h.dialCompressed(t, "mallory")
+			if agreed == protocol.CodecNone {
+				t.Fatal("no codec agreed")
+			}
+			frame := func(doc []byte) []byte {
+				c.id++
+				f := protocol.AppendCompressedRequest(nil, protocol.OpPut, c.id, []byte("dots"), phext.Origin, doc, agreed)
+				if f[5]&protocol.FlagCompressed == 0 {
+					t.Fatal("the PUT was not compressed")
+				}
+				return f
+			}
+			put := func(f []byte) protocol.Response {
+				t.Helper()
+				c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.nc.Write(f); err != nil {
+					t.Fatal(err)
+				}
+				r, err := c.recv(30 * time.Second)
+				if err != nil || r.ID != c.id {
+					t.Fatalf("PUT: %v, id %d want %d", err, r.ID, c.id)
+				}
+				return r
+			}
+			// A PUT that fits first (it also builds the server's zstd
+			// decoder, which is kept for later frames).
+			if r := put(frame(fits)); r.Status != protocol.StatusOK {
+				t.Fatalf("a compressed PUT within the quota: %v (%s)", r.Status, r.Body)
+			}
+			before := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil)
+			// The first refusals build the zstd decoders (GOMAXPROCS of
+			// them, each with a window of at most protocol.MaxZstdWindow,
+			// kept for later frames); the next one is measured.
+			for range runtime.GOMAXPROCS(0) {
+				if r := put(frame(over)); r.Status != protocol.StatusQuota {
+					t.Fatalf("PUT of %d bytes of one-byte scrolls: %v (%s), want QUOTA", len(over), r.Status, r.Body)
+				}
+			}
+			f := frame(over)
+			peak0 := h.srv.Memory().Peak
+			alloc0 := totalAlloc()
+			if r := put(f); r.Status != protocol.StatusQuota {
+				t.Fatalf("PUT of %d bytes of one-byte scrolls: %v (%s), want QUOTA", len(over), r.Status, r.Body)
+			}
+			alloc, peak := totalAlloc()-alloc0, h.srv.Memory().Peak
+			t.Logf("%s: QUOTA; heap allocated %d KiB, budget peak %d → %d KiB for %d declared", codec.name, alloc>>10, peak0>>10, peak>>10, len(over))
+			if peak > peak0+4<<20 {
+				t.Fatalf("the memory budget's peak rose by %d bytes for a refused document of %d", peak-peak0, len(over))
+			}
+			if alloc > 4<<20 {
+				t.Fatalf("%d bytes allocated to refuse a document of %d", alloc, len(over))
+			}
+			if after := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil); !bytes.Equal(before, after) {
+				t.Fatal("the refused PUT changed the phext")
+			}
+			fits = oneByteScrolls(4)
+			if r := put(frame(fits)); r.Status != protocol.StatusOK {
+				t.Fatalf("a compressed PUT within the quota after the refusal: %v (%s)", r.Status, r.Body)
+			}
+			if got := c.must(t, protocol.StatusOK, protocol.OpGet, "dots", phext.Origin, nil); !bytes.Equal(got, fits[:len(fits)-1]) {
+				t.Fatalf("stored %d bytes, want the %d put", len(got), len(fits)-1)
+			}
+		})
 	}
 }

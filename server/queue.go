@@ -67,13 +67,26 @@ func (cs *connState) enqueue(frame []byte) {
 
 // decode decodes the queued frame f into req for the worker, or takes the
 // decoding the event loop made of it already (cs.pre, see enqueue): each
-// frame is decoded once.
+// frame is decoded once. Its error is a *protocol.Error, or for a
+// compressed PUT the store's quota refusal (map it with StatusOf).
 func (cs *connState) decode(f []byte, req *protocol.Request) error {
 	if p := &cs.pre; p.frame != nil && len(f) == len(p.frame) && &f[0] == &p.frame[0] {
 		*req = p.req
 		err := p.err
 		*p = decodedFrame{}
 		return err
+	}
+	if len(f) > protocol.HeaderSize && protocol.Op(f[4]) == protocol.OpPut && f[5]&protocol.FlagCompressed != 0 &&
+		cs.tenant != nil && !cs.admin {
+		// A compressed document cannot be counted as it arrives (a
+		// 60 MB document of one-byte scrolls is 51 bytes of s2): it is
+		// counted as it is decompressed, and one charged more than the
+		// tenant's whole quota is refused with QUOTA after about a
+		// quota's worth, before the rest is produced (issue 13, M4c).
+		cs.decChk = cs.tenant.store.PutCheck()
+		if cs.decChk.Active() {
+			return cs.dec.DecodeChecked(f, req, &cs.decChk)
+		}
 	}
 	return cs.dec.Decode(f, req)
 }
