@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -273,8 +274,51 @@ func hostileAttacks(addr, httpAddr string, tokens map[string]string) []hostileAt
 			defer tiny.Close()
 			putTinyScrolls(ctx, t, tiny)
 		}},
+		{name: "refused dials at the tenant's connection limit: hold the limit's worth, 64 dialers, 1 s a round", run: func(t testing.TB) {
+			// mallory holds as many connections as --max-conns-per-tenant
+			// lets it (opened in the first round, kept for the child's
+			// life) and dials more from 64 goroutines: every further
+			// HELLO is refused with BUSY.
+			if held == nil {
+				for {
+					rc, err := client.DialRaw(ctx, h.addr, tokens["mallory"])
+					if err != nil {
+						if client.StatusOf(err) != protocol.StatusBusy {
+							t.Fatal(err)
+						}
+						break
+					}
+					held = append(held, rc)
+				}
+				fmt.Printf("attacker note: holds %d connections\n", len(held))
+			}
+			end := time.Now().Add(time.Second)
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(end) {
+						rc, err := client.DialRaw(ctx, h.addr, tokens["mallory"])
+						if err == nil {
+							rc.Close() // a slot came free: not the attack's point
+							continue
+						}
+						refusedDials.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+		}},
 	}
 }
+
+// refusedDials counts the dials of the connection-limit attack that were
+// refused (the attacker child prints it); held are its connections.
+var (
+	refusedDials atomic.Int64
+	held         []*client.RawConn
+)
 
 // putTinyScrolls sends one round of the PUT attacks on c: a document of
 // 30 M one-byte scrolls (QUOTA) and one of 400 k (accepted).
@@ -364,6 +408,9 @@ func runAttacker(t *testing.T, i int, addr, httpAddr string, tokens map[string]s
 		t.Fatalf("attacker printed no rounds:\n%s", out)
 	}
 	n, _ := strconv.Atoi(string(m[1]))
+	for _, note := range regexp.MustCompile(`attacker note: (.*)`).FindAllSubmatch(out, -1) {
+		t.Logf("attacker: %s", note[1])
+	}
 	return n, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
@@ -399,6 +446,9 @@ func TestHostileAttackerChild(t *testing.T) {
 		rounds++
 	}
 	fmt.Printf("attacker rounds: %d\n", rounds)
+	if n := refusedDials.Load(); n > 0 {
+		fmt.Printf("attacker note: %d refused dials\n", n)
+	}
 }
 
 // loadAvg is the machine's 1-minute load average (/proc/loadavg).
@@ -483,7 +533,10 @@ func TestHostileTenantFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startHost(t, "--config", cfgPath, "--durability", "everysec", "--http", "127.0.0.1:0", "--listen", "127.0.0.1:0",
-		"--max-client-memory", strconv.Itoa(budget))
+		"--max-client-memory", strconv.Itoa(budget),
+		// The connection-limit attack holds this many of mallory's
+		// connections; the others open at most 64 at once (and mal).
+		"--max-conns-per-tenant", "256")
 	defer h.kill()
 	ctx := context.Background()
 	good, err := client.Dial(ctx, h.addr, tokens["good"])
