@@ -57,6 +57,9 @@ type connState struct {
 	// HELLO timeout spares it (OnTick).
 	paced  *pacedHello
 	pacing atomic.Bool
+	// refusal is the schedule of the tenant whose waiting refusal's slot
+	// this connection holds until it closes (refuseLate; loop).
+	refusal *pace
 
 	lastActive atomic.Int64 // unix nanos of the last read
 	// discardedAt: unix nanos of the last inbound bytes discarded while
@@ -269,6 +272,7 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	cs.bufChargedA.Store(0)
 	cs.closeWatches()
 	cs.arrivingA.Store(0)
+	s.releaseRefusal(cs)
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -589,7 +593,13 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	case t != nil && !t.closed.Load():
 		if t.conns.Add(1) > int64(s.opts.MaxConnsPerTenant) {
 			t.conns.Add(-1)
-			c.Write(protocol.AppendError(nil, id, protocol.StatusBusy, "too many connections for this tenant"))
+			const msg = "too many connections for this tenant"
+			if s.refuseLate(cs, c, t, id, size, msg) {
+				// Answered when due; what came with the HELLO is
+				// bounded and charged now, as for a paced one.
+				return s.pacedHello(cs, c)
+			}
+			c.Write(protocol.AppendError(nil, id, protocol.StatusBusy, msg))
 			cs.closing.Store(true)
 			s.stats.closed[closeLimit].Add(1)
 			return gnet.Close, false
@@ -614,7 +624,10 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 			c.Discard(size)
 			s.stats.helloPaced.Add(1)
 			cs.pacing.Store(true)
-			cs.paced = &pacedHello{at: time.Now().Add(wait).UnixNano(), id: id, name: name, codecs: hello.Codecs, version: hello.Version, refuse: !ok}
+			cs.paced = &pacedHello{at: time.Now().Add(wait).UnixNano(), id: id, name: name, codecs: hello.Codecs, version: hello.Version}
+			if !ok {
+				cs.paced.refuse = "too many new connections for this tenant (sq host --hello-rate); retry later"
+			}
 			time.AfterFunc(wait, func() { c.Wake(nil) })
 			// What came with the HELLO is bounded and charged now, not
 			// only once more arrives.
@@ -633,15 +646,17 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 }
 
 // pacedHello is a HELLO whose answer waits for its tenant's schedule of
-// new connections (pace.go): at is when it is due (unix nanos); refuse
-// says it is then answered BUSY and closed.
+// new connections (pace.go), or a refusal at the connection limit that
+// waits (refuseLate): at is when it is due (unix nanos); refuse, when not
+// empty, is the message of the BUSY it is then answered with before the
+// close.
 type pacedHello struct {
 	at      int64
 	id      uint32
 	name    string
 	codecs  uint8
 	version uint8
-	refuse  bool
+	refuse  string
 }
 
 // maxPacedInbound bounds what a connection may send while its HELLO
@@ -694,11 +709,11 @@ func (s *Server) pacedHello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	switch {
 	case s.draining.Load():
 		msg, reason = "server is shutting down", closeShutdown
-	case cs.tenant.closed.Load():
+	case cs.tenant != nil && cs.tenant.closed.Load(): // nil: a refusal at the limit
 		s.authFail(cs, c, p.id, protocol.StatusAuth, "unknown or disabled token")
 		return gnet.None, false
-	case p.refuse:
-		msg = "too many new connections for this tenant (sq host --hello-rate); retry later"
+	case p.refuse != "":
+		msg = p.refuse
 	}
 	if msg != "" {
 		st := protocol.StatusBusy

@@ -8,3 +8,11 @@ func SetMaxMappedFrames(n int64) (restore func()) {
 	maxMappedFrames = n
 	return func() { maxMappedFrames = old }
 }
+
+// SetMaxTenantRefusals sets maxTenantRefusals (pace.go) for a test, before
+// its server starts; the returned func restores it.
+func SetMaxTenantRefusals(n int64) (restore func()) {
+	old := maxTenantRefusals
+	maxTenantRefusals = n
+	return func() { maxTenantRefusals = old }
+}

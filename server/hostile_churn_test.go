@@ -157,7 +157,7 @@ func TestBadFramesCloseAndPace(t *testing.T) {
 
 // TestPacedHelloCountsAsOpen: a connection whose HELLO waits for its turn
 // counts against the tenant's connection limit (MaxConnsPerTenant 2: the
-// third HELLO is refused at once while the second waits), and one that
+// third HELLO is refused while the second waits), and one that
 // sends more than 64 KiB while it waits is answered BUSY and closed before
 // its turn.
 func TestPacedHelloCountsAsOpen(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/phext/sq/protocol"
 )
 
@@ -31,6 +33,7 @@ import (
 type pace struct {
 	helloTAT atomic.Int64 // unix nanos
 	badTAT   atomic.Int64 // unix nanos: the budget of malformed frames
+	refusing atomic.Int64 // HELLOs refused at the connection limit waiting for their answer (refuseLate)
 }
 
 // helloMaxWait is the longest a HELLO waits for its tenant's schedule.
@@ -146,4 +149,81 @@ func (cs *connState) badFrameClose() {
 	}
 	cs.queueFatal(protocol.AppendError(nil, 0, protocol.StatusBusy,
 		"too many malformed frames from this tenant (sq host --bad-frame-rate); closing"), closeBadFrames)
+}
+
+// Refusals at the connection limit (issue 13, attack 6 of the figures): a
+// tenant that holds all its connections (MaxConnsPerTenant) gets BUSY for
+// every further HELLO. Answered at once, a refusal invites an immediate
+// redial, and each refused dial costs the event loops about half of an
+// accepted connection (accept, HELLO read, write, close: ~130 µs of
+// syscalls); 64 dialers made ~5,000 a second. So the BUSY is answered
+// after refuseDelay, the connection waiting like a paced HELLO (a timer
+// wakes its loop; no CPU meanwhile), which holds each dialer to one
+// refusal per refuseDelay.
+//
+// A waiting refusal is an open connection outside its tenant's count, so
+// only maxTenantRefusals of a tenant and MaxConns/refusalShare of the
+// whole server wait at once: unbounded, one tenant's held dials would take
+// --max-conns from every other tenant. Past either bound the refusal is
+// answered at once, as it was before waiting refusals existed. That is
+// the lesser harm: it costs CPU, not other tenants' connections, and only
+// a tenant dialing from more than maxTenantRefusals sockets at once (or
+// many tenants together) gets there, which is the case of many dialers
+// that an address-level connection rate in front of the server handles
+// (docs/RELIABILITY.md, third pass).
+const refusalShare = 8
+
+// maxTenantRefusals is a variable for tests (SetMaxTenantRefusals).
+var maxTenantRefusals int64 = 256
+
+// refuseDelay is how long a HELLO refused at its tenant's connection
+// limit waits for its BUSY: a second, at most helloMaxWait (so the HELLO
+// timeout never closes it first).
+func (o *Options) refuseDelay() time.Duration {
+	return min(time.Second, o.helloMaxWait())
+}
+
+// maxRefusals is how many refusals may wait server-wide.
+func (o *Options) maxRefusals() int64 {
+	return int64(max(1, o.MaxConns/refusalShare))
+}
+
+// refuseLate makes the HELLO of cs (id, size bytes still in c's inbound
+// buffer), refused with BUSY msg at tenant t's connection limit, wait
+// refuseDelay for its answer, if a waiting refusal's slot is free; false
+// means none is: answer at once. The slot is given back when the
+// connection closes (OnClose). What the connection sends meanwhile is
+// charged to t's share of the memory budget (pacedHello), as a paced
+// HELLO's is: it is the tenant's dial. Loop only.
+func (s *Server) refuseLate(cs *connState, c gnet.Conn, t *tenant, id uint32, size int, msg string) bool {
+	p := t.pace
+	if p.refusing.Add(1) > maxTenantRefusals {
+		p.refusing.Add(-1)
+		return false
+	}
+	if s.refusing.Add(1) > s.opts.maxRefusals() {
+		s.refusing.Add(-1)
+		p.refusing.Add(-1)
+		return false
+	}
+	cs.refusal = p
+	// Nothing is reserved before HELLO (see hello).
+	cs.mem = t.mem
+	cs.held.b = t.mem
+	c.Discard(size)
+	d := s.opts.refuseDelay()
+	cs.pacing.Store(true)
+	cs.paced = &pacedHello{at: time.Now().Add(d).UnixNano(), id: id, refuse: msg}
+	time.AfterFunc(d, func() { c.Wake(nil) })
+	return true
+}
+
+// releaseRefusal gives back the waiting refusal's slot cs holds, if any,
+// when it closes. Loop only.
+func (s *Server) releaseRefusal(cs *connState) {
+	if p := cs.refusal; p != nil {
+		cs.refusal = nil
+		p.refusing.Add(-1)
+		s.refusing.Add(-1)
+	}
 }

@@ -284,6 +284,10 @@ type Server struct {
 	// request's turn.
 	heavyHook atomic.Pointer[func(*tenant)]
 
+	// refusing counts HELLOs refused at their tenant's connection limit
+	// that wait for their answer (pace.go, refuseLate).
+	refusing atomic.Int64
+
 	connsMu sync.Mutex // guards conns; held only for map updates and copies
 	conns   map[*connState]struct{}
 
@@ -495,17 +499,21 @@ type Stats struct {
 	// HelloPaced counts HELLOs whose answer waited for their tenant's
 	// schedule of new connections (Options.HelloRate).
 	HelloPaced uint64
-	Closed     map[string]uint64
+	// RefusalsWaiting is how many HELLOs refused at their tenant's
+	// connection limit wait for their BUSY now (pace.go).
+	RefusalsWaiting int64
+	Closed          map[string]uint64
 }
 
 // Stats returns the server-wide counters.
 func (s *Server) Stats() Stats {
 	st := Stats{
-		Conns:        s.stats.conns.Load(),
-		Accepted:     s.stats.accepted.Load(),
-		AuthFailures: s.stats.authFailures.Load(),
-		HelloPaced:   s.stats.helloPaced.Load(),
-		Closed:       make(map[string]uint64, numCloseReasons),
+		Conns:           s.stats.conns.Load(),
+		Accepted:        s.stats.accepted.Load(),
+		AuthFailures:    s.stats.authFailures.Load(),
+		HelloPaced:      s.stats.helloPaced.Load(),
+		RefusalsWaiting: s.refusing.Load(),
+		Closed:          make(map[string]uint64, numCloseReasons),
 	}
 	for i := range s.stats.closed {
 		st.Closed[closeReason(i).String()] = s.stats.closed[i].Load()

@@ -259,4 +259,8 @@ new connections:
   one, after its answer and a BUSY saying why, and the tenant's next HELLO
   waits a second. Correct clients send none; a pool opening its
   connections at start fits the burst. The admin token is never paced.
+  A HELLO past --max-conns-per-tenant is answered BUSY a second later (at
+  most --hello-timeout/2), not at once; at most 256 such refusals of one
+  tenant and --max-conns/8 of the server wait, later ones are answered at
+  once.
 `

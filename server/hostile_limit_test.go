@@ -1,0 +1,142 @@
+package server_test
+
+// Refused dials at a tenant's connection limit (issue 13, attack 6 of the
+// figures): the BUSY of a HELLO past MaxConnsPerTenant waits a second, so
+// a tenant holding its connections cannot churn refused dials at full
+// speed, and only a bounded number of such refusals wait per tenant and
+// server-wide, so they cannot take --max-conns from other tenants.
+// Part of the live reliability suite; the harness is hostile_test.go.
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/internal/sqtest"
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+)
+
+// sendHello dials and writes a HELLO as token without reading the answer.
+func sendHello(t *testing.T, addr, token string) *pconn {
+	t.Helper()
+	c, err := dialP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.nc.Close() })
+	c.id++
+	if _, err := c.nc.Write(protocol.AppendHello(nil, c.id, []byte(token), 0)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// busyAt reads c's HELLO answer, which must be BUSY naming the
+// connection limit, followed by a close, and returns when it came.
+func busyAt(t *testing.T, c *pconn, what string) time.Time {
+	t.Helper()
+	r, err := c.recv(10 * time.Second)
+	at := time.Now()
+	if err != nil || r.Status != protocol.StatusBusy || !strings.Contains(string(r.Body), "too many connections") {
+		t.Fatalf("%s: %v %v %q, want BUSY too many connections", what, err, r.Status, r.Body)
+	}
+	if !c.closedWithin(5 * time.Second) {
+		t.Errorf("%s: not closed after the BUSY", what)
+	}
+	return at
+}
+
+// TestRefusalAtLimitWaits: at its connection limit (MaxConnsPerTenant 2) a
+// tenant's next HELLO is answered BUSY no sooner than a second later,
+// while another tenant is served at once meanwhile. Without the wait the
+// BUSY comes at once.
+func TestRefusalAtLimitWaits(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{MaxConnsPerTenant: 2}})
+	h.dial(t, "mallory")
+	h.dial(t, "mallory")
+	t0 := time.Now()
+	third := sendHello(t, h.srv.Addr(), h.tokens["mallory"])
+	sqtest.CheckFor(t, 5*time.Second, "the third HELLO's refusal waiting", func() bool { return h.srv.Stats().RefusalsWaiting == 1 })
+	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	if d := busyAt(t, third, "mallory's third HELLO").Sub(t0); d < 990*time.Millisecond {
+		t.Errorf("BUSY %v after the HELLO, want ≥ 1 s", d)
+	}
+	sqtest.CheckFor(t, 5*time.Second, "the refusal's slot given back", func() bool { return h.srv.Stats().RefusalsWaiting == 0 })
+}
+
+// TestRefusalsAtLimitBounded: at most maxTenantRefusals (3 here) of a
+// tenant's refusals wait, and MaxConns/8 (5) of the server's; past either
+// bound the BUSY comes at once. A client that closes while its refusal
+// waits gives its slot back. Another tenant is served throughout. Without
+// the bounds the fourth of mallory's refusals waits too.
+func TestRefusalsAtLimitBounded(t *testing.T) {
+	t.Cleanup(server.SetMaxTenantRefusals(3))
+	h := startHostile(t, hostileOpts{opts: server.Options{MaxConnsPerTenant: 1, MaxConns: 40}})
+	addr := h.srv.Addr()
+	waiting := func(n int64) {
+		t.Helper()
+		sqtest.CheckFor(t, 5*time.Second, "refusals waiting", func() bool { return h.srv.Stats().RefusalsWaiting == n })
+	}
+	// atOnce: a refusal past the bounds is answered before the waiting
+	// ones are due (a second after they came).
+	atOnce := func(token, what string) {
+		t.Helper()
+		t0 := time.Now()
+		c := sendHello(t, addr, token)
+		if d := busyAt(t, c, what).Sub(t0); d > 800*time.Millisecond {
+			t.Errorf("%s: BUSY after %v, want at once", what, d)
+		}
+	}
+	h.dial(t, "mallory")
+	h.dial(t, "bob")
+	var m []*pconn
+	for i := range 3 {
+		m = append(m, sendHello(t, addr, h.tokens["mallory"]))
+		waiting(int64(i + 1))
+	}
+	atOnce(h.tokens["mallory"], "mallory's refusal past her 3")
+	waiting(3)
+	b := []*pconn{sendHello(t, addr, h.tokens["bob"])}
+	waiting(4)
+	b = append(b, sendHello(t, addr, h.tokens["bob"]))
+	waiting(5)
+	atOnce(h.tokens["bob"], "bob's refusal past the server's 5")
+	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	// mallory gives up one waiting dial: its slot comes free for bob.
+	m[0].nc.Close()
+	waiting(4)
+	b = append(b, sendHello(t, addr, h.tokens["bob"]))
+	waiting(5)
+	for i, c := range append(m[1:], b...) {
+		busyAt(t, c, "waiting refusal "+string(rune('a'+i)))
+	}
+	waiting(0)
+}
+
+// TestShutdownWhileRefusalsWait: a shutdown while refusals at the
+// connection limit wait returns promptly; the waiting clients are answered
+// (SHUTTING_DOWN or BUSY) or closed.
+func TestShutdownWhileRefusalsWait(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{MaxConnsPerTenant: 1}})
+	h.dial(t, "mallory")
+	var cs []*pconn
+	for range 3 {
+		cs = append(cs, sendHello(t, h.srv.Addr(), h.tokens["mallory"]))
+	}
+	sqtest.CheckFor(t, 5*time.Second, "refusals waiting", func() bool { return h.srv.Stats().RefusalsWaiting == 3 })
+	t0 := time.Now()
+	h.stop() // fails the test if Shutdown errs
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+	for i, c := range cs {
+		if r, err := c.recv(5 * time.Second); err == nil && r.Status != protocol.StatusShuttingDown && r.Status != protocol.StatusBusy {
+			t.Errorf("waiting refusal %d answered %v %q", i, r.Status, r.Body)
+		}
+		if !c.closedWithin(5 * time.Second) {
+			t.Errorf("waiting refusal %d not closed", i)
+		}
+	}
+}
