@@ -280,9 +280,8 @@ func (d *Decoder) ensure(out []byte, need, n int) ([]byte, bool) {
 // length header) of n bytes into d.scratch, which grows only as output is
 // produced, and gives chk the payload every CheckChunk bytes of output,
 // splitting long literals and copies to do so: a check that refuses stops
-// it after at most CheckChunk more bytes. It follows the element format
-// of s2's reference decoder (klauspost/compress s2/decode_other.go),
-// repeat codes included, as s2Produces does; it is plain Go, slower than
+// it after at most CheckChunk more bytes. It parses elements as
+// s2Produces does (nextS2Elem); it is plain Go, slower than
 // s2.Decode's assembly on long runs, and used only when a check can stop
 // the decoding early.
 func (d *Decoder) decompressS2Checked(src []byte, n int, chk *bodyCheck) ([]byte, error) {
@@ -290,98 +289,15 @@ func (d *Decoder) decompressS2Checked(src []byte, n int, chk *bodyCheck) ([]byte
 	next := CheckChunk // output length at which chk is fed next
 	s, offset := 0, 0
 	for s < len(src) {
-		var length int
-		lit := false
-		switch src[s] & 0x03 {
-		case 0: // literal
-			x := uint32(src[s] >> 2)
-			switch {
-			case x < 60:
-				s++
-			case x == 60:
-				s += 2
-				if s > len(src) {
-					return nil, errS2Corrupt
-				}
-				x = uint32(src[s-1])
-			case x == 61:
-				s += 3
-				if s > len(src) {
-					return nil, errS2Corrupt
-				}
-				x = uint32(src[s-2]) | uint32(src[s-1])<<8
-			case x == 62:
-				s += 4
-				if s > len(src) {
-					return nil, errS2Corrupt
-				}
-				x = uint32(src[s-3]) | uint32(src[s-2])<<8 | uint32(src[s-1])<<16
-			default: // 63
-				s += 5
-				if s > len(src) {
-					return nil, errS2Corrupt
-				}
-				x = uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24
-			}
-			length = int(x) + 1
-			if length <= 0 || length > len(src)-s || length > n-len(out) {
-				return nil, errS2Corrupt
-			}
-			lit = true
-		case 1: // copy with a 1-byte offset, or a repeat of the last offset
-			s += 2
-			if s > len(src) {
-				return nil, errS2Corrupt
-			}
-			length = int(src[s-2]) >> 2 & 0x7
-			toffset := int(uint32(src[s-2])&0xe0<<3 | uint32(src[s-1]))
-			if toffset == 0 {
-				switch length {
-				case 5:
-					s++
-					if s > len(src) {
-						return nil, errS2Corrupt
-					}
-					length = int(src[s-1]) + 4
-				case 6:
-					s += 2
-					if s > len(src) {
-						return nil, errS2Corrupt
-					}
-					length = int(uint32(src[s-2])|uint32(src[s-1])<<8) + 1<<8
-				case 7:
-					s += 3
-					if s > len(src) {
-						return nil, errS2Corrupt
-					}
-					length = int(uint32(src[s-3])|uint32(src[s-2])<<8|uint32(src[s-1])<<16) + 1<<16
-				}
-			} else {
-				offset = toffset
-			}
-			length += 4
-		case 2: // copy with a 2-byte offset
-			s += 3
-			if s > len(src) {
-				return nil, errS2Corrupt
-			}
-			length = 1 + int(src[s-3])>>2
-			offset = int(uint32(src[s-2]) | uint32(src[s-1])<<8)
-		default: // copy with a 4-byte offset
-			s += 5
-			if s > len(src) {
-				return nil, errS2Corrupt
-			}
-			length = 1 + int(src[s-5])>>2
-			offset = int(uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24)
-		}
-		if !lit && (offset <= 0 || len(out) < offset || length > n-len(out)) {
+		e, ok := nextS2Elem(src, s, offset, len(out), n)
+		if !ok {
 			return nil, errS2Corrupt
 		}
+		s, offset = e.next, e.offset
+		lit, length := e.lit, e.length
 		// Write the element in steps that end at the next check point.
 		for length > 0 {
 			step := min(length, next-len(out))
-			var ok bool
 			if out, ok = d.ensure(out, step, n); !ok {
 				return nil, errBudget
 			}
@@ -503,104 +419,127 @@ func uvarintLen(b []byte) int {
 // s2Produces walks the elements of an s2 block (after its length header)
 // without writing anything and returns how many bytes decoding it would
 // produce. ok is false when an element runs past the input, a copy reaches
-// before the start of the output, or the output passes max. It follows
-// the element format of s2's reference decoder (klauspost/compress
-// s2/decode_other.go), repeat codes included.
+// before the start of the output, or the output passes max.
 func s2Produces(src []byte, max int) (d int, ok bool) {
 	s, offset := 0, 0
 	for s < len(src) {
-		var length int
-		switch src[s] & 0x03 {
-		case 0: // literal
-			x := uint32(src[s] >> 2)
-			switch {
-			case x < 60:
-				s++
-			case x == 60:
-				s += 2
-				if s > len(src) {
-					return d, false
-				}
-				x = uint32(src[s-1])
-			case x == 61:
-				s += 3
-				if s > len(src) {
-					return d, false
-				}
-				x = uint32(src[s-2]) | uint32(src[s-1])<<8
-			case x == 62:
-				s += 4
-				if s > len(src) {
-					return d, false
-				}
-				x = uint32(src[s-3]) | uint32(src[s-2])<<8 | uint32(src[s-1])<<16
-			default: // 63
-				s += 5
-				if s > len(src) {
-					return d, false
-				}
-				x = uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24
-			}
-			length = int(x) + 1
-			if length <= 0 || length > len(src)-s || length > max-d {
-				return d, false
-			}
-			s += length
-			d += length
-			continue
-		case 1: // copy with a 1-byte offset, or a repeat of the last offset
-			s += 2
-			if s > len(src) {
-				return d, false
-			}
-			length = int(src[s-2]) >> 2 & 0x7
-			toffset := int(uint32(src[s-2])&0xe0<<3 | uint32(src[s-1]))
-			if toffset == 0 {
-				switch length {
-				case 5:
-					s++
-					if s > len(src) {
-						return d, false
-					}
-					length = int(src[s-1]) + 4
-				case 6:
-					s += 2
-					if s > len(src) {
-						return d, false
-					}
-					length = int(uint32(src[s-2])|uint32(src[s-1])<<8) + 1<<8
-				case 7:
-					s += 3
-					if s > len(src) {
-						return d, false
-					}
-					length = int(uint32(src[s-3])|uint32(src[s-2])<<8|uint32(src[s-1])<<16) + 1<<16
-				}
-			} else {
-				offset = toffset
-			}
-			length += 4
-		case 2: // copy with a 2-byte offset
-			s += 3
-			if s > len(src) {
-				return d, false
-			}
-			length = 1 + int(src[s-3])>>2
-			offset = int(uint32(src[s-2]) | uint32(src[s-1])<<8)
-		default: // copy with a 4-byte offset
-			s += 5
-			if s > len(src) {
-				return d, false
-			}
-			length = 1 + int(src[s-5])>>2
-			offset = int(uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24)
-		}
-		if offset <= 0 || d < offset || length > max-d {
+		var e s2Elem
+		if e, ok = nextS2Elem(src, s, offset, d, max); !ok {
 			return d, false
 		}
-		d += length
+		s, offset = e.next, e.offset
+		if e.lit {
+			s += e.length
+		}
+		d += e.length
 	}
 	return d, true
+}
+
+// s2Elem is one element of an s2 block: a literal of length bytes (they
+// follow at next), or a copy of length bytes from offset bytes back.
+type s2Elem struct {
+	lit    bool
+	length int
+	offset int // the copy's offset, or the last one (kept by literals)
+	next   int // where the element's header ends in src
+}
+
+// nextS2Elem parses the element at src[s:] of a block whose output is d
+// bytes so far (at most max) and whose last copy offset is offset. ok is
+// false when the element runs past the input, a copy reaches before the
+// start of the output, or the output would pass max. It follows the
+// element format of s2's reference decoder (klauspost/compress
+// s2/decode_other.go), repeat codes included.
+func nextS2Elem(src []byte, s, offset, d, max int) (e s2Elem, ok bool) {
+	var length int
+	switch src[s] & 0x03 {
+	case 0: // literal
+		x := uint32(src[s] >> 2)
+		switch {
+		case x < 60:
+			s++
+		case x == 60:
+			s += 2
+			if s > len(src) {
+				return e, false
+			}
+			x = uint32(src[s-1])
+		case x == 61:
+			s += 3
+			if s > len(src) {
+				return e, false
+			}
+			x = uint32(src[s-2]) | uint32(src[s-1])<<8
+		case x == 62:
+			s += 4
+			if s > len(src) {
+				return e, false
+			}
+			x = uint32(src[s-3]) | uint32(src[s-2])<<8 | uint32(src[s-1])<<16
+		default: // 63
+			s += 5
+			if s > len(src) {
+				return e, false
+			}
+			x = uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24
+		}
+		length = int(x) + 1
+		if length <= 0 || length > len(src)-s || length > max-d {
+			return e, false
+		}
+		return s2Elem{lit: true, length: length, offset: offset, next: s}, true
+	case 1: // copy with a 1-byte offset, or a repeat of the last offset
+		s += 2
+		if s > len(src) {
+			return e, false
+		}
+		length = int(src[s-2]) >> 2 & 0x7
+		toffset := int(uint32(src[s-2])&0xe0<<3 | uint32(src[s-1]))
+		if toffset == 0 {
+			switch length {
+			case 5:
+				s++
+				if s > len(src) {
+					return e, false
+				}
+				length = int(src[s-1]) + 4
+			case 6:
+				s += 2
+				if s > len(src) {
+					return e, false
+				}
+				length = int(uint32(src[s-2])|uint32(src[s-1])<<8) + 1<<8
+			case 7:
+				s += 3
+				if s > len(src) {
+					return e, false
+				}
+				length = int(uint32(src[s-3])|uint32(src[s-2])<<8|uint32(src[s-1])<<16) + 1<<16
+			}
+		} else {
+			offset = toffset
+		}
+		length += 4
+	case 2: // copy with a 2-byte offset
+		s += 3
+		if s > len(src) {
+			return e, false
+		}
+		length = 1 + int(src[s-3])>>2
+		offset = int(uint32(src[s-2]) | uint32(src[s-1])<<8)
+	default: // copy with a 4-byte offset
+		s += 5
+		if s > len(src) {
+			return e, false
+		}
+		length = 1 + int(src[s-5])>>2
+		offset = int(uint32(src[s-4]) | uint32(src[s-3])<<8 | uint32(src[s-2])<<16 | uint32(src[s-1])<<24)
+	}
+	if offset <= 0 || d < offset || length > max-d {
+		return e, false
+	}
+	return s2Elem{length: length, offset: offset, next: s}, true
 }
 
 // bufPool holds encode buffers. bytebufferpool calibrates its own size
