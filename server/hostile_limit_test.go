@@ -140,3 +140,30 @@ func TestShutdownWhileRefusalsWait(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalAtLimitInputBounded: a connection whose refusal waits and
+// sends more than 64 KiB meanwhile is answered BUSY "too much sent before
+// the HELLO answer" before its second is up and closed, its slot given
+// back (what it sends is bounded and charged like a paced HELLO's).
+func TestRefusalAtLimitInputBounded(t *testing.T) {
+	h := startHostile(t, hostileOpts{opts: server.Options{MaxConnsPerTenant: 1}})
+	h.dial(t, "mallory")
+	c := sendHello(t, h.srv.Addr(), h.tokens["mallory"])
+	sqtest.CheckFor(t, 5*time.Second, "the refusal waiting", func() bool { return h.srv.Stats().RefusalsWaiting == 1 })
+	t0 := time.Now()
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.nc.Write(make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.recv(5 * time.Second)
+	if err != nil || r.Status != protocol.StatusBusy || !strings.Contains(string(r.Body), "too much sent") {
+		t.Fatalf("flood while the refusal waits: %v %v %q, want BUSY too much sent", err, r.Status, r.Body)
+	}
+	if d := time.Since(t0); d > 900*time.Millisecond {
+		t.Errorf("answered after %v, want before the refusal was due", d)
+	}
+	if !c.closedWithin(5 * time.Second) {
+		t.Error("flooding connection not closed")
+	}
+	sqtest.CheckFor(t, 5*time.Second, "the slot given back", func() bool { return h.srv.Stats().RefusalsWaiting == 0 })
+}
