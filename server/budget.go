@@ -35,6 +35,16 @@ import (
 // replaces a tenant's *tenant value carries its budget over by name
 // (newTenant). The admin's connections charge the server budget directly.
 // A REST request charges its tenant's budget (auth comes first).
+//
+// Within its share, a tenant's large frames (above bigFrame, from their
+// header until they are answered) may hold at most
+// Options.MaxFrameMemoryPerTenant (default half the share, at least one max
+// frame): a budget of its own whose parent is the tenant's. A tenant
+// sending 60 MiB frames on four connections at once (row M2) has one
+// received at a time and the others answered BUSY at their header, their
+// bodies dropped in the socket uncopied, instead of the server receiving
+// three of them at once into fresh memory; a single max-size frame of a
+// tenant alone always fits.
 
 // memBudget counts reserved bytes against a limit, and against its
 // parent's when it has one. Safe for concurrent use.
@@ -51,6 +61,9 @@ type memBudget struct {
 	collecting atomic.Bool
 	gcs        atomic.Uint64
 	headroom   int64 // a max frame: what the next request may allocate before a collection ends
+	// spare holds idle frame mappings (framepool.go), whose bytes are in
+	// used until a reservation that needs them evicts them.
+	spare *framePool
 }
 
 // errBusyMemory answers a request the budget refused.
@@ -65,22 +78,32 @@ func (b *memBudget) tryReserve(n int64) bool {
 	}
 	u := b.used.Add(n)
 	over := u > b.limit
+	if over && b.spare != nil {
+		// Idle frame mappings give way to any reservation (framepool.go).
+		u -= b.spare.evict(u - b.limit)
+		over = u > b.limit
+	}
 	if !over && b.parent == nil {
 		// Client buffers dropped but not yet collected are memory too
 		// (see freed): the server budget counts them until a collection
 		// has run, and starts one if none is running.
 		if g := b.garbage.Load(); g > 0 && u+g > b.limit {
-			over = true
-			b.collect(true)
+			if b.spare != nil {
+				u -= b.spare.evict(u + g - b.limit)
+			}
+			if u+g > b.limit {
+				over = true
+				b.collect(true)
+			}
 		}
 	}
 	if over {
 		b.used.Add(-n)
 		b.refused.Add(1)
-		if b.parent != nil {
+		if r := b.root(); r != b {
 			// The server's refused counter counts every BUSY for memory,
 			// whichever budget refused.
-			b.parent.refused.Add(1)
+			r.refused.Add(1)
 		}
 		return false
 	}
@@ -93,6 +116,29 @@ func (b *memBudget) tryReserve(n int64) bool {
 		if u <= p || b.peak.CompareAndSwap(p, u) {
 			return true
 		}
+	}
+}
+
+// holdIdle charges n bytes of an idle frame mapping to the server budget
+// (framepool.go), unless they do not fit beside what is reserved and the
+// uncollected garbage: an idle mapping never takes the room of a
+// reservation.
+func (b *memBudget) holdIdle(n int64) bool {
+	if b.limit < 0 {
+		return true
+	}
+	if u := b.used.Add(n); u+max(b.garbage.Load(), 0) > b.limit {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// unholdIdle takes n bytes of idle frame mappings out of the server
+// budget (reused by a frame, which reserves them anew, or unmapped).
+func (b *memBudget) unholdIdle(n int64) {
+	if b.limit >= 0 && n > 0 {
+		b.used.Add(-n)
 	}
 }
 
@@ -110,16 +156,23 @@ func (b *memBudget) releaseUnmapped(n int64) {
 
 func (b *memBudget) releaseAs(n int64, garbage bool) {
 	if n > 0 && b.limit >= 0 {
-		b.used.Add(-n)
 		root := b
-		if b.parent != nil {
-			b.parent.used.Add(-n)
-			root = b.parent
+		for x := b; x != nil; x = x.parent {
+			x.used.Add(-n)
+			root = x
 		}
 		if garbage {
 			root.freed(n)
 		}
 	}
+}
+
+// root is the server budget b belongs to.
+func (b *memBudget) root() *memBudget {
+	for b.parent != nil {
+		b = b.parent
+	}
+	return b
 }
 
 // freed notes that n bytes a client made the server allocate were dropped
@@ -236,6 +289,11 @@ type MemoryStats struct {
 	Used, Peak, Limit int64
 	Refused           uint64
 	InboundPeak       int64
+	// FrameBytesIdle is the part of Used (and of FrameBytesMapped) held by
+	// answered frames' mappings kept for the next large frame
+	// (framepool.go); FramesReused counts the frames received into one.
+	FrameBytesIdle int64
+	FramesReused   uint64
 	// Collections counts the garbage collections the budget started
 	// because client buffers dropped since the last one, plus those still
 	// reserved, reached the limit (see freed).
@@ -251,5 +309,6 @@ type MemoryStats struct {
 func (s *Server) Memory() MemoryStats {
 	return MemoryStats{Used: s.mem.used.Load(), Peak: s.mem.peak.Load(), Limit: s.mem.limit,
 		Refused: s.mem.refused.Load(), InboundPeak: s.stats.inboundPeak.Load(), Collections: s.mem.gcs.Load(),
-		FramesMapped: s.stats.framesMapped.Load(), FrameBytesMapped: s.stats.frameBytesMapped.Load()}
+		FramesMapped: s.stats.framesMapped.Load(), FrameBytesMapped: s.stats.frameBytesMapped.Load(),
+		FrameBytesIdle: s.frames.bytes.Load(), FramesReused: s.frames.reused.Load()}
 }

@@ -135,6 +135,7 @@ func TestMemoryBudgetBusy(t *testing.T) {
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
 		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 4 * maxFrame,
 			MaxClientMemoryPerTenant: 4 * maxFrame,   // mallory may take it all here
+			MaxFrameMemoryPerTenant:  4 * maxFrame,   // with large frames too
 			MaxSlowFrameMemory:       4 * maxFrame}}) // and her stalled frames are not cut
 	payload := bytes.Repeat([]byte("b"), maxFrame-64)
 	frame := func(id uint32) []byte {
@@ -200,7 +201,8 @@ func TestTenantMemoryShare(t *testing.T) {
 	const maxFrame = 1 * mib
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo, http: true,
 		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 8 * maxFrame,
-			MaxClientMemoryPerTenant: 4 * maxFrame}})
+			MaxClientMemoryPerTenant: 4 * maxFrame,
+			MaxFrameMemoryPerTenant:  4 * maxFrame}}) // the share, not the frame share, is tested here (TestTenantFrameShare)
 	bob := h.dial(t, "bob")
 	doc := bytes.Repeat([]byte("d"), 200<<10)
 	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "doc", c9(1), doc)
@@ -379,7 +381,12 @@ func TestLargeFrameNotInInboundBuffer(t *testing.T) {
 	if m.InboundPeak > 512<<10 {
 		t.Fatalf("gnet's inbound buffer held %d KiB of one connection: large frames are buffered there", m.InboundPeak>>10)
 	}
-	sqtest.CheckFor(t, 10*time.Second, "the budget freed", func() bool { return h.srv.Memory().Used == 0 })
+	// What stays is the answered frames' idle mappings (framepool.go),
+	// counted exactly: no reservation is left.
+	sqtest.CheckFor(t, 10*time.Second, "the budget freed", func() bool {
+		m := h.srv.Memory()
+		return m.Used == m.FrameBytesIdle && m.FrameBytesMapped == m.FrameBytesIdle
+	})
 }
 
 // TestClientGarbageCollected: buffers a client made the server allocate
@@ -433,7 +440,8 @@ func TestSlowFramesCapped(t *testing.T) {
 	const maxFrame = 1 * mib
 	const budget = 8 * maxFrame
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: budget, MaxClientMemoryPerTenant: budget}})
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: budget, MaxClientMemoryPerTenant: budget,
+			MaxFrameMemoryPerTenant: budget}}) // the slow-frame cap, not the frame share, is tested here
 	payload := bytes.Repeat([]byte("m"), maxFrame-64)
 	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 7, []byte("big"), c9(1), payload)
 	cost := int64(len(frame))
@@ -556,5 +564,49 @@ func TestMemoryBudgetOff(t *testing.T) {
 	}
 	if m := h.srv.Memory(); m.Limit != -1 || m.Used != 0 || m.Peak != 0 || m.Refused != 0 {
 		t.Fatalf("accounting off: %+v", m)
+	}
+}
+
+// TestTenantFrameShare is row M2 (issue 13) with its share: a tenant
+// sending 60 MiB DELTAs on four connections at once had three of them
+// received at once (its share held them), each into fresh memory, only to
+// be answered TOO_LARGE. Now a tenant's large frames may hold at most
+// MaxFrameMemoryPerTenant (here one 14 MiB mapping of its 40 MiB share):
+// mallory's second frame is answered BUSY at its header while her first
+// still arrives, the connection goes on after it, and meanwhile bob's large
+// frame is received and stored; mallory's single frame is served once her
+// first is answered. (On the old code her second frame is received: the
+// first check fails.)
+func TestTenantFrameShare(t *testing.T) {
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: 16 * mib, MaxClientMemory: 80 * mib, MaxClientMemoryPerTenant: 40 * mib,
+			MaxFrameMemoryPerTenant: 16 * mib, MaxSlowFrameMemory: 80 * mib}})
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 12*mib/16)
+	first := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), payload)
+	a := h.dial(t, "mallory")
+	if _, err := a.nc.Write(first[:len(first)/2]); err != nil {
+		t.Fatal(err)
+	}
+	sqtest.CheckFor(t, 10*time.Second, "mallory's first frame reserved", func() bool { return h.srv.Memory().Used == 14*mib })
+	b := h.dial(t, "mallory")
+	b.id = 1
+	r, err := b.do(protocol.OpUpdate, "big", c9(2), payload)
+	if err != nil || r.Status != protocol.StatusBusy {
+		t.Fatalf("mallory's second large frame while her first arrives: %v %v %.80s, want BUSY", err, r.Status, r.Body)
+	}
+	b.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	bob := h.dial(t, "bob")
+	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(1), payload)
+	if _, err := a.nc.Write(first[len(first)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.recv(30 * time.Second); err != nil || r.Status != protocol.StatusOK {
+		t.Fatalf("mallory's first frame: %v %v %s", err, r.Status, r.Body)
+	}
+	b.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(2), payload)
+	for _, c := range []*pconn{a, bob} {
+		if got := c.must(t, protocol.StatusOK, protocol.OpSelect, "big", c9(1), nil); !bytes.Equal(got, payload) {
+			t.Fatalf("%d bytes stored, want the %d written", len(got), len(payload))
+		}
 	}
 }

@@ -1,5 +1,7 @@
 package server
 
+import "time"
+
 // SetMaxMappedFrames sets maxMappedFrames (framebuf.go) for a test, before
 // its server starts; the returned func restores it (register it with
 // t.Cleanup before the server's, so it runs after the server stopped).
@@ -15,4 +17,18 @@ func SetMaxTenantRefusals(n int64) (restore func()) {
 	old := maxTenantRefusals
 	maxTenantRefusals = n
 	return func() { maxTenantRefusals = old }
+}
+
+// SetFrameIdleFor sets frameIdleFor (framepool.go) for a test, before its
+// server starts; the returned func restores it.
+func SetFrameIdleFor(d time.Duration) (restore func()) {
+	old := frameIdleFor
+	frameIdleFor = d
+	return func() { frameIdleFor = old }
+}
+
+// SocketBytes reports the bytes of large frames read straight from their
+// sockets and the bytes of refused frames dropped there (conn.go).
+func (s *Server) SocketBytes() (read, dropped uint64) {
+	return s.stats.socketRead.Load(), s.stats.socketDropped.Load()
 }

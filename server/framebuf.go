@@ -1,7 +1,5 @@
 package server
 
-import "unsafe"
-
 // Large frames are received into a buffer of their own (conn.go), sized
 // at the frame's header and reserved in the memory budget first. For a
 // frame of mappedFrame bytes or more that buffer is anonymous memory
@@ -69,16 +67,49 @@ func frameMapLen(size int) int {
 // frame is answered BUSY, as when the mmap fails. A var for tests.
 var maxMappedFrames int64 = 4096
 
-// newFrameBuf returns the buffer (length 0, capacity size) a large frame
-// of size bytes is received into. ok is false when memory could not be
-// mapped (or maxMappedFrames are mapped already); nothing was allocated
-// then, and the caller answers BUSY.
+// frameBuf reserves a large frame of size bytes in mem and returns the
+// buffer (length 0, capacity size) it is received into: an idle mapping
+// of its mapped length when the pool has one (framepool.go), else a new
+// one (or, below mappedFrame, a make). ok is false when the budget refused
+// it or memory could not be mapped (or maxMappedFrames are mapped
+// already); nothing is reserved or allocated then, and the caller answers
+// BUSY. On the event loop: it never unmaps.
+func (s *Server) frameBuf(mem *memBudget, size int) (b []byte, ok bool) {
+	cost := bigFrameCost(size)
+	if size >= mappedFrame {
+		// Taken out of the pool (and its bytes out of the budget) before
+		// the reservation, which could otherwise evict this very mapping
+		// to make room for itself.
+		if m := s.frames.take(frameMapLen(size)); m != nil {
+			if mem.tryReserve(cost) {
+				return m[:0:size], true
+			}
+			s.idleOrUnmap(m, true)
+			return nil, false
+		}
+	}
+	if !mem.tryReserve(cost) {
+		return nil, false
+	}
+	if b, ok = s.newFrameBuf(size); !ok {
+		// Nothing was allocated: no garbage to collect.
+		mem.releaseUnmapped(cost)
+	}
+	return b, ok
+}
+
+// newFrameBuf returns a new buffer (length 0, capacity size) for a large
+// frame of size bytes. ok is false when memory could not be mapped (or
+// maxMappedFrames are mapped already); nothing was allocated then.
 func (s *Server) newFrameBuf(size int) (b []byte, ok bool) {
 	if size < mappedFrame {
 		return make([]byte, 0, size), true
 	}
 	if s.stats.framesMappedNow.Add(1) > maxMappedFrames {
 		s.stats.framesMappedNow.Add(-1)
+		// Idle mappings count too: let the oldest go (unmapped by a
+		// goroutine), so that a later frame finds the room.
+		s.frames.evict(1)
 		return nil, false
 	}
 	n := frameMapLen(size)
@@ -93,20 +124,19 @@ func (s *Server) newFrameBuf(size int) (b []byte, ok bool) {
 	return b[:0:size], true
 }
 
-// freeFrameBuf gives back a buffer newFrameBuf returned (any length; its
-// capacity, the frame's size, says how it was made) and reports whether
-// its memory went back to the system at once (unmapped) rather than to
-// the Go GC. The caller must hold no other slice into b.
-func (s *Server) freeFrameBuf(b []byte) (unmapped bool) {
-	if cap(b) < mappedFrame {
-		return false
-	}
-	n := frameMapLen(cap(b))
-	unmapped, err := unmapFrame(unsafe.Slice(unsafe.SliceData(b), n))
+// unmapFrameBuf unmaps b, a whole mapping from newFrameBuf (off the event
+// loops: the work is in proportion to its resident pages). The caller
+// holds no other slice into it.
+func (s *Server) unmapFrameBuf(b []byte) {
+	unmapped, err := unmapFrame(b)
 	if err != nil {
-		s.log.Warn("cannot unmap a large frame's memory: its pages are released, its address range stays mapped", "bytes", n, "err", err)
+		s.log.Warn("cannot unmap a large frame's memory: its pages are released, its address range stays mapped", "bytes", len(b), "err", err)
 	}
-	s.stats.frameBytesMapped.Add(-int64(n))
+	if !unmapped {
+		// Heap memory where frames are not mapped (framebuf_other.go):
+		// garbage the budget counts until a collection (budget.go).
+		s.mem.freed(int64(len(b)))
+	}
+	s.stats.frameBytesMapped.Add(-int64(len(b)))
 	s.stats.framesMappedNow.Add(-1)
-	return unmapped
 }

@@ -31,11 +31,13 @@ func heapAllocs() uint64 {
 // all of it with them) and charged as such, the update is stored intact
 // (the store copied it before the mapping went), and once it is answered
 // the mapping is gone and the budget back to 0; a frame cut off by a
-// close is unmapped too.
+// close is unmapped too. Without the idle pool (FramePool -1): with it an
+// answered frame's mapping stays for the next one, which
+// TestFramePoolReusesMapping asserts.
 func TestLargeFrameMapped(t *testing.T) {
 	const maxFrame = 16 * mib
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib}})
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib, FramePool: -1}})
 	c := h.dial(t, "mallory")
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 12*mib/16)
 	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), payload)
@@ -105,11 +107,14 @@ func TestLargeFrameMapped(t *testing.T) {
 // (1 here) a large frame is answered BUSY, as when its mmap fails: nothing
 // is mapped for it, its reservation goes back (the budget holds the one
 // mapped frame only), and once that frame is answered and unmapped the
-// same request is mapped and served.
+// same request is mapped and served. Without the idle pool (FramePool
+// -1), which would keep the answered frame's mapping for the next frame;
+// an idle mapping counts against maxMappedFrames too
+// (TestIdleFrameGivesWayAtMapLimit).
 func TestMappedFramesBounded(t *testing.T) {
 	t.Cleanup(server.SetMaxMappedFrames(1))
 	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: 8 * mib, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib}})
+		opts: server.Options{MaxFrame: 8 * mib, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib, FramePool: -1}})
 	a := h.dial(t, "mallory")
 	b := h.dial(t, "mallory")
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 2*mib/16)

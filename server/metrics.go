@@ -139,6 +139,11 @@ type serverStats struct {
 	framesMapped     atomic.Uint64
 	frameBytesMapped atomic.Int64
 	framesMappedNow  atomic.Int64 // mapped and not unmapped yet (maxMappedFrames)
+	// socketRead counts the bytes of large frames the loops read straight
+	// from the socket into the frame's buffer (readSocket), socketDropped
+	// those of refused frames they dropped there uncopied (discardSocket).
+	socketRead    atomic.Uint64
+	socketDropped atomic.Uint64
 	// The change feed (watch.go): subscriptions now, events queued to
 	// watchers, subscriptions ended for a slow watcher, resyncs at WATCH,
 	// resumes served from the commit log.

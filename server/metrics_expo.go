@@ -166,6 +166,8 @@ func (s *Server) appendMetrics(e *expo, http *HTTPMetrics) {
 	e.one("sq_client_memory_limit_bytes", "gauge", "The client memory budget.", uint64(mem.Limit))
 	e.one("sq_inbound_buffer_peak_bytes", "gauge", "Most bytes one connection's inbound buffer held unread after a read (large frames are moved out of it as they arrive).", uint64(max(mem.InboundPeak, 0)))
 	e.one("sq_client_memory_collections_total", "counter", "Garbage collections started because client buffers dropped since the last one, plus those reserved, reached the budget.", mem.Collections)
+	e.one("sq_frame_idle_bytes", "gauge", "Bytes of answered large frames' memory kept for the next frame of the same size (--frame-pool; part of sq_client_memory_bytes).", uint64(max(mem.FrameBytesIdle, 0)))
+	e.one("sq_frames_reused_total", "counter", "Large frames received into memory kept from an earlier frame instead of fresh memory.", mem.FramesReused)
 	e.one("sq_client_memory_refused_total", "counter", "Requests refused (BUSY / 503) because the client memory budget, or the tenant's share of it, was in use.", mem.Refused)
 	e.one("sq_auth_failures_total", "counter", "Failed authentications (binary HELLO and REST tokens).", s.stats.authFailures.Load())
 	e.one("sq_hello_paced_total", "counter", "HELLOs whose answer waited for their tenant's schedule of new connections (--hello-rate).", s.stats.helloPaced.Load())

@@ -131,22 +131,12 @@ func refusalStub(f []byte) (status protocol.Status, msg []byte, ok bool) {
 	return protocol.Status(f[protocol.HeaderSize]), f[protocol.HeaderSize+1:], true
 }
 
-// releaseFrame frees a large frame's buffer (framebuf.go) and returns what
-// it reserved at its header; called once the frame is answered or
-// dropped, after which nothing may use f.
+// releaseFrame gives back a large frame's buffer (framebuf.go) and what
+// it reserved at its header; called by the worker once the frame is
+// answered or dropped, after which nothing may use f.
 func (cs *connState) releaseFrame(f []byte) {
 	if len(f) > bigFrame {
-		cs.releaseBig(f, bigFrameCost(len(f)))
-	}
-}
-
-// releaseBig frees the buffer b of a large frame and returns reserved,
-// what it held in the budget.
-func (cs *connState) releaseBig(b []byte, reserved int64) {
-	if cs.s.freeFrameBuf(b) {
-		cs.mem.releaseUnmapped(reserved)
-	} else {
-		cs.mem.release(reserved)
+		cs.s.releaseFrameBuf(cs.frameMem, f, bigFrameCost(len(f)), false)
 	}
 }
 

@@ -271,11 +271,12 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 // tenantAlloc is what a new tenant needs, allocated at once: one
 // allocation per tenant at start instead of four.
 type tenantAlloc struct {
-	t     tenant
-	stats tenantStats
-	mem   memBudget
-	pace  pace
-	conf  config.TenantEntry
+	t      tenant
+	stats  tenantStats
+	mem    memBudget
+	frames memBudget
+	pace   pace
+	conf   config.TenantEntry
 }
 
 // newTenant is a fresh *tenant for entry e over the store tenant storeTenant.
@@ -289,12 +290,13 @@ func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant) *ten
 	// connections hold stays counted against the name.
 	if old := s.table.Load(); old != nil {
 		if prev := old.byName[e.Name]; prev != nil {
-			tn.mem, tn.heavy, tn.pace = prev.mem, prev.heavy, prev.pace
+			tn.mem, tn.frames, tn.heavy, tn.pace = prev.mem, prev.frames, prev.heavy, prev.pace
 		}
 	}
 	if tn.mem == nil {
 		a.mem = memBudget{limit: s.opts.MaxClientMemoryPerTenant, parent: &s.mem}
-		tn.mem = &a.mem
+		a.frames = memBudget{limit: s.opts.MaxFrameMemoryPerTenant, parent: &a.mem}
+		tn.mem, tn.frames = &a.mem, &a.frames
 		tn.heavy = newHeavyGate(1)
 		tn.pace = &a.pace
 	}
@@ -324,7 +326,7 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 		}
 		f := s.newTenant(prev.entry(), storeTenant)
 		f.stats = prev.stats
-		f.mem, f.heavy, f.pace = prev.mem, prev.heavy, prev.pace
+		f.mem, f.frames, f.heavy, f.pace = prev.mem, prev.frames, prev.heavy, prev.pace
 		fresh[prev] = f
 	}
 	closed := map[*tenant]bool{}

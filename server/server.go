@@ -144,6 +144,24 @@ type Options struct {
 	// slow_frame) until they fit, and the rest of the budget stays for
 	// requests that arrive at speed.
 	MaxSlowFrameMemory int64
+	// FramePool is the most of MaxClientMemory that answered large
+	// frames' memory may hold while it waits, unused, for the next large
+	// frame of the same mapped length (framepool.go; default
+	// MaxClientMemoryPerTenant, at most MaxClientMemory; negative: none,
+	// every frame's memory is unmapped once it is answered). Idle memory
+	// counts in the budget and gives way to any reservation that needs
+	// it; unused for 10 s it is unmapped. Receiving into resident memory
+	// saves the event loop the page faults of fresh memory, which on a VM
+	// can stall it for milliseconds per large frame.
+	FramePool int64
+	// MaxFrameMemoryPerTenant is the most of a tenant's share
+	// (MaxClientMemoryPerTenant) its large frames (above 64 KiB) may hold
+	// at once, from their header until they are answered (default half
+	// the share; at least one max frame, charged as such, so a max-size
+	// frame of a tenant alone always fits; at most the share). A frame
+	// past it is answered BUSY at its header and its body dropped. The
+	// admin's connections are bounded by MaxClientMemory only.
+	MaxFrameMemoryPerTenant int64
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// LoadConfig re-reads the tenant configuration for reloads (SIGHUP,
@@ -238,6 +256,7 @@ func (o *Options) withDefaults() Options {
 	if r.MaxClientMemory < 0 {
 		// No budget at all: for measuring what the accounting costs.
 		r.MaxClientMemory, r.MaxClientMemoryPerTenant, r.MaxSlowFrameMemory = -1, -1, -1
+		r.FramePool, r.MaxFrameMemoryPerTenant = -1, -1
 		return r
 	}
 	if r.MaxClientMemory == 0 {
@@ -254,6 +273,14 @@ func (o *Options) withDefaults() Options {
 		r.MaxSlowFrameMemory = r.MaxClientMemory / 2
 	}
 	r.MaxSlowFrameMemory = min(max(r.MaxSlowFrameMemory, int64(r.MaxFrame)), r.MaxClientMemory)
+	if r.MaxFrameMemoryPerTenant <= 0 {
+		r.MaxFrameMemoryPerTenant = r.MaxClientMemoryPerTenant / 2
+	}
+	r.MaxFrameMemoryPerTenant = min(max(r.MaxFrameMemoryPerTenant, bigFrameCost(r.MaxFrame)), r.MaxClientMemoryPerTenant)
+	if r.FramePool == 0 {
+		r.FramePool = r.MaxClientMemoryPerTenant
+	}
+	r.FramePool = min(r.FramePool, r.MaxClientMemory)
 	return r
 }
 
@@ -279,7 +306,9 @@ type Server struct {
 	stats serverStats
 	auth  authLimiter
 	mem   memBudget // client memory (budget.go)
-	heavy heavyGate // server-wide turns for heavy requests (heavy.go)
+	// frames holds answered large frames' mappings for reuse (framepool.go)
+	frames framePool
+	heavy  heavyGate // server-wide turns for heavy requests (heavy.go)
 	// heavyHook, when set (tests), runs at the start of every heavy
 	// request's turn.
 	heavyHook atomic.Pointer[func(*tenant)]
@@ -325,6 +354,8 @@ func New(db *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 	s.auth.init(o.AuthFailBudget)
 	s.mem.limit = o.MaxClientMemory
 	s.mem.headroom = int64(o.MaxFrame)
+	s.frames = framePool{s: s, max: o.FramePool}
+	s.mem.spare = &s.frames
 	s.heavy = newHeavyGate(heavySlots())
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -359,6 +390,9 @@ func (s *Server) Serve() error {
 		err = fmt.Errorf("server: listen %s: %w", s.opts.Listen, err)
 	}
 	s.runErr = err
+	// Every connection is closed: the idle frame mappings go, and the
+	// pool takes none from workers still finishing.
+	s.unmapFrames(s.frames.expire(0, true))
 	select {
 	case <-s.ready:
 	default:

@@ -33,6 +33,11 @@ type tenant struct {
 	// mem is the tenant's share of the client memory budget (budget.go);
 	// shared by the *tenant values of one name across reloads.
 	mem *memBudget
+	// frames is the part of mem the tenant's large frames may hold at
+	// once, from their header until they are answered (budget.go,
+	// Options.MaxFrameMemoryPerTenant); its parent is mem, and it is
+	// shared like mem across reloads.
+	frames *memBudget
 	// heavy is the tenant's turn for heavy requests (heavy.go); shared
 	// like mem by the *tenant values of one name across reloads.
 	heavy heavyGate

@@ -45,6 +45,8 @@ type hostConfig struct {
 	maxClientMemory                  int64
 	maxClientMemoryPerTenant         int64
 	maxSlowFrameMemory               int64
+	framePool                        int64
+	maxFrameMemoryPerTenant          int64
 	noLoopWrites                     bool
 	trustLoopback                    bool
 	// The change feed (server.Options.MaxWatches…, Watch…).
@@ -71,6 +73,8 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.Int64Var(&c.maxClientMemory, "max-client-memory", 1<<30, "memory budget for client requests summed over all connections, in bytes (at least 3 × --max-frame; -1: no budget, only to measure its cost); requests past it are answered BUSY (see below)")
 	fs.Int64Var(&c.maxClientMemoryPerTenant, "max-client-memory-per-tenant", 0, "most of --max-client-memory one tenant's requests may hold at once, in bytes (0 = a quarter of it; at least 3 × --max-frame)")
 	fs.Int64Var(&c.maxSlowFrameMemory, "max-slow-frame-memory", 0, "most of --max-client-memory that stalled large frames (arriving for over 1 s, slower than their size per 10 s) may hold in all, in bytes (0 = half of it); stalled senders past it are closed")
+	fs.Int64Var(&c.maxFrameMemoryPerTenant, "max-frame-memory-per-tenant", 0, "most of --max-client-memory-per-tenant one tenant's frames above 64 KiB may hold at once, from their header until answered, in bytes (0 = half of it; at least one --max-frame); frames past it are answered BUSY at their header")
+	fs.Int64Var(&c.framePool, "frame-pool", 0, "most of --max-client-memory that answered frames of 1 MiB and more may keep, idle, for the next frame of the same size, in bytes (0 = --max-client-memory-per-tenant; -1: none); idle bytes give way to any request and are unmapped after 10 s unused")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
@@ -293,6 +297,8 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		MaxClientMemory:          c.maxClientMemory,
 		MaxClientMemoryPerTenant: c.maxClientMemoryPerTenant,
 		MaxSlowFrameMemory:       c.maxSlowFrameMemory,
+		FramePool:                c.framePool,
+		MaxFrameMemoryPerTenant:  c.maxFrameMemoryPerTenant,
 		HelloTimeout:             c.helloTimeout,
 		IdleTimeout:              c.idleTimeout,
 		FrameTimeout:             c.frameTimeout,

@@ -239,12 +239,21 @@ memory:
   and REST requests may hold at most --max-client-memory-per-tenant of it
   (default a quarter), so a tenant sending headers of large frames it never
   finishes gets BUSY itself while the other tenants are still served (the
-  admin token is bounded by the whole budget only). A header reserves its
+  admin token is bounded by the whole budget only); of that share, its
+  frames above 64 KiB may hold at most --max-frame-memory-per-tenant at
+  once (default half; at least one max frame, so one tenant's single large
+  write always fits), and a frame past it is answered BUSY at its header,
+  its body dropped unread. A header reserves its
   frame until the frame arrives; stalled frames (arriving for over a
   second, slower than their size per 10 s) may hold at most
   --max-slow-frame-memory in all (default half the budget):
   past it, stalled senders are closed, so the rest stays for requests
-  that arrive at speed. A reply larger than --max-frame is TOO_LARGE
+  that arrive at speed. Frames of 1 MiB and more are received into memory
+  mapped for them; once answered, that memory is kept (up to --frame-pool,
+  default the per-tenant share) for the next frame of the same size, so
+  the event loop copies into resident pages instead of faulting in fresh
+  ones. Kept memory counts in the budget, gives way to any request that
+  needs it and is unmapped after 10 s unused. A reply larger than --max-frame is TOO_LARGE
   (REST: 413); a write that would take a phext past 4 GiB − 1 serialized
   is TOO_LARGE and writes nothing. The quota counts each scroll's bytes
   plus 64 (the memory a scroll costs), so it bounds memory as well.
