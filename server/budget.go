@@ -232,6 +232,12 @@ func (b *memBudget) collect(force bool) {
 func (b *memBudget) force(n int64) {
 	for x := b; x != nil && x.limit >= 0; x = x.parent {
 		u := x.used.Add(n)
+		if u > x.limit && x.spare != nil {
+			// Idle frame mappings give way to this charge too
+			// (framepool.go): counted over the limit, they would have
+			// the caller close a connection for memory no client uses.
+			u -= x.spare.evict(u - x.limit)
+		}
 		for {
 			p := x.peak.Load()
 			if u <= p || x.peak.CompareAndSwap(p, u) {

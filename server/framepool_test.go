@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/phext/sq/internal/sqtest"
+	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
 	"github.com/phext/sq/store"
@@ -174,4 +175,55 @@ func TestIdleFrameExpires(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestIdleFrameGivesWayToUnreadReplies: idle frame mappings must give way
+// to every charge of the budget, also to what is charged without refusal
+// (chargeBuffers: the replies a connection has not read yet). Mallory's
+// answered frames leave ~23 MiB idle in a 24 MiB budget; bob then
+// pipelines 900 SELECTs of a 16,000-byte scroll (14.4 MB of replies, under
+// MaxOutbound) and reads them only later. Without a pool the budget has
+// room for them; with the idle mappings in it, the force charge took the
+// server budget over its limit and bob's connection was closed as a slow
+// consumer for memory that an idle mapping held (found in review of
+// 2dea7fc: force never evicts, over() counts idle bytes).
+func TestIdleFrameGivesWayToUnreadReplies(t *testing.T) {
+	const maxFrame = 8 * mib
+	t.Cleanup(server.SetFrameIdleFor(time.Hour))
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 3 * maxFrame}}) // share, frame share and pool: the whole budget
+	m := h.dial(t, "mallory")
+	// Mappings of 8, 6, ~4, ~3 and ~2 MiB, each of its own length.
+	for i, size := range []int{8*mib - 200, 6*mib - 200, 4*mib - 200, 3 * mib, 2 * mib} {
+		m.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(uint16(i+1)), bytes.Repeat([]byte{'m'}, size))
+	}
+	sqtest.CheckFor(t, 10*time.Second, "mallory's mappings idle", func() bool {
+		return h.srv.Memory().FrameBytesIdle > 22*mib
+	})
+	idle0 := h.srv.Memory().FrameBytesIdle
+	bob := h.dial(t, "bob")
+	scroll := bytes.Repeat([]byte("s"), 16000)
+	bob.must(t, protocol.StatusOK, protocol.OpUpdate, "r", c9(1), scroll)
+	const n = 900
+	var batch []byte
+	for i := range n {
+		batch = protocol.AppendRequest(batch, protocol.OpSelect, uint32(i+1), []byte("r"), c9(1), nil)
+	}
+	slow0 := h.srv.Stats().Closed["slow_consumer"]
+	if _, err := bob.nc.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	// The replies the sockets do not take (several MiB) wait in bob's
+	// outbound buffer: they evict idle mappings, or (the bug) close him.
+	sqtest.CheckFor(t, 10*time.Second, "bob's unread replies charged", func() bool {
+		return h.srv.Stats().Closed["slow_consumer"] > slow0 || h.srv.Memory().FrameBytesIdle < idle0
+	})
+	for i := range n {
+		r, err := bob.recv(30 * time.Second)
+		if err != nil || r.Status != protocol.StatusOK || !bytes.Equal(r.Body, scroll) {
+			t.Fatalf("bob's reply %d of %d: %v %v (%d slow consumers closed; %d MiB idle in a %d MiB budget)", i+1, n, err, r.Status,
+				h.srv.Stats().Closed["slow_consumer"]-slow0, idle0/mib, 3*maxFrame/mib)
+		}
+	}
+	bob.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 }
