@@ -610,3 +610,25 @@ func TestTenantFrameShare(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantFrameShareFitsMaxFrame: a frame share set below one max frame
+// is raised to one, so that a tenant's single max-size frame always fits
+// (Options.MaxFrameMemoryPerTenant). A frame's length may be MaxFrame, and
+// its size is that and the 4-byte length, charged in whole 2 MiB pages
+// (bigFrameCost): 18 MiB for a 16 MiB max frame, where the floor was
+// bigFrameCost(MaxFrame), 16 MiB, so the largest UPDATE the server accepts
+// was answered BUSY forever, to a tenant alone on an idle server (found in
+// review of 2dea7fc).
+func TestTenantFrameShareFitsMaxFrame(t *testing.T) {
+	const maxFrame = 16 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib,
+			MaxFrameMemoryPerTenant: 1}}) // the least: one max frame
+	overhead := len(protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), nil)) - 4
+	payload := bytes.Repeat([]byte("m"), maxFrame-overhead) // a frame of length MaxFrame
+	c := h.dial(t, "mallory")
+	c.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(1), payload)
+	if got := c.must(t, protocol.StatusOK, protocol.OpSelect, "big", c9(1), nil); !bytes.Equal(got, payload) {
+		t.Fatalf("%d bytes stored, want the %d written", len(got), len(payload))
+	}
+}

@@ -276,7 +276,9 @@ func (o *Options) withDefaults() Options {
 	if r.MaxFrameMemoryPerTenant <= 0 {
 		r.MaxFrameMemoryPerTenant = r.MaxClientMemoryPerTenant / 2
 	}
-	r.MaxFrameMemoryPerTenant = min(max(r.MaxFrameMemoryPerTenant, bigFrameCost(r.MaxFrame)), r.MaxClientMemoryPerTenant)
+	// The least is what the largest frame costs: a length of MaxFrame
+	// plus the 4 bytes of the length itself, in whole pages (bigFrameCost).
+	r.MaxFrameMemoryPerTenant = min(max(r.MaxFrameMemoryPerTenant, bigFrameCost(4+r.MaxFrame)), r.MaxClientMemoryPerTenant)
 	if r.FramePool == 0 {
 		r.FramePool = r.MaxClientMemoryPerTenant
 	}
