@@ -632,3 +632,32 @@ func TestTenantFrameShareFitsMaxFrame(t *testing.T) {
 		t.Fatalf("%d bytes stored, want the %d written", len(got), len(payload))
 	}
 }
+
+// TestSlowFrameCapFitsMaxFrame: the slow-frame cap set below one max frame
+// is raised to one (Options.MaxSlowFrameMemory), so that a single
+// max-size frame sent slowly is received, not closed. Its floor was
+// MaxFrame, but the largest frame (a length of MaxFrame and the 4 bytes of
+// the length) is charged in whole 2 MiB pages: 18 MiB for a 16 MiB max
+// frame, so the sweep closed it as slow_frame (found in review of
+// 2dea7fc, the same floor as the tenant's frame share).
+func TestSlowFrameCapFitsMaxFrame(t *testing.T) {
+	const maxFrame = 16 * mib
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib,
+			MaxSlowFrameMemory: 1}}) // the least: one max frame
+	overhead := len(protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), nil)) - 4
+	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), bytes.Repeat([]byte("s"), maxFrame-overhead))
+	c := h.dial(t, "mallory")
+	if _, err := c.nc.Write(frame[:protocol.HeaderSize+100]); err != nil {
+		t.Fatal(err)
+	}
+	// Past the grace (1 s) and behind its pace: a slow frame, swept.
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := c.nc.Write(frame[protocol.HeaderSize+100:]); err != nil {
+		t.Fatalf("the rest of the slow max-size frame: %v (%d closed as slow_frame)", err, h.srv.Stats().Closed["slow_frame"])
+	}
+	r, err := c.recv(30 * time.Second)
+	if err != nil || r.Status != protocol.StatusOK {
+		t.Fatalf("a slow max-size frame alone: %v %v %s (%d closed as slow_frame)", err, r.Status, r.Body, h.srv.Stats().Closed["slow_frame"])
+	}
+}

@@ -272,12 +272,14 @@ func (o *Options) withDefaults() Options {
 	if r.MaxSlowFrameMemory <= 0 {
 		r.MaxSlowFrameMemory = r.MaxClientMemory / 2
 	}
-	r.MaxSlowFrameMemory = min(max(r.MaxSlowFrameMemory, int64(r.MaxFrame)), r.MaxClientMemory)
+	// At least what the largest frame costs (a length of MaxFrame plus the
+	// 4 bytes of the length, in whole pages: bigFrameCost), so that one
+	// slow max-size frame alone is received.
+	r.MaxSlowFrameMemory = min(max(r.MaxSlowFrameMemory, bigFrameCost(4+r.MaxFrame)), r.MaxClientMemory)
 	if r.MaxFrameMemoryPerTenant <= 0 {
 		r.MaxFrameMemoryPerTenant = r.MaxClientMemoryPerTenant / 2
 	}
-	// The least is what the largest frame costs: a length of MaxFrame
-	// plus the 4 bytes of the length itself, in whole pages (bigFrameCost).
+	// The least is what the largest frame costs (as MaxSlowFrameMemory's).
 	r.MaxFrameMemoryPerTenant = min(max(r.MaxFrameMemoryPerTenant, bigFrameCost(4+r.MaxFrame)), r.MaxClientMemoryPerTenant)
 	if r.FramePool == 0 {
 		r.FramePool = r.MaxClientMemoryPerTenant
