@@ -9,23 +9,9 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 )
-
-// tinyScrolls is a document of n one-byte scrolls (a section break after
-// every 999th), the body of issue 13's M4 attack.
-func tinyScrolls(n int) []byte {
-	d := make([]byte, 0, 2*n)
-	for i := range n {
-		d = append(d, 'x')
-		if (i+1)%999 == 0 {
-			d = append(d, phext.SectionBreak)
-		} else {
-			d = append(d, phext.ScrollBreak)
-		}
-	}
-	return d
-}
 
 // recordCheck is a PayloadCheck that keeps what it sees and refuses once
 // it has seen more than limit bytes (limit 0: never).
@@ -115,7 +101,7 @@ func encoderNames() []string {
 // buffer charged to the Budget stays near that, far below the declared
 // size (Decode charges all 16 MiB).
 func TestDecodeCheckedStopsEarly(t *testing.T) {
-	payload := tinyScrolls(8 << 20) // 16 MiB
+	payload := sqtest.TinyScrolls(8 << 20) // 16 MiB
 	const limit = 1 << 20
 	for _, enc := range encoderNames() {
 		t.Run(enc, func(t *testing.T) {
@@ -168,7 +154,7 @@ func TestDecodeCheckedMatchesDecode(t *testing.T) {
 		{name: "runs", p: bytes.Repeat([]byte("abc"), 100_000)},
 		{name: "zeros", p: bytes.Repeat([]byte{0}, 1<<20)},
 		{name: "mixed", p: mixed},
-		{name: "tiny-scrolls", p: tinyScrolls(400_000)},
+		{name: "tiny-scrolls", p: sqtest.TinyScrolls(400_000)},
 		{name: "prose-then-runs", p: append(bytes.Repeat([]byte("the scroll of a phext "), 9_000), bytes.Repeat([]byte{'y'}, 200_000)...)},
 	}
 	for _, enc := range encoderNames() {
@@ -204,7 +190,7 @@ func TestDecodeCheckedMatchesDecode(t *testing.T) {
 // block format is BAD_FRAME whatever the check says, at every cut of a
 // valid body and with single bytes flipped.
 func TestDecodeCheckedRefusesCorrupt(t *testing.T) {
-	f, _ := compressedPut(t, "s2best", "n", append(bytes.Repeat([]byte("abcd"), 5000), tinyScrolls(20_000)...))
+	f, _ := compressedPut(t, "s2best", "n", append(bytes.Repeat([]byte("abcd"), 5000), sqtest.TinyScrolls(20_000)...))
 	var req Request
 	for cut := HeaderSize + 4; cut < len(f); cut++ {
 		g := frameWith(bytes.Clone(f[:cut]), uint32(cut-4))
@@ -226,7 +212,7 @@ func TestDecodeCheckedRefusesCorrupt(t *testing.T) {
 // FuzzS2Checked: the checked s2 decoder agrees with s2.Decode on any
 // block: both refuse it, or both produce the same bytes.
 func FuzzS2Checked(f *testing.F) {
-	for _, in := range [][]byte{nil, []byte("a"), bytes.Repeat([]byte("ab"), 3000), tinyScrolls(5000)} {
+	for _, in := range [][]byte{nil, []byte("a"), bytes.Repeat([]byte("ab"), 3000), sqtest.TinyScrolls(5000)} {
 		for _, e := range s2Encoders {
 			f.Add(e.fn(nil, in))
 		}
@@ -252,7 +238,7 @@ func FuzzS2Checked(f *testing.F) {
 // allocates nothing once its scratch has grown (STYLE 13).
 func TestDecodeCheckedAllocs(t *testing.T) {
 	for _, enc := range encoderNames() {
-		f, codec := compressedPut(t, enc, "dots", tinyScrolls(200_000))
+		f, codec := compressedPut(t, enc, "dots", sqtest.TinyScrolls(200_000))
 		d := Decoder{Codec: codec}
 		chk := &recordCheck{}
 		var req Request
@@ -280,7 +266,7 @@ func BenchmarkDecodeChecked(b *testing.B) {
 		{name: "refused-30M", n: 30_000_000, limit: 1 << 20},
 		{name: "accepted-400k", n: 400_000},
 	} {
-		payload := tinyScrolls(doc.n)
+		payload := sqtest.TinyScrolls(doc.n)
 		for _, enc := range []string{"s2", "zstd"} {
 			f, codec := compressedPut(b, enc, "dots", payload)
 			b.Run(doc.name+"/"+enc+"/checked", func(b *testing.B) {

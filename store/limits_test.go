@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 )
 
@@ -375,12 +376,12 @@ func TestPutOverQuotaRefusedFirst(t *testing.T) {
 	db.open()
 	t.Cleanup(func() { db.Close() })
 	name := []byte("dots")
-	small := tinyScrolls(1000)
+	small := sqtest.TinyScrolls(1000)
 	if _, err := db.ten.Put(name, small); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := db.ten.Usage()
-	doc := append(tinyScrolls(2_000_000), 0xFF) // 4 MB, ~130 MiB charged
+	doc := append(sqtest.TinyScrolls(2_000_000), 0xFF) // 4 MB, ~130 MiB charged
 	var err error
 	allocs := testing.AllocsPerRun(20, func() { _, err = db.ten.Put(name, doc) })
 	if !errors.Is(err, ErrQuota) {

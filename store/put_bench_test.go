@@ -4,26 +4,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/phext/sq/phext"
+	"github.com/phext/sq/internal/sqtest"
 )
-
-// tinyScrolls is a document of n one-byte scrolls (a section break every
-// 999, a chapter break every 998,001), the shape of issue 13's PUT attack.
-func tinyScrolls(n int) []byte {
-	doc := make([]byte, 0, 2*n)
-	for i := 0; i < n; i++ {
-		doc = append(doc, 'x')
-		switch {
-		case (i+1)%998001 == 0:
-			doc = append(doc, phext.ChapterBreak)
-		case (i+1)%999 == 0:
-			doc = append(doc, phext.SectionBreak)
-		default:
-			doc = append(doc, phext.ScrollBreak)
-		}
-	}
-	return doc
-}
 
 // BenchmarkPutTinyScrolls: issue 13's M4 round in the store, a tenant with
 // a 30 MiB quota (durability no, no compaction): a Put of 400 k one-byte
@@ -43,7 +25,7 @@ func BenchmarkPutTinyScrolls(b *testing.B) {
 			db.opts.CompactMinWAL = 1 << 40
 			db.open()
 			b.Cleanup(func() { db.Close() })
-			doc := tinyScrolls(bc.scrolls)
+			doc := sqtest.TinyScrolls(bc.scrolls)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(doc)))
 			for b.Loop() {

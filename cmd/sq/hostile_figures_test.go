@@ -35,6 +35,7 @@ import (
 
 	"github.com/phext/sq/client"
 	"github.com/phext/sq/config"
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 )
@@ -345,26 +346,11 @@ var (
 // putTinyScrolls sends one round of the PUT attacks on c: a document of
 // 30 M one-byte scrolls (QUOTA) and one of 400 k (accepted).
 func putTinyScrolls(ctx context.Context, t testing.TB, c *client.Conn) {
-	doc := func(n int) []byte {
-		d := make([]byte, 0, 2*n)
-		for i := 0; i < n; i++ {
-			d = append(d, 'x')
-			switch {
-			case (i+1)%998001 == 0:
-				d = append(d, phext.ChapterBreak)
-			case (i+1)%999 == 0:
-				d = append(d, phext.SectionBreak)
-			default:
-				d = append(d, phext.ScrollBreak)
-			}
-		}
-		return d
-	}
-	if _, err := c.Put(ctx, "dots", doc(30_000_000)); client.StatusOf(err) != protocol.StatusQuota {
+	if _, err := c.Put(ctx, "dots", sqtest.TinyScrolls(30_000_000)); client.StatusOf(err) != protocol.StatusQuota {
 		t.Errorf("30 M scrolls: %v, want QUOTA", err)
 	}
 	// 400 k × (1 + store.ScrollCost) fits 30 MiB; 1 M would not.
-	if _, err := c.Put(ctx, "dots", doc(400_000)); err != nil {
+	if _, err := c.Put(ctx, "dots", sqtest.TinyScrolls(400_000)); err != nil {
 		t.Errorf("400 k scrolls: %v", err)
 	}
 }
