@@ -498,3 +498,46 @@ func TestCoordinateErrorsShowTheForm(t *testing.T) {
 		}
 	}
 }
+
+// TestScannerResetAt resumes a scan at every scroll's end, with the
+// coordinate of that scroll: it yields exactly the scrolls after it, with
+// the same coordinates and offsets, also when the buffer is cut anywhere
+// after the resume point.
+func TestScannerResetAt(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	docs := [][]byte{
+		[]byte("a\x17b\x18c\x19d\x1ae\x1cf\x1dg\x1eh\x1fi\x01j"),
+		[]byte("\x01\x1f\x18\x17A\x17B\x17\x17\n\x17\x17"),
+		Implode(randomScrolls(r, 40)),
+	}
+	type span struct {
+		c          Coordinate
+		start, end int
+	}
+	for di, doc := range docs {
+		var full []span
+		var s Scanner
+		s.Reset(doc)
+		for s.Next() {
+			full = append(full, span{c: s.Coordinate(), start: s.Start(), end: s.End()})
+		}
+		for i, from := range full {
+			for k := from.end; k <= len(doc); k++ {
+				var want []span
+				for _, sp := range full[i+1:] {
+					if sp.start < k {
+						want = append(want, span{c: sp.c, start: sp.start, end: min(sp.end, k)})
+					}
+				}
+				var got []span
+				s.ResetAt(doc[:k], from.end, from.c)
+				for s.Next() {
+					got = append(got, span{c: s.Coordinate(), start: s.Start(), end: s.End()})
+				}
+				if s.Err() != nil || !slices.Equal(got, want) {
+					t.Fatalf("doc %d from scroll %d cut %d: got %v (%v), want %v", di, i, k, got, s.Err(), want)
+				}
+			}
+		}
+	}
+}

@@ -44,6 +44,15 @@ func (s *Scanner) Reset(buf []byte) {
 	*s = Scanner{buf: buf, cur: Origin, saturate: sat}
 }
 
+// ResetAt starts a scan of buf at offset pos as if the breaks before pos had
+// led to coordinate c (the coordinate of the scroll that ends at pos, when
+// pos is a scroll's end). Offsets stay offsets into buf. A store's sparse
+// index resumes a scan this way from a scroll it recorded.
+func (s *Scanner) ResetAt(buf []byte, pos int, c Coordinate) {
+	sat := s.saturate
+	*s = Scanner{buf: buf, pos: pos, cur: c, saturate: sat}
+}
+
 // Next advances to the next non-empty scroll. It returns false at the end of
 // the buffer or on an error (see Err).
 func (s *Scanner) Next() bool {

@@ -63,7 +63,7 @@ type ckRun struct {
 	hold, covers uint64
 	logBytes     int64
 	base         []byte
-	index        []entry
+	index        index
 	frozen       map[phext.Coordinate][]byte
 	copied       int64
 	epoch        uint64
@@ -71,7 +71,7 @@ type ckRun struct {
 
 	nbase    []byte
 	nmapped  bool
-	nindex   []entry
+	nindex   index
 	id       walID
 	dev, ino uint64
 	wrote    bool // the temp file exists
@@ -165,7 +165,7 @@ func (r *ckRun) write(fsync, mapIt bool) {
 	p := r.p
 	scrolls := 0 // what the new snapshot's index will hold
 	id, dev, ino, err := p.writeDocX(p.tmpPath, func(fn func(phext.Coordinate, []byte)) {
-		walkDoc(r.base, r.index, r.frozen, nil, func(c phext.Coordinate, text []byte) {
+		walkDoc(r.base, &r.index, r.frozen, nil, func(c phext.Coordinate, text []byte) {
 			if len(text) > 0 {
 				scrolls++
 			}

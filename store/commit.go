@@ -17,7 +17,7 @@ type op struct {
 	text       []byte
 	putScrolls int
 	putBytes   int64
-	putIndex   []entry // a Put's index of text, built before it is queued
+	putIndex   *index // a Put's index of text, built before it is queued
 }
 
 // batch is a group of records written with one write() (and one fsync in
@@ -62,10 +62,10 @@ type brec struct {
 	kind    byte
 	c       phext.Coordinate
 	lo, hi  int
-	reserve int64   // quota held until applied
-	idx     []entry // a Put's index of its payload (op.putIndex)
-	n       int     // result, set when applied
-	lsn     uint64  // its LSN, set when logged
+	reserve int64  // quota held until applied
+	idx     *index // a Put's index of its payload (op.putIndex)
+	n       int    // result, set when applied
+	lsn     uint64 // its LSN, set when logged
 }
 
 // growth is the quota a write needs, computed against the applied state

@@ -298,7 +298,7 @@ type scrollState struct {
 type deriver struct {
 	recs  []logRec
 	post  []scrollState // per record: a scroll op's state after it
-	index [][]entry     // per put record: its document's index
+	index []index       // per put record: its document's index
 	cur   map[phext.Coordinate]scrollState
 	// The snapshot identity the checkpoint records name, in order: each
 	// names the snapshot it replaces (a phext's first record after an
@@ -314,7 +314,7 @@ type deriver struct {
 }
 
 func newDeriver(recs []logRec) *deriver {
-	return &deriver{recs: recs, post: make([]scrollState, len(recs)), index: make([][]entry, len(recs)), brks: make([]bool, len(recs))}
+	return &deriver{recs: recs, post: make([]scrollState, len(recs)), index: make([]index, len(recs)), brks: make([]bool, len(recs))}
 }
 
 // forward derives states from earlier records.
@@ -370,10 +370,10 @@ func (d *deriver) forward() error {
 				return ErrNotInLog // checked when logged; not expected
 			}
 			d.index[i] = idx
-			base = make(map[phext.Coordinate][]byte, len(idx))
-			for _, e := range idx {
-				base[e.c] = r.payload[e.start:e.end:e.end]
-			}
+			base = make(map[phext.Coordinate][]byte, idx.scrolls)
+			walkDoc(r.payload, &idx, nil, nil, func(c phext.Coordinate, text []byte) {
+				base[c] = text
+			})
 			putSeen = true
 			clear(state)
 		}
@@ -448,7 +448,7 @@ func (d *deriver) changes(name string, from uint64) ([]Change, error) {
 		ch := Change{Pos: r.lsn, Phext: name, Coord: r.c, HasSum: true}
 		if r.kind == opPut {
 			ch.Op = ChangePut
-			docChange(&ch, r.payload, d.index[i])
+			docChange(&ch, r.payload, &d.index[i])
 			out = append(out, ch)
 			continue
 		}
@@ -478,7 +478,7 @@ func (d *deriver) changes(name string, from uint64) ([]Change, error) {
 // by idx) as wholeDoc does from the applied one: the document serialized
 // as the store keeps it (sorted non-empty scrolls), its checksum, its
 // text bytes.
-func docChange(ch *Change, doc []byte, idx []entry) {
+func docChange(ch *Change, doc []byte, idx *index) {
 	ch.Coord = phext.Origin
 	var text []byte
 	prev := phext.Origin

@@ -79,10 +79,7 @@ func replayBytes(base, wal []byte) (replayed, error) {
 	if err != nil {
 		return replayed{}, err
 	}
-	p := &pfile{base: base, index: idx, ov: map[phext.Coordinate][]byte{}, scrolls: int64(len(idx))}
-	for _, e := range idx {
-		p.bytes += int64(e.end - e.start)
-	}
+	p := &pfile{base: base, index: idx, ov: map[phext.Coordinate][]byte{}, scrolls: idx.scrolls, bytes: idx.bytes}
 	w, err := scanWAL(wal, "fuzz.phext.wal")
 	if err != nil {
 		return replayed{}, err
@@ -145,7 +142,7 @@ func FuzzLogReplay(f *testing.F) {
 			if p == nil {
 				base := []byte("base\x17two")
 				idx, _ := indexDoc(base, "base", true, 0)
-				p = &pfile{base: base, index: idx, ov: map[phext.Coordinate][]byte{}, scrolls: int64(len(idx)), bytes: 7}
+				p = &pfile{base: base, index: idx, ov: map[phext.Coordinate][]byte{}, scrolls: idx.scrolls, bytes: idx.bytes}
 				docs[k] = p
 			}
 			p.apply(r.kind, r.c, r.payload)

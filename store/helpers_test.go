@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -149,10 +150,8 @@ func checkPfile(tb testing.TB, p *pfile) {
 
 // pfileInvariant returns "" when p's state is consistent (read lock held).
 func pfileInvariant(p *pfile) string {
-	for i := 1; i < len(p.index); i++ {
-		if !p.index[i-1].c.Less(p.index[i].c) {
-			return "index not sorted"
-		}
+	if msg := indexInvariant(p.base, &p.index); msg != "" {
+		return msg
 	}
 	var n, b int64
 	var doc []byte
@@ -247,3 +246,37 @@ type noFSSync struct{}
 
 func (noFSSync) Sync() error  { return nil }
 func (noFSSync) Close() error { return nil }
+
+// indexInvariant returns "" when x is the index of doc: the samples and
+// counts a fresh build finds, and every scroll of doc found by find and
+// walked by docIter, with its text.
+func indexInvariant(doc []byte, x *index) string {
+	want, err := buildIndex(doc, 0)
+	if err != nil {
+		return "index of a document that does not scan: " + err.Error()
+	}
+	if !slices.Equal(x.e, want.e) || x.scrolls != want.scrolls || x.bytes != want.bytes {
+		return "index differs from a fresh build"
+	}
+	var sc phext.Scanner
+	sc.Reset(doc)
+	msg := ""
+	x.walk(doc, func(c phext.Coordinate, text []byte) {
+		switch {
+		case msg != "":
+		case !sc.Next():
+			msg = "index walk yields more than the document"
+		case c != sc.Coordinate() || !bytes.Equal(text, sc.Scroll()) || cap(text) != len(text):
+			msg = "index walk differs at " + sc.Coordinate().String()
+		}
+	})
+	if msg == "" && sc.Next() {
+		msg = "index walk misses " + sc.Coordinate().String()
+	}
+	for sc.Reset(doc); msg == "" && sc.Next(); {
+		if got := x.find(doc, sc.Coordinate()); !bytes.Equal(got, sc.Scroll()) || cap(got) != len(got) {
+			msg = "index find differs at " + sc.Coordinate().String()
+		}
+	}
+	return msg
+}

@@ -148,7 +148,8 @@ func (t *Tenant) Walk(name []byte, fn func(c phext.Coordinate, text []byte) erro
 
 // ScrollCost is what the quota charges for each stored scroll on top of
 // its text: the memory the store holds per scroll whatever its length. A
-// snapshot's scroll costs an index entry (28 bytes); a scroll written
+// snapshot's scroll costs at most an index entry (28 bytes; the index is
+// sparse, 1.75 bytes a one-byte scroll: index.go); a scroll written
 // since the last compaction costs an overlay map slot and its own
 // allocation, measured at 60–110 bytes on amd64 (TestWriteTinyScrollsQuota).
 // Without it a tenant could hold ~100 bytes of heap per quota byte in

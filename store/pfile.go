@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/phext/sq/phext"
 	"github.com/zeebo/xxh3"
@@ -22,12 +20,6 @@ const (
 	stateClosing // flushing before close; reads still served
 	stateClosed
 )
-
-// entry locates one non-empty scroll of the base document.
-type entry struct {
-	c          phext.Coordinate
-	start, end uint32
-}
 
 // pfile is one open phext: a base document (the mmapped snapshot, or the
 // document of the last Put) indexed by coordinate and an overlay of the
@@ -55,7 +47,7 @@ type pfile struct {
 	mu      sync.RWMutex
 	base    []byte // snapshot mapping (mapped) or heap document
 	mapped  bool
-	index   []entry                     // sorted by coordinate
+	index   index                       // of base
 	ov      map[phext.Coordinate][]byte // changed scrolls; nil value = deleted
 	bytes   int64                       // scroll bytes of the current state
 	scrolls int64                       // non-empty scrolls of the current state
@@ -202,109 +194,54 @@ func (p *pfile) unmap() {
 			p.t.s.log.Error("store: munmap", "path", p.path, "err", err)
 		}
 	}
-	p.base, p.mapped, p.index = nil, false, nil
+	p.base, p.mapped, p.index = nil, false, index{}
 }
 
 // mapSnapshot maps and indexes the snapshot at path. A missing file is an
 // empty document (exists = false). scrolls, when known, is its number of
 // non-empty scrolls: the index is then allocated once (indexDoc).
-func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int) (base []byte, mapped bool, index []entry, exists bool, err error) {
+func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int) (base []byte, mapped bool, x index, exists bool, err error) {
 	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, false, nil, false, nil
+			return nil, false, index{}, false, nil
 		}
-		return nil, false, nil, false, openErr(path, err)
+		return nil, false, index{}, false, openErr(path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, false, nil, true, fmt.Errorf("store: %w", err)
+		return nil, false, index{}, true, fmt.Errorf("store: %w", err)
 	}
 	size := fi.Size()
 	if size > math.MaxUint32 {
-		return nil, false, nil, true, fmt.Errorf("%w: snapshot %s is %d bytes", ErrTooLarge, path, size)
+		return nil, false, index{}, true, fmt.Errorf("%w: snapshot %s is %d bytes", ErrTooLarge, path, size)
 	}
 	if size == 0 {
-		return nil, false, nil, true, nil
+		return nil, false, index{}, true, nil
 	}
 	base, err = mmapFile(f.Fd(), int(size))
 	if err != nil {
-		return nil, false, nil, true, fmt.Errorf("store: mmap %s: %w", path, err)
+		return nil, false, index{}, true, fmt.Errorf("store: mmap %s: %w", path, err)
 	}
-	index, err = indexDoc(base, path, checkUTF8, scrolls)
+	x, err = indexDoc(base, path, checkUTF8, scrolls)
 	if err != nil {
 		_ = munmapFile(base)
-		return nil, false, nil, true, err
+		return nil, false, index{}, true, err
 	}
-	return base, true, index, true, nil
-}
-
-// indexDoc scans doc into a sorted index. scrolls is the number of
-// scrolls expected (0: unknown): an index grown by append from a small
-// start copies itself ~log2(n) times, which for 400 k one-byte scrolls
-// was most of a Put's cost (issue 13, M4: 60–90 ms of growslice and page
-// faults a document).
-func indexDoc(doc []byte, path string, checkUTF8 bool, scrolls int) ([]entry, error) {
-	if checkUTF8 && !utf8.Valid(doc) {
-		// SQ would load this as an empty phext and overwrite it on the next
-		// write; we refuse instead of destroying data.
-		return nil, corruptErr(path, int64(utf8ValidUpTo(doc)), "snapshot is not valid UTF-8")
-	}
-	var sc phext.Scanner
-	sc.Reset(doc)
-	index := make([]entry, 0, max(scrolls, 16))
-	for sc.Next() {
-		index = append(index, entry{c: sc.Coordinate(), start: uint32(sc.Start()), end: uint32(sc.End())})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, overflowErr(path, err)
-	}
-	return index, nil
-}
-
-func utf8ValidUpTo(b []byte) int {
-	i := 0
-	for i < len(b) {
-		r, n := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && n == 1 {
-			return i
-		}
-		i += n
-	}
-	return i
+	return base, true, x, true, nil
 }
 
 func (p *pfile) loadSnapshot() error {
-	base, mapped, index, exists, err := mapSnapshot(p.t.s.fs, p.path, true, 0)
+	base, mapped, x, exists, err := mapSnapshot(p.t.s.fs, p.path, true, 0)
 	if err != nil {
 		return err
 	}
-	p.base, p.mapped, p.index = base, mapped, index
+	p.base, p.mapped, p.index = base, mapped, x
 	p.snapExists.Store(exists)
 	p.snapID = walID{uint64(len(base)), xxh3.Hash(base)}
-	p.bytes, p.scrolls = 0, int64(len(index))
-	for _, e := range index {
-		p.bytes += int64(e.end - e.start)
-	}
+	p.bytes, p.scrolls = x.bytes, x.scrolls
 	return nil
-}
-
-// findBase returns the index of c in the base, or -1. No allocation.
-func (p *pfile) findBase(c phext.Coordinate) int {
-	lo, hi := 0, len(p.index)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		switch p.index[m].c.Compare(c) {
-		case -1:
-			lo = m + 1
-		case 0:
-			return m
-		default:
-			hi = m
-		}
-	}
-	return -1
 }
 
 // lookup returns the current text at c (a view; read lock held).
@@ -317,57 +254,13 @@ func (p *pfile) lookup(c phext.Coordinate) []byte {
 			return v
 		}
 	}
-	if i := p.findBase(c); i >= 0 {
-		e := p.index[i]
-		return p.base[e.start:e.end:e.end]
-	}
-	return nil
+	return p.index.find(p.base, c)
 }
 
 // walk calls fn for every non-empty scroll in coordinate order (read lock
 // held). The texts are views valid only until the lock is released.
 func (p *pfile) walk(fn func(c phext.Coordinate, text []byte)) {
-	walkDoc(p.base, p.index, p.ov, p.frozen, fn)
-}
-
-// walkDoc calls fn for every non-empty scroll of base (indexed by index)
-// under the overlays top and then mid (either may be nil), in coordinate
-// order. A checkpoint calls it without locks on a frozen view.
-func walkDoc(base []byte, index []entry, top, mid map[phext.Coordinate][]byte, fn func(c phext.Coordinate, text []byte)) {
-	var keys []phext.Coordinate
-	if len(top)+len(mid) > 0 {
-		keys = make([]phext.Coordinate, 0, len(top)+len(mid))
-		for k := range top {
-			keys = append(keys, k)
-		}
-		for k := range mid {
-			if _, dup := top[k]; !dup {
-				keys = append(keys, k)
-			}
-		}
-		slices.SortFunc(keys, phext.Coordinate.Compare)
-	}
-	i, j := 0, 0
-	for i < len(index) || j < len(keys) {
-		if j >= len(keys) || (i < len(index) && index[i].c.Less(keys[j])) {
-			e := index[i]
-			fn(e.c, base[e.start:e.end:e.end])
-			i++
-			continue
-		}
-		k := keys[j]
-		j++
-		if i < len(index) && index[i].c == k {
-			i++
-		}
-		v, ok := top[k]
-		if !ok {
-			v = mid[k]
-		}
-		if len(v) > 0 {
-			fn(k, v)
-		}
-	}
+	walkDoc(p.base, &p.index, p.ov, p.frozen, fn)
 }
 
 // docHash streams the serialized document into an xxh3 hasher.
@@ -407,14 +300,14 @@ func (p *pfile) apply(kind byte, c phext.Coordinate, payload []byte) (n int, del
 
 // applyIndexed is apply with a Put's index of payload when the writer
 // built it (Tenant.Put, outside the locks); nil indexes payload here.
-func (p *pfile) applyIndexed(kind byte, c phext.Coordinate, payload []byte, idx []entry) (n int, delta int64) {
+func (p *pfile) applyIndexed(kind byte, c phext.Coordinate, payload []byte, idx *index) (n int, delta int64) {
 	scrolls := p.scrolls
 	n, delta = p.applyRecord(kind, c, payload, idx)
 	return n, delta + ScrollCost*(p.scrolls-scrolls)
 }
 
 // applyRecord is applyIndexed; its delta counts scroll bytes only.
-func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx []entry) (n int, delta int64) {
+func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx *index) (n int, delta int64) {
 	switch kind {
 	case opInsert:
 		if len(payload) == 0 {
@@ -464,27 +357,25 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx [
 		// The index's offsets are the payload's, so they hold in its copy.
 		doc := bytes.Clone(payload)
 		if idx == nil {
-			var err error
-			if idx, err = indexDoc(doc, "", false, 0); err != nil {
+			x, err := indexDoc(doc, "", false, 0)
+			if err != nil {
 				// Unreachable: Put documents are validated before logging, and
 				// records read back are checked by scanLog (legacy WALs:
 				// scanWAL).
 				panic("store: put record does not index: " + err.Error())
 			}
+			idx = &x
 		}
 		before := p.bytes
 		p.unmap()
-		p.base, p.index = doc, idx
+		p.base, p.index = doc, *idx
 		p.ov = make(map[phext.Coordinate][]byte)
 		// A running checkpoint's view no longer describes the document.
 		p.frozen = nil
 		p.epoch++
 		p.copied = 0
-		p.bytes, p.scrolls = 0, int64(len(idx))
-		for _, e := range idx {
-			p.bytes += int64(e.end - e.start)
-		}
-		return len(idx), p.bytes - before
+		p.bytes, p.scrolls = idx.bytes, idx.scrolls
+		return int(idx.scrolls), p.bytes - before
 	}
 	return 0, 0 // opCompact: nothing to apply
 }
@@ -492,7 +383,7 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx [
 // remove deletes the scroll at c and returns its former length.
 func (p *pfile) remove(c phext.Coordinate) int {
 	was := len(p.lookup(c))
-	if p.findBase(c) >= 0 || p.frozen != nil {
+	if len(p.index.find(p.base, c)) > 0 || p.frozen != nil {
 		p.ov[c] = nil // shadows the base scroll (or the frozen overlay's)
 	} else {
 		delete(p.ov, c)

@@ -694,16 +694,11 @@ func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
 	if i := phext.InvalidUTF8At(doc); i >= 0 {
 		return 0, fmt.Errorf("%w: document is not valid UTF-8 at offset %d (byte 0x%02X)", ErrBadScroll, i, doc[i])
 	}
-	var sc phext.Scanner
-	sc.Reset(doc)
-	idx := make([]entry, 0, count.Scrolls)
-	for sc.Next() {
-		idx = append(idx, entry{c: sc.Coordinate(), start: uint32(sc.Start()), end: uint32(sc.End())})
-	}
-	if err := sc.Err(); err != nil {
+	idx, err := buildIndex(doc, int(count.Scrolls))
+	if err != nil {
 		return 0, fmt.Errorf("%w: document: %w", ErrOverflow, err)
 	}
-	return t.write(name, &op{kind: opPut, text: doc, putScrolls: len(idx), putBytes: count.Text, putIndex: idx})
+	return t.write(name, &op{kind: opPut, text: doc, putScrolls: int(idx.scrolls), putBytes: count.Text, putIndex: &idx})
 }
 
 // checkScrollWrite validates name, coordinate and text, in that order (a
