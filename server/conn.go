@@ -71,12 +71,13 @@ type connState struct {
 	// this connection holds until it closes (refuseLate; loop).
 	refusal *pace
 
-	lastActive atomic.Int64 // unix nanos of the last read
-	// discardedAt: unix nanos of the last inbound bytes discarded while
-	// closing (lingerClose waits for them to stop).
+	// Times are monoNow readings (clock.go).
+	lastActive atomic.Int64 // the last read
+	// discardedAt: the last inbound bytes discarded while closing
+	// (lingerClose waits for them to stop).
 	discardedAt  atomic.Int64
 	openedAt     int64
-	partialSince atomic.Int64 // unix nanos when a partial frame was first seen; 0 if none
+	partialSince atomic.Int64 // when a partial frame was first seen; 0 if none
 	closing      atomic.Bool  // stop reading: a fatal reply or a close is on its way
 	gone         atomic.Bool  // closed or being closed: workers stop running its frames
 	blocked      atomic.Bool  // reading paused at MaxInFlight; the worker wakes it
@@ -227,7 +228,7 @@ func (s *loopHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s.stats.closed[closeLimit].Add(1)
 		return nil, gnet.Close
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	cs := &connState{s: s.Server, c: c, openedAt: now, maxFrame: maxHelloFrame}
 	cs.mem, cs.frameMem = &s.mem, &s.mem
 	cs.held.b = cs.mem
@@ -303,12 +304,12 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	cs := c.Context().(*connState)
 	if cs.closing.Load() {
 		if c.InboundBuffered() > 0 {
-			cs.discardedAt.Store(time.Now().UnixNano())
+			cs.discardedAt.Store(monoNow())
 		}
 		c.Discard(c.InboundBuffered())
 		return gnet.None
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	if c.InboundBuffered() > 0 { // not a wake-up to recount buffers (OnTick)
 		cs.lastActive.Store(now)
 	}
@@ -583,7 +584,7 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	}
 	if c.InboundBuffered() < size {
 		if cs.partialSince.Load() == 0 {
-			cs.partialSince.Store(time.Now().UnixNano())
+			cs.partialSince.Store(monoNow())
 		}
 		return gnet.None, false
 	}
@@ -638,16 +639,15 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 		name = t.name
 		// The tenant's schedule of new connections (pace.go): the
 		// answer may wait, the connection counting as open meanwhile.
-		wait, ok := t.pace.admitHello(time.Now().UnixNano(), s.opts.HelloRate, s.opts.HelloBurst, s.opts.helloMaxWait())
+		wait, ok := t.pace.admitHello(monoNow(), s.opts.HelloRate, s.opts.HelloBurst, s.opts.helloMaxWait())
 		if wait > 0 {
 			c.Discard(size)
 			s.stats.helloPaced.Add(1)
-			cs.pacing.Store(true)
-			cs.paced = &pacedHello{at: time.Now().Add(wait).UnixNano(), id: id, name: name, codecs: hello.Codecs, version: hello.Version}
+			p := &pacedHello{id: id, name: name, codecs: hello.Codecs, version: hello.Version}
 			if !ok {
-				cs.paced.refuse = "too many new connections for this tenant (sq host --hello-rate); retry later"
+				p.refuse = "too many new connections for this tenant (sq host --hello-rate); retry later"
 			}
-			time.AfterFunc(wait, func() { c.Wake(nil) })
+			cs.waitHello(c, p, wait)
 			// What came with the HELLO is bounded and charged now, not
 			// only once more arrives.
 			return s.pacedHello(cs, c)
@@ -666,11 +666,11 @@ func (s *Server) hello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 
 // pacedHello is a HELLO whose answer waits for its tenant's schedule of
 // new connections (pace.go), or a refusal at the connection limit that
-// waits (refuseLate): at is when it is due (unix nanos); refuse, when not
-// empty, is the message of the BUSY it is then answered with before the
-// close.
+// waits (refuseLate): due is set by its timer (waitHello); refuse, when
+// not empty, is the message of the BUSY it is then answered with before
+// the close.
 type pacedHello struct {
-	at      int64
+	due     atomic.Bool
 	id      uint32
 	name    string
 	codecs  uint8
@@ -703,15 +703,30 @@ func (cs *connState) chargeWaiting(n int64) bool {
 	return true
 }
 
-// pacedHello answers a paced HELLO once it is due (the timer set in hello
-// wakes the loop then); before that it only bounds what the peer sends
+// waitHello makes the HELLO of cs wait d for its answer (p): a timer
+// marks it due and wakes the loop, which answers it (pacedHello). Due is
+// the timer's word, not a comparison of clock readings: the timer runs on
+// the monotonic clock, and the answer of a connection that waits must
+// not depend on another clock agreeing with it (the HELLO timeout leaves
+// such a connection alone). Loop only.
+func (cs *connState) waitHello(c gnet.Conn, p *pacedHello, d time.Duration) {
+	cs.pacing.Store(true)
+	cs.paced = p
+	time.AfterFunc(d, func() {
+		p.due.Store(true)
+		c.Wake(nil)
+	})
+}
+
+// pacedHello answers a paced HELLO once it is due (its timer, set by
+// waitHello, wakes the loop then); before that it only bounds what the peer sends
 // meanwhile: at most maxPacedInbound, charged to the tenant's budget
 // (chargeWaiting) and never past its limit (2,000 waiting connections of a
 // tenant, MaxConnsPerTenant, could otherwise hold 125 MiB out of its sight
 // for 5 s).
 func (s *Server) pacedHello(cs *connState, c gnet.Conn) (gnet.Action, bool) {
 	p := cs.paced
-	if time.Now().UnixNano() < p.at {
+	if !p.due.Load() {
 		n := c.InboundBuffered()
 		if n <= maxPacedInbound && cs.chargeWaiting(int64(n)) {
 			return gnet.None, false
@@ -801,7 +816,7 @@ func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol
 // OnTick closes connections past their HELLO, idle or frame timeouts.
 func (s *loopHandler) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now()
-	nowN := now.UnixNano()
+	nowN := monoNow()
 	s.auth.sweep(now)
 	s.sweepHubs(now)
 	conns := s.snapshotConns()

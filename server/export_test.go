@@ -32,3 +32,11 @@ func SetFrameIdleFor(d time.Duration) (restore func()) {
 func (s *Server) SocketBytes() (read, dropped uint64) {
 	return s.stats.socketRead.Load(), s.stats.socketDropped.Load()
 }
+
+// SetClockSkew adds d to every reading of the server's clock (clock.go),
+// as a clock that disagrees with the timers would; the returned func
+// restores it.
+func SetClockSkew(d time.Duration) (restore func()) {
+	old := clockSkew.Swap(int64(d))
+	return func() { clockSkew.Store(old) }
+}

@@ -69,7 +69,7 @@ type framePool struct {
 
 type idleFrame struct {
 	b     []byte // the whole mapping
-	since int64  // unix nanos it went idle
+	since int64  // monoNow when it went idle
 }
 
 // take removes an idle mapping of exactly n bytes from the pool and from
@@ -118,7 +118,7 @@ func (p *framePool) put(b []byte, drop [][]byte) (kept bool, _ [][]byte) {
 	if !p.s.mem.holdIdle(n) {
 		return false, drop
 	}
-	p.idle = append(p.idle, idleFrame{b: b, since: time.Now().UnixNano()})
+	p.idle = append(p.idle, idleFrame{b: b, since: monoNow()})
 	p.bytes.Add(n)
 	return true, drop
 }
@@ -153,7 +153,7 @@ func (p *framePool) evict(need int64) (freed int64) {
 }
 
 // expire takes out, unholds and returns the mappings idle since before
-// cutoff (unix nanos), or all of them with closing (shutdown; the pool
+// cutoff (monoNow), or all of them with closing (shutdown; the pool
 // then keeps nothing more). The caller unmaps them.
 func (p *framePool) expire(cutoff int64, closing bool) (drop [][]byte) {
 	if p.bytes.Load() == 0 && !closing {

@@ -31,8 +31,8 @@ import (
 // pace is a tenant's schedule of new connections, shared by the *tenant
 // values of one name across reloads (like its memory share).
 type pace struct {
-	helloTAT atomic.Int64 // unix nanos
-	badTAT   atomic.Int64 // unix nanos: the budget of malformed frames
+	helloTAT atomic.Int64 // monoNow nanos
+	badTAT   atomic.Int64 // monoNow nanos: the budget of malformed frames
 	refusing atomic.Int64 // HELLOs refused at the connection limit waiting for their answer (refuseLate)
 }
 
@@ -43,7 +43,7 @@ func (o *Options) helloMaxWait() time.Duration {
 	return min(5*time.Second, o.HelloTimeout/2)
 }
 
-// admitHello books a HELLO arriving at now (unix nanos) in the tenant's
+// admitHello books a HELLO arriving at now (monoNow) in the tenant's
 // schedule and returns how long its answer waits. ok=false means the wait
 // would pass maxWait: nothing is booked and the HELLO is refused (after
 // maxWait). A rate ≤ 0 admits everything at once.
@@ -79,8 +79,8 @@ func (p *pace) admitHello(now int64, rate float64, burst int, maxWait time.Durat
 // over the budget.
 const badFramePenalty = time.Second
 
-// admitBadFrame books one malformed frame of the tenant at now (unix
-// nanos) and reports whether it is within the tenant's budget of rate per
+// admitBadFrame books one malformed frame of the tenant at now
+// (monoNow) and reports whether it is within the tenant's budget of rate per
 // second. A rate ≤ 0 admits every one.
 func (p *pace) admitBadFrame(now int64, rate float64) bool {
 	if rate <= 0 {
@@ -130,7 +130,7 @@ func (s *Server) badFrame(cs *connState, status protocol.Status) bool {
 	if t == nil || cs.admin || (status != protocol.StatusBadFrame && status != protocol.StatusTooLarge) {
 		return false
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	if t.pace.admitBadFrame(now, s.opts.BadFrameRate) {
 		return false
 	}
@@ -211,10 +211,7 @@ func (s *Server) refuseLate(cs *connState, c gnet.Conn, t *tenant, id uint32, si
 	cs.mem = t.mem
 	cs.held.b = t.mem
 	c.Discard(size)
-	d := s.opts.refuseDelay()
-	cs.pacing.Store(true)
-	cs.paced = &pacedHello{at: time.Now().Add(d).UnixNano(), id: id, refuse: msg}
-	time.AfterFunc(d, func() { c.Wake(nil) })
+	cs.waitHello(c, &pacedHello{id: id, refuse: msg}, s.opts.refuseDelay())
 	return true
 }
 

@@ -171,10 +171,10 @@ const (
 // lingerClose closes c once the peer's bytes stopped arriving (see
 // lingerQuiet), from a timer goroutine.
 func (cs *connState) lingerClose(c gnet.Conn) {
-	start := time.Now().UnixNano()
+	start := monoNow()
 	var check func()
 	check = func() {
-		now := time.Now().UnixNano()
+		now := monoNow()
 		if now-cs.discardedAt.Load() >= int64(lingerQuiet) || now-start >= int64(lingerMax) {
 			c.Close()
 			return
