@@ -178,7 +178,14 @@ func (r *ckRun) write(fsync, mapIt bool) {
 	}
 	r.id, r.dev, r.ino, r.wrote = id, dev, ino, true
 	if mapIt {
-		r.nbase, r.nmapped, r.nindex, _, err = mapSnapshot(p.t.s.fs, p.tmpPath, false, scrolls)
+		// A checkpoint of an unchanged document (the first after a Put)
+		// writes back its bytes, less any trailing breaks: its index
+		// serves the new mapping.
+		var prev *index
+		if len(r.frozen) == 0 {
+			prev = &r.index
+		}
+		r.nbase, r.nmapped, r.nindex, _, err = mapSnapshot(p.t.s.fs, p.tmpPath, false, scrolls, prev, r.base)
 		if err != nil {
 			r.fail(err)
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"slices"
 	"unicode/utf8"
 
@@ -105,6 +106,24 @@ func utf8ValidUpTo(b []byte) int {
 		i += n
 	}
 	return i
+}
+
+// sameScrolls reports whether doc holds exactly the scrolls of old at the
+// same offsets, so that old's index is doc's: doc is a prefix of old and
+// the rest of old is breaks only. The Scanner yields the same scrolls from
+// the two (a scroll of doc ending at len(doc) is followed by a break in
+// old, so it ends there too), and the samples depend on those alone. It
+// costs a comparison that stops at the first differing byte.
+func sameScrolls(doc, old []byte) bool {
+	if len(doc) > len(old) || !bytes.Equal(doc, old[:len(doc)]) {
+		return false
+	}
+	for _, b := range old[len(doc):] {
+		if phext.LevelOf(b) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // blockEnd is where the scan after sample k of doc (n bytes) may stop:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -246,4 +247,83 @@ func tinyDoc(b byte, n int) []byte {
 		d = append(d, b)
 	}
 	return d
+}
+
+// TestSameScrolls: a document has another's index exactly when it is a
+// prefix of it followed by breaks only.
+func TestSameScrolls(t *testing.T) {
+	for _, c := range []struct {
+		doc, old string
+		want     bool
+	}{
+		{"", "", true},
+		{"a\x1fb", "a\x1fb", true},
+		{"a\x1fb", "a\x1fb\x1f", true},
+		{"a\x1fb", "a\x1fb\x1f\x01\x17", true},
+		{"", "\x1f\x1f", true},
+		{"a\x1fb", "a\x1fbc", false},     // b is longer in old
+		{"a\x1fb", "a\x1fb\x1fc", false}, // old has one more scroll
+		{"a\x1fb", "a\x1fx", false},
+		{"a\x1fb\x1f", "a\x1fb", false},
+		{"\x1fa", "a", false},
+	} {
+		if got := sameScrolls([]byte(c.doc), []byte(c.old)); got != c.want {
+			t.Errorf("sameScrolls(%q, %q) = %v", c.doc, c.old, got)
+		}
+		if c.want {
+			x, _ := buildIndex([]byte(c.doc), 0)
+			y, _ := buildIndex([]byte(c.old), 0)
+			if !slices.Equal(x.e, y.e) || x.scrolls != y.scrolls || x.bytes != y.bytes {
+				t.Errorf("%q, %q: indexes differ", c.doc, c.old)
+			}
+		}
+	}
+}
+
+// TestCheckpointKeepsPutIndex: the checkpoint after a Put (nothing written
+// since) maps the document it wrote with the Put's index, not a new scan
+// (the Put's document ends in a break the snapshot drops); after a write
+// it indexes the new snapshot. The index is checked against a fresh build
+// each time (pfileInvariant).
+func TestCheckpointKeepsPutIndex(t *testing.T) {
+	db := MustOpen(t, &Options{Durability: DurabilityNo, CompactMinWAL: 1 << 40})
+	name := []byte("dots")
+	doc := append(tinyDoc('x', 5000), phext.ScrollBreak)
+	if _, err := db.ten.Put(name, doc); err != nil {
+		t.Fatal(err)
+	}
+	p := db.ten.files["dots"]
+	samples := func() *entry {
+		p.mu.RLock()
+		defer p.mu.RUnlock()
+		if msg := pfileInvariant(p); msg != "" {
+			t.Fatal(msg)
+		}
+		return &p.index.e[0]
+	}
+	put := samples()
+	if err := db.ten.Compact(name); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.RLock()
+	mapped, size := p.mapped, len(p.base)
+	p.mu.RUnlock()
+	if !mapped || size != len(doc)-1 {
+		t.Fatalf("after the checkpoint: mapped %v, %d bytes; want the document less its last break", mapped, size)
+	}
+	if samples() != put {
+		t.Fatal("the checkpoint re-indexed an unchanged document")
+	}
+	if _, err := db.ten.Update(name, coord(3, 7), []byte("yy")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ten.Compact(name); err != nil {
+		t.Fatal(err)
+	}
+	if samples() == put {
+		t.Fatal("the checkpoint kept the index of a changed document")
+	}
+	if got, err := db.ten.AppendSelect(nil, name, coord(3, 7)); err != nil || string(got) != "yy" {
+		t.Fatalf("SELECT 3.7 = %q, %v", got, err)
+	}
 }

@@ -199,8 +199,11 @@ func (p *pfile) unmap() {
 
 // mapSnapshot maps and indexes the snapshot at path. A missing file is an
 // empty document (exists = false). scrolls, when known, is its number of
-// non-empty scrolls: the index is then allocated once (indexDoc).
-func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int) (base []byte, mapped bool, x index, exists bool, err error) {
+// non-empty scrolls: the index is then allocated once (indexDoc). prev,
+// when not nil, is the index of document prevDoc: it is taken as the
+// snapshot's when the snapshot holds prevDoc's scrolls at the same
+// offsets (index.sameScrolls), instead of a scan.
+func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int, prev *index, prevDoc []byte) (base []byte, mapped bool, x index, exists bool, err error) {
 	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -224,6 +227,9 @@ func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int) (base []byte, 
 	if err != nil {
 		return nil, false, index{}, true, fmt.Errorf("store: mmap %s: %w", path, err)
 	}
+	if prev != nil && !checkUTF8 && sameScrolls(base, prevDoc) {
+		return base, true, *prev, true, nil
+	}
 	x, err = indexDoc(base, path, checkUTF8, scrolls)
 	if err != nil {
 		_ = munmapFile(base)
@@ -233,7 +239,7 @@ func mapSnapshot(fs FS, path string, checkUTF8 bool, scrolls int) (base []byte, 
 }
 
 func (p *pfile) loadSnapshot() error {
-	base, mapped, x, exists, err := mapSnapshot(p.t.s.fs, p.path, true, 0)
+	base, mapped, x, exists, err := mapSnapshot(p.t.s.fs, p.path, true, 0, nil, nil)
 	if err != nil {
 		return err
 	}
