@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"os"
+	"runtime/metrics"
 	"sort"
 	"strconv"
 	"sync"
@@ -56,8 +59,20 @@ type WatchPhase struct {
 	// Latency is from the writer's send of an UPDATE to a watcher's
 	// receipt of its event (so it includes the write's own trip to the
 	// server and its commit): an upper bound of commit-to-delivery.
-	Latency    Latency `json:"send_to_delivery"`
-	WriteLat   Latency `json:"write_latency"`
+	Latency Latency `json:"send_to_delivery"`
+	// Arrival is from the same send to the kernel's receipt of the event
+	// in the watcher's socket (SO_TIMESTAMPNS, Linux): the server's and
+	// the network's part of Latency without the load generator's wait for
+	// a core to read it. Zero where arrivals are not timed.
+	Arrival  Latency `json:"send_to_arrival"`
+	WriteLat Latency `json:"write_latency"`
+	// WriteArrival is a write's send to its answer's arrival in the
+	// writer's socket, as Arrival is for events.
+	WriteArrival Latency `json:"write_arrival"`
+	// BenchCPU is the load generator's own CPU seconds in the phase (it
+	// shares the machine with the server); BenchGCs its GC cycles.
+	BenchCPU   float64 `json:"bench_cpu_seconds,omitempty"`
+	BenchGCs   uint64  `json:"bench_gc_cycles"`
 	Resyncs    int64   `json:"resyncs"`
 	ServerCPU  float64 `json:"server_cpu_seconds,omitempty"`
 	VerifiedOK bool    `json:"verified"`
@@ -72,6 +87,7 @@ type WatchResult struct {
 	WithoutWritesPerSec float64 `json:"without_writes_per_sec"`
 	WriterRatio         float64 `json:"writer_ratio"`
 	P50us, P99us        float64
+	ArrivalP99us        float64 `json:"arrival_p99_us"` // median of the phases' Arrival.P99
 	EventsPerSec        float64 `json:"events_per_sec"`
 }
 
@@ -105,11 +121,13 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 	}()
 	for ti, tok := range o.Tokens {
 		for i := 0; i < w.Writers; i++ {
-			rc, err := client.DialRaw(ctx, o.Addr, tok, opts...)
+			ww := &watchWriter{name: []byte(o.Phext)}
+			rc, err := client.DialRaw(ctx, o.Addr, tok, stampedDial(opts, &ww.conn)...)
 			if err != nil {
 				return nil, fmt.Errorf("bench: watch: dial writer: %w", err)
 			}
-			writers[ti] = append(writers[ti], &watchWriter{rc: rc, name: []byte(o.Phext)})
+			ww.rc = rc
+			writers[ti] = append(writers[ti], ww)
 		}
 	}
 	res := &WatchResult{Tenants: len(o.Tokens), WritersPerTenant: w.Writers, WatchersPerTenant: w.Watchers}
@@ -143,12 +161,13 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 			}
 		}
 	}
-	var with, without, p50, p99, evs []float64
+	var with, without, p50, p99, arr99, evs []float64
 	for _, ph := range res.Phases {
 		if ph.Watchers > 0 {
 			with = append(with, ph.WritesPerSec)
 			p50 = append(p50, ph.Latency.P50)
 			p99 = append(p99, ph.Latency.P99)
+			arr99 = append(arr99, ph.Arrival.P99)
 			evs = append(evs, ph.EventsPerSec)
 		} else {
 			without = append(without, ph.WritesPerSec)
@@ -159,6 +178,7 @@ func RunWatch(ctx context.Context, o *Options, w WatchOptions) (*WatchResult, er
 		res.WriterRatio = res.WithWritesPerSec / res.WithoutWritesPerSec
 	}
 	res.P50us, res.P99us, res.EventsPerSec = median(p50), median(p99), median(evs)
+	res.ArrivalP99us = median(arr99)
 	return res, err
 }
 
@@ -194,6 +214,7 @@ func watchWarm(ctx context.Context, o *Options, writers [][]*watchWriter, seq []
 // write on the cores being measured.
 type watchWriter struct {
 	rc   *client.RawConn
+	conn *stampConn // rc's connection: the answers' arrival times
 	name []byte
 	resp protocol.Response
 }
@@ -242,7 +263,9 @@ type watcherState struct {
 	lastPos uint64
 	events  int64
 	resyncs int64
-	lat     latRecorder
+	lat     latRecorder // send to delivery
+	arr     latRecorder // send to arrival (stampConn)
+	conn    *stampConn
 	err     error
 }
 
@@ -290,6 +313,20 @@ func (l *latRecorder) flush() {
 	l.n = 0
 }
 
+// stampedDial is opts with a dialer of stamped connections (stampConn)
+// that leaves the connection in *conn.
+func stampedDial(opts []client.Option, conn **stampConn) []client.Option {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialStamped(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		*conn = c
+		return c, nil
+	}
+	return append(opts[:len(opts):len(opts)], func(o *client.Options) { o.Dialer = dial })
+}
+
 // watcherConnOptions are the watchers' client options on top of the
 // bench's: a small read buffer (an event frame is ~130 bytes; 1,000
 // watcher connections with the default 64 KiB buffers hold 64 MiB).
@@ -305,8 +342,11 @@ func watcherConnOptions(opts []client.Option) []client.Option {
 // strings per event), on the same 2 cores as the server being measured;
 // and (before) 1,000 channels of 4,096 Events held ~800 MiB whose GC took
 // seconds of those cores.
+//
+// Its connection keeps the kernel's receive time of what it reads
+// (stampConn), so each event is also timed at its arrival.
 func dialWatcher(ctx context.Context, addr, token, name string, opts []client.Option, st *watcherState) (*client.RawConn, error) {
-	rc, err := client.DialRaw(ctx, addr, token, opts...)
+	rc, err := client.DialRaw(ctx, addr, token, stampedDial(opts, &st.conn)...)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +399,11 @@ func (st *watcherState) event(body []byte) error {
 	if err := protocol.DecodeEvent(body, &ev); err != nil {
 		return fmt.Errorf("%w: event: %w", ErrVerify, err)
 	}
-	st.observe(ev.Kind == protocol.EventResync, ev.Pos, ev.Text)
+	var arrived int64
+	if st.conn != nil {
+		arrived = st.conn.Stamp()
+	}
+	st.observe(ev.Kind == protocol.EventResync, ev.Pos, ev.Text, arrived)
 	return nil
 }
 
@@ -374,11 +418,12 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 	}()
 	var states []*watcherState
 	lh := newSharedHist() // send-to-delivery
+	ah := newSharedHist() // send-to-arrival
 	wopts := watcherConnOptions(opts)
 	for ti, tok := range o.Tokens {
 		for i := 0; i < nWatch; i++ {
 			st := &watcherState{tenant: ti, lastSeq: append([]int64(nil), seq[ti]...)}
-			st.lat.h = lh
+			st.lat.h, st.arr.h = lh, ah
 			c, err := dialWatcher(ctx, o.Addr, tok, o.Phext, wopts, st)
 			if err != nil {
 				return ph, fmt.Errorf("bench: watch: watcher: %w", err)
@@ -402,10 +447,12 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 			cpu0 = p.CPU.Seconds()
 		}
 	}
+	self0, gc0 := selfCPU(), gcCycles()
 	pctx, cancel := context.WithTimeout(ctx, d)
 	var writes atomic.Int64
 	var werr atomic.Pointer[error]
-	wh := newSharedHist() // writes
+	wh := newSharedHist()  // writes
+	wah := newSharedHist() // writes, to the answer's arrival
 	start := time.Now()
 	var interval time.Duration // per writer, when paced
 	if rate > 0 {
@@ -417,7 +464,7 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 			wg.Add(1)
 			go func(ti, wi int, c *watchWriter) {
 				defer wg.Done()
-				lat := latRecorder{h: wh}
+				lat, arr := latRecorder{h: wh}, latRecorder{h: wah}
 				pace := time.NewTimer(time.Hour)
 				pace.Stop()
 				defer pace.Stop()
@@ -448,10 +495,14 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 						return
 					}
 					lat.add(time.Since(t0).Microseconds())
+					if a := c.conn.Stamp(); a > 0 {
+						arr.add((a - t0.UnixNano()) / 1000)
+					}
 					seq[ti][wi] = s
 					writes.Add(1)
 				}
 				lat.flush()
+				arr.flush()
 			}(ti, wi, c)
 		}
 	}
@@ -466,10 +517,14 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 			ph.ServerCPU = p.CPU.Seconds() - cpu0
 		}
 	}
+	ph.BenchCPU, ph.BenchGCs = selfCPU()-self0, gcCycles()-gc0
 	ph.Seconds = elapsed.Seconds()
 	ph.Writes = writes.Load()
 	ph.WritesPerSec = float64(ph.Writes) / ph.Seconds
 	ph.WriteLat = latencyOf(wh.h)
+	if stampsSupported {
+		ph.WriteArrival = latencyOf(wah.h)
+	}
 
 	// Every watcher must see every write of its tenant: wait (bounded)
 	// until each has the last seq of each writer, then end the feeds.
@@ -495,12 +550,16 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 		ph.Events += st.events
 		ph.Resyncs += st.resyncs
 		st.lat.flush()
+		st.arr.flush()
 		if st.err != nil && verr == nil {
 			verr = st.err
 		}
 	}
 	ph.EventsPerSec = float64(ph.Events) / ph.Seconds
 	ph.Latency = latencyOf(lh.h)
+	if stampsSupported {
+		ph.Arrival = latencyOf(ah.h)
+	}
 	if verr == nil && ph.Resyncs > 0 {
 		verr = fmt.Errorf("%w: %d resync events (watchers fell behind)", ErrVerify, ph.Resyncs)
 	}
@@ -518,7 +577,9 @@ func watchText(dst []byte, tenant, writer int, seq, nanos int64) []byte {
 	return strconv.AppendInt(dst, nanos, 10)
 }
 
-func (st *watcherState) observe(resync bool, pos uint64, text []byte) {
+// observe checks one event and records its latencies; arrived is the
+// kernel's receive time of its frame (0: not known).
+func (st *watcherState) observe(resync bool, pos uint64, text []byte, arrived int64) {
 	now := time.Now().UnixNano()
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -554,6 +615,9 @@ func (st *watcherState) observe(resync bool, pos uint64, text []byte) {
 	}
 	st.events++
 	st.lat.add((now - sent) / 1000)
+	if arrived > 0 {
+		st.arr.add((arrived - sent) / 1000)
+	}
 }
 
 // parseWatchText is watchText's inverse, without allocating (it runs for
@@ -608,12 +672,37 @@ func WriteWatchTable(w io.Writer, r *WatchResult) {
 	}
 	fmt.Fprintf(w, "watch: %d tenants, %d writer(s) and %d watcher(s) per tenant\n", r.Tenants, r.WritersPerTenant, r.WatchersPerTenant)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\twatchers\twrites/s\twrite p50 µs\twrite p99 µs\tevents/s\tdelivery p50 µs\tdelivery p99 µs\tresyncs\tserver CPU s\tverified\t")
+	fmt.Fprintln(tw, "phase\twatchers\twrites/s\twrite p50 µs\twrite p99 µs\t(arrival) µs\tevents/s\tdelivery p50 µs\tdelivery p99 µs\t(arrival) µs\tresyncs\tserver CPU s\tbench CPU s\tbench GCs\tverified\t")
 	for i, ph := range r.Phases {
-		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.1f\t%v\t\n", i+1, ph.Watchers, ph.WritesPerSec,
-			ph.WriteLat.P50, ph.WriteLat.P99, ph.EventsPerSec, ph.Latency.P50, ph.Latency.P99, ph.Resyncs, ph.ServerCPU, ph.VerifiedOK)
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.1f\t%.1f\t%d\t%v\t\n", i+1, ph.Watchers, ph.WritesPerSec,
+			ph.WriteLat.P50, ph.WriteLat.P99, ph.WriteArrival.P99, ph.EventsPerSec, ph.Latency.P50, ph.Latency.P99, ph.Arrival.P99, ph.Resyncs,
+			ph.ServerCPU, ph.BenchCPU, ph.BenchGCs, ph.VerifiedOK)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "medians: writes/s with watchers %.0f, without %.0f (ratio %.3f); events/s %.0f; send-to-delivery p50 %.0f µs, p99 %.0f µs\n",
 		r.WithWritesPerSec, r.WithoutWritesPerSec, r.WriterRatio, r.EventsPerSec, r.P50us, r.P99us)
+	if r.ArrivalP99us > 0 {
+		// The part of the delivery tail the server and the kernel own: the
+		// rest is the load generator waiting for a core to read its socket.
+		fmt.Fprintf(w, "send-to-arrival p99 %.0f µs ((arrival): to the kernel's receive time in the bench's socket, before the bench reads it)\n", r.ArrivalP99us)
+	}
+}
+
+// selfCPU is the load generator's own CPU seconds so far (0 if unknown).
+func selfCPU() float64 {
+	p, err := ReadProc(os.Getpid())
+	if err != nil {
+		return 0
+	}
+	return p.CPU.Seconds()
+}
+
+// gcCycles is the load generator's GC cycles so far.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }

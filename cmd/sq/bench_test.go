@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -78,6 +79,11 @@ func TestBenchSmoke(t *testing.T) {
 				if !with.VerifiedOK || with.Writes == 0 || with.Events != 2*with.Writes || with.Latency.P99 <= 0 ||
 					!without.VerifiedOK || without.Watchers != 0 || without.Events != 0 || without.Writes == 0 || r.WriterRatio <= 0 {
 					t.Fatalf("phases: %+v", r.Phases)
+				}
+				// Linux: the events and the answers were also timed at their
+				// arrival in the bench's sockets (SO_TIMESTAMPNS).
+				if runtime.GOOS == "linux" && (with.Arrival.P99 <= 0 || with.WriteArrival.P99 <= 0 || r.ArrivalP99us <= 0) {
+					t.Fatalf("arrival times missing: events %+v, answers %+v, median p99 %v", with.Arrival, with.WriteArrival, r.ArrivalP99us)
 				}
 			}},
 		{name: "reload", args: []string{"--scenario", "reload", "--tenants", "3", "--duration", "2s", "--warmup", "0s", "--reload-every", "400ms"},
