@@ -167,6 +167,16 @@ const minGrow = 64 << 10
 // (plus minGrow) is decoded without first proving its size.
 const trustedRatio = 8
 
+// DeclaredSize returns the uncompressed body size U that a compressed
+// frame declares (the 4 bytes after its header), or 0 when the frame is
+// too short to hold it. It is a claim, checked only by decoding.
+func DeclaredSize(frame []byte) int {
+	if len(frame) < HeaderSize+4 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint32(frame[HeaderSize:]))
+}
+
 // decompress decodes a compressed body src (u32 U + data) with d's codec
 // into d.scratch. U must be ≤ limit; the buffer grows only as output is
 // produced (zstd, or s2 with a check) or once its size is proven (s2),
@@ -231,15 +241,24 @@ const CheckChunk = 64 << 10
 
 // bodyCheck feeds the payload part of a request body being decompressed
 // to a PayloadCheck: the body's first byte says how long the name is, and
-// the name and coordinate after it are skipped.
+// the name and coordinate after it are checked as Decode checks them
+// (decodeBody) before any of the payload is fed, so that the check's
+// refusal never hides one that Decode would make of the whole frame.
 type bodyCheck struct {
-	c   PayloadCheck
-	off int // the payload's offset in the body; 0 until known
-	fed int // bytes of the body passed to c or skipped
+	c     PayloadCheck
+	head  bool  // check the name and coordinate first (decode sets it)
+	op    uint8 // the frame's opcode
+	off   int   // the payload's offset in the body; 0 until known
+	fed   int   // bytes of the body passed to c or skipped
+	named bool  // name and coord hold what passed the check
+	quit  bool  // c refused the payload
+	name  []byte
+	coord [9]uint16
 }
 
 // feed gives c what out, the body produced so far, holds past what was
-// fed before.
+// fed before; an error of the name or coordinate comes first, as Decode
+// returns it.
 func (b *bodyCheck) feed(out []byte) error {
 	if b.c == nil || len(out) == 0 {
 		return nil
@@ -257,8 +276,17 @@ func (b *bodyCheck) feed(out []byte) error {
 	if len(out) <= b.fed {
 		return nil
 	}
+	if b.fed == b.off && b.head {
+		var req Request
+		if err := decodeBody(b.op, out, &req); err != nil {
+			b.c = nil
+			return err
+		}
+		b.named, b.name, b.coord = true, req.Name, req.Coord
+	}
 	err := b.c.Add(out[b.fed:])
 	b.fed = len(out)
+	b.quit = err != nil
 	return err
 }
 

@@ -81,7 +81,13 @@ func (d *Decoder) growScratch(keep, n int) bool {
 // flag bits. It returns the header and the (decompressed) body. Once it has
 // read the header, errors come back together with the header so callers can
 // answer with the right id.
-func (d *Decoder) header(frame []byte, check PayloadCheck) (Header, []byte, bool, error) {
+func (d *Decoder) header(frame []byte, bc *bodyCheck) (Header, []byte, bool, error) {
+	return d.headerOf(frame, len(frame), bc)
+}
+
+// headerOf is header for a frame of size bytes of which frame holds the
+// first len(frame) (at least its header; all of it when compressed).
+func (d *Decoder) headerOf(frame []byte, size int, bc *bodyCheck) (Header, []byte, bool, error) {
 	if len(frame) < HeaderSize {
 		return Header{}, nil, false, errn(StatusBadFrame, "frame shorter than the header:", uint64(len(frame)))
 	}
@@ -91,7 +97,7 @@ func (d *Decoder) header(frame []byte, check PayloadCheck) (Header, []byte, bool
 		d.dropScratch()
 	}
 	h := ParseHeader(frame)
-	if uint64(h.Length) != uint64(len(frame)-4) {
+	if uint64(h.Length) != uint64(size-4) {
 		return h, nil, true, errn(StatusBadFrame, "length field disagrees with frame size:", uint64(h.Length))
 	}
 	max := d.maxFrame()
@@ -108,9 +114,8 @@ func (d *Decoder) header(frame []byte, check PayloadCheck) (Header, []byte, bool
 	if d.Codec == CodecNone {
 		return h, nil, true, newError(StatusBadFrame, "compressed flag set but no codec agreed")
 	}
-	var bc *bodyCheck
-	if check != nil {
-		bc = &bodyCheck{c: check}
+	if bc != nil {
+		bc.op = h.Op
 	}
 	out, err := d.decompress(body, max-minLength, bc)
 	return h, out, true, err
@@ -146,8 +151,11 @@ type PayloadCheck interface {
 // DecodeChecked is Decode for a request whose payload check should see
 // the payload while a compressed body is decompressed: check.Add is given
 // the payload in pieces of about CheckChunk bytes as the decoder produces
-// them, and its first error stops the decompression and is returned
-// unchanged (not an *Error). The decompression buffer then holds only
+// them, once the name and coordinate before the payload have passed
+// Decode's checks (an *Error of theirs comes first), and its first error
+// stops the decompression and is returned unchanged (not an *Error), with
+// req's Name and Coord set (Name a view into d's scratch) and its Payload
+// nil. The decompression buffer then holds only
 // what was produced so far. An uncompressed frame's payload is not given
 // to check (it is all in the frame already). A body whose name length
 // byte is above phext.MaxNameLen is decompressed unchecked and refused
@@ -158,16 +166,57 @@ func (d *Decoder) DecodeChecked(frame []byte, req *Request, check PayloadCheck) 
 
 func (d *Decoder) decode(frame []byte, req *Request, check PayloadCheck) error {
 	*req = Request{}
-	h, body, ok, err := d.header(frame, check)
+	var bc *bodyCheck
+	if check != nil {
+		bc = &bodyCheck{c: check, head: true}
+	}
+	h, body, ok, err := d.header(frame, bc)
 	if ok {
 		req.Op, req.Flags, req.ID = Op(h.Op), h.Flags, h.ID
 	}
 	if err != nil {
+		if bc != nil && bc.named && bc.quit {
+			// The check's refusal: the name and coordinate passed.
+			req.Name, req.Coord = bc.name, bc.coord
+		}
 		return err
 	}
-	info := &ops[h.Op]
+	return decodeBody(h.Op, body, req)
+}
+
+// DecodeArriving decodes the request of an uncompressed frame of size
+// bytes (as FrameSize delimited it) of which prefix, the first
+// len(prefix) bytes, has arrived: it checks all that Decode checks of the
+// whole frame but the rest of the payload, in Decode's order, so that a
+// server that refuses the frame before the rest arrives (a PUT over its
+// quota) answers what it would answer the whole frame with when that
+// comes first. req.Payload is the part of the payload that arrived.
+// ok=false, with nothing decoded, when prefix ends before the payload
+// (Decode's checks could not all be made yet) or the frame is compressed
+// (only its whole body can be decompressed).
+func (d *Decoder) DecodeArriving(prefix []byte, size int, req *Request) (ok bool, err error) {
+	*req = Request{}
+	if len(prefix) < HeaderSize+1 || prefix[5]&FlagCompressed != 0 {
+		return false, nil
+	}
+	if off, named := PayloadOffset(prefix[HeaderSize]); named && len(prefix) < off {
+		return false, nil
+	}
+	h, body, _, err := d.headerOf(prefix, size, nil)
+	req.Op, req.Flags, req.ID = Op(h.Op), h.Flags, h.ID
+	if err != nil {
+		return true, err
+	}
+	return true, decodeBody(h.Op, body, req)
+}
+
+// decodeBody decodes the body of a request frame of opcode op (all of it,
+// or at least through the coordinate when the name length is valid) into
+// req, whose Op, Flags and ID are set: Decode's checks after the header.
+func decodeBody(op uint8, body []byte, req *Request) error {
+	info := &ops[op]
 	if !info.known {
-		return errn(StatusUnknownOp, "unknown opcode", uint64(h.Op))
+		return errn(StatusUnknownOp, "unknown opcode", uint64(op))
 	}
 	if req.Op == OpHello {
 		req.Payload = body

@@ -425,3 +425,51 @@ func TestPayloadOffset(t *testing.T) {
 		t.Fatal("a name above MaxNameLen is ok")
 	}
 }
+
+// TestDecodeArrivingAgreesWithDecode: for every prefix of a request frame
+// that reaches its payload, DecodeArriving returns what Decode returns of
+// the whole frame (the status of its error, or the same name and
+// coordinate and the payload's arrived part); for shorter prefixes and
+// compressed frames it decides nothing.
+func TestDecodeArrivingAgreesWithDecode(t *testing.T) {
+	good := AppendRequest(nil, OpPut, 9, []byte("notes"), phext.Origin, []byte("some text\x17more"))
+	flag := append([]byte(nil), good...)
+	flag[5] |= 0x04
+	badName := AppendRequest(nil, OpPut, 9, []byte("a/b"), phext.Origin, []byte("text"))
+	longName := AppendRequest(nil, OpPut, 9, bytes.Repeat([]byte("n"), 65), phext.Origin, []byte("text"))
+	badCoord := AppendRequest(nil, OpInsert, 9, []byte("notes"), phext.Coordinate{1, 1, 1, 1, 0, 1, 1, 1, 1}, []byte("text"))
+	unknown := append([]byte(nil), good...)
+	unknown[4] = 0x7E
+	comp := append([]byte(nil), good...)
+	comp[5] |= FlagCompressed
+	for name, f := range map[string][]byte{"good": good, "flag": flag, "bad name": badName, "long name": longName,
+		"bad coordinate": badCoord, "unknown op": unknown, "compressed": comp} {
+		var d Decoder
+		var whole, part Request
+		werr := d.Decode(f, &whole)
+		for k := 0; k <= len(f); k++ {
+			ok, err := d.DecodeArriving(f[:k], len(f), &part)
+			off, named := PayloadOffset(0)
+			if k > HeaderSize {
+				off, named = PayloadOffset(f[HeaderSize])
+			}
+			reach := k > HeaderSize && (!named || k >= off)
+			if name == "compressed" {
+				reach = false
+			}
+			if ok != reach {
+				t.Fatalf("%s, %d of %d bytes: ok %v, want %v", name, k, len(f), ok, reach)
+			}
+			if !ok {
+				continue
+			}
+			if (err == nil) != (werr == nil) || (err != nil && StatusOf(err) != StatusOf(werr)) {
+				t.Fatalf("%s, %d of %d bytes: %v, Decode of the whole: %v", name, k, len(f), err, werr)
+			}
+			if err == nil && (!bytes.Equal(part.Name, whole.Name) || part.Coord != whole.Coord || part.ID != whole.ID ||
+				!bytes.Equal(part.Payload, whole.Payload[:k-off])) {
+				t.Fatalf("%s, %d of %d bytes: decoded %+v, want the whole's %+v", name, k, len(f), part, whole)
+			}
+		}
+	}
+}

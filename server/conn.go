@@ -353,10 +353,11 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			cs.bigGot.Store(int64(len(cs.big)))
 			if cs.putOn {
 				if err := cs.checkPut(); err != nil {
-					// Refused by what has arrived: answer in order, give
-					// the buffer back and drop the rest as it comes.
-					status, _ := StatusOf(err)
-					cs.enqueueRefusal(cs.big, status, err.Error())
+					// Refused by what has arrived: answer in order (as the
+					// worker would answer the whole frame), give the
+					// buffer back and drop the rest as it comes.
+					status, msg := s.arrivingPutRefusal(cs, err)
+					cs.enqueueRefusal(cs.big, status, msg)
 					cs.skip = cap(cs.big) - len(cs.big)
 					// To the idle pool, or unmapped by a goroutine: work
 					// in proportion to the pages it touched, never on the
@@ -525,6 +526,23 @@ func (cs *connState) checkPut() error {
 	err := cs.putChk.Add(b[cs.putAt:])
 	cs.putAt = len(b)
 	return err
+}
+
+// arrivingPutRefusal is the answer to the large PUT arriving in cs.big,
+// whose document its quota check refused (qerr): the decoder's checks of
+// what has arrived (the name and coordinate are there: the check refuses
+// only once some of the payload is), then putRefusal. Loop only.
+func (s *Server) arrivingPutRefusal(cs *connState, qerr error) (protocol.Status, string) {
+	var req protocol.Request
+	ok, err := cs.loopDec.DecodeArriving(cs.big, cap(cs.big), &req)
+	if !ok || err != nil {
+		if err == nil {
+			err = qerr // not reached: the check refuses only within the payload
+		}
+		status, _ := StatusOf(err)
+		return status, err.Error()
+	}
+	return s.putRefusal(cs, &req, cap(cs.big)-protocol.RequestSize(len(req.Name), 0), qerr)
 }
 
 // chargeBuffers keeps the bytes gnet holds for the connection, its unsent

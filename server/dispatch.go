@@ -136,7 +136,13 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	if status, msg, ok := refusalStub(frame); ok {
 		h := protocol.ParseHeader(frame)
 		s.record(cs, protocol.Op(h.Op), status, 0, 0, start)
-		return protocol.AppendError(out, h.ID, status, string(msg))
+		out = protocol.AppendError(out, h.ID, status, string(msg))
+		// A frame refused while it arrived counts as one that does not
+		// decode (below) when that is what it was refused for.
+		if s.badFrame(cs, status) {
+			cs.badFrameClose()
+		}
+		return out
 	}
 	heavy := cs.tenant != nil && !cs.admin && heavyFrame(frame)
 	if heavy {
@@ -144,7 +150,14 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	}
 	if err := cs.decode(frame, &req); err != nil {
 		status, _ := StatusOf(err)
-		out = protocol.AppendError(out, req.ID, status, err.Error())
+		msg := err.Error()
+		if status == protocol.StatusQuota {
+			// A compressed PUT refused while decompressed: its name and
+			// coordinate passed (DecodeChecked checks them first).
+			size := protocol.DeclaredSize(frame) - (protocol.RequestSize(len(req.Name), 0) - protocol.HeaderSize)
+			status, msg = s.putRefusal(cs, &req, size, err)
+		}
+		out = protocol.AppendError(out, req.ID, status, msg)
 		s.record(cs, req.Op, status, len(frame), 0, start)
 		if s.badFrame(cs, status) {
 			cs.badFrameClose()
@@ -172,19 +185,10 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	// seen executing at 0, no request can reach the store any more.
 	s.executing.Add(1)
 	defer s.executing.Add(-1)
-	if s.draining.Load() {
-		return protocol.StatusShuttingDown, protocol.AppendError(out, req.ID, protocol.StatusShuttingDown, "server is shutting down")
+	if status, msg := s.gate(cs, req.Op); status != protocol.StatusOK {
+		return status, protocol.AppendError(out, req.ID, status, msg)
 	}
 	t := cs.tenant
-	if cs.admin {
-		switch req.Op {
-		case protocol.OpPing, protocol.OpVersion, protocol.OpReload:
-		default:
-			return protocol.StatusAuth, protocol.AppendError(out, req.ID, protocol.StatusAuth, "the admin token may only PING, VERSION and RELOAD")
-		}
-	} else if t == nil || t.closed.Load() {
-		return protocol.StatusAuth, protocol.AppendError(out, req.ID, protocol.StatusAuth, "tenant removed or disabled")
-	}
 
 	// Reserve the header; the body is appended in place and the header
 	// written last, so large bodies are never copied.
@@ -281,6 +285,45 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	}
 	protocol.AppendResponseHeader(out[:pos], req.ID, protocol.StatusOK, len(body))
 	return protocol.StatusOK, out
+}
+
+// gate is what exec answers a decoded request with before running it:
+// SHUTTING_DOWN while draining, AUTH for what the admin token may not do
+// or for a removed or disabled tenant; OK when it may run.
+func (s *Server) gate(cs *connState, op protocol.Op) (protocol.Status, string) {
+	if s.draining.Load() {
+		return protocol.StatusShuttingDown, "server is shutting down"
+	}
+	if cs.admin {
+		switch op {
+		case protocol.OpPing, protocol.OpVersion, protocol.OpReload:
+			return protocol.StatusOK, ""
+		}
+		return protocol.StatusAuth, "the admin token may only PING, VERSION and RELOAD"
+	}
+	if t := cs.tenant; t == nil || t.closed.Load() {
+		return protocol.StatusAuth, "tenant removed or disabled"
+	}
+	return protocol.StatusOK, ""
+}
+
+// putRefusal answers a PUT whose document its quota check refused (qerr)
+// before the whole document was there: on the event loop as the frame
+// arrived (arrivingPutRefusal), or while the worker decompressed it
+// (handle). The answer is the one the whole request would get, in the
+// worker's order: req has passed the decoder's checks (the caller answers
+// their errors), then exec's gate, then the store's checks before the
+// quota (store.CheckPut, for a document of size bytes), and QUOTA only
+// when none of them refuses it first. It never touches the store's data.
+func (s *Server) putRefusal(cs *connState, req *protocol.Request, size int, qerr error) (protocol.Status, string) {
+	if status, msg := s.gate(cs, req.Op); status != protocol.StatusOK {
+		return status, msg
+	}
+	err := store.CheckPut(req.Name, size)
+	if err == nil {
+		err = qerr
+	}
+	return s.errReply(cs.tenant, req, err)
 }
 
 // replyLimit bounds a reply the store builds for cs: at most a max frame,

@@ -671,7 +671,8 @@ func (t *Tenant) Delete(name []byte, c phext.Coordinate) (int, error) {
 // non-empty scrolls stored. doc must be valid UTF-8 and scan without a
 // coordinate part passing 999 (ErrOverflow).
 //
-// The quota is checked first, by a count of doc's scrolls and text that
+// After the name and size (CheckPut), the quota is checked, by a count of
+// doc's scrolls and text that
 // stops once what doc would be charged passes the whole quota (putCheck),
 // so an over-quota document of tiny scrolls costs a few bytes per quota
 // byte, not a parse of the whole document (issue 13: a 60 MB document of
@@ -681,11 +682,8 @@ func (t *Tenant) Delete(name []byte, c phext.Coordinate) (int, error) {
 // of exactly its scroll count, outside every lock; the write applies that
 // index.
 func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
-	if !phext.ValidName(name) {
-		return 0, ErrBadName
-	}
-	if len(doc) > MaxRecord {
-		return 0, ErrTooLarge
+	if err := CheckPut(name, len(doc)); err != nil {
+		return 0, err
 	}
 	count, err := t.putCheck(doc)
 	if err != nil {
@@ -699,6 +697,20 @@ func (t *Tenant) Put(name []byte, doc []byte) (int, error) {
 		return 0, fmt.Errorf("%w: document: %w", ErrOverflow, err)
 	}
 	return t.write(name, &op{kind: opPut, text: doc, putScrolls: int(idx.scrolls), putBytes: count.Text, putIndex: &idx})
+}
+
+// CheckPut makes Put's checks that come before its document is counted
+// against the quota, for a document of size bytes to phext name: a server
+// that refuses a document over the quota before all of it has arrived
+// (PutCheck) answers what Put would when one of these comes first.
+func CheckPut(name []byte, size int) error {
+	if !phext.ValidName(name) {
+		return ErrBadName
+	}
+	if size > MaxRecord {
+		return ErrTooLarge
+	}
+	return nil
 }
 
 // checkScrollWrite validates name, coordinate and text, in that order (a
