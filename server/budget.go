@@ -119,16 +119,17 @@ func (b *memBudget) tryReserve(n int64) bool {
 	}
 }
 
-// holdIdle charges n bytes of an idle frame mapping to the server budget
-// (framepool.go), unless they do not fit beside what is reserved and the
-// uncollected garbage: an idle mapping never takes the room of a
-// reservation.
-func (b *memBudget) holdIdle(n int64) bool {
+// swapIdle replaces out bytes of idle frame mappings in the server budget
+// by in bytes of others (framepool.go), unless the difference does not fit
+// beside what is reserved and the uncollected garbage: an idle mapping
+// never takes the room of a reservation. Refused, it changes nothing.
+func (b *memBudget) swapIdle(out, in int64) bool {
 	if b.limit < 0 {
 		return true
 	}
-	if u := b.used.Add(n); u+max(b.garbage.Load(), 0) > b.limit {
-		b.used.Add(-n)
+	d := in - out
+	if u := b.used.Add(d); d > 0 && u+max(b.garbage.Load(), 0) > b.limit {
+		b.used.Add(-d)
 		return false
 	}
 	return true

@@ -82,6 +82,7 @@ func (s *Server) frameBuf(mem *memBudget, size int) (b []byte, ok bool) {
 		// to make room for itself.
 		if m := s.frames.take(frameMapLen(size)); m != nil {
 			if mem.tryReserve(cost) {
+				s.frames.reused.Add(1)
 				return m[:0:size], true
 			}
 			s.idleOrUnmap(m, true)

@@ -64,7 +64,7 @@ type framePool struct {
 	closed bool        // drained at shutdown: holds nothing more
 
 	bytes  atomic.Int64  // bytes idle, all of them in the server budget's used
-	reused atomic.Uint64 // frames received into an idle mapping
+	reused atomic.Uint64 // frames received into an idle mapping (counted by frameBuf once reserved)
 }
 
 type idleFrame struct {
@@ -86,7 +86,6 @@ func (p *framePool) take(n int) []byte {
 			p.idle = append(p.idle[:i], p.idle[i+1:]...)
 			p.bytes.Add(-int64(n))
 			p.s.mem.unholdIdle(int64(n))
-			p.reused.Add(1)
 			return b
 		}
 	}
@@ -97,7 +96,9 @@ func (p *framePool) take(n int) []byte {
 // of every budget) to the pool and reports whether it took it. It takes b
 // only while b fits in the pool and in the server budget; to make room in
 // the pool it lets go of its oldest mappings, which it appends to drop for
-// the caller to unmap (off the loops, see idleOrUnmap).
+// the caller to unmap (off the loops, see idleOrUnmap), but only when b
+// then fits in the budget: otherwise they stay, and only b is refused
+// (their bytes leave the budget as b's enter, in one step, swapIdle).
 func (p *framePool) put(b []byte, drop [][]byte) (kept bool, _ [][]byte) {
 	n := int64(len(b))
 	if n > p.max {
@@ -108,18 +109,20 @@ func (p *framePool) put(b []byte, drop [][]byte) (kept bool, _ [][]byte) {
 	if p.closed {
 		return false, drop
 	}
-	for p.bytes.Load()+n > p.max && len(p.idle) > 0 {
-		o := p.idle[0].b
-		p.idle = append(p.idle[:0], p.idle[1:]...)
-		p.bytes.Add(-int64(len(o)))
-		p.s.mem.unholdIdle(int64(len(o)))
-		drop = append(drop, o)
+	k, freed := 0, int64(0)
+	for p.bytes.Load()-freed+n > p.max && k < len(p.idle) {
+		freed += int64(len(p.idle[k].b))
+		k++
 	}
-	if !p.s.mem.holdIdle(n) {
+	if !p.s.mem.swapIdle(freed, n) {
 		return false, drop
 	}
+	for _, o := range p.idle[:k] {
+		drop = append(drop, o.b)
+	}
+	p.idle = append(p.idle[:0], p.idle[k:]...)
 	p.idle = append(p.idle, idleFrame{b: b, since: monoNow()})
-	p.bytes.Add(n)
+	p.bytes.Add(n - freed)
 	return true, drop
 }
 
