@@ -21,6 +21,10 @@ type authBucket struct {
 	failures    int
 }
 
+// authDelayStep is how much longer each failure past the budget waits.
+// A variable for tests (SetAuthDelayStep).
+var authDelayStep = 250 * time.Millisecond
+
 const (
 	authWindow    = time.Minute
 	maxAuthDelay  = 5 * time.Second
@@ -53,7 +57,7 @@ func (l *authLimiter) fail(ip string, now time.Time) time.Duration {
 	if over <= 0 {
 		return 0
 	}
-	d := time.Duration(over) * 250 * time.Millisecond
+	d := time.Duration(over) * authDelayStep
 	if d > maxAuthDelay {
 		d = maxAuthDelay
 	}
@@ -69,4 +73,34 @@ func (l *authLimiter) sweep(now time.Time) {
 		}
 	}
 	l.mu.Unlock()
+}
+
+// A delayed answer keeps its connection open (it counts against MaxConns)
+// until it is due, up to maxAuthDelay. Dialers of bad tokens would hold
+// as many open connections as they dial, taking --max-conns from every
+// tenant; so delayed auth refusals take the server-wide slots of waiting
+// refusals that refusals at a tenant's connection limit take
+// (Server.refusing, at most MaxConns/refusalShare, pace.go), and past
+// that bound a failure is answered at once: CPU, not other tenants'
+// connections.
+
+// waitAuthRefusal takes a slot of a waiting refusal for cs's delayed
+// answer to a failed HELLO, or reports false when none is free (answer
+// at once). OnClose gives it back (releaseAuthRefusal). Loop only.
+func (s *Server) waitAuthRefusal(cs *connState) bool {
+	if s.refusing.Add(1) > s.opts.maxRefusals() {
+		s.refusing.Add(-1)
+		return false
+	}
+	cs.authWaiting = true
+	return true
+}
+
+// releaseAuthRefusal gives back the slot cs took in waitAuthRefusal, if
+// any, when it closes. Loop only.
+func (s *Server) releaseAuthRefusal(cs *connState) {
+	if cs.authWaiting {
+		cs.authWaiting = false
+		s.refusing.Add(-1)
+	}
 }

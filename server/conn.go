@@ -70,6 +70,9 @@ type connState struct {
 	// refusal is the schedule of the tenant whose waiting refusal's slot
 	// this connection holds until it closes (refuseLate; loop).
 	refusal *pace
+	// authWaiting says this connection's failed HELLO holds a waiting
+	// refusal's slot until it closes (waitAuthRefusal; loop).
+	authWaiting bool
 
 	// Times are monoNow readings (clock.go).
 	lastActive atomic.Int64 // the last read
@@ -287,6 +290,7 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	cs.closeWatches()
 	cs.arrivingA.Store(0)
 	s.releaseRefusal(cs)
+	s.releaseAuthRefusal(cs)
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -807,7 +811,8 @@ func (s *Server) welcome(cs *connState, c gnet.Conn, id uint32, name string, ver
 
 // authFail answers a failed HELLO with status and closes the
 // connection. Past the address's budget the answer is delayed, so guessing
-// tokens from one address is slow.
+// tokens from one address is slow, while a slot of a waiting refusal is
+// free (waitAuthRefusal).
 func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol.Status, msg string) {
 	s.stats.authFailures.Add(1)
 	cs.closing.Store(true)
@@ -815,6 +820,9 @@ func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol
 	c.Discard(c.InboundBuffered())
 	reply := protocol.AppendError(nil, id, status, msg)
 	delay := s.auth.fail(cs.ip, time.Now())
+	if delay > 0 && !s.waitAuthRefusal(cs) {
+		delay = 0 // past the server's bound of waiting refusals
+	}
 	if delay <= 0 {
 		c.Write(reply)
 		c.Close()

@@ -40,3 +40,11 @@ func SetClockSkew(d time.Duration) (restore func()) {
 	old := clockSkew.Swap(int64(d))
 	return func() { clockSkew.Store(old) }
 }
+
+// SetAuthDelayStep sets authDelayStep (authlimit.go) for a test, before
+// its server starts; the returned func restores it.
+func SetAuthDelayStep(d time.Duration) (restore func()) {
+	old := authDelayStep
+	authDelayStep = d
+	return func() { authDelayStep = old }
+}

@@ -167,3 +167,64 @@ func TestRefusalAtLimitInputBounded(t *testing.T) {
 	}
 	sqtest.CheckFor(t, 5*time.Second, "the slot given back", func() bool { return h.srv.Stats().RefusalsWaiting == 0 })
 }
+
+// TestAuthRefusalsWaitingBounded: past its address's budget of failures
+// (1 here), a failed HELLO's AUTH waits (a step more for each failure: 2 s
+// here, at most 5 s) only while a server-wide slot of a waiting refusal
+// is free (MaxConns 40 / 8 = 5, shared with refusals at a tenant's
+// connection limit); past that it is answered at once. A waiting refusal
+// that is answered, or whose client gives up, frees its slot. Before,
+// every one waited, so as many connections stayed open as were dialled.
+func TestAuthRefusalsWaitingBounded(t *testing.T) {
+	t.Cleanup(server.SetAuthDelayStep(2 * time.Second))
+	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, MaxConns: 40}})
+	addr := h.srv.Addr()
+	const bad = "sq_not_a_token_of_anyone_here"
+	waiting := func(n int64) {
+		t.Helper()
+		sqtest.CheckFor(t, 5*time.Second, "refusals waiting", func() bool { return h.srv.Stats().RefusalsWaiting == n })
+	}
+	authAt := func(c *pconn, what string) time.Time {
+		t.Helper()
+		r, err := c.recv(10 * time.Second)
+		at := time.Now()
+		if err != nil || r.Status != protocol.StatusAuth {
+			t.Fatalf("%s: %v %v %q, want AUTH", what, err, r.Status, r.Body)
+		}
+		if !c.closedWithin(5 * time.Second) {
+			t.Errorf("%s: not closed after the AUTH", what)
+		}
+		return at
+	}
+	atOnce := func(what string) {
+		t.Helper()
+		t0 := time.Now()
+		if d := authAt(sendHello(t, addr, bad), what).Sub(t0); d > time.Second {
+			t.Errorf("%s: AUTH after %v, want at once", what, d)
+		}
+	}
+	atOnce("the failure within the address's budget")
+	var w []*pconn
+	t0 := time.Now()
+	for i := range 5 {
+		w = append(w, sendHello(t, addr, bad))
+		waiting(int64(i + 1))
+	}
+	for range 5 {
+		atOnce("a failure past the server's 5 waiting")
+	}
+	waiting(5)
+	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	if d := authAt(w[0], "the first waiting failure").Sub(t0); d < 1900*time.Millisecond {
+		t.Errorf("the first waiting failure answered after %v, want its 2 s", d)
+	}
+	waiting(4)
+	w[1].nc.Close()
+	waiting(3)
+	w = append(w, sendHello(t, addr, bad))
+	waiting(4)
+	for _, c := range w[2:] {
+		c.nc.Close()
+	}
+	waiting(0)
+}

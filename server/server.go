@@ -537,8 +537,9 @@ type Stats struct {
 	// HelloPaced counts HELLOs whose answer waited for their tenant's
 	// schedule of new connections (Options.HelloRate).
 	HelloPaced uint64
-	// RefusalsWaiting is how many HELLOs refused at their tenant's
-	// connection limit wait for their BUSY now (pace.go).
+	// RefusalsWaiting is how many refused HELLOs wait for their answer
+	// now: BUSY at their tenant's connection limit (pace.go), or a failed
+	// HELLO delayed past its address's budget (authlimit.go).
 	RefusalsWaiting int64
 	Closed          map[string]uint64
 }
