@@ -139,13 +139,16 @@ func (x *index) blockEnd(k, n int) int {
 // find returns the text of the scroll at c of doc (indexed by x), nil
 // when that scroll is empty. No allocation.
 func (x *index) find(doc []byte, c phext.Coordinate) []byte {
-	// The last sample at or before c.
+	// A sample at c, or else the last one before c.
 	lo, hi := 0, len(x.e)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if x.e[m].c.Compare(c) <= 0 {
+		switch e := &x.e[m]; e.c.Compare(c) {
+		case -1:
 			lo = m + 1
-		} else {
+		case 0:
+			return doc[e.start:e.end:e.end]
+		default:
 			hi = m
 		}
 	}
@@ -153,10 +156,7 @@ func (x *index) find(doc []byte, c phext.Coordinate) []byte {
 		return nil
 	}
 	k := lo - 1
-	e := x.e[k]
-	if e.c == c {
-		return doc[e.start:e.end:e.end]
-	}
+	e := &x.e[k]
 	var sc phext.Scanner
 	sc.ResetAt(doc[:x.blockEnd(k, len(doc))], int(e.end), e.c)
 	for sc.Next() {
