@@ -7,6 +7,8 @@ import (
 	"errors"
 	"os"
 	"testing"
+
+	"github.com/phext/sq/phext"
 )
 
 type vblob struct {
@@ -19,7 +21,9 @@ type vresult struct {
 }
 
 // TestVectors puts every reference buffer that we accept and compares GET,
-// TOC and CHECKSUM with SQ's implode_ref, toc and checksum.
+// TOC and CHECKSUM with SQ's implode_ref, toc and checksum, and SELECT of
+// every scroll with implode_ref's, from the Put's document and from its
+// snapshot after a compaction.
 func TestVectors(t *testing.T) {
 	f, err := os.Open("../phext/testdata/buffers.jsonl")
 	if err != nil {
@@ -57,18 +61,33 @@ func TestVectors(t *testing.T) {
 			var want vblob
 			json.Unmarshal(v.ImplodeRef.OK, &want)
 			wantDoc, _ := base64.StdEncoding.DecodeString(want.B64)
-			if got := mustGet(t, db.ten, "v"); got != string(wantDoc) {
-				t.Errorf("get %q, want %q", got, wantDoc)
-			}
 			json.Unmarshal(v.TOC.OK, &want)
 			wantTOC, _ := base64.StdEncoding.DecodeString(want.B64)
-			if got, _ := db.ten.AppendTOC(nil, []byte("v")); string(got) != string(wantTOC) {
-				t.Errorf("toc %q, want %q", got, wantTOC)
-			}
 			var wantSum string
 			json.Unmarshal(v.SQChecksum.OK, &wantSum)
-			if got, _ := db.ten.AppendChecksum(nil, []byte("v")); string(got) != wantSum {
-				t.Errorf("checksum %s, want %s", got, wantSum)
+			// From the Put's document, then from its snapshot (the
+			// checkpoint's mapping and index).
+			for _, from := range []string{"put", "snapshot"} {
+				if from == "snapshot" {
+					if err := db.ten.Compact([]byte("v")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := mustGet(t, db.ten, "v"); got != string(wantDoc) {
+					t.Errorf("%s: get %q, want %q", from, got, wantDoc)
+				}
+				if got, _ := db.ten.AppendTOC(nil, []byte("v")); string(got) != string(wantTOC) {
+					t.Errorf("%s: toc %q, want %q", from, got, wantTOC)
+				}
+				if got, _ := db.ten.AppendChecksum(nil, []byte("v")); string(got) != wantSum {
+					t.Errorf("%s: checksum %s, want %s", from, got, wantSum)
+				}
+				var sc phext.Scanner
+				for sc.Reset(wantDoc); sc.Next(); {
+					if got, err := db.ten.AppendSelect(nil, []byte("v"), sc.Coordinate()); err != nil || string(got) != string(sc.Scroll()) {
+						t.Errorf("%s: select %s = %q (%v), want %q", from, sc.Coordinate(), got, err, sc.Scroll())
+					}
+				}
 			}
 			checked++
 		})
