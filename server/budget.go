@@ -32,8 +32,8 @@ import (
 // fill the default 1 GiB). A connection charges the budget of the tenant it
 // authenticated as (connState.mem, fixed for the connection's life, so a
 // release goes to the budget the bytes were reserved in); a reload that
-// replaces a tenant's *tenant value carries its budget over by name
-// (newTenant). The admin's connections charge the server budget directly.
+// replaces a tenant's *tenant value but keeps its name and data dir (a
+// token rotation) carries its budget over (newTenant). The admin's connections charge the server budget directly.
 // A REST request charges its tenant's budget (auth comes first).
 //
 // Within its share, a tenant's large frames (above bigFrame, from their

@@ -28,8 +28,8 @@ import (
 // tat one interval later; the HELLO waits for whatever of tat lies more
 // than the bucket's depth (burst intervals) in the future.
 
-// pace is a tenant's schedule of new connections, shared by the *tenant
-// values of one name across reloads (like its memory share).
+// pace is a tenant's schedule of new connections, shared across reloads
+// like its memory share (newTenant).
 type pace struct {
 	helloTAT atomic.Int64 // monoNow nanos
 	badTAT   atomic.Int64 // monoNow nanos: the budget of malformed frames

@@ -144,7 +144,7 @@ func (s *Server) buildTable(cfg *config.Config, old *tenantTable) (p *plan, patc
 				p.entries[tn] = c.e
 			}
 		} else {
-			tn = s.newTenant(c.e, storeTenant)
+			tn = s.newTenant(c.e, storeTenant, c.prev)
 			if prev := old.byName[c.e.Name]; prev != nil {
 				tn.stats = prev.stats // the name's counters go on
 			}
@@ -279,19 +279,24 @@ type tenantAlloc struct {
 	conf   config.TenantEntry
 }
 
-// newTenant is a fresh *tenant for entry e over the store tenant storeTenant.
-func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant) *tenant {
+// newTenant is a fresh *tenant for entry e over the store tenant
+// storeTenant. prev, when not nil, is the old *tenant whose store tenant
+// this one reuses (the same name and data dir: a token rotation): the new
+// one keeps its memory shares, heavy turn and schedules (pace), so what
+// its connections hold stays counted against the tenant, its penalty
+// stands, and its old and new connections take turns. Any other tenant
+// starts fresh, also one given a name another tenant had (its data dir
+// is another) and a renamed one (the store reopens it as a new tenant;
+// the reload closes the old name's connections). Its counters (stats)
+// follow the name, as the metrics' labels do; the caller carries them.
+func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant, prev *tenant) *tenant {
 	a := &tenantAlloc{conf: e}
 	tn := &a.t
 	tn.name, tn.store, tn.stats = e.Name, storeTenant, &a.stats
 	s.initTenantStats(tn.stats)
 	tn.conf.Store(&a.conf)
-	// Keep the memory share of the tenant this one replaces: what its
-	// connections hold stays counted against the name.
-	if old := s.table.Load(); old != nil {
-		if prev := old.byName[e.Name]; prev != nil {
-			tn.mem, tn.frames, tn.heavy, tn.pace = prev.mem, prev.frames, prev.heavy, prev.pace
-		}
+	if prev != nil {
+		tn.mem, tn.frames, tn.heavy, tn.pace = prev.mem, prev.frames, prev.heavy, prev.pace
 	}
 	if tn.mem == nil {
 		a.mem = memBudget{limit: s.opts.MaxClientMemoryPerTenant, parent: &s.mem}
@@ -324,9 +329,8 @@ func (s *Server) reopen(old *tenantTable, closedOld []*tenant, undo func()) *ten
 			s.log.Error("reload rollback: reopening tenant failed; it is unavailable", "tenant", prev.name, "err", err)
 			continue
 		}
-		f := s.newTenant(prev.entry(), storeTenant)
+		f := s.newTenant(prev.entry(), storeTenant, prev)
 		f.stats = prev.stats
-		f.mem, f.frames, f.heavy, f.pace = prev.mem, prev.frames, prev.heavy, prev.pace
 		fresh[prev] = f
 	}
 	closed := map[*tenant]bool{}

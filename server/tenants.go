@@ -31,7 +31,8 @@ type tenant struct {
 	conns  atomic.Int64
 	stats  *tenantStats
 	// mem is the tenant's share of the client memory budget (budget.go);
-	// shared by the *tenant values of one name across reloads.
+	// shared by the *tenant values of one store tenant (name and data
+	// dir) across reloads (newTenant).
 	mem *memBudget
 	// frames is the part of mem the tenant's large frames may hold at
 	// once, from their header until they are answered (budget.go,
@@ -39,10 +40,10 @@ type tenant struct {
 	// shared like mem across reloads.
 	frames *memBudget
 	// heavy is the tenant's turn for heavy requests (heavy.go); shared
-	// like mem by the *tenant values of one name across reloads.
+	// like mem across reloads.
 	heavy heavyGate
 	// pace is the tenant's schedule of new connections (pace.go); shared
-	// like mem by the *tenant values of one name across reloads.
+	// like mem across reloads.
 	pace *pace
 }
 
