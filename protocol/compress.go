@@ -34,12 +34,20 @@ var (
 	zstdEnc  *zstd.Encoder
 )
 
+// cpuProcs sizes the zstd encoder's concurrency and the streaming decoders
+// (zstdStreams): the Ps Go chose when the process started, one per CPU it
+// may use (or $GOMAXPROCS). Both are CPU work; a process that then raises
+// GOMAXPROCS for goroutines that wait in system calls (sq host: a P per
+// gnet poller, server.Procs) has no more CPUs for them, and each decoder
+// may hold MaxZstdWindow.
+var cpuProcs = runtime.GOMAXPROCS(0)
+
 func zstdInit() {
 	zstdOnce.Do(func() {
 		var err error
 		zstdEnc, err = zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderConcurrency(cpuProcs),
 			zstd.WithEncoderCRC(false),
 			zstd.WithZeroFrames(true))
 		if err != nil {
@@ -66,7 +74,7 @@ var (
 
 func getZstdStream() *zstd.Decoder {
 	zstdStreamsOnce.Do(func() {
-		n := runtime.GOMAXPROCS(0)
+		n := cpuProcs
 		zstdStreams = make(chan *zstd.Decoder, n)
 		for range n {
 			zstdStreams <- nil // built on first use

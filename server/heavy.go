@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/binary"
-	"runtime"
 
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -14,8 +13,9 @@ import (
 // GET, TOC, CHECKSUM or DELTA of a phext charged more) runs under two
 // limits:
 //
-//   - server-wide, at most max(1, GOMAXPROCS−1) at once, so one P always
-//     stays free for the event loops and light requests. Without it, four
+//   - server-wide, at most max(1, CPUs−1) at once (cpuProcs: the Ps the
+//     runtime chose at start, not a GOMAXPROCS raised by Procs), so one
+//     CPU always stays free for the event loops and light requests. Without it, four
 //     60 MiB DELTAs kept both Ps busy and a good tenant's round trip
 //     waited for the Go scheduler's 10 ms preemption: gnet's loop yields
 //     its P after every busy round (runtime.Gosched in its poller) and
@@ -54,8 +54,8 @@ type heavyGate chan struct{}
 
 func newHeavyGate(n int) heavyGate { return make(heavyGate, n) }
 
-// heavySlots is the server-wide limit: all Ps but one.
-func heavySlots() int { return max(1, runtime.GOMAXPROCS(0)-1) }
+// heavySlots is the server-wide limit: all CPUs but one.
+func heavySlots() int { return max(1, cpuProcs-1) }
 
 // heavyTurn waits for cs's tenant's turn and then the server's; the
 // returned func gives both back.

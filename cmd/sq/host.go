@@ -277,6 +277,11 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if loops <= 0 {
 		loops = runtime.NumCPU() // the server's default
 	}
+	// A P for every gnet poller besides one per CPU (server.Procs: an
+	// idle loop in epoll_wait keeps its P); $GOMAXPROCS, when set, wins.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(server.Procs(loops))
+	}
 	// One commit log per event loop: the loops' write rounds never wait
 	// for each other.
 	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir,
@@ -332,7 +337,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	log.Info("sq started", "config", cfgPath, "tenants", len(cfg.Tenants), "durability", dur.String(),
 		"trust_loopback", c.trustLoopback,
 		"max_open_phexts", c.maxOpen, "open_files_limit", fds.soft,
-		"log_dir", logDir,
+		"log_dir", logDir, "gomaxprocs", runtime.GOMAXPROCS(0),
 		"startup", time.Since(start).Round(time.Microsecond).String())
 	var hs *http.Server
 	if httpLn != nil {

@@ -204,7 +204,10 @@ func help(name string, stdout, stderr io.Writer) int {
 			"never reloads the server. --trust-loopback lets loopback peers reload (on any\n"+
 			"connection) and scrape without a token; the embedded dev config turns it on (and\n"+
 			"says so at start), --config leaves it off: behind stunnel, HAProxy or nginx on the\n"+
-			"same host every client is loopback.\n\nflags:")
+			"same host every client is loopback.\n\n"+
+			"GOMAXPROCS is the CPUs plus --event-loops plus 1 (a P for every event loop and\n"+
+			"the acceptor, which keep theirs while waiting in epoll_wait); GOMAXPROCS in the\n"+
+			"environment is used as it is (docs/OPERATIONS.md, Threads).\n\nflags:")
 		fs.PrintDefaults()
 		fmt.Fprint(stdout, hostMemoryHelp)
 		return 0

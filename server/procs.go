@@ -1,0 +1,34 @@
+package server
+
+import "runtime"
+
+// cpuProcs is the number of Ps the runtime chose when the process started
+// (one per CPU it may use, or $GOMAXPROCS): what CPU-bound work is sized
+// by (heavySlots; protocol sizes its zstd decoders the same way), whatever
+// GOMAXPROCS the process then set (Procs).
+var cpuProcs = runtime.GOMAXPROCS(0)
+
+// Procs is the GOMAXPROCS a process serving with loops event loops should
+// run with: one P per CPU (cpuProcs) plus one for each goroutine of gnet
+// that waits in epoll_wait — every event loop and the acceptor.
+//
+// Why: gnet's pollers wait in a blocking epoll_wait system call, and a
+// goroutine in a system call keeps its P until sysmon takes it back,
+// which takes two of sysmon's ticks, up to 10 ms each once sysmon has
+// been idle. With GOMAXPROCS at the CPU count (2 on a 2-core box, 2
+// loops and the acceptor), two idle pollers hold both Ps, or one holds
+// the P the heavy lane leaves free (heavySlots) while the heavy worker
+// has the other; a loop woken by its good tenant's request, or one that
+// yielded its P (gnet's runtime.Gosched after a busy round), then waited
+// for sysmon or for the worker's 10 ms preemption. Issue 13's M4 (a
+// tenant's 60 MB PUT refused for its quota, then a 400 k-scroll PUT,
+// about 4 a second): the good tenant's loop waited for a P more than
+// 1 ms 38 times in 5 s, up to 28.7 ms, 189 ms in all — over half of the
+// time its slow requests took (docs/RELIABILITY.md, M4 sixth pass). With
+// a P for every poller, a woken loop finds an idle P at once and waits
+// only for a CPU, which the kernel shares in slices of a millisecond or
+// two instead of Go's 10 ms.
+func Procs(loops int) int { return procsFor(cpuProcs, loops) }
+
+// procsFor is Procs for a process of cpus Ps at start.
+func procsFor(cpus, loops int) int { return cpus + loops + 1 }
