@@ -63,6 +63,33 @@ func BenchmarkScan10MB(b *testing.B) {
 	_ = n
 }
 
+// BenchmarkScanTinyScrolls: 400 k one-byte scrolls (issue 13's accepted
+// PUT), each scroll's coordinate read: the per-scroll cost of the Scanner,
+// which a store's sparse index pays for every scroll between its entries.
+func BenchmarkScanTinyScrolls(b *testing.B) {
+	doc := make([]byte, 0, 800_000)
+	for i := range 400_000 {
+		doc = append(doc, 'x')
+		if (i+1)%999 == 0 {
+			doc = append(doc, SectionBreak)
+		} else {
+			doc = append(doc, ScrollBreak)
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(doc)))
+	var s Scanner
+	for b.Loop() {
+		var last Coordinate
+		for s.Reset(doc); s.Next(); {
+			last = s.Coordinate()
+		}
+		if s.Err() != nil || last[LevelSection] != 401 {
+			b.Fatal(s.Err(), last)
+		}
+	}
+}
+
 func BenchmarkSelectLast10MB(b *testing.B) {
 	doc := doc10M()
 	scrolls, err := Explode(doc)

@@ -26,7 +26,7 @@ type Scanner struct {
 	buf   []byte
 	pos   int
 	cur   Coordinate // cursor: the coordinate after every break read so far
-	coord Coordinate // coordinate of the current scroll
+	coord Coordinate // coordinate of the last scroll yielded before the current Next (tail)
 	start int
 	end   int
 	n     int // number of scrolls yielded
@@ -61,6 +61,11 @@ func (s *Scanner) Next() bool {
 	}
 	buf := s.buf
 	i := s.pos
+	// The last scroll's coordinate (for tail), copied before the breaks
+	// move the cursor: copied after, the wide load of the cursor waits
+	// for the narrow stores Advance just made (a store-forwarding stall,
+	// a third of the cost of a one-byte scroll).
+	s.coord = s.cur
 	for i < len(buf) {
 		l := levelOf[buf[i]]
 		if l == 0 {
@@ -87,13 +92,14 @@ func (s *Scanner) Next() bool {
 	s.start = i
 	s.end = scanText(buf, i)
 	s.pos = s.end
-	s.coord = s.cur
 	s.n++
 	return true
 }
 
-// Coordinate returns the coordinate of the current scroll.
-func (s *Scanner) Coordinate() Coordinate { return s.coord }
+// Coordinate returns the coordinate of the current scroll (only while the
+// last Next returned true): the cursor, which only the breaks after the
+// scroll move.
+func (s *Scanner) Coordinate() Coordinate { return s.cur }
 
 // Start returns the byte offset of the current scroll's first byte.
 func (s *Scanner) Start() int { return s.start }
