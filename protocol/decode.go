@@ -218,7 +218,7 @@ func decodeBody(op uint8, body []byte, req *Request) error {
 	if !info.known {
 		return errn(StatusUnknownOp, "unknown opcode", uint64(op))
 	}
-	if req.Op == OpHello {
+	if Op(op) == OpHello {
 		req.Payload = body
 		return nil
 	}

@@ -101,6 +101,7 @@ func checkFrame(t *testing.T, d *Decoder, frame []byte) {
 			t.Fatalf("re-encode differs:\n%x\n%x", re, frame)
 		}
 	}
+	checkArriving(t, d, frame, &req, err)
 	var resp Response
 	if err := d.DecodeResponse(frame, &resp); err == nil && resp.Flags == 0 && !bytes.Equal(resp.Body, frame[HeaderSize:]) {
 		t.Fatal("response body is not the frame's body")
@@ -116,5 +117,34 @@ func checkFrame(t *testing.T, d *Decoder, frame []byte) {
 	_, _, _, _ = DecodeWherePayload(frame[HeaderSize:])
 	if !bytes.Equal(frame, orig) {
 		t.Fatal("decoder modified its input")
+	}
+}
+
+// checkArriving: DecodeArriving of the whole frame, and of its prefix up to
+// its payload, says what Decode said of the whole (req, err) whenever it
+// decides: the same status, or the same name and coordinate; and it
+// decides for every uncompressed request frame that reaches its payload.
+func checkArriving(t *testing.T, d *Decoder, frame []byte, req *Request, err error) {
+	t.Helper()
+	if len(frame) <= HeaderSize {
+		return
+	}
+	off, named := PayloadOffset(frame[HeaderSize])
+	for _, k := range []int{len(frame), min(off, len(frame))} {
+		var a Request
+		ok, aerr := d.DecodeArriving(frame[:k], len(frame), &a)
+		want := frame[5]&FlagCompressed == 0 && (!named || k >= off)
+		if ok != want {
+			t.Fatalf("DecodeArriving of %d of %d bytes: ok %v, want %v", k, len(frame), ok, want)
+		}
+		if !ok {
+			continue
+		}
+		if (aerr == nil) != (err == nil) || (aerr != nil && StatusOf(aerr) != StatusOf(err)) {
+			t.Fatalf("DecodeArriving of %d of %d bytes: %v; Decode: %v", k, len(frame), aerr, err)
+		}
+		if err == nil && (!bytes.Equal(a.Name, req.Name) || a.Coord != req.Coord || a.ID != req.ID || a.Op != req.Op) {
+			t.Fatalf("DecodeArriving of %d of %d bytes: %+v; Decode: %+v", k, len(frame), a, *req)
+		}
 	}
 }
