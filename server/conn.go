@@ -144,6 +144,9 @@ type connState struct {
 	writes  []store.Write    // worker: scratch for runs of pipelined writes
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
+	// hold is what the refusal budget decided for the frames the worker
+	// has just run (refusal.go: refused, holdReplies; worker).
+	hold Refusal
 	// decChk is the quota check of a compressed PUT's document while dec
 	// decompresses it (decode). Worker.
 	decChk store.PutCheck

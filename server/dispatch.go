@@ -103,6 +103,8 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 				// The writes before it stand (they are done); its
 				// successors in the run were done too and are answered.
 				cs.badFrameClose()
+			} else {
+				s.refused(cs, status)
 			}
 			continue
 		}
@@ -111,6 +113,7 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 			var msg string
 			status, msg = s.errReply(t, &req, err)
 			out = protocol.AppendError(out, h.ID, status, msg)
+			s.refused(cs, status)
 		} else {
 			out = protocol.AppendResponseHeader(out, h.ID, protocol.StatusOK, 4)
 			out = protocol.AppendCount(out, uint32(ws[i].N))
@@ -138,9 +141,12 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		s.record(cs, protocol.Op(h.Op), status, 0, 0, start)
 		out = protocol.AppendError(out, h.ID, status, string(msg))
 		// A frame refused while it arrived counts as one that does not
-		// decode (below) when that is what it was refused for.
+		// decode (below) when that is what it was refused for, and as a
+		// limit refusal (refusal.go) otherwise.
 		if s.badFrame(cs, status) {
 			cs.badFrameClose()
+		} else {
+			s.refused(cs, status)
 		}
 		return out
 	}
@@ -161,6 +167,8 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		s.record(cs, req.Op, status, len(frame), 0, start)
 		if s.badFrame(cs, status) {
 			cs.badFrameClose()
+		} else {
+			s.refused(cs, status)
 		}
 		return out
 	}
@@ -170,6 +178,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	pos := len(out)
 	status, out := s.exec(cs, &req, out)
 	s.record(cs, req.Op, status, len(frame), len(out)-pos, start)
+	s.refused(cs, status)
 	return out
 }
 

@@ -48,3 +48,19 @@ func SetAuthDelayStep(d time.Duration) (restore func()) {
 	authDelayStep = d
 	return func() { authDelayStep = old }
 }
+
+// SetRefusalHold sets refusalHold (refusal.go) for a test, before its
+// server starts; the returned func restores it.
+func SetRefusalHold(d time.Duration) (restore func()) {
+	old := refusalHold
+	refusalHold = d
+	return func() { refusalHold = old }
+}
+
+// SetMaxTenantHeld sets maxTenantHeld (refusal.go) for a test, before its
+// server starts; the returned func restores it.
+func SetMaxTenantHeld(n int64) (restore func()) {
+	old := maxTenantHeld
+	maxTenantHeld = n
+	return func() { maxTenantHeld = old }
+}

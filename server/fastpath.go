@@ -121,7 +121,10 @@ func (s *Server) fastWrite(cs *connState, frame []byte, out *bytebufferpool.Byte
 	}
 	w := writeOf(&req)
 	ok, logged := t.store.TryApply(&cs.round, &w)
-	if !ok {
+	if !ok || w.Err != nil && s.refusedOnLoop(cs, w.Err) {
+		// A refusal past the tenant's budget is answered by the worker,
+		// which may hold it (refusal.go); the store refused it without
+		// a side effect, so the worker runs it again.
 		cs.miss(frame, &req, nil)
 		return out, false
 	}

@@ -125,6 +125,11 @@ type serverStats struct {
 	// helloPaced counts HELLOs whose answer waited for their tenant's
 	// schedule of new connections (pace.go).
 	helloPaced atomic.Uint64
+	// refusalsHeld counts limit refusals whose answer waited past their
+	// tenant's budget, refusalsClosed those answered at once with their
+	// connection closed because no more could wait (refusal.go).
+	refusalsHeld   atomic.Uint64
+	refusalsClosed atomic.Uint64
 	// loopWrites counts writes answered on the event loop (fastWrite).
 	loopWrites atomic.Uint64
 	// loopLogWrites counts the log writes of loop rounds (endRound): one
@@ -186,13 +191,14 @@ const (
 	closeShutdown
 	closeInboundLimit // sent far past MaxInFlight without reading replies
 	closeBadFrames    // the tenant sent malformed frames past its budget (pace.go)
+	closeRefusals     // the tenant's requests were refused past its budget, no answer could wait (refusal.go)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"client", "auth", "protocol", "hello_timeout", "idle_timeout",
 	"slow_frame", "slow_consumer", "tenant_gone", "limit", "shutdown", "inbound_limit",
-	"bad_frames",
+	"bad_frames", "refusals",
 }
 
 func (r closeReason) String() string { return closeReasonNames[r] }

@@ -86,15 +86,24 @@ func (p *pace) admitBadFrame(now int64, rate float64) bool {
 	if rate <= 0 {
 		return true
 	}
+	return admitBudget(&p.badTAT, now, rate, int(max(rate, 1)))
+}
+
+// admitBudget books one event at now (monoNow) in the budget whose
+// schedule is tat, of rate events a second with burst of them at once,
+// and reports whether it is within; past it nothing is booked. The budget
+// of malformed frames and that of limit refusals (refusal.go) are
+// such budgets. rate > 0.
+func admitBudget(tat *atomic.Int64, now int64, rate float64, burst int) bool {
 	interval := int64(float64(time.Second) / rate)
-	depth := int64(max(rate, 1)) * interval
+	depth := int64(max(burst, 1)) * interval
 	for {
-		tat := p.badTAT.Load()
-		next := max(tat, now) + interval
+		t := tat.Load()
+		next := max(t, now) + interval
 		if next-now > depth {
 			return false
 		}
-		if p.badTAT.CompareAndSwap(tat, next) {
+		if tat.CompareAndSwap(t, next) {
 			return true
 		}
 	}

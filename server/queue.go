@@ -256,17 +256,23 @@ func (s *Server) work(cs *connState) {
 				break
 			}
 			j := s.writeRun(cs, frames, i)
+			pos := len(out.B)
 			if j-i > 1 {
 				out.B = s.handleWrites(cs, frames[i:j], out.B)
 			} else {
 				out.B = s.handle(cs, frames[i], out.B)
 				j = i + 1
 			}
+			n := j - i
 			for ; i < j; i++ {
 				bytes += int64(len(frames[i]))
 				cs.releaseFrame(frames[i])
 				frames[i] = nil // a big frame can be collected once done
 				done++
+			}
+			if cs.hold.Hold > 0 || cs.hold.Close {
+				// Past the tenant's refusal budget (refusal.go).
+				out, done = s.holdReplies(cs, out, pos, n, done)
 			}
 			if len(out.B) >= maxBatchReply && i < len(frames) {
 				// Send what is built so a batch of large replies is not

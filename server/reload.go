@@ -276,15 +276,17 @@ type tenantAlloc struct {
 	mem    memBudget
 	frames memBudget
 	pace   pace
+	refs   refusals
 	conf   config.TenantEntry
 }
 
 // newTenant is a fresh *tenant for entry e over the store tenant
 // storeTenant. prev, when not nil, is the old *tenant whose store tenant
 // this one reuses (the same name and data dir: a token rotation): the new
-// one keeps its memory shares, heavy turn and schedules (pace), so what
-// its connections hold stays counted against the tenant, its penalty
-// stands, and its old and new connections take turns. Any other tenant
+// one keeps its memory shares, heavy turn, schedules (pace) and budget of
+// limit refusals (refusal.go), so what its connections hold stays counted
+// against the tenant, its penalty stands, and its old and new connections
+// take turns. Any other tenant
 // starts fresh, also one given a name another tenant had (its data dir
 // is another) and a renamed one (the store reopens it as a new tenant;
 // the reload closes the old name's connections). Its counters (stats)
@@ -297,6 +299,7 @@ func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant, prev
 	tn.conf.Store(&a.conf)
 	if prev != nil {
 		tn.mem, tn.frames, tn.heavy, tn.pace = prev.mem, prev.frames, prev.heavy, prev.pace
+		tn.refusals = prev.refusals
 	}
 	if tn.mem == nil {
 		a.mem = memBudget{limit: s.opts.MaxClientMemoryPerTenant, parent: &s.mem}
@@ -304,6 +307,7 @@ func (s *Server) newTenant(e config.TenantEntry, storeTenant *store.Tenant, prev
 		tn.mem, tn.frames = &a.mem, &a.frames
 		tn.heavy = newHeavyGate(1)
 		tn.pace = &a.pace
+		tn.refusals = &a.refs
 	}
 	return tn
 }

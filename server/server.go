@@ -80,6 +80,15 @@ type Options struct {
 	// second (pace.go; with HelloRate negative there is no schedule to
 	// delay, only the close). Default 100; negative: no limit.
 	BadFrameRate float64
+	// RefusalRate is how many requests of one tenant may be refused at a
+	// limit (answered TOO_LARGE or QUOTA, REST 413 or 507) per second,
+	// RefusalBurst of them at once; past it each such answer waits a
+	// second on a timer (refusal.go), and past the bounds of waiting
+	// answers it goes out at once and closes its connection. Defaults 50
+	// a second and a burst of 200; a negative RefusalRate: no limit. The
+	// admin token is never counted.
+	RefusalRate  float64
+	RefusalBurst int
 	// Codecs are the compression codecs offered (protocol accept bits;
 	// default zstd and s2). Set NoCompression to offer none.
 	Codecs        uint8
@@ -226,6 +235,12 @@ func (o *Options) withDefaults() Options {
 	if r.HelloBurst <= 0 {
 		r.HelloBurst = 1000
 	}
+	if r.RefusalRate == 0 {
+		r.RefusalRate = 50
+	}
+	if r.RefusalBurst <= 0 {
+		r.RefusalBurst = 200
+	}
 	if r.Codecs == 0 {
 		r.Codecs = protocol.AcceptZstd | protocol.AcceptS2
 	}
@@ -320,6 +335,12 @@ type Server struct {
 	// refusing counts HELLOs refused at their tenant's connection limit
 	// that wait for their answer (pace.go, refuseLate).
 	refusing atomic.Int64
+	// heldRefusals counts answers past their tenant's refusal budget
+	// waiting to be sent (refusal.go); drainCh is closed when Shutdown
+	// begins, which ends their waits.
+	heldRefusals atomic.Int64
+	drainCh      chan struct{}
+	drainOnce    sync.Once
 
 	connsMu sync.Mutex // guards conns; held only for map updates and copies
 	conns   map[*connState]struct{}
@@ -353,7 +374,9 @@ func New(db *store.Store, cfg *config.Config, opts *Options) (*Server, error) {
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
 		conns: make(map[*connState]struct{}),
-		hubs:  make(map[*store.Tenant]*feedHub),
+
+		drainCh: make(chan struct{}),
+		hubs:    make(map[*store.Tenant]*feedHub),
 	}
 	s.auth.init(o.AuthFailBudget)
 	s.mem.limit = o.MaxClientMemory
@@ -487,6 +510,7 @@ func (s *Server) ReadyForTraffic() bool {
 // and fsyncs every WAL.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.drainOnce.Do(func() { close(s.drainCh) }) // held refusals are answered now
 	// Requests already running against the store finish (new ones get
 	// SHUTTING_DOWN without touching it).
 	for s.executing.Load() > 0 {
@@ -541,7 +565,13 @@ type Stats struct {
 	// now: BUSY at their tenant's connection limit (pace.go), or a failed
 	// HELLO delayed past its address's budget (authlimit.go).
 	RefusalsWaiting int64
-	Closed          map[string]uint64
+	// RefusalsHeld counts limit refusals (TOO_LARGE, QUOTA) whose answer
+	// waited past their tenant's budget (Options.RefusalRate),
+	// RefusalsClosed those answered at once with their connection closed
+	// because no more answers could wait; HeldNow is how many wait now.
+	RefusalsHeld, RefusalsClosed uint64
+	HeldNow                      int64
+	Closed                       map[string]uint64
 }
 
 // Stats returns the server-wide counters.
@@ -552,6 +582,9 @@ func (s *Server) Stats() Stats {
 		AuthFailures:    s.stats.authFailures.Load(),
 		HelloPaced:      s.stats.helloPaced.Load(),
 		RefusalsWaiting: s.refusing.Load(),
+		RefusalsHeld:    s.stats.refusalsHeld.Load(),
+		RefusalsClosed:  s.stats.refusalsClosed.Load(),
+		HeldNow:         s.heldRefusals.Load(),
 		Closed:          make(map[string]uint64, numCloseReasons),
 	}
 	for i := range s.stats.closed {

@@ -45,6 +45,9 @@ type tenant struct {
 	// pace is the tenant's schedule of new connections (pace.go); shared
 	// like mem across reloads.
 	pace *pace
+	// refusals is the tenant's budget of limit refusals (refusal.go);
+	// shared like mem by the *tenant values of one name across reloads.
+	refusals *refusals
 }
 
 // tenantTable is one immutable generation of the token map. Reload builds a

@@ -36,6 +36,8 @@ type hostConfig struct {
 	helloRate                        float64
 	helloBurst                       int
 	badFrameRate                     float64
+	refusalRate                      float64
+	refusalBurst                     int
 	maxInFlight, maxOpen, loops      int
 	helloTimeout, idleTimeout        time.Duration
 	frameTimeout, shutdownTimeout    time.Duration
@@ -80,6 +82,8 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
 	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them")
 	fs.Float64Var(&c.badFrameRate, "bad-frame-rate", 100, "malformed frames (answered BAD_FRAME or TOO_LARGE) allowed per second per tenant; past it the connection that sent one is closed with BUSY and the tenant's next new connection waits at least 1 s (0: no limit)")
+	fs.Float64Var(&c.refusalRate, "refusal-rate", 50, "requests per second per tenant that may be refused at a limit (TOO_LARGE or QUOTA; REST 413, 507) past --refusal-burst; past it each such answer waits 1 s (no CPU), or closes its connection when too many wait (0: no limit)")
+	fs.IntVar(&c.refusalBurst, "refusal-burst", 200, "limit refusals a tenant may get at once before --refusal-rate holds their answers")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
 	fs.IntVar(&c.maxOpen, "max-open-phexts", 0, "phext files kept open (mapped, one fd each) at once over all tenants (0 = a quarter of the open-file limit, 256..16384)")
 	fs.IntVar(&c.loops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
@@ -105,8 +109,8 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// rateOption maps --hello-rate and --bad-frame-rate to
-// server.Options.HelloRate and BadFrameRate, whose zero means the
+// rateOption maps --hello-rate, --bad-frame-rate and --refusal-rate to
+// server.Options.HelloRate, BadFrameRate and RefusalRate, whose zero means the
 // default: 0 on the command line turns the limit off.
 func rateOption(r float64) float64 {
 	if r <= 0 {
@@ -298,6 +302,8 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		HelloRate:                rateOption(c.helloRate),
 		HelloBurst:               c.helloBurst,
 		BadFrameRate:             rateOption(c.badFrameRate),
+		RefusalRate:              rateOption(c.refusalRate),
+		RefusalBurst:             c.refusalBurst,
 		MaxInFlight:              c.maxInFlight,
 		MaxClientMemory:          c.maxClientMemory,
 		MaxClientMemoryPerTenant: c.maxClientMemoryPerTenant,

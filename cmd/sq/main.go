@@ -275,4 +275,16 @@ new connections:
   most --hello-timeout/2), not at once; at most 256 such refusals of one
   tenant and --max-conns/8 of the server wait, later ones are answered at
   once.
+
+refused requests:
+  Requests refused at a limit (TOO_LARGE or QUOTA; REST 413 or 507) are
+  budgeted per tenant, binary and REST together: --refusal-burst at once,
+  then --refusal-rate a second. Past it each such answer is sent a second
+  late, the connection waiting without costing CPU (REST: the request's
+  goroutine). At most 128 answers of one tenant and --max-conns/8 of the
+  server wait; past that the answer goes out at once and its connection is
+  closed (binary: after a BUSY naming --refusal-rate, and the tenant's next
+  HELLO waits a second). A correct client meets a limit now and then, not
+  hundreds of times a second. BUSY is not counted (it is the server's
+  load), nor bad names or coordinates; the admin token never is.
 `

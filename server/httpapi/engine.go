@@ -43,6 +43,12 @@ type Engine interface {
 	// heavy; the func it returns ends the turn.
 	HeavyTurn(t server.Tenant, input int, whole bool, name []byte) (done func())
 
+	// Refuse books an error answer with status of t's request against
+	// t's budget of limit refusals (server/refusal.go) and says whether
+	// it goes out at once, waits (Refusal.Hold, then Refusal.Done) or
+	// goes out on a connection that then closes.
+	Refuse(t server.Tenant, status protocol.Status) server.Refusal
+
 	// Watch subscribes an SSE stream to the change feed.
 	Watch(t server.Tenant, name []byte, w *protocol.Watch, text bool, enc server.StreamEncoder) (*server.WatchStream, error)
 	// AppendMetrics writes the /metrics exposition, the HTTP counters

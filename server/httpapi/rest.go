@@ -411,12 +411,51 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		h.serveWatch(w, r, t, name, start)
 		return
 	}
+	code, status, msg := h.serveTenant(w, r, t, rt, post, start)
+	if code == 0 {
+		return // answered
+	}
+	hd := w.Header()
+	// A refusal at a limit counts against the tenant's budget, one rule
+	// with the binary protocol's (server/refusal.go): past it the answer
+	// waits, costing no CPU, or goes out at once on a connection that
+	// then closes. Everything the request held (its in-flight slot,
+	// memory, buffers) is given back before the wait.
+	if f := h.s.Refuse(t, status); f.Hold > 0 {
+		h.holdAnswer(r, f.Hold)
+		f.Done()
+	} else if f.Close {
+		hd["Connection"] = connClose
+	}
+	if code == http.StatusServiceUnavailable {
+		hd["Retry-After"] = retryAfter
+	}
+	replyText(w, code, msg)
+}
+
+var connClose = []string{"close"}
+
+// holdAnswer waits d, or until the client has gone or the HTTP server
+// shuts down.
+func (h *httpAPI) holdAnswer(r *http.Request, d time.Duration) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-r.Context().Done():
+	case <-h.stop:
+	}
+}
+
+// serveTenant serves an authenticated request of tenant t on route rt
+// (not reload or watch): it writes a successful answer itself and returns
+// code 0, or returns the error answer (HTTP code, protocol status, text),
+// counted already, for serveSQ to write.
+func (h *httpAPI) serveTenant(w http.ResponseWriter, r *http.Request, t server.Tenant, rt route, post bool, start time.Time) (int, protocol.Status, string) {
 	if h.inflight.Add(1) > int64(h.o.MaxInFlight) {
 		h.inflight.Add(-1)
 		h.count(rt, http.StatusServiceUnavailable)
-		w.Header()["Retry-After"] = retryAfter
-		replyText(w, http.StatusServiceUnavailable, msgBusy)
-		return
+		return http.StatusServiceUnavailable, protocol.StatusBusy, msgBusy
 	}
 	defer h.inflight.Add(-1)
 	q := r.URL.RawQuery
@@ -424,13 +463,11 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	name, _ := sqParam(nameBuf[:0], q, "p")
 	if !phext.ValidName(name) {
 		h.record(t, rt, http.StatusForbidden, protocol.StatusBadName, len(q), 0, start)
-		replyText(w, http.StatusForbidden, msgBadPath)
-		return
+		return http.StatusForbidden, protocol.StatusBadName, msgBadPath
 	}
 	if rt == routeUnknown {
 		h.count(rt, http.StatusNotFound)
-		replyText(w, http.StatusNotFound, msgNotFound)
-		return
+		return http.StatusNotFound, protocol.StatusUnknownOp, msgNotFound
 	}
 
 	var body []byte
@@ -442,8 +479,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	lim := store.Limit{Max: h.so.MaxFrame - 6, Reserve: mem.Reserve}
 	if post && r.Method == http.MethodPost {
 		if r.ContentLength > int64(h.o.MaxBody) {
-			h.tooLarge(w, t, rt, r.ContentLength, start)
-			return
+			return h.tooLarge(t, rt, r.ContentLength, start)
 		}
 		// Reserve the body before reading it: its declared length (and
 		// the byte that proves its end, see readBody), or the most it may
@@ -454,22 +490,18 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		}
 		if err := mem.Reserve(int(want)); err != nil {
 			h.record(t, rt, http.StatusServiceUnavailable, protocol.StatusBusy, len(q), 0, start)
-			w.Header()["Retry-After"] = retryAfter
-			replyText(w, http.StatusServiceUnavailable, msgOf(err))
-			return
+			return http.StatusServiceUnavailable, protocol.StatusBusy, msgOf(err)
 		}
 		bodyBuf = protocol.GetBuffer()
 		defer func() { protocol.PutBuffer(bodyBuf) }()
 		var err error
 		bodyBuf.B, err = readBody(bodyBuf.B[:0], r.Body, r.ContentLength, h.o.MaxBody)
 		if n := len(bodyBuf.B); n > h.o.MaxBody {
-			h.tooLarge(w, t, rt, int64(n), start)
-			return
+			return h.tooLarge(t, rt, int64(n), start)
 		}
 		if err != nil {
 			h.record(t, rt, http.StatusBadRequest, protocol.StatusBadFrame, len(q), 0, start)
-			replyText(w, http.StatusBadRequest, "Bad Request: reading the body: "+err.Error())
-			return
+			return http.StatusBadRequest, protocol.StatusBadFrame, "Bad Request: reading the body: " + err.Error()
 		}
 		body = bodyBuf.B
 	}
@@ -490,11 +522,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	in := len(q) + len(body)
 	if code != http.StatusOK {
 		h.record(t, rt, code, status, in, len(msg), start)
-		if code == http.StatusServiceUnavailable {
-			w.Header()["Retry-After"] = retryAfter
-		}
-		replyText(w, code, msg)
-		return
+		return code, status, msg
 	}
 	ctype := textPlain
 	if rt == routeJSONExport {
@@ -502,12 +530,13 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	}
 	h.record(t, rt, code, status, in, len(out.B), start)
 	reply(w, http.StatusOK, ctype, out.B)
+	return 0, protocol.StatusOK, ""
 }
 
-func (h *httpAPI) tooLarge(w http.ResponseWriter, t server.Tenant, rt route, n int64, start time.Time) {
+func (h *httpAPI) tooLarge(t server.Tenant, rt route, n int64, start time.Time) (int, protocol.Status, string) {
 	h.record(t, rt, http.StatusRequestEntityTooLarge, protocol.StatusTooLarge, 0, 0, start)
-	replyText(w, http.StatusRequestEntityTooLarge, "body too large: "+strconv.FormatInt(n, 10)+
-		" bytes (max "+strconv.Itoa(h.o.MaxBody)+")")
+	return http.StatusRequestEntityTooLarge, protocol.StatusTooLarge, "body too large: " + strconv.FormatInt(n, 10) +
+		" bytes (max " + strconv.Itoa(h.o.MaxBody) + ")"
 }
 
 // record updates the tenant's operation counters (shared with the binary

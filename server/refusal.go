@@ -1,0 +1,227 @@
+package server
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/phext/sq/protocol"
+)
+
+// Limit refusals (issue 13, M3: GET of an 80 MiB phext from 8 clients,
+// binary, REST get and json-export, all refused): a request refused at a
+// limit costs the server a read, a turn, a reply and, on REST, usually a
+// TCP connection of its own (~136 µs of CPU, most of it syscalls), and a
+// client that repeats it learns nothing new: no correct client gets
+// TOO_LARGE or QUOTA hundreds of times a second. 6,500 of them a second
+// from one tenant took 4.45 s of the server's 5 s of CPU and put another
+// tenant's p99 at 2.85× its quiet value.
+//
+// So each tenant has a budget of Options.RefusalRate limit refusals a
+// second (a burst of Options.RefusalBurst at once), one rule for both
+// front ends: the binary dispatch and the REST front end (server/httpapi,
+// through Server.Refuse) book every answer they give with a counted
+// status here. Within the budget an answer goes out at once. Past it, the
+// answer (the usual one: TOO_LARGE, QUOTA, 413, 507) waits refusalHold on
+// a timer, costing no CPU: a closed-loop client then gets one refusal per
+// refusalHold per request it has outstanding, instead of one per round
+// trip. A waiting answer holds a goroutine (the connection's worker, or
+// net/http's) and a socket, so only maxTenantHeld of a tenant and
+// Options.maxHeldRefusals of the whole server wait at once; past either
+// bound the answer goes out at once and its connection is closed (binary:
+// after a BUSY naming --refusal-rate, and the tenant's next HELLO waits
+// like after malformed frames; REST: Connection: close), so that a flood
+// wider than the bounds pays a new connection per refusal, which
+// --hello-rate paces on the binary port.
+//
+// What counts: TOO_LARGE and QUOTA, the answers of a request over a limit
+// the client was told about (max frame, quota). Not BUSY: it is the
+// server's own load (memory budget, in-flight limits), which a correct
+// client meets through no fault of its own; nor AUTH, which the
+// per-address limiter of failed HELLOs handles (authlimit.go, no tenant is
+// known); nor BAD_NAME, BAD_COORD, BAD_SCROLL or UNKNOWN_OP, which cost
+// no more than a request that is served and so are plain load, like a
+// flood of valid cheap requests (docs/RELIABILITY.md: a per-tenant share
+// of CPU would answer both). A malformed frame answered TOO_LARGE counts
+// here and in the budget of malformed frames (pace.go). The admin token
+// is never counted.
+//
+// The state carries over a reload with the tenant's store tenant (the same
+// name and data dir), like its memory share (reload.go, newTenant): such a
+// reload (a token rotation, a quota change) neither refills an exhausted
+// budget nor loses a held answer's slot; a renamed tenant, a name given to
+// another data dir and a tenant removed and added again start afresh.
+
+// refusals is a tenant's budget of limit refusals and the count of its
+// answers waiting.
+type refusals struct {
+	tat  atomic.Int64 // monoNow nanos: the budget's schedule (admitBudget)
+	held atomic.Int64 // answers of the tenant waiting (Refusal.Hold)
+}
+
+// refusalHold is how long an answer past the budget waits: a second, as a
+// HELLO refused at the connection limit (refuseDelay). A variable for
+// tests (SetRefusalHold).
+var refusalHold = time.Second
+
+// maxTenantHeld bounds one tenant's waiting answers: a variable for tests
+// (SetMaxTenantHeld).
+var maxTenantHeld int64 = 128
+
+// maxHeldRefusals is how many answers may wait server-wide: as many as
+// waiting HELLO refusals (maxRefusals), a separate pool.
+func (o *Options) maxHeldRefusals() int64 {
+	return int64(max(1, o.MaxConns/refusalShare))
+}
+
+// admit books one refusal at now (monoNow) in a budget of rate a second
+// with a burst of burst and reports whether it is within (pace.go,
+// admitBudget).
+func (r *refusals) admit(now int64, rate float64, burst int) bool {
+	return admitBudget(&r.tat, now, rate, burst)
+}
+
+// over reports whether a refusal at now would be past the budget, without
+// booking it.
+func (r *refusals) over(now int64, rate float64, burst int) bool {
+	interval := int64(float64(time.Second) / rate)
+	return max(r.tat.Load(), now)+interval-now > int64(max(burst, 1))*interval
+}
+
+// countsAsRefusal reports whether an answer of status is a limit refusal
+// (see above).
+func countsAsRefusal(status protocol.Status) bool {
+	return status == protocol.StatusTooLarge || status == protocol.StatusQuota
+}
+
+// Refusal is how the answer of one refused request goes out (Server.Refuse).
+// The zero Refusal: at once, the connection kept.
+type Refusal struct {
+	// Hold is how long the answer waits before it is sent; the caller
+	// then calls Done (also when the wait ends early: the client left,
+	// shutdown).
+	Hold time.Duration
+	// Close: past the budget with no free slot to wait in: the answer
+	// goes out at once and the connection is closed after it.
+	Close bool
+
+	r *refusals
+	s *Server
+}
+
+// Done gives back the slot of a held answer; a no-op for the others.
+func (f Refusal) Done() {
+	if f.r != nil {
+		f.r.held.Add(-1)
+		f.s.heldRefusals.Add(-1)
+	}
+}
+
+// Refuse books an answer with status that tenant t's request gets against
+// its budget of limit refusals (TOO_LARGE and QUOTA count; other statuses
+// return the zero Refusal at once) and says how the answer goes out: at
+// once, held for Refusal.Hold, or at once with the connection closed.
+// Front ends call it once per answer, before writing it; any goroutine.
+func (s *Server) Refuse(t Tenant, status protocol.Status) Refusal {
+	return s.refuse(t.t, false, status)
+}
+
+func (s *Server) refuse(t *tenant, admin bool, status protocol.Status) Refusal {
+	if t == nil || admin || s.opts.RefusalRate <= 0 || !countsAsRefusal(status) {
+		return Refusal{}
+	}
+	if t.refusals.admit(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst) {
+		return Refusal{}
+	}
+	r := t.refusals
+	if r.held.Add(1) > maxTenantHeld {
+		r.held.Add(-1)
+		s.stats.refusalsClosed.Add(1)
+		return Refusal{Close: true}
+	}
+	if s.heldRefusals.Add(1) > s.opts.maxHeldRefusals() {
+		s.heldRefusals.Add(-1)
+		r.held.Add(-1)
+		s.stats.refusalsClosed.Add(1)
+		return Refusal{Close: true}
+	}
+	s.stats.refusalsHeld.Add(1)
+	return Refusal{Hold: refusalHold, r: r, s: s}
+}
+
+// refusedOnLoop decides for a write the event loop refused with err
+// (fastWrite): true means the tenant is past its budget and the answer
+// must come from the worker, which may hold it; nothing is booked then
+// (the worker books it when it answers the write again, which is safe:
+// the store refused it without a side effect). Otherwise the refusal is
+// booked, within the budget. Loop only.
+func (s *Server) refusedOnLoop(cs *connState, err error) bool {
+	status, _ := StatusOf(err)
+	t := cs.tenant
+	if t == nil || cs.admin || s.opts.RefusalRate <= 0 || !countsAsRefusal(status) {
+		return false
+	}
+	now := monoNow()
+	if t.refusals.over(now, s.opts.RefusalRate, s.opts.RefusalBurst) {
+		return true
+	}
+	t.refusals.admit(now, s.opts.RefusalRate, s.opts.RefusalBurst)
+	return false
+}
+
+// refused books an answer of status cs's worker has built. The first one
+// of a batch step past the budget decides (cs.hold, acted on by
+// holdReplies); later ones in the same step are only booked. Worker only.
+func (s *Server) refused(cs *connState, status protocol.Status) {
+	if cs.hold.Hold > 0 || cs.hold.Close {
+		if t := cs.tenant; t != nil && !cs.admin && s.opts.RefusalRate > 0 && countsAsRefusal(status) {
+			t.refusals.admit(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst)
+		}
+		return
+	}
+	cs.hold = s.refuse(cs.tenant, cs.admin, status)
+}
+
+// holdReplies acts on cs.hold once the worker has appended the replies of
+// the frames of one step (from pos in out, n frames; done frames' replies
+// in all): the replies before pos are sent at once, and the step's wait
+// for the hold (or until Shutdown); or, for Close, the connection is
+// closed after the step's replies with a BUSY saying why and the tenant's
+// next HELLO waits as after malformed frames. It returns the buffer and
+// count to go on with. Worker only.
+func (s *Server) holdReplies(cs *connState, out *bytebufferpool.ByteBuffer, pos, n, done int) (*bytebufferpool.ByteBuffer, int) {
+	f := cs.hold
+	cs.hold = Refusal{}
+	if f.Close {
+		if t := cs.tenant; t != nil {
+			t.pace.penalize(monoNow(), s.opts.HelloRate, s.opts.HelloBurst)
+		}
+		cs.gone.Store(true) // the rest of the batch is dropped, unanswered
+		if !cs.closing.Load() {
+			cs.queueFatal(protocol.AppendError(nil, 0, protocol.StatusBusy,
+				"too many refused requests (TOO_LARGE, QUOTA) from this tenant (sq host --refusal-rate); closing"), closeRefusals)
+		}
+		return out, done
+	}
+	if f.Hold <= 0 {
+		return out, done
+	}
+	if pos > 0 && done > n {
+		// The earlier replies of the batch are not the refused one's:
+		// they leave now.
+		rest := protocol.GetBuffer()
+		rest.B = append(rest.B[:0], out.B[pos:]...)
+		out.B = out.B[:pos]
+		s.send(cs, out, done-n)
+		out, done = rest, n
+	}
+	tm := time.NewTimer(f.Hold)
+	select {
+	case <-tm.C:
+	case <-s.drainCh:
+		tm.Stop()
+	}
+	f.Done()
+	return out, done
+}

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/phext/sq/protocol"
+)
+
+// TestRefuseRule: the refusal budget's rule (refusal.go) on its own. Only
+// TOO_LARGE and QUOTA count; within the burst every answer goes out at
+// once; past it an answer is held while the tenant's and the server's
+// slots last, then answered at once with a close; Done gives the slot
+// back. The admin is never counted, another tenant has its own budget, and
+// a negative rate counts nothing.
+func TestRefuseRule(t *testing.T) {
+	defer SetMaxTenantHeld(2)()
+	// maxHeldRefusals: 24/8 = 3 server-wide.
+	s := &Server{opts: Options{RefusalRate: 0.001, RefusalBurst: 3, MaxConns: 24}}
+	newT := func() *tenant { return &tenant{refusals: &refusals{}, pace: &pace{}} }
+	mallory, bob := newT(), newT()
+
+	for _, st := range []protocol.Status{protocol.StatusBusy, protocol.StatusBadName, protocol.StatusBadCoord,
+		protocol.StatusAuth, protocol.StatusUnknownOp, protocol.StatusOK} {
+		for range 10 {
+			if f := s.refuse(mallory, false, st); f != (Refusal{}) {
+				t.Fatalf("%v counted as a refusal: %+v", st, f)
+			}
+		}
+	}
+	for i, st := range []protocol.Status{protocol.StatusTooLarge, protocol.StatusQuota, protocol.StatusTooLarge} {
+		if f := s.refuse(mallory, false, st); f != (Refusal{}) {
+			t.Fatalf("refusal %d (%v) within the burst of 3: %+v, want at once", i, st, f)
+		}
+	}
+	// The admin is never counted, past the budget or not.
+	for range 10 {
+		if f := s.refuse(mallory, true, protocol.StatusTooLarge); f != (Refusal{}) {
+			t.Fatalf("admin's refusal: %+v, want at once", f)
+		}
+	}
+	h1 := s.refuse(mallory, false, protocol.StatusQuota)
+	h2 := s.refuse(mallory, false, protocol.StatusTooLarge)
+	if h1.Hold != refusalHold || h2.Hold != refusalHold || h1.Close || h2.Close {
+		t.Fatalf("past the burst: %+v %+v, want both held %v", h1, h2, refusalHold)
+	}
+	// The tenant's two slots are taken: answered at once, closing.
+	if f := s.refuse(mallory, false, protocol.StatusTooLarge); !f.Close || f.Hold != 0 {
+		t.Fatalf("past the tenant's held answers: %+v, want Close", f)
+	}
+	// bob has his own budget: his burst goes out at once.
+	for i := range 3 {
+		if f := s.refuse(bob, false, protocol.StatusTooLarge); f != (Refusal{}) {
+			t.Fatalf("bob's refusal %d within his burst: %+v", i, f)
+		}
+	}
+	// bob past his budget takes the server's third slot; a fourth
+	// answer has none (server-wide bound) although bob has one left.
+	b1 := s.refuse(bob, false, protocol.StatusTooLarge)
+	if b1.Hold == 0 {
+		t.Fatalf("bob past his budget: %+v, want held", b1)
+	}
+	if f := s.refuse(bob, false, protocol.StatusTooLarge); !f.Close {
+		t.Fatalf("past the server's held answers (3): %+v, want Close", f)
+	}
+	if got := s.heldRefusals.Load(); got != 3 {
+		t.Fatalf("server holds %d answers, want 3", got)
+	}
+	h1.Done()
+	if f := s.refuse(mallory, false, protocol.StatusTooLarge); f.Hold == 0 {
+		t.Fatalf("after a Done: %+v, want held again", f)
+	} else {
+		f.Done()
+	}
+	h2.Done()
+	b1.Done()
+	Refusal{}.Done() // no slot: a no-op
+	if s.heldRefusals.Load() != 0 || mallory.refusals.held.Load() != 0 || bob.refusals.held.Load() != 0 {
+		t.Fatalf("slots left taken: server %d mallory %d bob %d", s.heldRefusals.Load(), mallory.refusals.held.Load(), bob.refusals.held.Load())
+	}
+	if st := s.stats.refusalsHeld.Load(); st != 4 {
+		t.Errorf("refusalsHeld %d, want 4", st)
+	}
+	if st := s.stats.refusalsClosed.Load(); st != 2 {
+		t.Errorf("refusalsClosed %d, want 2", st)
+	}
+
+	off := &Server{opts: Options{RefusalRate: -1, RefusalBurst: 1, MaxConns: 24}}
+	for range 100 {
+		if f := off.refuse(mallory, false, protocol.StatusTooLarge); f != (Refusal{}) {
+			t.Fatalf("RefusalRate < 0: %+v, want no budget", f)
+		}
+	}
+}
