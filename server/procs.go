@@ -8,6 +8,15 @@ import "runtime"
 // GOMAXPROCS the process then set (Procs).
 var cpuProcs = runtime.GOMAXPROCS(0)
 
+// CPUs is cpuProcs: the CPUs the process may use, by Go's count at start
+// (the affinity mask and, in a container, the cgroup CPU limit; or
+// $GOMAXPROCS). The default number of event loops (Options.EventLoops)
+// is this, not runtime.NumCPU, which ignores the cgroup limit: a host of
+// 64 CPUs running sq in a container limited to 2 would otherwise start 64
+// loops and, by Procs, 67 Ps — a quarter of them GC mark workers on 2
+// CPUs' quota (found in review of 683482e).
+func CPUs() int { return cpuProcs }
+
 // Procs is the GOMAXPROCS a process serving with loops event loops should
 // run with: one P per CPU (cpuProcs) plus one for each goroutine of gnet
 // that waits in epoll_wait — every event loop and the acceptor.

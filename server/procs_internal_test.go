@@ -95,14 +95,13 @@ func TestLoopsGetAPWhileCPUsBusy(t *testing.T) {
 	if spins.Load() == 0 {
 		t.Fatal("the spinners never ran")
 	}
-	// Go's waits for a P are the claim; the round trips also carry the
-	// kernel's sharing of 2 CPUs among 4 busy threads (and the box's
-	// load), so they are held only to a bound 10 ms preemptions break.
+	// Go's waits for a P are the claim, and the only thing held: the
+	// round trips also carry the kernel's sharing of 2 CPUs among 4 busy
+	// threads and the box's load (a loaded CI box), so they are only
+	// logged (review of 683482e; speed lives in benchmarks). At
+	// GOMAXPROCS 2 the waits alone fail it: half of them 1 ms or more.
 	if over > 5 {
 		t.Errorf("%d waits for a P of 1 ms or more (of %d)", over, all)
-	}
-	if p50 := rtts[len(rtts)/2]; p50 > 2*time.Millisecond {
-		t.Errorf("round trip p50 %v, want at most 2 ms", p50)
 	}
 }
 
@@ -114,4 +113,15 @@ func loadAverage() string {
 		return f[0]
 	}
 	return "?"
+}
+
+// TestDefaultEventLoopsAreCPUs: without Options.EventLoops the server runs
+// one loop per CPU Go counted at start (cgroup limit included), not
+// runtime.NumCPU (found in review of 683482e).
+func TestDefaultEventLoopsAreCPUs(t *testing.T) {
+	defer func(n int) { cpuProcs = n }(cpuProcs)
+	cpuProcs = runtime.NumCPU() + 1 // a count NumCPU cannot give
+	if n := (&Options{}).withDefaults().EventLoops; n != cpuProcs {
+		t.Fatalf("default event loops %d, want CPUs() = %d", n, cpuProcs)
+	}
 }

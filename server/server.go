@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,7 +32,8 @@ type Options struct {
 	// Listen is the TCP address of the binary protocol (default
 	// 127.0.0.1:1337; port 0 picks a free port, see Server.Addr).
 	Listen string
-	// EventLoops is the number of gnet event loops (default: one per CPU).
+	// EventLoops is the number of gnet event loops (default: one per CPU Go
+	// counted at start, cgroup CPU limit included: CPUs).
 	EventLoops int
 	// MaxFrame bounds the length of one frame (default 64 MiB).
 	MaxFrame int
@@ -197,7 +197,7 @@ func (o *Options) withDefaults() Options {
 		r.Listen = "127.0.0.1:1337"
 	}
 	if r.EventLoops <= 0 {
-		r.EventLoops = runtime.NumCPU()
+		r.EventLoops = CPUs()
 	}
 	if r.MaxFrame <= 0 {
 		r.MaxFrame = protocol.DefaultMaxFrame

@@ -86,7 +86,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.refusalBurst, "refusal-burst", 200, "limit refusals a tenant may get at once before --refusal-rate holds their answers")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
 	fs.IntVar(&c.maxOpen, "max-open-phexts", 0, "phext files kept open (mapped, one fd each) at once over all tenants (0 = a quarter of the open-file limit, 256..16384)")
-	fs.IntVar(&c.loops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
+	fs.IntVar(&c.loops, "event-loops", 0, "gnet event loops (0 = one per CPU it may use, cgroup CPU limit included)")
 	fs.DurationVar(&c.helloTimeout, "hello-timeout", 10*time.Second, "close connections that do not authenticate in time")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close idle authenticated connections (negative: never)")
 	fs.DurationVar(&c.frameTimeout, "frame-timeout", 30*time.Second, "close connections whose frame trickles in slower than this")
@@ -279,11 +279,12 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	}
 	loops := c.loops
 	if loops <= 0 {
-		loops = runtime.NumCPU() // the server's default
+		loops = server.CPUs() // the server's default
 	}
 	// A P for every gnet poller besides one per CPU (server.Procs: an
-	// idle loop in epoll_wait keeps its P); $GOMAXPROCS, when set, wins.
-	if os.Getenv("GOMAXPROCS") == "" {
+	// idle loop in epoll_wait keeps its P); a $GOMAXPROCS the runtime
+	// took wins.
+	if !envGOMAXPROCS() {
 		runtime.GOMAXPROCS(server.Procs(loops))
 	}
 	// One commit log per event loop: the loops' write rounds never wait
@@ -556,4 +557,13 @@ func checkLegacyLogDir(config, logDir string) error {
 		}
 	}
 	return nil
+}
+
+// envGOMAXPROCS reports whether the runtime took its GOMAXPROCS from the
+// environment: by the runtime's own rule, a decimal int32 above 0. Any
+// other value ("0", "auto", " 4") is ignored by the runtime, which then
+// chooses the default, so sq raises it like an unset one.
+func envGOMAXPROCS() bool {
+	n, err := strconv.ParseInt(os.Getenv("GOMAXPROCS"), 10, 32)
+	return err == nil && n > 0
 }

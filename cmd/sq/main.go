@@ -206,8 +206,8 @@ func help(name string, stdout, stderr io.Writer) int {
 			"says so at start), --config leaves it off: behind stunnel, HAProxy or nginx on the\n"+
 			"same host every client is loopback.\n\n"+
 			"GOMAXPROCS is the CPUs plus --event-loops plus 1 (a P for every event loop and\n"+
-			"the acceptor, which keep theirs while waiting in epoll_wait); GOMAXPROCS in the\n"+
-			"environment is used as it is (docs/OPERATIONS.md, Threads).\n\nflags:")
+			"the acceptor, which keep theirs while waiting in epoll_wait); a GOMAXPROCS above 0\n"+
+			"in the environment is used as it is (docs/OPERATIONS.md, Threads).\n\nflags:")
 		fs.PrintDefaults()
 		fmt.Fprint(stdout, hostMemoryHelp)
 		return 0

@@ -33,6 +33,14 @@ func TestHostGOMAXPROCS(t *testing.T) {
 	if three-one != 2 || one < 3 {
 		t.Fatalf("GOMAXPROCS %d with 1 event loop, %d with 3: want CPUs + loops + 1", one, three)
 	}
+	// Values the runtime ignores (it chooses its default) are ignored
+	// here too (found in review of 683482e: "0" kept the CPU count).
+	for _, v := range []string{"0", "auto"} {
+		t.Setenv("GOMAXPROCS", v)
+		if n := procs("1"); n != one {
+			t.Fatalf("GOMAXPROCS=%q in the environment: the server runs with %d, want %d as when unset", v, n, one)
+		}
+	}
 	t.Setenv("GOMAXPROCS", "7")
 	if n := procs("3"); n != 7 {
 		t.Fatalf("GOMAXPROCS=7 in the environment: the server runs with %d", n)
