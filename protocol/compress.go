@@ -72,6 +72,13 @@ var (
 	zstdStreams     chan *zstd.Decoder
 )
 
+// ZstdStreams is how many streaming zstd decoders the process keeps at
+// most (cpuProcs, fixed at start), each holding up to MaxZstdWindow once
+// built: what a caller that warms them all, or counts their memory, uses
+// instead of runtime.GOMAXPROCS(0), which a process may change after
+// start (sq host, server.Procs; go test -cpu).
+func ZstdStreams() int { return cpuProcs }
+
 func getZstdStream() *zstd.Decoder {
 	zstdStreamsOnce.Do(func() {
 		n := cpuProcs

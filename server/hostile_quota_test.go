@@ -6,7 +6,6 @@ package server_test
 import (
 	"bytes"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -268,10 +267,10 @@ func TestCompressedPutOverQuotaRefusedEarly(t *testing.T) {
 				t.Fatalf("a compressed PUT within the quota: %v (%s)", r.Status, r.Body)
 			}
 			before := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil)
-			// The first refusals build the zstd decoders (GOMAXPROCS of
+			// The first refusals build the zstd decoders (ZstdStreams of
 			// them, each with a window of at most protocol.MaxZstdWindow,
 			// kept for later frames); the next one is measured.
-			for range runtime.GOMAXPROCS(0) {
+			for range protocol.ZstdStreams() {
 				if r := put(frame(over)); r.Status != protocol.StatusQuota {
 					t.Fatalf("PUT of %d bytes of one-byte scrolls: %v (%s), want QUOTA", len(over), r.Status, r.Body)
 				}
