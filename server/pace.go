@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +90,18 @@ func (p *pace) admitBadFrame(now int64, rate float64) bool {
 	return admitBudget(&p.badTAT, now, rate, int(max(rate, 1)))
 }
 
+// budgetDepth is how far ahead of now a budget of burst events at once,
+// one per interval nanoseconds, may book: burst×interval, saturating (a
+// burst given as a huge number is a budget never exhausted, not one whose
+// depth wrapped negative and refuses everything).
+func budgetDepth(burst int, interval int64) int64 {
+	b := int64(max(burst, 1))
+	if interval > 0 && b > math.MaxInt64/interval {
+		return math.MaxInt64
+	}
+	return b * interval
+}
+
 // admitBudget books one event at now (monoNow) in the budget whose
 // schedule is tat, of rate events a second with burst of them at once,
 // and reports whether it is within; past it nothing is booked. The budget
@@ -96,7 +109,7 @@ func (p *pace) admitBadFrame(now int64, rate float64) bool {
 // such budgets. rate > 0.
 func admitBudget(tat *atomic.Int64, now int64, rate float64, burst int) bool {
 	interval := int64(float64(time.Second) / rate)
-	depth := int64(max(burst, 1)) * interval
+	depth := budgetDepth(burst, interval)
 	for {
 		t := tat.Load()
 		next := max(t, now) + interval

@@ -86,7 +86,7 @@ func (r *refusals) admit(now int64, rate float64, burst int) bool {
 // booking it.
 func (r *refusals) over(now int64, rate float64, burst int) bool {
 	interval := int64(float64(time.Second) / rate)
-	return max(r.tat.Load(), now)+interval-now > int64(max(burst, 1))*interval
+	return max(r.tat.Load(), now)+interval-now > budgetDepth(burst, interval)
 }
 
 // countsAsRefusal reports whether an answer of status is a limit refusal
