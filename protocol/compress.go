@@ -259,6 +259,11 @@ const CheckChunk = 64 << 10
 // the name and coordinate after it are checked as Decode checks them
 // (decodeBody) before any of the payload is fed, so that the check's
 // refusal never hides one that Decode would make of the whole frame.
+// When they fail, the check stops and the body is decoded to its end
+// unchecked, as Decode decodes it: the frame's answer is then Decode's
+// (BAD_FRAME for a body that does not decompress, else BAD_NAME or
+// BAD_COORD), the same with a check as without one, that is with a quota
+// as without.
 type bodyCheck struct {
 	c     PayloadCheck
 	head  bool  // check the name and coordinate first (decode sets it)
@@ -294,8 +299,8 @@ func (b *bodyCheck) feed(out []byte) error {
 	if b.fed == b.off && b.head {
 		var req Request
 		if err := decodeBody(b.op, out, &req); err != nil {
-			b.c = nil
-			return err
+			b.c = nil // Decode's error, once the whole body is decoded
+			return nil
 		}
 		b.named, b.name, b.coord = true, req.Name, req.Coord
 	}

@@ -152,14 +152,15 @@ type PayloadCheck interface {
 // the payload while a compressed body is decompressed: check.Add is given
 // the payload in pieces of about CheckChunk bytes as the decoder produces
 // them, once the name and coordinate before the payload have passed
-// Decode's checks (an *Error of theirs comes first), and its first error
-// stops the decompression and is returned unchanged (not an *Error), with
-// req's Name and Coord set (Name a view into d's scratch) and its Payload
-// nil. The decompression buffer then holds only
-// what was produced so far. An uncompressed frame's payload is not given
-// to check (it is all in the frame already). A body whose name length
-// byte is above phext.MaxNameLen is decompressed unchecked and refused
-// as Decode refuses it.
+// Decode's checks, and its first error stops the decompression and is
+// returned unchanged (not an *Error), with req's Name and Coord set (Name
+// a view into d's scratch) and its Payload nil. The decompression buffer
+// then holds only what was produced so far. An uncompressed frame's
+// payload is not given to check (it is all in the frame already). A body
+// whose name or coordinate Decode refuses (a name length above
+// phext.MaxNameLen included) is decompressed whole, unchecked, and gets
+// Decode's answer: the check changes only when a refusal comes, never
+// which one.
 func (d *Decoder) DecodeChecked(frame []byte, req *Request, check PayloadCheck) error {
 	return d.decode(frame, req, check)
 }

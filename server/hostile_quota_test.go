@@ -228,13 +228,7 @@ func TestCompressedPutOverQuotaRefusedEarly(t *testing.T) {
 	const declared = 16 << 20
 	over := oneByteScrolls(declared / (2 * 999))
 	fits := oneByteScrolls(5) // 4,995 scrolls: ~325 KB charged
-	for _, codec := range []struct {
-		name   string
-		accept uint8
-	}{
-		{name: "s2", accept: protocol.AcceptS2},
-		{name: "zstd", accept: protocol.AcceptZstd},
-	} {
+	for _, codec := range wireCodecs {
 		t.Run(codec.name, func(t *testing.T) {
 			h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, opts: server.Options{Codecs: codec.accept}})
 			c, agreed := h.dialCompressed(t, "mallory")
