@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -52,8 +51,8 @@ func (p *pace) admitHello(now int64, rate float64, burst int, maxWait time.Durat
 	if rate <= 0 {
 		return 0, true
 	}
-	interval := int64(float64(time.Second) / rate)
-	depth := int64(burst) * interval
+	interval := budgetInterval(rate)
+	depth := budgetDepth(burst, interval)
 	for {
 		tat := p.helloTAT.Load()
 		next := max(tat, now) + interval
@@ -90,14 +89,39 @@ func (p *pace) admitBadFrame(now int64, rate float64) bool {
 	return admitBudget(&p.badTAT, now, rate, int(max(rate, 1)))
 }
 
+// The schedules of this file and refusal.go are budgets of rate events a
+// second with burst of them at once, kept as one time (a TAT) in monoNow
+// nanoseconds. Their arithmetic follows one rule, so that no flag value
+// makes it wrap: the interval (budgetInterval) is at most
+// maxBudgetInterval (13 days: a rate that slow refills never, for a
+// server) and the depth (budgetDepth) at most maxBudgetDepth (73 years: a
+// burst that large is never exhausted), so every TAT is a monoNow reading
+// plus a depth, an interval and a wait or penalty of seconds, far inside
+// an int64. Before, --hello-burst 2^62 wrapped the HELLO schedule's
+// depth to 0 (every HELLO past the first waited), and --refusal-rate
+// 1e-30 made a negative interval (every refusal admitted).
+const (
+	maxBudgetInterval = int64(1) << 50
+	maxBudgetDepth    = int64(1) << 61
+)
+
+// budgetInterval is the time between two events of a budget of rate a
+// second (rate > 0): at least 1 ns, at most maxBudgetInterval.
+func budgetInterval(rate float64) int64 {
+	iv := float64(time.Second) / rate
+	if !(iv < float64(maxBudgetInterval)) { // also NaN
+		return maxBudgetInterval
+	}
+	return max(int64(iv), 1)
+}
+
 // budgetDepth is how far ahead of now a budget of burst events at once,
-// one per interval nanoseconds, may book: burst×interval, saturating (a
-// burst given as a huge number is a budget never exhausted, not one whose
-// depth wrapped negative and refuses everything).
+// one per interval nanoseconds (budgetInterval), may book:
+// burst×interval, at most maxBudgetDepth.
 func budgetDepth(burst int, interval int64) int64 {
 	b := int64(max(burst, 1))
-	if interval > 0 && b > math.MaxInt64/interval {
-		return math.MaxInt64
+	if interval > 0 && b > maxBudgetDepth/interval {
+		return maxBudgetDepth
 	}
 	return b * interval
 }
@@ -108,7 +132,7 @@ func budgetDepth(burst int, interval int64) int64 {
 // of malformed frames and that of limit refusals (refusal.go) are
 // such budgets. rate > 0.
 func admitBudget(tat *atomic.Int64, now int64, rate float64, burst int) bool {
-	interval := int64(float64(time.Second) / rate)
+	interval := budgetInterval(rate)
 	depth := budgetDepth(burst, interval)
 	for {
 		t := tat.Load()
@@ -128,8 +152,7 @@ func (p *pace) penalize(now int64, rate float64, burst int) {
 	if rate <= 0 {
 		return // no pacing of HELLOs to push
 	}
-	interval := int64(float64(time.Second) / rate)
-	want := now + int64(burst)*interval + int64(badFramePenalty)
+	want := now + budgetDepth(burst, budgetInterval(rate)) + int64(badFramePenalty)
 	for {
 		tat := p.helloTAT.Load()
 		if tat >= want || p.helloTAT.CompareAndSwap(tat, want) {

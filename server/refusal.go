@@ -85,7 +85,7 @@ func (r *refusals) admit(now int64, rate float64, burst int) bool {
 // over reports whether a refusal at now would be past the budget, without
 // booking it.
 func (r *refusals) over(now int64, rate float64, burst int) bool {
-	interval := int64(float64(time.Second) / rate)
+	interval := budgetInterval(rate)
 	return max(r.tat.Load(), now)+interval-now > budgetDepth(burst, interval)
 }
 

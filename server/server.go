@@ -70,7 +70,9 @@ type Options struct {
 	// min(5 s, HelloTimeout/2) is answered BUSY after that wait. Defaults
 	// 250 per second and a burst of 1000, so a tenant may open its 2000
 	// connections (MaxConnsPerTenant) at once, the last ones within 4 s; a
-	// negative HelloRate disables pacing. The admin token is never paced.
+	// negative HelloRate disables pacing; a HelloBurst ≤ 0 is the default
+	// (sq host refuses --hello-burst 0 at start). Extreme values saturate
+	// (pace.go, budgetDepth). The admin token is never paced.
 	HelloRate  float64
 	HelloBurst int
 	// BadFrameRate is how many malformed frames (answered BAD_FRAME or
@@ -85,8 +87,9 @@ type Options struct {
 	// RefusalBurst of them at once; past it each such answer waits a
 	// second on a timer (refusal.go), and past the bounds of waiting
 	// answers it goes out at once and closes its connection. Defaults 50
-	// a second and a burst of 200; a negative RefusalRate: no limit. The
-	// admin token is never counted.
+	// a second and a burst of 200 (RefusalBurst ≤ 0: the default; sq host
+	// refuses --refusal-burst 0 at start); a negative RefusalRate: no
+	// limit. The admin token is never counted.
 	RefusalRate  float64
 	RefusalBurst int
 	// Codecs are the compression codecs offered (protocol accept bits;

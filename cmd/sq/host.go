@@ -80,10 +80,10 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
 	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
-	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them")
+	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them (at least 1)")
 	fs.Float64Var(&c.badFrameRate, "bad-frame-rate", 100, "malformed frames (answered BAD_FRAME or TOO_LARGE) allowed per second per tenant; past it the connection that sent one is closed with BUSY and the tenant's next new connection waits at least 1 s (0: no limit)")
 	fs.Float64Var(&c.refusalRate, "refusal-rate", 50, "requests per second per tenant that may be refused at a limit (TOO_LARGE or QUOTA; REST 413, 507) past --refusal-burst; past it each such answer waits 1 s (no CPU), or closes its connection when too many wait (0: no limit)")
-	fs.IntVar(&c.refusalBurst, "refusal-burst", 200, "limit refusals a tenant may get at once before --refusal-rate holds their answers")
+	fs.IntVar(&c.refusalBurst, "refusal-burst", 200, "limit refusals a tenant may get at once before --refusal-rate holds their answers (at least 1)")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
 	fs.IntVar(&c.maxOpen, "max-open-phexts", 0, "phext files kept open (mapped, one fd each) at once over all tenants (0 = a quarter of the open-file limit, 256..16384)")
 	fs.IntVar(&c.loops, "event-loops", 0, "gnet event loops (0 = one per CPU it may use, cgroup CPU limit included)")
@@ -117,6 +117,23 @@ func rateOption(r float64) float64 {
 		return -1
 	}
 	return r
+}
+
+// checkBursts refuses a burst below 1. A rate flag's 0 turns its limit
+// off (rateOption); a burst of 0 would be a budget that admits nothing,
+// which no one means, and server.Options reads 0 as its default (1000,
+// 200), which is not what was asked either. So it is an error at start
+// that says how to turn the limit off.
+func checkBursts(c *hostConfig) (string, error) {
+	for _, b := range []struct {
+		flag, rate string
+		v          int
+	}{{"--hello-burst", "--hello-rate", c.helloBurst}, {"--refusal-burst", "--refusal-rate", c.refusalBurst}} {
+		if b.v < 1 {
+			return b.flag, fmt.Errorf("%d: must be at least 1 (%s 0 turns the limit off)", b.v, b.rate)
+		}
+	}
+	return "", nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -214,6 +231,9 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	dur, err := store.ParseDurability(c.durability)
 	if err != nil {
 		return out.fail(2, "--durability", err)
+	}
+	if flag, err := checkBursts(&c); err != nil {
+		return out.fail(2, flag, err)
 	}
 
 	if c.cpuProfile != "" {

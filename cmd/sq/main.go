@@ -263,7 +263,7 @@ memory:
 
 new connections:
   Each tenant's HELLOs are paced: --hello-burst at once, then --hello-rate
-  a second. A HELLO past that is answered when its turn comes (the
+  a second (--hello-rate 0: no pacing; a burst must be at least 1). A HELLO past that is answered when its turn comes (the
   connection waits without costing CPU and counts as open); one whose turn
   is more than min(5 s, --hello-timeout/2) away is answered BUSY after that
   wait. Malformed frames (answered BAD_FRAME or TOO_LARGE) past
@@ -279,7 +279,8 @@ new connections:
 refused requests:
   Requests refused at a limit (TOO_LARGE or QUOTA; REST 413 or 507) are
   budgeted per tenant, binary and REST together: --refusal-burst at once,
-  then --refusal-rate a second. Past it each such answer is sent a second
+  then --refusal-rate a second (--refusal-rate 0: no budget; a burst must
+  be at least 1). Past it each such answer is sent a second
   late, the connection waiting without costing CPU (REST: the request's
   goroutine). At most 128 answers of one tenant and --max-conns/8 of the
   server wait; past that the answer goes out at once and its connection is

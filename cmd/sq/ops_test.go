@@ -412,3 +412,31 @@ func TestHostJSONStartFailure(t *testing.T) {
 	}
 	jsonLines(t, "stdout", out.String())
 }
+
+// TestHostBurstZeroRefused: --hello-burst and --refusal-burst below 1 stop
+// sq host at start with a message saying how to turn the limit off (the
+// rate flag's 0); before, 0 silently meant the default burst (1000, 200).
+func TestHostBurstZeroRefused(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	for _, tc := range []struct{ flag, value, rate string }{
+		{flag: "--refusal-burst", value: "0", rate: "--refusal-rate 0"},
+		{flag: "--hello-burst", value: "0", rate: "--hello-rate 0"},
+		{flag: "--refusal-burst", value: "-3", rate: "--refusal-rate 0"},
+	} {
+		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
+			// No config file: the old code got past the flags and failed
+			// on it (exit 1) instead of starting with the default burst.
+			cfgPath := filepath.Join(t.TempDir(), "missing.json")
+			var out, errb strings.Builder
+			code := runHost([]string{"--config", cfgPath, "--listen", "127.0.0.1:0", "--http=", tc.flag, tc.value}, &out, &errb)
+			if code != 2 || !strings.Contains(errb.String(), tc.flag) || !strings.Contains(errb.String(), tc.rate) {
+				t.Fatalf("exit %d, stderr %q; want 2 naming %s and %s", code, errb.String(), tc.flag, tc.rate)
+			}
+			if all := out.String() + errb.String(); strings.Contains(all, "listening") {
+				t.Fatalf("started:\n%s", all)
+			}
+		})
+	}
+}
