@@ -252,15 +252,24 @@ func (p *pfile) loadSnapshot() error {
 
 // lookup returns the current text at c (a view; read lock held).
 func (p *pfile) lookup(c phext.Coordinate) []byte {
-	if v, ok := p.ov[c]; ok {
+	if v, ok := p.overlaid(c); ok {
 		return v
+	}
+	return p.index.find(p.base, c)
+}
+
+// overlaid returns the text at c that shadows the base's, if any: the
+// overlay's, else a running checkpoint's frozen overlay's (read lock held).
+func (p *pfile) overlaid(c phext.Coordinate) ([]byte, bool) {
+	if v, ok := p.ov[c]; ok {
+		return v, true
 	}
 	if p.frozen != nil {
 		if v, ok := p.frozen[c]; ok {
-			return v
+			return v, true
 		}
 	}
-	return p.index.find(p.base, c)
+	return nil, false
 }
 
 // walk calls fn for every non-empty scroll in coordinate order (read lock
@@ -386,10 +395,21 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx *
 	return 0, 0 // opCompact: nothing to apply
 }
 
-// remove deletes the scroll at c and returns its former length.
+// remove deletes the scroll at c and returns its former length. It
+// searches the base at most once (a search scans up to sampleScrolls
+// scrolls): for the former text when nothing shadows it, and to know
+// whether the deletion must shadow a base scroll.
 func (p *pfile) remove(c phext.Coordinate) int {
-	was := len(p.lookup(c))
-	if len(p.index.find(p.base, c)) > 0 || p.frozen != nil {
+	v, over := p.overlaid(c)
+	var base []byte
+	if !over || p.frozen == nil {
+		base = p.index.find(p.base, c)
+	}
+	if !over {
+		v = base
+	}
+	was := len(v)
+	if len(base) > 0 || p.frozen != nil {
 		p.ov[c] = nil // shadows the base scroll (or the frozen overlay's)
 	} else {
 		delete(p.ov, c)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/phext/sq/internal/sqtest"
-	"github.com/phext/sq/phext"
 )
 
 // BenchmarkPutTinyScrolls: issue 13's M4 round in the store, a tenant with
@@ -47,13 +46,7 @@ func BenchmarkPutTinyScrolls(b *testing.B) {
 // compaction itself (a walk into the file, an index of the new mapping).
 func BenchmarkReadTinyScrolls(b *testing.B) {
 	const n = 400_000
-	doc := sqtest.TinyScrolls(n)
-	coords := make([]phext.Coordinate, 0, n)
-	var sc phext.Scanner
-	sc.Reset(doc)
-	for sc.Next() {
-		coords = append(coords, sc.Coordinate())
-	}
+	doc, coords := tinyScrolls(n)
 	name := []byte("dots")
 	for _, from := range []string{"put", "snapshot"} {
 		db := &testDB{tb: b, root: b.TempDir()}
