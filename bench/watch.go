@@ -193,7 +193,7 @@ func watchWarm(ctx context.Context, o *Options, writers [][]*watchWriter, seq []
 				defer wg.Done()
 				s := seq[ti][wi] + 1
 				coord := phext.Coordinate{1, 1, 1, 1, 1, 1, 1, 1, uint16(1 + wi)}
-				if err := c.update(coord, watchText(nil, ti, wi, s, time.Now().UnixNano())); err != nil {
+				if err := c.update(coord, watchText(nil, ti, wi, s, watchNow())); err != nil {
 					werr.CompareAndSwap(nil, &err)
 					return
 				}
@@ -489,14 +489,16 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 					}
 					s := seq[ti][wi] + 1
 					t0 := time.Now()
-					buf = watchText(buf[:0], ti, wi, s, t0.UnixNano())
+					sent := int64(t0.Sub(watchEpoch))
+					buf = watchText(buf[:0], ti, wi, s, sent)
 					if err := c.update(coord, buf); err != nil {
 						werr.CompareAndSwap(nil, &err)
 						return
 					}
-					lat.add(time.Since(t0).Microseconds())
+					done := time.Now()
+					lat.add(done.Sub(t0).Microseconds())
 					if a := c.conn.Stamp(); a > 0 {
-						arr.add((a - t0.UnixNano()) / 1000)
+						arr.add((monoStamp(done, a) - sent) / 1000)
 					}
 					seq[ti][wi] = s
 					writes.Add(1)
@@ -567,6 +569,28 @@ func watchPhase(ctx context.Context, o *Options, writers [][]*watchWriter, seq [
 	return ph, verr
 }
 
+// The watch latencies are differences of readings of the bench's own
+// clock, nanoseconds since watchEpoch on the monotonic clock, never of
+// the wall clock, which steps (NTP, an operator's date) and would put the
+// step into every latency measured across it. The kernel's receive stamps
+// (stampConn.Stamp) are wall-clock times: each is moved onto the bench's
+// clock by its age, a short wall-clock difference (from the stamp to a
+// reading taken together with a monotonic one, monoStamp). Readings
+// start at a minute, so that none is negative (the text has digits only).
+var watchEpoch = time.Now().Add(-time.Minute)
+
+// watchNow reads the bench's clock.
+func watchNow() int64 { return int64(time.Since(watchEpoch)) }
+
+// monoStamp is the reading of the bench's clock at which the kernel
+// stamped data at wall (unix ns), seen at now (a time.Now reading, which
+// holds both clocks).
+func monoStamp(now time.Time, wall int64) int64 {
+	return int64(now.Sub(watchEpoch)) - (now.UnixNano() - wall)
+}
+
+// watchText is the text of a writer's UPDATE: tenant, writer, sequence
+// number and the bench's clock (watchNow) when it was sent.
 func watchText(dst []byte, tenant, writer int, seq, nanos int64) []byte {
 	dst = strconv.AppendInt(dst, int64(tenant), 10)
 	dst = append(dst, ':')
@@ -580,7 +604,8 @@ func watchText(dst []byte, tenant, writer int, seq, nanos int64) []byte {
 // observe checks one event and records its latencies; arrived is the
 // kernel's receive time of its frame (0: not known).
 func (st *watcherState) observe(resync bool, pos uint64, text []byte, arrived int64) {
-	now := time.Now().UnixNano()
+	nowT := time.Now()
+	now := int64(nowT.Sub(watchEpoch))
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if resync {
@@ -616,7 +641,7 @@ func (st *watcherState) observe(resync bool, pos uint64, text []byte, arrived in
 	st.events++
 	st.lat.add((now - sent) / 1000)
 	if arrived > 0 {
-		st.arr.add((arrived - sent) / 1000)
+		st.arr.add((monoStamp(nowT, arrived) - sent) / 1000)
 	}
 }
 

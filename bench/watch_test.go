@@ -54,7 +54,7 @@ func TestLatRecorder(t *testing.T) {
 // allocating nothing (it runs for every event, on the machine measured).
 func TestWatcherEvent(t *testing.T) {
 	st := &watcherState{tenant: 3, lastSeq: []int64{0}, lat: latRecorder{h: newSharedHist()}}
-	text := watchText(nil, 3, 0, 1, time.Now().UnixNano())
+	text := watchText(nil, 3, 0, 1, watchNow())
 	frame := protocol.AppendChangeEvent(nil, 1, 10, protocol.ChangeUpdate, nil, phext.Origin, uint64(len(text)),
 		[]byte(phext.Checksum(text)), protocol.TextHere, text)
 	body := frame[protocol.HeaderSize:]
@@ -70,5 +70,35 @@ func TestWatcherEvent(t *testing.T) {
 	}
 	if err := st.event(body[:5]); err == nil {
 		t.Error("a truncated event body is accepted")
+	}
+}
+
+// TestWatcherLatencyOnBenchClock: an event's latency is the bench's
+// monotonic clock from the writer's send (the text carries watchNow) to
+// the watcher, and its arrival the kernel's wall-clock stamp moved onto
+// that clock by its age (monoStamp): an event sent 30 ms ago whose frame
+// arrived 10 ms ago is 30 ms late and arrived after 20 ms, whatever the
+// wall clock reads.
+func TestWatcherLatencyOnBenchClock(t *testing.T) {
+	st := &watcherState{tenant: 0, lastSeq: []int64{0}, lat: latRecorder{h: newSharedHist()}, arr: latRecorder{h: newSharedHist()}}
+	sent := watchNow() - int64(30*time.Millisecond)
+	arrived := time.Now().UnixNano() - int64(10*time.Millisecond)
+	st.observe(false, 1, watchText(nil, 0, 0, 1, sent), arrived)
+	if st.err != nil || st.events != 1 {
+		t.Fatalf("observe: %v, %d events", st.err, st.events)
+	}
+	st.lat.flush()
+	st.arr.flush()
+	// Up to a second more for a slow machine.
+	if got := st.lat.h.h.Max(); got < 30_000 || got > 1_030_000 {
+		t.Errorf("latency %d µs, want 30 ms", got)
+	}
+	if got := st.arr.h.h.Max(); got < 19_000 || got > 21_000 {
+		t.Errorf("arrival %d µs, want 20 ms", got)
+	}
+	// A stamp read at a known instant lands where its age says.
+	now := time.Now()
+	if got, want := monoStamp(now, now.UnixNano()-5e6), int64(now.Sub(watchEpoch))-5e6; got != want {
+		t.Errorf("monoStamp: %d, want %d", got, want)
 	}
 }

@@ -624,7 +624,7 @@ type connWatch struct {
 	spare     []byte
 	charged   int64     // bytes of out reserved from the budget
 	scheduled bool      // listed in loop's flush list
-	since     int64     // unix nanos when the oldest event in out was queued (0: none)
+	since     int64     // monoNow when the oldest event in out was queued (0: none)
 	loop      *loopFeed // the connection's event loop (set before its first WATCH)
 }
 
@@ -719,7 +719,7 @@ func (k connSink) deliver(sub *watchSub, ev *feedEvent) bool {
 	}
 	w.charged += int64(size)
 	if len(w.out) == 0 {
-		w.since = time.Now().UnixNano()
+		w.since = monoNow()
 	}
 	w.out = protocol.AppendChangeEvent(w.out, sub.id, ev.pos, uint8(ev.op), []byte(ev.phext), ev.coord,
 		uint64(ev.n), sum, textAt, text)
@@ -802,7 +802,9 @@ func (cs *connState) flushWatch() {
 	if open && len(buf) > 0 {
 		c.Write(buf) // gnet copies what the socket does not take now
 		if since != 0 {
-			cs.s.stats.watchLat.add(uint64(max(time.Now().UnixNano()-since, 0) / 1000))
+			// The server's clock (clock.go): a wall-clock step
+			// between queue and write is no latency.
+			cs.s.stats.watchLat.add(uint64(max(monoNow()-since, 0) / 1000))
 		}
 		// What the socket did not take stays in gnet's buffer: charged
 		// like unsent replies (and a slow consumer closed) as OnTraffic
