@@ -611,6 +611,23 @@ func TestTenantFrameShare(t *testing.T) {
 	}
 }
 
+// startMaxFrameLimit starts a server with a 16 MiB max frame and 64 MiB of
+// client memory, one of whose frame limits set puts at its least (1: the
+// server raises it to one max frame), dials mallory, and returns the
+// payload of an UPDATE of "big" at c9(1) whose frame has a length of
+// exactly MaxFrame: the largest frame the server accepts, which such a
+// limit must let through (TestTenantFrameShareFitsMaxFrame,
+// TestSlowFrameCapFitsMaxFrame).
+func startMaxFrameLimit(t *testing.T, set func(*server.Options)) (*hostile, *pconn, []byte) {
+	t.Helper()
+	const maxFrame = 16 * mib
+	o := server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib}
+	set(&o)
+	h := startHostile(t, hostileOpts{durability: store.DurabilityNo, opts: o})
+	overhead := len(protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), nil)) - 4
+	return h, h.dial(t, "mallory"), bytes.Repeat([]byte("m"), maxFrame-overhead)
+}
+
 // TestTenantFrameShareFitsMaxFrame: a frame share set below one max frame
 // is raised to one, so that a tenant's single max-size frame always fits
 // (Options.MaxFrameMemoryPerTenant). A frame's length may be MaxFrame, and
@@ -620,13 +637,7 @@ func TestTenantFrameShare(t *testing.T) {
 // was answered BUSY forever, to a tenant alone on an idle server (found in
 // review of 2dea7fc).
 func TestTenantFrameShareFitsMaxFrame(t *testing.T) {
-	const maxFrame = 16 * mib
-	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib,
-			MaxFrameMemoryPerTenant: 1}}) // the least: one max frame
-	overhead := len(protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), nil)) - 4
-	payload := bytes.Repeat([]byte("m"), maxFrame-overhead) // a frame of length MaxFrame
-	c := h.dial(t, "mallory")
+	_, c, payload := startMaxFrameLimit(t, func(o *server.Options) { o.MaxFrameMemoryPerTenant = 1 })
 	c.must(t, protocol.StatusOK, protocol.OpUpdate, "big", c9(1), payload)
 	if got := c.must(t, protocol.StatusOK, protocol.OpSelect, "big", c9(1), nil); !bytes.Equal(got, payload) {
 		t.Fatalf("%d bytes stored, want the %d written", len(got), len(payload))
@@ -641,13 +652,8 @@ func TestTenantFrameShareFitsMaxFrame(t *testing.T) {
 // frame, so the sweep closed it as slow_frame (found in review of
 // 2dea7fc, the same floor as the tenant's frame share).
 func TestSlowFrameCapFitsMaxFrame(t *testing.T) {
-	const maxFrame = 16 * mib
-	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: maxFrame, MaxClientMemory: 64 * mib, MaxClientMemoryPerTenant: 64 * mib,
-			MaxSlowFrameMemory: 1}}) // the least: one max frame
-	overhead := len(protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), nil)) - 4
-	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), bytes.Repeat([]byte("s"), maxFrame-overhead))
-	c := h.dial(t, "mallory")
+	h, c, payload := startMaxFrameLimit(t, func(o *server.Options) { o.MaxSlowFrameMemory = 1 })
+	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), payload)
 	if _, err := c.nc.Write(frame[:protocol.HeaderSize+100]); err != nil {
 		t.Fatal(err)
 	}
