@@ -88,11 +88,21 @@ func (l *authLimiter) sweep(now time.Time) {
 // answer to a failed HELLO, or reports false when none is free (answer
 // at once). OnClose gives it back (releaseAuthRefusal). Loop only.
 func (s *Server) waitAuthRefusal(cs *connState) bool {
+	if !s.takeAuthWait() {
+		return false
+	}
+	cs.authWaiting = true
+	return true
+}
+
+// takeAuthWait takes one of the server-wide slots of waiting refusals for
+// a delayed answer to a failed authentication (a HELLO, or a REST token:
+// Server.AuthRefused), or reports false when none is free. Any goroutine.
+func (s *Server) takeAuthWait() bool {
 	if s.refusing.Add(1) > s.opts.maxRefusals() {
 		s.refusing.Add(-1)
 		return false
 	}
-	cs.authWaiting = true
 	return true
 }
 

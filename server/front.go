@@ -55,12 +55,42 @@ func (s *Server) IsMetricsToken(token string) bool {
 	return token != "" && s.table.Load().isMetrics([]byte(token))
 }
 
-// AuthFailed counts a failed authentication from address ip and returns
-// how long to delay its answer: the per-address limiter failed HELLOs
-// share (Options.AuthFailBudget).
-func (s *Server) AuthFailed(ip string) time.Duration {
+// AuthRefusal is how the answer to one failed authentication goes out
+// (Server.AuthRefused). The zero AuthRefusal: at once.
+type AuthRefusal struct {
+	// Wait is how long the answer waits; the caller then calls Done
+	// (also when the wait ends early: the client left, shutdown).
+	Wait time.Duration
+	// Close: past the address's budget with no free slot to wait in: the
+	// answer goes out at once and the connection is closed after it.
+	Close bool
+
+	s *Server
+}
+
+// Done gives back the slot of a waiting answer; a no-op for the others.
+func (f AuthRefusal) Done() {
+	if f.s != nil {
+		f.s.refusing.Add(-1)
+	}
+}
+
+// AuthRefused counts a failed authentication from address ip and says how
+// its answer goes out, by the rule of failed HELLOs (authlimit.go): within
+// the address's budget (Options.AuthFailBudget) at once; past it after a
+// delay, in one of the server-wide slots of waiting refusals that delayed
+// HELLO answers take too; past that bound at once, on a connection that
+// then closes. Any goroutine.
+func (s *Server) AuthRefused(ip string) AuthRefusal {
 	s.stats.authFailures.Add(1)
-	return s.auth.fail(ip, time.Now())
+	d := s.auth.fail(ip, time.Now())
+	switch {
+	case d <= 0:
+		return AuthRefusal{}
+	case !s.takeAuthWait():
+		return AuthRefusal{Close: true}
+	}
+	return AuthRefusal{Wait: d, s: s}
 }
 
 // Draining reports whether Shutdown has begun: new requests are answered

@@ -136,6 +136,10 @@ type scrapeTenant struct {
 type HTTPMetrics struct {
 	// InFlight is the number of REST requests being served.
 	InFlight int64
+	// Conns is the number of open REST connections, ConnsRefused the
+	// count of those refused past the REST connection bound.
+	Conns        int64
+	ConnsRefused uint64
 	// Requests are the answered requests by route and status code (Code
 	// "other" for codes without a counter of their own), zeros left out.
 	Requests []HTTPCount
@@ -203,6 +207,8 @@ func (s *Server) appendMetrics(e *expo, http *HTTPMetrics) {
 	e.uint(s.stats.reloadsFailed.Load(), "sq_reloads_total", "result", "failed")
 
 	e.one("sq_http_requests_in_flight", "gauge", "REST requests being served.", uint64(max(http.InFlight, 0)))
+	e.one("sq_http_connections", "gauge", "Open REST connections.", uint64(max(http.Conns, 0)))
+	e.one("sq_http_connections_refused_total", "counter", "REST connections refused (503) past --http-max-conns.", http.ConnsRefused)
 	e.family("sq_http_requests_total", "counter", "REST requests answered, by route and status code.")
 	for _, c := range http.Requests {
 		e.uint(c.N, "sq_http_requests_total", "route", c.Route, "code", c.Code)

@@ -33,6 +33,7 @@ type hostConfig struct {
 	httpAddr, cpuProfile             string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
+	httpMaxConns                     int
 	helloRate                        float64
 	helloBurst                       int
 	badFrameRate                     float64
@@ -79,6 +80,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.Int64Var(&c.framePool, "frame-pool", 0, "most of --max-client-memory that answered frames of 1 MiB and more may keep, idle, for the next frame of the same size, in bytes (0 = --max-client-memory-per-tenant; -1: none); idle bytes give way to any request and are unmapped after 10 s unused")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
+	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpapi.DefaultMaxConns, "open connections allowed on the REST port (--http), keep-alives and change-feed streams included; past it a new connection is answered 503 with Retry-After and closed (-1: no bound)")
 	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
 	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them (at least 1)")
 	fs.Float64Var(&c.badFrameRate, "bad-frame-rate", 100, "malformed frames (answered BAD_FRAME or TOO_LARGE) allowed per second per tenant; past it the connection that sent one is closed with BUSY and the tenant's next new connection waits at least 1 s (0: no limit)")
@@ -369,7 +371,7 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	var hs *http.Server
 	if httpLn != nil {
 		var ln net.Listener
-		hs, ln = httpapi.StartOn(srv, httpLn, &httpapi.Options{ConfigPath: cfgPath})
+		hs, ln = httpapi.StartOn(srv, httpLn, &httpapi.Options{ConfigPath: cfgPath, MaxConns: c.httpMaxConns})
 		httpLn = nil // the HTTP server owns it now
 		out.note("REST API on http://"+ln.Addr().String(), "REST API", "addr", ln.Addr().String())
 	}

@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"time"
-
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
 )
@@ -21,9 +19,9 @@ type Engine interface {
 	Tenants() []server.Tenant
 	IsAdminToken(token string) bool
 	IsMetricsToken(token string) bool
-	// AuthFailed counts a bad token from ip and says how long to delay
-	// the answer.
-	AuthFailed(ip string) time.Duration
+	// AuthRefused counts a bad token from ip and says how its 401 goes
+	// out: at once, after a wait, or on a connection that then closes.
+	AuthRefused(ip string) server.AuthRefusal
 
 	// Options are the server's options (limits, TrustLoopback,
 	// LoadConfig, Logger); Addr is the binary protocol's address.

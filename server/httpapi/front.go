@@ -3,7 +3,10 @@ package httpapi
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/phext/sq/protocol"
 )
@@ -27,27 +30,92 @@ const maxFrontHead = 16 << 10
 //
 // Only the first request of a connection is looked at: SQ closes every
 // connection after one request, so its clients never send a second.
+//
+// It also bounds the open connections (Options.MaxConns, like the binary
+// port's --max-conns): each is a goroutine of net/http and its buffers,
+// and an idle keep-alive or a bad-token answer waiting its delay
+// (Engine.AuthRefused) holds one. A connection past the bound is answered
+// 503 with Retry-After at once, before its request is read, and closed;
+// at most MaxConns/8 are being answered so at a time (the share of the
+// binary side's waiting refusals, server/pace.go), and past that a
+// connection is closed unanswered, as the binary port closes one past
+// --max-conns.
 type frontListener struct {
 	net.Listener
 	binaryAddr string // shown to binary clients that came to the wrong port
+
+	maxConns int64        // 0: no bound
+	open     atomic.Int64 // connections accepted and not yet closed
+	refusing atomic.Int64 // connections past maxConns being answered
+	refused  atomic.Uint64
 }
 
-// Accept returns the next connection, wrapped.
+// Accept returns the next connection within the bound, wrapped.
 func (l *frontListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.maxConns > 0 && l.open.Add(1) > l.maxConns {
+			l.open.Add(-1)
+			l.refuse(c)
+			continue
+		}
+		return &frontConn{Conn: c, l: l}, nil
 	}
-	return &frontConn{Conn: c, l: l}, nil
+}
+
+// connRefusal is the whole answer to a connection past MaxConns.
+var connRefusal = []byte("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 64\r\n\r\n" +
+	"Service Unavailable: too many open REST connections; retry later")
+
+// refuseTime bounds how long a refused connection is kept: to send the
+// 503 and read what the client sent, so that the close does not reset
+// the connection (and lose the answer) over unread bytes.
+const refuseTime = time.Second
+
+// refuse answers c, a connection past MaxConns, on its own goroutine, or
+// closes it at once when too many are being answered.
+func (l *frontListener) refuse(c net.Conn) {
+	l.refused.Add(1)
+	if l.refusing.Add(1) > max(1, l.maxConns/8) {
+		l.refusing.Add(-1)
+		c.Close()
+		return
+	}
+	go func() {
+		defer l.refusing.Add(-1)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(refuseTime))
+		if _, err := c.Write(connRefusal); err != nil {
+			return
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		io.Copy(io.Discard, io.LimitReader(c, maxFrontHead))
+	}()
 }
 
 // frontConn holds the (possibly rewritten) head until net/http has read it.
-// net/http reads a connection from one goroutine at a time, so no lock.
+// net/http reads a connection from one goroutine at a time, so no lock;
+// Close may come from another goroutine (Shutdown) as well, hence closed.
 type frontConn struct {
 	net.Conn
 	l       *frontListener
 	started bool
 	pending []byte
+	closed  atomic.Bool
+}
+
+// Close closes the connection and gives back its place in MaxConns once.
+func (c *frontConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.l.open.Add(-1)
+	}
+	return c.Conn.Close()
 }
 
 // Read serves the repaired head first, then the socket.

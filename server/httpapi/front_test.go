@@ -21,7 +21,16 @@ import (
 func startFront(t *testing.T) (*testEnv, string) {
 	t.Helper()
 	e := startEnv(t, envOptions{})
-	hs, ln, err := Start(e.srv, "127.0.0.1:0", &Options{ConfigPath: e.cfgPath})
+	return e, serveFront(t, e, Options{}).Addr().String()
+}
+
+// serveFront serves e's HTTP API with its front (Start, with o and e's
+// config) on a random loopback port until the test ends and returns the
+// listener.
+func serveFront(t *testing.T, e *testEnv, o Options) net.Listener {
+	t.Helper()
+	o.ConfigPath = e.cfgPath
+	hs, ln, err := Start(e.srv, "127.0.0.1:0", &o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +39,7 @@ func startFront(t *testing.T) (*testEnv, string) {
 		defer cancel()
 		hs.Shutdown(ctx)
 	})
-	return e, ln.Addr().String()
+	return ln
 }
 
 func TestBinaryClientAtRESTPortFailsFast(t *testing.T) {

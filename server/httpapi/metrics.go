@@ -47,6 +47,9 @@ func (h *httpAPI) writeMetrics(buf *bytebufferpool.ByteBuffer) {
 // httpMetrics reads this handler's counters for the exposition.
 func (h *httpAPI) httpMetrics() server.HTTPMetrics {
 	m := server.HTTPMetrics{InFlight: h.inflight.Load()}
+	if h.ln != nil {
+		m.Conns, m.ConnsRefused = h.ln.open.Load(), h.ln.refused.Load()
+	}
 	for rt := range h.codes {
 		for c := range h.codes[rt] {
 			if v := h.codes[rt][c].Load(); v > 0 {

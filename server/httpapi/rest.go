@@ -36,11 +36,24 @@ type Options struct {
 	// MaxInFlight bounds REST requests served at once; past it a request
 	// gets 503 (default 512, SQ's connection cap).
 	MaxInFlight int
+	// MaxConns bounds the open connections of the listener Start and
+	// StartOn serve (keep-alives, change-feed streams and answers waiting
+	// included); past it a new connection is answered 503 with
+	// Retry-After at once and closed (front.go). Default 4096; negative:
+	// no bound.
+	MaxConns int
 	// PublicMetrics serves GET /metrics to anyone. By default a scraper
 	// needs the metrics or the admin token (or a loopback address when the
 	// server trusts loopback).
 	PublicMetrics bool
 }
+
+// DefaultMaxConns is Options.MaxConns' default: eight times the requests
+// served at once (MaxInFlight's 512), for idle keep-alives and
+// change-feed streams, while the memory of that many connections (a
+// goroutine and net/http's buffers, ~16 KiB each when idle) stays near
+// 64 MiB.
+const DefaultMaxConns = 4096
 
 // Handler returns the HTTP API over the engine e: SQ's REST routes under
 // /api/v2/, GET /metrics, the health probes and the admin API under
@@ -82,8 +95,12 @@ func StartOn(e Engine, tl net.Listener, o *Options) (*http.Server, net.Listener)
 		opts = *o
 	}
 	so := e.Options()
-	ln := &frontListener{Listener: tl, binaryAddr: e.Addr()}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	ln := &frontListener{Listener: tl, binaryAddr: e.Addr(), maxConns: int64(max(opts.MaxConns, 0))}
 	api := Handler(e, opts).(*httpAPI)
+	api.ln = ln
 	hs := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -215,6 +232,7 @@ type httpAPI struct {
 
 	inflight atomic.Int64
 	codes    [numRoutes][len(httpCodes)]atomic.Uint64
+	ln       *frontListener // StartOn's (its connection counts); nil for Handler alone
 
 	stop     chan struct{} // closed when the HTTP server shuts down (ends SSE streams)
 	stopOnce sync.Once
@@ -392,7 +410,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	t, ok, tried := h.tenantOf(r)
 	if !ok {
 		if tried {
-			h.authFailed(r)
+			h.authFailed(w, r)
 		}
 		h.count(rt, http.StatusUnauthorized)
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
@@ -892,15 +910,17 @@ func bearer(v string) string {
 }
 
 // authFailed counts a bad token and, past the address's budget, delays the
-// answer like a failed HELLO (the same per-IP limiter).
-func (h *httpAPI) authFailed(r *http.Request) {
-	if d := h.s.AuthFailed(remoteIP(r)); d > 0 {
-		tm := time.NewTimer(d)
-		select {
-		case <-tm.C:
-		case <-r.Context().Done():
-			tm.Stop()
-		}
+// answer like a failed HELLO (the same per-IP limiter and the same
+// server-wide bound of waiting answers, Engine.AuthRefused); past that
+// bound the answer goes out at once and the connection closes.
+func (h *httpAPI) authFailed(w http.ResponseWriter, r *http.Request) {
+	f := h.s.AuthRefused(remoteIP(r))
+	if f.Wait > 0 {
+		h.holdAnswer(r, f.Wait)
+		f.Done()
+	}
+	if f.Close {
+		w.Header()["Connection"] = connClose
 	}
 }
 
@@ -930,7 +950,7 @@ func (h *httpAPI) trusted(r *http.Request) bool {
 func (h *httpAPI) serveReload(w http.ResponseWriter, r *http.Request) {
 	if !h.isAdmin(r) && !h.trusted(r) {
 		if len(r.Header["Authorization"]) > 0 {
-			h.authFailed(r)
+			h.authFailed(w, r)
 		}
 		h.count(routeReload, http.StatusForbidden)
 		replyText(w, http.StatusForbidden, msgReloadForbidden)
