@@ -58,9 +58,8 @@ func (s *Server) IsMetricsToken(token string) bool {
 // AuthRefusal is how the answer to one failed authentication goes out
 // (Server.AuthRefused). The zero AuthRefusal: at once.
 type AuthRefusal struct {
-	// Wait is how long the answer waits; the caller then calls Done
-	// (also when the wait ends early: the client left, shutdown).
-	Wait time.Duration
+	// Hold is how long the answer waits (AuthRefusal.Wait).
+	Hold time.Duration
 	// Close: past the address's budget with no free slot to wait in: the
 	// answer goes out at once and the connection is closed after it.
 	Close bool
@@ -68,11 +67,25 @@ type AuthRefusal struct {
 	s *Server
 }
 
-// Done gives back the slot of a waiting answer; a no-op for the others.
-func (f AuthRefusal) Done() {
-	if f.s != nil {
-		f.s.refusing.Add(-1)
+// Wait waits out Hold, or until the server's Shutdown begins, stop is
+// closed (the front end's own shutdown) or left is (the client left:
+// then false, nothing to answer), and gives back the slot the wait held.
+// It returns at once for an answer that does not wait.
+func (f AuthRefusal) Wait(left, stop <-chan struct{}) bool {
+	if f.s == nil {
+		return true
 	}
+	defer f.s.refusing.Add(-1)
+	tm := time.NewTimer(f.Hold)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-f.s.drainCh:
+	case <-stop:
+	case <-left:
+		return false
+	}
+	return true
 }
 
 // AuthRefused counts a failed authentication from address ip and says how
@@ -90,7 +103,7 @@ func (s *Server) AuthRefused(ip string) AuthRefusal {
 	case !s.takeAuthWait():
 		return AuthRefusal{Close: true}
 	}
-	return AuthRefusal{Wait: d, s: s}
+	return AuthRefusal{Hold: d, s: s}
 }
 
 // Draining reports whether Shutdown has begun: new requests are answered

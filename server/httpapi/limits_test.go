@@ -91,8 +91,10 @@ func (e *statusError) Error() string { return "status " + http.StatusText(e.code
 func TestRESTAuthWaitsBounded(t *testing.T) {
 	e := startHTTPOnly(t, envOptions{opts: server.Options{AuthFailBudget: 1, MaxConns: 8}}, Options{})
 	// The address's failures so far: the next one waits the most (5 s).
+	closed := make(chan struct{})
+	close(closed)
 	for range 25 {
-		e.srv.AuthRefused("127.0.0.1").Done()
+		e.srv.AuthRefused("127.0.0.1").Wait(nil, closed)
 	}
 	bad := func(ctx context.Context) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, "GET", e.hs.URL+"/api/v2/version", nil)
@@ -137,4 +139,23 @@ func TestRESTAuthWaitsBounded(t *testing.T) {
 	cancel()
 	<-first
 	sqtest.CheckFor(t, 5*time.Second, "the slot given back", func() bool { return e.srv.Stats().RefusalsWaiting == 0 })
+
+	// A waiting answer ends when the server's Shutdown begins.
+	third := make(chan error, 1)
+	start = time.Now()
+	go func() {
+		resp, err := bad(tctx)
+		if err == nil {
+			resp.Body.Close()
+		}
+		third <- err
+	}()
+	sqtest.CheckFor(t, 5*time.Second, "the third bad token waiting", func() bool { return e.srv.Stats().RefusalsWaiting == 1 })
+	e.drain()
+	if err := <-third; err != nil {
+		t.Fatalf("a waiting bad token at shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("a waiting bad token was answered %v after it came, the server shutting down; want at once (its delay is 5 s)", d)
+	}
 }

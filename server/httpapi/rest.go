@@ -915,10 +915,7 @@ func bearer(v string) string {
 // bound the answer goes out at once and the connection closes.
 func (h *httpAPI) authFailed(w http.ResponseWriter, r *http.Request) {
 	f := h.s.AuthRefused(remoteIP(r))
-	if f.Wait > 0 {
-		h.holdAnswer(r, f.Wait)
-		f.Done()
-	}
+	f.Wait(r.Context().Done(), h.stop)
 	if f.Close {
 		w.Header()["Connection"] = connClose
 	}
