@@ -337,7 +337,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			c.Discard(n)
 			cs.skip -= n
 			if cs.skip > 0 {
-				d := discardSocket(c.Fd(), cs.skip)
+				d := discardSocket(c.Fd(), cs.skip) // at most directRead a round
 				cs.skip -= d
 				s.stats.socketDropped.Add(uint64(d))
 			}

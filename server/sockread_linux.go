@@ -20,10 +20,21 @@ func readSocket(fd int, b []byte, max int) []byte {
 	return b[:len(b)+n]
 }
 
-// discardSocket drops up to n bytes the socket fd holds without copying
-// them (recv with MSG_TRUNC, which TCP sockets take as "discard", tcp(7))
-// and returns how many it dropped. Same rules as readSocket.
+// discardSocket drops up to n bytes the socket fd holds, and at most
+// directRead, without copying them (recv with MSG_TRUNC, which TCP
+// sockets take as "discard", tcp(7)) and returns how many it dropped.
+// Same rules as readSocket.
+//
+// Why at most directRead: dropping is not free, the kernel frees every
+// buffer of what it drops (~0.13 ms a MB here), and a TCP socket may hold
+// up to tcp_rmem's maximum (32 MiB on this box's kernel). Issue 13's M4
+// (an over-quota 60 MB PUT refused after its first MB, the rest dropped)
+// made single calls of several MB, and a good tenant on the same loop
+// waited that long for its round: p99 ~1.5 ms against 0.1–0.2 ms quiet
+// (docs/RELIABILITY.md, M4 seventh pass). The caller drops the rest in
+// later rounds, as it reads a large frame in directRead steps.
 func discardSocket(fd int, n int) int {
+	n = min(n, directRead)
 	if n <= 0 {
 		return 0
 	}
