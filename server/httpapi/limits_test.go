@@ -99,21 +99,27 @@ func TestRESTAuthWaitsBounded(t *testing.T) {
 	bad := func(ctx context.Context) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, "GET", e.hs.URL+"/api/v2/version", nil)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer wrong")
 		return e.hs.Client().Do(req)
 	}
+	// badLater sends a bad token on its own goroutine; the channel gets
+	// the outcome.
+	badLater := func(ctx context.Context) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			resp, err := bad(ctx)
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		return done
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	first := make(chan error, 1)
-	go func() {
-		resp, err := bad(ctx)
-		if err == nil {
-			resp.Body.Close()
-		}
-		first <- err
-	}()
+	first := badLater(ctx)
 	sqtest.CheckFor(t, 5*time.Second, "the first bad token counted", func() bool { return e.srv.Stats().AuthFailures == 26 })
 	// Its wait's slot is taken right after it is counted (the old code
 	// took none: then it goes on without).
@@ -141,15 +147,8 @@ func TestRESTAuthWaitsBounded(t *testing.T) {
 	sqtest.CheckFor(t, 5*time.Second, "the slot given back", func() bool { return e.srv.Stats().RefusalsWaiting == 0 })
 
 	// A waiting answer ends when the server's Shutdown begins.
-	third := make(chan error, 1)
 	start = time.Now()
-	go func() {
-		resp, err := bad(tctx)
-		if err == nil {
-			resp.Body.Close()
-		}
-		third <- err
-	}()
+	third := badLater(tctx)
 	sqtest.CheckFor(t, 5*time.Second, "the third bad token waiting", func() bool { return e.srv.Stats().RefusalsWaiting == 1 })
 	e.drain()
 	if err := <-third; err != nil {
