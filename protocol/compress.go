@@ -3,12 +3,13 @@ package protocol
 import (
 	"encoding/binary"
 	"io"
-	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/bytebufferpool"
+
+	"github.com/phext/sq/internal/cpus"
 )
 
 // A compressed body (FlagCompressed set) is
@@ -34,20 +35,12 @@ var (
 	zstdEnc  *zstd.Encoder
 )
 
-// cpuProcs sizes the zstd encoder's concurrency and the streaming decoders
-// (zstdStreams): the Ps Go chose when the process started, one per CPU it
-// may use (or $GOMAXPROCS). Both are CPU work; a process that then raises
-// GOMAXPROCS for goroutines that wait in system calls (sq host: a P per
-// gnet poller, server.Procs) has no more CPUs for them, and each decoder
-// may hold MaxZstdWindow.
-var cpuProcs = runtime.GOMAXPROCS(0)
-
 func zstdInit() {
 	zstdOnce.Do(func() {
 		var err error
 		zstdEnc, err = zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(cpuProcs),
+			zstd.WithEncoderConcurrency(cpus.N()),
 			zstd.WithEncoderCRC(false),
 			zstd.WithZeroFrames(true))
 		if err != nil {
@@ -73,15 +66,15 @@ var (
 )
 
 // ZstdStreams is how many streaming zstd decoders the process keeps at
-// most (cpuProcs, fixed at start), each holding up to MaxZstdWindow once
+// most (cpus.N(), fixed at start), each holding up to MaxZstdWindow once
 // built: what a caller that warms them all, or counts their memory, uses
 // instead of runtime.GOMAXPROCS(0), which a process may change after
 // start (sq host, server.Procs; go test -cpu).
-func ZstdStreams() int { return cpuProcs }
+func ZstdStreams() int { return cpus.N() }
 
 func getZstdStream() *zstd.Decoder {
 	zstdStreamsOnce.Do(func() {
-		n := cpuProcs
+		n := cpus.N()
 		zstdStreams = make(chan *zstd.Decoder, n)
 		for range n {
 			zstdStreams <- nil // built on first use

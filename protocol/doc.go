@@ -44,9 +44,9 @@
 //     to MaxFrame); do it off the event loop if bodies may be large, or keep
 //     MaxFrame modest.
 //   - The first zstd use builds a process-wide encoder (a few MB of state)
-//     and up to GOMAXPROCS (as it was at start) streaming decoders, each
-//     holding a window of up to MaxZstdWindow; a decode waits for a free
-//     one. s2 needs none.
+//     and up to ZstdStreams (the CPUs at start, internal/cpus) streaming
+//     decoders, each holding a window of up to MaxZstdWindow; a decode
+//     waits for a free one. s2 needs none.
 //   - A compressed body's declared size is never trusted for an
 //     allocation: zstd output grows as it is produced, an s2 block is
 //     walked (proving its size) before its buffer is made.

@@ -13,7 +13,7 @@ import (
 // GET, TOC, CHECKSUM or DELTA of a phext charged more) runs under two
 // limits:
 //
-//   - server-wide, at most max(1, CPUs−1) at once (cpuProcs: the Ps the
+//   - server-wide, at most max(1, CPUs−1) at once (CPUs: the Ps the
 //     runtime chose at start, not a GOMAXPROCS raised by Procs), so one
 //     CPU always stays free for the event loops and light requests. Without it, four
 //     60 MiB DELTAs kept both Ps busy and a good tenant's round trip
@@ -55,7 +55,7 @@ type heavyGate chan struct{}
 func newHeavyGate(n int) heavyGate { return make(heavyGate, n) }
 
 // heavySlots is the server-wide limit: all CPUs but one.
-func heavySlots() int { return max(1, cpuProcs-1) }
+func heavySlots() int { return max(1, CPUs()-1) }
 
 // heavyTurn waits for cs's tenant's turn and then the server's; the
 // returned func gives both back.

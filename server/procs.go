@@ -1,24 +1,20 @@
 package server
 
-import "runtime"
+import "github.com/phext/sq/internal/cpus"
 
-// cpuProcs is the number of Ps the runtime chose when the process started
-// (one per CPU it may use, or $GOMAXPROCS): what CPU-bound work is sized
-// by (heavySlots; protocol sizes its zstd decoders the same way), whatever
-// GOMAXPROCS the process then set (Procs).
-var cpuProcs = runtime.GOMAXPROCS(0)
-
-// CPUs is cpuProcs: the CPUs the process may use, by Go's count at start
-// (the affinity mask and, in a container, the cgroup CPU limit; or
-// $GOMAXPROCS). The default number of event loops (Options.EventLoops)
-// is this, not runtime.NumCPU, which ignores the cgroup limit: a host of
-// 64 CPUs running sq in a container limited to 2 would otherwise start 64
-// loops and, by Procs, 67 Ps — a quarter of them GC mark workers on 2
-// CPUs' quota (found in review of 683482e).
-func CPUs() int { return cpuProcs }
+// CPUs is the number of CPUs the process may use, by Go's count at start
+// (cpus.N: the affinity mask and, in a container, the cgroup CPU limit; or
+// $GOMAXPROCS), whatever GOMAXPROCS the process then set (Procs): what
+// CPU-bound work is sized by (heavySlots; protocol sizes its zstd
+// decoders the same way). The default number of event loops
+// (Options.EventLoops) is this, not runtime.NumCPU, which ignores the
+// cgroup limit: a host of 64 CPUs running sq in a container limited to 2
+// would otherwise start 64 loops and, by Procs, 67 Ps — a quarter of them
+// GC mark workers on 2 CPUs' quota (found in review of 683482e).
+func CPUs() int { return cpus.N() }
 
 // Procs is the GOMAXPROCS a process serving with loops event loops should
-// run with: one P per CPU (cpuProcs) plus one for each goroutine of gnet
+// run with: one P per CPU (CPUs) plus one for each goroutine of gnet
 // that waits in epoll_wait — every event loop and the acceptor.
 //
 // Why: gnet's pollers wait in a blocking epoll_wait system call, and a
@@ -37,7 +33,7 @@ func CPUs() int { return cpuProcs }
 // a P for every poller, a woken loop finds an idle P at once and waits
 // only for a CPU, which the kernel shares in slices of a millisecond or
 // two instead of Go's 10 ms.
-func Procs(loops int) int { return procsFor(cpuProcs, loops) }
+func Procs(loops int) int { return procsFor(CPUs(), loops) }
 
 // procsFor is Procs for a process of cpus Ps at start.
 func procsFor(cpus, loops int) int { return cpus + loops + 1 }

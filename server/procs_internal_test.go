@@ -2,9 +2,11 @@ package server
 
 import (
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/metrics"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,11 +119,22 @@ func loadAverage() string {
 
 // TestDefaultEventLoopsAreCPUs: without Options.EventLoops the server runs
 // one loop per CPU Go counted at start (cgroup limit included), not
-// runtime.NumCPU (found in review of 683482e).
+// runtime.NumCPU (found in review of 683482e). The count is taken when the
+// process starts, so the test runs itself again as a child that starts
+// with $GOMAXPROCS at a count NumCPU cannot give, as the runtime would
+// count a cgroup limit or affinity mask.
 func TestDefaultEventLoopsAreCPUs(t *testing.T) {
-	defer func(n int) { cpuProcs = n }(cpuProcs)
-	cpuProcs = runtime.NumCPU() + 1 // a count NumCPU cannot give
-	if n := (&Options{}).withDefaults().EventLoops; n != cpuProcs {
-		t.Fatalf("default event loops %d, want CPUs() = %d", n, cpuProcs)
+	want := runtime.NumCPU() + 1
+	if os.Getenv("SQ_TEST_DEFAULT_LOOPS_CHILD") != "" {
+		if n := (&Options{}).withDefaults().EventLoops; n != want || CPUs() != want {
+			t.Fatalf("started with GOMAXPROCS=%d: default event loops %d, CPUs() %d, want %d", want, n, CPUs(), want)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDefaultEventLoopsAreCPUs$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SQ_TEST_DEFAULT_LOOPS_CHILD=1", "GOMAXPROCS="+strconv.Itoa(want))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }
