@@ -145,8 +145,15 @@ type connState struct {
 	loopDec protocol.Decoder // loop: the fast path (uncompressed frames only)
 	codec   uint8            // agreed compression codec; set on loop before the worker exists
 	// hold is what the refusal budget decided for the frames the worker
-	// has just run (refusal.go: refused, holdReplies; worker).
-	hold Refusal
+	// has just run, holdUntil (monoNow) when the batch's held replies go
+	// out, 0 if they are not held (refusal.go: refused, holdReplies;
+	// worker). holdCh ends their wait early (under mu, see holdWake);
+	// shut says the connection is closed or being closed without more
+	// replies: send drops them.
+	hold      Refusal
+	holdUntil int64
+	holdCh    chan struct{}
+	shut      atomic.Bool
 	// decChk is the quota check of a compressed PUT's document while dec
 	// decompresses it (decode). Worker.
 	decChk store.PutCheck
@@ -196,6 +203,7 @@ func (s *Server) snapshotConns() []*connState {
 // closeWith closes the connection from any goroutine, recording why.
 func (cs *connState) closeWith(r closeReason) {
 	cs.gone.Store(true)
+	cs.wakeHold(true)
 	if cs.closing.Swap(true) && r != closeShutdown {
 		return
 	}
@@ -209,6 +217,7 @@ func (cs *connState) closeWith(r closeReason) {
 // already queued, and the close happens in its callback.
 func (cs *connState) closeWithFrame(r closeReason, frame []byte) {
 	cs.gone.Store(true)
+	cs.wakeHold(true)
 	if cs.closing.Swap(true) {
 		return
 	}
@@ -278,6 +287,7 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	if !cs.closing.Swap(true) {
 		s.stats.closed[closeClient].Add(1)
 	}
+	cs.wakeHold(true) // held replies: their slot back now, nothing written
 	if cs.big != nil {
 		// A frame that never fully arrived: its mapping goes to the idle
 		// pool, or is unmapped by a goroutine (work in proportion to the

@@ -76,16 +76,7 @@ func (f AuthRefusal) Wait(left, stop <-chan struct{}) bool {
 		return true
 	}
 	defer f.s.refusing.Add(-1)
-	tm := time.NewTimer(f.Hold)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-	case <-f.s.drainCh:
-	case <-stop:
-	case <-left:
-		return false
-	}
-	return true
+	return f.s.waitAnswer(f.Hold, left, stop)
 }
 
 // AuthRefused counts a failed authentication from address ip and says how

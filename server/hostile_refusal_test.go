@@ -73,6 +73,22 @@ func restGet(t testing.TB, addr, token string) (int, bool, time.Duration) {
 	return resp.StatusCode, resp.Close, time.Since(t0)
 }
 
+// restAnswer is the code of a REST GET (restGet) and when it came.
+type restAnswer struct {
+	code int
+	at   time.Time
+}
+
+// restGetAsync is restGet on its own goroutine.
+func restGetAsync(t testing.TB, addr, token string) <-chan restAnswer {
+	ch := make(chan restAnswer, 1)
+	go func() {
+		code, _, _ := restGet(t, addr, token)
+		ch <- restAnswer{code, time.Now()}
+	}()
+	return ch
+}
+
 // TestRefusalsHeldPastBudget: a tenant's limit refusals within its burst
 // (4) are answered at once; past it its next binary GET and its REST GET
 // (one budget for both) get their usual TOO_LARGE / 413 after the hold,
@@ -309,15 +325,7 @@ func TestShutdownEndsHeldRefusals(t *testing.T) {
 	if err := m.send(protocol.OpGet, "big", phext.Origin, nil); err != nil {
 		t.Fatal(err)
 	}
-	type answer struct {
-		code int
-		at   time.Time
-	}
-	rest := make(chan answer, 1)
-	go func() {
-		code, _, _ := restGet(t, h.httpAddr, h.tokens["mallory"])
-		rest <- answer{code, time.Now()}
-	}()
+	rest := restGetAsync(t, h.httpAddr, h.tokens["mallory"])
 	sqtest.CheckFor(t, 5*time.Second, "two answers held", func() bool { return h.srv.Stats().HeldNow == 2 })
 	t0 := time.Now()
 	stopped := make(chan struct{})

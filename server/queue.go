@@ -154,6 +154,7 @@ func (cs *connState) queueFatal(reply []byte, r closeReason) {
 	cs.mu.Lock()
 	cs.fatal = reply
 	cs.mu.Unlock()
+	cs.wakeHold(false) // held replies go now, before the fatal one
 	cs.kick()
 }
 
@@ -276,9 +277,9 @@ func (s *Server) work(cs *connState) {
 			}
 			if len(out.B) >= maxBatchReply && i < len(frames) {
 				// Send what is built so a batch of large replies is not
-				// held in memory whole; the write's callback checks
-				// MaxOutbound.
-				s.send(cs, out, done)
+				// held in memory whole (after a hold: then the batch
+				// waits here); the write's callback checks MaxOutbound.
+				s.sendReplies(cs, out, done)
 				out, done = protocol.GetBuffer(), 0
 			}
 		}
@@ -296,7 +297,7 @@ func (s *Server) work(cs *connState) {
 		}
 		cs.mu.Unlock()
 		cs.queuedBytes.Add(-bytes)
-		s.send(cs, out, done)
+		s.sendReplies(cs, out, done)
 	}
 }
 
@@ -314,6 +315,14 @@ func (s *Server) send(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
 	// copied into its outbound buffer, which MaxOutbound bounds).
 	held := cs.held.n
 	cs.held.n = 0
+	if cs.shut.Load() {
+		// Closed, or closing without more replies: nothing is written to
+		// it (a held batch's replies, refusal.go).
+		cs.mem.release(held)
+		protocol.PutBuffer(out)
+		cs.written(n)
+		return
+	}
 	s.asyncPending.Add(1)
 	err := cs.c.AsyncWrite(out.B, func(c gnet.Conn, _ error) error {
 		cs.mem.release(held)

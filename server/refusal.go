@@ -24,9 +24,10 @@ import (
 // through Server.Refuse) book every answer they give with a counted
 // status here. Within the budget an answer goes out at once. Past it, the
 // answer (the usual one: TOO_LARGE, QUOTA, 413, 507) waits refusalHold on
-// a timer, costing no CPU: a closed-loop client then gets one refusal per
-// refusalHold per request it has outstanding, instead of one per round
-// trip. A waiting answer holds a goroutine (the connection's worker, or
+// a timer (at most half the frame timeout, Options.refusalHold), costing
+// no CPU: a closed-loop client then gets one refusal per refusalHold per
+// request it has outstanding, instead of one per round trip (binary: the
+// refusals of one batch are held together, see holdReplies). A waiting answer holds a goroutine (the connection's worker, or
 // net/http's) and a socket, so only maxTenantHeld of a tenant and
 // Options.maxHeldRefusals of the whole server wait at once; past either
 // bound the answer goes out at once and its connection is closed (binary:
@@ -65,6 +66,20 @@ type refusals struct {
 // tests (SetRefusalHold).
 var refusalHold = time.Second
 
+// refusalHold is how long an answer past the budget waits: refusalHold,
+// at most half the frame timeout. A REST answer must be written within
+// twice the frame timeout of its request's headers (net/http's
+// WriteTimeout, httpapi), its body read within one: with --frame-timeout
+// 500 ms a hold of a second missed that deadline and the client got a
+// broken connection instead of its 413. Half leaves the other half for
+// the request's work and the write.
+func (o *Options) refusalHold() time.Duration {
+	if o.FrameTimeout <= 0 {
+		return refusalHold
+	}
+	return min(refusalHold, o.FrameTimeout/2)
+}
+
 // maxTenantHeld bounds one tenant's waiting answers: a variable for tests
 // (SetMaxTenantHeld).
 var maxTenantHeld int64 = 128
@@ -98,9 +113,9 @@ func countsAsRefusal(status protocol.Status) bool {
 // Refusal is how the answer of one refused request goes out (Server.Refuse).
 // The zero Refusal: at once, the connection kept.
 type Refusal struct {
-	// Hold is how long the answer waits before it is sent; the caller
-	// then calls Done (also when the wait ends early: the client left,
-	// shutdown).
+	// Hold is how long the answer waits before it is sent: the caller
+	// waits with Wait, which ends early at Shutdown, and gives the slot
+	// back.
 	Hold time.Duration
 	// Close: past the budget with no free slot to wait in: the answer
 	// goes out at once and the connection is closed after it.
@@ -111,6 +126,7 @@ type Refusal struct {
 }
 
 // Done gives back the slot of a held answer; a no-op for the others.
+// Wait calls it.
 func (f Refusal) Done() {
 	if f.r != nil {
 		f.r.held.Add(-1)
@@ -147,7 +163,7 @@ func (s *Server) refuse(t *tenant, admin bool, status protocol.Status) Refusal {
 		return Refusal{Close: true}
 	}
 	s.stats.refusalsHeld.Add(1)
-	return Refusal{Hold: refusalHold, r: r, s: s}
+	return Refusal{Hold: s.opts.refusalHold(), r: r, s: s}
 }
 
 // refusedOnLoop decides for a write the event loop refused with err
@@ -171,8 +187,9 @@ func (s *Server) refusedOnLoop(cs *connState, err error) bool {
 }
 
 // refused books an answer of status cs's worker has built. The first one
-// of a batch step past the budget decides (cs.hold, acted on by
-// holdReplies); later ones in the same step are only booked. Worker only.
+// of a batch past the budget decides (cs.hold, acted on by holdReplies);
+// later ones in the same batch are only booked: they wait with it, in
+// the slot it took. Worker only.
 func (s *Server) refused(cs *connState, status protocol.Status) {
 	if cs.hold.Hold > 0 || cs.hold.Close {
 		if t := cs.tenant; t != nil && !cs.admin && s.opts.RefusalRate > 0 && countsAsRefusal(status) {
@@ -183,17 +200,35 @@ func (s *Server) refused(cs *connState, status protocol.Status) {
 	cs.hold = s.refuse(cs.tenant, cs.admin, status)
 }
 
+// A binary connection's held answers wait per batch (the frames its
+// worker took from the queue at once, up to --max-inflight): the first
+// answer of a batch past the budget starts the hold, the replies of the
+// batch before it leave at once, and every reply after it, held refusals
+// or not (replies keep their order), is sent together when the hold ends,
+// refusalHold after it started. So a client with k requests outstanding
+// gets its k refusals after one hold, as a REST client with k requests
+// in flight does, not after k holds in a row (the first version held each
+// step of the batch in turn: k refusals pipelined in one batch waited k
+// seconds, and every request behind them with them). The replies built
+// meanwhile stay in the worker's buffer, charged to the connection's
+// budget (waitHold); the loop stops reading at --max-inflight as always.
+// A hold ends early when Shutdown begins (its replies go out), when the
+// connection is closing after a fatal reply (they go out before it), or
+// when it is closed (nothing is written; send drops them and the slot is
+// given back at once).
+
 // holdReplies acts on cs.hold once the worker has appended the replies of
 // the frames of one step (from pos in out, n frames; done frames' replies
-// in all): the replies before pos are sent at once, and the step's wait
-// for the hold (or until Shutdown); or, for Close, the connection is
-// closed after the step's replies with a BUSY saying why and the tenant's
-// next HELLO waits as after malformed frames. It returns the buffer and
-// count to go on with. Worker only.
+// in all). For Close, the connection is closed after the step's replies
+// with a BUSY saying why and the tenant's next HELLO waits as after
+// malformed frames. For a hold not yet started, the replies before pos
+// are sent at once and the hold starts (cs.holdUntil); its replies wait in
+// out until sendReplies. It returns the buffer and count to go on with.
+// Worker only.
 func (s *Server) holdReplies(cs *connState, out *bytebufferpool.ByteBuffer, pos, n, done int) (*bytebufferpool.ByteBuffer, int) {
 	f := cs.hold
-	cs.hold = Refusal{}
 	if f.Close {
+		cs.hold = Refusal{}
 		if t := cs.tenant; t != nil {
 			t.pace.penalize(monoNow(), s.opts.HelloRate, s.opts.HelloBurst)
 		}
@@ -204,8 +239,8 @@ func (s *Server) holdReplies(cs *connState, out *bytebufferpool.ByteBuffer, pos,
 		}
 		return out, done
 	}
-	if f.Hold <= 0 {
-		return out, done
+	if f.Hold <= 0 || cs.holdUntil != 0 {
+		return out, done // no hold, or this batch's has started
 	}
 	if pos > 0 && done > n {
 		// The earlier replies of the batch are not the refused one's:
@@ -216,12 +251,104 @@ func (s *Server) holdReplies(cs *connState, out *bytebufferpool.ByteBuffer, pos,
 		s.send(cs, out, done-n)
 		out, done = rest, n
 	}
-	tm := time.NewTimer(f.Hold)
+	cs.holdUntil = monoNow() + int64(f.Hold)
+	return out, done
+}
+
+// sendReplies sends out, the replies of n frames, after the batch's hold
+// if one runs (waitHold). Worker only.
+func (s *Server) sendReplies(cs *connState, out *bytebufferpool.ByteBuffer, n int) {
+	if cs.holdUntil != 0 {
+		s.waitHold(cs, out)
+	}
+	s.send(cs, out, n)
+}
+
+// waitHold waits out the hold of cs's batch, whose replies are in out,
+// and gives its slot back. While they wait the replies' buffer is
+// charged to the connection's budget, beyond what building them reserved
+// (cs.held, released once they are sent): it is allocated already, so it
+// is charged without refusal, like the buffers gnet holds (chargeBuffers).
+// Worker only.
+func (s *Server) waitHold(cs *connState, out *bytebufferpool.ByteBuffer) {
+	f := cs.hold
+	f.Hold = time.Duration(cs.holdUntil - monoNow())
+	cs.hold, cs.holdUntil = Refusal{}, 0
+	if extra := int64(cap(out.B)) - cs.held.n; extra > 0 {
+		cs.held.b.force(extra)
+		cs.held.n += extra
+	}
+	wake := cs.holdWake()
+	if wake == nil {
+		f.Done() // closing or closed already: no wait
+		return
+	}
+	f.Wait(wake, nil)
+	cs.endHoldWake()
+}
+
+// Wait waits out a held answer: until Hold has passed, the server's
+// Shutdown has begun (the same signal for every front end), or left or
+// stop is closed (either may be nil: left is the client going, stop the
+// front end stopping). Then it gives back the slot (Done). It reports
+// false when left ended the wait (nobody to answer). Any goroutine; the
+// zero Refusal returns at once.
+func (f Refusal) Wait(left, stop <-chan struct{}) bool {
+	defer f.Done()
+	if f.Hold <= 0 || f.s == nil {
+		return true
+	}
+	return f.s.waitAnswer(f.Hold, left, stop)
+}
+
+// waitAnswer is the wait of an answer the server delays (a held refusal,
+// a failed authentication): d, or until Shutdown begins or left or stop
+// (either may be nil) is closed; false when left ended it.
+func (s *Server) waitAnswer(d time.Duration, left, stop <-chan struct{}) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
 	select {
 	case <-tm.C:
 	case <-s.drainCh:
-		tm.Stop()
+	case <-stop:
+	case <-left:
+		return false
 	}
-	f.Done()
-	return out, done
+	return true
+}
+
+// holdWake returns the channel that ends the wait of cs's held replies
+// early, or nil when the connection is closing or closed already (no
+// wait). Worker only; endHoldWake after the wait.
+func (cs *connState) holdWake() chan struct{} {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closing.Load() || cs.shut.Load() {
+		return nil
+	}
+	cs.holdCh = make(chan struct{})
+	return cs.holdCh
+}
+
+// endHoldWake forgets the channel of holdWake. Worker only.
+func (cs *connState) endHoldWake() {
+	cs.mu.Lock()
+	cs.holdCh = nil
+	cs.mu.Unlock()
+}
+
+// wakeHold ends the wait of the connection's held replies, if one runs:
+// it is closing after a fatal reply (the held replies go first), or with
+// shut, it is closed or being closed without more replies (send drops
+// them). Any goroutine; call it after setting closing.
+func (cs *connState) wakeHold(shut bool) {
+	if shut {
+		cs.shut.Store(true)
+	}
+	cs.mu.Lock()
+	if cs.holdCh != nil {
+		close(cs.holdCh)
+		cs.holdCh = nil
+	}
+	cs.mu.Unlock()
 }

@@ -280,14 +280,16 @@ refused requests:
   Requests refused at a limit (TOO_LARGE or QUOTA; REST 413 or 507) are
   budgeted per tenant, binary and REST together: --refusal-burst at once,
   then --refusal-rate a second (--refusal-rate 0: no budget; a burst must
-  be at least 1). Past it each such answer is sent a second
-  late, the connection waiting without costing CPU (REST: the request's
-  goroutine). At most 128 answers of one tenant and --max-conns/8 of the
-  server wait; past that the answer goes out at once and its connection is
-  closed (binary: after a BUSY naming --refusal-rate, and the tenant's next
-  HELLO waits a second). A correct client meets a limit now and then, not
-  hundreds of times a second. BUSY is not counted (it is the server's
-  load), nor bad names or coordinates; the admin token never is.
+  be at least 1). Past it each such answer is sent a second late (at most
+  --frame-timeout/2), the connection waiting without costing CPU (REST:
+  the request's goroutine; binary: the requests pipelined together wait
+  one hold together and are answered in order). At most 128 answers of
+  one tenant and --max-conns/8 of the server wait; past that the answer
+  goes out at once and its connection is closed (binary: after a BUSY
+  naming --refusal-rate, and the tenant's next HELLO waits a second). A
+  correct client meets a limit now and then, not hundreds of times a
+  second. BUSY is not counted (it is the server's load), nor bad names or
+  coordinates; the admin token never is.
 
 bad tokens and REST connections:
   Each address gets 10 failed authentications a minute (HELLO or REST

@@ -43,7 +43,7 @@ type Engine interface {
 
 	// Refuse books an error answer with status of t's request against
 	// t's budget of limit refusals (server/refusal.go) and says whether
-	// it goes out at once, waits (Refusal.Hold, then Refusal.Done) or
+	// it goes out at once, waits (Refusal.Hold: Refusal.Wait) or
 	// goes out on a connection that then closes.
 	Refuse(t server.Tenant, status protocol.Status) server.Refusal
 

@@ -440,8 +440,10 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	// then closes. Everything the request held (its in-flight slot,
 	// memory, buffers) is given back before the wait.
 	if f := h.s.Refuse(t, status); f.Hold > 0 {
-		h.holdAnswer(r, f.Hold)
-		f.Done()
+		// Until the hold ends, the engine's Shutdown begins (one signal
+		// for both front ends), the client leaves or this HTTP server
+		// shuts down (Shutdown waits for handlers).
+		f.Wait(r.Context().Done(), h.stop)
 	} else if f.Close {
 		hd["Connection"] = connClose
 	}
@@ -452,18 +454,6 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 }
 
 var connClose = []string{"close"}
-
-// holdAnswer waits d, or until the client has gone or the HTTP server
-// shuts down.
-func (h *httpAPI) holdAnswer(r *http.Request, d time.Duration) {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-	case <-r.Context().Done():
-	case <-h.stop:
-	}
-}
 
 // serveTenant serves an authenticated request of tenant t on route rt
 // (not reload or watch): it writes a successful answer itself and returns
