@@ -11,8 +11,9 @@ import (
 // one-byte scrolls held in its snapshot (the sparse index: each search
 // scans up to sampleScrolls scrolls): "remove" is the delete's apply
 // alone (pfile.remove under the write lock, its effect undone after
-// each), "delete" the whole Tenant.Delete (durability no; the phext is
-// put again, untimed, once every scroll was deleted).
+// each), "loop" an event loop's delete (Tenant.TryApply, a Flush every
+// 16), "delete" the whole Tenant.Delete (durability no; the phext is put
+// again, untimed, once every scroll was deleted).
 func BenchmarkDeleteTinyScrolls(b *testing.B) {
 	const n = 400_000
 	doc, coords := tinyScrolls(n)
@@ -54,7 +55,36 @@ func BenchmarkDeleteTinyScrolls(b *testing.B) {
 			}
 		}
 	})
+	b.Run("loop", func(b *testing.B) {
+		load() // b.Loop starts the timer afresh
+		var r LoopRound
+		r.SetLoop(1)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			w := Write{Kind: WriteDelete, Name: name, Coord: coords[i]}
+			if ok, _ := db.ten.TryApply(&r, &w); !ok || w.N != 1 {
+				_ = r.Flush()
+				b.Fatal("declined or not found", ok, w.N, w.Err)
+			}
+			if i++; i%16 == 0 {
+				if err := r.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if i == n {
+				b.StopTimer()
+				load()
+				i = 0
+				b.StartTimer()
+			}
+		}
+		if err := r.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	})
 	b.Run("delete", func(b *testing.B) {
+		load()
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {

@@ -168,11 +168,16 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 	}
 	g := max(p.growth(&o), 0)
 	p.qmu.Unlock()
-	if o.kind == opDelete && len(p.lookup(o.c)) == 0 {
-		p.mu.Unlock()
-		p.fmu.Unlock()
-		w.N, w.Err = 0, nil
-		return true, false
+	// A delete looks its scroll up once, here: the write lock is held
+	// until it is applied (applyFound).
+	var del deleteAt
+	if o.kind == opDelete {
+		if del = p.findDelete(o.c); del.was == 0 {
+			p.mu.Unlock()
+			p.fmu.Unlock()
+			w.N, w.Err = 0, nil
+			return true, false
+		}
 	}
 	if err := t.reserve(g); err != nil {
 		p.mu.Unlock()
@@ -213,7 +218,13 @@ func (t *Tenant) TryApply(r *LoopRound, w *Write) (ok, logged bool) {
 		p.loopRecs = true
 	}
 	p.logBytes.Add(int64(logRecHeader + logFixed + len(p.key) + len(o.text)))
-	n, d := p.apply(o.kind, o.c, o.text)
+	var n int
+	var d int64
+	if o.kind == opDelete {
+		n, d = p.applyFound(o.c, del)
+	} else {
+		n, d = p.apply(o.kind, o.c, o.text)
+	}
 	t.used.Add(d)
 	p.publish(o.kind, o.c, lsn)
 	if g > 0 {

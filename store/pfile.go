@@ -321,6 +321,15 @@ func (p *pfile) applyIndexed(kind byte, c phext.Coordinate, payload []byte, idx 
 	return n, delta + ScrollCost*(p.scrolls-scrolls)
 }
 
+// applyFound is apply of a delete at c that findDelete found as d, with
+// nothing changed since (write lock held throughout): the event loop's
+// delete, which looks its scroll up before it logs it (TryApply).
+func (p *pfile) applyFound(c phext.Coordinate, d deleteAt) (n int, delta int64) {
+	scrolls := p.scrolls
+	was := p.removeFound(c, d)
+	return was, -int64(was) + ScrollCost*(p.scrolls-scrolls)
+}
+
 // applyRecord is applyIndexed; its delta counts scroll bytes only.
 func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx *index) (n int, delta int64) {
 	switch kind {
@@ -395,11 +404,25 @@ func (p *pfile) applyRecord(kind byte, c phext.Coordinate, payload []byte, idx *
 	return 0, 0 // opCompact: nothing to apply
 }
 
-// remove deletes the scroll at c and returns its former length. It
-// searches the base at most once (a search scans up to sampleScrolls
-// scrolls): for the former text when nothing shadows it, and to know
-// whether the deletion must shadow a base scroll.
+// remove deletes the scroll at c and returns its former length.
 func (p *pfile) remove(c phext.Coordinate) int {
+	return p.removeFound(c, p.findDelete(c))
+}
+
+// deleteAt is what a delete at c finds (findDelete): the current text's
+// length, and whether removing it must shadow a scroll of the base (or
+// of a running checkpoint's frozen overlay) rather than drop an overlay
+// entry.
+type deleteAt struct {
+	was    int
+	shadow bool
+}
+
+// findDelete looks up c for a delete, searching the base at most once (a
+// search scans up to sampleScrolls scrolls): for the current text when
+// nothing shadows it, and to know whether the deletion must shadow a base
+// scroll (read lock held).
+func (p *pfile) findDelete(c phext.Coordinate) deleteAt {
 	v, over := p.overlaid(c)
 	var base []byte
 	if !over || p.frozen == nil {
@@ -408,15 +431,21 @@ func (p *pfile) remove(c phext.Coordinate) int {
 	if !over {
 		v = base
 	}
-	was := len(v)
-	if len(base) > 0 || p.frozen != nil {
+	return deleteAt{was: len(v), shadow: len(base) > 0 || p.frozen != nil}
+}
+
+// removeFound deletes the scroll at c that findDelete found as d, with
+// nothing changed since (write lock held throughout), and returns its
+// former length.
+func (p *pfile) removeFound(c phext.Coordinate, d deleteAt) int {
+	if d.shadow {
 		p.ov[c] = nil // shadows the base scroll (or the frozen overlay's)
 	} else {
 		delete(p.ov, c)
 	}
-	if was > 0 {
+	if d.was > 0 {
 		p.scrolls--
-		p.bytes -= int64(was)
+		p.bytes -= int64(d.was)
 	}
-	return was
+	return d.was
 }
