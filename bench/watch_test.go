@@ -81,8 +81,11 @@ func TestWatcherEvent(t *testing.T) {
 // wall clock reads.
 func TestWatcherLatencyOnBenchClock(t *testing.T) {
 	st := &watcherState{tenant: 0, lastSeq: []int64{0}, lat: latRecorder{h: newSharedHist()}, arr: latRecorder{h: newSharedHist()}}
-	sent := watchNow() - int64(30*time.Millisecond)
-	arrived := time.Now().UnixNano() - int64(10*time.Millisecond)
+	// Both from one reading: taken apart, a pause of the test between
+	// them (a loaded box) would add to the arrival, bounded to ±1 ms below.
+	t0 := time.Now()
+	sent := int64(t0.Sub(watchEpoch)) - int64(30*time.Millisecond)
+	arrived := t0.UnixNano() - int64(10*time.Millisecond)
 	st.observe(false, 1, watchText(nil, 0, 0, 1, sent), arrived)
 	if st.err != nil || st.events != 1 {
 		t.Fatalf("observe: %v, %d events", st.err, st.events)
