@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -138,6 +139,24 @@ func checkBursts(c *hostConfig) (string, error) {
 	return "", nil
 }
 
+// checkRates refuses a rate flag that is not a number: the flag package
+// takes "NaN", which passes both "0 turns the limit off" (rateOption) and
+// the server's "≤ 0 is the default" and then sizes a budget that never
+// refills (budgetInterval reads NaN as its longest interval): a tenant
+// would get its burst once, then every HELLO, malformed frame or limit
+// refusal past it held or refused for good.
+func checkRates(c *hostConfig) (string, error) {
+	for _, r := range []struct {
+		flag string
+		v    float64
+	}{{"--hello-rate", c.helloRate}, {"--bad-frame-rate", c.badFrameRate}, {"--refusal-rate", c.refusalRate}} {
+		if math.IsNaN(r.v) {
+			return r.flag, fmt.Errorf("%v: must be a number (0 turns the limit off)", r.v)
+		}
+	}
+	return "", nil
+}
+
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -235,6 +254,9 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 		return out.fail(2, "--durability", err)
 	}
 	if flag, err := checkBursts(&c); err != nil {
+		return out.fail(2, flag, err)
+	}
+	if flag, err := checkRates(&c); err != nil {
 		return out.fail(2, flag, err)
 	}
 

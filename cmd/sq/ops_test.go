@@ -440,3 +440,26 @@ func TestHostBurstZeroRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestHostRateNaNRefused: a rate flag given as NaN (which the flag package
+// parses) stops sq host at start; before, it started with a budget that
+// never refills (its interval read as the longest, budgetInterval), so
+// each tenant got its burst once and every refusal past it was held for
+// good.
+func TestHostRateNaNRefused(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("child")
+	}
+	for _, flag := range []string{"--hello-rate", "--bad-frame-rate", "--refusal-rate"} {
+		t.Run(flag, func(t *testing.T) {
+			// No config file: the old code got past the flags and failed
+			// on it (exit 1).
+			cfgPath := filepath.Join(t.TempDir(), "missing.json")
+			var out, errb strings.Builder
+			code := runHost([]string{"--config", cfgPath, "--listen", "127.0.0.1:0", "--http=", flag, "NaN"}, &out, &errb)
+			if code != 2 || !strings.Contains(errb.String(), flag) || !strings.Contains(errb.String(), "must be a number") {
+				t.Fatalf("exit %d, stderr %q; want 2 naming %s", code, errb.String(), flag)
+			}
+		})
+	}
+}
