@@ -75,42 +75,38 @@ func (l *authLimiter) sweep(now time.Time) {
 	l.mu.Unlock()
 }
 
-// A delayed answer keeps its connection open (it counts against MaxConns)
-// until it is due, up to maxAuthDelay. Dialers of bad tokens would hold
-// as many open connections as they dial, taking --max-conns from every
-// tenant; so delayed auth refusals take the server-wide slots of waiting
-// refusals that refusals at a tenant's connection limit take
-// (Server.refusing, at most MaxConns/refusalShare, pace.go), and past
-// that bound a failure is answered at once: CPU, not other tenants'
-// connections.
+// A delayed answer keeps its connection open (binary: it counts against
+// MaxConns; REST: against the HTTP port's connection bound) until it is
+// due, at most maxAuthDelay (binary: also at most helloMaxWait, half the
+// HELLO timeout). Every failure past its address's budget waits, however
+// many wait at once. They used to take the bounded slots of waiting
+// refusals (Server.refusing, MaxConns/refusalShare, pace.go), and past
+// that bound a failure was answered at once: one tokenless client filling
+// the slots switched the delay off for every guesser on every address.
+// Closing such a connection without an answer instead would not help: a
+// valid token is answered at once, so an early close tells a guesser
+// "wrong" as quickly as AUTH does. And the slots bought nothing: a waiting
+// failure costs what a connection that sends no HELLO (REST: no complete
+// request) costs, which anyone may hold for the whole HELLO timeout (REST:
+// ReadHeaderTimeout), 10 s against at most 5 s here, counted against the
+// same connection bound. Filling that bound with unauthenticated
+// connections is the many-dialers case an address-level limit in front of
+// the server handles (docs/OPERATIONS.md). The waiting failures are
+// counted (Server.authWaiting, shown with the waiting refusals in
+// sq_hello_refusals_waiting), not bounded.
 
-// waitAuthRefusal takes a slot of a waiting refusal for cs's delayed
-// answer to a failed HELLO, or reports false when none is free (answer
-// at once). OnClose gives it back (releaseAuthRefusal). Loop only.
-func (s *Server) waitAuthRefusal(cs *connState) bool {
-	if !s.takeAuthWait() {
-		return false
-	}
+// waitAuthRefusal counts cs's delayed answer to a failed HELLO among the
+// waiting ones until it closes (releaseAuthRefusal). Loop only.
+func (s *Server) waitAuthRefusal(cs *connState) {
+	s.authWaiting.Add(1)
 	cs.authWaiting = true
-	return true
 }
 
-// takeAuthWait takes one of the server-wide slots of waiting refusals for
-// a delayed answer to a failed authentication (a HELLO, or a REST token:
-// Server.AuthRefused), or reports false when none is free. Any goroutine.
-func (s *Server) takeAuthWait() bool {
-	if s.refusing.Add(1) > s.opts.maxRefusals() {
-		s.refusing.Add(-1)
-		return false
-	}
-	return true
-}
-
-// releaseAuthRefusal gives back the slot cs took in waitAuthRefusal, if
-// any, when it closes. Loop only.
+// releaseAuthRefusal takes back the count of waitAuthRefusal, if any,
+// when cs closes. Loop only.
 func (s *Server) releaseAuthRefusal(cs *connState) {
 	if cs.authWaiting {
 		cs.authWaiting = false
-		s.refusing.Add(-1)
+		s.authWaiting.Add(-1)
 	}
 }

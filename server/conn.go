@@ -70,8 +70,8 @@ type connState struct {
 	// refusal is the schedule of the tenant whose waiting refusal's slot
 	// this connection holds until it closes (refuseLate; loop).
 	refusal *pace
-	// authWaiting says this connection's failed HELLO holds a waiting
-	// refusal's slot until it closes (waitAuthRefusal; loop).
+	// authWaiting says this connection's failed HELLO is counted among
+	// the waiting ones until it closes (waitAuthRefusal; loop).
 	authWaiting bool
 
 	// Times are monoNow readings (clock.go).
@@ -824,23 +824,21 @@ func (s *Server) welcome(cs *connState, c gnet.Conn, id uint32, name string, ver
 
 // authFail answers a failed HELLO with status and closes the
 // connection. Past the address's budget the answer is delayed, so guessing
-// tokens from one address is slow, while a slot of a waiting refusal is
-// free (waitAuthRefusal).
+// tokens from one address is slow, at most helloMaxWait (no longer than a
+// silent connection may stay; authlimit.go).
 func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol.Status, msg string) {
 	s.stats.authFailures.Add(1)
 	cs.closing.Store(true)
 	s.stats.closed[closeAuth].Add(1)
 	c.Discard(c.InboundBuffered())
 	reply := protocol.AppendError(nil, id, status, msg)
-	delay := s.auth.fail(cs.ip, time.Now())
-	if delay > 0 && !s.waitAuthRefusal(cs) {
-		delay = 0 // past the server's bound of waiting refusals
-	}
+	delay := min(s.auth.fail(cs.ip, time.Now()), s.opts.helloMaxWait())
 	if delay <= 0 {
 		c.Write(reply)
 		c.Close()
 		return
 	}
+	s.waitAuthRefusal(cs)
 	s.log.Debug("auth failures over budget; slowing down", "addr", cs.ip, "delay", delay)
 	time.AfterFunc(delay, func() {
 		c.AsyncWrite(reply, func(c gnet.Conn, _ error) error {

@@ -60,40 +60,34 @@ func (s *Server) IsMetricsToken(token string) bool {
 type AuthRefusal struct {
 	// Hold is how long the answer waits (AuthRefusal.Wait).
 	Hold time.Duration
-	// Close: past the address's budget with no free slot to wait in: the
-	// answer goes out at once and the connection is closed after it.
-	Close bool
 
 	s *Server
 }
 
 // Wait waits out Hold, or until the server's Shutdown begins, stop is
 // closed (the front end's own shutdown) or left is (the client left:
-// then false, nothing to answer), and gives back the slot the wait held.
-// It returns at once for an answer that does not wait.
+// then false, nothing to answer), and leaves the count of waiting
+// answers. It returns at once for an answer that does not wait.
 func (f AuthRefusal) Wait(left, stop <-chan struct{}) bool {
 	if f.s == nil {
 		return true
 	}
-	defer f.s.refusing.Add(-1)
+	defer f.s.authWaiting.Add(-1)
 	return f.s.waitAnswer(f.Hold, left, stop)
 }
 
 // AuthRefused counts a failed authentication from address ip and says how
 // its answer goes out, by the rule of failed HELLOs (authlimit.go): within
 // the address's budget (Options.AuthFailBudget) at once; past it after a
-// delay, in one of the server-wide slots of waiting refusals that delayed
-// HELLO answers take too; past that bound at once, on a connection that
-// then closes. Any goroutine.
+// delay, however many wait (counted, not bounded: see authlimit.go). Any
+// goroutine.
 func (s *Server) AuthRefused(ip string) AuthRefusal {
 	s.stats.authFailures.Add(1)
 	d := s.auth.fail(ip, time.Now())
-	switch {
-	case d <= 0:
+	if d <= 0 {
 		return AuthRefusal{}
-	case !s.takeAuthWait():
-		return AuthRefusal{Close: true}
 	}
+	s.authWaiting.Add(1)
 	return AuthRefusal{Hold: d, s: s}
 }
 

@@ -168,16 +168,19 @@ func TestRefusalAtLimitInputBounded(t *testing.T) {
 	sqtest.CheckFor(t, 5*time.Second, "the slot given back", func() bool { return h.srv.Stats().RefusalsWaiting == 0 })
 }
 
-// TestAuthRefusalsWaitingBounded: past its address's budget of failures
-// (1 here), a failed HELLO's AUTH waits (a step more for each failure: 2 s
-// here, at most 5 s) only while a server-wide slot of a waiting refusal
-// is free (MaxConns 40 / 8 = 5, shared with refusals at a tenant's
-// connection limit); past that it is answered at once. A waiting refusal
-// that is answered, or whose client gives up, frees its slot. Before,
-// every one waited, so as many connections stayed open as were dialled.
-func TestAuthRefusalsWaitingBounded(t *testing.T) {
+// TestAuthRefusalsAllWait: past its address's budget of failures (1
+// here), every failed HELLO's AUTH waits (a step more for each failure:
+// 2 s here, at most 5 s), however many wait: here 8 from one address,
+// more than the MaxConns/8 = 5 slots of waiting refusals they used to
+// take, past which a failure was answered at once (one tokenless client
+// filling the slots switched the guessing delay off for everyone). A
+// valid token from the same address is answered at once meanwhile, and a
+// refusal at a tenant's connection limit still finds its own slots. A
+// waiting failure that is answered, or whose client gives up, leaves the
+// count.
+func TestAuthRefusalsAllWait(t *testing.T) {
 	t.Cleanup(server.SetAuthDelayStep(2 * time.Second))
-	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, MaxConns: 40}})
+	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, MaxConns: 40, MaxConnsPerTenant: 1}})
 	addr := h.srv.Addr()
 	const bad = "sq_not_a_token_of_anyone_here"
 	waiting := func(n int64) {
@@ -196,34 +199,39 @@ func TestAuthRefusalsWaitingBounded(t *testing.T) {
 		}
 		return at
 	}
-	atOnce := func(what string) {
-		t.Helper()
-		t0 := time.Now()
-		if d := authAt(sendHello(t, addr, bad), what).Sub(t0); d > time.Second {
-			t.Errorf("%s: AUTH after %v, want at once", what, d)
-		}
-	}
-	atOnce("the failure within the address's budget")
-	var w []*pconn
 	t0 := time.Now()
-	for i := range 5 {
+	if d := authAt(sendHello(t, addr, bad), "the failure within the address's budget").Sub(t0); d > time.Second {
+		t.Errorf("the failure within the budget: AUTH after %v, want at once", d)
+	}
+	var w []*pconn
+	t0 = time.Now()
+	for i := range 8 {
 		w = append(w, sendHello(t, addr, bad))
 		waiting(int64(i + 1))
 	}
-	for range 5 {
-		atOnce("a failure past the server's 5 waiting")
+	// Alice from the same address: at once. Her second connection is past
+	// her limit (1): its BUSY waits in a slot of its own.
+	alice := h.dial(t, "alice")
+	alice.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	limited := sendHello(t, addr, h.tokens["alice"])
+	waiting(9)
+	// None is answered before its delay (the old code answered the 6th to
+	// 8th at once).
+	for i, c := range w {
+		c.nc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		var b [1]byte
+		if n, _ := c.nc.Read(b[:]); n > 0 && time.Since(t0) < 1900*time.Millisecond {
+			t.Fatalf("waiting failure %d answered after %v, want ≥ 2 s", i, time.Since(t0))
+		}
 	}
-	waiting(5)
-	h.dial(t, "alice").must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 	if d := authAt(w[0], "the first waiting failure").Sub(t0); d < 1900*time.Millisecond {
 		t.Errorf("the first waiting failure answered after %v, want its 2 s", d)
 	}
-	waiting(4)
-	w[1].nc.Close()
-	waiting(3)
-	w = append(w, sendHello(t, addr, bad))
-	waiting(4)
-	for _, c := range w[2:] {
+	if r, err := limited.recv(5 * time.Second); err != nil || r.Status != protocol.StatusBusy {
+		t.Errorf("alice past her limit: %v %v %q, want BUSY", err, r.Status, r.Body)
+	}
+	waiting(7)
+	for _, c := range w[1:] {
 		c.nc.Close()
 	}
 	waiting(0)

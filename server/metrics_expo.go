@@ -175,7 +175,7 @@ func (s *Server) appendMetrics(e *expo, http *HTTPMetrics) {
 	e.one("sq_client_memory_refused_total", "counter", "Requests refused (BUSY / 503) because the client memory budget, or the tenant's share of it, was in use.", mem.Refused)
 	e.one("sq_auth_failures_total", "counter", "Failed authentications (binary HELLO and REST tokens).", s.stats.authFailures.Load())
 	e.one("sq_hello_paced_total", "counter", "HELLOs whose answer waited for their tenant's schedule of new connections (--hello-rate).", s.stats.helloPaced.Load())
-	e.one("sq_hello_refusals_waiting", "gauge", "Refused HELLOs whose answer waits: BUSY at their tenant's connection limit (--max-conns-per-tenant), a second; a failed HELLO past its address's budget of failures, up to 5 s.", uint64(max(s.refusing.Load(), 0)))
+	e.one("sq_hello_refusals_waiting", "gauge", "Refused HELLOs whose answer waits: BUSY at their tenant's connection limit (--max-conns-per-tenant), a second; a failed HELLO or REST token past its address's budget of failures, up to 5 s.", uint64(max(s.refusing.Load()+s.authWaiting.Load(), 0)))
 	e.one("sq_refusals_held_total", "counter", "Limit refusals (TOO_LARGE, QUOTA; REST 413, 507) whose answer waited past their tenant's budget (--refusal-rate).", s.stats.refusalsHeld.Load())
 	e.one("sq_refusals_closed_total", "counter", "Limit refusals past their tenant's budget answered at once with their connection closed: no more answers could wait.", s.stats.refusalsClosed.Load())
 	e.family("sq_connections_closed_total", "counter", "Connections the server closed, by reason.")

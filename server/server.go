@@ -338,6 +338,9 @@ type Server struct {
 	// refusing counts HELLOs refused at their tenant's connection limit
 	// that wait for their answer (pace.go, refuseLate).
 	refusing atomic.Int64
+	// authWaiting counts failed authentications (HELLO, REST token) whose
+	// answer is delayed (authlimit.go).
+	authWaiting atomic.Int64
 	// heldRefusals counts answers past their tenant's refusal budget
 	// waiting to be sent (refusal.go); drainCh is closed when Shutdown
 	// begins, which ends their waits.
@@ -566,7 +569,7 @@ type Stats struct {
 	HelloPaced uint64
 	// RefusalsWaiting is how many refused HELLOs wait for their answer
 	// now: BUSY at their tenant's connection limit (pace.go), or a failed
-	// HELLO delayed past its address's budget (authlimit.go).
+	// HELLO or REST token delayed past its address's budget (authlimit.go).
 	RefusalsWaiting int64
 	// RefusalsHeld counts limit refusals (TOO_LARGE, QUOTA) whose answer
 	// waited past their tenant's budget (Options.RefusalRate),
@@ -584,7 +587,7 @@ func (s *Server) Stats() Stats {
 		Accepted:        s.stats.accepted.Load(),
 		AuthFailures:    s.stats.authFailures.Load(),
 		HelloPaced:      s.stats.helloPaced.Load(),
-		RefusalsWaiting: s.refusing.Load(),
+		RefusalsWaiting: s.refusing.Load() + s.authWaiting.Load(),
 		RefusalsHeld:    s.stats.refusalsHeld.Load(),
 		RefusalsClosed:  s.stats.refusalsClosed.Load(),
 		HeldNow:         s.heldRefusals.Load(),

@@ -107,7 +107,7 @@ func (h *httpAPI) adminFail(w http.ResponseWriter, code int, format string, args
 func (h *httpAPI) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	if !h.isAdmin(r) {
 		if len(r.Header["Authorization"]) > 0 {
-			h.authFailed(w, r)
+			h.authFailed(r)
 		}
 		h.adminFail(w, http.StatusUnauthorized, "admin token required (Authorization: Bearer <admin_token>)")
 		return

@@ -19,8 +19,8 @@ type Engine interface {
 	Tenants() []server.Tenant
 	IsAdminToken(token string) bool
 	IsMetricsToken(token string) bool
-	// AuthRefused counts a bad token from ip and says how its 401 goes
-	// out: at once, after a wait, or on a connection that then closes.
+	// AuthRefused counts a bad token from ip and says how long its 401
+	// waits (AuthRefusal.Wait).
 	AuthRefused(ip string) server.AuthRefusal
 
 	// Options are the server's options (limits, TrustLoopback,

@@ -410,7 +410,7 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 	t, ok, tried := h.tenantOf(r)
 	if !ok {
 		if tried {
-			h.authFailed(w, r)
+			h.authFailed(r)
 		}
 		h.count(rt, http.StatusUnauthorized)
 		replyText(w, http.StatusUnauthorized, msgUnauthorized)
@@ -900,15 +900,11 @@ func bearer(v string) string {
 }
 
 // authFailed counts a bad token and, past the address's budget, delays the
-// answer like a failed HELLO (the same per-IP limiter and the same
-// server-wide bound of waiting answers, Engine.AuthRefused); past that
-// bound the answer goes out at once and the connection closes.
-func (h *httpAPI) authFailed(w http.ResponseWriter, r *http.Request) {
-	f := h.s.AuthRefused(remoteIP(r))
-	f.Wait(r.Context().Done(), h.stop)
-	if f.Close {
-		w.Header()["Connection"] = connClose
-	}
+// answer like a failed HELLO (the same per-IP limiter, Engine.AuthRefused):
+// every such answer waits, until its delay, the engine's or this server's
+// shutdown, or its client leaving.
+func (h *httpAPI) authFailed(r *http.Request) {
+	h.s.AuthRefused(remoteIP(r)).Wait(r.Context().Done(), h.stop)
 }
 
 func remoteIP(r *http.Request) string {
@@ -937,7 +933,7 @@ func (h *httpAPI) trusted(r *http.Request) bool {
 func (h *httpAPI) serveReload(w http.ResponseWriter, r *http.Request) {
 	if !h.isAdmin(r) && !h.trusted(r) {
 		if len(r.Header["Authorization"]) > 0 {
-			h.authFailed(w, r)
+			h.authFailed(r)
 		}
 		h.count(routeReload, http.StatusForbidden)
 		replyText(w, http.StatusForbidden, msgReloadForbidden)
