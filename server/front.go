@@ -81,9 +81,18 @@ func (f AuthRefusal) Wait(left, stop <-chan struct{}) bool {
 // the address's budget (Options.AuthFailBudget) at once; past it after a
 // delay, however many wait (counted, not bounded: see authlimit.go). Any
 // goroutine.
+//
+// The delay is at most half the frame timeout, as a held limit refusal's
+// (Options.refusalHold): the REST server must write its answer within
+// twice the frame timeout of the request's head (net/http's
+// WriteTimeout), and a delay of up to 5 s with --frame-timeout under
+// 2.5 s broke the connection instead of answering 401.
 func (s *Server) AuthRefused(ip string) AuthRefusal {
 	s.stats.authFailures.Add(1)
 	d := s.auth.fail(ip, time.Now())
+	if ft := s.opts.FrameTimeout; ft > 0 {
+		d = min(d, ft/2)
+	}
 	if d <= 0 {
 		return AuthRefusal{}
 	}

@@ -294,10 +294,12 @@ refused requests:
 bad tokens and REST connections:
   Each address gets 10 failed authentications a minute (HELLO or REST
   token); past that each failure's answer (AUTH, REST 401) waits 250 ms
-  longer, up to 5 s (binary: at most --hello-timeout/2), the connection
-  open meanwhile. Every such answer waits, however many: a connection that
-  waits costs no more than one that sends nothing until --hello-timeout,
-  and both count against --max-conns (REST: --http-max-conns). The REST
+  longer, up to 5 s (binary: at most --hello-timeout/2; REST: at most
+  --frame-timeout/2, so that the 401 meets the HTTP write deadline), the
+  connection open meanwhile. Every such answer waits, however many: a
+  connection that waits costs no more than one that sends nothing until
+  --hello-timeout, and both count against --max-conns (REST:
+  --http-max-conns). The REST
   port keeps at most --http-max-conns connections open (keep-alives and
   change-feed streams included): a connection past it is answered 503
   with Retry-After: 1 at once and closed; when --http-max-conns/8 such

@@ -154,3 +154,38 @@ func TestRESTAuthAllWait(t *testing.T) {
 		t.Errorf("a waiting bad token was answered %v after it came, the server shutting down; want at once (its delay is 5 s)", d)
 	}
 }
+
+// TestRESTDelayedAuthWithinWriteTimeout: a bad token's 401, delayed past
+// its address's budget, still reaches the client when --frame-timeout is
+// short: the REST server must write an answer within WriteTimeout (twice
+// the frame timeout) of the request's head, so the delay is at most half
+// the frame timeout, as a held limit refusal's is. Before, a delay of
+// 500 ms against a 200 ms WriteTimeout broke the connection instead of
+// answering 401 (up to 5 s against --frame-timeout < 2.5 s).
+func TestRESTDelayedAuthWithinWriteTimeout(t *testing.T) {
+	e := startEnv(t, envOptions{noEngine: true, opts: server.Options{AuthFailBudget: 1, FrameTimeout: 100 * time.Millisecond}})
+	ln := serveFront(t, e, Options{})
+	closed := make(chan struct{})
+	close(closed)
+	// The budget's one failure and one past it: the next waits 500 ms.
+	for range 2 {
+		e.srv.AuthRefused("127.0.0.1").Wait(nil, closed)
+	}
+	req, err := http.NewRequest("GET", "http://"+ln.Addr().String()+"/api/v2/version", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer wrong")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("a delayed bad token: %v; want a 401", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a delayed bad token: %d, want 401", resp.StatusCode)
+	}
+	if got := e.srv.Stats().AuthFailures; got != 3 {
+		t.Fatalf("%d failures counted, want 3", got)
+	}
+}
