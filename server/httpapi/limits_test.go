@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -188,4 +189,86 @@ func TestRESTDelayedAuthWithinWriteTimeout(t *testing.T) {
 	if got := e.srv.Stats().AuthFailures; got != 3 {
 		t.Fatalf("%d failures counted, want 3", got)
 	}
+}
+
+// TestRESTConnCountErrorPaths: every way a REST connection ends gives its
+// place in MaxConns back (frontConn.Close, once): a binary frame at the
+// REST port (answered by the front, which closes the socket under
+// net/http), an HTTP/2 preface, a head cut short, bytes that are no
+// request, a keep-alive or a bad token whose client leaves, and many of
+// these at once past the bound (refused with 503 or closed). A place
+// that is never given back would refuse every connection once MaxConns
+// of them leaked.
+func TestRESTConnCountErrorPaths(t *testing.T) {
+	e := startHTTPOnly(t, envOptions{}, Options{})
+	ln := serveFront(t, e.testEnv, Options{MaxConns: 4})
+	addr := ln.Addr().String()
+	fl := ln.(*frontListener)
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	served := func(when string) {
+		t.Helper()
+		sqtest.CheckFor(t, 5*time.Second, when+": no connection counted open", func() bool {
+			return fl.open.Load() == 0 && fl.refusing.Load() == 0
+		})
+		c := dial()
+		defer c.Close()
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: sq\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: a request after: %v %v", when, resp, err)
+		}
+	}
+	for _, tc := range []struct {
+		name, send string
+		answered   bool // the server answers and closes: read to the end
+	}{
+		{name: "binary-frame", send: "\x00\x00\x00\x10\x01\x00\x00\x00\x00\x07abcdefgh", answered: true},
+		{name: "http2-preface", send: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", answered: true},
+		{name: "head-cut-short", send: "GET /healthz HTTP/1.1\r\nHo"},
+		{name: "no-request", send: "hello there\r\n\r\n", answered: true},
+		{name: "keep-alive-left", send: "GET /healthz HTTP/1.1\r\nHost: sq\r\n\r\n"},
+		{name: "bad-token-left", send: "GET /api/v2/version HTTP/1.1\r\nHost: sq\r\nAuthorization: Bearer wrong\r\n\r\n"},
+	} {
+		for range 2 * int(fl.maxConns) {
+			c := dial()
+			io.WriteString(c, tc.send)
+			if tc.answered {
+				io.Copy(io.Discard, c)
+			}
+			c.Close()
+		}
+		served(tc.name)
+	}
+	// Many at once, most past the bound.
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err != nil {
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if (g+i)%2 == 0 {
+					io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: sq\r\nConnection: close\r\n\r\n")
+					io.Copy(io.Discard, c)
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if fl.refused.Load() == 0 {
+		t.Error("no connection refused past the bound")
+	}
+	served("many at once")
 }
