@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 )
 
@@ -433,6 +434,11 @@ func TestLoopLogsFailedRoundRefusesFollowers(t *testing.T) {
 		done <- err
 	}()
 	waitFmuHeld(t, db.ten, "f") // the worker waits for the round, f's fmu held
+	// No background repair until loop 1 has been asked: the failure
+	// below starts one (kickRotate), and on a loaded box it could end
+	// before the TryApply, which may then take f (the logs are sound
+	// again). The writes after it repair on their own goroutine.
+	sqtest.CheckFor(t, 10*time.Second, "no rotation running", func() bool { return db.Store.rotating.CompareAndSwap(false, true) })
 	cfs.failL0.Store(true)
 	if err := r0.Flush(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Flush: %v", err)
@@ -445,6 +451,7 @@ func TestLoopLogsFailedRoundRefusesFollowers(t *testing.T) {
 		t.Fatal("loop 1 took f after loop 0's failed round")
 	}
 	_ = r1.Flush()
+	db.Store.rotating.Store(false)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, err := db.ten.Insert([]byte("f"), coord(1), []byte("d"))
