@@ -309,13 +309,13 @@ func BenchmarkDecodeChecked(b *testing.B) {
 func TestDecodeCheckedSameAnswerAsDecode(t *testing.T) {
 	names := []string{"", "notes", "bad name!", "\x00", string(bytes.Repeat([]byte("n"), phext.MaxNameLen)),
 		string(bytes.Repeat([]byte("n"), phext.MaxNameLen+1))}
-	payloads := [][]byte{nil, []byte("a scroll\x17and another"), append(bytes.Repeat([]byte("the scroll of a phext "), 6_000), sqtest.TinyScrolls(20_000)...)}
+	payloads := [][]byte{nil, []byte("a scroll\x17and another"), append(bytes.Repeat([]byte("the scroll of a phext "), 3_000), sqtest.TinyScrolls(8_000)...)}
 	for _, enc := range encoderNames() {
 		for _, name := range names {
 			for pi, payload := range payloads {
 				f, codec := compressedPut(t, enc, name, payload)
 				variants := [][]byte{f}
-				step := max(1, (len(f)-HeaderSize)/40)
+				step := max(1, (len(f)-HeaderSize)/24)
 				for cut := HeaderSize + 1; cut < len(f); cut += step {
 					variants = append(variants, frameWith(f[:cut], uint32(cut-4)))
 				}
