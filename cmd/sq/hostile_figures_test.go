@@ -22,7 +22,7 @@ package main
 // instead of nice 19, and SQ_HOSTILE_VARIANT (variantEnv) replaces the
 // attack by a pure CPU burner or sends only one of M4's two documents.
 // Measured with them: two spinning goroutines at nice 19 or SCHED_IDLE
-// leave the good tenant's p99 where it was (0.67× and 0.95×) and
+// leave the good tenant's p99 where it was (0.68× and 0.97×) and
 // SCHED_IDLE does not lower M4's, so the child stays at nice 19; M4 written
 // in 64 KiB calls halved the good p99 under attack (medians of 6 windows,
 // 2.42 ms whole-frame against 1.20 ms, load 8.6–12).
