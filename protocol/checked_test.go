@@ -237,6 +237,14 @@ func FuzzS2Checked(f *testing.F) {
 // TestDecodeCheckedAllocs: a checked decode into a reused Decoder
 // allocates nothing once its scratch has grown (STYLE 13).
 func TestDecodeCheckedAllocs(t *testing.T) {
+	budget := 0.0
+	if raceEnabled {
+		// As in TestAllocBudgets: under -race sync.Pool drops items on
+		// purpose (the zstd decoder's pooled buffers): run alone under
+		// -race this failed every time with 1.0, in the package's run
+		// about one time in eight.
+		budget = 2
+	}
 	for _, enc := range encoderNames() {
 		f, codec := compressedPut(t, enc, "dots", sqtest.TinyScrolls(200_000))
 		d := Decoder{Codec: codec}
@@ -247,7 +255,7 @@ func TestDecodeCheckedAllocs(t *testing.T) {
 			if err := d.DecodeChecked(f, &req, chk); err != nil {
 				t.Fatal(err)
 			}
-		}); n > 0 {
+		}); n > budget {
 			t.Fatalf("%s: %.1f allocations a checked decode", enc, n)
 		}
 	}
