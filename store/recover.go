@@ -5,9 +5,12 @@ package store
 // the logs at Close. See docs/STORAGE.md, "Commit log".
 
 import (
+	"bufio"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
@@ -747,19 +750,44 @@ func (s *Store) carryFromMemory(ps []*pfile, old uint64) error {
 // those (closed, fsynced) files, so that the old generations can go. A
 // phext with a checkpoint running, or whose records could not be carried,
 // keeps holding its generations.
+//
+// It works in memory of the order of the carried records, not of the
+// generations (issue 13: a tenant PUTting large documents fills a
+// generation with them): the files are read record by record
+// (scanLogStream), and of each phext only the records replay needs are
+// kept (carrySet).
 func (s *Store) carryOver(ps []*pfile, old uint64) error {
+	// A phext with a checkpoint running keeps its generations whatever is
+	// read: its records are not collected (nor carried below).
+	set := carrySet{recs: make(map[string][]carryRec, len(ps)), put: map[string]uint64{}}
+	for _, p := range ps {
+		p.fmu.Lock()
+		if p.state.Load() != stateClosed && p.ckptHold == 0 && p.oldestGen != 0 && p.oldestGen <= old {
+			set.recs[p.t.dir+"\x00"+p.key] = nil
+		}
+		p.fmu.Unlock()
+	}
+	if len(set.recs) == 0 {
+		return nil
+	}
 	files, err := s.listLogs()
 	if err != nil {
 		return err
-	}
-	want := make(map[string][]logRec, len(ps))
-	for _, p := range ps {
-		want[p.t.dir+"\x00"+p.key] = nil
 	}
 	for _, lf := range files {
 		if lf.gen > old {
 			continue
 		}
+		ok, err := scanLogStream(s.fs, lf.path, func(r *logRec, payOff int64) { set.add(lf.path, r, payOff) })
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		// Not a run of whole, intact records: scanLog judges the file
+		// (a torn tail ends it, damage is an error or a bad record).
+		// Records seen twice are dropped below by their LSN.
 		data, err := readAll(s.fs, lf.path)
 		if err != nil {
 			return err
@@ -768,18 +796,25 @@ func (s *Store) carryOver(ps []*pfile, old uint64) error {
 		if err != nil {
 			return err
 		}
-		for _, r := range w.recs {
-			k := r.dir + "\x00" + r.name
-			if rs, ok := want[k]; ok && r.kind != opBad {
-				want[k] = append(rs, r)
-			}
+		for i := range w.recs {
+			r := &w.recs[i]
+			end := r.off + logRecHeader + int64(binary.BigEndian.Uint32(data[r.off:]))
+			set.add(lf.path, r, end-int64(len(r.payload)))
 		}
 	}
 	var errs []error
 	for _, p := range ps {
-		recs := want[p.t.dir+"\x00"+p.key]
-		slices.SortStableFunc(recs, func(a, b logRec) int { return cmp.Compare(a.lsn, b.lsn) })
-		recs = slices.CompactFunc(recs, func(a, b logRec) bool { return a.lsn == b.lsn })
+		crs, ok := set.recs[p.t.dir+"\x00"+p.key]
+		if !ok {
+			continue
+		}
+		slices.SortStableFunc(crs, func(a, b carryRec) int { return cmp.Compare(a.lsn, b.lsn) })
+		crs = slices.CompactFunc(crs, func(a, b carryRec) bool { return a.lsn == b.lsn })
+		recs, err := set.load(s.fs, crs)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		p.fmu.Lock()
 		if p.state.Load() == stateClosed || p.ckptHold != 0 || p.oldestGen == 0 || p.oldestGen > old {
 			p.fmu.Unlock()
@@ -794,6 +829,169 @@ func (s *Store) carryOver(ps []*pfile, old uint64) error {
 		p.fmu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// carrySet collects what carryOver writes again of each phext it carries
+// (the keys of recs): every checkpoint record (recovery names the
+// snapshot on disk by one of them) and the data records from the phext's
+// latest PUT on. Replay from that PUT gives the document replay of every
+// record gives, as a PUT replaces the whole document whatever it is
+// applied to, and needs no predecessor (chainCut); each later record names
+// the PUT or a record after it as its predecessor. Records may come in
+// any order (a phext's records are spread over every writer's file) and
+// twice (a file read again by scanLog). Only where each payload lies is
+// kept; load reads the payloads of the records kept in the end.
+type carrySet struct {
+	recs map[string][]carryRec
+	put  map[string]uint64 // the LSN of the latest PUT seen of each
+}
+
+// carryRec is a record to carry: its payload (nil) is payLen bytes at
+// payOff in the log file at path.
+type carryRec struct {
+	logRec
+	path   string
+	payOff int64
+	payLen int
+}
+
+func (c *carrySet) add(path string, r *logRec, payOff int64) {
+	k := r.dir + "\x00" + r.name
+	rs, ok := c.recs[k]
+	if !ok || r.kind == opBad {
+		return
+	}
+	if r.kind != opCkpt {
+		if r.lsn < c.put[k] {
+			return // the PUT replaces it
+		}
+		if r.kind == opPut && r.lsn > c.put[k] {
+			c.put[k] = r.lsn
+			rs = slices.DeleteFunc(rs, func(o carryRec) bool { return o.kind != opCkpt && o.lsn < r.lsn })
+		}
+	}
+	cr := carryRec{logRec: *r, path: path, payOff: payOff, payLen: len(r.payload)}
+	cr.payload = nil
+	c.recs[k] = append(rs, cr)
+}
+
+// load reads the payloads of crs back from their (closed, fsynced, checked
+// by the scan) log files.
+func (c *carrySet) load(fs FS, crs []carryRec) (recs []logRec, err error) {
+	open := map[string]File{}
+	defer func() {
+		for _, f := range open {
+			f.Close()
+		}
+	}()
+	recs = make([]logRec, len(crs))
+	for i := range crs {
+		cr := &crs[i]
+		f := open[cr.path]
+		if f == nil {
+			if f, err = fs.OpenFile(cr.path, os.O_RDONLY|noFollow, 0); err != nil {
+				return nil, openErr(cr.path, err)
+			}
+			open[cr.path] = f
+		}
+		recs[i] = cr.logRec
+		recs[i].payload = make([]byte, cr.payLen)
+		if n, err := f.ReadAt(recs[i].payload, cr.payOff); err != nil && !(errors.Is(err, io.EOF) && n == cr.payLen) {
+			return nil, fmt.Errorf("store: read %s: %w", cr.path, err)
+		}
+	}
+	return recs, nil
+}
+
+// scanLogStream calls fn with each record (data and checkpoint records,
+// as scanLog returns them; the payload is valid only during the call, and
+// lies at payOff in the file) of
+// the log file at path, read record by record into one buffer as large as
+// the largest record, not the file. ok false: the file is not a run of
+// whole records that check (a torn or zero-filled tail, damage, a header
+// short or bad); reading stops there and the caller gives the file to
+// scanLog, which tells each case apart.
+func scanLogStream(fs FS, path string, fn func(r *logRec, payOff int64)) (ok bool, err error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return false, openErr(path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	size := fi.Size()
+	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 64<<10)
+	// read fills b; ok false when the file ends first.
+	read := func(b []byte) (bool, error) {
+		_, err := io.ReadFull(br, b)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("store: read %s: %w", path, err)
+		}
+		return true, nil
+	}
+	var h [logHeaderSize]byte
+	if ok, err := read(h[:]); !ok {
+		return false, err
+	}
+	fixed := logFixed
+	if string(h[:8]) == logMagicV1 {
+		fixed = logFixedV1
+	} else if string(h[:8]) != logMagic {
+		return false, nil
+	}
+	if binary.BigEndian.Uint32(h[28:]) != crc32.Checksum(h[:28], castagnoli) {
+		return false, nil
+	}
+	dirs := map[uint32]string{}
+	var (
+		rh  [logRecHeader]byte
+		buf []byte
+	)
+	for off := int64(logHeaderSize); off < size; {
+		if ok, err := read(rh[:]); !ok {
+			return false, err
+		}
+		l := int(binary.BigEndian.Uint32(rh[:]))
+		// Bounded before the buffer grows: by the format's largest
+		// record, and by what the file holds.
+		if l < fixed || l > fixed+phext.MaxNameLen+MaxRecord || off+logRecHeader+int64(l) > size {
+			return false, nil
+		}
+		if cap(buf) < l {
+			buf = make([]byte, l)
+		}
+		body := buf[:l]
+		if ok, err := read(body); !ok {
+			return false, err
+		}
+		n := min(int(body[13]), l-fixed)
+		hcrc := crc32.Update(crc32.Update(0, castagnoli, rh[:4]), castagnoli, body[:14+n])
+		crc := crc32.Update(hcrc, castagnoli, body[14+n:])
+		if crc != binary.BigEndian.Uint32(rh[4:]) || hcrc != binary.BigEndian.Uint32(rh[8:]) {
+			return false, nil
+		}
+		r, why := decodeLogBody(body, dirs, false, fixed)
+		if why != "" {
+			return false, nil
+		}
+		r.off = off
+		off += logRecHeader + int64(l)
+		if r.kind == opDir {
+			id := binary.BigEndian.Uint32(body[9:])
+			if old, ok := dirs[id]; ok && old != string(r.payload) {
+				return false, nil
+			}
+			dirs[id] = string(r.payload)
+			continue
+		}
+		fn(&r, r.off+logRecHeader+int64(l-len(r.payload)))
+	}
+	return true, nil
 }
 
 // neededGen returns the oldest generation some phext still needs (cur when
