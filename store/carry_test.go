@@ -31,6 +31,17 @@ func bigDoc(i, size int) string {
 	return b.String()
 }
 
+// mustWrite returns a check of a write's (count, error) that fails t on
+// an error.
+func mustWrite(t *testing.T) func(int, error) {
+	return func(_ int, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // The carry costs memory of the order of one record, not of the
 // generation: a phext that PUT 48 documents of 1 MiB carries only its last
 // one (a PUT replaces everything before it) and the record after it,
@@ -95,12 +106,7 @@ func TestRotationCarrySupersededRecordsReplay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := openPair(t, store.Options{Durability: store.DurabilityAlways})
-			must := func(_ int, err error) {
-				t.Helper()
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			must := mustWrite(t)
 			must(p.victim.Insert([]byte("f"), c9(1), []byte("a")))
 			// A checkpoint renames snapshot S1 without a durable rename: the
 			// generation holds on, with S1's checkpoint record in it.
@@ -144,12 +150,7 @@ func TestRotationCarrySupersededRecordsReplay(t *testing.T) {
 // as recovery does, and still carries the phext's records.
 func TestRotationCarryPastDamagedRecord(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityAlways})
-	must := func(_ int, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	must := mustWrite(t)
 	must(p.bystander.Insert([]byte("f"), c9(1), []byte("bystander's")))
 	must(p.victim.Put([]byte("f"), []byte("A")))
 	must(p.bystander.Insert([]byte("f"), c9(2), []byte("more")))
