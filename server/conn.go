@@ -130,6 +130,17 @@ type connState struct {
 	putChk store.PutCheck
 	putAt  int
 	putOn  bool
+	// counted holds the finished quota checks of the large uncompressed
+	// PUTs queued whose whole document the loop counted (checkPut), for
+	// the worker to hand to the store with the document
+	// (store.Tenant.PutCounted), so that it is counted once. An entry is
+	// appended with its frame (enqueueOwned) and leaves when the worker
+	// takes it (takeCounted) or gives the frame back (releaseFrame),
+	// before the frame's buffer can be reused. Under mu.
+	counted []countedPut
+	// putDone is the check the worker hands to the store for the PUT it
+	// runs (handle sets it, exec's PUT takes it). Worker.
+	putDone *store.PutCheck
 	// mem is the budget this connection charges: its tenant's share once
 	// HELLO authenticated it, else the server's. Set on the loop before
 	// any reservation and never changed after, so every release goes to
@@ -390,11 +401,16 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if len(cs.big) < cap(cs.big) {
 				break
 			}
-			cs.putOn = false
 			// Whole: it goes to the worker (never answered on the loop)
 			// with its reservation, released once it is answered (see
-			// releaseFrame).
-			cs.enqueueOwned(cs.big)
+			// releaseFrame), and a PUT's document with its count when
+			// checkPut counted all of it.
+			var chk *store.PutCheck
+			if cs.putOn && cs.putAt > 0 && cs.putAt == len(cs.big) {
+				chk = &cs.putChk
+			}
+			cs.putOn = false
+			cs.enqueueOwned(cs.big, chk)
 			cs.big, cs.arriving = nil, 0
 			cs.arrivingA.Store(0)
 			cs.partialSince.Store(0) // the next frame's clock starts at its own bytes

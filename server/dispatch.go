@@ -175,8 +175,12 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	if !heavy && cs.tenant != nil && !cs.admin && wholePhext(req.Op) && heavyPhext(cs.tenant, req.Name) {
 		defer s.heavyTurn(cs.tenant)()
 	}
+	if req.Op == protocol.OpPut && len(frame) > bigFrame {
+		cs.putDone = cs.takeCounted(frame) // counted on the loop as it arrived
+	}
 	pos := len(out)
 	status, out := s.exec(cs, &req, out)
+	cs.putDone = nil // never another frame's: exec may not have reached the store
 	s.record(cs, req.Op, status, len(frame), len(out)-pos, start)
 	s.refused(cs, status)
 	return out
@@ -229,9 +233,11 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 		out, err = t.store.AppendGetLimit(out, req.Name, s.replyLimit(cs))
 	case protocol.OpPut:
 		// The log batch copies the document once more while it is written.
+		// The loop's count of an arriving document goes with it (handle).
+		chk := cs.putDone
 		if err = cs.held.reserve(len(req.Payload)); err == nil {
 			var n int
-			if n, err = t.store.Put(req.Name, req.Payload); err == nil {
+			if n, err = t.store.PutCounted(req.Name, req.Payload, chk); err == nil {
 				out = protocol.AppendCount(out, uint32(n))
 			}
 		}

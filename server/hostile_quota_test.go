@@ -214,6 +214,86 @@ func TestPutRefusedWhileArrivingSplits(t *testing.T) {
 	}
 }
 
+// TestArrivingPutCountGoesWithItsFrame: a large uncompressed PUT counted
+// against the quota on the event loop as it arrives is not counted again
+// by the store (the loop hands its count over), and each count goes with
+// its own frame: of two pipelined PUTs of the same length to one phext,
+// the second, charged within the whole quota but more than is left for
+// it, is refused QUOTA (with the first one's count, which has less text,
+// it would have been stored; this fails if the counts are mixed up); a
+// PUT charged exactly what is left of the quota is stored, one byte more
+// is refused. The store's PutCounted answers as Put (store
+// TestPutCountedSameAnswer).
+func TestArrivingPutCountGoesWithItsFrame(t *testing.T) {
+	const quota = 1 << 20
+	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}})
+	c := h.dial(t, "mallory")
+	scrolls := func(text, n int) []byte { // n scrolls of text bytes each
+		var d []byte
+		for i := range n {
+			d = append(d, bytes.Repeat([]byte("t"), text)...)
+			if (i+1)%999 == 0 {
+				d = append(d, phext.SectionBreak)
+			} else {
+				d = append(d, phext.ScrollBreak)
+			}
+		}
+		return d
+	}
+	charge := func(text, n int) int { return text*n + store.ScrollCost*n }
+	c.must(t, protocol.StatusOK, protocol.OpPut, "a", phext.Origin, scrolls(100_000, 5))
+	left := quota - charge(100_000, 5)
+	pipelined := func(puts ...[]byte) []protocol.Status {
+		t.Helper()
+		var b []byte
+		for _, doc := range puts {
+			c.id++
+			b = protocol.AppendRequest(b, protocol.OpPut, c.id, []byte("p"), phext.Origin, doc)
+		}
+		c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.nc.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		var got []protocol.Status
+		for range puts {
+			r, err := c.recv(10 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, r.Status)
+		}
+		return got
+	}
+	// 500,000 bytes each, to phext p: one scroll of 300,000 bytes and
+	// 200,000 empty sections (charged 300,064), then 1,000 scrolls of 499
+	// bytes (charged 563,000: within the quota, over the 548,256 bytes
+	// left for p; with the first one's count, 364,000, it would fit).
+	low := bytes.Repeat([]byte("l"), 300_000)
+	for i := range 200_000 {
+		if (i+1)%999 == 0 {
+			low = append(low, phext.ChapterBreak)
+		} else {
+			low = append(low, phext.SectionBreak)
+		}
+	}
+	high := scrolls(499, 1000)
+	if len(low) != len(high) || charge(499, 1000) > quota || charge(499, 1000) <= left {
+		t.Fatalf("test documents: %d and %d bytes", len(low), len(high))
+	}
+	if got := pipelined(low, high); got[0] != protocol.StatusOK || got[1] != protocol.StatusQuota {
+		t.Fatalf("two PUTs of the same length: %v, want [OK QUOTA]", got)
+	}
+	// Replacing p, one scroll of that much text fills the quota exactly.
+	exact := bytes.Repeat([]byte("e"), left-store.ScrollCost)
+	over := append(bytes.Clone(exact), 'o')
+	if got := pipelined(over, exact); got[0] != protocol.StatusQuota || got[1] != protocol.StatusOK {
+		t.Fatalf("PUTs of one byte more than the quota holds and of exactly that: %v, want [QUOTA OK]", got)
+	}
+	if st, err := protocol.DecodeStatusInfo(c.must(t, protocol.StatusOK, protocol.OpStatus, "", phext.Origin, nil)); err != nil || st.Bytes != quota {
+		t.Fatalf("usage %d bytes (%v), want the quota, %d", st.Bytes, err, quota)
+	}
+}
+
 // TestCompressedPutOverQuotaRefusedEarly is issue 13's M4c: the M4 PUT
 // with its document compressed (16 MiB of one-byte scrolls is ~50 bytes
 // of s2), which the event loop cannot count as it arrives. The worker

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/store"
 )
 
 // overQueue reports whether the connection has as many requests in flight
@@ -92,13 +93,52 @@ func (cs *connState) decode(f []byte, req *protocol.Request) error {
 }
 
 // enqueueOwned queues a large frame received into its own buffer (cs.big),
-// without copying it: the queue owns it from here.
-func (cs *connState) enqueueOwned(frame []byte) {
+// without copying it: the queue owns it from here. chk, if not nil, is
+// the finished quota check of the PUT document the frame carries (a copy
+// goes with it, see connState.counted).
+func (cs *connState) enqueueOwned(frame []byte, chk *store.PutCheck) {
 	cs.inflight.Add(1)
 	cs.queuedBytes.Add(int64(len(frame)))
 	cs.mu.Lock()
 	cs.frames = append(cs.frames, frame)
+	if chk != nil {
+		cs.counted = append(cs.counted, countedPut{frame: &frame[0], size: len(frame), chk: *chk})
+	}
 	cs.mu.Unlock()
+}
+
+// countedPut is a queued large PUT frame, by its first byte and size, and
+// the loop's finished quota check of its document.
+type countedPut struct {
+	frame *byte
+	size  int
+	chk   store.PutCheck
+}
+
+// takeCounted removes and returns the loop's quota check of queued frame
+// f's document, or nil when the loop did not count it whole. Worker.
+func (cs *connState) takeCounted(f []byte) *store.PutCheck {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if i := cs.countedAt(f); i >= 0 {
+		chk := cs.counted[i].chk
+		cs.counted = append(cs.counted[:i], cs.counted[i+1:]...)
+		return &chk
+	}
+	return nil
+}
+
+// countedAt is the index in cs.counted of frame f's entry, or -1. Under mu.
+func (cs *connState) countedAt(f []byte) int {
+	if len(f) == 0 {
+		return -1
+	}
+	for i := range cs.counted {
+		if e := &cs.counted[i]; e.frame == &f[0] && e.size == len(f) {
+			return i
+		}
+	}
+	return -1
 }
 
 // enqueueBusy queues a BUSY answer for the frame whose header is hdr, in
@@ -136,6 +176,12 @@ func refusalStub(f []byte) (status protocol.Status, msg []byte, ok bool) {
 // answered or dropped, after which nothing may use f.
 func (cs *connState) releaseFrame(f []byte) {
 	if len(f) > bigFrame {
+		// Its count leaves first: the buffer may carry another frame next.
+		cs.mu.Lock()
+		if i := cs.countedAt(f); i >= 0 {
+			cs.counted = append(cs.counted[:i], cs.counted[i+1:]...)
+		}
+		cs.mu.Unlock()
 		cs.s.releaseFrameBuf(cs.frameMem, f, bigFrameCost(len(f)), false)
 	}
 }

@@ -260,6 +260,20 @@ func (t *Tenant) putCheck(doc []byte) (phext.Count, error) {
 	return c.n, nil
 }
 
+// putCount is putCheck's count and answer for doc, taken from c when c
+// counted all of doc (PutCounted) and the quota as it is now passes its
+// count: a charge within the quota is within it at every 64 KiB step
+// putCheck would have looked at, so its answer is the same.
+func (t *Tenant) putCount(doc []byte, c *PutCheck) (phext.Count, error) {
+	if c == nil || !c.Active() || c.seen != int64(len(doc)) {
+		return t.putCheck(doc)
+	}
+	if q := t.quota.Load(); q > 0 && docCharge(c.n.Text, c.n.Scrolls) > q {
+		return t.putCheck(doc) // refused: with putCheck's exact message
+	}
+	return c.n, nil
+}
+
 // TextSize returns the scroll text bytes and the non-empty scrolls of
 // phext name in constant time: a lower bound for any export of it.
 func (t *Tenant) TextSize(name []byte) (bytes, scrolls int64, err error) {

@@ -451,3 +451,119 @@ func TestPutCheckPieces(t *testing.T) {
 		t.Fatal("a check without a quota refuses")
 	}
 }
+
+// countIn feeds doc to a fresh check of ten in pieces of the given sizes
+// (cycled), as a server counts a document while it arrives.
+func countIn(ten *Tenant, doc []byte, pieces ...int) *PutCheck {
+	c := ten.PutCheck()
+	for off, i := 0, 0; off < len(doc); i++ {
+		n := min(pieces[i%len(pieces)], len(doc)-off)
+		c.Add(doc[off : off+n])
+		off += n
+	}
+	return &c
+}
+
+// TestPutCountedSameAnswer: PutCounted with the finished check of a server
+// that counted the document as it arrived answers exactly what Put
+// answers (count, error text, usage and stored phext), at the quota's
+// boundary, for bad names, every break level and bad documents; and when
+// the quota was lowered after the count, or the check is of another length
+// or has no quota, it counts again and still answers as Put (issue 13, M4).
+func TestPutCountedSameAnswer(t *testing.T) {
+	const quota = 1 << 20
+	scrolls := func(text, n int) []byte { // n scrolls of text bytes each
+		return bytes.Repeat(append(bytes.Repeat([]byte("y"), text), phext.ScrollBreak), n)
+	}
+	// 1,000-byte scrolls charge 1,064: the quota holds 985 of them and
+	// 584 bytes more.
+	exact := append(scrolls(1000, 985), bytes.Repeat([]byte("z"), quota-985*1064-ScrollCost)...)
+	breaks := []byte("a\x17b\x18c\x19d\x1ae\x1cf\x1dg\x1eh\x1fi\x01j\x17\x17\x18k")
+	for _, tc := range []struct {
+		name   string
+		phext  string
+		doc    []byte
+		pieces []int
+		quota  int64 // the quota when the store runs the Put; 0: as counted
+		cut    int   // bytes the check misses at the document's end
+		want   error
+	}{
+		{name: "exactly the quota", phext: "q", doc: exact, pieces: []int{65536}},
+		{name: "one byte over the quota", phext: "q", doc: append(bytes.Clone(exact), 'z'), pieces: []int{65536}, want: ErrQuota},
+		{name: "over by a scroll cut between pieces", phext: "q", doc: scrolls(1000, 1000), pieces: []int{1, 999, 4096}, want: ErrQuota},
+		{name: "bad name", phext: "../x", doc: scrolls(10, 10), pieces: []int{7}, want: ErrBadName},
+		{name: "every break", phext: "b", doc: breaks, pieces: []int{1, 2, 3}},
+		{name: "bad UTF-8", phext: "u", doc: append(scrolls(10, 10), 0xFF), pieces: []int{5}, want: ErrBadScroll},
+		{name: "coordinate overflow", phext: "o", doc: bytes.Repeat([]byte{'x', phext.ScrollBreak}, 1000), pieces: []int{64}, want: ErrOverflow},
+		{name: "quota lowered after the count", phext: "q", doc: exact, pieces: []int{65536}, quota: quota / 2, want: ErrQuota},
+		{name: "check of another length", phext: "q", doc: append(bytes.Clone(exact), 'z'), pieces: []int{65536}, cut: 1, want: ErrQuota},
+		{name: "within, check of another length", phext: "q", doc: scrolls(100, 100), pieces: []int{64}, cut: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var dbs [2]*testDB
+			for i := range dbs {
+				dbs[i] = &testDB{tb: t, root: t.TempDir(), quota: quota}
+				dbs[i].opts.Durability = DurabilityNo
+				dbs[i].open()
+				t.Cleanup(func() { dbs[i].Close() })
+			}
+			put, counted := dbs[0].ten, dbs[1].ten
+			c := countIn(counted, tc.doc[:len(tc.doc)-tc.cut], tc.pieces...)
+			if tc.quota != 0 {
+				put.quota.Store(tc.quota)
+				counted.quota.Store(tc.quota)
+			}
+			n0, err0 := put.Put([]byte(tc.phext), tc.doc)
+			n1, err1 := counted.PutCounted([]byte(tc.phext), tc.doc, c)
+			if !errors.Is(err0, tc.want) || tc.want == nil && err0 != nil {
+				t.Fatalf("Put: %v, want %v", err0, tc.want)
+			}
+			if n0 != n1 || fmt.Sprint(err0) != fmt.Sprint(err1) {
+				t.Fatalf("PutCounted answered %d, %v; Put %d, %v", n1, err1, n0, err0)
+			}
+			u0, _ := put.Usage()
+			u1, _ := counted.Usage()
+			if u0 != u1 {
+				t.Fatalf("usage after PutCounted %+v, after Put %+v", u1, u0)
+			}
+			if err0 == nil {
+				g0, _ := put.AppendGet(nil, []byte(tc.phext))
+				g1, _ := counted.AppendGet(nil, []byte(tc.phext))
+				if !bytes.Equal(g0, g1) {
+					t.Fatalf("stored %d bytes after PutCounted, %d after Put", len(g1), len(g0))
+				}
+			}
+		})
+	}
+	t.Run("no quota", func(t *testing.T) {
+		db := &testDB{tb: t, root: t.TempDir()}
+		db.opts.Durability = DurabilityNo
+		db.open()
+		t.Cleanup(func() { db.Close() })
+		c := countIn(db.ten, breaks, 3)
+		if n, err := db.ten.PutCounted([]byte("b"), breaks, c); err != nil || n != 11 {
+			t.Fatalf("PutCounted without a quota: %d, %v; want 11 scrolls", n, err)
+		}
+	})
+}
+
+// TestPutCountedCountsOnce: PutCounted takes the count of a check that
+// saw the whole document and does not count the document again. The check
+// handed over here counted other bytes of the same length, charged one
+// byte under the quota where the document is charged one over (a caller
+// must not do that), so the answer shows whose count the store used.
+func TestPutCountedCountsOnce(t *testing.T) {
+	doc := []byte("abcd") // 1 scroll, 4 text bytes
+	quota := docCharge(4, 1) - 1
+	db := &testDB{tb: t, root: t.TempDir(), quota: quota}
+	db.opts.Durability = DurabilityNo
+	db.open()
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.ten.Put([]byte("once"), doc); !errors.Is(err, ErrQuota) {
+		t.Fatalf("Put of a document charged one byte over the quota: %v, want ErrQuota", err)
+	}
+	other := countIn(db.ten, []byte{'a', 'b', 0x17, 0x17}, 4) // 1 scroll, 2 text bytes
+	if _, err := db.ten.PutCounted([]byte("once"), doc, other); err != nil {
+		t.Fatalf("PutCounted with a check charged under the quota: %v; the store counted the document again", err)
+	}
+}
