@@ -33,7 +33,18 @@ func CPUs() int { return cpus.N() }
 // a P for every poller, a woken loop finds an idle P at once and waits
 // only for a CPU, which the kernel shares in slices of a millisecond or
 // two instead of Go's 10 ms.
+//
+// What it costs: the Ps beyond the CPUs cost throughput while the loops
+// are busy, ~15 % of the dense benchmark's (10,000 tenants, a connection
+// each) on a quiet box. Under load the server, and its client whose Ps
+// did not change, spent more CPU on each request, with no GC cycle and no
+// eviction needed and under 1 % of samples in the scheduler: the same code
+// ran slower. Fewer Ps did not pay for
+// themselves: at CPUs + loops (no P for the acceptor) the cost per
+// request and issue 13's M4 were those of this rule within the noise, and
+// at CPUs + 1 loops waited for a P again (bench/RESULTS.md, "GOMAXPROCS
+// and the dense benchmark").
 func Procs(loops int) int { return procsFor(CPUs(), loops) }
 
-// procsFor is Procs for a process of cpus Ps at start.
-func procsFor(cpus, loops int) int { return cpus + loops + 1 }
+// procsFor is Procs for a process of n CPUs.
+func procsFor(n, loops int) int { return n + loops + 1 }

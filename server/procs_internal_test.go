@@ -47,8 +47,11 @@ func waitsOver(a, b *metrics.Float64Histogram, d time.Duration) (over, all uint6
 // a woken loop waited for sysmon or a 10 ms preemption: round trips p50
 // 32-34 ms, 56-64 of the runtime's 115-132 waits for a P took 1 ms or
 // more (two runs at load 11.5); at procsFor(2, 2), p50 35 us and none of
-// 31 (same load). The kernel's sharing of 2 CPUs among the busy threads
-// (and the box's load) is in the round trips, not in Go's waits.
+// 31 (same load). Three runs each at load 6-8.3: GOMAXPROCS 2, 56-82
+// waits of 1 ms or more; 3, 1-2 (round trips up to 13 ms); 4 and
+// procsFor(2, 2) = 5, none (round trips up to 1.6 and 6 ms). The
+// kernel's sharing of 2 CPUs among the busy threads (and the box's load)
+// is in the round trips, not in Go's waits.
 func TestLoopsGetAPWhileCPUsBusy(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procsFor(2, 2)))
 	e := startEnv(t, envOptions{tenants: []string{"good"}, durability: store.DurabilityNo, opts: Options{EventLoops: 2}})
