@@ -128,9 +128,7 @@
 //   - commitLog.mu guards the queued group, the dir table and the file
 //     pointer; the "writing" flag it guards gives one goroutine at a time
 //     (the group commit's leader, an event loop's LoopRound, a rotation)
-//     the file, and that goroutine writes and fsyncs without the mutex
-//     (a checkpoint's record is fsynced after its group is written and the
-//     file given back, like the syncer's fsync: syncWritten). A
+//     the file, and that goroutine writes and fsyncs without the mutex. A
 //     loop round takes it (only when nothing is queued) at its first write
 //     and gives it back at Flush, so groups queued meanwhile go to the
 //     file after the round's records; it never writes those groups itself

@@ -364,11 +364,6 @@ type logGroup struct {
 	done chan struct{}
 	gen  uint64 // the generation it was written to (set before done)
 	err  error  // set before done is closed
-	// f, path and w: the file it was written to and its write's count
-	// (wgen), set before done when err is nil (syncWritten).
-	f    File
-	path string
-	w    uint64
 	// writers: data writers in the group; each calls pfile.logged (which
 	// calls commitLog.accounted) once its commit succeeded.
 	writers int
@@ -540,15 +535,8 @@ type ckptItem struct {
 }
 
 // commitCkpts logs the checkpoint records of many phexts in one group with
-// one fsync (every checkpoint, one phext or a batch). Like commitCkpt it is
-// taken while the logs are suspect (unless the file holds a torn write).
-//
-// The group is written like any other, but its fsync runs after the write
-// side is given back (syncWritten): the groups of writers that queue
-// meanwhile are written while it runs instead of waiting for it (in
-// everysec mode a checkpoint's fsync made the next writer wait 2–8 ms,
-// BenchmarkCheckpointStall). The record is durable before the caller
-// renames the snapshot, as before.
+// one fsync (Close's batched checkpoints). Like commitCkpt it is taken
+// while the logs are suspect (unless the file holds a torn write).
 func (l *commitLog) commitCkpts(items []ckptItem) error {
 	l.mu.Lock()
 	if l.closed {
@@ -568,46 +556,15 @@ func (l *commitLog) commitCkpts(items []ckptItem) error {
 		id := l.dirIDLocked(&g.buf, it.dir)
 		g.buf = appendLogRecord(g.buf, opCkpt, l.s.lsn.Add(1), id, it.name, phext.Coordinate{}, it.payload)
 	}
+	g.sync = true
 	if l.writing {
 		l.mu.Unlock()
 		<-g.done
-	} else {
-		l.writing = true
-		l.run(g)
-	}
-	if g.err != nil {
 		return g.err
 	}
-	return l.syncWritten(g.f, g.path, g.w)
-}
-
-// syncWritten makes write w (a group already written to f) durable, without
-// the write side, like the syncer's fsync: writers keep appending
-// meanwhile. A rotation or Close that closed f first fsynced it itself
-// (closeFile): then w is durable if that fsync succeeded (sgen), and the
-// logs are suspect if it failed. A failed fsync makes the logs suspect (the
-// record may reach the disk or not; recovery ignores a checkpoint record
-// whose snapshot was never renamed in, see STORAGE.md).
-func (l *commitLog) syncWritten(f File, path string, w uint64) error {
-	if l.sgen.Load() >= w {
-		return nil // an fsync that started after the write covered it
-	}
-	if err := f.Sync(); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			if l.sgen.Load() >= w {
-				return nil
-			}
-			if herr := l.s.logHealthy(); herr != nil {
-				return herr
-			}
-			return fmt.Errorf("%w: %s was closed before its fsync", errLogSuspect, path)
-		}
-		err = fmt.Errorf("store: fsync %s: %w", path, err)
-		l.s.logFailed(err)
-		return err
-	}
-	l.synced(w)
-	return nil
+	l.writing = true
+	l.run(g)
+	return g.err
 }
 
 // commitRaw logs recs (records of phext name read back from an older
@@ -684,14 +641,13 @@ func (l *commitLog) run(mine *logGroup) {
 			g.buf = append(l.dirTableLocked(nil), g.buf...)
 			l.redefine = false
 		}
-		f, path, pre, gen := l.f, l.path, l.size, l.gen
+		f, pre, gen := l.f, l.size, l.gen
 		l.mu.Unlock()
-		w, err := l.writeOut(f, pre, g.buf, g.sync)
+		err := l.writeOut(f, pre, g.buf, g.sync)
 		l.mu.Lock()
 		if err == nil {
 			l.size += int64(len(g.buf))
 			l.addInflight(gen, g.writers)
-			g.f, g.path, g.w = f, path, w
 		} else {
 			l.redefine = true
 		}
@@ -761,12 +717,11 @@ func isClosed(c chan struct{}) bool {
 }
 
 // writeOut writes buf at the end of f (size pre) and fsyncs when sync is
-// set (writing owned, mu not held), and returns the write's count (wgen).
-// A failed write is cut back; a failed
+// set (writing owned, mu not held). A failed write is cut back; a failed
 // cut-back or fsync makes the store's logs suspect (see Store.logHealthy):
 // the page cache is not trusted and every phext with records in this
 // generation is checkpointed from memory before writes go on.
-func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, error) {
+func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
 	n, err := f.Write(buf)
 	if err == nil && n != len(buf) {
 		err = io.ErrShortWrite
@@ -777,11 +732,11 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, 
 			l.torn.Store(true)
 			l.s.logFailed(fmt.Errorf("store: cut back %s: %w", l.path, terr))
 		}
-		return 0, fmt.Errorf("store: append to %s: %w", l.path, err)
+		return fmt.Errorf("store: append to %s: %w", l.path, err)
 	}
 	w := l.wgen.Add(1)
 	if !sync {
-		return w, nil
+		return nil
 	}
 	if err := f.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped dirty pages:
@@ -793,10 +748,10 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, 
 		}
 		err = fmt.Errorf("store: fsync %s: %w", l.path, err)
 		l.s.logFailed(err)
-		return 0, err
+		return err
 	}
 	l.synced(w)
-	return w, nil
+	return nil
 }
 
 // synced records that writes up to w are durable.
