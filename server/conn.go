@@ -365,6 +365,7 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if cs.skip > 0 {
 				break
 			}
+			cs.partialSince.Store(0) // the next frame's clock starts at its own bytes
 			continue
 		}
 		if cs.big != nil {
@@ -393,7 +394,8 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 					s.releaseFrameBuf(cs.frameMem, cs.big, cs.arriving, true)
 					cs.big, cs.arriving, cs.putOn = nil, 0, false
 					cs.arrivingA.Store(0)
-					cs.partialSince.Store(0)
+					// partialSince runs on: the rest of the frame must
+					// still arrive within the frame timeout.
 					queued = true
 					continue
 				}
@@ -519,9 +521,12 @@ func (s *loopHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		c.Discard(c.InboundBuffered())
 		return gnet.None
 	}
-	// The slowloris clock runs while a started frame is incomplete.
+	// The slowloris clock runs while a started frame is incomplete, a
+	// refused one whose body is being dropped (skip) included: the loop
+	// reads that body whatever the worker does, so only its sender can
+	// stall it.
 	s.stats.noteInbound(c.InboundBuffered())
-	if (c.InboundBuffered() == 0 && cs.big == nil) || cs.blocked.Load() {
+	if cs.skip == 0 && ((c.InboundBuffered() == 0 && cs.big == nil) || cs.blocked.Load()) {
 		cs.partialSince.Store(0)
 	} else if cs.partialSince.Load() == 0 {
 		cs.partialSince.Store(now)

@@ -125,24 +125,10 @@ func TestPutOverQuotaRefusedWhileArriving(t *testing.T) {
 
 	// 16 MiB declared; 1 MB of one-byte scrolls (~33 MB charged) sent.
 	const declared = 16 << 20
-	prefix := oneByteScrolls(500)
-	c.id++
-	frame := protocol.AppendRequestHeader(nil, protocol.OpPut, c.id, []byte("dots"), phext.Origin, declared)
-	frame = append(frame, prefix...)
-	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.nc.Write(frame); err != nil {
-		t.Fatal(err)
-	}
-	r, err := c.recv(5 * time.Second)
-	if err != nil {
-		t.Fatalf("no reply while the rest of the over-quota PUT was unsent: %v", err)
-	}
-	if r.Status != protocol.StatusQuota || r.ID != c.id {
-		t.Fatalf("reply %v id %d (%s), want QUOTA for id %d", r.Status, r.ID, r.Body, c.id)
-	}
+	sent := startOverQuotaPut(t, c, "dots", declared)
 	// The rest of the frame, whatever it holds, is dropped.
 	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.nc.Write(bytes.Repeat([]byte("x"), declared-len(prefix))); err != nil {
+	if _, err := c.nc.Write(bytes.Repeat([]byte("x"), declared-sent)); err != nil {
 		t.Fatal(err)
 	}
 	if after := c.must(t, protocol.StatusOK, protocol.OpChecksum, "dots", phext.Origin, nil); !bytes.Equal(before, after) {
@@ -158,6 +144,31 @@ func TestPutOverQuotaRefusedWhileArriving(t *testing.T) {
 		m := h.srv.Memory()
 		return m.Used-m.FrameBytesIdle <= memBefore+1<<20
 	})
+}
+
+// startOverQuotaPut sends the header of a PUT of name declaring a
+// document of declared bytes, and its first MB of one-byte scrolls
+// (~33 MB charged, past a quota of 1 MB), then reads its QUOTA, which
+// must come while the rest is unsent. It returns the bytes of the frame
+// sent after the header.
+func startOverQuotaPut(t *testing.T, c *pconn, name string, declared int) int {
+	t.Helper()
+	prefix := oneByteScrolls(500)
+	c.id++
+	frame := protocol.AppendRequestHeader(nil, protocol.OpPut, c.id, []byte(name), phext.Origin, declared)
+	frame = append(frame, prefix...)
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.recv(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no reply while the rest of the over-quota PUT was unsent: %v", err)
+	}
+	if r.Status != protocol.StatusQuota || r.ID != c.id {
+		t.Fatalf("reply %v id %d (%s), want QUOTA for id %d", r.Status, r.ID, r.Body, c.id)
+	}
+	return len(prefix)
 }
 
 // TestPutRefusedWhileArrivingSplits: the frames around a large PUT that
