@@ -177,6 +177,13 @@ func (r *ckRun) write(fsync, mapIt bool) {
 		return
 	}
 	r.id, r.dev, r.ino, r.wrote = id, dev, ino, true
+	if r.replaced() {
+		// A Put came while the view was written: the new snapshot would be
+		// dropped at the swap (end), after its index, record and rename.
+		// Stop here, as a checkpoint that failed before its rename.
+		r.fail(errReplaced)
+		return
+	}
 	if mapIt {
 		// A checkpoint of an unchanged document (the first after a Put)
 		// writes back its bytes, less any trailing breaks: its index
@@ -190,6 +197,13 @@ func (r *ckRun) write(fsync, mapIt bool) {
 			r.fail(err)
 		}
 	}
+}
+
+// replaced reports whether a Put replaced the document since r froze it.
+func (r *ckRun) replaced() bool {
+	r.p.mu.RLock()
+	defer r.p.mu.RUnlock()
+	return r.p.epoch != r.epoch
 }
 
 // rename is step D's rename: from here the snapshot on disk is the new one.
@@ -226,7 +240,7 @@ func (r *ckRun) end(derr error, swap bool) error {
 		if derr != nil {
 			return derr
 		}
-		return errors.New("store: checkpoint " + p.path + ": the phext was replaced under it")
+		return fmt.Errorf("store: checkpoint %s: %w", p.path, errReplaced)
 	}
 	oldBase, oldMapped := p.base, p.mapped
 	p.base, p.mapped, p.index = r.nbase, r.nmapped, r.nindex

@@ -66,6 +66,12 @@ var ErrNotInLog = errors.New("store: changes not (all) in the commit log")
 // again.
 var errPfileClosed = errors.New("store: phext closed meanwhile")
 
+// errReplaced: a Put replaced the phext while its checkpoint wrote the
+// view it froze, so the new snapshot is not the document any more
+// (checkpoint). Nothing is lost: the records stay in the log until a
+// checkpoint of the new document succeeds.
+var errReplaced = errors.New("the phext was replaced under it")
+
 // overflowErr wraps a scanner error so that both ErrOverflow and
 // phext.ErrOverflow match, naming the file.
 func overflowErr(path string, err error) error {

@@ -74,7 +74,10 @@ type pfile struct {
 	snapExists atomic.Bool // the snapshot file exists
 	snapID     walID       // identity of the snapshot file on disk (cmu, or p owned during open)
 	compacting atomic.Bool
-	lastLSN    uint64 // LSN of the last record applied
+	// compactWait is when background compaction may start again after
+	// one that a Put made useless (compactRetry; UnixNano, 0: now).
+	compactWait atomic.Int64
+	lastLSN     uint64 // LSN of the last record applied
 	// oldestGen is the log generation of the oldest record the snapshot
 	// does not cover (0: none); ckptHold the one a running checkpoint
 	// took over (until it is durable). Rotation keeps those generations.

@@ -161,6 +161,7 @@ type Store struct {
 
 	compactions     atomic.Uint64
 	compactFailures atomic.Uint64
+	compactReplaced atomic.Uint64 // background compactions a Put made useless
 	rewrites        atomic.Uint64 // phexts checkpointed from memory after a failed log fsync
 
 	// The commit log (log.go, recover.go).
