@@ -58,4 +58,3 @@ func TestPutStreamCompactionsBounded(t *testing.T) {
 		t.Fatalf("after reopen: %d bytes (%v), want the last Put's %d", len(got), err, len(last))
 	}
 }
-
