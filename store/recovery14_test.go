@@ -3,6 +3,7 @@ package store_test
 // Issue 14 review findings (shared commit log): each test failed on 5b9942c.
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -181,22 +182,49 @@ func TestDeletedDirRecordsLeakIntoNewTenant(t *testing.T) {
 // is in its fsync and the rotation's own fsync of that file failed (and the
 // repair cannot finish), Sync's "file already closed" is returned as
 // success: the caller is told its writes are durable when they are not.
+//
+// The failed fsync kicks a background repair (a rotation that logs the
+// phext from memory as a fsynced PUT and clears the suspect state); if it
+// finished before Sync's last check, nil would be correct. So the next
+// generation cannot be created until Sync returned (the repair cannot
+// finish: Sync must fail); then the fault clears, the repair completes,
+// and only now Sync returns nil, and the write survives a crash.
 func TestTenantSyncClosedFileIsNotSuccess(t *testing.T) {
 	p := openPair(t, store.Options{Durability: store.DurabilityEverySec, SyncInterval: time.Hour})
 	if _, err := p.victim.Insert([]byte("f"), c9(1), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	cur := filepath.Base(p.logFiles()[0])
+	var gen uint64
+	if _, err := fmt.Sscanf(cur, "sq-%016x-", &gen); err != nil {
+		t.Fatalf("log file name %q: %v", cur, err)
+	}
 	g := p.fs.gateSync(cur)
 	syncErr := make(chan error, 1)
 	go func() { syncErr <- p.victim.Sync() }()
 	<-g.entered
 	p.fs.arm("rename", "victim", syscall.ENOSPC) // the repair's checkpoint fails
 	p.fs.armOnce("sync", cur, syscall.EIO)       // the rotation's fsync of the old file fails
+	// Store.Rotate creates generation gen+1; the repair it kicks needs
+	// gen+2, which cannot be created.
+	p.fs.arm("open", fmt.Sprintf("sq-%016x-", gen+2), syscall.ENOSPC)
 	_ = store.Rotate(p.s)
 	close(g.release)
 	if err := <-syncErr; err == nil {
-		t.Fatal("Tenant.Sync returned nil although the fsync of the file holding the write failed")
+		t.Fatal("Tenant.Sync returned nil although the fsync of the file holding the write failed and the repair cannot finish")
+	}
+	// The fault clears: the repair finishes, Sync succeeds, and the write
+	// is durable.
+	p.fs.clear()
+	if err := store.Rotate(p.s); err != nil {
+		t.Fatalf("repair after the fault cleared: %v", err)
+	}
+	if err := p.victim.Sync(); err != nil {
+		t.Fatalf("Tenant.Sync after the repair: %v", err)
+	}
+	p.crashAndReopen()
+	if got := get(t, p.victim, "f"); got != "x" {
+		t.Fatalf("after Sync returned nil and a crash, f reads %q, want %q", got, "x")
 	}
 }
 
