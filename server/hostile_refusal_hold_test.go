@@ -112,7 +112,10 @@ func TestHeldRefusalsOfABatchWaitTogether(t *testing.T) {
 	}
 	d := time.Since(t0)
 	st := h.srv.Stats()
-	if st.RefusalsHeld != 1 || d < hold-10*time.Millisecond || d >= 2*hold {
+	// One hold, not three in a row: the serial rule this replaced took
+	// 3 × hold. The bound sits there (not at 2 × hold) so a loaded box's
+	// scheduling delay cannot fail it; RefusalsHeld counts the holds.
+	if st.RefusalsHeld != 1 || d < hold-10*time.Millisecond || d >= 3*hold-50*time.Millisecond {
 		t.Errorf("3 refusals in one batch: %d holds, answered after %v; want 1 hold, after one hold (%v)", st.RefusalsHeld, d, hold)
 	}
 	if st.HeldNow != 0 {
