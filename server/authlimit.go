@@ -103,10 +103,17 @@ func (s *Server) waitAuthRefusal(cs *connState) {
 }
 
 // releaseAuthRefusal takes back the count of waitAuthRefusal, if any,
-// when cs closes. Loop only.
+// when cs closes, and stops the timer of its answer if it has not fired
+// (authFail). Loop only.
 func (s *Server) releaseAuthRefusal(cs *connState) {
 	if cs.authWaiting {
 		cs.authWaiting = false
 		s.authWaiting.Add(-1)
+	}
+	if cs.authTimer != nil {
+		if cs.authTimer.Stop() {
+			s.authTimers.Add(-1)
+		}
+		cs.authTimer = nil
 	}
 }

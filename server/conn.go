@@ -71,8 +71,14 @@ type connState struct {
 	// this connection holds until it closes (refuseLate; loop).
 	refusal *pace
 	// authWaiting says this connection's failed HELLO is counted among
-	// the waiting ones until it closes (waitAuthRefusal; loop).
+	// the waiting ones until it closes (waitAuthRefusal; loop); authTimer
+	// sends that delayed answer, stopped if the connection closes first
+	// (releaseAuthRefusal; loop).
 	authWaiting bool
+	authTimer   *time.Timer
+	// helloTimer marks a waiting HELLO due (waitHello), stopped if the
+	// connection closes first (OnClose; loop).
+	helloTimer *time.Timer
 
 	// Times are monoNow readings (clock.go).
 	lastActive atomic.Int64 // the last read
@@ -315,6 +321,10 @@ func (s *loopHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	cs.arrivingA.Store(0)
 	s.releaseRefusal(cs)
 	s.releaseAuthRefusal(cs)
+	if cs.helloTimer != nil {
+		cs.helloTimer.Stop()
+		cs.helloTimer = nil
+	}
 	s.unregisterConn(cs)
 	s.stats.conns.Add(-1)
 	if t := cs.tenantPtr.Load(); t != nil {
@@ -768,7 +778,7 @@ func (cs *connState) chargeWaiting(n int64) bool {
 func (cs *connState) waitHello(c gnet.Conn, p *pacedHello, d time.Duration) {
 	cs.pacing.Store(true)
 	cs.paced = p
-	time.AfterFunc(d, func() {
+	cs.helloTimer = time.AfterFunc(d, func() {
 		p.due.Store(true)
 		c.Wake(nil)
 	})
@@ -861,7 +871,13 @@ func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol
 	}
 	s.waitAuthRefusal(cs)
 	s.log.Debug("auth failures over budget; slowing down", "addr", cs.ip, "delay", delay)
-	time.AfterFunc(delay, func() {
+	// The timer holds c and the reply until it fires: the connection's
+	// close stops it (releaseAuthRefusal), so what waits is bounded by
+	// the open connections, not by how fast a peer dials and leaves. If
+	// it fires as the connection closes, its AsyncWrite fails harmlessly.
+	s.authTimers.Add(1)
+	cs.authTimer = time.AfterFunc(delay, func() {
+		s.authTimers.Add(-1)
 		c.AsyncWrite(reply, func(c gnet.Conn, _ error) error {
 			if c != nil {
 				c.Close()

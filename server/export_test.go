@@ -64,3 +64,7 @@ func SetMaxTenantHeld(n int64) (restore func()) {
 	maxTenantHeld = n
 	return func() { maxTenantHeld = old }
 }
+
+// AuthTimers reports the timers of delayed failed-HELLO answers armed
+// and neither fired nor stopped (conn.go, authFail).
+func (s *Server) AuthTimers() int64 { return s.authTimers.Load() }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
@@ -95,4 +96,42 @@ func TestHelloFlood(t *testing.T) {
 	if sameAddr > time.Second {
 		t.Errorf("a good token from the flooding address waited %v", sameAddr)
 	}
+}
+
+// TestDelayedAuthTimerStopsAtClose: a failed HELLO past its address's
+// budget is answered late, by a timer that holds the connection and the
+// answer; when the client leaves first, the close stops that timer, so
+// what waits is bounded by the open connections, not by how fast an
+// address dials and leaves.
+func TestDelayedAuthTimerStopsAtClose(t *testing.T) {
+	t.Cleanup(server.SetAuthDelayStep(5 * time.Second))
+	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, HelloTimeout: 10 * time.Second}})
+	bad := protocol.AppendHello(nil, 1, []byte("pmb-v1-not-a-token-of-anyone-here"), 0)
+	// The budget's one failure is answered at once.
+	c, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nc.Write(bad)
+	if r, err := c.recv(5 * time.Second); err != nil || r.Status != protocol.StatusAuth {
+		t.Fatalf("first bad HELLO: %v %v", err, r.Status)
+	}
+	c.nc.Close()
+	// The next ones wait 5 s for their answer; their clients leave first.
+	const n = 4
+	var cs []*pconn
+	for i := 0; i < n; i++ {
+		c, err := dialP(h.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.nc.Close() })
+		c.nc.Write(bad)
+		cs = append(cs, c)
+	}
+	sqtest.CheckFor(t, 4*time.Second, "the delayed answers armed", func() bool { return h.srv.AuthTimers() == n })
+	for _, c := range cs {
+		c.nc.Close()
+	}
+	sqtest.CheckFor(t, 2*time.Second, "the delayed answers' timers stopped", func() bool { return h.srv.AuthTimers() == 0 })
 }

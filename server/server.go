@@ -341,6 +341,9 @@ type Server struct {
 	// authWaiting counts failed authentications (HELLO, REST token) whose
 	// answer is delayed (authlimit.go).
 	authWaiting atomic.Int64
+	// authTimers counts the timers of delayed failed-HELLO answers armed
+	// and neither fired nor stopped (authFail, releaseAuthRefusal).
+	authTimers atomic.Int64
 	// heldRefusals counts answers past their tenant's refusal budget
 	// waiting to be sent (refusal.go); drainCh is closed when Shutdown
 	// begins, which ends their waits.
