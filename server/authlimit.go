@@ -3,6 +3,8 @@ package server
 import (
 	"sync"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 )
 
 // authLimiter gives each IP address a budget of failed HELLOs per minute.
@@ -102,18 +104,86 @@ func (s *Server) waitAuthRefusal(cs *connState) {
 	cs.authWaiting = true
 }
 
+// authAnswer is a failed HELLO's delayed answer (authFail). Exactly one
+// of three ends it, whichever stops its timer first (time.Timer.Stop is
+// true once, and never after the timer fired): the timer (the answer goes
+// out when due), Shutdown (it goes out now, answerAuthNow) or the
+// connection's close (nothing to answer, releaseAuthRefusal).
+type authAnswer struct {
+	timer *time.Timer
+	c     gnet.Conn
+	reply []byte
+}
+
+// delayAuthAnswer sends reply on c and closes it after delay, or as soon
+// as Shutdown begins. Loop only.
+func (s *Server) delayAuthAnswer(cs *connState, c gnet.Conn, reply []byte, delay time.Duration) {
+	s.waitAuthRefusal(cs)
+	a := &authAnswer{c: c, reply: reply}
+	s.authTimers.Add(1)
+	a.timer = time.AfterFunc(delay, func() {
+		s.authTimers.Add(-1)
+		s.sendAuthAnswer(a)
+	})
+	cs.authAnswer.Store(a)
+	// Shutdown sets draining before it looks for delayed answers
+	// (answerAuthNow): one that began meanwhile is either seen there or
+	// sees draining here.
+	if s.draining.Load() {
+		s.endAuthAnswer(a, true)
+	}
+}
+
+// endAuthAnswer ends a's wait if its timer has not fired: it sends the
+// answer now (send) or drops it. Any goroutine.
+func (s *Server) endAuthAnswer(a *authAnswer, send bool) {
+	if !a.timer.Stop() {
+		return // fired, or ended by another
+	}
+	s.authTimers.Add(-1)
+	if send {
+		s.sendAuthAnswer(a)
+	}
+}
+
+// sendAuthAnswer writes a's answer and closes its connection after it.
+// Shutdown waits for it like for other replies (asyncPending) before the
+// engine closes the connections. If the connection closes first, the
+// AsyncWrite fails harmlessly. Any goroutine.
+func (s *Server) sendAuthAnswer(a *authAnswer) {
+	s.asyncPending.Add(1)
+	err := a.c.AsyncWrite(a.reply, func(c gnet.Conn, _ error) error {
+		s.asyncPending.Add(-1)
+		if c != nil {
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		s.asyncPending.Add(-1)
+	}
+}
+
+// answerAuthNow sends every delayed failed-HELLO answer at once: Shutdown
+// has begun, as for held refusals (Refusal.Wait) and the REST server's
+// delayed 401s (AuthRefusal.Wait). Shutdown only, after draining is set.
+func (s *Server) answerAuthNow() {
+	for _, cs := range s.snapshotConns() {
+		if a := cs.authAnswer.Load(); a != nil {
+			s.endAuthAnswer(a, true)
+		}
+	}
+}
+
 // releaseAuthRefusal takes back the count of waitAuthRefusal, if any,
-// when cs closes, and stops the timer of its answer if it has not fired
-// (authFail). Loop only.
+// when cs closes, and drops its delayed answer if that is still waiting
+// (authAnswer). Loop only.
 func (s *Server) releaseAuthRefusal(cs *connState) {
 	if cs.authWaiting {
 		cs.authWaiting = false
 		s.authWaiting.Add(-1)
 	}
-	if cs.authTimer != nil {
-		if cs.authTimer.Stop() {
-			s.authTimers.Add(-1)
-		}
-		cs.authTimer = nil
+	if a := cs.authAnswer.Swap(nil); a != nil {
+		s.endAuthAnswer(a, false)
 	}
 }

@@ -71,11 +71,11 @@ type connState struct {
 	// this connection holds until it closes (refuseLate; loop).
 	refusal *pace
 	// authWaiting says this connection's failed HELLO is counted among
-	// the waiting ones until it closes (waitAuthRefusal; loop); authTimer
-	// sends that delayed answer, stopped if the connection closes first
-	// (releaseAuthRefusal; loop).
+	// the waiting ones until it closes (waitAuthRefusal; loop);
+	// authAnswer is that delayed answer (set on the loop, ended by its
+	// timer, Shutdown or the close: authlimit.go).
 	authWaiting bool
-	authTimer   *time.Timer
+	authAnswer  atomic.Pointer[authAnswer]
 	// helloTimer marks a waiting HELLO due (waitHello), stopped if the
 	// connection closes first (OnClose; loop).
 	helloTimer *time.Timer
@@ -869,22 +869,10 @@ func (s *Server) authFail(cs *connState, c gnet.Conn, id uint32, status protocol
 		c.Close()
 		return
 	}
-	s.waitAuthRefusal(cs)
 	s.log.Debug("auth failures over budget; slowing down", "addr", cs.ip, "delay", delay)
-	// The timer holds c and the reply until it fires: the connection's
-	// close stops it (releaseAuthRefusal), so what waits is bounded by
-	// the open connections, not by how fast a peer dials and leaves. If
-	// it fires as the connection closes, its AsyncWrite fails harmlessly.
-	s.authTimers.Add(1)
-	cs.authTimer = time.AfterFunc(delay, func() {
-		s.authTimers.Add(-1)
-		c.AsyncWrite(reply, func(c gnet.Conn, _ error) error {
-			if c != nil {
-				c.Close()
-			}
-			return nil
-		})
-	})
+	// What waits is bounded by the open connections, not by how fast a
+	// peer dials and leaves: the connection's close drops the answer.
+	s.delayAuthAnswer(cs, c, reply, delay)
 }
 
 // OnTick closes connections past their HELLO, idle or frame timeouts.

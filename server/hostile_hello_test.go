@@ -98,25 +98,33 @@ func TestHelloFlood(t *testing.T) {
 	}
 }
 
+// authBudgetSpent starts a server whose addresses may fail one HELLO a
+// minute, with answers delayed 5 s past that, and spends 127.0.0.1's
+// failure (answered at once); it returns the server and the bad HELLO.
+func authBudgetSpent(t *testing.T) (*hostile, []byte) {
+	t.Helper()
+	t.Cleanup(server.SetAuthDelayStep(5 * time.Second))
+	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, HelloTimeout: 10 * time.Second}})
+	bad := protocol.AppendHello(nil, 1, []byte("pmb-v1-not-a-token-of-anyone-here"), 0)
+	c, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.nc.Close()
+	c.nc.Write(bad)
+	if r, err := c.recv(5 * time.Second); err != nil || r.Status != protocol.StatusAuth {
+		t.Fatalf("first bad HELLO: %v %v", err, r.Status)
+	}
+	return h, bad
+}
+
 // TestDelayedAuthTimerStopsAtClose: a failed HELLO past its address's
 // budget is answered late, by a timer that holds the connection and the
 // answer; when the client leaves first, the close stops that timer, so
 // what waits is bounded by the open connections, not by how fast an
 // address dials and leaves.
 func TestDelayedAuthTimerStopsAtClose(t *testing.T) {
-	t.Cleanup(server.SetAuthDelayStep(5 * time.Second))
-	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, HelloTimeout: 10 * time.Second}})
-	bad := protocol.AppendHello(nil, 1, []byte("pmb-v1-not-a-token-of-anyone-here"), 0)
-	// The budget's one failure is answered at once.
-	c, err := dialP(h.srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nc.Write(bad)
-	if r, err := c.recv(5 * time.Second); err != nil || r.Status != protocol.StatusAuth {
-		t.Fatalf("first bad HELLO: %v %v", err, r.Status)
-	}
-	c.nc.Close()
+	h, bad := authBudgetSpent(t)
 	// The next ones wait 5 s for their answer; their clients leave first.
 	const n = 4
 	var cs []*pconn
@@ -134,4 +142,39 @@ func TestDelayedAuthTimerStopsAtClose(t *testing.T) {
 		c.nc.Close()
 	}
 	sqtest.CheckFor(t, 2*time.Second, "the delayed answers' timers stopped", func() bool { return h.srv.AuthTimers() == 0 })
+}
+
+// TestShutdownAnswersDelayedAuth: a failed HELLO whose answer waits (past
+// its address's budget) gets that answer, AUTH, as soon as Shutdown
+// begins, as held refusals and REST's delayed 401s do, not a bare close
+// by the stopping engine nor an answer when its delay is due.
+func TestShutdownAnswersDelayedAuth(t *testing.T) {
+	h, bad := authBudgetSpent(t)
+	c, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.nc.Close()
+	// Its answer is due 5 s after it is sent, so no earlier than
+	// dueAfter: an answer before that comes from Shutdown.
+	dueAfter := time.Now().Add(5 * time.Second)
+	c.nc.Write(bad)
+	sqtest.CheckFor(t, 4*time.Second, "the delayed answer armed", func() bool { return h.srv.AuthTimers() == 1 })
+	srv := h.srv // h.stop forgets it
+	stopped := make(chan struct{})
+	go func() { h.stop(); close(stopped) }()
+	defer func() { <-stopped }()
+	c.nc.SetReadDeadline(dueAfter.Add(-500 * time.Millisecond))
+	var r protocol.Response
+	if err := c.rc.Recv(&r); err != nil || r.Status != protocol.StatusAuth {
+		t.Fatalf("delayed answer at shutdown: %v %v, want AUTH before it was due", err, r.Status)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(time.Until(dueAfter)):
+		t.Fatal("Shutdown still running when the answer would have been due")
+	}
+	if n := srv.AuthTimers(); n != 0 {
+		t.Errorf("%d delayed-answer timers left", n)
+	}
 }

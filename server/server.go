@@ -342,7 +342,7 @@ type Server struct {
 	// answer is delayed (authlimit.go).
 	authWaiting atomic.Int64
 	// authTimers counts the timers of delayed failed-HELLO answers armed
-	// and neither fired nor stopped (authFail, releaseAuthRefusal).
+	// and neither fired nor stopped (authAnswer).
 	authTimers atomic.Int64
 	// heldRefusals counts answers past their tenant's refusal budget
 	// waiting to be sent (refusal.go); drainCh is closed when Shutdown
@@ -520,6 +520,7 @@ func (s *Server) ReadyForTraffic() bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.drainOnce.Do(func() { close(s.drainCh) }) // held refusals are answered now
+	s.answerAuthNow()                           // and delayed failed HELLOs
 	// Requests already running against the store finish (new ones get
 	// SHUTTING_DOWN without touching it).
 	for s.executing.Load() > 0 {
