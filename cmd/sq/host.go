@@ -93,7 +93,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.helloTimeout, "hello-timeout", 10*time.Second, "close connections that do not authenticate in time")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close idle authenticated connections (negative: never)")
 	fs.DurationVar(&c.frameTimeout, "frame-timeout", 30*time.Second, "close connections whose frame trickles in slower than this")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "deadline for draining on SIGTERM/SIGINT")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "deadline for draining on SIGTERM/SIGINT")
 	fs.DurationVar(&c.drainDelay, "drain-delay", 0, "on SIGTERM, first answer GET /readyz with 503 for this long while still serving, so load balancers stop sending new connections (a second signal skips the wait)")
 	fs.BoolVar(&c.noCompression, "no-compression", false, "offer no wire compression")
 	fs.BoolVar(&c.noLoopWrites, "no-loop-writes", false, "answer every INSERT/UPDATE/DELETE on a worker goroutine instead of the event loop (for A/B measurements)")
@@ -110,6 +110,57 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json")
 	return fs
+}
+
+// serverOptions maps the flags to the server's options (Logger and
+// LoadConfig are the caller's). A flag's 0 reaches the server as 0, which
+// it reads as its default, the flag's own; the rates' 0 turns their limit
+// off (rateOption).
+func (c *hostConfig) serverOptions() server.Options {
+	return server.Options{
+		Listen:                   c.listen,
+		EventLoops:               c.loops,
+		MaxFrame:                 c.maxFrame,
+		MaxConns:                 c.maxConns,
+		MaxConnsPerTenant:        c.maxPerTenant,
+		HelloRate:                rateOption(c.helloRate),
+		HelloBurst:               c.helloBurst,
+		BadFrameRate:             rateOption(c.badFrameRate),
+		RefusalRate:              rateOption(c.refusalRate),
+		RefusalBurst:             c.refusalBurst,
+		MaxInFlight:              c.maxInFlight,
+		MaxClientMemory:          c.maxClientMemory,
+		MaxClientMemoryPerTenant: c.maxClientMemoryPerTenant,
+		MaxSlowFrameMemory:       c.maxSlowFrameMemory,
+		FramePool:                c.framePool,
+		MaxFrameMemoryPerTenant:  c.maxFrameMemoryPerTenant,
+		HelloTimeout:             c.helloTimeout,
+		IdleTimeout:              c.idleTimeout,
+		FrameTimeout:             c.frameTimeout,
+		NoCompression:            c.noCompression,
+		TenantDetailMetrics:      c.tenantDetailMetrics,
+		NoLoopWrites:             c.noLoopWrites,
+		TrustLoopback:            c.trustLoopback,
+		MaxWatchesPerConn:        c.maxWatchesPerConn,
+		MaxWatchesPerTenant:      c.maxWatchesPerTenant,
+		WatchQueueBytes:          c.watchQueue,
+		WatchRetainEvents:        c.watchRetainEvents,
+		WatchRetainBytes:         c.watchRetainBytes,
+		WatchLinger:              c.watchLinger,
+	}
+}
+
+// defaultShutdownTimeout is --shutdown-timeout's default, and what its 0
+// means.
+const defaultShutdownTimeout = 30 * time.Second
+
+// drainDeadline is how long a SIGTERM's drain may take: --shutdown-timeout,
+// its default for 0 (no deadline at all would be an immediate one).
+func (c *hostConfig) drainDeadline() time.Duration {
+	if c.shutdownTimeout <= 0 {
+		return defaultShutdownTimeout
+	}
+	return c.shutdownTimeout
 }
 
 // rateOption maps --hello-rate, --bad-frame-rate and --refusal-rate to
@@ -338,39 +389,9 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return out.fail(1, "store", err)
 	}
-	srv, err := server.Start(st, cfg, &server.Options{
-		Listen:                   c.listen,
-		EventLoops:               c.loops,
-		MaxFrame:                 c.maxFrame,
-		MaxConns:                 c.maxConns,
-		MaxConnsPerTenant:        c.maxPerTenant,
-		HelloRate:                rateOption(c.helloRate),
-		HelloBurst:               c.helloBurst,
-		BadFrameRate:             rateOption(c.badFrameRate),
-		RefusalRate:              rateOption(c.refusalRate),
-		RefusalBurst:             c.refusalBurst,
-		MaxInFlight:              c.maxInFlight,
-		MaxClientMemory:          c.maxClientMemory,
-		MaxClientMemoryPerTenant: c.maxClientMemoryPerTenant,
-		MaxSlowFrameMemory:       c.maxSlowFrameMemory,
-		FramePool:                c.framePool,
-		MaxFrameMemoryPerTenant:  c.maxFrameMemoryPerTenant,
-		HelloTimeout:             c.helloTimeout,
-		IdleTimeout:              c.idleTimeout,
-		FrameTimeout:             c.frameTimeout,
-		NoCompression:            c.noCompression,
-		TenantDetailMetrics:      c.tenantDetailMetrics,
-		NoLoopWrites:             c.noLoopWrites,
-		Logger:                   log,
-		LoadConfig:               loadConfig,
-		TrustLoopback:            c.trustLoopback,
-		MaxWatchesPerConn:        c.maxWatchesPerConn,
-		MaxWatchesPerTenant:      c.maxWatchesPerTenant,
-		WatchQueueBytes:          c.watchQueue,
-		WatchRetainEvents:        c.watchRetainEvents,
-		WatchRetainBytes:         c.watchRetainBytes,
-		WatchLinger:              c.watchLinger,
-	})
+	so := c.serverOptions()
+	so.Logger, so.LoadConfig = log, loadConfig
+	srv, err := server.Start(st, cfg, &so)
 	if err != nil {
 		st.Close()
 		return out.fail(1, "", err)
@@ -413,8 +434,8 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 			case <-sigs:
 			}
 		}
-		log.Info("draining", "signal", sig.String(), "deadline", c.shutdownTimeout.String())
-		ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+		log.Info("draining", "signal", sig.String(), "deadline", c.drainDeadline().String())
+		ctx, cancel := context.WithTimeout(context.Background(), c.drainDeadline())
 		// The binary side drains first while the HTTP side still answers
 		// /readyz with 503 (and REST requests with SHUTTING_DOWN's 503);
 		// then the REST requests finish before the store closes.

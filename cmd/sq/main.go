@@ -207,7 +207,10 @@ func help(name string, stdout, stderr io.Writer) int {
 			"same host every client is loopback.\n\n"+
 			"GOMAXPROCS is the CPUs plus --event-loops plus 1 (a P for every event loop and\n"+
 			"the acceptor, which keep theirs while waiting in epoll_wait); a GOMAXPROCS above 0\n"+
-			"in the environment is used as it is (docs/OPERATIONS.md, Threads).\n\nflags:")
+			"in the environment is used as it is (docs/OPERATIONS.md, Threads).\n\n"+
+			"A number flag given 0 takes its default, as if left out (--max-conns 0 is 20000,\n"+
+			"--http-max-conns 0 is 4096), except where its text says what 0 does: --log-keep 0\n"+
+			"keeps none, a rate's 0 turns its limit off, a burst must be at least 1.\n\nflags:")
 		fs.PrintDefaults()
 		fmt.Fprint(stdout, hostMemoryHelp)
 		return 0

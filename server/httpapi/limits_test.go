@@ -272,3 +272,26 @@ func TestRESTConnCountErrorPaths(t *testing.T) {
 	}
 	served("many at once")
 }
+
+// TestRESTMaxConnsZeroIsDefault: Options.MaxConns 0 (sq host
+// --http-max-conns 0) bounds the listener at DefaultMaxConns, as leaving
+// it out does; a negative one leaves it unbounded.
+func TestRESTMaxConnsZeroIsDefault(t *testing.T) {
+	e := startHTTPOnly(t, envOptions{}, Options{})
+	for _, tc := range []struct {
+		name     string
+		maxConns int
+		want     int64 // frontListener.maxConns; 0: no bound
+	}{
+		{name: "zero", maxConns: 0, want: DefaultMaxConns},
+		{name: "set", maxConns: 7, want: 7},
+		{name: "negative", maxConns: -1, want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fl := serveFront(t, e.testEnv, Options{MaxConns: tc.maxConns}).(*frontListener)
+			if fl.maxConns != tc.want {
+				t.Errorf("MaxConns %d: bound %d, want %d", tc.maxConns, fl.maxConns, tc.want)
+			}
+		})
+	}
+}

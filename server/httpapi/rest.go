@@ -39,8 +39,8 @@ type Options struct {
 	// MaxConns bounds the open connections of the listener Start and
 	// StartOn serve (keep-alives, change-feed streams and answers waiting
 	// included); past it a new connection is answered 503 with
-	// Retry-After at once and closed (front.go). Default 4096; negative:
-	// no bound.
+	// Retry-After at once and closed (front.go). Default (and 0):
+	// DefaultMaxConns; negative: no bound.
 	MaxConns int
 	// PublicMetrics serves GET /metrics to anyone. By default a scraper
 	// needs the metrics or the admin token (or a loopback address when the
