@@ -32,7 +32,7 @@ const compactRetry = time.Second
 // compactAsync compacts p on a background goroutine unless one is running
 // or the last one was made useless by a Put less than compactRetry ago.
 func (p *pfile) compactAsync() {
-	if w := p.compactWait.Load(); w != 0 && time.Now().UnixNano() < w {
+	if w := p.compactWait.Load(); w != 0 && monoNow() < w {
 		return
 	}
 	if !p.compacting.CompareAndSwap(false, true) {
@@ -47,7 +47,7 @@ func (p *pfile) compactAsync() {
 		switch {
 		case errors.Is(err, errReplaced):
 			// Not an operator's problem: the tenant rewrites its phext.
-			p.compactWait.Store(time.Now().Add(compactRetry).UnixNano())
+			p.compactWait.Store(monoNow() + int64(compactRetry))
 			s.compactReplaced.Add(1)
 		case err != nil && err != errPfileClosed:
 			s.log.Error("store: background compaction failed", "path", p.path, "err", err)

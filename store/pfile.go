@@ -38,7 +38,7 @@ type pfile struct {
 	victim  bool        // picked for a background eviction batch (Store.lmu)
 	broken  atomic.Bool // open state unusable: reopen before next use (kept for callers; set by nothing today)
 	// evictFail is the evictor's backoff after this phext's checkpoint
-	// failed (0: none) and evictAfter (unix ns) when it may try again:
+	// failed (0: none) and evictAfter (monoNow) when it may try again:
 	// only the evictor touches them, one goroutine per phext at a time.
 	evictFail, evictAfter atomic.Int64
 
@@ -75,7 +75,7 @@ type pfile struct {
 	snapID     walID       // identity of the snapshot file on disk (cmu, or p owned during open)
 	compacting atomic.Bool
 	// compactWait is when background compaction may start again after
-	// one that a Put made useless (compactRetry; UnixNano, 0: now).
+	// one that a Put made useless (compactRetry; monoNow, 0: now).
 	compactWait atomic.Int64
 	lastLSN     uint64 // LSN of the last record applied
 	// oldestGen is the log generation of the oldest record the snapshot

@@ -735,7 +735,7 @@ func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 	closed := 0
 	var dirty []*pfile
 	var dirtyUses []uint64
-	now := time.Now().UnixNano()
+	now := monoNow()
 	for i, v := range victims {
 		if v.t.closeIfClean(v) {
 			closed++
@@ -753,7 +753,7 @@ func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 				if err != errPfileClosed && err != errCkptBusy {
 					b := min(max(2*v.evictFail.Load(), int64(evictRetry)), int64(evictRetryMax))
 					v.evictFail.Store(b)
-					v.evictAfter.Store(time.Now().UnixNano() + b)
+					v.evictAfter.Store(monoNow() + b)
 					s.log.Warn("store: checkpoint before closing a least recently used phext", "path", v.path, "err", err)
 				}
 				continue
