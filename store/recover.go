@@ -408,20 +408,31 @@ func chainCut(recs, todo []logRec, covers, floor uint64) int {
 
 // readAll reads a whole file through the FS seam.
 func readAll(fs FS, path string) ([]byte, error) {
-	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	f, size, err := openRead(fs, path)
 	if err != nil {
-		return nil, openErr(path, err)
+		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	data := make([]byte, fi.Size())
+	data := make([]byte, size)
 	if n, err := f.ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && n == len(data)) {
 		return nil, fmt.Errorf("store: read %s: %w", path, err)
 	}
 	return data, nil
+}
+
+// openRead opens path to read, never through a symlink, and returns it
+// with its size.
+func openRead(fs FS, path string) (File, int64, error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return nil, 0, openErr(path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("store: %w", err)
+	}
+	return f, fi.Size(), nil
 }
 
 // fileIdentity returns the device and inode of fi.
@@ -912,16 +923,11 @@ func (c *carrySet) load(fs FS, crs []carryRec) (recs []logRec, err error) {
 // short or bad); reading stops there and the caller gives the file to
 // scanLog, which tells each case apart.
 func scanLogStream(fs FS, path string, fn func(r *logRec, payOff int64)) (ok bool, err error) {
-	f, err := fs.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	f, size, err := openRead(fs, path)
 	if err != nil {
-		return false, openErr(path, err)
+		return false, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return false, fmt.Errorf("store: %w", err)
-	}
-	size := fi.Size()
 	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 64<<10)
 	// read fills b; ok false when the file ends first.
 	read := func(b []byte) (bool, error) {
