@@ -313,11 +313,14 @@ func TestRefusalBudgetAcrossReload(t *testing.T) {
 	}
 }
 
-// TestShutdownEndsHeldRefusals: a shutdown does not wait out held
-// answers: the binary one and the REST one (a 10 s hold) are sent as soon
-// as the server and the HTTP server begin to shut down.
-func TestShutdownEndsHeldRefusals(t *testing.T) {
-	t.Cleanup(server.SetRefusalHold(10 * time.Second)) // after the server stops
+// twoHeld starts a server (REST on) whose tenants get one limit refusal
+// at once, then held for hold, and has mallory spend it; then mallory's
+// binary GET and its REST GET of a phext past the max frame both wait.
+// It returns the server, mallory's binary connection (its TOO_LARGE to
+// come) and the REST answer to come.
+func twoHeld(t *testing.T, hold time.Duration) (*hostile, *pconn, <-chan restAnswer) {
+	t.Helper()
+	t.Cleanup(server.SetRefusalHold(hold)) // after the server stops
 	h := startHostile(t, hostileOpts{opts: refusalOpts(1), http: true})
 	m := h.dial(t, "mallory")
 	fillBig(t, m)
@@ -327,6 +330,14 @@ func TestShutdownEndsHeldRefusals(t *testing.T) {
 	}
 	rest := restGetAsync(t, h.httpAddr, h.tokens["mallory"])
 	sqtest.CheckFor(t, 5*time.Second, "two answers held", func() bool { return h.srv.Stats().HeldNow == 2 })
+	return h, m, rest
+}
+
+// TestShutdownEndsHeldRefusals: a shutdown does not wait out held
+// answers: the binary one and the REST one (a 10 s hold) are sent as soon
+// as the server and the HTTP server begin to shut down.
+func TestShutdownEndsHeldRefusals(t *testing.T) {
+	h, m, rest := twoHeld(t, 10*time.Second)
 	t0 := time.Now()
 	stopped := make(chan struct{})
 	go func() { h.stop(); close(stopped) }()

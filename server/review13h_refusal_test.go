@@ -3,7 +3,6 @@ package server_test
 import (
 	"github.com/phext/sq/config"
 	"github.com/phext/sq/internal/sqtest"
-	"github.com/phext/sq/phext"
 	"net/http"
 	"testing"
 	"time"
@@ -67,17 +66,7 @@ func TestReview13hHeldRefusalPipelineOrder(t *testing.T) {
 // while a binary and a REST answer of hers are held; both slots come back
 // (HeldNow 0) and a later shutdown is prompt.
 func TestReview13hHeldRefusalTenantRemoved(t *testing.T) {
-	t.Cleanup(server.SetRefusalHold(500 * time.Millisecond))
-	h := startHostile(t, hostileOpts{opts: refusalOpts(1), http: true})
-	m := h.dial(t, "mallory")
-	fillBig(t, m)
-	timedGet(t, m)
-	if err := m.send(protocol.OpGet, "big", phext.Origin, nil); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan int, 1)
-	go func() { c, _, _ := restGet(t, h.httpAddr, h.tokens["mallory"]); done <- c }()
-	sqtest.CheckFor(t, 5*time.Second, "two held", func() bool { return h.srv.Stats().HeldNow == 2 })
+	h, m, rest := twoHeld(t, 500*time.Millisecond)
 	delete(h.cfg.Tenants, h.tokens["mallory"])
 	if err := config.WriteFile(h.cfgPath, h.cfg); err != nil {
 		t.Fatal(err)
@@ -85,7 +74,7 @@ func TestReview13hHeldRefusalTenantRemoved(t *testing.T) {
 	if _, err := h.srv.ReloadFromSource(); err != nil {
 		t.Fatal(err)
 	}
-	if c := <-done; c != http.StatusRequestEntityTooLarge {
+	if c := (<-rest).code; c != http.StatusRequestEntityTooLarge {
 		t.Errorf("REST held answer after removal: %d", c)
 	}
 	sqtest.CheckFor(t, 5*time.Second, "slots back", func() bool { return h.srv.Stats().HeldNow == 0 })
