@@ -294,6 +294,17 @@ const headOnlyMark = 0xFFFF
 // headOnly: body is only the head (op, LSN, dir, name): decode who the
 // record is for, nothing more. fixed is the format's logFixed.
 func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool, fixed int) (logRec, string) {
+	r, why := decodeLogFields(body, dirs, headOnly, fixed)
+	if why == "" && !headOnly {
+		why = checkLogPayload(&r)
+	}
+	return r, why
+}
+
+// decodeLogFields is decodeLogBody without checkLogPayload: a reader that
+// keeps few of the records it reads (the rotation's carry) checks the
+// payloads of those only.
+func decodeLogFields(body []byte, dirs map[uint32]string, headOnly bool, fixed int) (logRec, string) {
 	var r logRec
 	r.kind = body[0]
 	r.lsn = binary.BigEndian.Uint64(body[1:])
@@ -337,23 +348,27 @@ func decodeLogBody(body []byte, dirs map[uint32]string, headOnly bool, fixed int
 	}
 	// From here a damaged record is attributed to its phext.
 	r.dir, r.name = dir, string(name)
-	if r.kind == opCkpt {
-		if len(r.payload) != ckptLen || r.c != (phext.Coordinate{}) {
-			return r, "bad checkpoint record"
-		}
-		return r, ""
+	if r.kind == opCkpt && (len(r.payload) != ckptLen || r.c != (phext.Coordinate{})) {
+		return r, "bad checkpoint record"
+	}
+	return r, ""
+}
+
+// checkLogPayload checks what a data record of decodeLogFields says: its
+// op, coordinate and payload (a scroll's text, a PUT's whole document:
+// a scan of it). DIR and CHECKPOINT records pass.
+func checkLogPayload(r *logRec) string {
+	if r.kind == opDir || r.kind == opCkpt {
+		return ""
 	}
 	wr := walRec{kind: r.kind, c: r.c, payload: r.payload}
 	if wr.kind == opCompact {
-		return r, "unknown record type"
+		return "unknown record type"
 	}
 	if wr.kind == opPut && wr.c != (phext.Coordinate{}) {
-		return r, "put record with a coordinate"
+		return "put record with a coordinate"
 	}
-	if why := checkRecord(&wr); why != "" {
-		return r, why
-	}
-	return r, ""
+	return checkRecord(&wr)
 }
 
 // logGroup is a group commit: records of any number of phexts written with
