@@ -6,8 +6,12 @@ package server_test
 // test fails on the code before that review.
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,5 +218,41 @@ func TestHeldRefusalWithinFrameTimeout(t *testing.T) {
 	}
 	if d := timedGet(t, m); d < 190*time.Millisecond || h.srv.Stats().RefusalsHeld != 2 {
 		t.Errorf("held binary answer after %v, want held ≥ 200 ms", d)
+	}
+}
+
+// TestHeldRESTRefusalClientLeaves: a REST request refused 413 for a body
+// past the limit (never read) past its tenant's budget waits its hold (10
+// s here); when its client leaves first, the wait ends and its slot comes
+// back long before the answer was due. net/http ends a request's context
+// at its client's close only once the body is read, so on the old code
+// this one waited the whole hold, holding its slot and its place in
+// --http-max-conns.
+func TestHeldRESTRefusalClientLeaves(t *testing.T) {
+	t.Cleanup(server.SetRefusalHold(10 * time.Second)) // after the server stops
+	h := startHostile(t, hostileOpts{opts: refusalOpts(1), http: true})
+	post := "POST /api/v2/insert?p=big&c=1.1.1/1.1.1/1.1.1 HTTP/1.1\r\nHost: sq\r\nAuthorization: Bearer " +
+		h.tokens["mallory"] + "\r\nContent-Length: 2000000\r\n\r\n" + strings.Repeat("x", 64<<10)
+	for i := range 2 { // the burst, then one held
+		c, err := net.DialTimeout("tcp", h.httpAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		due := time.Now().Add(10 * time.Second)
+		io.WriteString(c, post)
+		if i == 0 {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("the burst's refusal: %v %v, want 413 at once", resp, err)
+			}
+			continue
+		}
+		sqtest.CheckFor(t, 5*time.Second, "the answer held", func() bool { return h.srv.Stats().HeldNow == 1 })
+		c.Close()
+		sqtest.CheckFor(t, time.Until(due.Add(-2*time.Second)), "the slot back before the answer was due", func() bool {
+			return h.srv.Stats().HeldNow == 0
+		})
 	}
 }

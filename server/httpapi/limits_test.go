@@ -295,3 +295,42 @@ func TestRESTMaxConnsZeroIsDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestRESTDepartedClientLeavesDelayedAuth: a bad token past its address's
+// budget waits 5 s for its 401; when its client leaves first, the wait ends
+// and its place in MaxConns comes back, long before the answer was due,
+// also for a request whose body the handler never read (net/http ends a
+// request's context at its client's close only once the body is read: on
+// the old code such a place was held the whole 5 s).
+func TestRESTDepartedClientLeavesDelayedAuth(t *testing.T) {
+	e := startEnv(t, envOptions{noEngine: true, opts: server.Options{AuthFailBudget: 1}})
+	fl := serveFront(t, e, Options{MaxConns: 4}).(*frontListener)
+	closed := make(chan struct{})
+	close(closed)
+	for range 25 {
+		e.srv.AuthRefused("127.0.0.1").Wait(nil, closed) // the next one waits 5 s
+	}
+	for _, tc := range []struct {
+		name, req string
+	}{
+		{name: "no-body", req: "GET /api/v2/select?p=x&c=1.1.1/1.1.1/1.1.1 HTTP/1.1\r\nHost: sq\r\nAuthorization: Bearer wrong\r\n\r\n"},
+		{name: "body-unread", req: "POST /api/v2/insert?p=x&c=1.1.1/1.1.1/1.1.1 HTTP/1.1\r\nHost: sq\r\nAuthorization: Bearer wrong\r\nContent-Length: 10\r\n\r\n0123456789"},
+		{name: "body-cut-short", req: "POST /api/v2/insert?p=x&c=1.1.1/1.1.1/1.1.1 HTTP/1.1\r\nHost: sq\r\nAuthorization: Bearer wrong\r\nContent-Length: 100000\r\n\r\n0123456789"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", fl.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Its 401 is due 5 s after the request is sent, no earlier
+			// than due.
+			due := time.Now().Add(5 * time.Second)
+			io.WriteString(c, tc.req)
+			sqtest.CheckFor(t, 4*time.Second, "the answer waiting", func() bool { return e.srv.Stats().RefusalsWaiting == 1 })
+			c.Close()
+			sqtest.CheckFor(t, time.Until(due.Add(-time.Second)), "the place back before the answer was due", func() bool {
+				return fl.open.Load() == 0 && e.srv.Stats().RefusalsWaiting == 0
+			})
+		})
+	}
+}

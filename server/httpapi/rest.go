@@ -111,6 +111,7 @@ func StartOn(e Engine, tl net.Listener, o *Options) (*http.Server, net.Listener)
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 1 << 20,
 		ErrorLog:       slog.NewLogLogger(so.Logger.Handler(), slog.LevelWarn),
+		ConnContext:    withConn,
 	}
 	// Shutdown waits for handlers to finish: end the SSE streams.
 	hs.RegisterOnShutdown(api.stopStreams)
@@ -443,7 +444,9 @@ func (h *httpAPI) serveSQ(w http.ResponseWriter, r *http.Request) {
 		// Until the hold ends, the engine's Shutdown begins (one signal
 		// for both front ends), the client leaves or this HTTP server
 		// shuts down (Shutdown waits for handlers).
-		f.Wait(r.Context().Done(), h.stop)
+		left, end := clientLeft(r)
+		f.Wait(left, h.stop)
+		end()
 	} else if f.Close {
 		hd["Connection"] = connClose
 	}
@@ -902,9 +905,11 @@ func bearer(v string) string {
 // authFailed counts a bad token and, past the address's budget, delays the
 // answer like a failed HELLO (the same per-IP limiter, Engine.AuthRefused):
 // every such answer waits, until its delay, the engine's or this server's
-// shutdown, or its client leaving.
+// shutdown, or its client leaving (clientLeft).
 func (h *httpAPI) authFailed(r *http.Request) {
-	h.s.AuthRefused(remoteIP(r)).Wait(r.Context().Done(), h.stop)
+	left, end := clientLeft(r)
+	h.s.AuthRefused(remoteIP(r)).Wait(left, h.stop)
+	end()
 }
 
 func remoteIP(r *http.Request) string {
