@@ -20,8 +20,8 @@ import (
 // (peerClosed), one poll(2) a tick and a goroutine per waiting answer.
 
 // leftPoll is how often a waiting answer's socket is checked for its
-// client's close: a variable for tests.
-var leftPoll = 50 * time.Millisecond
+// client's close.
+const leftPoll = 50 * time.Millisecond
 
 type connKey struct{}
 
