@@ -139,6 +139,11 @@ func (s *Scanner) tail() (c Coordinate, ok bool) {
 	return c, true
 }
 
+// TextEnd returns the offset of the first delimiter byte at or after i in
+// b, or len(b): where text starting at i ends, found as Scanner finds it
+// (16 bytes a step while none is a delimiter).
+func TextEnd(b []byte, i int) int { return scanText(b, i) }
+
 const (
 	lsb = 0x0101010101010101
 	msb = 0x8080808080808080

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -134,6 +135,9 @@ func FuzzIndex(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		x, err := buildIndex(doc, 0)
+		if _, werr := scannerIndex(doc); fmt.Sprint(err) != fmt.Sprint(werr) {
+			t.Fatalf("buildIndex: %v, the Scanner: %v", err, werr)
+		}
 		if err != nil {
 			return
 		}
@@ -325,5 +329,33 @@ func TestCheckpointKeepsPutIndex(t *testing.T) {
 	}
 	if got, err := db.ten.AppendSelect(nil, name, coord(3, 7)); err != nil || string(got) != "yy" {
 		t.Fatalf("SELECT 3.7 = %q, %v", got, err)
+	}
+}
+
+// BenchmarkBuildIndex: the index of issue 13's accepted PUT (400 k
+// one-byte scrolls), which Put builds for every such document, and of a
+// MiB of 4 KiB scrolls.
+func BenchmarkBuildIndex(b *testing.B) {
+	long := bytes.Repeat(append(bytes.Repeat([]byte("y"), 4096), phext.ScrollBreak), 256)
+	for _, bc := range []struct {
+		name string
+		doc  []byte
+	}{
+		{name: "400k-1B", doc: tinyDoc('x', 400_000)},
+		{name: "256x4KiB", doc: long},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			x, err := buildIndex(bc.doc, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.doc)))
+			for b.Loop() {
+				if _, err := buildIndex(bc.doc, int(x.scrolls)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
