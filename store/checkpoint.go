@@ -21,8 +21,9 @@ import (
 //	B. (no lock) write the frozen document to <name>.phext.tmp, fsync it,
 //	   note its device and inode; map and index it.
 //	C. (no lock) log a checkpoint record "(dir, phext, device, inode,
-//	   covers, size, xxh3)" to the worker log and make it durable (it shares the group
-//	   commit's fsync).
+//	   covers, size, xxh3)" to the worker log and make it durable (its
+//	   fsync runs after the group commit gave the file back:
+//	   commitLog.syncWritten).
 //	D. (no lock) rename the temp file over the snapshot and fsync the
 //	   directory; then (fmu, mu: pointers only) swap the new mapping in and
 //	   drop the frozen overlay.

@@ -110,8 +110,11 @@
 //	→ pfile.qmu, Store.dmu → commitLog.mu; every one only tried)
 //	commitLog.readBack → pfile.cmu → pfile.fmu → pfile.mu (Tenant.ReadChanges)
 //
-// Store.lmu, Store.dmu, Store.umu and commitLog.mu are leaves (commitLog.mu
-// is taken under fmu only to queue records, never across I/O). Tenant.mu is
+// Store.lmu, Store.dmu, Store.umu, commitLog.mu and commitLog.syncMu are
+// leaves (commitLog.mu is taken under fmu only to queue records, never
+// across I/O; commitLog.syncMu is held across an fsync of the log's file,
+// shared or, for a checkpoint record's, exclusively, with or without the
+// write side, never by an event loop). Tenant.mu is
 // never held while a pfile lock is taken (except pfile.mu read-locked in
 // Usage).
 //
@@ -128,7 +131,9 @@
 //   - commitLog.mu guards the queued group, the dir table and the file
 //     pointer; the "writing" flag it guards gives one goroutine at a time
 //     (the group commit's leader, an event loop's LoopRound, a rotation)
-//     the file, and that goroutine writes and fsyncs without the mutex. A
+//     the file, and that goroutine writes and fsyncs without the mutex
+//     (a checkpoint's record is fsynced after its group is written and the
+//     file given back, like the syncer's fsync: syncWritten). A
 //     loop round takes it (only when nothing is queued) at its first write
 //     and gives it back at Flush, so groups queued meanwhile go to the
 //     file after the round's records; it never writes those groups itself

@@ -379,6 +379,11 @@ type logGroup struct {
 	done chan struct{}
 	gen  uint64 // the generation it was written to (set before done)
 	err  error  // set before done is closed
+	// f, path and w: the file it was written to and its write's count
+	// (wgen), set before done when err is nil (syncWritten).
+	f    File
+	path string
+	w    uint64
 	// writers: data writers in the group; each calls pfile.logged (which
 	// calls commitLog.accounted) once its commit succeeded.
 	writers int
@@ -431,6 +436,28 @@ type commitLog struct {
 	// while wgen > sgen. Counting lets a close or rotation that races the
 	// syncer see its own fsync as needed.
 	wgen, sgen atomic.Uint64
+	// wpend is the count the write in progress takes if it succeeds, set
+	// by the write side's owner before its write() (so wgen <= wpend <=
+	// wgen+1): an fsync that fails meanwhile may have had that write's
+	// pages in its failed write-back.
+	wpend atomic.Uint64
+	// syncMu: a checkpoint record's fsync (syncWritten) holds it
+	// exclusively, every other fsync of the log's files shared (a leaf:
+	// taken with or without the write side, never with mu, nothing taken
+	// under it). The kernel reports a failed write-back to one fsync of
+	// the file only, so an fsync running beside one that fails may return
+	// success for pages that never reached the disk: syncWritten's runs
+	// alone, and every failure of the others is recorded (lost) before
+	// they give it back.
+	syncMu sync.RWMutex
+	// lost: writes up to this count may be lost for good (an fsync that
+	// should have covered them failed, under syncMu). sgen counts writes
+	// across files, so a later fsync of another file (after a rotation)
+	// or of the same file (the failure was reported already) may pass
+	// them: no write at or below lost ever counts as durable for
+	// syncWritten (the logs are suspect and the repair checkpoints from
+	// memory what they held).
+	lost atomic.Uint64
 
 	// faults counts failed writes and fsyncs, each counted before its
 	// bytes are cut back: a reader of the files (Tenant.ReadChanges) that
@@ -550,8 +577,15 @@ type ckptItem struct {
 }
 
 // commitCkpts logs the checkpoint records of many phexts in one group with
-// one fsync (Close's batched checkpoints). Like commitCkpt it is taken
-// while the logs are suspect (unless the file holds a torn write).
+// one fsync (every checkpoint, one phext or a batch). Like commitCkpt it is
+// taken while the logs are suspect (unless the file holds a torn write).
+//
+// The group is written like any other, but its fsync runs after the write
+// side is given back (syncWritten): the groups of writers that queue
+// meanwhile are written while it runs instead of waiting for it (in
+// everysec mode a checkpoint's fsync made the next writer wait 2–8 ms,
+// BenchmarkCheckpointStall). The record is durable before the caller
+// renames the snapshot, as before.
 func (l *commitLog) commitCkpts(items []ckptItem) error {
 	l.mu.Lock()
 	if l.closed {
@@ -571,15 +605,75 @@ func (l *commitLog) commitCkpts(items []ckptItem) error {
 		id := l.dirIDLocked(&g.buf, it.dir)
 		g.buf = appendLogRecord(g.buf, opCkpt, l.s.lsn.Add(1), id, it.name, phext.Coordinate{}, it.payload)
 	}
-	g.sync = true
 	if l.writing {
 		l.mu.Unlock()
 		<-g.done
+	} else {
+		l.writing = true
+		l.run(g)
+	}
+	if g.err != nil {
 		return g.err
 	}
-	l.writing = true
-	l.run(g)
-	return g.err
+	if ckptWrittenHook != nil {
+		ckptWrittenHook()
+	}
+	return l.syncWritten(g.f, g.path, g.w)
+}
+
+// ckptWrittenHook, when set (tests only), runs between the write of a
+// checkpoint record's group and its fsync (syncWritten).
+var ckptWrittenHook func()
+
+// syncWritten makes write w (a group already written to f) durable, without
+// the write side, like the syncer's fsync: writers keep appending
+// meanwhile. It trusts sgen only above lost: a rotation or Close that
+// closed f first fsynced it itself (closeFile), and when that fsync failed
+// (or any fsync after write w did, of f or of a later file) w is at or
+// below lost and the record may never reach the disk, whatever a later
+// fsync of another file or of f says. A failed fsync makes the logs
+// suspect (the record may reach the disk or not; recovery ignores a
+// checkpoint record whose snapshot was never renamed in, see STORAGE.md).
+func (l *commitLog) syncWritten(f File, path string, w uint64) error {
+	l.syncMu.Lock()
+	if l.sgen.Load() < w && l.lost.Load() < w {
+		err := f.Sync()
+		switch {
+		case err == nil:
+			l.synced(w)
+		case errors.Is(err, os.ErrClosed):
+			// closeFile fsynced f first (holding syncMu, so it is
+			// over): sgen or lost says how that went.
+		default:
+			l.fsyncFailedLocked(l.wpend.Load())
+			l.syncMu.Unlock()
+			err = fmt.Errorf("store: fsync %s: %w", path, err)
+			l.s.logFailed(err)
+			return err
+		}
+	}
+	durable, lost := l.sgen.Load() >= w, l.lost.Load() >= w
+	l.syncMu.Unlock()
+	if lost || !durable {
+		if herr := l.s.logHealthy(); herr != nil {
+			return fmt.Errorf("%w (an fsync of %s that should have covered the record failed)", herr, path)
+		}
+		return fmt.Errorf("%w: an fsync of %s that should have covered the record failed", errLogSuspect, path)
+	}
+	return nil
+}
+
+// fsyncFailedLocked records (syncMu held, shared or not) that an fsync
+// failed which should have covered writes up to upTo. A caller without the write side passes
+// wpend: a write may be between its write() and its count, and its pages
+// may have been in the failed write-back.
+func (l *commitLog) fsyncFailedLocked(upTo uint64) {
+	for {
+		o := l.lost.Load()
+		if o >= upTo || l.lost.CompareAndSwap(o, upTo) {
+			return
+		}
+	}
 }
 
 // commitRaw logs recs (records of phext name read back from an older
@@ -656,13 +750,14 @@ func (l *commitLog) run(mine *logGroup) {
 			g.buf = append(l.dirTableLocked(nil), g.buf...)
 			l.redefine = false
 		}
-		f, pre, gen := l.f, l.size, l.gen
+		f, path, pre, gen := l.f, l.path, l.size, l.gen
 		l.mu.Unlock()
-		err := l.writeOut(f, pre, g.buf, g.sync)
+		w, err := l.writeOut(f, pre, g.buf, g.sync)
 		l.mu.Lock()
 		if err == nil {
 			l.size += int64(len(g.buf))
 			l.addInflight(gen, g.writers)
+			g.f, g.path, g.w = f, path, w
 		} else {
 			l.redefine = true
 		}
@@ -732,11 +827,13 @@ func isClosed(c chan struct{}) bool {
 }
 
 // writeOut writes buf at the end of f (size pre) and fsyncs when sync is
-// set (writing owned, mu not held). A failed write is cut back; a failed
+// set (writing owned, mu not held), and returns the write's count (wgen).
+// A failed write is cut back; a failed
 // cut-back or fsync makes the store's logs suspect (see Store.logHealthy):
 // the page cache is not trusted and every phext with records in this
 // generation is checkpointed from memory before writes go on.
-func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
+func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, error) {
+	l.wpend.Store(l.wgen.Load() + 1)
 	n, err := f.Write(buf)
 	if err == nil && n != len(buf) {
 		err = io.ErrShortWrite
@@ -747,26 +844,32 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) error {
 			l.torn.Store(true)
 			l.s.logFailed(fmt.Errorf("store: cut back %s: %w", l.path, terr))
 		}
-		return fmt.Errorf("store: append to %s: %w", l.path, err)
+		return 0, fmt.Errorf("store: append to %s: %w", l.path, err)
 	}
 	w := l.wgen.Add(1)
 	if !sync {
-		return nil
+		return w, nil
 	}
-	if err := f.Sync(); err != nil {
+	l.syncMu.RLock()
+	err = f.Sync()
+	if err != nil {
 		// After a failed fsync the kernel may have dropped dirty pages:
 		// never pretend durability. This batch is cut back (nothing of it
-		// was applied) and the logs become suspect.
+		// was applied) and the logs become suspect; the earlier writes
+		// to this file it should have covered are lost for good.
+		l.fsyncFailedLocked(w)
+		l.syncMu.RUnlock()
 		l.faults.Add(1)
 		if terr := f.Truncate(pre); terr != nil {
 			l.torn.Store(true)
 		}
 		err = fmt.Errorf("store: fsync %s: %w", l.path, err)
 		l.s.logFailed(err)
-		return err
+		return 0, err
 	}
 	l.synced(w)
-	return nil
+	l.syncMu.RUnlock()
+	return w, nil
 }
 
 // synced records that writes up to w are durable.
@@ -792,7 +895,19 @@ func (l *commitLog) sync() error {
 		return nil
 	}
 	l.mu.Unlock()
-	if err := f.Sync(); err != nil {
+	l.syncMu.RLock()
+	if w <= l.sgen.Load() {
+		l.syncMu.RUnlock()
+		return nil // the fsync we waited for covered it
+	}
+	err := f.Sync()
+	if err == nil {
+		l.synced(w)
+	} else if !errors.Is(err, os.ErrClosed) {
+		l.fsyncFailedLocked(l.wpend.Load())
+	}
+	l.syncMu.RUnlock()
+	if err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return nil
 		}
@@ -800,7 +915,6 @@ func (l *commitLog) sync() error {
 		l.s.logFailed(err)
 		return err
 	}
-	l.synced(w)
 	return nil
 }
 
@@ -833,9 +947,15 @@ func (l *commitLog) closeFile() error {
 	}
 	var err error
 	if w := l.wgen.Load(); w > l.sgen.Load() {
+		// The write side is ours: w counts every write to f.
+		l.syncMu.RLock()
 		if err = f.Sync(); err == nil {
 			l.synced(w)
 		} else {
+			l.fsyncFailedLocked(w)
+		}
+		l.syncMu.RUnlock()
+		if err != nil {
 			err = fmt.Errorf("store: fsync %s: %w", path, err)
 			l.s.logFailed(err)
 		}
@@ -1066,6 +1186,7 @@ func (r *LoopRound) Flush() error {
 	}
 	// The write side is ours: f, size and path change only under it.
 	f, pre := l.f, l.size
+	l.wpend.Store(l.wgen.Load() + 1)
 	w, err := f.Write(buf)
 	if err == nil && w != len(buf) {
 		err = io.ErrShortWrite

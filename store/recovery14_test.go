@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phext/sq/internal/sqtest"
 	"github.com/phext/sq/store"
 )
 
@@ -203,13 +204,24 @@ func TestTenantSyncClosedFileIsNotSuccess(t *testing.T) {
 	syncErr := make(chan error, 1)
 	go func() { syncErr <- p.victim.Sync() }()
 	<-g.entered
-	p.fs.arm("rename", "victim", syscall.ENOSPC) // the repair's checkpoint fails
-	p.fs.armOnce("sync", cur, syscall.EIO)       // the rotation's fsync of the old file fails
+	p.fs.arm("rename", "victim", syscall.ENOSPC)        // the repair's checkpoint fails
+	closeFail := p.fs.armOnce("sync", cur, syscall.EIO) // the rotation's fsync of the old file fails
 	// Store.Rotate creates generation gen+1; the repair it kicks needs
 	// gen+2, which cannot be created.
 	p.fs.arm("open", fmt.Sprintf("sq-%016x-", gen+2), syscall.ENOSPC)
-	_ = store.Rotate(p.s)
+	rotated := make(chan struct{})
+	go func() {
+		defer close(rotated)
+		_ = store.Rotate(p.s)
+	}()
+	// Sync's fsync ends once the rotation closed the file: the rotation's
+	// checkpoint record waits for it (a checkpoint record's fsync runs
+	// alone).
+	sqtest.CheckFor(t, 30*time.Second, "the rotation's failed fsync of the old file", func() bool {
+		return p.fs.hits(closeFail) > 0
+	})
 	close(g.release)
+	<-rotated
 	if err := <-syncErr; err == nil {
 		t.Fatal("Tenant.Sync returned nil although the fsync of the file holding the write failed and the repair cannot finish")
 	}
