@@ -9,7 +9,6 @@ package store_test
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"syscall"
@@ -191,21 +190,11 @@ func TestRotationCarryChecksCarriedRecords(t *testing.T) {
 	must(p.victim.Put([]byte("f"), []byte("A")))
 	must(p.victim.Insert([]byte("f"), c9(2), []byte("x")))
 	must(p.bystander.Insert([]byte("f"), c9(1), []byte("bystander's")))
-	path := p.logFile(t)
-	offs := store.LogRecords(path, p.dir("victim"), "f")
-	if len(offs) != 2 {
-		t.Fatalf("the victim's records at %v, want a PUT and an insert", offs)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The insert's coordinate: the library part 0 (invalid), CRCs good.
-	b[int(offs[1])+store.LogRecHeader+14+1+1] = 0
-	store.FixLogRecordCRCs(b, int(offs[1]))
-	if err := os.WriteFile(path, b, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	p.damageVictimRecord(t, 2, 1, func(b []byte, off int) {
+		b[off+store.LogRecHeader+14+1+1] = 0
+		store.FixLogRecordCRCs(b, off)
+	})
 	p.fs.arm("sync", "victim", syscall.EIO) // the checkpoint's temp file
 	rerr := store.Rotate(p.s)
 	if !errors.Is(rerr, store.ErrCorrupt) {

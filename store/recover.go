@@ -874,9 +874,13 @@ type carryRec struct {
 func (c *carrySet) add(path string, r *logRec, payOff int64) {
 	k := r.dir + "\x00" + r.name
 	rs, ok := c.recs[k]
-	if !ok || r.kind == opBad {
+	if !ok {
 		return
 	}
+	// A damaged record (opBad: scanLog's judgement, or that kind read as
+	// is) is kept like any other unless a later PUT replaces it: load
+	// refuses it, so that its phext keeps its generations rather than
+	// losing the record without a word.
 	if r.kind != opCkpt {
 		if r.lsn < c.put[k] {
 			return // the PUT replaces it
@@ -909,6 +913,9 @@ func (c *carrySet) load(fs FS, crs []carryRec) (recs []logRec, err error) {
 				return nil, openErr(cr.path, err)
 			}
 			open[cr.path] = f
+		}
+		if cr.kind == opBad {
+			return nil, corruptErr(cr.path, cr.off, "damaged record")
 		}
 		recs[i] = cr.logRec
 		recs[i].payload = make([]byte, cr.payLen)
