@@ -578,16 +578,7 @@ func TestMemoryBudgetOff(t *testing.T) {
 // first is answered. (On the old code her second frame is received: the
 // first check fails.)
 func TestTenantFrameShare(t *testing.T) {
-	h := startHostile(t, hostileOpts{durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: 16 * mib, MaxClientMemory: 80 * mib, MaxClientMemoryPerTenant: 40 * mib,
-			MaxFrameMemoryPerTenant: 16 * mib, MaxSlowFrameMemory: 80 * mib}})
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 12*mib/16)
-	first := protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), payload)
-	a := h.dial(t, "mallory")
-	if _, err := a.nc.Write(first[:len(first)/2]); err != nil {
-		t.Fatal(err)
-	}
-	sqtest.CheckFor(t, 10*time.Second, "mallory's first frame reserved", func() bool { return h.srv.Memory().Used == 14*mib })
+	h, a, first, payload := holdFrameShare(t, frameShareOpts())
 	b := h.dial(t, "mallory")
 	b.id = 1
 	r, err := b.do(protocol.OpUpdate, "big", c9(2), payload)
@@ -609,6 +600,28 @@ func TestTenantFrameShare(t *testing.T) {
 			t.Fatalf("%d bytes stored, want the %d written", len(got), len(payload))
 		}
 	}
+}
+
+// frameShareOpts: a 16 MiB max frame and frame share, 40 MiB a tenant.
+func frameShareOpts() server.Options {
+	return server.Options{MaxFrame: 16 * mib, MaxClientMemory: 80 * mib, MaxClientMemoryPerTenant: 40 * mib,
+		MaxFrameMemoryPerTenant: 16 * mib, MaxSlowFrameMemory: 80 * mib}
+}
+
+// holdFrameShare starts a server with o (frameShareOpts) and has mallory's
+// connection a send half of first, an UPDATE of "big" at c9(1) with a
+// 12 MiB payload, whose reservation (14 MiB) then holds her frame share.
+func holdFrameShare(t *testing.T, o server.Options) (h *hostile, a *pconn, first, payload []byte) {
+	t.Helper()
+	h = startHostile(t, hostileOpts{durability: store.DurabilityNo, opts: o})
+	payload = bytes.Repeat([]byte("0123456789abcdef"), 12*mib/16)
+	first = protocol.AppendRequest(nil, protocol.OpUpdate, 1, []byte("big"), c9(1), payload)
+	a = h.dial(t, "mallory")
+	if _, err := a.nc.Write(first[:len(first)/2]); err != nil {
+		t.Fatal(err)
+	}
+	sqtest.CheckFor(t, 10*time.Second, "mallory's first frame reserved", func() bool { return h.srv.Memory().Used == 14*mib })
+	return h, a, first, payload
 }
 
 // startMaxFrameLimit starts a server with a 16 MiB max frame and 64 MiB of

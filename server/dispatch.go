@@ -104,7 +104,7 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 				// successors in the run were done too and are answered.
 				cs.badFrameClose()
 			} else {
-				s.refused(cs, status)
+				s.refused(cs, status, len(f))
 			}
 			continue
 		}
@@ -113,7 +113,7 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 			var msg string
 			status, msg = s.errReply(t, &req, err)
 			out = protocol.AppendError(out, h.ID, status, msg)
-			s.refused(cs, status)
+			s.refused(cs, status, len(f))
 		} else {
 			out = protocol.AppendResponseHeader(out, h.ID, protocol.StatusOK, 4)
 			out = protocol.AppendCount(out, uint32(ws[i].N))
@@ -136,7 +136,7 @@ func (s *Server) handleEach(cs *connState, frames [][]byte, out []byte) []byte {
 func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	start := time.Now()
 	var req protocol.Request
-	if status, msg, ok := refusalStub(frame); ok {
+	if status, size, msg, ok := refusalStub(frame); ok {
 		h := protocol.ParseHeader(frame)
 		s.record(cs, protocol.Op(h.Op), status, 0, 0, start)
 		out = protocol.AppendError(out, h.ID, status, string(msg))
@@ -146,7 +146,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		if s.badFrame(cs, status) {
 			cs.badFrameClose()
 		} else {
-			s.refused(cs, status)
+			s.refused(cs, status, size)
 		}
 		return out
 	}
@@ -168,7 +168,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		if s.badFrame(cs, status) {
 			cs.badFrameClose()
 		} else {
-			s.refused(cs, status)
+			s.refused(cs, status, len(frame))
 		}
 		return out
 	}
@@ -182,7 +182,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	status, out := s.exec(cs, &req, out)
 	cs.putDone = nil // never another frame's: exec may not have reached the store
 	s.record(cs, req.Op, status, len(frame), len(out)-pos, start)
-	s.refused(cs, status)
+	s.refused(cs, status, len(frame))
 	return out
 }
 

@@ -132,11 +132,22 @@ func budgetDepth(burst int, interval int64) int64 {
 // of malformed frames and that of limit refusals (refusal.go) are
 // such budgets. rate > 0.
 func admitBudget(tat *atomic.Int64, now int64, rate float64, burst int) bool {
+	return admitBudgetN(tat, now, rate, burst, 1)
+}
+
+// admitBudgetN is admitBudget for an event that weighs n events (n ≥ 1;
+// a weight above burst weighs burst, so that one event always fits an
+// unused budget).
+func admitBudgetN(tat *atomic.Int64, now int64, rate float64, burst int, n int64) bool {
 	interval := budgetInterval(rate)
 	depth := budgetDepth(burst, interval)
+	cost := depth // n×interval, at most the depth (no wrap)
+	if n < depth/interval {
+		cost = max(n, 1) * interval
+	}
 	for {
 		t := tat.Load()
-		next := max(t, now) + interval
+		next := max(t, now) + cost
 		if next-now > depth {
 			return false
 		}

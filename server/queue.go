@@ -151,24 +151,28 @@ func (cs *connState) enqueueBusy(hdr []byte) {
 // header is hdr, refused before it was received whole, in order with the
 // connection's other replies. It is queued as a stub: the 10-byte header
 // with length 0 and flags 0xFF, which no delimited frame has, then the
-// status byte and the message (see refusalStub).
+// status byte, the frame's length field (4 bytes: what the refusal
+// weighs, refusalWeight) and the message (see refusalStub).
 func (cs *connState) enqueueRefusal(hdr []byte, status protocol.Status, msg string) {
-	var a [protocol.HeaderSize + 1 + 256]byte
+	var a [protocol.HeaderSize + 1 + 4 + 256]byte
 	stub := append(a[:0], hdr[:protocol.HeaderSize]...)
 	binary.BigEndian.PutUint32(stub[:4], 0)
 	stub[5] = 0xFF
 	stub = append(stub, byte(status))
+	stub = append(stub, hdr[:4]...)
 	stub = append(stub, msg[:min(len(msg), 256)]...)
 	cs.enqueue(stub)
 }
 
 // refusalStub reports whether a queued frame is enqueueRefusal's stub and
-// returns its status and message.
-func refusalStub(f []byte) (status protocol.Status, msg []byte, ok bool) {
-	if len(f) <= protocol.HeaderSize || f[5] != 0xFF || binary.BigEndian.Uint32(f) != 0 {
-		return 0, nil, false
+// returns its status, the refused frame's size (its length field) and
+// the message.
+func refusalStub(f []byte) (status protocol.Status, size int, msg []byte, ok bool) {
+	if len(f) < protocol.HeaderSize+1+4 || f[5] != 0xFF || binary.BigEndian.Uint32(f) != 0 {
+		return 0, 0, nil, false
 	}
-	return protocol.Status(f[protocol.HeaderSize]), f[protocol.HeaderSize+1:], true
+	at := protocol.HeaderSize + 1
+	return protocol.Status(f[protocol.HeaderSize]), int(binary.BigEndian.Uint32(f[at:])), f[at+4:], true
 }
 
 // releaseFrame gives back a large frame's buffer (framebuf.go) and what

@@ -37,9 +37,11 @@ import (
 // --hello-rate paces on the binary port.
 //
 // What counts: TOO_LARGE and QUOTA, the answers of a request over a limit
-// the client was told about (max frame, quota). Not BUSY: it is the
-// server's own load (memory budget, in-flight limits), which a correct
-// client meets through no fault of its own; nor AUTH, which the
+// the client was told about (max frame, quota), each weighing one plus
+// one per MiB of its frame (refusalWeight). Not BUSY: it is the server's
+// own load (memory budget, in-flight limits), which a correct client
+// meets through no fault of its own, except the bytes of a large frame
+// refused BUSY at its header and dropped (refusalWeight); nor AUTH, which the
 // per-address limiter of failed HELLOs handles (authlimit.go, no tenant is
 // known); nor BAD_NAME, BAD_COORD, BAD_SCROLL or UNKNOWN_OP, which cost
 // no more than a request that is served and so are plain load, like a
@@ -97,6 +99,11 @@ func (r *refusals) admit(now int64, rate float64, burst int) bool {
 	return admitBudget(&r.tat, now, rate, burst)
 }
 
+// admitN is admit for a refusal that weighs n refusals (refusalWeight).
+func (r *refusals) admitN(now int64, rate float64, burst int, n int64) bool {
+	return admitBudgetN(&r.tat, now, rate, burst, n)
+}
+
 // over reports whether a refusal at now would be past the budget, without
 // booking it.
 func (r *refusals) over(now int64, rate float64, burst int) bool {
@@ -108,6 +115,33 @@ func (r *refusals) over(now int64, rate float64, burst int) bool {
 // (see above).
 func countsAsRefusal(status protocol.Status) bool {
 	return status == protocol.StatusTooLarge || status == protocol.StatusQuota
+}
+
+// refusalUnit is the bytes of a refused frame that weigh one refusal.
+const refusalUnit = 1 << 20
+
+// refusalWeight is how many refusals the answer status to a frame of size
+// bytes (its length field) weighs in its tenant's budget: 0 when it does
+// not count. A refused frame costs the server every byte of it, received
+// or dropped as it arrives (a body refused at its header is still read
+// out of the socket), so a refusal weighs one plus one per refusalUnit of
+// its frame (issue 13, row M2: 4 connections sending DELTAs of 60 MiB,
+// each answered TOO_LARGE or, while another of the tenant's frames held
+// its frame share, BUSY at its header: ~1 GB/s through the server's
+// socket reads and the attacker's writes, 5 GB in a 5 s window, counted
+// as ~17 refusals a second, within the budget). For the same reason a
+// large frame answered BUSY at its header for memory (its body dropped)
+// weighs its bytes, though BUSY is otherwise no refusal: a correct client
+// does not push tens of MB a second of bodies into BUSY answers, and
+// what holds such an answer is the same budget that holds TOO_LARGE.
+func refusalWeight(status protocol.Status, size int) int64 {
+	switch {
+	case countsAsRefusal(status):
+		return 1 + int64(size)/refusalUnit
+	case status == protocol.StatusBusy && size > bigFrame:
+		return int64(size) / refusalUnit
+	}
+	return 0
 }
 
 // Refusal is how the answer of one refused request goes out (Server.Refuse).
@@ -143,11 +177,19 @@ func (s *Server) Refuse(t Tenant, status protocol.Status) Refusal {
 	return s.refuse(t.t, false, status)
 }
 
+// refuse is Refuse for a small frame (REST's answers are to requests
+// whose bodies it bounds first).
 func (s *Server) refuse(t *tenant, admin bool, status protocol.Status) Refusal {
-	if t == nil || admin || s.opts.RefusalRate <= 0 || !countsAsRefusal(status) {
+	return s.refuseN(t, admin, refusalWeight(status, 0))
+}
+
+// refuseN is Refuse for an answer of weight n (refusalWeight; 0: not
+// counted).
+func (s *Server) refuseN(t *tenant, admin bool, n int64) Refusal {
+	if t == nil || admin || s.opts.RefusalRate <= 0 || n <= 0 {
 		return Refusal{}
 	}
-	if t.refusals.admit(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst) {
+	if t.refusals.admitN(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst, n) {
 		return Refusal{}
 	}
 	r := t.refusals
@@ -182,22 +224,24 @@ func (s *Server) refusedOnLoop(cs *connState, err error) bool {
 	if t.refusals.over(now, s.opts.RefusalRate, s.opts.RefusalBurst) {
 		return true
 	}
-	t.refusals.admit(now, s.opts.RefusalRate, s.opts.RefusalBurst)
+	t.refusals.admit(now, s.opts.RefusalRate, s.opts.RefusalBurst) // a small frame: weight 1
 	return false
 }
 
-// refused books an answer of status cs's worker has built. The first one
-// of a batch past the budget decides (cs.hold, acted on by holdReplies);
-// later ones in the same batch are only booked: they wait with it, in
-// the slot it took. Worker only.
-func (s *Server) refused(cs *connState, status protocol.Status) {
+// refused books an answer of status cs's worker has built for a frame of
+// size bytes (its length field). The first one of a batch past the
+// budget decides (cs.hold, acted on by holdReplies); later ones in the
+// same batch are only booked: they wait with it, in the slot it took.
+// Worker only.
+func (s *Server) refused(cs *connState, status protocol.Status, size int) {
+	n := refusalWeight(status, size)
 	if cs.hold.Hold > 0 || cs.hold.Close {
-		if t := cs.tenant; t != nil && !cs.admin && s.opts.RefusalRate > 0 && countsAsRefusal(status) {
-			t.refusals.admit(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst)
+		if t := cs.tenant; t != nil && !cs.admin && s.opts.RefusalRate > 0 && n > 0 {
+			t.refusals.admitN(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst, n)
 		}
 		return
 	}
-	cs.hold = s.refuse(cs.tenant, cs.admin, status)
+	cs.hold = s.refuseN(cs.tenant, cs.admin, n)
 }
 
 // A binary connection's held answers wait per batch (the frames its

@@ -91,3 +91,52 @@ func TestRefuseRule(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalWeight: what a refused frame weighs in its tenant's budget
+// (refusalWeight): TOO_LARGE and QUOTA one plus one a MiB of the frame,
+// a large frame's BUSY (body dropped) one a MiB, a small frame's BUSY and
+// the other statuses nothing; and a weight books that many refusals at
+// once (admitBudgetN), one above the burst weighing the burst, so that
+// it still fits an unused budget and never wraps the schedule.
+func TestRefusalWeight(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		status protocol.Status
+		size   int
+		want   int64
+	}{
+		{name: "small TOO_LARGE", status: protocol.StatusTooLarge, size: 46, want: 1},
+		{name: "60 MiB TOO_LARGE", status: protocol.StatusTooLarge, size: 60 << 20, want: 61},
+		{name: "3 MiB QUOTA", status: protocol.StatusQuota, size: 3<<20 + 100, want: 4},
+		{name: "60 MiB BUSY", status: protocol.StatusBusy, size: 60 << 20, want: 60},
+		{name: "small BUSY", status: protocol.StatusBusy, size: bigFrame, want: 0},
+		{name: "large BAD_NAME", status: protocol.StatusBadName, size: 60 << 20, want: 0},
+		{name: "large OK", status: protocol.StatusOK, size: 60 << 20, want: 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := refusalWeight(c.status, c.size); got != c.want {
+				t.Errorf("refusalWeight(%v, %d) = %d, want %d", c.status, c.size, got, c.want)
+			}
+		})
+	}
+	now := monoNow()
+	var r refusals
+	if !r.admitN(now, 0.001, 10, 4) || !r.admitN(now, 0.001, 10, 6) {
+		t.Fatal("4 + 6 within a burst of 10 refused")
+	}
+	if r.admitN(now, 0.001, 10, 1) {
+		t.Fatal("an eleventh refusal admitted in a burst of 10")
+	}
+	for _, n := range []int64{11, 1 << 40, 1<<63 - 1} {
+		var fresh refusals
+		if !fresh.admitN(now, 0.001, 10, n) {
+			t.Errorf("weight %d refused by an unused budget of 10", n)
+		}
+		if fresh.admitN(now, 0.001, 10, 1) {
+			t.Errorf("after weight %d (the whole burst) one more admitted", n)
+		}
+		if tat := fresh.tat.Load(); tat < now || tat > now+budgetDepth(10, budgetInterval(0.001)) {
+			t.Errorf("weight %d booked the schedule at %d, want within [now, now+depth]", n, tat-now)
+		}
+	}
+}

@@ -85,7 +85,7 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
 	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them (at least 1)")
 	fs.Float64Var(&c.badFrameRate, "bad-frame-rate", 100, "malformed frames (answered BAD_FRAME or TOO_LARGE) allowed per second per tenant; past it the connection that sent one is closed with BUSY and the tenant's next new connection waits at least 1 s (0: no limit)")
-	fs.Float64Var(&c.refusalRate, "refusal-rate", 50, "requests per second per tenant that may be refused at a limit (TOO_LARGE or QUOTA; REST 413, 507) past --refusal-burst; past it each such answer waits 1 s (no CPU), or closes its connection when too many wait (0: no limit)")
+	fs.Float64Var(&c.refusalRate, "refusal-rate", 50, "requests per second per tenant that may be refused at a limit (TOO_LARGE or QUOTA; REST 413, 507) past --refusal-burst, a binary frame weighing one more per MiB of it (and a large frame's BUSY one per MiB); past it each such answer waits 1 s (no CPU), or closes its connection when too many wait (0: no limit)")
 	fs.IntVar(&c.refusalBurst, "refusal-burst", 200, "limit refusals a tenant may get at once before --refusal-rate holds their answers (at least 1)")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 256, "requests in flight per connection before the server stops reading it")
 	fs.IntVar(&c.maxOpen, "max-open-phexts", 0, "phext files kept open (mapped, one fd each) at once over all tenants (0 = a quarter of the open-file limit, 256..16384)")

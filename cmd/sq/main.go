@@ -291,8 +291,11 @@ refused requests:
   goes out at once and its connection is closed (binary: after a BUSY
   naming --refusal-rate, and the tenant's next HELLO waits a second). A
   correct client meets a limit now and then, not hundreds of times a
-  second. BUSY is not counted (it is the server's load), nor bad names or
-  coordinates; the admin token never is.
+  second. A binary frame weighs one refusal plus one per MiB of it (a
+  60 MiB frame refused weighs 61: the server read or dropped all of it).
+  BUSY is not counted (it is the server's load), except a frame over
+  64 KiB refused BUSY at its header, whose dropped body weighs one per
+  MiB; nor are bad names or coordinates; the admin token never is.
 
 bad tokens and REST connections:
   Each address gets 10 failed authentications a minute (HELLO or REST

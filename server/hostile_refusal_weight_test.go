@@ -1,0 +1,93 @@
+package server_test
+
+// Refused frames weigh their bytes in the tenant's budget of limit
+// refusals (server/refusal.go, refusalWeight; issue 13, row M2: 4
+// connections sending 60 MiB DELTAs, each refused TOO_LARGE, or BUSY at
+// its header while another held the tenant's frame share, ~1 GB/s through
+// the server's socket reads counted as ~17 refusals a second).
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/phext/sq/internal/sqtest"
+	"github.com/phext/sq/phext"
+	"github.com/phext/sq/protocol"
+	"github.com/phext/sq/server"
+	"github.com/phext/sq/store"
+)
+
+// TestRefusalsWeighFrameBytes: an UPDATE of 3 MiB over the tenant's quota
+// weighs 4 refusals (one plus one a MiB), so a burst of 12 answers three
+// at once and holds the fourth, which still gets its QUOTA, after the
+// hold, on a connection that stays open. Counted as one refusal each, all
+// four went out at once.
+func TestRefusalsWeighFrameBytes(t *testing.T) {
+	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
+	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, durability: store.DurabilityNo,
+		opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 0.2, RefusalBurst: 12}})
+	m := h.dial(t, "mallory")
+	text := bytes.Repeat([]byte("q"), 3*mib)
+	for i := range 3 {
+		m.must(t, protocol.StatusQuota, protocol.OpUpdate, "big", c9(1, 1, 1, 1, 1, 1, 1, 1, uint16(i+1)), text)
+	}
+	if n := held(h); n != 0 {
+		t.Fatalf("%d answers held within the burst (3 × 4 of 12)", n)
+	}
+	t0 := time.Now()
+	if err := m.send(protocol.OpUpdate, "big", c9(1, 1, 1, 1, 1, 1, 1, 1, 4), text); err != nil {
+		t.Fatal(err)
+	}
+	sqtest.CheckFor(t, 10*time.Second, "the fourth answer held", func() bool { return h.srv.Stats().HeldNow == 1 })
+	r, err := m.recv(10 * time.Second)
+	if err != nil || r.Status != protocol.StatusQuota {
+		t.Fatalf("held UPDATE: %v %v %q, want QUOTA", err, r.Status, r.Body)
+	}
+	if d := time.Since(t0); d < testHold-10*time.Millisecond {
+		t.Errorf("held UPDATE answered after %v, want ≥ %v", d, testHold)
+	}
+	m.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+	if st := h.srv.Stats(); st.RefusalsHeld != 1 || st.RefusalsClosed != 0 {
+		t.Errorf("stats: held %d closed %d, want 1 0", st.RefusalsHeld, st.RefusalsClosed)
+	}
+}
+
+// TestBusyLargeFramesWeighTheirBytes: a large frame answered BUSY at its
+// header (the tenant's frame share is held by another of its frames) has
+// its body dropped as it arrives, which costs the server its bytes: it
+// weighs one refusal a MiB, so with a burst of 20 the first 12 MiB BUSY
+// goes out at once and the second is held, still BUSY. A BUSY was never
+// held before. The frame that holds the share is served as usual.
+func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
+	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
+	o := frameShareOpts()
+	o.RefusalRate, o.RefusalBurst = 0.2, 20
+	h, a, first, payload := holdFrameShare(t, o)
+	b := h.dial(t, "mallory")
+	b.id = 1
+	if r, err := b.do(protocol.OpUpdate, "big", c9(2), payload); err != nil || r.Status != protocol.StatusBusy {
+		t.Fatalf("a second large frame while the first arrives: %v %v %.80s, want BUSY", err, r.Status, r.Body)
+	}
+	if n := held(h); n != 0 {
+		t.Fatalf("%d answers held within the burst (12 of 20)", n)
+	}
+	t0 := time.Now()
+	if err := b.send(protocol.OpUpdate, "big", c9(2), payload); err != nil {
+		t.Fatal(err)
+	}
+	sqtest.CheckFor(t, 10*time.Second, "the second BUSY held", func() bool { return h.srv.Stats().HeldNow == 1 })
+	if r, err := b.recv(10 * time.Second); err != nil || r.Status != protocol.StatusBusy {
+		t.Fatalf("held answer: %v %v %.80s, want BUSY", err, r.Status, r.Body)
+	}
+	if d := time.Since(t0); d < testHold-10*time.Millisecond {
+		t.Errorf("held BUSY answered after %v, want ≥ %v", d, testHold)
+	}
+	if _, err := a.nc.Write(first[len(first)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.recv(30 * time.Second); err != nil || r.Status != protocol.StatusOK {
+		t.Fatalf("mallory's first frame: %v %v %s", err, r.Status, r.Body)
+	}
+	b.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+}
