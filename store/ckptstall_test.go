@@ -133,9 +133,10 @@ func TestCheckpointRecordFsyncFails(t *testing.T) {
 // rotated away or fails an fsync. The record counts as durable only when an
 // fsync of that file covered it: when the rotation's fsync of the old file
 // failed and the new file was fsynced since (the logs' write count then
-// passes the record's, review14a), or when another fsync of the file failed
-// and a later one succeeded (the kernel reports a lost write-back once), the
-// snapshot is not renamed in and the checkpoint fails. The store repairs
+// passes the record's, review14a), when another fsync of the file (the
+// syncer's, an always group's) failed and a later one succeeded (the kernel
+// reports a lost write-back once), or when that other fsync runs beside the
+// record's own, the snapshot is not renamed in and the checkpoint fails. The store repairs
 // itself and nothing acknowledged is lost: across a kill -9, and in the
 // files as they are just after the next snapshot's rename with the old log
 // cut to what its last good fsync covered (a power loss that takes the
@@ -144,18 +145,21 @@ func TestCheckpointRecordFsyncAfterItsFileChanged(t *testing.T) {
 	cases := []struct {
 		name string
 		// during runs while the record is written and not yet fsynced;
-		// oldPath is the file it went to.
-		during  func(t *testing.T, db *testDB, failOld *atomic.Bool)
+		// after (when it returns one) once the checkpoint goes on.
+		during  func(t *testing.T, db *testDB, sc *ckptScene) (after func())
 		wantErr bool
 	}{
 		{
-			name:   "rotation fsyncs the old file",
-			during: func(t *testing.T, db *testDB, _ *atomic.Bool) { rotateUnderCheckpoint(t, db) },
+			name: "rotation fsyncs the old file",
+			during: func(t *testing.T, db *testDB, _ *ckptScene) func() {
+				rotateUnderCheckpoint(t, db)
+				return nil
+			},
 		},
 		{
 			name: "rotation's fsync of the old file fails, the new file is fsynced",
-			during: func(t *testing.T, db *testDB, failOld *atomic.Bool) {
-				failOld.Store(true)
+			during: func(t *testing.T, db *testDB, sc *ckptScene) func() {
+				sc.failOld.Store(true)
 				rotateUnderCheckpoint(t, db)
 				// The syncer's round: the new file's fsync succeeds and
 				// the write count it vouches for passes the record's.
@@ -166,15 +170,65 @@ func TestCheckpointRecordFsyncAfterItsFileChanged(t *testing.T) {
 				if w.sgen.Load() != w.wgen.Load() {
 					t.Fatal("the new file's fsync did not pass the record's write")
 				}
+				return nil
 			},
 			wantErr: true,
 		},
 		{
 			name: "the syncer's fsync of the file fails, a later one succeeds",
-			during: func(t *testing.T, db *testDB, failOld *atomic.Bool) {
-				failOld.Store(true)
+			during: func(t *testing.T, db *testDB, sc *ckptScene) func() {
+				sc.failOld.Store(true)
 				if err := db.Store.wlog.sync(); !errors.Is(err, syscall.EIO) {
 					t.Fatalf("the syncer's fsync: %v", err)
+				}
+				return nil
+			},
+			wantErr: true,
+		},
+		{
+			name: "an always writer's group fsync of the file fails",
+			during: func(t *testing.T, db *testDB, sc *ckptScene) func() {
+				a, err := db.AddTenant(TenantConfig{Name: "a", DataDir: filepath.Join(db.root, "a"), Durability: DurabilityAlways})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc.failOld.Store(true)
+				if _, err := a.Insert([]byte("e"), coord(1), []byte("x")); !errors.Is(err, syscall.EIO) {
+					t.Fatalf("the always write: %v", err)
+				}
+				return nil
+			},
+			wantErr: true,
+		},
+		{
+			// The kernel tells one fsync of a file about a failed
+			// write-back: the syncer's, which runs (held at the gate)
+			// when the record's fsync would start, gets the error for
+			// the record's pages; the record's own fsync must not run
+			// beside it and succeed.
+			name: "the syncer's fsync of the file runs when the record's would, and fails",
+			during: func(t *testing.T, db *testDB, sc *ckptScene) func() {
+				sc.gateOld.Store(true)
+				syncErr := make(chan error, 1)
+				go func() { syncErr <- db.Store.wlog.sync() }()
+				within(t, 10*time.Second, "the syncer's fsync", func() { <-sc.gateEntered })
+				return func() {
+					// Until the checkpoint ended, or its fsync waits
+					// for the syncer's (a writer is pending on syncMu).
+					w := db.Store.wlog
+					within(t, 10*time.Second, "the checkpoint's fsync", func() {
+						for !sc.ckptDone.Load() {
+							if !w.syncMu.TryRLock() {
+								return
+							}
+							w.syncMu.RUnlock()
+							time.Sleep(time.Millisecond)
+						}
+					})
+					close(sc.gateRelease)
+					if err := <-syncErr; !errors.Is(err, syscall.EIO) {
+						t.Fatalf("the syncer's fsync: %v", err)
+					}
 				}
 			},
 			wantErr: true,
@@ -208,11 +262,16 @@ func TestCheckpointRecordFsyncAfterItsFileChanged(t *testing.T) {
 			durableSize := fi.Size() // what the old file's last good fsync covered
 
 			var records atomic.Int32
-			var firstRenamed, failOld, imaged atomic.Bool
+			var firstRenamed, imaged atomic.Bool
+			sc := &ckptScene{gateEntered: make(chan struct{}), gateRelease: make(chan struct{})}
 			image := t.TempDir()
 			ffs.setFail(func(op, path string) error {
 				switch {
-				case op == "sync" && path == oldPath && failOld.CompareAndSwap(true, false):
+				case op == "sync" && path == oldPath && sc.failOld.CompareAndSwap(true, false):
+					return syscall.EIO
+				case op == "sync" && path == oldPath && sc.gateOld.CompareAndSwap(true, false):
+					close(sc.gateEntered)
+					<-sc.gateRelease
 					return syscall.EIO
 				case op == "syncdir" && path == db.dir() && records.Load() > 0 && imaged.CompareAndSwap(false, true):
 					// Just after the first rename since the record
@@ -238,10 +297,17 @@ func TestCheckpointRecordFsyncAfterItsFileChanged(t *testing.T) {
 			letGo := func() { once.Do(func() { close(release) }) }
 			defer letGo()
 			done := make(chan error, 1)
-			go func() { done <- ten.Compact(name) }()
+			go func() {
+				err := ten.Compact(name)
+				sc.ckptDone.Store(true)
+				done <- err
+			}()
 			within(t, 10*time.Second, "the checkpoint's record", func() { <-entered })
-			tc.during(t, db, &failOld)
+			after := tc.during(t, db, sc)
 			letGo()
+			if after != nil {
+				after()
+			}
 			err = <-done
 			switch {
 			case tc.wantErr && (err == nil || firstRenamed.Load()):
@@ -300,6 +366,14 @@ func TestCheckpointRecordFsyncAfterItsFileChanged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ckptScene is what TestCheckpointRecordFsyncAfterItsFileChanged's cases
+// arm: failOld fails the next fsync of the record's file; gateOld holds it
+// at the gate (gateEntered closed) until gateRelease, then fails it.
+type ckptScene struct {
+	failOld, gateOld, ckptDone atomic.Bool
+	gateEntered, gateRelease   chan struct{}
 }
 
 // rotateUnderCheckpoint starts a rotation while a checkpoint waits in
