@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -300,6 +301,15 @@ func stressScroll(k, g, n int) string {
 
 // TestManyTenants: 500 tenants with several phexts each under a descriptor
 // limit of 1024 (the default ulimit -n), with the default cap.
+//
+// The 1,500 phexts written in turn are a working set past the hard
+// ceiling of open phexts (twice the cap), so an open may meet the
+// ceiling while the evictor's checkpoint batch runs: it waits OpenWait
+// and gets ErrBusy when that batch takes longer, as a batch of 256
+// snapshots with two syncfs can on a loaded 2-core box (docs/OPERATIONS.md:
+// retryable, nothing written). The test retries it as a client retries
+// BUSY; an evictor that frees no slot for busyRetryFor still fails it, and
+// a retried write applied twice fails the content check.
 func TestManyTenants(t *testing.T) {
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
@@ -331,22 +341,50 @@ func TestManyTenants(t *testing.T) {
 		db.Close()
 		t.Logf("close %v", time.Since(t1))
 	}()
+	busy := 0
+	retryBusy := func(what string, op func() error) {
+		t.Helper()
+		deadline := time.Now().Add(busyRetryFor)
+		for {
+			err := op()
+			if errors.Is(err, ErrBusy) && time.Now().Before(deadline) {
+				busy++ // the store already waited OpenWait for a slot
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			return
+		}
+	}
+	defer func() { t.Logf("ErrBusy retried %d times", busy) }()
 	for round := 0; round < 2; round++ {
 		t.Logf("round %d at %v", round, time.Since(t0))
 		for i, ten := range tens {
 			for k := 0; k < per; k++ {
-				if _, err := ten.Insert([]byte("p"+strconv.Itoa(k)), coord(1), []byte(strconv.Itoa(i)+";")); err != nil {
-					t.Fatalf("tenant %d phext %d: %v", i, k, err)
-				}
+				retryBusy("tenant "+strconv.Itoa(i)+" phext "+strconv.Itoa(k), func() error {
+					_, err := ten.Insert([]byte("p"+strconv.Itoa(k)), coord(1), []byte(strconv.Itoa(i)+";"))
+					return err
+				})
 			}
 		}
 	}
 	for i, ten := range tens {
 		for k := 0; k < per; k++ {
 			want := strconv.Itoa(i) + ";"
-			if got := mustSelect(t, ten, "p"+strconv.Itoa(k), coord(1)); got != want+want {
+			var got []byte
+			retryBusy("select tenant "+strconv.Itoa(i)+" phext "+strconv.Itoa(k), func() (err error) {
+				got, err = ten.AppendSelect(nil, []byte("p"+strconv.Itoa(k)), coord(1))
+				return err
+			})
+			if string(got) != want+want {
 				t.Fatalf("tenant %d phext %d: %q", i, k, got)
 			}
 		}
 	}
 }
+
+// busyRetryFor is how long TestManyTenants retries one operation that
+// meets ErrBusy: many OpenWaits (2 s), so only an evictor that closes
+// nothing for that long fails it.
+const busyRetryFor = 30 * time.Second
