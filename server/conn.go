@@ -145,7 +145,8 @@ type connState struct {
 	// before the frame's buffer can be reused. Under mu.
 	counted []countedPut
 	// putDone is the check the worker hands to the store for the PUT it
-	// runs (handle sets it, exec's PUT takes it). Worker.
+	// runs: the loop's (handle) or, for a compressed PUT, decChk once it
+	// saw the whole document (decode); exec's PUT takes it. Worker.
 	putDone *store.PutCheck
 	// mem is the budget this connection charges: its tenant's share once
 	// HELLO authenticated it, else the server's. Set on the loop before

@@ -176,7 +176,9 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 		defer s.heavyTurn(cs.tenant)()
 	}
 	if req.Op == protocol.OpPut && len(frame) > bigFrame {
-		cs.putDone = cs.takeCounted(frame) // counted on the loop as it arrived
+		if chk := cs.takeCounted(frame); chk != nil {
+			cs.putDone = chk // counted on the loop as it arrived
+		}
 	}
 	pos := len(out)
 	status, out := s.exec(cs, &req, out)

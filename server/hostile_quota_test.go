@@ -234,11 +234,24 @@ func TestPutRefusedWhileArrivingSplits(t *testing.T) {
 // it would have been stored; this fails if the counts are mixed up); a
 // PUT charged exactly what is left of the quota is stored, one byte more
 // is refused. The store's PutCounted answers as Put (store
-// TestPutCountedSameAnswer).
+// TestPutCountedSameAnswer). The same holds for compressed PUTs, whose
+// documents are counted as they are decompressed and not again by the
+// store.
 func TestArrivingPutCountGoesWithItsFrame(t *testing.T) {
+	for _, compressed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "compressed"}[compressed], func(t *testing.T) {
+			putCountGoesWithItsFrame(t, compressed)
+		})
+	}
+}
+
+func putCountGoesWithItsFrame(t *testing.T, compressed bool) {
 	const quota = 1 << 20
 	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}})
-	c := h.dial(t, "mallory")
+	c, agreed := h.dial(t, "mallory"), protocol.CodecNone
+	if compressed {
+		c, agreed = h.dialCompressed(t, "mallory")
+	}
 	scrolls := func(text, n int) []byte { // n scrolls of text bytes each
 		var d []byte
 		for i := range n {
@@ -259,7 +272,15 @@ func TestArrivingPutCountGoesWithItsFrame(t *testing.T) {
 		var b []byte
 		for _, doc := range puts {
 			c.id++
-			b = protocol.AppendRequest(b, protocol.OpPut, c.id, []byte("p"), phext.Origin, doc)
+			if !compressed {
+				b = protocol.AppendRequest(b, protocol.OpPut, c.id, []byte("p"), phext.Origin, doc)
+				continue
+			}
+			n := len(b)
+			b = protocol.AppendCompressedRequest(b, protocol.OpPut, c.id, []byte("p"), phext.Origin, doc, agreed)
+			if b[n+5]&protocol.FlagCompressed == 0 {
+				t.Fatal("the PUT was not compressed")
+			}
 		}
 		c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.nc.Write(b); err != nil {

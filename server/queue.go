@@ -71,6 +71,7 @@ func (cs *connState) enqueue(frame []byte) {
 // frame is decoded once. Its error is a *protocol.Error, or for a
 // compressed PUT the store's quota refusal (map it with StatusOf).
 func (cs *connState) decode(f []byte, req *protocol.Request) error {
+	cs.putDone = nil
 	if p := &cs.pre; p.frame != nil && len(f) == len(p.frame) && &f[0] == &p.frame[0] {
 		*req = p.req
 		err := p.err
@@ -86,7 +87,15 @@ func (cs *connState) decode(f []byte, req *protocol.Request) error {
 		// quota's worth, before the rest is produced (issue 13, M4c).
 		cs.decChk = cs.tenant.store.PutCheck()
 		if cs.decChk.Active() {
-			return cs.dec.DecodeChecked(f, req, &cs.decChk)
+			err := cs.dec.DecodeChecked(f, req, &cs.decChk)
+			if err == nil {
+				// This document, counted as it was decompressed, is not
+				// counted again by the store (PutCounted uses a check
+				// that saw exactly its bytes; M4c: a second count of
+				// each accepted 400 k-scroll document).
+				cs.putDone = &cs.decChk
+			}
+			return err
 		}
 	}
 	return cs.dec.Decode(f, req)
