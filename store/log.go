@@ -444,7 +444,8 @@ type commitLog struct {
 	// syncMu: a checkpoint record's fsync (syncWritten) holds it
 	// exclusively, every other fsync of the log's files shared (a leaf:
 	// taken with or without the write side, never with mu, nothing taken
-	// under it). The kernel reports a failed write-back to one fsync of
+	// under it; a group's successful fsync then takes it exclusively, no
+	// I/O under it, to see the failures of the fsyncs beside it). The kernel reports a failed write-back to one fsync of
 	// the file only, so an fsync running beside one that fails may return
 	// success for pages that never reached the disk: syncWritten's runs
 	// alone, and every failure of the others is recorded (lost) before
@@ -853,12 +854,27 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, 
 	l.syncMu.RLock()
 	err = f.Sync()
 	if err != nil {
+		l.fsyncFailedLocked(w)
+	}
+	l.syncMu.RUnlock()
+	if err == nil {
+		// An fsync beside this one (the syncer's) that failed may have
+		// had this batch's pages in its failed write-back, and the
+		// kernel told it, not us: syncMu taken exclusively waits until
+		// each such fsync recorded its failure (lost).
+		l.syncMu.Lock()
+		if l.lost.Load() >= w {
+			err = fmt.Errorf("%w: an fsync that should have covered the write failed", errLogSuspect)
+		} else {
+			l.synced(w)
+		}
+		l.syncMu.Unlock()
+	}
+	if err != nil {
 		// After a failed fsync the kernel may have dropped dirty pages:
 		// never pretend durability. This batch is cut back (nothing of it
 		// was applied) and the logs become suspect; the earlier writes
 		// to this file it should have covered are lost for good.
-		l.fsyncFailedLocked(w)
-		l.syncMu.RUnlock()
 		l.faults.Add(1)
 		if terr := f.Truncate(pre); terr != nil {
 			l.torn.Store(true)
@@ -867,8 +883,6 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, 
 		l.s.logFailed(err)
 		return 0, err
 	}
-	l.synced(w)
-	l.syncMu.RUnlock()
 	return w, nil
 }
 
