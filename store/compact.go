@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/phext"
 	"github.com/zeebo/xxh3"
 )
@@ -29,7 +30,7 @@ func (p *pfile) needCompact() bool {
 // as they do while any compaction fails; the log rotation checkpoints it.
 const compactRetry = time.Second
 
-// compactAsync compacts p on a background goroutine unless one is running
+// compactAsync compacts p on a bulk thread (bulk.Go) unless one is running
 // or the last one was made useless by a Put less than compactRetry ago.
 func (p *pfile) compactAsync() {
 	if w := p.compactWait.Load(); w != 0 && monoNow() < w {
@@ -40,7 +41,7 @@ func (p *pfile) compactAsync() {
 	}
 	s := p.t.s
 	s.wg.Add(1)
-	go func() {
+	bulk.Go(func() {
 		defer s.wg.Done()
 		defer p.compacting.Store(false)
 		err := p.compact()
@@ -54,7 +55,7 @@ func (p *pfile) compactAsync() {
 		default:
 			p.compactWait.Store(0)
 		}
-	}()
+	})
 }
 
 // compact writes a new snapshot (a checkpoint).
