@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,9 +43,11 @@ func TestBackgroundCheckpointsRunLowered(t *testing.T) {
 	var (
 		mu    sync.Mutex
 		nices []int
+		watch atomic.Pointer[Tenant] // the tenant whose checkpoints count
 	)
+	watch.Store(ten)
 	checkpointHook = func(p *pfile) {
-		if p.t != ten {
+		if p.t != watch.Load() {
 			return
 		}
 		n := threadNice(t)
@@ -95,8 +98,12 @@ func TestBackgroundCheckpointsRunLowered(t *testing.T) {
 	}
 
 	// Compact called by a client's request: the caller's thread (the
-	// server runs COMPACT as bulk work itself).
+	// server runs COMPACT as bulk work itself). Its own store, where no
+	// write starts a background compaction.
 	sqtest.CheckFor(t, 10*time.Second, "the rotation ended", func() bool { return !ten.s.rotating.Load() })
+	fg := MustOpen(t, nil)
+	ten = fg.ten
+	watch.Store(ten)
 	if _, err := ten.Update([]byte("fg"), coord(1), doc); err != nil {
 		t.Fatal(err)
 	}

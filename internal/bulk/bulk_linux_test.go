@@ -62,7 +62,7 @@ func skipIfLowered(t *testing.T) {
 // left once they idled out.
 func TestJobsRunLowered(t *testing.T) {
 	skipIfLowered(t)
-	p := newPool(4, 100*time.Millisecond)
+	p := newPool(4, time.Second)
 	var job, crit int
 	p.run(func() {
 		job = niceOf(t, syscall.Gettid())
@@ -99,8 +99,9 @@ func TestJobsRunLowered(t *testing.T) {
 	if len(bad) > 0 {
 		t.Errorf("ordinary goroutines ran at nice %v", bad)
 	}
-	if w, l := int(p.workers.Load()), lowered(t); l != w {
-		t.Errorf("%d threads at nice %d, %d workers", l, Nice, w)
+	// Workers first: a worker's thread ends before its count does.
+	if w := int(p.workers.Load()); lowered(t) > w {
+		t.Errorf("more threads at nice %d than the %d workers", Nice, w)
 	}
 	sqtest.CheckFor(t, 5*time.Second, "idle workers end with their threads", func() bool {
 		return p.workers.Load() == 0 && lowered(t) == 0
