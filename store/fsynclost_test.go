@@ -29,37 +29,11 @@ func TestAlwaysWriteUnderFailedFsyncNotAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := db.Store.wlog
-	w.mu.Lock()
-	oldPath := w.path
-	w.mu.Unlock()
-	fi, err := os.Stat(oldPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	durableSize := fi.Size() // what the last good fsync covered
+	oldPath, durableSize := durableLog(t, w)
 
-	var syncs atomic.Int32
-	var failing atomic.Bool
-	failing.Store(true)
 	entered, release := make(chan struct{}), make(chan struct{})
-	ffs.setFail(func(op, path string) error {
-		if !failing.Load() {
-			return nil
-		}
-		switch {
-		case op == "sync" && path == oldPath:
-			switch syncs.Add(1) {
-			case 1: // the always group's fsync: held while the other fails
-				close(entered)
-				<-release
-			case 2: // the syncer's
-				return syscall.EIO
-			}
-		case op == "open" && strings.HasSuffix(path, logSuffix) && path != oldPath:
-			return syscall.ENOSPC // the repair's new generation
-		}
-		return nil
-	})
+	// The always group's fsync is held while the syncer's fails.
+	failing := failBeside(ffs, oldPath, func() { close(entered); <-release }, func() {})
 	var once sync.Once
 	letGo := func() { once.Do(func() { close(release) }) }
 	defer letGo()
@@ -79,14 +53,7 @@ func TestAlwaysWriteUnderFailedFsyncNotAcknowledged(t *testing.T) {
 	failing.Store(false)
 	if werr == nil {
 		// Acknowledged in mode always: a power loss now must keep it.
-		if err := os.Truncate(filepath.Join(image, "log", filepath.Base(oldPath)), durableSize); err != nil {
-			t.Fatal(err)
-		}
-		pd := &testDB{tb: t, root: image, opts: Options{Durability: DurabilityAlways, SyncInterval: time.Hour}}
-		pd.open()
-		got := mustSelect(t, pd.ten, "d", coord(2))
-		pd.Close()
-		if got != "two" {
+		if got := afterPowerLoss(t, image, oldPath, durableSize); got != "two" {
 			t.Fatalf("an always write acknowledged after an fsync of its pages failed is lost at a power loss: scroll 2 %q", got)
 		}
 	}
@@ -103,4 +70,137 @@ func TestAlwaysWriteUnderFailedFsyncNotAcknowledged(t *testing.T) {
 	if got := mustSelect(t, nd.ten, "d", coord(3)); got != "three" {
 		t.Fatalf("after kill -9 and reopen, scroll 3: %q", got)
 	}
+}
+
+// TestSyncBesideFailedFsyncNotSuccess (review15b): Tenant.Sync's fsync
+// succeeds while the syncer's fsync of the same file, running beside it,
+// fails: the kernel reports a failed write-back to one fsync only, so the
+// pages of the tenant's acknowledged write may be gone although Sync's own
+// fsync said success. Sync must not return nil before that failure is
+// known, or a power loss before the repair loses a write Sync promised
+// durable.
+func TestSyncBesideFailedFsyncNotSuccess(t *testing.T) {
+	ffs := &faultFS{}
+	db := MustOpen(t, &Options{FS: ffs, Durability: DurabilityEverySec, SyncInterval: time.Hour})
+	ten := db.ten
+	name := []byte("d")
+	if _, err := ten.Update(name, coord(1), []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ten.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	w := db.Store.wlog
+	oldPath, durableSize := durableLog(t, w)
+	if _, err := ten.Update(name, coord(2), []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+
+	syncIn, syncGo := make(chan struct{}), make(chan struct{})
+	otherIn, otherGo := make(chan struct{}), make(chan struct{})
+	// Tenant.Sync's fsync is held while the syncer's enters; the syncer's
+	// fails once Sync's went on.
+	failing := failBeside(ffs, oldPath, func() { close(syncIn); <-syncGo }, func() { close(otherIn); <-otherGo })
+	var once1, once2 sync.Once
+	letSync := func() { once1.Do(func() { close(syncGo) }) }
+	letOther := func() { once2.Do(func() { close(otherGo) }) }
+	defer letOther()
+	defer letSync()
+	syncErr := make(chan error, 1)
+	go func() { syncErr <- ten.Sync() }()
+	within(t, 10*time.Second, "Tenant.Sync's fsync", func() { <-syncIn })
+	otherErr := make(chan error, 1)
+	go func() { otherErr <- w.sync() }()
+	within(t, 10*time.Second, "the syncer's fsync", func() { <-otherIn })
+	letSync()
+	var serr error
+	var image string
+	select {
+	case serr = <-syncErr:
+		// Returned before the failure beside it was known: a power
+		// loss now (the log cut to its last good fsync) must keep the
+		// write Sync vouched for.
+		image = t.TempDir()
+		copyTree(t, db.root, image)
+	case <-time.After(200 * time.Millisecond):
+		// Sync waits for the fsync beside it.
+	}
+	letOther()
+	if err := <-otherErr; err == nil {
+		t.Fatal("the syncer's fsync did not fail")
+	}
+	if image == "" {
+		serr = <-syncErr
+	}
+	failing.Store(false)
+	if serr == nil {
+		if image == "" {
+			image = t.TempDir()
+			copyTree(t, db.root, image)
+		}
+		if got := afterPowerLoss(t, image, oldPath, durableSize); got != "two" {
+			t.Fatalf("Tenant.Sync returned nil while an fsync of the write's pages beside it failed: after a power loss scroll 2 reads %q", got)
+		}
+	}
+	Quiesce(db.Store)
+	nd := reopenCrashed(t, db)
+	if got := mustSelect(t, nd.ten, "d", coord(2)); got != "two" {
+		t.Fatalf("after kill -9 and reopen, scroll 2: %q", got)
+	}
+}
+
+// durableLog returns w's current file and its size: what its last fsync
+// covered when nothing was written since.
+func durableLog(t *testing.T, w *commitLog) (path string, size int64) {
+	t.Helper()
+	w.mu.Lock()
+	path = w.path
+	w.mu.Unlock()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, fi.Size()
+}
+
+// afterPowerLoss opens the store copied to image with log file logPath cut
+// to size (a power loss that took the pages a failed fsync did not write)
+// and returns scroll 2 of phext d.
+func afterPowerLoss(t *testing.T, image, logPath string, size int64) string {
+	t.Helper()
+	if err := os.Truncate(filepath.Join(image, "log", filepath.Base(logPath)), size); err != nil {
+		t.Fatal(err)
+	}
+	pd := &testDB{tb: t, root: image, opts: Options{SyncInterval: time.Hour}}
+	pd.open()
+	defer pd.Close()
+	return mustSelect(t, pd.ten, "d", coord(2))
+}
+
+// failBeside arms ffs for the first two fsyncs of logPath: the first runs
+// first and goes on, the second runs second and fails with EIO; the
+// repair's new log file cannot be created. Storing false disarms it.
+func failBeside(ffs *faultFS, logPath string, first, second func()) *atomic.Bool {
+	var syncs atomic.Int32
+	var armed atomic.Bool
+	armed.Store(true)
+	ffs.setFail(func(op, path string) error {
+		if !armed.Load() {
+			return nil
+		}
+		switch {
+		case op == "sync" && path == logPath:
+			switch syncs.Add(1) {
+			case 1:
+				first()
+			case 2:
+				second()
+				return syscall.EIO
+			}
+		case op == "open" && strings.HasSuffix(path, logSuffix) && path != logPath:
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+	return &armed
 }

@@ -915,12 +915,25 @@ func (l *commitLog) sync() error {
 		return nil // the fsync we waited for covered it
 	}
 	err := f.Sync()
-	if err == nil {
-		l.synced(w)
-	} else if !errors.Is(err, os.ErrClosed) {
+	if err != nil && !errors.Is(err, os.ErrClosed) {
 		l.fsyncFailedLocked(l.wpend.Load())
 	}
 	l.syncMu.RUnlock()
+	if err == nil {
+		// As in writeOut: an fsync beside this one that failed may
+		// have had these writes' pages in its failed write-back (it
+		// marks the logs suspect and starts the repair itself), so
+		// this caller (Tenant.Sync) is not told they are durable. The
+		// count still moves: fsyncing again would not bring them back,
+		// and the record durability rule reads lost (syncWritten).
+		l.syncMu.Lock()
+		l.synced(w)
+		lost := l.lost.Load() >= w
+		l.syncMu.Unlock()
+		if lost {
+			return fmt.Errorf("%w: an fsync of %s that should have covered its writes failed", errLogSuspect, path)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return nil
