@@ -840,6 +840,9 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, 
 		err = io.ErrShortWrite
 	}
 	if err != nil {
+		// No count taken: nothing is in progress for a failed fsync to
+		// mark (the next write takes this count).
+		l.wpend.Store(l.wgen.Load())
 		l.faults.Add(1)
 		if terr := f.Truncate(pre); terr != nil {
 			l.torn.Store(true)
