@@ -122,8 +122,15 @@ func (s *Server) delayAuthAnswer(cs *connState, c gnet.Conn, reply []byte, delay
 	a := &authAnswer{c: c, reply: reply}
 	s.authTimers.Add(1)
 	a.timer = time.AfterFunc(delay, func() {
-		s.authTimers.Add(-1)
+		if h := s.authFiredHook.Load(); h != nil {
+			(*h)()
+		}
+		// Counted until the answer is handed to the loop (asyncPending):
+		// an answer due as Shutdown begins has a timer that no longer
+		// stops and may not have run yet; Shutdown waits for both
+		// counts, so it still goes out before the engine closes c.
 		s.sendAuthAnswer(a)
+		s.authTimers.Add(-1)
 	})
 	cs.authAnswer.Store(a)
 	// Shutdown sets draining before it looks for delayed answers

@@ -66,5 +66,16 @@ func SetMaxTenantHeld(n int64) (restore func()) {
 }
 
 // AuthTimers reports the timers of delayed failed-HELLO answers armed
-// and neither fired nor stopped (conn.go, authFail).
+// and neither stopped nor done handing their answer to the loop
+// (authlimit.go, authAnswer).
 func (s *Server) AuthTimers() int64 { return s.authTimers.Load() }
+
+// SetAuthFiredHook makes fn run on every delayed failed-HELLO answer's
+// timer when it fires, before the answer is sent (nil: none).
+func (s *Server) SetAuthFiredHook(fn func()) {
+	if fn == nil {
+		s.authFiredHook.Store(nil)
+		return
+	}
+	s.authFiredHook.Store(&fn)
+}

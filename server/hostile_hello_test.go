@@ -101,9 +101,9 @@ func TestHelloFlood(t *testing.T) {
 // authBudgetSpent starts a server whose addresses may fail one HELLO a
 // minute, with answers delayed 5 s past that, and spends 127.0.0.1's
 // failure (answered at once); it returns the server and the bad HELLO.
-func authBudgetSpent(t *testing.T) (*hostile, []byte) {
+func authBudgetSpent(t *testing.T, step time.Duration) (*hostile, []byte) {
 	t.Helper()
-	t.Cleanup(server.SetAuthDelayStep(5 * time.Second))
+	t.Cleanup(server.SetAuthDelayStep(step))
 	h := startHostile(t, hostileOpts{opts: server.Options{AuthFailBudget: 1, HelloTimeout: 10 * time.Second}})
 	bad := protocol.AppendHello(nil, 1, []byte("pmb-v1-not-a-token-of-anyone-here"), 0)
 	c, err := dialP(h.srv.Addr())
@@ -124,7 +124,7 @@ func authBudgetSpent(t *testing.T) (*hostile, []byte) {
 // what waits is bounded by the open connections, not by how fast an
 // address dials and leaves.
 func TestDelayedAuthTimerStopsAtClose(t *testing.T) {
-	h, bad := authBudgetSpent(t)
+	h, bad := authBudgetSpent(t, 5*time.Second)
 	// The next ones wait 5 s for their answer; their clients leave first.
 	const n = 4
 	var cs []*pconn
@@ -149,7 +149,7 @@ func TestDelayedAuthTimerStopsAtClose(t *testing.T) {
 // begins, as held refusals and REST's delayed 401s do, not a bare close
 // by the stopping engine nor an answer when its delay is due.
 func TestShutdownAnswersDelayedAuth(t *testing.T) {
-	h, bad := authBudgetSpent(t)
+	h, bad := authBudgetSpent(t, 5*time.Second)
 	c, err := dialP(h.srv.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -176,5 +176,44 @@ func TestShutdownAnswersDelayedAuth(t *testing.T) {
 	}
 	if n := srv.AuthTimers(); n != 0 {
 		t.Errorf("%d delayed-answer timers left", n)
+	}
+}
+
+// TestShutdownWaitsForDueAuthAnswer: a delayed answer that falls due as
+// Shutdown begins (its timer fired, so answerAuthNow cannot stop it, and
+// its goroutine has not sent it yet) still reaches its client before the
+// engine closes the connections. Shutdown used to wait only for answers
+// already handed to the loop: the engine closed this one unanswered.
+func TestShutdownWaitsForDueAuthAnswer(t *testing.T) {
+	h, bad := authBudgetSpent(t, 100*time.Millisecond)
+	fired, release := make(chan struct{}), make(chan struct{})
+	h.srv.SetAuthFiredHook(func() { close(fired); <-release })
+	c, err := dialP(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.nc.Close()
+	c.nc.Write(bad)
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the delayed answer's timer did not fire")
+	}
+	stopped := make(chan struct{})
+	go func() { h.stop(); close(stopped) }()
+	defer func() { <-stopped }()
+	// Shutdown may not end while the answer is on its way (up to its
+	// drain grace of 2 s); then the answer goes.
+	select {
+	case <-stopped:
+		close(release)
+		t.Fatal("Shutdown returned before a delayed answer that fell due was sent")
+	case <-time.After(time.Second):
+	}
+	close(release)
+	var r protocol.Response
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.rc.Recv(&r); err != nil || r.Status != protocol.StatusAuth {
+		t.Fatalf("delayed answer due at shutdown: %v %v, want AUTH", err, r.Status)
 	}
 }

@@ -342,8 +342,10 @@ type Server struct {
 	// answer is delayed (authlimit.go).
 	authWaiting atomic.Int64
 	// authTimers counts the timers of delayed failed-HELLO answers armed
-	// and neither fired nor stopped (authAnswer).
-	authTimers atomic.Int64
+	// and neither stopped nor done handing their answer to the loop
+	// (authAnswer); authFiredHook, when set (tests), runs when one fires.
+	authTimers    atomic.Int64
+	authFiredHook atomic.Pointer[func()]
 	// heldRefusals counts answers past their tenant's refusal budget
 	// waiting to be sent (refusal.go); drainCh is closed when Shutdown
 	// begins, which ends their waits.
@@ -533,11 +535,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Watchers are told (resync, subscription ended) and the store's
 	// feeds detached: the store outlives the server.
 	s.closeHubs()
-	// Their replies reach the sockets before the loops close them. A client
+	// Their replies reach the sockets before the loops close them, and so
+	// do delayed failed-HELLO answers that fell due as Shutdown began
+	// (authTimers: answerAuthNow could no longer stop them). A client
 	// that keeps sending keeps getting SHUTTING_DOWN answers, so this waits
 	// for a quiet moment only up to drainGrace.
 	grace := time.Now().Add(drainGrace)
-	for (s.workers.Load() > 0 || s.asyncPending.Load() > 0) && time.Now().Before(grace) {
+	for (s.workers.Load() > 0 || s.asyncPending.Load() > 0 || s.authTimers.Load() > 0) && time.Now().Before(grace) {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("server: shutdown: replies still in flight: %w", ctx.Err())
