@@ -31,10 +31,15 @@ const (
 	// frame's buffer once more, and reads 64 KiB per event: a 60 MiB
 	// frame was 960 reads and a copy of 60 MiB on the loop (row M2:
 	// 0.44 s of the server's 1.6 s CPU in those copies), where direct
-	// reads take one copy (the kernel's) in 1 MiB steps, each
-	// 0.1–0.3 ms into resident memory, so a request of another
-	// connection on the loop waits at most about that per round.
-	directRead = 1 << 20
+	// reads take one copy (the kernel's). A request of another
+	// connection on the loop waits for at most one such read per round:
+	// 1 MiB was 0.1–0.3 ms into resident memory, about what the good
+	// tenant's whole round trip takes on a quiet server (0.1–0.2 ms),
+	// so the M2 attack's reads (~20 frames of 60 MiB a 5 s window after
+	// the refusal weights) still reached its p99; 256 KiB bounds that
+	// wait to a quarter, for ~4 loop rounds a MiB instead of one (an
+	// epoll_wait and gnet's read each, microseconds against the copy).
+	directRead = 256 << 10
 )
 
 // connState is the per-connection state, set as the gnet Conn's context in
