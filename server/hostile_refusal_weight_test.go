@@ -18,15 +18,21 @@ import (
 	"github.com/phext/sq/store"
 )
 
+// heavyHold: refused frames' answers wait at most 1 s (half the 2 s
+// frame timeout, maxRefusalHold), which a heavy answer past a budget of
+// one refusal per 5 s waits in full.
+const heavyHold = time.Second
+
 // TestRefusalsWeighFrameBytes: an UPDATE of 3 MiB over the tenant's quota
 // weighs 4 refusals (one plus one a MiB), so a burst of 12 answers three
 // at once and holds the fourth, which still gets its QUOTA, after the
-// hold, on a connection that stays open. Counted as one refusal each, all
-// four went out at once.
+// heavy hold (until the budget has room for its weight, here at most
+// heavyHold), on a connection that stays open. Counted as one refusal
+// each, all four went out at once.
 func TestRefusalsWeighFrameBytes(t *testing.T) {
 	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
 	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 0.2, RefusalBurst: 12}})
+		opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 0.2, RefusalBurst: 12, FrameTimeout: 2 * heavyHold}})
 	m := h.dial(t, "mallory")
 	text := bytes.Repeat([]byte("q"), 3*mib)
 	for i := range 3 {
@@ -44,8 +50,8 @@ func TestRefusalsWeighFrameBytes(t *testing.T) {
 	if err != nil || r.Status != protocol.StatusQuota {
 		t.Fatalf("held UPDATE: %v %v %q, want QUOTA", err, r.Status, r.Body)
 	}
-	if d := time.Since(t0); d < testHold-10*time.Millisecond {
-		t.Errorf("held UPDATE answered after %v, want ≥ %v", d, testHold)
+	if d := time.Since(t0); d < heavyHold-10*time.Millisecond {
+		t.Errorf("held UPDATE answered after %v, want ≥ %v", d, heavyHold)
 	}
 	m.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 	if st := h.srv.Stats(); st.RefusalsHeld != 1 || st.RefusalsClosed != 0 {
@@ -57,12 +63,12 @@ func TestRefusalsWeighFrameBytes(t *testing.T) {
 // header (the tenant's frame share is held by another of its frames) has
 // its body dropped as it arrives, which costs the server its bytes: it
 // weighs one refusal a MiB, so with a burst of 20 the first 12 MiB BUSY
-// goes out at once and the second is held, still BUSY. A BUSY was never
+// goes out at once and the second is held (the heavy hold), still BUSY. A BUSY was never
 // held before. The frame that holds the share is served as usual.
 func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
 	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
 	o := frameShareOpts()
-	o.RefusalRate, o.RefusalBurst = 0.2, 20
+	o.RefusalRate, o.RefusalBurst, o.FrameTimeout = 0.2, 20, 2*heavyHold
 	h, a, first, payload := holdFrameShare(t, o)
 	b := h.dial(t, "mallory")
 	b.id = 1
@@ -80,8 +86,8 @@ func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
 	if r, err := b.recv(10 * time.Second); err != nil || r.Status != protocol.StatusBusy {
 		t.Fatalf("held answer: %v %v %.80s, want BUSY", err, r.Status, r.Body)
 	}
-	if d := time.Since(t0); d < testHold-10*time.Millisecond {
-		t.Errorf("held BUSY answered after %v, want ≥ %v", d, testHold)
+	if d := time.Since(t0); d < heavyHold-10*time.Millisecond {
+		t.Errorf("held BUSY answered after %v, want ≥ %v", d, heavyHold)
 	}
 	if _, err := a.nc.Write(first[len(first)/2:]); err != nil {
 		t.Fatal(err)

@@ -157,6 +157,32 @@ func admitBudgetN(tat *atomic.Int64, now int64, rate float64, burst int, n int64
 	}
 }
 
+// bookBudgetN books an event that weighs n events (n ≥ 1, as
+// admitBudgetN) in a budget it does not fit, past its depth, when the
+// booking comes within it in at most maxWait nanoseconds, and returns that
+// wait; otherwise nothing is booked and ok is false. Later events then
+// wait behind it: what the events past the budget book paces them all to
+// its rate.
+func bookBudgetN(tat *atomic.Int64, now int64, rate float64, burst int, n int64, maxWait int64) (wait int64, ok bool) {
+	interval := budgetInterval(rate)
+	depth := budgetDepth(burst, interval)
+	cost := depth
+	if n < depth/interval {
+		cost = max(n, 1) * interval
+	}
+	for {
+		t := tat.Load()
+		next := max(t, now) + cost
+		wait = next - depth - now
+		if wait > maxWait {
+			return 0, false
+		}
+		if tat.CompareAndSwap(t, next) {
+			return max(wait, 0), true
+		}
+	}
+}
+
 // penalize pushes the tenant's schedule of new connections so that its
 // next HELLO waits at least badFramePenalty (never pulling it earlier).
 func (p *pace) penalize(now int64, rate float64, burst int) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"github.com/phext/sq/protocol"
 )
@@ -138,5 +139,44 @@ func TestRefusalWeight(t *testing.T) {
 		if tat := fresh.tat.Load(); tat < now || tat > now+budgetDepth(10, budgetInterval(0.001)) {
 			t.Errorf("weight %d booked the schedule at %d, want within [now, now+depth]", n, tat-now)
 		}
+	}
+}
+
+// TestHeavyRefusalsPaced: answers past the budget that weigh more than
+// one (large frames', refusalWeight) wait until the budget has room for
+// their weight, at least refusalHold, and book it, so that several held
+// at once leave one after another at the budget's rate, not all after one
+// hold; past maxRefusalHold (half the frame timeout) they wait that long
+// and book nothing. Answers of weight one keep the plain hold.
+func TestHeavyRefusalsPaced(t *testing.T) {
+	defer func(d time.Duration) { refusalHold = d }(refusalHold)
+	refusalHold = 100 * time.Millisecond
+	// 10 refusals a second, a burst of 4: a weight of 4 is 400 ms of it.
+	s := &Server{opts: Options{RefusalRate: 10, RefusalBurst: 4, MaxConns: 800, FrameTimeout: 2 * time.Second}}
+	m := &tenant{refusals: &refusals{}, pace: &pace{}}
+	if f := s.refuseN(m, false, 4); f != (Refusal{}) {
+		t.Fatalf("within the burst: %+v, want at once", f)
+	}
+	near := func(got, want time.Duration) bool { return got > want-50*time.Millisecond && got <= want }
+	var hs []Refusal
+	for i, want := range []time.Duration{400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second} {
+		f := s.refuseN(m, false, 4)
+		hs = append(hs, f)
+		if !near(f.Hold, want) || f.Close {
+			t.Errorf("heavy answer %d past the budget: hold %v, want about %v", i, f.Hold, want)
+		}
+	}
+	// The two capped ones booked nothing: a plain answer now waits the
+	// plain hold, and the budget's schedule ends where the second left it.
+	if f := s.refuseN(m, false, 1); f.Hold != refusalHold {
+		t.Errorf("a light answer behind them: hold %v, want %v", f.Hold, refusalHold)
+	} else {
+		hs = append(hs, f)
+	}
+	if ahead := time.Duration(m.refusals.tat.Load() - monoNow()); ahead > 1200*time.Millisecond+50*time.Millisecond {
+		t.Errorf("the schedule is %v ahead, want at most 1.2 s (burst 400 ms + two bookings)", ahead)
+	}
+	for _, f := range hs {
+		f.Done()
 	}
 }

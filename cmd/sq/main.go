@@ -292,7 +292,11 @@ refused requests:
   naming --refusal-rate, and the tenant's next HELLO waits a second). A
   correct client meets a limit now and then, not hundreds of times a
   second. A binary frame weighs one refusal plus one per MiB of it (a
-  60 MiB frame refused weighs 61: the server read or dropped all of it).
+  60 MiB frame refused weighs 61: the server read or dropped all of it),
+  and such an answer past the budget waits until the budget has room for
+  its weight (at least the second, at most --frame-timeout/2), so a
+  tenant's large refused frames are answered at --refusal-rate MiB a
+  second over all its connections.
   BUSY is not counted (it is the server's load), except a frame over
   64 KiB refused BUSY at its header, whose dropped body weighs one per
   MiB; nor are bad names or coordinates; the admin token never is.
