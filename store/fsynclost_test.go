@@ -222,14 +222,7 @@ func TestFailedWriteThenFailedFsyncRepairsCleanly(t *testing.T) {
 	}
 	w := db.Store.wlog
 	oldPath, _ := durableLog(t, w)
-	var failOp atomic.Value
-	failOp.Store("write")
-	ffs.setFail(func(op, path string) error {
-		if path == oldPath && failOp.CompareAndSwap(op, "") {
-			return syscall.EIO
-		}
-		return nil
-	})
+	failOp := failOnce(ffs, oldPath, "write")
 	if _, err := ten.Update(name, coord(2), []byte("two")); err == nil {
 		t.Fatal("the write did not fail")
 	}
@@ -239,6 +232,28 @@ func TestFailedWriteThenFailedFsyncRepairsCleanly(t *testing.T) {
 	}
 	// The repair (kicked by the failure) checkpoints d from memory.
 	Quiesce(db.Store)
+	repairedCleanly(t, db)
+}
+
+// failOnce makes the next op named in the returned value (first op) on the
+// file at path fail with EIO; store another op name to arm it again.
+func failOnce(ffs *faultFS, path, op string) *atomic.Value {
+	var failOp atomic.Value
+	failOp.Store(op)
+	ffs.setFail(func(op, p string) error {
+		if p == path && failOp.CompareAndSwap(op, "") {
+			return syscall.EIO
+		}
+		return nil
+	})
+	return &failOp
+}
+
+// repairedCleanly rotates (a repair when the logs are suspect), expects no
+// failed checkpoint so far, and checks that scroll 1 of phext d ("one")
+// survives a kill -9.
+func repairedCleanly(t *testing.T, db *testDB) {
+	t.Helper()
 	if err := db.Store.rotate(); err != nil {
 		t.Fatalf("a rotation after the repair: %v", err)
 	}
@@ -249,4 +264,40 @@ func TestFailedWriteThenFailedFsyncRepairsCleanly(t *testing.T) {
 	if got := mustSelect(t, nd.ten, "d", coord(1)); got != "one" {
 		t.Fatalf("after kill -9 and reopen, scroll 1: %q", got)
 	}
+}
+
+// TestFailedLoopWriteThenFailedFsyncRepairsCleanly is
+// TestFailedWriteThenFailedFsyncRepairsCleanly for an event loop round's
+// failed write (LoopRound.Flush): it leaves no write in progress either, so
+// the syncer's failed fsync after it does not mark the repair's own
+// checkpoint record (the next write) lost.
+func TestFailedLoopWriteThenFailedFsyncRepairsCleanly(t *testing.T) {
+	ffs := &faultFS{}
+	db := MustOpen(t, &Options{FS: ffs, Durability: DurabilityEverySec, SyncInterval: time.Hour, CompactMinWAL: 1 << 40})
+	w := db.Store.wlog
+	if db.Store.loopLog(0) != w {
+		t.Skip("loop logs (SQ_TEST_LOOPLOGS): checkpoint records go to the worker log, loop rounds elsewhere")
+	}
+	name := []byte("d")
+	if _, err := db.ten.Update(name, coord(1), []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	oldPath, _ := durableLog(t, w)
+	failOp := failOnce(ffs, oldPath, "write")
+	// No repair before the syncer's fsync has failed too.
+	db.Store.rotating.Store(true)
+	r := new(LoopRound)
+	wr := Write{Kind: WriteUpdate, Name: name, Coord: coord(2), Text: []byte("two")}
+	if ok, logged := db.ten.TryApply(r, &wr); !ok || !logged {
+		t.Fatalf("declined: %v %v", ok, logged)
+	}
+	if err := r.Flush(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("the round's write: %v", err)
+	}
+	failOp.Store("sync")
+	if err := w.sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("the syncer's fsync: %v", err)
+	}
+	db.Store.rotating.Store(false)
+	repairedCleanly(t, db)
 }

@@ -1223,7 +1223,8 @@ func (r *LoopRound) Flush() error {
 	}
 	if err != nil {
 		err = fmt.Errorf("store: append to %s: %w", l.path, err)
-		l.faults.Add(1) // before the cut-back (see Tenant.ReadChanges)
+		l.wpend.Store(l.wgen.Load()) // nothing in progress (as in writeOut)
+		l.faults.Add(1)              // before the cut-back (see Tenant.ReadChanges)
 		l.resetLoopBuf()
 		// Suspect before the round counts as done: a writer of one of its
 		// phexts waiting for it (or another loop) then sees the logs
