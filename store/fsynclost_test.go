@@ -301,3 +301,90 @@ func TestFailedLoopWriteThenFailedFsyncRepairsCleanly(t *testing.T) {
 	db.Store.rotating.Store(false)
 	repairedCleanly(t, db)
 }
+
+// TestSyncAfterCloseBesideFailedFsync (review15b): a rotation's fsync of
+// the old file succeeds while the syncer's fsync of it, beside it, is still
+// running and then fails. A Tenant.Sync in between finds the write count
+// fsynced (the rotation's) and must not return nil before the syncer's
+// failure is known: its pages may be the ones the failed write-back
+// dropped.
+func TestSyncAfterCloseBesideFailedFsync(t *testing.T) {
+	ffs := &faultFS{}
+	db := MustOpen(t, &Options{FS: ffs, Durability: DurabilityEverySec, SyncInterval: time.Hour, CompactMinWAL: 1 << 40})
+	ten := db.ten
+	name := []byte("d")
+	if _, err := ten.Update(name, coord(1), []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ten.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	w := db.Store.wlog
+	oldPath, durableSize := durableLog(t, w)
+	if _, err := ten.Update(name, coord(2), []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	otherIn, otherGo := make(chan struct{}), make(chan struct{})
+	// The syncer's fsync is held; the rotation's goes on; the syncer's
+	// then fails.
+	// The rotation's checkpoint of d waits in its temp file's write, so
+	// nothing is written to the new log, and no snapshot or carried
+	// record holds the write, before the image.
+	var syncs, tmps atomic.Int32
+	ckptIn, ckptGo := make(chan struct{}), make(chan struct{})
+	ffs.setFail(func(op, path string) error {
+		switch {
+		case op == "sync" && path == oldPath && syncs.Add(1) == 1:
+			close(otherIn)
+			<-otherGo
+			return syscall.EIO
+		case op == "write" && strings.HasSuffix(path, ".tmp") && tmps.Add(1) == 1:
+			close(ckptIn)
+			<-ckptGo
+		}
+		return nil
+	})
+	var ckOnce sync.Once
+	letCkpt := func() { ckOnce.Do(func() { close(ckptGo) }) }
+	defer letCkpt()
+	var once sync.Once
+	letOther := func() { once.Do(func() { close(otherGo) }) }
+	defer letOther()
+	otherErr := make(chan error, 1)
+	go func() { otherErr <- w.sync() }()
+	within(t, 10*time.Second, "the syncer's fsync", func() { <-otherIn })
+	rotateUnderCheckpoint(t, db)
+	within(t, 10*time.Second, "the rotation's checkpoint", func() { <-ckptIn })
+	syncErr := make(chan error, 1)
+	go func() { syncErr <- ten.Sync() }()
+	var serr error
+	var image string
+	select {
+	case serr = <-syncErr:
+		image = t.TempDir()
+		copyTree(t, db.root, image)
+	case <-time.After(200 * time.Millisecond):
+	}
+	letOther()
+	if err := <-otherErr; err == nil {
+		t.Fatal("the syncer's fsync did not fail")
+	}
+	if image == "" {
+		serr = <-syncErr
+	}
+	if serr == nil && image == "" {
+		image = t.TempDir()
+		copyTree(t, db.root, image)
+	}
+	letCkpt()
+	if serr == nil {
+		if got := afterPowerLoss(t, image, oldPath, durableSize); got != "two" {
+			t.Fatalf("Tenant.Sync returned nil while an fsync of the write's pages beside the rotation's failed: after a power loss scroll 2 reads %q", got)
+		}
+	}
+	Quiesce(db.Store)
+	nd := reopenCrashed(t, db)
+	if got := mustSelect(t, nd.ten, "d", coord(2)); got != "two" {
+		t.Fatalf("after kill -9 and reopen, scroll 2: %q", got)
+	}
+}

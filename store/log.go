@@ -646,7 +646,7 @@ func (l *commitLog) syncWritten(f File, path string, w uint64) error {
 			// closeFile fsynced f first (holding syncMu, so it is
 			// over): sgen or lost says how that went.
 		default:
-			l.fsyncFailedLocked(l.wpend.Load())
+			l.fsyncFailedLocked(l.wpend.Load(), err)
 			l.syncMu.Unlock()
 			err = fmt.Errorf("store: fsync %s: %w", path, err)
 			l.s.logFailed(err)
@@ -668,7 +668,12 @@ func (l *commitLog) syncWritten(f File, path string, w uint64) error {
 // failed which should have covered writes up to upTo. A caller without the write side passes
 // wpend: a write may be between its write() and its count, and its pages
 // may have been in the failed write-back.
-func (l *commitLog) fsyncFailedLocked(upTo uint64) {
+//
+// It also marks the logs suspect before syncMu is given back (the caller
+// then reports the failure, logFailed): an fsync that succeeded beside
+// this one and waits for syncMu exclusively (sync) sees the logs suspect.
+func (l *commitLog) fsyncFailedLocked(upTo uint64, err error) {
+	l.s.markSuspect(err)
 	for {
 		o := l.lost.Load()
 		if o >= upTo || l.lost.CompareAndSwap(o, upTo) {
@@ -857,7 +862,7 @@ func (l *commitLog) writeOut(f File, pre int64, buf []byte, sync bool) (uint64, 
 	l.syncMu.RLock()
 	err = f.Sync()
 	if err != nil {
-		l.fsyncFailedLocked(w)
+		l.fsyncFailedLocked(w, err)
 	}
 	l.syncMu.RUnlock()
 	if err == nil {
@@ -907,19 +912,24 @@ func (l *commitLog) synced(w uint64) {
 func (l *commitLog) sync() error {
 	l.mu.Lock()
 	f, path, w := l.f, l.path, l.wgen.Load()
-	if f == nil || w <= l.sgen.Load() {
-		l.mu.Unlock()
+	l.mu.Unlock()
+	if f == nil {
 		return nil
 	}
-	l.mu.Unlock()
 	l.syncMu.RLock()
 	if w <= l.sgen.Load() {
+		// An fsync covered it. One that failed beside that one (the
+		// syncer's beside a rotation's close fsync, which succeeded)
+		// may have been told of the pages' loss instead: wait for
+		// those to mark the logs suspect (Tenant.Sync checks).
 		l.syncMu.RUnlock()
-		return nil // the fsync we waited for covered it
+		l.syncMu.Lock()
+		l.syncMu.Unlock()
+		return nil
 	}
 	err := f.Sync()
 	if err != nil && !errors.Is(err, os.ErrClosed) {
-		l.fsyncFailedLocked(l.wpend.Load())
+		l.fsyncFailedLocked(l.wpend.Load(), err)
 	}
 	l.syncMu.RUnlock()
 	if err == nil {
@@ -982,7 +992,7 @@ func (l *commitLog) closeFile() error {
 		if err = f.Sync(); err == nil {
 			l.synced(w)
 		} else {
-			l.fsyncFailedLocked(w)
+			l.fsyncFailedLocked(w, err)
 		}
 		l.syncMu.RUnlock()
 		if err != nil {
