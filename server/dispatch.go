@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/phext"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
@@ -57,20 +56,35 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 	if s.draining.Load() || t.closed.Load() {
 		return s.handleEach(cs, frames, out)
 	}
-	heavy := false
 	for _, f := range frames {
 		if heavyFrame(f) {
 			defer s.heavyTurn(t)()
-			heavy = true
 			break
 		}
 	}
 	start := time.Now()
-	var ws []store.Write
-	if heavy {
-		ws = s.writeFramesHeavy(cs, frames)
-	} else {
-		ws = s.writeFrames(cs, frames)
+	ws := cs.writes[:0]
+	var req protocol.Request
+	for _, f := range frames {
+		if err := cs.decode(f, &req); err != nil {
+			// Kind 0 marks a frame that did not decode (writeOf never
+			// makes one): not sent to the store, answered with err.
+			ws = append(ws, store.Write{Err: err})
+			continue
+		}
+		ws = append(ws, writeOf(&req))
+	}
+	for i := 0; i < len(ws); {
+		if ws[i].Kind == 0 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(ws) && ws[j].Kind != 0 {
+			j++
+		}
+		t.store.WriteMany(ws[i:j])
+		i = j
 	}
 	d := time.Since(start)
 	for i, f := range frames {
@@ -111,41 +125,6 @@ func (s *Server) handleWrites(cs *connState, frames [][]byte, out []byte) []byte
 	return out
 }
 
-// writeFrames decodes frames and sends them to the store in runs of
-// WriteMany; the results are in cs.writes.
-func (s *Server) writeFrames(cs *connState, frames [][]byte) []store.Write {
-	ws := cs.writes[:0]
-	var req protocol.Request
-	for _, f := range frames {
-		if err := cs.decode(f, &req); err != nil {
-			// Kind 0 marks a frame that did not decode (writeOf never
-			// makes one): not sent to the store, answered with err.
-			ws = append(ws, store.Write{Err: err})
-			continue
-		}
-		ws = append(ws, writeOf(&req))
-	}
-	for i := 0; i < len(ws); {
-		if ws[i].Kind == 0 {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(ws) && ws[j].Kind != 0 {
-			j++
-		}
-		cs.tenant.store.WriteMany(ws[i:j])
-		i = j
-	}
-	return ws
-}
-
-// writeFramesHeavy is writeFrames on a bulk thread (heavyRun).
-func (s *Server) writeFramesHeavy(cs *connState, frames [][]byte) (ws []store.Write) {
-	heavyRun(true, func() { ws = s.writeFrames(cs, frames) })
-	return ws
-}
-
 func (s *Server) handleEach(cs *connState, frames [][]byte, out []byte) []byte {
 	for _, f := range frames {
 		out = s.handle(cs, f, out)
@@ -156,6 +135,7 @@ func (s *Server) handleEach(cs *connState, frames [][]byte, out []byte) []byte {
 // handle runs one request frame and appends its reply to out.
 func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	start := time.Now()
+	var req protocol.Request
 	if status, size, msg, ok := refusalStub(frame); ok {
 		h := protocol.ParseHeader(frame)
 		s.record(cs, protocol.Op(h.Op), status, 0, 0, start)
@@ -173,22 +153,7 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	heavy := cs.tenant != nil && !cs.admin && heavyFrame(frame)
 	if heavy {
 		defer s.heavyTurn(cs.tenant)()
-		return s.handleFrameHeavy(cs, frame, out, start)
 	}
-	return s.handleFrame(cs, frame, out, start, false)
-}
-
-// handleFrameHeavy is handleFrame of a heavy frame on a bulk thread
-// (heavyRun).
-func (s *Server) handleFrameHeavy(cs *connState, frame []byte, out []byte, start time.Time) (res []byte) {
-	heavyRun(true, func() { res = s.handleFrame(cs, frame, out, start, true) })
-	return res
-}
-
-// handleFrame is handle's decoding and execution (heavy: in the heavy
-// turn, on a bulk thread).
-func (s *Server) handleFrame(cs *connState, frame []byte, out []byte, start time.Time, heavy bool) []byte {
-	var req protocol.Request
 	if err := cs.decode(frame, &req); err != nil {
 		status, _ := StatusOf(err)
 		msg := err.Error()
@@ -209,26 +174,14 @@ func (s *Server) handleFrame(cs *connState, frame []byte, out []byte, start time
 	}
 	if !heavy && cs.tenant != nil && !cs.admin && wholePhext(req.Op) && heavyPhext(cs.tenant, req.Name) {
 		defer s.heavyTurn(cs.tenant)()
-		return s.execFrameHeavy(cs, req, frame, out, start)
 	}
-	return s.execFrame(cs, &req, frame, out, start)
-}
-
-// execFrameHeavy is execFrame on a bulk thread (heavyRun).
-func (s *Server) execFrameHeavy(cs *connState, req protocol.Request, frame []byte, out []byte, start time.Time) (res []byte) {
-	heavyRun(true, func() { res = s.execFrame(cs, &req, frame, out, start) })
-	return res
-}
-
-// execFrame runs a decoded request frame (exec) and records it.
-func (s *Server) execFrame(cs *connState, req *protocol.Request, frame []byte, out []byte, start time.Time) []byte {
 	if req.Op == protocol.OpPut && len(frame) > bigFrame {
 		if chk := cs.takeCounted(frame); chk != nil {
 			cs.putDone = chk // counted on the loop as it arrived
 		}
 	}
 	pos := len(out)
-	status, out := s.exec(cs, req, out)
+	status, out := s.exec(cs, &req, out)
 	cs.putDone = nil // never another frame's: exec may not have reached the store
 	s.record(cs, req.Op, status, len(frame), len(out)-pos, start)
 	s.refused(cs, status, len(frame))
@@ -317,7 +270,7 @@ func (s *Server) exec(cs *connState, req *protocol.Request, out []byte) (protoco
 	case protocol.OpVersion:
 		out = append(out, "sq "+Version...)
 	case protocol.OpCompact:
-		err = compactBulk(t, req.Name)
+		err = t.store.Compact(req.Name)
 	case protocol.OpWatch:
 		out, err = s.execWatch(cs, req, out)
 	case protocol.OpUnwatch:
@@ -438,11 +391,4 @@ func writeOf(req *protocol.Request) store.Write {
 		w.Kind, w.Text = store.WriteDelete, nil
 	}
 	return w
-}
-
-// compactBulk runs a client's COMPACT of phext name on a bulk thread: a
-// snapshot of the whole phext is bulk work whatever its size.
-func compactBulk(t *tenant, name []byte) (err error) {
-	bulk.Run(func() { err = t.store.Compact(name) })
-	return err
 }

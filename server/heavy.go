@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/binary"
 
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/store"
 )
@@ -39,22 +38,6 @@ import (
 // commit's log write and, in mode always, its fsync: only writes of more
 // than heavyBytes do, and they are the ones whose copying and indexing
 // compete for a core.
-
-// A heavy request's execution (decoding, the store call) runs on a bulk
-// thread (internal/bulk, nice 19) while it holds the turn: the kernel
-// then gives the event loops' and light requests' threads the CPU first,
-// and the heavy work the CPU left over (docs/RELIABILITY.md, ninth pass).
-// Replies are written by the caller's goroutine after it.
-
-// heavyRun runs fn, a request's execution, on a bulk thread when heavy,
-// else here.
-func heavyRun(heavy bool, fn func()) {
-	if heavy {
-		bulk.Run(fn)
-		return
-	}
-	fn()
-}
 
 // heavyBytes is the size above which input (a frame, a compressed body's
 // declared size) or a stored phext (its quota charge, store.ScrollCost a

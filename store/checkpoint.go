@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/phext"
 )
 
@@ -367,11 +366,7 @@ func (s *Store) checkpointBatch(ps []*pfile, mode batchMode) (did int, errs map[
 	for i, r := range runs {
 		items[i] = ckptItem{dir: r.p.t.dir, name: r.p.key, payload: ckptPayload(r.dev, r.ino, r.covers, r.id, r.p.snapID)}
 	}
-	// Writers of every phext wait for the worker log while this group is
-	// written: at the process's priority, not a bulk thread's.
-	var err error
-	bulk.Critical(func() { err = s.wlog.commitCkpts(items) })
-	if err != nil {
+	if err := s.wlog.commitCkpts(items); err != nil {
 		for _, r := range runs {
 			r.fail(err)
 		}
@@ -471,8 +466,8 @@ func (s *Store) openFSSyncs(runs []*ckRun) map[uint64]FSSync {
 	return hs
 }
 
-// parallel runs fn(0..n-1) on the caller's goroutine and up to k-1 others
-// (the caller's alone when k is 1).
+// parallel runs fn(0..n-1) on up to k goroutines (the caller's alone when
+// k is 1).
 func parallel(n, k int, fn func(i int)) {
 	if k <= 1 || n <= 1 {
 		for i := range n {
@@ -484,23 +479,19 @@ func parallel(n, k int, fn func(i int)) {
 		wg   sync.WaitGroup
 		next atomic.Int64
 	)
-	work := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= n {
-				return
-			}
-			fn(i)
-		}
-	}
-	for range min(n, k) - 1 {
+	for range min(n, k) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			work()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
 		}()
 	}
-	work()
 	wg.Wait()
 }
 

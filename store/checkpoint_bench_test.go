@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/phext"
 )
 
@@ -17,13 +16,11 @@ import (
 // 0.5–0.7 s). A writer updates the phext in a loop during each checkpoint;
 // max-stall-ms is the longest single write. "blocking" runs the old
 // compaction, which holds the WAL lock for the whole serialization; "none"
-// runs the writer for a second without a checkpoint (the machine's noise);
-// "bulk" runs the checkpoint on a bulk thread (nice 19), as the store's
-// background compactions and rotations do.
+// runs the writer for a second without a checkpoint (the machine's noise).
 //
 //	go test -run '^$' -bench CheckpointStall -benchtime 3x ./store
 func BenchmarkCheckpointStall(b *testing.B) {
-	for _, mode := range []string{"checkpoint", "bulk", "none"} {
+	for _, mode := range []string{"checkpoint", "none"} {
 		b.Run(mode, func(b *testing.B) {
 			db := MustOpen(b, &Options{Durability: DurabilityEverySec, CompactMinWAL: 1 << 40})
 			ten := db.ten
@@ -79,8 +76,6 @@ func BenchmarkCheckpointStall(b *testing.B) {
 				switch mode {
 				case "none": // the box's own noise: the writer alone for a second
 					time.Sleep(time.Second)
-				case "bulk": // as a background compaction runs: on a bulk thread
-					bulk.Run(func() { err = ten.Compact(name) })
 				default:
 					err = ten.Compact(name)
 				}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/phext"
 	"github.com/zeebo/xxh3"
 )
@@ -30,7 +29,7 @@ func (p *pfile) needCompact() bool {
 // as they do while any compaction fails; the log rotation checkpoints it.
 const compactRetry = time.Second
 
-// compactAsync compacts p on a bulk thread (bulk.Go) unless one is running
+// compactAsync compacts p on a background goroutine unless one is running
 // or the last one was made useless by a Put less than compactRetry ago.
 func (p *pfile) compactAsync() {
 	if w := p.compactWait.Load(); w != 0 && monoNow() < w {
@@ -41,7 +40,7 @@ func (p *pfile) compactAsync() {
 	}
 	s := p.t.s
 	s.wg.Add(1)
-	bulk.Go(func() {
+	go func() {
 		defer s.wg.Done()
 		defer p.compacting.Store(false)
 		err := p.compact()
@@ -55,7 +54,7 @@ func (p *pfile) compactAsync() {
 		default:
 			p.compactWait.Store(0)
 		}
-	})
+	}()
 }
 
 // compact writes a new snapshot (a checkpoint).

@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/phext"
 	"github.com/zeebo/xxh3"
 )
@@ -586,9 +585,7 @@ func (s *Store) repairSuspect(err error) {
 	s.kickRotate()
 }
 
-// kickRotate starts a rotation on a bulk thread (bulk.Go) unless one
-// runs: its checkpoints and carry-over are bulk work; the switch of every
-// log, which holds their write sides, is not (switchGens).
+// kickRotate starts a rotation on a background goroutine unless one runs.
 func (s *Store) kickRotate() {
 	if !s.rotating.CompareAndSwap(false, true) {
 		return
@@ -601,7 +598,7 @@ func (s *Store) kickRotate() {
 	}
 	s.wg.Add(1)
 	s.lmu.Unlock()
-	bulk.Go(func() {
+	go func() {
 		defer s.wg.Done()
 		defer s.rotating.Store(false)
 		err := s.rotateIf(func() bool {
@@ -611,7 +608,7 @@ func (s *Store) kickRotate() {
 		if err != nil {
 			s.log.Error("store: log rotation failed; old generations kept", "err", err)
 		}
-	})
+	}()
 }
 
 // repair runs the repair of suspect logs on the calling goroutine (a
@@ -646,15 +643,34 @@ func (s *Store) rotateIf(need func() bool) error {
 		return nil
 	}
 	seq := s.suspectSeq.Load()
-	var (
-		gen uint64
-		err error
-	)
-	// Every writer, event loops included, waits while the logs switch:
-	// at the process's priority, not a bulk thread's.
-	bulk.Critical(func() { gen, err = s.switchGens() })
+	// Every log switches at once: with all write sides held no record is
+	// written anywhere, so the new generation's first LSN is above every
+	// LSN of the older ones (chainFloor). The worker log first, then the
+	// loops' in order (their rounds end without waiting for anything).
+	for _, l := range s.logs {
+		l.acquire()
+	}
+	gen := s.gen.Load() + 1
+	ngs, err := s.startGens(s.logs, gen)
 	if err != nil {
+		for _, l := range s.logs {
+			l.release()
+		}
 		return err
+	}
+	var cerrs []error
+	for _, l := range s.logs {
+		if err := l.closeFile(); err != nil {
+			cerrs = append(cerrs, err)
+		}
+	}
+	s.gen.Store(gen)
+	for i, l := range s.logs {
+		l.switchTo(ngs[i].f, ngs[i].path, gen)
+		l.release()
+	}
+	if cerr := errors.Join(cerrs...); cerr != nil {
+		s.log.Error("store: closing the previous log generation", "err", cerr)
 	}
 	old := gen - 1
 	var (
@@ -705,41 +721,6 @@ func (s *Store) rotateIf(need func() bool) error {
 		s.log.Info("store: commit log repaired; writes accepted again")
 	}
 	return errors.Join(errs...)
-}
-
-// switchGens starts generation gen+1 of every log (rotMu held) and
-// returns it.
-func (s *Store) switchGens() (uint64, error) {
-	// Every log switches at once: with all write sides held no record is
-	// written anywhere, so the new generation's first LSN is above every
-	// LSN of the older ones (chainFloor). The worker log first, then the
-	// loops' in order (their rounds end without waiting for anything).
-	for _, l := range s.logs {
-		l.acquire()
-	}
-	gen := s.gen.Load() + 1
-	ngs, err := s.startGens(s.logs, gen)
-	if err != nil {
-		for _, l := range s.logs {
-			l.release()
-		}
-		return 0, err
-	}
-	var cerrs []error
-	for _, l := range s.logs {
-		if err := l.closeFile(); err != nil {
-			cerrs = append(cerrs, err)
-		}
-	}
-	s.gen.Store(gen)
-	for i, l := range s.logs {
-		l.switchTo(ngs[i].f, ngs[i].path, gen)
-		l.release()
-	}
-	if cerr := errors.Join(cerrs...); cerr != nil {
-		s.log.Error("store: closing the previous log generation", "err", cerr)
-	}
-	return gen, nil
 }
 
 // carryFromMemory logs, for each phext of ps that still holds a generation

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/phext/sq/phext"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/phext/sq/phext"
 )
 
 // Durability says when a write is acknowledged relative to the fsync of

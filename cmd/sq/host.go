@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/phext/sq/config"
-	"github.com/phext/sq/internal/bulk"
 	"github.com/phext/sq/protocol"
 	"github.com/phext/sq/server"
 	"github.com/phext/sq/server/httpapi"
@@ -35,7 +34,6 @@ type hostConfig struct {
 	httpAddr, cpuProfile             string
 	logLevel, logFormat              string
 	maxFrame, maxConns, maxPerTenant int
-	bulkNice                         int
 	httpMaxConns                     int
 	helloRate                        float64
 	helloBurst                       int
@@ -83,7 +81,6 @@ func hostFlags(out io.Writer) *flag.FlagSet {
 	fs.Int64Var(&c.framePool, "frame-pool", 0, "most of --max-client-memory that answered frames of 1 MiB and more may keep, idle, for the next frame of the same size, in bytes (0 = --max-client-memory-per-tenant; -1: none); idle bytes give way to any request and are unmapped after 10 s unused")
 	fs.IntVar(&c.maxConns, "max-conns", 20000, "open connections allowed overall")
 	fs.IntVar(&c.maxPerTenant, "max-conns-per-tenant", 2000, "authenticated connections allowed per tenant")
-	fs.IntVar(&c.bulkNice, "bulk-nice", bulk.Nice, "nice value (0-19) of the threads running bulk work: heavy requests' execution, compactions, log rotations; the event loops and light requests keep the process's (0: bulk work at the process's priority too)")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpapi.DefaultMaxConns, "open connections allowed on the REST port (--http), keep-alives and change-feed streams included; past it a new connection is answered 503 with Retry-After and closed (-1: no bound)")
 	fs.Float64Var(&c.helloRate, "hello-rate", 250, "new connections per second per tenant past --hello-burst: further HELLOs wait their turn (no CPU, counted as open), BUSY past a 5 s wait (0: no pacing)")
 	fs.IntVar(&c.helloBurst, "hello-burst", 1000, "new connections a tenant may open at once before --hello-rate paces them (at least 1)")
@@ -385,7 +382,6 @@ func runHost(args []string, stdout, stderr io.Writer) int {
 	if !envGOMAXPROCS() {
 		runtime.GOMAXPROCS(server.Procs(loops))
 	}
-	bulk.SetNice(c.bulkNice) // before the store starts any bulk job
 	// One commit log per event loop: the loops' write rounds never wait
 	// for each other.
 	st, err := store.Open(&store.Options{Durability: dur, MaxOpenPhexts: c.maxOpen, Logger: log, LogDir: logDir,
