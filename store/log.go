@@ -924,6 +924,7 @@ func (l *commitLog) sync() error {
 		// those to mark the logs suspect (Tenant.Sync checks).
 		l.syncMu.RUnlock()
 		l.syncMu.Lock()
+		//lint:ignore SA2001 a barrier: every fsync beside it has ended
 		l.syncMu.Unlock()
 		return nil
 	}
