@@ -157,18 +157,22 @@ func (s *Server) handle(cs *connState, frame []byte, out []byte) []byte {
 	if err := cs.decode(frame, &req); err != nil {
 		status, _ := StatusOf(err)
 		msg := err.Error()
+		weighs := len(frame) // what the refusal weighs (refusalWeight)
 		if status == protocol.StatusQuota {
 			// A compressed PUT refused while decompressed: its name and
-			// coordinate passed (DecodeChecked checks them first).
+			// coordinate passed (DecodeChecked checks them first). It
+			// weighs the size it declared, not its wire bytes
+			// (refusalWeight).
 			size := protocol.DeclaredSize(frame) - (protocol.RequestSize(len(req.Name), 0) - protocol.HeaderSize)
 			status, msg = s.putRefusal(cs, &req, size, err)
+			weighs = max(weighs, protocol.DeclaredSize(frame))
 		}
 		out = protocol.AppendError(out, req.ID, status, msg)
 		s.record(cs, req.Op, status, len(frame), 0, start)
 		if s.badFrame(cs, status) {
 			cs.badFrameClose()
 		} else {
-			s.refused(cs, status, len(frame))
+			s.refused(cs, status, weighs)
 		}
 		return out
 	}

@@ -97,3 +97,58 @@ func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
 	}
 	b.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 }
+
+// TestCompressedQuotaRefusalsWeighDeclaredSize: a compressed PUT refused
+// QUOTA while it is decompressed weighs the size it declares (3.5 MiB of
+// one-byte scrolls: 4 refusals), not its few wire bytes, so a burst of
+// 12 answers three at once and holds the fourth, which still gets its
+// QUOTA after the heavy hold (issue 13, row M4c). By their wire bytes all
+// four weighed one and went out at once.
+func TestCompressedQuotaRefusalsWeighDeclaredSize(t *testing.T) {
+	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
+	over := oneByteScrolls((3*mib + mib/2) / (2 * 999))
+	for _, codec := range wireCodecs {
+		t.Run(codec.name, func(t *testing.T) {
+			h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, durability: store.DurabilityNo,
+				opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 0.2, RefusalBurst: 12, FrameTimeout: 2 * heavyHold, Codecs: codec.accept}})
+			c, agreed := h.dialCompressed(t, "mallory")
+			if agreed == protocol.CodecNone {
+				t.Fatal("no codec agreed")
+			}
+			send := func() {
+				t.Helper()
+				c.id++
+				f := protocol.AppendCompressedRequest(nil, protocol.OpPut, c.id, []byte("dots"), phext.Origin, over, agreed)
+				if f[5]&protocol.FlagCompressed == 0 || len(f) > mib {
+					t.Fatalf("the PUT was not compressed well: %d bytes on the wire", len(f))
+				}
+				c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.nc.Write(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			recvQuota := func() {
+				t.Helper()
+				r, err := c.recv(10 * time.Second)
+				if err != nil || r.ID != c.id || r.Status != protocol.StatusQuota {
+					t.Fatalf("PUT: %v id %d (want %d) %v %.80s, want QUOTA", err, r.ID, c.id, r.Status, r.Body)
+				}
+			}
+			for range 3 {
+				send()
+				recvQuota()
+			}
+			if n := held(h); n != 0 {
+				t.Fatalf("%d answers held within the burst (3 × 4 of 12)", n)
+			}
+			t0 := time.Now()
+			send()
+			sqtest.CheckFor(t, 10*time.Second, "the fourth answer held", func() bool { return h.srv.Stats().HeldNow == 1 })
+			recvQuota()
+			if d := time.Since(t0); d < heavyHold-10*time.Millisecond {
+				t.Errorf("held QUOTA answered after %v, want ≥ %v", d, heavyHold)
+			}
+			c.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
+		})
+	}
+}

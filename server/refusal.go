@@ -149,6 +149,16 @@ const refusalUnit = 1 << 20
 // weighs its bytes, though BUSY is otherwise no refusal: a correct client
 // does not push tens of MB a second of bodies into BUSY answers, and
 // what holds such an answer is the same budget that holds TOO_LARGE.
+//
+// A compressed PUT refused QUOTA while it is decompressed weighs the size
+// its frame declares uncompressed (handleFrame): the document the tenant
+// asked to store, as an uncompressed PUT's frame is. Its wire bytes would
+// let a document of 30 M one-byte scrolls, a few KB compressed, weigh one
+// refusal a round (issue 13, row M4c: ~190 such PUTs a 5 s window, each
+// followed by an accepted one, against M4's 8 with the same documents
+// uncompressed). A declared size cannot be inflated to any gain: a body
+// that decodes to more than it declared is BAD_FRAME, and one declaring
+// more only weighs its sender more.
 func refusalWeight(status protocol.Status, size int) int64 {
 	switch {
 	case countsAsRefusal(status):
