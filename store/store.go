@@ -210,6 +210,9 @@ type Store struct {
 	opening   int           // phexts being opened under a reservation (lmu)
 	freed     chan struct{} // closed when an open slot frees, if anyone waits (lmu)
 	openWaits atomic.Uint64 // openers that waited at the ceiling (a test seam)
+	// openedHook (tests only, set before the store is shared) runs in
+	// Tenant.get once a phext it opened is ready, the tenant's mu held.
+	openedHook func(*pfile)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // syncer and background compactions

@@ -216,13 +216,24 @@ func (t *Tenant) get(name []byte) (*pfile, error) {
 			p.state.Store(stateClosed)
 			close(p.gone)
 		} else {
-			p.state.Store(stateReady)
-			// Replace the estimate from file sizes by the exact count.
+			// Replace the estimate from file sizes by the exact count,
+			// before p is ready: until stateReady is stored only this
+			// goroutine touches p's document (p.mu is not held). A writer
+			// that looked p up while it opened checks its state without
+			// t.mu and, once it sees it ready, applies its records (under
+			// p.mu): a charge read after the store raced with those
+			// applies and counted them twice in used (CI race of
+			// TestReloadRacesEvictor; TestOpenChargedBeforeReady).
+			charge := p.charge()
 			old, known := t.sizes[key]
 			if known || p.snapExists.Load() {
-				t.sizes[key] = p.charge()
+				t.sizes[key] = charge
 			}
-			t.used.Add(p.charge() - old)
+			t.used.Add(charge - old)
+			p.state.Store(stateReady)
+			if h := t.s.openedHook; h != nil {
+				h(p)
+			}
 		}
 		close(p.opened)
 		t.mu.Unlock()
