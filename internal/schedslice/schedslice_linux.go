@@ -34,20 +34,22 @@ func set(d time.Duration) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// setThread gives thread tid slice d under SCHED_OTHER, keeping its nice
-// value (sched_setattr sets the nice value too; getpriority(2)'s raw
-// result is 20 − nice).
+// setThread gives thread tid slice d, keeping its scheduling policy, nice
+// value and flags: sched_setattr sets them all, and a thread of
+// SCHED_BATCH or SCHED_IDLE (`chrt -b`, `chrt -i`, systemd's
+// CPUSchedulingPolicy=) was moved to SCHED_OTHER, at nice 0 for IDLE. A
+// slice is a setting of SCHED_OTHER and SCHED_BATCH only: a thread of
+// SCHED_IDLE (which runs only when nothing else would), of a real-time or
+// of the deadline policy is left as it is, without an error.
 func setThread(tid int, d time.Duration) error {
-	prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	a, err := unix.SchedGetAttr(tid, 0)
 	if err != nil {
 		return err
 	}
-	a := &unix.SchedAttr{
-		Size:    unix.SizeofSchedAttr,
-		Policy:  unix.SCHED_NORMAL,
-		Nice:    int32(20 - prio),
-		Runtime: uint64(d.Nanoseconds()),
+	if a.Policy != unix.SCHED_NORMAL && a.Policy != unix.SCHED_BATCH {
+		return nil
 	}
+	a.Runtime = uint64(d.Nanoseconds())
 	return unix.SchedSetAttr(tid, a, 0)
 }
 

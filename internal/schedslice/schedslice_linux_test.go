@@ -6,27 +6,29 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// ThreadSlices reads "se.slice" and the nice value of every thread of
-// process pid ("self" for this one) from /proc, keyed by thread id.
-func threadSlices(t *testing.T, pid string) map[int][2]int64 {
+// ThreadSlices reads "se.slice", the nice value and the policy of every
+// thread of process pid ("self" for this one) from /proc, keyed by thread
+// id.
+func threadSlices(t *testing.T, pid string) map[int][3]int64 {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/" + pid + "/task")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[int][2]int64{}
+	m := map[int][3]int64{}
 	for _, e := range ents {
 		tid, _ := strconv.Atoi(e.Name())
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%s/task/%d/sched", pid, tid))
 		if err != nil {
 			continue // ended meanwhile
 		}
-		var v [2]int64
+		var v [3]int64
 		v[0] = -1
 		for _, l := range strings.Split(string(b), "\n") {
 			k, val, ok := strings.Cut(l, ":")
@@ -39,6 +41,8 @@ func threadSlices(t *testing.T, pid string) map[int][2]int64 {
 				v[0] = n
 			case "prio":
 				v[1] = n - 120 // nice
+			case "policy":
+				v[2] = n
 			}
 		}
 		m[tid] = v
@@ -83,6 +87,9 @@ func TestSetEveryThreadAndLater(t *testing.T) {
 		t.Fatalf("Set took %d threads of %d", n, len(before))
 	}
 	for tid, v := range before {
+		if v[2] != unix.SCHED_NORMAL && v[2] != unix.SCHED_BATCH {
+			continue // no slice (TestSetKeepsPolicy's IDLE thread, if it was the main thread: never ends)
+		}
 		if v[0] != Default.Nanoseconds() {
 			t.Errorf("thread %d: slice %d ns, want %d", tid, v[0], Default.Nanoseconds())
 		}
@@ -120,5 +127,68 @@ func TestSetEveryThreadAndLater(t *testing.T) {
 	}
 	if newThreads == 0 {
 		t.Fatal("no thread started after Set: the inheritance was not tested")
+	}
+}
+
+// TestSetKeepsPolicy: Set gives its slice to a thread of SCHED_BATCH and
+// keeps its policy and nice value, and leaves a thread of SCHED_IDLE as it
+// is (the policies `chrt -b`, `chrt -i` or systemd's CPUSchedulingPolicy=
+// start a server with; IDLE has no slice). Before, sched_setattr moved
+// both to SCHED_OTHER, IDLE at nice 0. Kernels before 6.12 keep their own
+// slice, so the slice is only checked on 6.12 and later.
+func TestSetKeepsPolicy(t *testing.T) {
+	type thread struct {
+		tid    int
+		before *unix.SchedAttr
+	}
+	started := make(chan thread)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	for _, policy := range []uint32{unix.SCHED_BATCH, unix.SCHED_IDLE} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			tid := unix.Gettid()
+			// Back to SCHED_OTHER at the end where allowed (IDLE to
+			// OTHER needs CAP_SYS_NICE): a locked main thread does not
+			// end with its goroutine.
+			defer unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0)
+			if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: policy, Nice: 5}, 0); err != nil {
+				t.Errorf("policy %d: %v", policy, err)
+			}
+			a, err := unix.SchedGetAttr(tid, 0)
+			if err != nil {
+				t.Error(err)
+			}
+			started <- thread{tid, a}
+			<-done
+		}()
+	}
+	ths := []thread{<-started, <-started}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if _, err := Set(Default); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	for _, th := range ths {
+		a, err := unix.SchedGetAttr(th.tid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := th.before
+		if a.Policy != b.Policy || a.Nice != b.Nice {
+			t.Errorf("thread of policy %d nice %d: policy %d nice %d after Set", b.Policy, b.Nice, a.Policy, a.Nice)
+		}
+		want := b.Runtime // IDLE: untouched
+		if b.Policy == unix.SCHED_BATCH && Supported() {
+			want = uint64(Default.Nanoseconds())
+		}
+		if a.Runtime != want {
+			t.Errorf("thread of policy %d: slice %d ns after Set, want %d", b.Policy, a.Runtime, want)
+		}
 	}
 }
