@@ -8,6 +8,7 @@ package server_test
 
 import (
 	"bytes"
+	"net"
 	"testing"
 	"time"
 
@@ -59,6 +60,25 @@ func TestRefusalsWeighFrameBytes(t *testing.T) {
 	}
 }
 
+// firstBusyAtOnce starts a server whose tenants may be refused 20 times
+// at once, then once every 5 s (heavy answers held heavyHold), has
+// mallory's connection a hold her frame share (holdFrameShare), and her
+// connection b get a 12 MiB UPDATE answered BUSY at its header, at once
+// (12 of the 20).
+func firstBusyAtOnce(t *testing.T) (h *hostile, a *pconn, first []byte, b *pconn, payload []byte) {
+	t.Helper()
+	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
+	o := frameShareOpts()
+	o.RefusalRate, o.RefusalBurst, o.FrameTimeout = 0.2, 20, 2*heavyHold
+	h, a, first, payload = holdFrameShare(t, o)
+	b = h.dial(t, "mallory")
+	b.id = 1
+	if r, err := b.do(protocol.OpUpdate, "big", c9(2), payload); err != nil || r.Status != protocol.StatusBusy {
+		t.Fatalf("a second large frame while the first arrives: %v %v %.80s, want BUSY", err, r.Status, r.Body)
+	}
+	return h, a, first, b, payload
+}
+
 // TestBusyLargeFramesWeighTheirBytes: a large frame answered BUSY at its
 // header (the tenant's frame share is held by another of its frames) has
 // its body dropped as it arrives, which costs the server its bytes: it
@@ -66,15 +86,7 @@ func TestRefusalsWeighFrameBytes(t *testing.T) {
 // goes out at once and the second is held (the heavy hold), still BUSY. A BUSY was never
 // held before. The frame that holds the share is served as usual.
 func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
-	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
-	o := frameShareOpts()
-	o.RefusalRate, o.RefusalBurst, o.FrameTimeout = 0.2, 20, 2*heavyHold
-	h, a, first, payload := holdFrameShare(t, o)
-	b := h.dial(t, "mallory")
-	b.id = 1
-	if r, err := b.do(protocol.OpUpdate, "big", c9(2), payload); err != nil || r.Status != protocol.StatusBusy {
-		t.Fatalf("a second large frame while the first arrives: %v %v %.80s, want BUSY", err, r.Status, r.Body)
-	}
+	h, a, first, b, payload := firstBusyAtOnce(t)
 	if n := held(h); n != 0 {
 		t.Fatalf("%d answers held within the burst (12 of 20)", n)
 	}
@@ -150,5 +162,51 @@ func TestCompressedQuotaRefusalsWeighDeclaredSize(t *testing.T) {
 			}
 			c.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 		})
+	}
+}
+
+// TestHeldBusyStopsDropping: while a connection's large-frame BUSY is held
+// (the heavy hold), the large frames its client pipelines behind it are
+// not read and dropped meanwhile, each one's bytes unweighed until the
+// worker answers it: the queue bound counts a frame refused at its header
+// by the bytes it dropped, as it counts a frame received whole. Before,
+// the loop kept dropping up to --max-inflight (256) such frames during one
+// hold: a tenant's refused bytes went through the server at the speed of
+// the socket while its answers waited, the rate the weights are for (1.2
+// GB in this test's half second). What the client sends past that waits
+// in gnet's inbound buffer, charged to the tenant's memory share, and the
+// connection is closed when that share is spent (slow consumer).
+func TestHeldBusyStopsDropping(t *testing.T) {
+	h, _, _, b, payload := firstBusyAtOnce(t)
+	frame := protocol.AppendRequest(nil, protocol.OpUpdate, 2, []byte("big"), c9(2), payload)
+	stop := make(chan struct{})
+	wrote := make(chan int)
+	go func() {
+		n := 0
+		defer func() { wrote <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			k, err := b.nc.Write(frame)
+			n += k
+			if ne, ok := err.(net.Error); err != nil && !(ok && ne.Timeout()) {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-wrote }()
+	sqtest.CheckFor(t, 10*time.Second, "the next BUSY held", func() bool { return h.srv.Stats().HeldNow == 1 })
+	_, d0 := h.srv.SocketBytes()
+	time.Sleep(heavyHold / 2)
+	_, d1 := h.srv.SocketBytes()
+	// A queue's worth (one max frame, 16 MiB) and the frame under way
+	// when the hold began.
+	t.Logf("dropped during the hold: %d MiB", (d1-d0)>>20)
+	if d, most := d1-d0, uint64(16*mib+len(frame)); d > most {
+		t.Errorf("%d MiB of frames dropped while their connection's answer was held, want at most %d MiB", d>>20, most>>20)
 	}
 }

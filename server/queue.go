@@ -171,6 +171,23 @@ func (cs *connState) enqueueRefusal(hdr []byte, status protocol.Status, msg stri
 	stub = append(stub, hdr[:4]...)
 	stub = append(stub, msg[:min(len(msg), 256)]...)
 	cs.enqueue(stub)
+	// The queue bound counts the bytes the refused frame drops, as it
+	// counts a frame received whole (queuedLen): while the stub waits,
+	// held past the tenant's refusal budget, the loop drops no more than
+	// a queue's worth of the frames pipelined behind it (before: up to
+	// MaxInFlight of them, 256 × 60 MiB, at the socket's speed, during
+	// one hold).
+	cs.queuedBytes.Add(int64(binary.BigEndian.Uint32(hdr[:4])))
+}
+
+// queuedLen is what queued frame f counts in the queue bound
+// (queuedBytes): its length, plus for a refusal stub the length of the
+// frame it refused (enqueueRefusal).
+func queuedLen(f []byte) int64 {
+	if _, size, _, ok := refusalStub(f); ok {
+		return int64(len(f) + size)
+	}
+	return int64(len(f))
 }
 
 // refusalStub reports whether a queued frame is enqueueRefusal's stub and
@@ -308,7 +325,7 @@ func (s *Server) work(cs *connState) {
 				// timeout, reload):
 				// the rest of the batch is not run and not acknowledged.
 				for ; i < len(frames); i++ {
-					bytes += int64(len(frames[i]))
+					bytes += queuedLen(frames[i])
 					cs.releaseFrame(frames[i])
 					frames[i] = nil
 					done++
@@ -325,7 +342,7 @@ func (s *Server) work(cs *connState) {
 			}
 			n := j - i
 			for ; i < j; i++ {
-				bytes += int64(len(frames[i]))
+				bytes += queuedLen(frames[i])
 				cs.releaseFrame(frames[i])
 				frames[i] = nil // a big frame can be collected once done
 				done++
