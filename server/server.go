@@ -346,6 +346,9 @@ type Server struct {
 	// (authAnswer); authFiredHook, when set (tests), runs when one fires.
 	authTimers    atomic.Int64
 	authFiredHook atomic.Pointer[func()]
+	// watchFlushHook, when set (tests), runs on an event loop at the start
+	// of every watch flush (loopFeed.Run).
+	watchFlushHook atomic.Pointer[func()]
 	// heldRefusals counts answers past their tenant's refusal budget
 	// waiting to be sent (refusal.go); drainCh is closed when Shutdown
 	// begins, which ends their waits.

@@ -678,6 +678,9 @@ func (lf *loopFeed) add(cs *connState) {
 // queue of every listed connection.
 func (lf *loopFeed) Run(context.Context) error {
 	lf.s.asyncPending.Add(-1)
+	if hook := lf.s.watchFlushHook.Load(); hook != nil {
+		(*hook)()
+	}
 	lf.mu.Lock()
 	list := lf.dirty
 	lf.dirty, lf.spare, lf.scheduled = lf.spare, nil, false

@@ -792,7 +792,9 @@ func TestWatchResumeLargerThanQueue(t *testing.T) {
 				wr.ok(protocol.OpUpdate, "", coordN(i), []byte(fmt.Sprintf("%03d%s", i, text)))
 			}
 			w = e.watcher("alpha")
+			release := holdFlushesForBacklog(e.srv)
 			w.watch("", "", 2, protocol.WatchText|protocol.WatchFrom, from)
+			release()
 			for i := 0; i < 20; i++ { // live, while the backlog waits
 				wr.ok(protocol.OpUpdate, "", coordN(n+i), []byte(fmt.Sprintf("%03d%s", n+i, text)))
 			}
@@ -819,6 +821,34 @@ func TestWatchResumeLargerThanQueue(t *testing.T) {
 	}
 }
 
+// holdFlushesForBacklog makes a watch flush that starts once a replay
+// has queued an event wait (on its event loop, at most 10 s) until a
+// replay has overflowed its watcher's queue into a backlog, for tests of
+// a resume larger than the queue. Otherwise the loop may write the queue
+// out as fast as the replay fills it (the worker descheduled mid-replay
+// on a busy box: a chaos build, 2 runs in 2), and the replay never needs
+// the backlog those tests are about. Flushes of events queued before it
+// was called are not held. release lets flushes go.
+func holdFlushesForBacklog(s *Server) (release func()) {
+	done := make(chan struct{})
+	queued := s.stats.watchEvents.Load()
+	hook := func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for s.stats.watchEvents.Load() != queued && s.stats.watchBacklogs.Load() == 0 && time.Now().Before(deadline) {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	s.watchFlushHook.Store(&hook)
+	return func() {
+		s.watchFlushHook.Store(nil)
+		close(done)
+	}
+}
+
 // TestWatchBacklogSlowWatcherDropped: a watcher that resumes with a
 // backlog (the replay larger than its queue) and then does not read is
 // bounded like any slow watcher: once the live changes waiting behind its
@@ -835,7 +865,9 @@ func TestWatchBacklogSlowWatcherDropped(t *testing.T) {
 		wr.ok(protocol.OpUpdate, "", coordN(i), text)
 	}
 	slow := e.watcher("alpha")
+	release := holdFlushesForBacklog(e.srv)
 	slow.watch("", "", 2, protocol.WatchText|protocol.WatchFrom, from)
+	release()
 	for i := 0; i < 3000; i++ { // 24 MB more: past the kernel's socket buffers
 		wr.ok(protocol.OpUpdate, "", phext.Origin, text)
 	}
