@@ -9,6 +9,7 @@ package server_test
 import (
 	"bytes"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,21 +20,21 @@ import (
 	"github.com/phext/sq/store"
 )
 
-// heavyHold: refused frames' answers wait at most 1 s (half the 2 s
-// frame timeout, maxRefusalHold), which a heavy answer past a budget of
-// one refusal per 5 s waits in full.
-const heavyHold = time.Second
+// heavyHold: refused frames' answers wait at most 2 s (half the 4 s
+// frame timeout, maxRefusalHold); a heavy answer whose weight the budget
+// has no room for within it is answered at once and its connection closed.
+const heavyHold = 2 * time.Second
 
 // TestRefusalsWeighFrameBytes: an UPDATE of 3 MiB over the tenant's quota
 // weighs 4 refusals (one plus one a MiB), so a burst of 12 answers three
 // at once and holds the fourth, which still gets its QUOTA, after the
-// heavy hold (until the budget has room for its weight, here at most
-// heavyHold), on a connection that stays open. Counted as one refusal
+// heavy hold (until the budget, 2 a second, has room for its weight:
+// about 2 s), on a connection that stays open. Counted as one refusal
 // each, all four went out at once.
 func TestRefusalsWeighFrameBytes(t *testing.T) {
 	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
 	h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, durability: store.DurabilityNo,
-		opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 0.2, RefusalBurst: 12, FrameTimeout: 2 * heavyHold}})
+		opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 2, RefusalBurst: 12, FrameTimeout: 2 * heavyHold}})
 	m := h.dial(t, "mallory")
 	text := bytes.Repeat([]byte("q"), 3*mib)
 	for i := range 3 {
@@ -51,8 +52,8 @@ func TestRefusalsWeighFrameBytes(t *testing.T) {
 	if err != nil || r.Status != protocol.StatusQuota {
 		t.Fatalf("held UPDATE: %v %v %q, want QUOTA", err, r.Status, r.Body)
 	}
-	if d := time.Since(t0); d < heavyHold-10*time.Millisecond {
-		t.Errorf("held UPDATE answered after %v, want ≥ %v", d, heavyHold)
+	if d := time.Since(t0); d < testHold-10*time.Millisecond {
+		t.Errorf("held UPDATE answered after %v, want ≥ %v", d, testHold)
 	}
 	m.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 	if st := h.srv.Stats(); st.RefusalsHeld != 1 || st.RefusalsClosed != 0 {
@@ -60,16 +61,16 @@ func TestRefusalsWeighFrameBytes(t *testing.T) {
 	}
 }
 
-// firstBusyAtOnce starts a server whose tenants may be refused 20 times
-// at once, then once every 5 s (heavy answers held heavyHold), has
-// mallory's connection a hold her frame share (holdFrameShare), and her
-// connection b get a 12 MiB UPDATE answered BUSY at its header, at once
-// (12 of the 20).
+// firstBusyAtOnce starts a server whose tenants may be refused 12 times
+// at once, then 6 times a second (heavy answers held at most heavyHold),
+// has mallory's connection a hold her frame share (holdFrameShare), and
+// her connection b get a 12 MiB UPDATE answered BUSY at its header, at
+// once (12 of the 12); the next such answer waits about 2 s.
 func firstBusyAtOnce(t *testing.T) (h *hostile, a *pconn, first []byte, b *pconn, payload []byte) {
 	t.Helper()
 	t.Cleanup(server.SetRefusalHold(testHold)) // after the server stops
 	o := frameShareOpts()
-	o.RefusalRate, o.RefusalBurst, o.FrameTimeout = 0.2, 20, 2*heavyHold
+	o.RefusalRate, o.RefusalBurst, o.FrameTimeout = 6, 12, 2*heavyHold
 	h, a, first, payload = holdFrameShare(t, o)
 	b = h.dial(t, "mallory")
 	b.id = 1
@@ -82,13 +83,13 @@ func firstBusyAtOnce(t *testing.T) (h *hostile, a *pconn, first []byte, b *pconn
 // TestBusyLargeFramesWeighTheirBytes: a large frame answered BUSY at its
 // header (the tenant's frame share is held by another of its frames) has
 // its body dropped as it arrives, which costs the server its bytes: it
-// weighs one refusal a MiB, so with a burst of 20 the first 12 MiB BUSY
-// goes out at once and the second is held (the heavy hold), still BUSY. A BUSY was never
-// held before. The frame that holds the share is served as usual.
+// weighs one refusal a MiB, so with a burst of 12 the first 12 MiB BUSY
+// goes out at once and the second is held (the heavy hold), still BUSY. A
+// BUSY was never held before. The frame that holds the share is served as usual.
 func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
 	h, a, first, b, payload := firstBusyAtOnce(t)
 	if n := held(h); n != 0 {
-		t.Fatalf("%d answers held within the burst (12 of 20)", n)
+		t.Fatalf("%d answers held within the burst (12 of 12)", n)
 	}
 	t0 := time.Now()
 	if err := b.send(protocol.OpUpdate, "big", c9(2), payload); err != nil {
@@ -98,8 +99,8 @@ func TestBusyLargeFramesWeighTheirBytes(t *testing.T) {
 	if r, err := b.recv(10 * time.Second); err != nil || r.Status != protocol.StatusBusy {
 		t.Fatalf("held answer: %v %v %.80s, want BUSY", err, r.Status, r.Body)
 	}
-	if d := time.Since(t0); d < heavyHold-10*time.Millisecond {
-		t.Errorf("held BUSY answered after %v, want ≥ %v", d, heavyHold)
+	if d := time.Since(t0); d < testHold-10*time.Millisecond {
+		t.Errorf("held BUSY answered after %v, want ≥ %v", d, testHold)
 	}
 	if _, err := a.nc.Write(first[len(first)/2:]); err != nil {
 		t.Fatal(err)
@@ -122,7 +123,7 @@ func TestCompressedQuotaRefusalsWeighDeclaredSize(t *testing.T) {
 	for _, codec := range wireCodecs {
 		t.Run(codec.name, func(t *testing.T) {
 			h := startHostile(t, hostileOpts{quotaMB: map[string]float64{"mallory": 1}, durability: store.DurabilityNo,
-				opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 0.2, RefusalBurst: 12, FrameTimeout: 2 * heavyHold, Codecs: codec.accept}})
+				opts: server.Options{MaxFrame: 8 * mib, RefusalRate: 2, RefusalBurst: 12, FrameTimeout: 2 * heavyHold, Codecs: codec.accept}})
 			c, agreed := h.dialCompressed(t, "mallory")
 			if agreed == protocol.CodecNone {
 				t.Fatal("no codec agreed")
@@ -157,8 +158,8 @@ func TestCompressedQuotaRefusalsWeighDeclaredSize(t *testing.T) {
 			send()
 			sqtest.CheckFor(t, 10*time.Second, "the fourth answer held", func() bool { return h.srv.Stats().HeldNow == 1 })
 			recvQuota()
-			if d := time.Since(t0); d < heavyHold-10*time.Millisecond {
-				t.Errorf("held QUOTA answered after %v, want ≥ %v", d, heavyHold)
+			if d := time.Since(t0); d < testHold-10*time.Millisecond {
+				t.Errorf("held QUOTA answered after %v, want ≥ %v", d, testHold)
 			}
 			c.must(t, protocol.StatusOK, protocol.OpPing, "", phext.Origin, nil)
 		})
@@ -208,5 +209,54 @@ func TestHeldBusyStopsDropping(t *testing.T) {
 	t.Logf("dropped during the hold: %d MiB", (d1-d0)>>20)
 	if d, most := d1-d0, uint64(16*mib+len(frame)); d > most {
 		t.Errorf("%d MiB of frames dropped while their connection's answer was held, want at most %d MiB", d>>20, most>>20)
+	}
+}
+
+// TestHeavyRefusalsPacedOverConnections: a tenant's large refused frames
+// are answered at its budget's rate over all its connections, however
+// many: an answer the budget has no room for within the longest wait
+// (half the frame timeout) goes out at once and its connection is closed.
+// Eight connections sending 12 MiB frames into BUSY for 5 s, with room for
+// one such answer every 2 s, get at most one answer each past what the
+// budget books. Before, such an answer waited the longest wait without
+// booking, so each connection got one every 2 s whatever the budget (24
+// answers of weight 12 in 3 s from 8 connections with a budget of one a
+// minute; with the defaults, 128 connections of 60 MiB frames ~10× the
+// rate).
+func TestHeavyRefusalsPacedOverConnections(t *testing.T) {
+	h, _, _, _, payload := firstBusyAtOnce(t)
+	const k = 8
+	const window = 5 * time.Second
+	var mu sync.Mutex
+	answers := 0
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(window)
+	for range k {
+		c := h.dial(t, "mallory")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				r, err := c.do(protocol.OpUpdate, "big", c9(2), payload)
+				if err != nil {
+					return // closed
+				}
+				if r.Status == protocol.StatusBusy && r.ID == c.id { // not the closing BUSY (id 0)
+					mu.Lock()
+					answers++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// 6 refusals a second: one 12 MiB answer every 2 s at once or
+	// booked, over the window and the 2 s an answer may wait, plus each
+	// connection's one answer that closes it.
+	most := k + int(window/(2*time.Second)) + 2
+	st := h.srv.Stats()
+	t.Logf("%d BUSY answers to %d connections in %v; held %d, closed %d", answers, k, window, st.RefusalsHeld, st.RefusalsClosed)
+	if answers > most {
+		t.Errorf("%d BUSY answers of weight 12 to %d connections in %v, want at most %d", answers, k, window, most)
 	}
 }

@@ -229,7 +229,6 @@ func (s *Server) refuseN(t *tenant, admin bool, n int64) Refusal {
 		s.stats.refusalsClosed.Add(1)
 		return Refusal{Close: true}
 	}
-	s.stats.refusalsHeld.Add(1)
 	hold := s.opts.refusalHold()
 	if n > 1 {
 		// A heavy answer (a large frame's, refusalWeight) waits until
@@ -237,14 +236,24 @@ func (s *Server) refuseN(t *tenant, admin bool, n int64) Refusal {
 		// books it: the tenant's large refused frames, over all its
 		// connections, are answered at the budget's rate, not one a hold
 		// per connection (row M2: 4 connections, each a 60 MiB frame a
-		// second, ~240 MB/s; at 50 a second now one every 1.2 s). Past
-		// maxRefusalHold it waits that long without booking.
-		most := s.opts.maxRefusalHold()
-		hold = most
-		if w, ok := r.book(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst, n, int64(most)); ok {
-			hold = max(time.Duration(w), s.opts.refusalHold())
+		// second, ~240 MB/s; at 50 a second now one every 1.2 s). When
+		// the budget has no room for it within maxRefusalHold, it goes
+		// out at once and its connection is closed, as when no slot is
+		// free: waiting that long without booking gave every connection
+		// one such answer a maxRefusalHold, whatever the budget (review16:
+		// 8 connections, 24 answers of weight 12 in 3 s against a budget
+		// of one a minute; with the defaults 128 connections of 60 MiB
+		// frames ~10× --refusal-rate).
+		w, ok := r.book(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst, n, int64(s.opts.maxRefusalHold()))
+		if !ok {
+			s.heldRefusals.Add(-1)
+			r.held.Add(-1)
+			s.stats.refusalsClosed.Add(1)
+			return Refusal{Close: true}
 		}
+		hold = max(time.Duration(w), hold)
 	}
+	s.stats.refusalsHeld.Add(1)
 	return Refusal{Hold: hold, r: r, s: s}
 }
 

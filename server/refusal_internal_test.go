@@ -146,8 +146,11 @@ func TestRefusalWeight(t *testing.T) {
 // one (large frames', refusalWeight) wait until the budget has room for
 // their weight, at least refusalHold, and book it, so that several held
 // at once leave one after another at the budget's rate, not all after one
-// hold; past maxRefusalHold (half the frame timeout) they wait that long
-// and book nothing. Answers of weight one keep the plain hold.
+// hold. One the budget has no room for within maxRefusalHold (half the
+// frame timeout) goes out at once with its connection closed and books
+// nothing (it used to wait that long unbooked: one such answer a
+// maxRefusalHold per connection, whatever the budget). Answers of weight
+// one keep the plain hold.
 func TestHeavyRefusalsPaced(t *testing.T) {
 	defer func(d time.Duration) { refusalHold = d }(refusalHold)
 	refusalHold = time.Second
@@ -163,15 +166,27 @@ func TestHeavyRefusalsPaced(t *testing.T) {
 	}
 	near := func(got, want time.Duration) bool { return got > want-time.Second && got <= want }
 	var hs []Refusal
-	for i, want := range []time.Duration{4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second} {
+	for i, want := range []time.Duration{4 * time.Second, 8 * time.Second} {
 		f := s.refuseN(m, false, 4)
 		hs = append(hs, f)
 		if !near(f.Hold, want) || f.Close {
-			t.Errorf("heavy answer %d past the budget: hold %v, want about %v", i, f.Hold, want)
+			t.Errorf("heavy answer %d past the budget: hold %v close %v, want a hold of about %v", i, f.Hold, f.Close, want)
 		}
 	}
-	// The two capped ones booked nothing: a plain answer now waits the
-	// plain hold, and the budget's schedule ends where the second left it.
+	// The next would wait about 12 s, past the 10 s cap.
+	for i := range 2 {
+		if f := s.refuseN(m, false, 4); f != (Refusal{Close: true}) {
+			t.Errorf("heavy answer %d past the cap: %+v, want Close", i, f)
+		}
+	}
+	if st := s.stats.refusalsClosed.Load(); st != 2 {
+		t.Errorf("refusals closed: %d, want 2", st)
+	}
+	if n := m.refusals.held.Load(); n != 2 {
+		t.Errorf("%d answers hold slots, want the 2 held", n)
+	}
+	// The closed ones booked nothing: a plain answer now waits the plain
+	// hold, and the budget's schedule ends where the second left it.
 	if f := s.refuseN(m, false, 1); f.Hold != refusalHold {
 		t.Errorf("a light answer behind them: hold %v, want %v", f.Hold, refusalHold)
 	} else {
@@ -182,5 +197,8 @@ func TestHeavyRefusalsPaced(t *testing.T) {
 	}
 	for _, f := range hs {
 		f.Done()
+	}
+	if n := s.heldRefusals.Load(); n != 0 {
+		t.Errorf("%d server-wide slots still taken", n)
 	}
 }

@@ -296,7 +296,9 @@ refused requests:
   and such an answer past the budget waits until the budget has room for
   its weight (at least the second, at most --frame-timeout/2), so a
   tenant's large refused frames are answered at --refusal-rate MiB a
-  second over all its connections.
+  second over all its connections; one the budget has no room for within
+  --frame-timeout/2 goes out at once and closes its connection, as past
+  the bounds above.
   BUSY is not counted (it is the server's load), except a frame over
   64 KiB refused BUSY at its header, whose dropped body weighs one per
   MiB; nor are bad names or coordinates; the admin token never is.
