@@ -352,7 +352,15 @@ func (s *Store) checkpointBatch(ps []*pfile, mode batchMode) (did int, errs map[
 	did = len(runs)
 
 	// B. The temp files.
-	parallel(len(runs), batchParallelism(mode), func(i int) { runs[i].write(!whole, mode != batchClosing) })
+	parallel(len(runs), batchParallelism(mode), func(i int) {
+		if mode == batchOpen && i >= evictCkptUrgent && s.openWaiting.Load() > 0 {
+			// Openers wait at the ceiling for this batch's closes: write no
+			// more (the rest goes back dirty, see reserveOpen).
+			runs[i].err = errCkptCut
+			return
+		}
+		runs[i].write(!whole, mode != batchClosing)
+	})
 	if whole {
 		syncAll("syncfs of the new snapshots")
 	}
@@ -427,6 +435,10 @@ func (s *Store) checkpointBatch(ps []*pfile, mode batchMode) (did int, errs map[
 
 // errCkptBusy: the evictor skipped a phext another checkpoint holds.
 var errCkptBusy = errors.New("store: a checkpoint of the phext is running")
+
+// errCkptCut: the evictor cut its batch short for openers waiting at the
+// ceiling; the phext is still dirty.
+var errCkptCut = errors.New("store: checkpoint left for a later batch")
 
 // batchParallelism is how many goroutines write a batch's temp files.
 func batchParallelism(mode batchMode) int {

@@ -49,7 +49,11 @@ func (s *Store) closeMany(ps []*pfile) error {
 func (s *Store) countBatch(did int, errs map[*pfile]error) {
 	failed := 0
 	for _, err := range errs {
-		if err != errPfileClosed && err != errCkptBusy {
+		switch err {
+		case errPfileClosed, errCkptBusy:
+		case errCkptCut:
+			did-- // not written: neither done nor failed
+		default:
 			failed++
 		}
 	}

@@ -17,6 +17,16 @@ import (
 // most OpenWait, then gets ErrBusy. Phexts already open never wait, and
 // neither do event loops: TryApply and TryAppendSelect only use open
 // phexts.
+//
+// While an opener waits the evictor frees slots sooner (issue 13: a tenant
+// that dirtied hundreds of phexts must not make another tenant's opener
+// wait for all their checkpoints): its batches hold at most
+// evictCkptUrgent snapshots instead of evictCkptBatch, and a batch already
+// under way writes no more snapshot once that many are written (the rest
+// are put back dirty, as a checkpoint that failed before its rename, and
+// retried), so the waiter gets a slot after at most evictCkptUrgent
+// snapshots plus the syncs of one batch. Nobody waiting, the batches stay
+// big: one syncfs for up to evictCkptBatch snapshots.
 
 // defaultOpenWait is the default Options.OpenWait.
 const defaultOpenWait = 2 * time.Second
@@ -90,7 +100,9 @@ func (s *Store) reserveOpen() error {
 		ch := s.freed
 		s.lmu.Unlock()
 		if deadline == nil {
+			s.openWaiting.Add(1) // before openWaits, which tests wait for
 			s.openWaits.Add(1)
+			defer s.openWaiting.Add(-1)
 			t := time.NewTimer(s.opts.OpenWait)
 			defer t.Stop()
 			deadline = t.C

@@ -210,6 +210,9 @@ type Store struct {
 	opening   int           // phexts being opened under a reservation (lmu)
 	freed     chan struct{} // closed when an open slot frees, if anyone waits (lmu)
 	openWaits atomic.Uint64 // openers that waited at the ceiling (a test seam)
+	// openWaiting counts the openers waiting at the ceiling now: the
+	// evictor checkpoints small batches meanwhile (evictCkptUrgent).
+	openWaiting atomic.Int32
 	// openedHook (tests only, set before the store is shared) runs in
 	// Tenant.get once a phext it opened is ready, the tenant's mu held.
 	openedHook func(*pfile)
@@ -749,11 +752,14 @@ func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 	}
 	for len(dirty) > 0 {
 		n := min(len(dirty), evictCkptBatch)
+		if s.openWaiting.Load() > 0 {
+			n = min(n, evictCkptUrgent)
+		}
 		did, errs := s.checkpointBatch(dirty[:n], batchOpen)
 		s.countBatch(did, errs)
 		for i, v := range dirty[:n] {
 			if err := errs[v]; err != nil {
-				if err != errPfileClosed && err != errCkptBusy {
+				if err != errPfileClosed && err != errCkptBusy && err != errCkptCut {
 					b := min(max(2*v.evictFail.Load(), int64(evictRetry)), int64(evictRetryMax))
 					v.evictFail.Store(b)
 					v.evictAfter.Store(monoNow() + b)
@@ -776,8 +782,13 @@ func (s *Store) evictRound(victims []*pfile, uses []uint64) bool {
 	return closed > 0
 }
 
-// evictCkptBatch is the most phexts the evictor checkpoints in one batch.
-const evictCkptBatch = 256
+// evictCkptBatch is the most phexts the evictor checkpoints in one batch;
+// evictCkptUrgent the most while openers wait at the ceiling (see
+// reserveOpen), including a batch under way when they began to wait.
+const (
+	evictCkptBatch  = 256
+	evictCkptUrgent = 16
+)
 
 // isShutting reports whether Close started.
 func (s *Store) isShutting() bool {
