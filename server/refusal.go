@@ -223,14 +223,8 @@ func (s *Server) refuseN(t *tenant, admin bool, n int64) Refusal {
 		s.stats.refusalsClosed.Add(1)
 		return Refusal{Close: true}
 	}
-	if s.heldRefusals.Add(1) > s.opts.maxHeldRefusals() {
-		s.heldRefusals.Add(-1)
-		r.held.Add(-1)
-		s.stats.refusalsClosed.Add(1)
-		return Refusal{Close: true}
-	}
-	hold := s.opts.refusalHold()
-	if n > 1 {
+	hold, ok := s.opts.refusalHold(), s.heldRefusals.Add(1) <= s.opts.maxHeldRefusals()
+	if ok && n > 1 {
 		// A heavy answer (a large frame's, refusalWeight) waits until
 		// the budget has room for its weight, at least the hold, and
 		// books it: the tenant's large refused frames, over all its
@@ -244,14 +238,16 @@ func (s *Server) refuseN(t *tenant, admin bool, n int64) Refusal {
 		// 8 connections, 24 answers of weight 12 in 3 s against a budget
 		// of one a minute; with the defaults 128 connections of 60 MiB
 		// frames ~10× --refusal-rate).
-		w, ok := r.book(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst, n, int64(s.opts.maxRefusalHold()))
-		if !ok {
-			s.heldRefusals.Add(-1)
-			r.held.Add(-1)
-			s.stats.refusalsClosed.Add(1)
-			return Refusal{Close: true}
-		}
+		var w int64
+		w, ok = r.book(monoNow(), s.opts.RefusalRate, s.opts.RefusalBurst, n, int64(s.opts.maxRefusalHold()))
 		hold = max(time.Duration(w), hold)
+	}
+	if !ok {
+		// No server-wide slot free, or no room in the budget in time.
+		s.heldRefusals.Add(-1)
+		r.held.Add(-1)
+		s.stats.refusalsClosed.Add(1)
+		return Refusal{Close: true}
 	}
 	s.stats.refusalsHeld.Add(1)
 	return Refusal{Hold: hold, r: r, s: s}
